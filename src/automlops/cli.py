@@ -1,0 +1,365 @@
+"""The `automlops` command line. Thin: parse options, call the runtime, print."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from automlops import keys
+from automlops.config import Manifest, Task
+from automlops.errors import AutomlopsError
+from automlops.local.runlog import RunRecord
+from automlops.local.runtime import LocalRuntime, open_runtime
+from automlops.local.worker import Worker
+from automlops.manifests import load_manifest, save_manifest
+from automlops.ml.csv_reader import read_csv_bytes
+from automlops.ml.target import default_target
+
+app = typer.Typer(
+    help="Drop a CSV in, get a tuned, evaluated model served over HTTP.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+dlq_app = typer.Typer(help="Dead-letter queues: list and redrive failed messages.")
+app.add_typer(dlq_app, name="dlq")
+
+Home = Annotated[
+    Path | None,
+    typer.Option("--home", help="Workspace directory (default $AUTOMLOPS_HOME or ./.automlops)."),
+]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code=2)
+
+
+def _runtime(home: Path | None) -> LocalRuntime:
+    return open_runtime(home)
+
+
+@app.command()
+def init(home: Home = None) -> None:
+    """Create the workspace: one folder per bucket, the queue and the run log."""
+    runtime = _runtime(home)
+    typer.echo(f"workspace ready at {runtime.home}")
+    for bucket in runtime.settings.buckets.all():
+        typer.echo(f"  bucket {bucket:<17} {runtime.home / bucket}")
+
+
+def _dataset_name(path: Path) -> str:
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", path.stem).strip("-.") or "dataset"
+    return name
+
+
+@app.command()
+def upload(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+    dataset: Annotated[str | None, typer.Option(help="Dataset name (default: file stem).")] = None,
+    target: Annotated[str | None, typer.Option(help="Target column.")] = None,
+    positive: Annotated[str | None, typer.Option(help="Positive label (binary).")] = None,
+    task: Annotated[Task | None, typer.Option(help="binary, multiclass or regression.")] = None,
+    drop: Annotated[str | None, typer.Option(help="Columns to drop, comma-separated.")] = None,
+    time_budget: Annotated[
+        float | None, typer.Option("--time-budget", help="Training time budget in seconds.")
+    ] = None,
+    home: Home = None,
+) -> None:
+    """Store FILE at data/<dataset>/<file> (this triggers the pipeline) with its manifest."""
+    runtime = _runtime(home)
+    name = dataset or _dataset_name(file)
+    bucket = runtime.settings.buckets.data
+    try:
+        manifest = load_manifest(runtime.store, bucket, name)
+        changes: dict[str, Any] = {}
+        if target is not None:
+            changes["target"] = target
+        if positive is not None:
+            changes["positive"] = positive
+        if task is not None:
+            changes["task"] = task
+        if drop is not None:
+            changes["drop"] = [c.strip() for c in drop.split(",") if c.strip()]
+        if time_budget is not None:
+            changes["time_budget_s"] = time_budget
+        manifest = Manifest.model_validate({**manifest.model_dump(), **changes, "dataset": name})
+    except (ValueError, AutomlopsError) as exc:
+        raise _fail(str(exc)) from None
+
+    data = file.read_bytes()
+    filename = file.name if file.suffix.lower() == ".csv" else f"{file.name}.csv"
+    key = keys.source_key(name, re.sub(r"[^A-Za-z0-9_.-]+", "_", filename))
+    if manifest.target is None:
+        try:
+            columns = read_csv_bytes(data, key).columns
+        except AutomlopsError:
+            columns = []
+        if columns:
+            chosen = default_target(columns)
+            how = (
+                "the last column"
+                if chosen == columns[-1]
+                and chosen.lower()
+                not in (
+                    "y",
+                    "target",
+                    "label",
+                    "class",
+                )
+                else f"a column named {chosen!r}"
+            )
+            typer.echo(f"target: {chosen} ({how}; pass --target to choose another)")
+            manifest = manifest.model_copy(update={"target": chosen})
+    else:
+        typer.echo(f"target: {manifest.target}")
+    save_manifest(runtime.store, bucket, manifest)
+    runtime.store.put(bucket, key, data)
+    typer.echo(f"uploaded {file} -> {bucket}/{key} (dataset {name})")
+
+
+def _format_run(run: RunRecord) -> str:
+    stages = " · ".join(
+        f"{s.name} {s.duration_s:.1f}s" if s.duration_s is not None else f"{s.name} …"
+        for s in run.stages
+    )
+    parts = [f"{run.dataset:<16}", f"{run.status:<9}", stages]
+    if run.model_version is not None:
+        parts.append(f"v{run.model_version}")
+    if run.headline_metric and run.headline_value is not None:
+        parts.append(f"{run.headline_metric}={run.headline_value:.4f}")
+    if run.note and run.status == "succeeded":
+        parts.append(run.note.split(":")[0])
+    line = "  ".join(parts)
+    if run.error:
+        line += f"\n    error: {run.error}"
+    return line
+
+
+@app.command()
+def run(
+    until_idle: Annotated[
+        bool, typer.Option("--until-idle", help="Stop when nothing is queued or running.")
+    ] = False,
+    home: Home = None,
+) -> None:
+    """Process pipeline events: a line per finished run; non-zero exit if any run failed."""
+    runtime = _runtime(home)
+    failed: list[str] = []
+
+    def on_run_end(record: RunRecord) -> None:
+        if record.status == "failed":
+            failed.append(record.id)
+        typer.echo(_format_run(record))
+
+    def on_progress(run_ref: keys.RunRef, stage: Any, text: str) -> None:
+        typer.echo(f"  [{run_ref.dataset} {stage}] {text}", err=True)
+
+    worker = Worker(runtime, on_run_end=on_run_end, on_progress=on_progress)
+    try:
+        if until_idle:
+            worker.run_until_idle()
+        else:
+            worker.run_forever()
+    except KeyboardInterrupt:
+        typer.echo("stopped; unfinished messages are redelivered on the next run", err=True)
+    finally:
+        runtime.close()
+    if failed:
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def runs(
+    dataset: Annotated[str | None, typer.Option(help="Only this dataset.")] = None,
+    as_json: AsJson = False,
+    home: Home = None,
+) -> None:
+    """Pipeline runs, newest first."""
+    records = _runtime(home).runlog.list(dataset)
+    if as_json:
+        items = [
+            {
+                "id": r.id,
+                "dataset": r.dataset,
+                "source": r.source,
+                "status": r.status,
+                "error": r.error,
+                "stages": [
+                    {"name": s.name, "status": s.status, "duration_s": s.duration_s}
+                    for s in r.stages
+                ],
+                "model_version": r.model_version,
+                "headline": None
+                if r.headline_metric is None
+                else {"metric": r.headline_metric, "value": r.headline_value},
+                "note": r.note,
+            }
+            for r in records
+        ]
+        typer.echo(json.dumps(items, indent=2))
+        return
+    if not records:
+        typer.echo("no runs yet: `automlops upload FILE` then `automlops run --until-idle`")
+    for record in records:
+        typer.echo(_format_run(record))
+
+
+@app.command()
+def models(
+    dataset: Annotated[str | None, typer.Option(help="Only this dataset.")] = None,
+    as_json: AsJson = False,
+    home: Home = None,
+) -> None:
+    """Model versions per dataset with their status and evaluation metrics."""
+    registry = _runtime(home).registry
+    names = [dataset] if dataset else registry.datasets()
+    items = []
+    for name in names:
+        doc = registry.read(name)
+        for v in doc.versions:
+            items.append(
+                {
+                    "dataset": name,
+                    "version": v.version,
+                    "status": v.status.value,
+                    "created_at": v.created_at,
+                    "task": v.task,
+                    "learner": v.learner,
+                    "metrics": v.metrics,
+                    "source": v.source_key,
+                    "run_id": v.run_id,
+                    "endpoint": v.endpoint,
+                    "report": v.report_key,
+                    "reason": v.last_reason,
+                }
+            )
+    if as_json:
+        typer.echo(json.dumps(items, indent=2))
+        return
+    if not items:
+        typer.echo("no models yet")
+    for item in items:
+        headline = ", ".join(
+            f"{k}={item['metrics'][k]:.4f}"
+            for k in ("roc_auc", "macro_f1", "rmse")
+            if k in item["metrics"]
+        )
+        typer.echo(
+            f"{item['dataset']:<16} v{item['version']:<3} {item['status']:<10} "
+            f"{item['learner']:<8} {headline}  {item['reason'] or ''}"
+        )
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    home: Home = None,
+) -> None:
+    """Serve every dataset's champion over HTTP (follows promotions without a restart)."""
+    import uvicorn
+
+    runtime = _runtime(home)
+    typer.echo(f"serving {runtime.home} on http://{host}:{port}", err=True)
+    uvicorn.run(runtime.create_app(), host=host, port=port, log_level="warning", access_log=False)
+
+
+@app.command()
+def promote(
+    dataset: str,
+    version: int,
+    reason: Annotated[str, typer.Option(help="Why, for the record.")] = "promoted by operator",
+    home: Home = None,
+) -> None:
+    """Make VERSION the champion of DATASET."""
+    try:
+        _runtime(home).registry.promote(dataset, version, reason)
+    except AutomlopsError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"{dataset} v{version} is champion")
+
+
+@app.command()
+def rollback(dataset: str, home: Home = None) -> None:
+    """Serve the previous champion of DATASET again."""
+    try:
+        restored = _runtime(home).registry.rollback(dataset)
+    except AutomlopsError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"{dataset} v{restored.version} is champion again")
+
+
+@dlq_app.command("list")
+def dlq_list(as_json: AsJson = False, home: Home = None) -> None:
+    """Messages in the dead-letter queues."""
+    from automlops.local.sqlite_queue import dlq_name
+
+    runtime = _runtime(home)
+    queues = [runtime.settings.queues.events, runtime.settings.queues.evaluation]
+    items = [
+        {
+            "id": m.id,
+            "queue": m.queue,
+            "source_queue": m.source_queue,
+            "receive_count": m.receive_count,
+            "error": m.last_error,
+            "body": m.body,
+        }
+        for q in queues
+        for m in runtime.queue.list_messages(dlq_name(q))
+    ]
+    if as_json:
+        typer.echo(json.dumps(items, indent=2))
+        return
+    if not items:
+        typer.echo("dead-letter queues are empty")
+    for item in items:
+        typer.echo(f"{item['id']}  {item['source_queue']}  {item['error']}")
+
+
+@dlq_app.command("redrive")
+def dlq_redrive(
+    message_id: Annotated[str | None, typer.Argument(help="One message id.")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Every dead-lettered message.")] = False,
+    home: Home = None,
+) -> None:
+    """Move dead-lettered messages back to their queue."""
+    from automlops.local.sqlite_queue import dlq_name
+
+    if (message_id is None) == (not all_):
+        raise _fail("give a message id or --all")
+    runtime = _runtime(home)
+    moved = 0
+    for queue in (runtime.settings.queues.events, runtime.settings.queues.evaluation):
+        try:
+            moved += runtime.queue.redrive(dlq_name(queue), message_id)
+        except AutomlopsError:
+            continue
+    if message_id is not None and moved == 0:
+        raise _fail(f"no dead-lettered message {message_id}")
+    typer.echo(f"redrove {moved} message(s)")
+
+
+@app.command()
+def demo(
+    home: Annotated[
+        Path | None, typer.Option("--home", help="Workspace (default: a new temporary one).")
+    ] = None,
+) -> None:
+    """Self-contained demo: sample data -> pipeline -> served model -> predictions."""
+    from automlops.demo import run_demo
+
+    workspace = home or Path(tempfile.mkdtemp(prefix="automlops-demo-"))
+    sys.exit(run_demo(workspace, echo=typer.echo))
+
+
+if __name__ == "__main__":
+    app()

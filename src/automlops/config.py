@@ -1,0 +1,93 @@
+"""Settings of a workspace and the per-dataset manifest."""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import BaseModel, Field, field_validator
+
+DEFAULT_HOME = ".automlops"
+
+
+class Task(StrEnum):
+    """What a model predicts."""
+
+    binary = "binary"
+    multiclass = "multiclass"
+    regression = "regression"
+
+
+class Buckets(BaseModel):
+    """Bucket names by role, as in the reference pipeline."""
+
+    data: str = "data"
+    automl_data: str = "automl-data"
+    model_output: str = "model-output"
+    model_monitoring: str = "model-monitoring"
+
+    def all(self) -> list[str]:
+        """Every bucket name."""
+        return [self.data, self.automl_data, self.model_output, self.model_monitoring]
+
+
+class Queues(BaseModel):
+    """Queue names: S3 notifications and evaluation messages, each with a dead-letter queue."""
+
+    events: str = "object-events"
+    evaluation: str = "evaluation"
+
+
+class Settings(BaseModel):
+    """Runtime settings shared by the local and AWS runtimes."""
+
+    buckets: Buckets = Field(default_factory=Buckets)
+    queues: Queues = Field(default_factory=Queues)
+    visibility_timeout_s: float = 300.0
+    max_receives: int = 4
+    retry_base_s: float = 0.5
+    max_body_bytes: int = 10 * 1024 * 1024
+    seed: int = 42
+
+
+def resolve_home(home: str | Path | None) -> Path:
+    """The workspace root: explicit value, else $AUTOMLOPS_HOME, else ./.automlops."""
+    if home is None:
+        home = os.environ.get("AUTOMLOPS_HOME") or DEFAULT_HOME
+    return Path(home).expanduser().resolve()
+
+
+class Manifest(BaseModel):
+    """How to learn from a dataset; stored once per dataset and reused by later uploads."""
+
+    dataset: str
+    target: str | None = None
+    positive: str | None = None
+    task: Task | None = None
+    drop: list[str] = Field(default_factory=list)
+    time_budget_s: float = 60.0
+    split: tuple[float, float, float] = (0.7, 0.2, 0.1)
+    seed: int = 42
+    # Promotion gate: reject a candidate worse than the champion by more than `gate_margin` on
+    # the primary metric at `gate_confidence` (one-sided), or below any `min_metrics` floor.
+    gate_margin: float = 0.0
+    gate_confidence: float = 0.95
+    min_metrics: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("dataset")
+    @classmethod
+    def _safe_name(cls, value: str) -> str:
+        if not value or not all(c.isalnum() or c in "-_." for c in value) or value[0] == ".":
+            raise ValueError(
+                f"dataset name {value!r} must be letters, digits, '-', '_' or '.' "
+                "and not start with '.'"
+            )
+        return value
+
+    @field_validator("split")
+    @classmethod
+    def _split_sums_to_one(cls, value: tuple[float, float, float]) -> tuple[float, float, float]:
+        if abs(sum(value) - 1.0) > 1e-9 or min(value) <= 0:
+            raise ValueError("split fractions must be positive and sum to 1")
+        return value

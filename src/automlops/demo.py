@@ -1,0 +1,95 @@
+"""`automlops demo`: the whole pipeline on data that ships with scikit-learn."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import orjson
+import polars as pl
+from sklearn.datasets import load_breast_cancer
+
+from automlops import keys
+from automlops.config import Manifest, Task
+from automlops.local.runtime import open_runtime
+from automlops.local.worker import Worker
+from automlops.manifests import save_manifest
+
+
+def breast_cancer_csv() -> bytes:
+    """The Wisconsin breast cancer data (bundled with scikit-learn) as a CSV with string labels."""
+    bunch = load_breast_cancer()
+    frame = pl.DataFrame(bunch.data, schema=[str(n).replace(" ", "_") for n in bunch.feature_names])
+    labels = [str(bunch.target_names[t]) for t in bunch.target]
+    frame = frame.with_columns(pl.Series("diagnosis", labels))
+    buffer = io.BytesIO()
+    frame.write_csv(buffer)
+    return buffer.getvalue()
+
+
+def run_demo(home: Path, echo: Callable[[str], None] = print) -> int:
+    """Upload, run the four stages, serve, predict; returns a process exit code."""
+    runtime = open_runtime(home)
+    echo(f"workspace: {runtime.home}")
+    dataset = "breast-cancer"
+    data = breast_cancer_csv()
+    save_manifest(
+        runtime.store,
+        runtime.settings.buckets.data,
+        Manifest(
+            dataset=dataset,
+            target="diagnosis",
+            positive="malignant",
+            task=Task.binary,
+            time_budget_s=10,
+        ),
+    )
+    key = keys.source_key(dataset, "breast_cancer.csv")
+    runtime.store.put(runtime.settings.buckets.data, key, data)
+    echo(f"uploaded {len(data):,} bytes to data/{key}")
+
+    finished = []
+
+    def on_end(record):  # type: ignore[no-untyped-def]
+        finished.append(record)
+        stages = ", ".join(f"{s.name} {s.duration_s or 0:.1f}s" for s in record.stages)
+        echo(f"run {record.id}: {record.status} ({stages})")
+        if record.error:
+            echo(f"  error: {record.error}")
+
+    try:
+        Worker(runtime, on_run_end=on_end).run_until_idle()
+        if not finished or finished[-1].status != "succeeded":
+            echo("the demo run did not succeed")
+            return 1
+        doc = runtime.registry.read(dataset)
+        champion = doc.champion_version()
+        if champion is None:
+            echo("no champion was promoted")
+            return 1
+        echo(
+            f"champion: v{champion.version}  roc_auc={champion.metrics.get('roc_auc', 0):.4f}  "
+            f"f1={champion.metrics.get('f1', 0):.4f}"
+        )
+        # Raw rows as a caller would send them: the CSV's columns minus the target.
+        rows = pl.read_csv(io.BytesIO(data)).drop("diagnosis").head(3).to_dicts()
+        url = runtime.host.base_url()
+        response = httpx.post(
+            f"{url}/endpoints/{dataset}/invocations",
+            content=orjson.dumps({"instances": rows}),
+            headers={"content-type": "application/json"},
+        )
+        response.raise_for_status()
+        echo(f"POST {url}/endpoints/{dataset}/invocations ->")
+        for item in response.json()["predictions"]:
+            probability = item["probabilities"]["malignant"]
+            echo(f"  {item['label']:<10} P(malignant)={probability:.3f}")
+        report = runtime.home / runtime.settings.buckets.model_monitoring
+        report_key = champion.report_key or ""
+        echo(f"report: {report / report_key.replace('report.json', 'REPORT.md')}")
+        echo(f"serve it yourself: automlops serve --home {runtime.home}")
+        return 0
+    finally:
+        runtime.close()

@@ -1,0 +1,99 @@
+"""The object key layout, in one place.
+
+```
+[data]             data/<dataset>/<file>.csv            uploads (trigger preprocess)
+                   data/<dataset>/manifest.json         the dataset's manifest
+[automl-data]      automl/<dataset>/<run>/{train,validation,test}.parquet
+                   automl/<dataset>/<run>/transform.json
+                   automl/<dataset>/<run>/schema.json   written last (triggers train)
+[model-output]     <dataset>/<run>/output/model.tar.gz  (triggers deploy)
+                   registry/<dataset>.json              versions and champion
+[model-monitoring] <dataset>/<date>/<run>/report.{json,md}
+```
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from automlops.errors import PermanentError
+
+SPLITS = ("train", "validation", "test")
+SCHEMA_FILE = "schema.json"
+MODEL_FILE = "output/model.tar.gz"
+
+
+def source_key(dataset: str, filename: str) -> str:
+    return f"data/{dataset}/{filename}"
+
+
+def manifest_key(dataset: str) -> str:
+    return f"data/{dataset}/manifest.json"
+
+
+def run_prefix(dataset: str, run_id: str) -> str:
+    return f"automl/{dataset}/{run_id}/"
+
+
+def split_key(dataset: str, run_id: str, split: str) -> str:
+    return f"{run_prefix(dataset, run_id)}{split}.parquet"
+
+
+def transform_key(dataset: str, run_id: str) -> str:
+    return f"{run_prefix(dataset, run_id)}transform.json"
+
+
+def schema_key(dataset: str, run_id: str) -> str:
+    return f"{run_prefix(dataset, run_id)}{SCHEMA_FILE}"
+
+
+def model_key(dataset: str, run_id: str) -> str:
+    return f"{dataset}/{run_id}/{MODEL_FILE}"
+
+
+def registry_key(dataset: str) -> str:
+    return f"registry/{dataset}.json"
+
+
+def report_prefix(dataset: str, date: str, run_id: str) -> str:
+    return f"{dataset}/{date}/{run_id}/"
+
+
+@dataclass(frozen=True)
+class SourceRef:
+    """An uploaded file: data/<dataset>/<file>."""
+
+    dataset: str
+    filename: str
+
+
+@dataclass(frozen=True)
+class RunRef:
+    """A pipeline run of one dataset, named after the content it processes."""
+
+    dataset: str
+    run_id: str
+
+
+def parse_source_key(key: str) -> SourceRef:
+    """Split data/<dataset>/<file> into its parts."""
+    parts = key.split("/")
+    if len(parts) != 3 or parts[0] != "data" or not parts[1] or not parts[2]:
+        raise PermanentError(f"{key}: uploads must be stored as data/<dataset>/<file>.csv")
+    return SourceRef(dataset=parts[1], filename=parts[2])
+
+
+def parse_schema_key(key: str) -> RunRef:
+    """Split automl/<dataset>/<run>/schema.json into its parts."""
+    parts = key.split("/")
+    if len(parts) != 4 or parts[0] != "automl" or parts[3] != SCHEMA_FILE:
+        raise PermanentError(f"{key}: not a processed-data schema key")
+    return RunRef(dataset=parts[1], run_id=parts[2])
+
+
+def parse_model_key(key: str) -> RunRef:
+    """Split <dataset>/<run>/output/model.tar.gz into its parts."""
+    parts = key.split("/")
+    if len(parts) != 4 or "/".join(parts[2:]) != MODEL_FILE:
+        raise PermanentError(f"{key}: not a model artifact key")
+    return RunRef(dataset=parts[0], run_id=parts[1])

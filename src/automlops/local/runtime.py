@@ -1,0 +1,89 @@
+"""The embedded runtime of one workspace: store, queues, registry, host and run log."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from automlops.config import Settings, resolve_home
+from automlops.events import object_created
+from automlops.local.model_host import LocalModelHost
+from automlops.local.runlog import RunLog
+from automlops.local.sqlite_queue import SqliteQueue
+from automlops.local.store import DirectoryStore
+from automlops.ports import ObjectInfo, Ports
+from automlops.registry import Registry
+from automlops.routing import Router
+from automlops.serving.app import create_app
+from automlops.serving.models import ModelCache
+
+
+@dataclass
+class LocalRuntime:
+    home: Path
+    settings: Settings
+    store: DirectoryStore
+    queue: SqliteQueue
+    registry: Registry
+    host: LocalModelHost
+    runlog: RunLog
+    router: Router
+
+    def ports(self) -> Ports:
+        return Ports(store=self.store, queue=self.queue, host=self.host, settings=self.settings)
+
+    def create_app(self) -> FastAPI:
+        """The inference app over this workspace's registry."""
+        return create_app(
+            ModelCache(self.store, self.registry), max_body_bytes=self.settings.max_body_bytes
+        )
+
+    def close(self) -> None:
+        self.host.close()
+
+
+def open_runtime(
+    home: str | Path | None = None,
+    *,
+    settings: Settings | None = None,
+    server_url: str | None = None,
+) -> LocalRuntime:
+    """Open (creating if needed) the workspace at `home`."""
+    root = resolve_home(home)
+    settings = settings or Settings()
+    router = Router(settings)
+    queue = SqliteQueue(
+        root / "queue.db",
+        visibility_timeout_s=settings.visibility_timeout_s,
+        max_receives=settings.max_receives,
+    )
+
+    def notify(info: ObjectInfo) -> None:
+        # Like an S3 bucket notification to SQS: only keys the routing table names.
+        trigger = router.match_object(info.bucket, info.key)
+        if trigger is not None:
+            event = object_created(
+                info.bucket,
+                info.key,
+                size=info.size,
+                etag=info.etag,
+                configuration_id=f"{trigger.stage.value}-trigger",
+            )
+            queue.send(settings.queues.events, event.model_dump_json(by_alias=True))
+
+    store = DirectoryStore(root, settings.buckets.all(), on_created=notify)
+    registry = Registry(store, settings.buckets.model_output)
+    runtime = LocalRuntime(
+        home=root,
+        settings=settings,
+        store=store,
+        queue=queue,
+        registry=registry,
+        host=None,  # type: ignore[arg-type]  # set below: the host serves this runtime's app
+        runlog=RunLog(root / "runs.db"),
+        router=router,
+    )
+    runtime.host = LocalModelHost(runtime.create_app, base_url=server_url)
+    return runtime

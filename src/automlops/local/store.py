@@ -1,0 +1,156 @@
+"""Object store on the local file system: one directory per bucket under the workspace."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from automlops.errors import ConflictError, NotFoundError, PermanentError
+from automlops.ports import ObjectInfo
+
+OnCreated = Callable[[ObjectInfo], None]
+
+# Sidecar state (tags, locks) lives beside the buckets, never inside them.
+_META_DIR = ".meta"
+
+
+def _etag(data: bytes) -> str:
+    # S3's ETag of a single-part PUT is the MD5 of the bytes; mirror it.
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+class DirectoryStore:
+    """Buckets as directories; atomic writes by temp file + rename; S3-like notifications."""
+
+    def __init__(self, root: Path, buckets: list[str], on_created: OnCreated | None = None) -> None:
+        self.root = root
+        self.buckets = set(buckets)
+        self.on_created = on_created
+        for bucket in buckets:
+            (root / bucket).mkdir(parents=True, exist_ok=True)
+        (root / _META_DIR).mkdir(parents=True, exist_ok=True)
+
+    # -- paths -------------------------------------------------------------------------------
+
+    def path(self, bucket: str, key: str) -> Path:
+        """The file behind bucket/key; refuses keys that would leave the bucket."""
+        if bucket not in self.buckets:
+            raise NotFoundError(f"no such bucket: {bucket!r}")
+        parts = key.split("/")
+        if (
+            not key
+            or key.startswith("/")
+            or "\\" in key
+            or "\x00" in key
+            or any(p in ("", ".", "..") for p in parts)
+            or any(p.startswith(".") and p.endswith(".tmp") for p in parts)
+            or parts[0] == _META_DIR
+        ):
+            raise PermanentError(f"invalid object key {key!r}")
+        return self.root / bucket / key
+
+    def _meta_path(self, bucket: str, key: str, suffix: str) -> Path:
+        self.path(bucket, key)  # validates
+        return self.root / _META_DIR / bucket / f"{key}{suffix}"
+
+    # -- writes ------------------------------------------------------------------------------
+
+    def _write_atomic(self, path: Path, data: bytes) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def put(self, bucket: str, key: str, data: bytes) -> ObjectInfo:
+        path = self.path(bucket, key)
+        self._write_atomic(path, data)
+        info = ObjectInfo(bucket=bucket, key=key, size=len(data), etag=_etag(data))
+        if self.on_created is not None:
+            self.on_created(info)
+        return info
+
+    @contextmanager
+    def _locked(self, bucket: str, key: str) -> Iterator[None]:
+        lock_path = self._meta_path(bucket, key, ".lock")
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock_path, "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def put_if(self, bucket: str, key: str, data: bytes, *, if_match: str | None) -> ObjectInfo:
+        with self._locked(bucket, key):
+            current = self.head(bucket, key)
+            current_etag = current.etag if current else None
+            if current_etag != if_match:
+                raise ConflictError(
+                    f"{bucket}/{key} changed (expected {if_match}, found {current_etag})"
+                )
+            return self.put(bucket, key, data)
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def get(self, bucket: str, key: str) -> bytes:
+        try:
+            return self.path(bucket, key).read_bytes()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise NotFoundError(f"no such object: {bucket}/{key}") from None
+
+    def head(self, bucket: str, key: str) -> ObjectInfo | None:
+        try:
+            data = self.path(bucket, key).read_bytes()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return None
+        return ObjectInfo(bucket=bucket, key=key, size=len(data), etag=_etag(data))
+
+    def version_token(self, bucket: str, key: str) -> tuple[int, int] | None:
+        """A cheap change detector (mtime, size) for pollers; None when absent."""
+        try:
+            stat = self.path(bucket, key).stat()
+        except FileNotFoundError:
+            return None
+        return (stat.st_mtime_ns, stat.st_size)
+
+    def list(self, bucket: str, prefix: str = "") -> list[str]:
+        base = self.root / bucket
+        if bucket not in self.buckets:
+            raise NotFoundError(f"no such bucket: {bucket!r}")
+        keys = []
+        for path in base.rglob("*"):
+            if path.is_file() and not path.name.endswith(".tmp"):
+                key = path.relative_to(base).as_posix()
+                if key.startswith(prefix):
+                    keys.append(key)
+        return sorted(keys)
+
+    # -- tags --------------------------------------------------------------------------------
+
+    def get_tags(self, bucket: str, key: str) -> dict[str, str]:
+        if self.head(bucket, key) is None:
+            raise NotFoundError(f"no such object: {bucket}/{key}")
+        try:
+            return json.loads(self._meta_path(bucket, key, ".tags.json").read_bytes())
+        except FileNotFoundError:
+            return {}
+
+    def put_tags(self, bucket: str, key: str, tags: dict[str, str]) -> None:
+        if self.head(bucket, key) is None:
+            raise NotFoundError(f"no such object: {bucket}/{key}")
+        self._write_atomic(
+            self._meta_path(bucket, key, ".tags.json"), json.dumps(tags, sort_keys=True).encode()
+        )

@@ -1,0 +1,25 @@
+"""Reading and writing dataset manifests in the data bucket."""
+
+from __future__ import annotations
+
+from automlops import keys
+from automlops.config import Manifest
+from automlops.errors import PermanentError
+from automlops.ports import ObjectStore
+
+
+def load_manifest(store: ObjectStore, bucket: str, dataset: str) -> Manifest:
+    """The stored manifest of a dataset, or the defaults when none was stored."""
+    if store.head(bucket, keys.manifest_key(dataset)) is None:
+        return Manifest(dataset=dataset)
+    raw = store.get(bucket, keys.manifest_key(dataset))
+    try:
+        return Manifest.model_validate_json(raw)
+    except ValueError as exc:
+        raise PermanentError(f"{keys.manifest_key(dataset)}: invalid manifest: {exc}") from None
+
+
+def save_manifest(store: ObjectStore, bucket: str, manifest: Manifest) -> None:
+    store.put(
+        bucket, keys.manifest_key(manifest.dataset), manifest.model_dump_json(indent=2).encode()
+    )

@@ -1,0 +1,104 @@
+"""The model artifact: model.tar.gz holding only data, never code.
+
+Members: metadata.json (schema, labels, metrics, lineage), transform.json (the fitted
+preprocessing) and the model in its library's own format (XGBoost UBJSON).
+"""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from automlops.config import Task
+from automlops.errors import PermanentError
+from automlops.ml.target import TargetSpec
+from automlops.ml.transform import FittedTransform
+
+METADATA = "metadata.json"
+TRANSFORM = "transform.json"
+_MAX_MEMBER_BYTES = 512 * 1024 * 1024
+
+
+class InputColumn(BaseModel):
+    """A raw column callers send: its name and how the model reads it."""
+
+    name: str
+    kind: str
+
+
+class Lineage(BaseModel):
+    source_bucket: str
+    source_key: str
+    source_sha256: str
+    schema_key: str
+    transform_key: str
+    split_keys: dict[str, str]
+    training_run: str
+
+
+class ModelMetadata(BaseModel):
+    format_version: int = 1
+    dataset: str
+    run_id: str
+    created_at: str
+    task: Task
+    target: TargetSpec
+    inputs: list[InputColumn]
+    feature_names: list[str]
+    learner: str
+    model_file: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    best_iteration: int | None = None
+    threshold: float | None = None  # binary: P(positive) >= threshold -> positive label
+    metrics: dict[str, dict[str, float]] = Field(default_factory=dict)  # per split
+    trials: list[dict[str, Any]] = Field(default_factory=list)
+    lineage: Lineage
+
+
+class ModelArtifact(BaseModel):
+    metadata: ModelMetadata
+    transform: FittedTransform
+    model: bytes
+
+    def to_tar_gz(self) -> bytes:
+        """Pack into a gzip'd tarball (deterministic member order)."""
+        buffer = io.BytesIO()
+        members = {
+            METADATA: self.metadata.model_dump_json(indent=1).encode(),
+            TRANSFORM: self.transform.model_dump_json(indent=1).encode(),
+            self.metadata.model_file: self.model,
+        }
+        with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+            for name, payload in members.items():
+                info = tarfile.TarInfo(name)
+                info.size = len(payload)
+                info.mode = 0o644
+                tar.addfile(info, io.BytesIO(payload))
+        return buffer.getvalue()
+
+    @classmethod
+    def from_tar_gz(cls, data: bytes, source: str = "model.tar.gz") -> ModelArtifact:
+        """Unpack, reading only regular files by name; nothing is extracted to disk."""
+        files: dict[str, bytes] = {}
+        try:
+            with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+                for member in tar.getmembers():
+                    if not member.isfile() or member.size > _MAX_MEMBER_BYTES:
+                        continue
+                    handle = tar.extractfile(member)
+                    if handle is not None:
+                        files[member.name.removeprefix("./")] = handle.read()
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            raise PermanentError(f"{source}: not a readable model archive: {exc}") from None
+        try:
+            metadata = ModelMetadata.model_validate_json(files[METADATA])
+            transform = FittedTransform.model_validate_json(files[TRANSFORM])
+            model = files[metadata.model_file]
+        except KeyError as exc:
+            raise PermanentError(f"{source}: model archive lacks {exc.args[0]}") from None
+        except ValueError as exc:
+            raise PermanentError(f"{source}: invalid model metadata: {exc}") from None
+        return cls(metadata=metadata, transform=transform, model=model)

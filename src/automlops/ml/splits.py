@@ -1,0 +1,37 @@
+"""Seeded train/validation/test splits, stratified by class for classification."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def split_indices(
+    n: int,
+    fractions: tuple[float, float, float],
+    *,
+    seed: int,
+    strata: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Row indices of the three parts, each sorted.
+
+    With `strata` every class is cut in the same proportions, so each part keeps the class
+    balance (a class of one or two rows lands in train first, then validation).
+    """
+    rng = np.random.default_rng(seed)
+    groups = (
+        [np.arange(n)]
+        if strata is None
+        else [np.flatnonzero(strata == s) for s in np.unique(strata)]
+    )
+    parts: list[list[np.ndarray]] = [[], [], []]
+    for group in groups:
+        shuffled = rng.permutation(group)
+        size = len(shuffled)
+        n_train = round(size * fractions[0])
+        n_valid = round(size * fractions[1])
+        n_train = min(max(n_train, 1), size)
+        n_valid = min(n_valid, size - n_train)
+        parts[0].append(shuffled[:n_train])
+        parts[1].append(shuffled[n_train : n_train + n_valid])
+        parts[2].append(shuffled[n_train + n_valid :])
+    return tuple(np.sort(np.concatenate(p)) if p else np.array([], dtype=np.int64) for p in parts)  # type: ignore[return-value]

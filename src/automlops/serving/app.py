@@ -1,0 +1,220 @@
+"""The inference API (FastAPI): raw rows in, predictions out."""
+
+from __future__ import annotations
+
+import io
+import re
+from typing import Any
+
+import numpy as np
+import orjson
+import polars as pl
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from automlops.config import Task
+from automlops.errors import NotFoundError, PermanentError
+from automlops.ml.predictor import Predictions, Predictor
+from automlops.ml.transform import InvalidValueError, rows_to_frame
+from automlops.serving.models import ModelCache
+
+_DATASET = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+
+
+class ApiError(Exception):
+    """An error answered to the caller as JSON with a 4xx status."""
+
+    def __init__(self, status: int, message: str, **fields: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.fields = fields
+
+
+class OrjsonResponse(JSONResponse):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def create_app(models: ModelCache, *, max_body_bytes: int = 10 * 1024 * 1024) -> FastAPI:
+    """The HTTP app over a model cache."""
+    app = FastAPI(title="automlops inference API", default_response_class=OrjsonResponse)
+    app.state.models = models
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> Response:
+        return OrjsonResponse({"error": str(exc), **exc.fields}, status_code=exc.status)
+
+    @app.get("/ping")
+    def ping() -> dict[str, str]:
+        """Liveness: 200 when the server is up."""
+        return {"status": "ok"}
+
+    @app.get("/endpoints")
+    def list_endpoints() -> dict[str, Any]:
+        """Datasets and the versions serving them."""
+        items = []
+        for dataset in models.registry.datasets():
+            doc = models.registry.read(dataset)
+            items.append({"dataset": dataset, "version": doc.champion})
+        return {"endpoints": items}
+
+    @app.get("/endpoints/{dataset}")
+    def describe(dataset: str) -> dict[str, Any]:
+        """The champion's version, task, input columns and labels."""
+        version, predictor = _champion(models, dataset)
+        return _describe(dataset, version, predictor)
+
+    @app.get("/endpoints/{dataset}/versions/{version}")
+    def describe_version(dataset: str, version: int) -> dict[str, Any]:
+        return _describe(dataset, version, _version(models, dataset, version))
+
+    @app.post("/endpoints/{dataset}/invocations")
+    async def invoke(dataset: str, request: Request) -> Response:
+        """Predict raw rows with the dataset's champion."""
+        version, predictor = _champion(models, dataset)
+        return await _invoke(request, version, predictor, max_body_bytes)
+
+    @app.post("/endpoints/{dataset}/versions/{version}/invocations")
+    async def invoke_version(dataset: str, version: int, request: Request) -> Response:
+        """Predict raw rows with one specific version (candidates are evaluated this way)."""
+        predictor = _version(models, dataset, version)
+        return await _invoke(request, version, predictor, max_body_bytes)
+
+    return app
+
+
+def _champion(models: ModelCache, dataset: str) -> tuple[int, Predictor]:
+    if not _DATASET.match(dataset):
+        raise ApiError(404, f"unknown dataset {dataset!r}")
+    try:
+        return models.champion(dataset)
+    except NotFoundError as exc:
+        raise ApiError(404, str(exc)) from None
+
+
+def _version(models: ModelCache, dataset: str, version: int) -> Predictor:
+    if not _DATASET.match(dataset):
+        raise ApiError(404, f"unknown dataset {dataset!r}")
+    try:
+        return models.version(dataset, version)
+    except NotFoundError as exc:
+        raise ApiError(404, str(exc)) from None
+
+
+def _describe(dataset: str, version: int, predictor: Predictor) -> dict[str, Any]:
+    meta = predictor.metadata
+    return {
+        "dataset": dataset,
+        "version": version,
+        "task": meta.task.value,
+        "target": meta.target.name,
+        "features": [{"name": c.name, "type": c.kind} for c in meta.inputs],
+        "labels": meta.target.labels,
+        "positive_label": meta.target.positive,
+        "threshold": meta.threshold,
+        "learner": meta.learner,
+        "created_at": meta.created_at,
+    }
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, f"request body over the {limit}-byte limit")
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, f"request body over the {limit}-byte limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _parse(body: bytes, content_type: str, columns: list[str]) -> pl.DataFrame:
+    media = content_type.split(";")[0].strip().lower()
+    if media in ("text/csv", "application/csv"):
+        return _parse_csv(body)
+    if media in ("application/json", "") or media.endswith("+json"):
+        return _parse_json(body, columns)
+    raise ApiError(415, f"unsupported content type {media!r}; send application/json or text/csv")
+
+
+def _parse_json(body: bytes, columns: list[str]) -> pl.DataFrame:
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, f"body is not valid JSON: {exc}") from None
+    instances = payload.get("instances") if isinstance(payload, dict) else None
+    if not isinstance(instances, list):
+        raise ApiError(400, 'expected a JSON object {"instances": [{"column": value, ...}, ...]}')
+    for i, row in enumerate(instances):
+        if not isinstance(row, dict):
+            raise ApiError(400, f"row {i}: each instance must be a JSON object", row=i)
+        for name in columns:
+            value = row.get(name)
+            if isinstance(value, dict | list):
+                raise ApiError(
+                    400,
+                    f"row {i}, column {name!r}: nested values are not allowed",
+                    row=i,
+                    column=name,
+                )
+    return rows_to_frame(instances, columns)
+
+
+def _parse_csv(body: bytes) -> pl.DataFrame:
+    if not body.strip():
+        raise ApiError(400, "CSV body is empty; send a header row and data rows")
+    try:
+        return pl.read_csv(io.BytesIO(body), infer_schema=False, null_values=[""])
+    except (pl.exceptions.PolarsError, UnicodeDecodeError, ValueError) as exc:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ApiError(400, f"body is not a readable CSV with a header: {message}") from None
+
+
+async def _invoke(
+    request: Request, version: int, predictor: Predictor, max_body_bytes: int
+) -> Response:
+    body = await _read_body(request, max_body_bytes)
+    frame = _parse(body, request.headers.get("content-type", ""), predictor.input_columns)
+    try:
+        predictions = predictor.predict(frame)
+    except InvalidValueError as exc:
+        raise ApiError(400, str(exc), row=exc.row, column=exc.column) from None
+    except PermanentError as exc:
+        raise ApiError(400, str(exc)) from None
+    accept = request.headers.get("accept", "application/json").lower()
+    if "text/csv" in accept and "application/json" not in accept:
+        return Response(_as_csv(predictions, predictor), media_type="text/csv")
+    return OrjsonResponse(
+        {"model_version": str(version), "predictions": _as_items(predictions, predictor)}
+    )
+
+
+def _as_items(predictions: Predictions, predictor: Predictor) -> list[dict[str, Any]]:
+    if predictions.task is Task.regression:
+        assert predictions.values is not None
+        return [{"value": v} for v in predictions.values.tolist()]
+    assert predictions.proba is not None and predictions.label_index is not None
+    labels = predictor.labels
+    return [
+        {"label": labels[i], "probabilities": dict(zip(labels, row, strict=True))}
+        for i, row in zip(predictions.label_index.tolist(), predictions.proba.tolist(), strict=True)
+    ]
+
+
+def _as_csv(predictions: Predictions, predictor: Predictor) -> bytes:
+    if predictions.task is Task.regression:
+        assert predictions.values is not None
+        column = predictions.values
+    elif predictions.task is Task.binary:
+        assert predictions.proba is not None
+        column = predictions.proba[:, 1]
+    else:
+        assert predictions.label_index is not None
+        labels = np.array(predictor.labels, dtype=object)
+        return ("\n".join(labels[predictions.label_index].tolist()) + "\n").encode()
+    return ("\n".join(repr(float(v)) for v in column) + "\n").encode()

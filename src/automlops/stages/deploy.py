@@ -1,0 +1,53 @@
+"""Stage 3: a new model.tar.gz is registered, made servable and queued for evaluation."""
+
+from __future__ import annotations
+
+from automlops import keys
+from automlops.events import EvaluationMessage, S3EventRecord
+from automlops.ml.artifact import ModelArtifact
+from automlops.ports import Ports
+from automlops.registry import ModelVersion, Registry, VersionStatus
+from automlops.stages.result import StageResult
+
+
+def locate(record: S3EventRecord) -> keys.RunRef:
+    return keys.parse_model_key(record.key)
+
+
+def deploy(record: S3EventRecord, ports: Ports) -> StageResult:
+    """Register the artifact as a candidate version, host it, and ask for its evaluation."""
+    run = locate(record)
+    settings = ports.settings
+    artifact = ModelArtifact.from_tar_gz(ports.store.get(record.bucket, record.key), record.key)
+    meta = artifact.metadata
+    registry = Registry(ports.store, settings.buckets.model_output)
+    entry = registry.register(
+        run.dataset,
+        ModelVersion(
+            version=0,
+            run_id=run.run_id,
+            created_at=ports.clock().isoformat(),
+            task=meta.task.value,
+            learner=meta.learner,
+            artifact_bucket=record.bucket,
+            artifact_key=record.key,
+            source_key=meta.lineage.source_key,
+            source_sha256=meta.lineage.source_sha256,
+            test_key=meta.lineage.split_keys["test"],
+        ),
+    )
+    if entry.report_key is not None or entry.status is not VersionStatus.candidate:
+        # A redelivered event for a version already evaluated: nothing left to do.
+        return StageResult(run=run, duplicate=True, model_version=entry.version)
+    endpoint = ports.host.deploy(run.dataset, entry.version, record.bucket, record.key)
+    registry.set_endpoint(run.dataset, entry.version, endpoint)
+    message = EvaluationMessage(
+        dataset=run.dataset,
+        version=entry.version,
+        run_id=run.run_id,
+        endpoint=endpoint,
+        bucket=settings.buckets.automl_data,
+        test_key=entry.test_key,
+    )
+    ports.queue.send(settings.queues.evaluation, message.model_dump_json())
+    return StageResult(run=run, model_version=entry.version, outputs=[endpoint])
