@@ -21,15 +21,14 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import reference_recipe  # noqa: E402
-
-from automlops import keys  # noqa: E402
-from automlops.config import Manifest  # noqa: E402
-from automlops.events import S3Event  # noqa: E402
-from automlops.local.runtime import open_runtime  # noqa: E402
-from automlops.local.worker import Worker  # noqa: E402
-from automlops.manifests import save_manifest  # noqa: E402
-from automlops.stages.preprocess import preprocess  # noqa: E402
+import reference_recipe
+from automlops import keys
+from automlops.config import Manifest
+from automlops.events import S3Event
+from automlops.local.runtime import open_runtime
+from automlops.local.worker import Worker
+from automlops.manifests import save_manifest
+from automlops.stages.preprocess import preprocess
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "bank-additional-full.csv"

@@ -16,7 +16,6 @@ from automlops.config import Manifest, Task
 from automlops.errors import AutomlopsError
 from automlops.local.runlog import RunRecord
 from automlops.local.runtime import LocalRuntime, open_runtime
-from automlops.local.worker import Worker
 from automlops.manifests import load_manifest, save_manifest
 from automlops.ml.csv_reader import read_csv_bytes
 from automlops.ml.target import default_target
@@ -151,6 +150,8 @@ def run(
     home: Home = None,
 ) -> None:
     """Process pipeline events: a line per finished run; non-zero exit if any run failed."""
+    from automlops.local.worker import Worker
+
     runtime = _runtime(home)
     failed: list[str] = []
 

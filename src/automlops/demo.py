@@ -48,7 +48,7 @@ def run_demo(home: Path, echo: Callable[[str], None] = print) -> int:
     )
     key = keys.source_key(dataset, "breast_cancer.csv")
     runtime.store.put(runtime.settings.buckets.data, key, data)
-    echo(f"uploaded {len(data):,} bytes to data/{key}")
+    echo(f"uploaded {len(data):,} bytes to {runtime.settings.buckets.data}/{key}")
 
     finished = []
 

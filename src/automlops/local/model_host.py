@@ -6,18 +6,22 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import httpx
-import uvicorn
-from fastapi import FastAPI
 
 from automlops.errors import PermanentError
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 
 class EmbeddedServer:
     """The inference app on a free loopback port, in a background thread."""
 
     def __init__(self, app: FastAPI) -> None:
+        import uvicorn
+
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind(("127.0.0.1", 0))

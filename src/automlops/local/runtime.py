@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-
-from fastapi import FastAPI
+from typing import TYPE_CHECKING
 
 from automlops.config import Settings, resolve_home
 from automlops.events import object_created
@@ -16,8 +15,9 @@ from automlops.local.store import DirectoryStore
 from automlops.ports import ObjectInfo, Ports
 from automlops.registry import Registry
 from automlops.routing import Router
-from automlops.serving.app import create_app
-from automlops.serving.models import ModelCache
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 
 @dataclass
@@ -36,6 +36,10 @@ class LocalRuntime:
 
     def create_app(self) -> FastAPI:
         """The inference app over this workspace's registry."""
+        # Imported here: the ML stack is heavy and most CLI commands never serve.
+        from automlops.serving.app import create_app
+        from automlops.serving.models import ModelCache
+
         return create_app(
             ModelCache(self.store, self.registry), max_body_bytes=self.settings.max_body_bytes
         )

@@ -37,7 +37,12 @@ class EvaluationReport(BaseModel):
     lineage: dict[str, Any] = Field(default_factory=dict)
 
 
-def _fmt(value: Any) -> str:
+_COUNTS = {"n", "tp", "fp", "tn", "fn"}
+
+
+def _fmt(value: Any, name: str = "") -> str:
+    if name in _COUNTS and isinstance(value, float) and value.is_integer():
+        return str(int(value))
     if isinstance(value, float):
         return "n/a" if math.isnan(value) else f"{value:.4f}"
     return str(value)
@@ -70,9 +75,9 @@ def render_markdown(report: EvaluationReport) -> str:
     )
     lines += [header, "|---|---|" + ("---|" if report.champion else "")]
     for name, value in report.metrics.items():
-        row = f"| {name} | {_fmt(value)} |"
+        row = f"| {name} | {_fmt(value, name)} |"
         if report.champion:
-            row += f" {_fmt(champion.get(name, float('nan')))} |"
+            row += f" {_fmt(champion.get(name, float('nan')), name)} |"
         lines.append(row)
     if report.confusion_matrix:
         labels = report.labels

@@ -1,0 +1,466 @@
+"""Read an uploaded tabular CSV of unknown dialect into a polars DataFrame.
+
+Uploads come from people, not from one exporter: the encoding (UTF-8, UTF-8 with BOM,
+cp1252, ...), the delimiter, the quote character and whether there is a header all vary.
+`read_csv_bytes` works these out from a sample of the text, parses the whole file with
+polars and turns every problem into a `DataError` that names the file and, where known,
+the line.
+
+Types are inferred over the whole file, not over the first rows only: polars reads every
+cell as a string (fast) and each column then becomes Int64, else Float64, else stays
+String, with vectorised casts. This is quicker than polars' own inference with null values
+and cannot fail on a stray float after row 10,000.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import re
+from collections import Counter
+from dataclasses import dataclass, replace
+
+import charset_normalizer
+import polars as pl
+
+from automlops.errors import DataError
+
+__all__ = ["DELIMITERS", "NULL_VALUES", "read_csv_bytes"]
+
+NULL_VALUES = ["", "NA", "N/A", "NaN", "nan", "null", "NULL", "None", "?"]
+DELIMITERS = (",", ";", "\t", "|")
+
+# Enough rows to sniff the dialect and the header, small enough to parse in pure Python.
+_SAMPLE_CHARS = 64 * 1024
+# Below this share of sample rows with the usual field count the text is not a table.
+_MIN_CONSISTENCY = 0.6
+_MIN_ROWS_FOR_CONSISTENCY = 5
+# More than this share of control characters in the sample means binary data.
+_MAX_CONTROL_SHARE = 0.01
+
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffd]")
+_LEADING_BLANK_LINES = re.compile(r"(?:[ \t]*\r?\n)+")
+# Single-byte code pages for Latin script. charset_normalizer often picks cp1250 or cp1257
+# for short Western European text; cp1252 is by far the likelier source of such a CSV.
+_LATIN_SINGLE_BYTE = re.compile(r"(cp125[0247]|cp775|cp8[56]\d|cp437|latin_1|iso8859_\d+|mac_.*)")
+_NULL_SET = frozenset(NULL_VALUES)
+# Characters for the line markers of _find_ragged_row; one that does not occur is used.
+_MARKS = ("\x01", "\x02", "\x03", "\x1e", "\x1f")
+# polars raises its own errors, and panics surface as PanicException (a BaseException).
+_POLARS_ERRORS = (Exception, pl.exceptions.PanicException)
+
+
+def read_csv_bytes(data: bytes, source: str) -> pl.DataFrame:
+    """Parse an uploaded CSV file into a DataFrame with typed columns.
+
+    `source` (the object key) only appears in error messages. The encoding, delimiter
+    (one of `, ; tab |`), quote character and header are detected. Column names are
+    stripped; blank ones become `column_<i>` (1-based); without a header all columns are
+    named that way. Cells are stripped of surrounding whitespace, the tokens in
+    `NULL_VALUES` become null, blank lines are dropped, and each column becomes Int64,
+    Float64 or String (whichever fits every value in the file).
+
+    Raises `DataError` for an empty, binary or undecodable file, text that is not a
+    table, rows with a different number of fields from the first row (naming the line),
+    duplicate column names, fewer than 2 columns, or no data rows.
+    """
+    text = _decode(data, source)
+    text, skipped_lines = _trim_leading_blank_lines(text)
+    if not text.strip():
+        raise DataError(source, "the file is empty")
+
+    sample = _sample(text)
+    delimiter, quote = _sniff(sample, source)
+    rows = _sample_rows(sample, delimiter, quote, truncated=len(sample) < len(text))
+    has_header = not _looks_headerless(sample, rows, delimiter, quote)
+
+    layout = _Layout(source, text, delimiter, quote, has_header, skipped_lines)
+    raw, layout = _read_strings(layout, sample)
+    _check_short_rows(raw, layout)
+
+    if has_header:
+        names = _column_names(raw.row(0), source)
+        body = raw.slice(1)
+    else:
+        names = [f"column_{i}" for i in range(1, raw.width + 1)]
+        body = raw
+    if len(names) < 2:
+        raise DataError(source, "needs at least 2 columns (features and a target)")
+    body.columns = names
+
+    frame = _clean_cells(body)
+    if frame.height == 0:
+        raise DataError(source, "has no data rows")
+    return _infer_types(frame)
+
+
+def _decode(data: bytes, source: str) -> str:
+    """The file as text: UTF-8 (BOM stripped), UTF-16 with BOM, else a detected encoding."""
+    if not data.strip():
+        raise DataError(source, "the file is empty")
+    if data.startswith(codecs.BOM_UTF8):
+        text = _strict_decode(data[len(codecs.BOM_UTF8) :], "utf-8", source)
+    elif data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        text = _strict_decode(data, "utf-16", source)
+    elif b"\x00" in data:
+        # Text files other than UTF-16/32 never contain NUL; images, archives etc. do.
+        raise DataError(source, "is a binary file, not CSV text (it contains NUL bytes)")
+    else:
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            text = _strict_decode(data, _detect_encoding(data, source), source)
+
+    head = text[:_SAMPLE_CHARS]
+    if len(_CONTROL.findall(head)) > _MAX_CONTROL_SHARE * len(head):
+        raise DataError(source, "is a binary file, not CSV text (too many control characters)")
+    return text
+
+
+def _strict_decode(data: bytes, encoding: str, source: str) -> str:
+    try:
+        return data.decode(encoding)
+    except (UnicodeDecodeError, LookupError) as exc:
+        where = f" at byte {exc.start}" if isinstance(exc, UnicodeDecodeError) else ""
+        raise DataError(source, f"cannot be decoded as {encoding}{where}") from exc
+
+
+def _detect_encoding(data: bytes, source: str) -> str:
+    """Guess the encoding of bytes that are not UTF-8."""
+    try:
+        best = charset_normalizer.from_bytes(data).best()
+    except Exception as exc:  # a detector bug must not escape as a crash
+        raise DataError(source, "cannot determine the text encoding") from exc
+    if best is None:
+        raise DataError(source, "is not text in any known encoding (not UTF-8, not cp1252, ...)")
+    encoding = best.encoding
+    if _LATIN_SINGLE_BYTE.fullmatch(encoding) and encoding != "cp1252":
+        try:
+            data.decode("cp1252")
+        except UnicodeDecodeError:
+            return encoding
+        return "cp1252"
+    return encoding
+
+
+def _trim_leading_blank_lines(text: str) -> tuple[str, int]:
+    """Drop blank lines before the first row (polars would take its width from them)."""
+    if "\n" not in text and "\r" in text:
+        text = text.replace("\r", "\n")  # old Mac line endings; polars splits on \n only
+    match = _LEADING_BLANK_LINES.match(text)
+    if match is None:
+        return text, 0
+    return text[match.end() :], match.group().count("\n")
+
+
+def _sample(text: str) -> str:
+    """The first ~64 KB, cut after the last complete line."""
+    if len(text) <= _SAMPLE_CHARS:
+        return text
+    sample = text[:_SAMPLE_CHARS]
+    cut = sample.rfind("\n")
+    return sample[:cut] if cut > 0 else sample
+
+
+def _field_counts(sample: str, delimiter: str, quote: str) -> list[int]:
+    """Fields per non-blank record of the sample, parsed with the given dialect."""
+    counts: list[int] = []
+    reader = csv.reader(io.StringIO(sample), delimiter=delimiter, quotechar=quote)
+    try:
+        for row in reader:
+            if any(field.strip() for field in row):
+                counts.append(len(row))
+    except csv.Error:
+        pass  # a sample cut inside a quoted field; the rows so far are enough
+    return counts
+
+
+def _consistency(counts: list[int]) -> tuple[float, int]:
+    """Share of records with the most common field count, and that count."""
+    if not counts:
+        return 0.0, 0
+    usual, freq = Counter(counts).most_common(1)[0]
+    return freq / len(counts), usual
+
+
+def _sniff(sample: str, source: str) -> tuple[str, str]:
+    """Delimiter and quote character of the sample.
+
+    `csv.Sniffer` guesses well on clean files but is fooled by decimals, prose and few
+    lines, so every candidate is scored by how consistently it splits the records (outside
+    quotes); the Sniffer's choice is kept only when it scores as well as the best one.
+    """
+    sniffed: type[csv.Dialect] | None
+    try:
+        sniffed = csv.Sniffer().sniff(sample, delimiters="".join(DELIMITERS))
+    except csv.Error:
+        sniffed = None
+    quote = sniffed.quotechar if sniffed and sniffed.quotechar in ("'", '"') else '"'
+
+    counts = {d: _field_counts(sample, d, quote) for d in DELIMITERS}
+    scores = {d: _consistency(c) for d, c in counts.items()}
+    splitting = {d: score for d, score in scores.items() if score[1] >= 2}
+    if not splitting:
+        return ",", quote  # one column; rejected later with a clear message
+    # Highest consistency wins; among equals, the one giving more fields.
+    best = max(splitting, key=lambda d: splitting[d])
+    if (
+        sniffed is not None
+        and sniffed.delimiter in splitting
+        and splitting[sniffed.delimiter][0] >= splitting[best][0]
+    ):
+        best = sniffed.delimiter
+
+    consistency, _ = splitting[best]
+    if consistency < _MIN_CONSISTENCY and len(counts[best]) >= _MIN_ROWS_FOR_CONSISTENCY:
+        raise DataError(
+            source,
+            "does not look like a table: no delimiter among , ; tab | splits the lines "
+            "into a consistent number of fields",
+        )
+    return best, quote
+
+
+def _sample_rows(sample: str, delimiter: str, quote: str, *, truncated: bool) -> list[list[str]]:
+    rows: list[list[str]] = []
+    reader = csv.reader(io.StringIO(sample), delimiter=delimiter, quotechar=quote)
+    try:
+        rows.extend(row for row in reader if any(field.strip() for field in row))
+    except csv.Error:
+        truncated = True
+    if truncated and len(rows) > 2:
+        rows.pop()  # may be cut short by the end of the sample
+    return rows
+
+
+def _is_number(value: str) -> bool:
+    return _NUMBER.fullmatch(value.strip()) is not None
+
+
+def _looks_headerless(sample: str, rows: list[list[str]], delimiter: str, quote: str) -> bool:
+    """True when the first row is data: numeric wherever the column below it is numeric.
+
+    A header of names over string columns cannot be told from data, so it is taken as a
+    header (the common case); only numbers in numeric columns, confirmed by
+    `csv.Sniffer.has_header`, make the first row data.
+    """
+    if len(rows) < 2:
+        return False
+    first, body = rows[0], rows[1:]
+    if not any(_is_number(value) for value in first):
+        return False  # the usual case: a header of names
+    numeric_columns = []
+    for j in range(len(first)):
+        values = [row[j].strip() for row in body if len(row) > j]
+        values = [v for v in values if v not in _NULL_SET]
+        if values and all(_NUMBER.fullmatch(v) for v in values):
+            numeric_columns.append(j)
+    if not numeric_columns or not all(_is_number(first[j]) for j in numeric_columns):
+        return False
+
+    dialect = type("_Sniffed", (csv.excel,), {"delimiter": delimiter, "quotechar": quote})
+
+    class _KnownDialectSniffer(csv.Sniffer):
+        # has_header() re-sniffs the dialect internally; give it the one already found.
+        def sniff(self, sample: str, delimiters: str | None = None) -> type[csv.Dialect]:
+            return dialect
+
+    try:
+        return not _KnownDialectSniffer().has_header(sample)
+    except csv.Error:
+        return True
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """What is known about the file when polars parses it."""
+
+    source: str
+    text: str
+    delimiter: str
+    quote: str | None
+    has_header: bool
+    skipped_lines: int  # blank lines trimmed before the first row, for line numbers
+
+
+def _read_strings(layout: _Layout, sample: str) -> tuple[pl.DataFrame, _Layout]:
+    """Every cell as a string (null if empty or missing), the first row included.
+
+    polars rejects a quote character inside an unquoted field (`12" pizza`); when no field
+    of the sample starts with a quote, the file is read again with quoting turned off.
+    Returns the frame and the layout it was actually read with.
+    """
+    try:
+        return _polars_strings(layout), layout
+    except _POLARS_ERRORS as exc:
+        error = exc
+    if layout.quote is not None and not _starts_quoted_field(
+        sample, layout.delimiter, layout.quote
+    ):
+        unquoted = replace(layout, quote=None)
+        try:
+            return _polars_strings(unquoted), unquoted
+        except _POLARS_ERRORS:
+            pass  # report the first failure, which is about the file as sniffed
+
+    ragged = _find_ragged_row(layout)
+    if ragged is not None:
+        raise _ragged_error(layout, *ragged) from error
+    raise DataError(layout.source, f"cannot be parsed as CSV ({_describe(error)})") from error
+
+
+def _polars_strings(layout: _Layout, text: str | None = None) -> pl.DataFrame:
+    return pl.read_csv(
+        io.BytesIO((layout.text if text is None else text).encode("utf-8")),
+        separator=layout.delimiter,
+        quote_char=layout.quote,
+        has_header=False,
+        infer_schema=False,
+        try_parse_dates=False,
+        # Reading the check copy in _find_ragged_row keeps over-long rows to find them.
+        truncate_ragged_lines=text is not None,
+    )
+
+
+def _starts_quoted_field(sample: str, delimiter: str, quote: str) -> bool:
+    pattern = f"(?:^|{re.escape(delimiter)})[ \t]*{re.escape(quote)}"
+    return re.search(pattern, sample, flags=re.MULTILINE) is not None
+
+
+def _describe(error: BaseException) -> str:
+    """The gist of a polars error: its own first line, or the 'Original error' it wraps."""
+    message = str(error).strip()
+    if "not properly escaped" in message:
+        return "a quoted field is not closed, or a quote inside it is not doubled"
+    if "more fields" in message:
+        return "some rows have more fields than the first row"
+    return message.splitlines()[0] if message else type(error).__name__
+
+
+def _check_short_rows(raw: pl.DataFrame, layout: _Layout) -> None:
+    """Reject rows with fewer fields than the first one.
+
+    polars pads short rows with nulls instead of failing, so a short row is one that is
+    null in the last column without being blank. Only then is the file scanned for the
+    offending line, so clean files pay one null count.
+    """
+    last = pl.col(raw.columns[-1])
+    padded = raw.select((last.is_null() & ~pl.all_horizontal(pl.all().is_null())).any()).item()
+    if not padded:
+        return
+    ragged = _find_ragged_row(layout)
+    if ragged is not None:
+        raise _ragged_error(layout, *ragged)
+
+
+def _ragged_error(layout: _Layout, line: int, found: int | None, expected: int) -> DataError:
+    first = "the header" if layout.has_header else "the first row"
+    count = f"more than {expected}" if found is None else str(found)
+    return DataError(layout.source, f"row has {count} fields but {first} has {expected}", line=line)
+
+
+def _find_ragged_row(layout: _Layout) -> tuple[int, int | None, int] | None:
+    """The first non-blank record whose field count differs from the first record's.
+
+    Returns (1-based line in the uploaded file where the record starts, fields found or
+    None if unknown, fields expected). So that the answer follows polars' own parsing,
+    polars reads a copy of the text in which every line ends with an extra field, a
+    marker plus the line number: a complete record has the marker in its last column, a
+    short one has it further left, an over-long one is truncated before it. Markers that
+    land inside multi-line quoted fields are part of a value, never a whole one.
+    """
+    mark = next((c for c in _MARKS if c not in layout.text), None)
+    if mark is None:
+        return None
+    first_line = 1 + layout.skipped_lines
+    lines = pl.Series([layout.text]).str.split("\n").explode().str.strip_suffix("\r")
+    numbers = pl.int_range(first_line, first_line + len(lines), eager=True).cast(pl.String)
+    tagged = (lines + layout.delimiter + mark + numbers).str.join("\n").item()
+    try:
+        frame = _polars_strings(layout, tagged)
+    except _POLARS_ERRORS:
+        return None
+
+    def is_mark(column: str) -> pl.Expr:
+        return pl.col(column).str.starts_with(mark).fill_null(False)
+
+    columns = frame.columns
+    rows = frame.select(
+        end=pl.coalesce(
+            pl.when(is_mark(c)).then(pl.col(c).str.slice(1).cast(pl.Int64, strict=False))
+            for c in columns
+        ),
+        found=pl.coalesce(pl.when(is_mark(c)).then(pl.lit(i)) for i, c in enumerate(columns)),
+        complete=is_mark(columns[-1]),
+        blank=pl.all_horizontal(
+            is_mark(c) | (pl.col(c).str.strip_chars().fill_null("") == "") for c in columns
+        ),
+    ).with_columns(start=pl.col("end").shift(1).fill_null(first_line - 1) + 1)
+    bad = rows.filter(~pl.col("complete") & ~pl.col("blank"))
+    if bad.height == 0:
+        return None
+    start, found = int(bad.item(0, "start")), bad.item(0, "found")
+    if found is None:  # over-long, truncated by polars: count that one record in Python
+        found = _count_fields(lines.slice(start - first_line, 1000).to_list(), layout)
+    return start, found, len(columns) - 1
+
+
+def _count_fields(lines: list[str], layout: _Layout) -> int | None:
+    """Fields of the record starting at the first of `lines`, with the stdlib parser."""
+    quoting = csv.QUOTE_NONE if layout.quote is None else csv.QUOTE_MINIMAL
+    reader = csv.reader(
+        lines, delimiter=layout.delimiter, quotechar=layout.quote or '"', quoting=quoting
+    )
+    try:
+        return len(next(reader))
+    except (csv.Error, StopIteration):
+        return None
+
+
+def _column_names(header: tuple[str | None, ...], source: str) -> list[str]:
+    """Stripped header names; blanks become column_<i>; duplicates are an error."""
+    names = [(value or "").strip() or f"column_{i}" for i, value in enumerate(header, start=1)]
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise DataError(source, "duplicate column name in the header", line=1, column=name)
+        seen.add(name)
+    return names
+
+
+def _clean_cells(frame: pl.DataFrame) -> pl.DataFrame:
+    """Strip cells, turn null tokens into null and drop blank rows."""
+    return (
+        frame.lazy()
+        .with_columns(pl.all().str.strip_chars().replace(NULL_VALUES, None))
+        .filter(~pl.all_horizontal(pl.all().is_null()))
+        .collect()
+    )
+
+
+def _infer_types(frame: pl.DataFrame) -> pl.DataFrame:
+    """Each column becomes Int64, else Float64, else stays String, judged on every value."""
+    width = frame.width
+    stats = frame.select(
+        *(pl.nth(i).null_count().alias(f"n{i}") for i in range(width)),
+        *(pl.nth(i).cast(pl.Int64, strict=False).null_count().alias(f"i{i}") for i in range(width)),
+        *(
+            pl.nth(i).cast(pl.Float64, strict=False).null_count().alias(f"f{i}")
+            for i in range(width)
+        ),
+    ).row(0, named=True)
+
+    columns = []
+    for i, name in enumerate(frame.columns):
+        nulls = stats[f"n{i}"]
+        if nulls == frame.height:
+            columns.append(pl.col(name))  # all null: nothing to infer from
+        elif stats[f"i{i}"] == nulls:
+            columns.append(pl.col(name).cast(pl.Int64))
+        elif stats[f"f{i}"] == nulls:
+            columns.append(pl.col(name).cast(pl.Float64))
+        else:
+            columns.append(pl.col(name))
+    return frame.select(columns)
