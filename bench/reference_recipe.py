@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import xgboost as xgb
 from sklearn.metrics import roc_auc_score
@@ -51,7 +50,12 @@ def preprocess(path: Path, out_dir: Path, seed: int = 1729) -> None:
     frame = engineer(pd.read_csv(path, sep=";"))
     shuffled = frame.sample(frac=1, random_state=seed)
     n = len(shuffled)
-    parts = np.split(shuffled, [int(0.7 * n), int(0.9 * n)])
+    cut_train, cut_valid = int(0.7 * n), int(0.9 * n)
+    parts = (
+        shuffled.iloc[:cut_train],
+        shuffled.iloc[cut_train:cut_valid],
+        shuffled.iloc[cut_valid:],
+    )
     for name, part in zip(("train", "validation", "test"), parts, strict=True):
         label = part["y_yes"]
         features = part.drop(columns=["y_no", "y_yes"])

@@ -358,7 +358,10 @@ def _check_short_rows(raw: pl.DataFrame, layout: _Layout) -> None:
 def _ragged_error(layout: _Layout, line: int, found: int | None, expected: int) -> DataError:
     first = "the header" if layout.has_header else "the first row"
     count = f"more than {expected}" if found is None else str(found)
-    return DataError(layout.source, f"row has {count} fields but {first} has {expected}", line=line)
+    fields = "field" if found == 1 else "fields"
+    return DataError(
+        layout.source, f"row has {count} {fields} but {first} has {expected}", line=line
+    )
 
 
 def _find_ragged_row(layout: _Layout) -> tuple[int, int | None, int] | None:
