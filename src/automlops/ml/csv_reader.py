@@ -44,7 +44,11 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffd]")
 _LEADING_BLANK_LINES = re.compile(r"(?:[ \t]*\r?\n)+")
 # Single-byte code pages for Latin script. charset_normalizer often picks cp1250 or cp1257
 # for short Western European text; cp1252 is by far the likelier source of such a CSV.
-_LATIN_SINGLE_BYTE = re.compile(r"(cp125[0247]|cp775|cp8[56]\d|cp437|latin_1|iso8859_\d+|mac_.*)")
+_LATIN_SINGLE_BYTE = frozenset(
+    ["cp1250", "cp1254", "cp1257", "cp437", "cp775", "cp850", "cp852", "cp857", "cp858"]
+    + ["latin_1", "mac_iceland", "mac_latin2", "mac_roman", "mac_turkish"]
+    + [f"iso8859_{n}" for n in (2, 3, 4, 9, 10, 13, 14, 15, 16)]
+)
 _NULL_SET = frozenset(NULL_VALUES)
 # Characters for the line markers of _find_ragged_row; one that does not occur is used.
 _MARKS = ("\x01", "\x02", "\x03", "\x1e", "\x1f")
@@ -110,7 +114,8 @@ def _decode(data: bytes, source: str) -> str:
     else:
         try:
             text = data.decode("utf-8")
-        except UnicodeDecodeError:
+        except UnicodeDecodeError as exc:
+            _reject_damaged_utf8(data, exc, source)
             text = _strict_decode(data, _detect_encoding(data, source), source)
 
     head = text[:_SAMPLE_CHARS]
@@ -127,6 +132,24 @@ def _strict_decode(data: bytes, encoding: str, source: str) -> str:
         raise DataError(source, f"cannot be decoded as {encoding}{where}") from exc
 
 
+def _reject_damaged_utf8(data: bytes, error: UnicodeDecodeError, source: str) -> None:
+    """Raise if the bytes are UTF-8 apart from a few bad bytes.
+
+    Such a file is damaged, and decoding it all as cp1252 would silently garble every
+    accented letter; in a real cp1252 file valid UTF-8 sequences are rare accidents.
+    """
+    decoded = data.decode("utf-8", errors="replace")
+    bad = decoded.count("\ufffd")
+    non_ascii = len(decoded) - len(decoded.encode("ascii", "ignore")) - bad
+    if non_ascii > bad:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise DataError(
+            source,
+            f"is UTF-8 except for undecodable bytes (the first at byte {error.start})",
+            line=line,
+        )
+
+
 def _detect_encoding(data: bytes, source: str) -> str:
     """Guess the encoding of bytes that are not UTF-8."""
     try:
@@ -136,7 +159,7 @@ def _detect_encoding(data: bytes, source: str) -> str:
     if best is None:
         raise DataError(source, "is not text in any known encoding (not UTF-8, not cp1252, ...)")
     encoding = best.encoding
-    if _LATIN_SINGLE_BYTE.fullmatch(encoding) and encoding != "cp1252":
+    if encoding in _LATIN_SINGLE_BYTE:
         try:
             data.decode("cp1252")
         except UnicodeDecodeError:
@@ -330,7 +353,7 @@ def _starts_quoted_field(sample: str, delimiter: str, quote: str) -> bool:
 
 
 def _describe(error: BaseException) -> str:
-    """The gist of a polars error: its own first line, or the 'Original error' it wraps."""
+    """The gist of a polars error, in words for the person who uploaded the file."""
     message = str(error).strip()
     if "not properly escaped" in message:
         return "a quoted field is not closed, or a quote inside it is not doubled"

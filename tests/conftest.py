@@ -1,0 +1,39 @@
+"""Shared fixtures: a workspace with a trained, promoted model, built by the real pipeline."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from automlops.config import Manifest, Task
+from automlops.demo import breast_cancer_csv
+from automlops.local.runtime import LocalRuntime, open_runtime
+from automlops.local.worker import Worker
+from support import DEMO_DATASET, upload
+
+
+@pytest.fixture(scope="session")
+def trained_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A workspace where the demo data went through all four stages (v1 is champion)."""
+    home = tmp_path_factory.mktemp("trained")
+    runtime = open_runtime(home)
+    try:
+        manifest = Manifest(
+            dataset=DEMO_DATASET, target="diagnosis", positive="malignant", task=Task.binary
+        )
+        upload(runtime, manifest, "cancer.csv", breast_cancer_csv())
+        Worker(runtime).run_until_idle()
+        assert runtime.registry.read(DEMO_DATASET).champion == 1
+    finally:
+        runtime.close()
+    return home
+
+
+@pytest.fixture
+def runtime(tmp_path: Path) -> Iterator[LocalRuntime]:
+    """A fresh, empty workspace."""
+    rt = open_runtime(tmp_path / "home")
+    yield rt
+    rt.close()
