@@ -77,6 +77,7 @@ def upload(
     name = dataset or _dataset_name(file)
     bucket = runtime.settings.buckets.data
     try:
+        Manifest(dataset=name)  # validates the name before it becomes part of a key
         manifest = load_manifest(runtime.store, bucket, name)
         changes: dict[str, Any] = {}
         if target is not None:
