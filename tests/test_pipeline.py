@@ -48,7 +48,7 @@ def test_preprocess_writes_stratified_splits_and_a_schema(runtime: LocalRuntime)
     rates = [float((p["diagnosis"] == "malignant").mean()) for p in parts.values()]
     assert max(rates) - min(rates) < 0.02  # stratified: same class balance in every part
     assert schema.target.labels == ["benign", "malignant"]
-    assert {c.decision for c in schema.columns} == {"feature", "target"}
+    assert {c.decision for c in schema.columns} == {"feature: numeric", "target"}
     # The transform's imputation values come from the training rows only.
     transform = json.loads(runtime.store.get("automl-data", schema.transform_key))
     first = transform["columns"][0]

@@ -14,7 +14,7 @@ class ColumnProfile(BaseModel):
     name: str
     dtype: str
     kind: str | None = None  # numeric | categorical, None when not a feature
-    decision: str  # "feature", "target", or "dropped: <reason>"
+    decision: str  # "feature: <how>", "target", or "dropped: <reason>"
     missing: int = 0
     unique: int = 0
     min: float | None = None
@@ -50,4 +50,4 @@ class DatasetSchema(BaseModel):
 
     @property
     def feature_columns(self) -> list[ColumnProfile]:
-        return [c for c in self.columns if c.decision == "feature"]
+        return [c for c in self.columns if c.decision.startswith("feature")]

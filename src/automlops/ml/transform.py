@@ -7,11 +7,11 @@ same steps and loading it runs no code.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import polars as pl
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from automlops.errors import PermanentError
 
@@ -22,16 +22,36 @@ _TRUE_FALSE = {"true": "1", "false": "0", "yes": "1", "no": "0"}
 class ColumnKind(StrEnum):
     numeric = "numeric"
     categorical = "categorical"
+    datetime = "datetime"
+
+
+# Formats tried, in order, when a text column may hold dates; the first that reads (nearly)
+# every training value is stored, so serving parses exactly as training did.
+DATE_FORMATS = (
+    "%Y-%m-%d",
+    "%Y-%m-%d %H:%M:%S",
+    "%Y-%m-%dT%H:%M:%S",
+    "%Y-%m-%d %H:%M",
+    "%Y-%m-%dT%H:%M:%S%.f",
+    "%Y-%m-%d %H:%M:%S%.f",
+    "%Y/%m/%d",
+    "%d/%m/%Y",
+    "%m/%d/%Y",
+    "%d.%m.%Y",
+    "%d-%m-%Y",
+    "%Y%m%d",
+)
+_DATE_PARTS = ("year", "month", "day", "weekday", "hour", "days")
 
 
 class InvalidValueError(PermanentError):
     """A value that cannot be read as its column's type."""
 
-    def __init__(self, row: int, column: str, value: Any) -> None:
+    def __init__(self, row: int, column: str, value: Any, expected: str = "a number") -> None:
         self.row = row
         self.column = column
         self.value = value
-        super().__init__(f"row {row}, column {column!r}: cannot read {value!r} as a number")
+        super().__init__(f"row {row}, column {column!r}: cannot read {value!r} as {expected}")
 
 
 class NumericColumn(BaseModel):
@@ -48,18 +68,42 @@ class NumericColumn(BaseModel):
 
 
 class CategoricalColumn(BaseModel):
+    """One-hot over the kept categories; unseen, rare and missing values set none of them.
+
+    With `frequencies` (many categories) one more feature carries each category's share of
+    training rows, so the long tail is not lost.
+    """
+
     kind: Literal[ColumnKind.categorical] = ColumnKind.categorical
     name: str
     categories: list[str]
+    frequencies: dict[str, float] | None = None
 
     def width(self) -> int:
-        return len(self.categories)
+        return len(self.categories) + (1 if self.frequencies is not None else 0)
 
     def feature_names(self) -> list[str]:
-        return [f"{self.name}={c}" for c in self.categories]
+        names = [f"{self.name}={c}" for c in self.categories]
+        return [*names, f"{self.name}__frequency"] if self.frequencies is not None else names
 
 
-Column = NumericColumn | CategoricalColumn
+class DatetimeColumn(BaseModel):
+    """A date or timestamp split into calendar parts and days since 1970."""
+
+    kind: Literal[ColumnKind.datetime] = ColumnKind.datetime
+    name: str
+    format: str
+    parts: list[str]
+    fill: dict[str, float]
+
+    def width(self) -> int:
+        return len(self.parts)
+
+    def feature_names(self) -> list[str]:
+        return [f"{self.name}__{p}" for p in self.parts]
+
+
+Column = Annotated[NumericColumn | CategoricalColumn | DatetimeColumn, Field(discriminator="kind")]
 
 
 class FittedTransform(BaseModel):
@@ -97,15 +141,22 @@ class FittedTransform(BaseModel):
                 out[:, offset] = np.where(missing, column.fill, values)
                 if column.missing_indicator:
                     out[:, offset + 1] = missing
-            elif raw is not None and column.categories:
-                index = {c: i for i, c in enumerate(column.categories)}
-                codes = (
-                    as_category(raw)
-                    .replace_strict(index, default=-1, return_dtype=pl.Int32)
-                    .to_numpy()
-                )
-                rows = np.flatnonzero(codes >= 0)
-                out[rows, offset + codes[rows]] = 1.0
+            elif isinstance(column, DatetimeColumn):
+                parts = date_parts(raw, column, n)
+                for i, part in enumerate(column.parts):
+                    values = parts[part]
+                    out[:, offset + i] = np.where(np.isnan(values), column.fill[part], values)
+            elif raw is not None:
+                text = as_category(raw)
+                if column.categories:
+                    index = {c: i for i, c in enumerate(column.categories)}
+                    codes = text.replace_strict(index, default=-1, return_dtype=pl.Int32).to_numpy()
+                    rows = np.flatnonzero(codes >= 0)
+                    out[rows, offset + codes[rows]] = 1.0
+                if column.frequencies is not None:
+                    out[:, offset + len(column.categories)] = text.replace_strict(
+                        column.frequencies, default=0.0, return_dtype=pl.Float64
+                    ).to_numpy()
             offset += column.width()
         return out
 
@@ -128,6 +179,50 @@ def parse_numeric(values: pl.Series, name: str) -> pl.Series:
 _TRUE_FALSE_CASED = {**_TRUE_FALSE, **{k.capitalize(): v for k, v in _TRUE_FALSE.items()}}
 
 
+def parse_datetime(values: pl.Series, fmt: str, name: str) -> pl.Series:
+    """Text to Datetime with one format; a non-empty value that does not parse is an error."""
+    if values.dtype in (pl.Datetime, pl.Date):
+        return values.cast(pl.Datetime)
+    text = values.cast(pl.String).str.strip_chars()
+    parsed = text.str.to_datetime(fmt, strict=False)
+    bad = parsed.is_null() & text.is_not_null() & (text != "")
+    if bad.any():
+        row = int(bad.arg_true()[0])
+        raise InvalidValueError(row, name, values[row], f"a date ({fmt})")
+    return parsed
+
+
+def date_parts(raw: pl.Series | None, column: DatetimeColumn, n: int) -> dict[str, np.ndarray]:
+    """The calendar parts of a column as float arrays (NaN where missing)."""
+    if raw is None:
+        return {p: np.full(n, np.nan) for p in column.parts}
+    moments = parse_datetime(raw, column.format, column.name)
+    exprs = {
+        "year": moments.dt.year(),
+        "month": moments.dt.month(),
+        "day": moments.dt.day(),
+        "weekday": moments.dt.weekday(),
+        "hour": moments.dt.hour(),
+        "days": moments.dt.epoch("s") / 86400.0,
+    }
+    return {p: exprs[p].cast(pl.Float64).fill_null(np.nan).to_numpy() for p in column.parts}
+
+
+def detect_date_format(values: pl.Series, min_share: float = 0.95) -> str | None:
+    """The first of DATE_FORMATS that reads at least `min_share` of the present values."""
+    if values.dtype != pl.String:
+        return None
+    sample = values.drop_nulls().str.strip_chars()
+    sample = sample.filter(sample != "").head(2000)
+    if sample.len() == 0 or not sample.str.contains(r"\d").all():
+        return None
+    for fmt in DATE_FORMATS:
+        parsed = sample.str.to_datetime(fmt, strict=False)
+        if parsed.null_count() <= (1 - min_share) * sample.len():
+            return fmt
+    return None
+
+
 def as_category(values: pl.Series) -> pl.Series:
     """A column as strings; integral floats lose their '.0' so 1 and 1.0 are one category."""
     if values.dtype.is_float():
@@ -143,18 +238,40 @@ def as_category(values: pl.Series) -> pl.Series:
 
 
 def infer_kind(values: pl.Series) -> ColumnKind:
-    """Numeric when every present value reads as a number, else categorical."""
+    """Numeric when every present value reads as a number, datetime when (nearly) every one
+    reads as a date in one format, else categorical."""
     if values.dtype.is_numeric() or values.dtype == pl.Boolean:
         return ColumnKind.numeric
+    if values.dtype in (pl.Datetime, pl.Date):
+        return ColumnKind.datetime
     present = values.drop_nulls().cast(pl.String).str.strip_chars()
     present = present.filter(present != "")
+    lowered = present.str.to_lowercase()
+    if present.len() and lowered.is_in(list(_TRUE_FALSE)).all():
+        return ColumnKind.numeric  # booleans spelt out
     if present.len() and present.cast(pl.Float64, strict=False).null_count() == 0:
         return ColumnKind.numeric
+    if detect_date_format(present) is not None:
+        return ColumnKind.datetime
     return ColumnKind.categorical
+
+
+# Categories seen fewer times are treated like unseen ones (too rare to learn from), once
+# the data is large enough for such a floor to mean anything.
+MIN_CATEGORY_COUNT = 3
+_RARE_SHARE = 0.001
 
 
 def fit_column(values: pl.Series, kind: ColumnKind) -> Column:
     """Learn one column's steps from training values."""
+    if kind is ColumnKind.datetime:
+        fmt = detect_date_format(values) or "%Y-%m-%d"
+        probe = DatetimeColumn(name=values.name, format=fmt, parts=list(_DATE_PARTS), fill={})
+        parts = date_parts(values, probe, values.len())
+        has_time = fmt.count("%H") > 0
+        kept = [p for p in _DATE_PARTS if (p != "hour" or has_time) and np.nanstd(parts[p]) > 0]
+        fill = {p: float(np.nanmedian(parts[p])) for p in kept}
+        return DatetimeColumn(name=values.name, format=fmt, parts=kept, fill=fill)
     if kind is ColumnKind.numeric:
         parsed = parse_numeric(values, values.name)
         median = parsed.median()
@@ -169,9 +286,16 @@ def fit_column(values: pl.Series, kind: ColumnKind) -> Column:
         .value_counts(sort=True, name="n")
         .sort(["n", values.name], descending=[True, False])
     )
-    return CategoricalColumn(
-        name=values.name, categories=counts.get_column(values.name).head(MAX_CATEGORIES).to_list()
-    )
+    floor = max(1.0, min(MIN_CATEGORY_COUNT, _RARE_SHARE * values.len()))
+    frequent = counts.filter(pl.col("n") >= floor)
+    categories = frequent.get_column(values.name).head(MAX_CATEGORIES).to_list()
+    frequencies = None
+    if counts.height > MAX_CATEGORIES:
+        total = float(counts["n"].sum())
+        frequencies = {
+            str(k): round(v / total, 6) for k, v in counts.select(values.name, "n").iter_rows()
+        }
+    return CategoricalColumn(name=values.name, categories=categories, frequencies=frequencies)
 
 
 def rows_to_frame(instances: list[dict[str, Any]], columns: list[str]) -> pl.DataFrame:

@@ -12,17 +12,11 @@ from automlops.config import Manifest, Task
 from automlops.errors import DataError
 from automlops.events import S3EventRecord
 from automlops.manifests import load_manifest
+from automlops.ml.column_plan import fit_columns
 from automlops.ml.csv_reader import read_csv_bytes
-from automlops.ml.schema import ColumnProfile, DatasetSchema, SplitRows
+from automlops.ml.schema import DatasetSchema, SplitRows
 from automlops.ml.splits import split_indices
-from automlops.ml.target import TargetSpec, default_target, fit_target
-from automlops.ml.transform import (
-    CategoricalColumn,
-    ColumnKind,
-    FittedTransform,
-    fit_column,
-    infer_kind,
-)
+from automlops.ml.target import default_target, fit_target
 from automlops.ports import Ports
 from automlops.stages.result import StageResult
 
@@ -91,7 +85,7 @@ def preprocess(record: S3EventRecord, ports: Ports) -> StageResult:
     )
     train = frame[train_idx]
 
-    transform, profiles = _fit_columns(train, target)
+    transform, profiles = fit_columns(train, target)
 
     split_keys: dict[str, str] = {}
     for name, idx in zip(keys.SPLITS, (train_idx, valid_idx, test_idx), strict=True):
@@ -127,43 +121,3 @@ def preprocess(record: S3EventRecord, ports: Ports) -> StageResult:
     store.put(buckets.automl_data, schema_key, schema.model_dump_json(indent=1).encode())
     store.put_tags(record.bucket, record.key, {PROCESSED_TAG: run.run_id})
     return StageResult(run=run, outputs=[*split_keys.values(), transform_key, schema_key])
-
-
-def _fit_columns(
-    train: pl.DataFrame, target: TargetSpec
-) -> tuple[FittedTransform, list[ColumnProfile]]:
-    fitted = []
-    profiles = []
-    for name in train.columns:
-        values = train.get_column(name)
-        profile = ColumnProfile(
-            name=name,
-            dtype=str(values.dtype),
-            decision="feature",
-            missing=values.null_count(),
-            unique=values.n_unique(),
-        )
-        if name == target.name:
-            profile.decision = "target"
-        elif profile.missing == values.len():
-            profile.decision = "dropped: no values in training data"
-        elif values.drop_nulls().n_unique() < 2:
-            profile.decision = "dropped: constant in training data"
-        else:
-            kind = infer_kind(values)
-            column = fit_column(values, kind)
-            profile.kind = kind.value
-            if isinstance(column, CategoricalColumn):
-                counts = values.cast(pl.String).value_counts(sort=True, name="n").drop_nulls()
-                profile.top = [(str(v), int(c)) for v, c in counts.head(10).iter_rows()]
-            if kind is ColumnKind.numeric:
-                numbers = values.cast(pl.Float64, strict=False)
-                profile.min, profile.max = _float(numbers.min()), _float(numbers.max())
-                profile.mean = _float(numbers.mean())
-            fitted.append(column)
-        profiles.append(profile)
-    return FittedTransform(columns=fitted), profiles
-
-
-def _float(value: object) -> float | None:
-    return None if value is None else float(value)  # type: ignore[arg-type]

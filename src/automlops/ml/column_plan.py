@@ -1,0 +1,109 @@
+"""What preprocessing does with each column: a feature of some kind, or dropped and why.
+
+Decided on the training rows only; every decision is recorded in the schema JSON.
+"""
+
+from __future__ import annotations
+
+import re
+
+import polars as pl
+
+from automlops.ml.schema import ColumnProfile
+from automlops.ml.target import TargetSpec
+from automlops.ml.transform import (
+    CategoricalColumn,
+    ColumnKind,
+    DatetimeColumn,
+    FittedTransform,
+    fit_column,
+    infer_kind,
+)
+
+_ID_NAME = re.compile(r"(^|[_\W])(id|uuid|guid|key|number|no|nr)$|^id[_\W]|^(id|index)$", re.I)
+_ID_UNIQUE_SHARE = 0.95  # share of distinct values above which a text or integer column is an ID
+_TEXT_MIN_WORDS = 4.0  # mean words per value from which a many-valued text column is free text
+_TEXT_UNIQUE_SHARE = 0.5
+
+
+def _drop_reason(values: pl.Series, kind: ColumnKind) -> str | None:
+    """Why a column should not be a feature, or None when it should."""
+    n = values.len()
+    present = values.drop_nulls()
+    if present.len() == 0:
+        return "no values in training data"
+    distinct = present.n_unique()
+    if distinct < 2:
+        return "constant in training data"
+    unique_share = distinct / present.len()
+    if kind is ColumnKind.categorical:
+        text = present.cast(pl.String)
+        words = text.str.count_matches(r"\S+").mean() or 0.0
+        if unique_share >= _TEXT_UNIQUE_SHARE and words >= _TEXT_MIN_WORDS:  # type: ignore[operator]
+            return f"free text ({unique_share:.0%} distinct values, {words:.1f} words on average)"
+        if unique_share >= _ID_UNIQUE_SHARE and n >= 20:
+            return f"ID-like ({unique_share:.0%} of values distinct)"
+    integral = kind is ColumnKind.numeric and values.dtype.is_integer()
+    if integral and n >= 20 and unique_share >= _ID_UNIQUE_SHARE:
+        span = int(present.max()) - int(present.min()) + 1  # type: ignore[arg-type, operator]
+        if _ID_NAME.search(values.name) or span == distinct:
+            return "ID-like (a distinct integer per row)"
+    return None
+
+
+def fit_columns(
+    train: pl.DataFrame, target: TargetSpec
+) -> tuple[FittedTransform, list[ColumnProfile]]:
+    """Decide and fit every column of the training rows."""
+    fitted = []
+    profiles = []
+    seen: dict[int, str] = {}  # hash of a column's values -> first column with them
+    for name in train.columns:
+        values = train.get_column(name)
+        profile = ColumnProfile(
+            name=name,
+            dtype=str(values.dtype),
+            decision="feature",
+            missing=values.null_count(),
+            unique=values.n_unique(),
+        )
+        if name == target.name:
+            profile.decision = "target"
+            profiles.append(profile)
+            continue
+        kind = infer_kind(values) if values.null_count() < values.len() else ColumnKind.numeric
+        digest = hash((str(values.dtype), *values.head(5000).hash(seed=7).to_list()))
+        reason = _drop_reason(values, kind)
+        if reason is None and digest in seen and values.equals(train.get_column(seen[digest])):
+            reason = f"duplicate of column {seen[digest]!r}"
+        seen.setdefault(digest, name)
+        if reason is not None:
+            profile.decision = f"dropped: {reason}"
+            profiles.append(profile)
+            continue
+        column = fit_column(values, kind)
+        profile.kind = kind.value
+        if isinstance(column, CategoricalColumn):
+            counts = values.cast(pl.String).value_counts(sort=True, name="n").drop_nulls()
+            profile.top = [(str(v), int(c)) for v, c in counts.head(10).iter_rows()]
+            kept = len(column.categories)
+            profile.decision = f"feature: one-hot of {kept} categories"
+            if profile.unique - (profile.missing > 0) > kept:
+                profile.decision += " (rarer ones count as unseen"
+                profile.decision += "; plus a frequency feature)" if column.frequencies else ")"
+        elif isinstance(column, DatetimeColumn):
+            profile.decision = f"feature: date ({column.format}) -> {', '.join(column.parts)}"
+        else:
+            numbers = values.cast(pl.Float64, strict=False)
+            profile.min, profile.max = _float(numbers.min()), _float(numbers.max())
+            profile.mean = _float(numbers.mean())
+            profile.decision = "feature: numeric"
+            if profile.missing:
+                profile.decision += f", missing -> median {column.fill:g} + indicator"  # type: ignore[union-attr]
+        fitted.append(column)
+        profiles.append(profile)
+    return FittedTransform(columns=fitted), profiles
+
+
+def _float(value: object) -> float | None:
+    return None if value is None else float(value)  # type: ignore[arg-type]
