@@ -21,7 +21,11 @@ def trained_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     runtime = open_runtime(home)
     try:
         manifest = Manifest(
-            dataset=DEMO_DATASET, target="diagnosis", positive="malignant", task=Task.binary
+            dataset=DEMO_DATASET,
+            target="diagnosis",
+            positive="malignant",
+            task=Task.binary,
+            time_budget_s=2,
         )
         upload(runtime, manifest, "cancer.csv", breast_cancer_csv())
         Worker(runtime).run_until_idle()

@@ -90,8 +90,18 @@ def test_run_runs_models_promote_rollback(tmp_path: Path) -> None:
     good.write_bytes(breast_cancer_csv())
     bad = tmp_path / "broken.csv"
     bad.write_bytes(b"\x00\x01\x02garbage" * 100)
-    invoke(home, "upload", str(good), "--target", "diagnosis", "--positive", "malignant")
-    invoke(home, "upload", str(bad))
+    invoke(
+        home,
+        "upload",
+        str(good),
+        "--target",
+        "diagnosis",
+        "--positive",
+        "malignant",
+        "--time-budget",
+        "2",
+    )
+    invoke(home, "upload", str(bad), "--time-budget", "2")
     code, out = invoke(home, "run", "--until-idle")
     assert code == 1  # one run failed
     assert "cancer" in out and "succeeded" in out and "roc_auc=" in out

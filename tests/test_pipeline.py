@@ -21,7 +21,9 @@ from automlops.ml.schema import DatasetSchema
 from automlops.registry import VersionStatus
 from support import DEMO_DATASET, shared_file, upload
 
-CANCER = Manifest(dataset="c", target="diagnosis", positive="malignant", task=Task.binary)
+CANCER = Manifest(
+    dataset="c", target="diagnosis", positive="malignant", task=Task.binary, time_budget_s=2
+)
 
 
 def run_all(runtime: LocalRuntime) -> list:
@@ -91,8 +93,11 @@ def test_artifact_holds_only_data(trained_home) -> None:
     data = runtime.store.get(entry.artifact_bucket, entry.artifact_key)
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         names = sorted(tar.getnames())
-    assert names == ["metadata.json", "model.ubj", "transform.json"]
     meta = ModelArtifact.from_tar_gz(data).metadata
+    # Each learner's own format; never a pickle.
+    assert meta.model_file in ("model.ubj", "model.lgb.txt", "model.linear.json")
+    assert names == sorted(["metadata.json", meta.model_file, "transform.json"])
+    assert meta.trials and {t["learner"] for t in meta.trials} <= {"xgboost", "lightgbm", "linear"}
     assert meta.lineage.source_key == "data/cancer/cancer.csv"
     assert meta.lineage.split_keys["test"] == entry.test_key
     assert 0 < meta.threshold < 1
@@ -100,7 +105,7 @@ def test_artifact_holds_only_data(trained_home) -> None:
 
 
 def test_a_garbage_file_fails_its_own_run_only(runtime: LocalRuntime) -> None:
-    upload(runtime, Manifest(dataset="junk"), "junk.csv", bytes(range(256)) * 20)
+    upload(runtime, Manifest(dataset="junk", time_budget_s=2), "junk.csv", bytes(range(256)) * 20)
     upload(runtime, CANCER, "c.csv", breast_cancer_csv())
     finished = run_all(runtime)
     by_dataset = {r.dataset: r for r in finished}
@@ -221,7 +226,9 @@ def test_bank_sample_beats_the_reference_recipe(tmp_path) -> None:
     import reference_recipe
 
     runtime = open_runtime(tmp_path)
-    manifest = Manifest(dataset="bank", target="y", positive="yes", drop=["duration"])
+    manifest = Manifest(
+        dataset="bank", target="y", positive="yes", drop=["duration"], time_budget_s=8
+    )
     upload(runtime, manifest, path.name, path.read_bytes())
     [run] = run_all(runtime)
     assert run.status == "succeeded", run.error

@@ -69,6 +69,10 @@ class Manifest(BaseModel):
     time_budget_s: float = 60.0
     split: tuple[float, float, float] = (0.7, 0.2, 0.1)
     seed: int = 42
+    # Learner families the tuner may use, and the metric the binary decision threshold
+    # maximises on validation (f1, balanced_accuracy or accuracy).
+    learners: list[str] = Field(default_factory=lambda: ["xgboost", "lightgbm", "linear"])
+    threshold_metric: str = "f1"
     # Promotion gate: reject a candidate worse than the champion by more than `gate_margin` on
     # the primary metric at `gate_confidence` (one-sided), or below any `min_metrics` floor.
     gate_margin: float = 0.0

@@ -8,8 +8,8 @@ import numpy as np
 import polars as pl
 
 from automlops.config import Task
-from automlops.ml import xgboost_model
 from automlops.ml.artifact import ModelArtifact, ModelMetadata
+from automlops.ml.learners import Model, learner
 from automlops.ml.transform import FittedTransform
 
 
@@ -33,7 +33,10 @@ class Predictor:
     def __init__(self, artifact: ModelArtifact, *, nthread: int = 1) -> None:
         self.metadata: ModelMetadata = artifact.metadata
         self.transform: FittedTransform = artifact.transform
-        self.booster = xgboost_model.load(artifact.model, nthread=nthread)
+        meta = artifact.metadata
+        self.model: Model = learner(meta.learner).load(
+            artifact.model, meta.task, len(meta.target.labels), nthread=nthread
+        )
         self.labels = artifact.metadata.target.labels
         self.threshold = artifact.metadata.threshold
 
@@ -48,7 +51,11 @@ class Predictor:
     def predict(self, frame: pl.DataFrame) -> Predictions:
         """Predict raw rows (missing columns and nulls are imputed as in training)."""
         task = self.metadata.task
-        raw = xgboost_model.predict(self.booster, self.transform.apply(frame), task)
+        if frame.height == 0:
+            features = np.zeros((0, len(self.transform.feature_names)), dtype=np.float32)
+        else:
+            features = self.transform.apply(frame)
+        raw = self.model.predict(features) if len(features) else np.zeros((0,))
         if task is Task.regression:
             return Predictions(task=task, values=raw.reshape(-1))
         if task is Task.binary:
@@ -59,3 +66,7 @@ class Predictor:
             return Predictions(task=task, proba=proba, label_index=index)
         proba = raw.reshape(frame.height, len(self.labels))
         return Predictions(task=task, proba=proba, label_index=proba.argmax(axis=1))
+
+    def importances(self) -> dict[str, float]:
+        """Relative importance of each model feature (after preprocessing)."""
+        return self.model.importances(self.metadata.feature_names)

@@ -1,4 +1,4 @@
-"""XGBoost training and prediction for the three tasks."""
+"""XGBoost: gradient-boosted trees, saved as UBJSON."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ import numpy as np
 import xgboost as xgb
 
 from automlops.config import Task
+from automlops.ml.learners import Data, RoundCallback, normalise, positive_weight
 
 MODEL_FILE = "model.ubj"
+REPORT_EVERY = 5
 
-# The reference pipeline's fixed settings; the tuner searches around them.
+# The reference pipeline's fixed settings: the tuner's first trial.
 REFERENCE_PARAMS: dict[str, Any] = {
     "max_depth": 5,
     "eta": 0.2,
@@ -20,6 +22,7 @@ REFERENCE_PARAMS: dict[str, Any] = {
     "subsample": 0.8,
 }
 REFERENCE_ROUNDS = 100
+MAX_ROUNDS = 2000
 
 
 def objective_params(task: Task, n_classes: int) -> dict[str, Any]:
@@ -30,55 +33,119 @@ def objective_params(task: Task, n_classes: int) -> dict[str, Any]:
     return {"objective": "reg:squarederror", "eval_metric": "rmse"}
 
 
-def fit(
-    task: Task,
-    n_classes: int,
-    train: tuple[np.ndarray, np.ndarray],
-    validation: tuple[np.ndarray, np.ndarray],
-    *,
-    params: dict[str, Any],
-    rounds: int,
-    seed: int,
-    nthread: int = 0,
-    early_stopping: int = 10,
-) -> xgb.Booster:
-    """Train with early stopping on validation; the returned booster ends at its best round."""
-    dtrain = xgb.DMatrix(train[0], label=train[1], nthread=nthread)
-    dvalid = xgb.DMatrix(validation[0], label=validation[1], nthread=nthread)
-    booster = xgb.train(
-        {
-            **objective_params(task, n_classes),
-            **params,
-            "seed": seed,
-            "nthread": nthread,
-            "tree_method": "hist",
-            "verbosity": 0,
-        },
-        dtrain,
-        num_boost_round=rounds,
-        evals=[(dvalid, "validation")],
-        early_stopping_rounds=early_stopping if len(validation[1]) else None,
-        verbose_eval=False,
-    )
-    best = getattr(booster, "best_iteration", None)
-    if best is not None and best + 1 < booster.num_boosted_rounds():
-        booster = booster[: best + 1]
-    return booster
+class _Report(xgb.callback.TrainingCallback):
+    def __init__(self, on_round: RoundCallback, higher_is_better: bool) -> None:
+        self.on_round = on_round
+        self.sign = 1.0 if higher_is_better else -1.0
+
+    def after_iteration(self, model: Any, epoch: int, evals_log: dict[str, Any]) -> bool:
+        if epoch % REPORT_EVERY:
+            return False
+        [history] = evals_log["validation"].values()
+        return self.on_round(epoch, self.sign * float(history[-1]))
 
 
-def save(booster: xgb.Booster) -> bytes:
-    """The booster in XGBoost's own UBJSON format."""
-    return bytes(booster.save_raw(raw_format="ubj"))
+class XGBoostModel:
+    learner = "xgboost"
+    model_file = MODEL_FILE
+
+    def __init__(self, booster: xgb.Booster) -> None:
+        self.booster = booster
+
+    @property
+    def rounds(self) -> int:
+        return self.booster.num_boosted_rounds()
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        out = self.booster.inplace_predict(features, validate_features=False)
+        return np.asarray(out, dtype=np.float64)
+
+    def save(self) -> bytes:
+        return bytes(self.booster.save_raw(raw_format="ubj"))
+
+    def importances(self, feature_names: list[str]) -> dict[str, float]:
+        gains = self.booster.get_score(importance_type="total_gain")
+        # Features are unnamed in the booster (f0, f1, ...); map back to ours.
+        return normalise(
+            {name: float(gains.get(f"f{i}", 0.0)) for i, name in enumerate(feature_names)}
+        )
 
 
-def load(data: bytes, *, nthread: int = 1) -> xgb.Booster:
-    """Load a booster; one thread by default (idle XGBoost threads spin on small machines)."""
-    booster = xgb.Booster(params={"nthread": nthread})
-    booster.load_model(bytearray(data))
-    return booster
+class XGBoostLearner:
+    name = "xgboost"
+    model_file = MODEL_FILE
 
+    def defaults(self, task: Task) -> dict[str, Any]:
+        return {
+            "learner": self.name,
+            "xgboost.max_depth": 5,
+            "xgboost.eta": 0.2,
+            "xgboost.gamma": 4.0,
+            "xgboost.min_child_weight": 6.0,
+            "xgboost.subsample": 0.8,
+            "xgboost.colsample_bytree": 1.0,
+            "xgboost.lambda": 1.0,
+            "xgboost.balanced": False,
+        }
 
-def predict(booster: xgb.Booster, features: np.ndarray, task: Task) -> np.ndarray:
-    """binary: P(positive) (n,); multiclass: probabilities (n, k); regression: values (n,)."""
-    out = booster.inplace_predict(features, validate_features=False)
-    return np.asarray(out, dtype=np.float64)
+    def suggest(self, trial: Any, task: Task, n_rows: int) -> dict[str, Any]:
+        p = "xgboost."
+        return {
+            "max_depth": trial.suggest_int(p + "max_depth", 2, 10),
+            "eta": trial.suggest_float(p + "eta", 0.01, 0.3, log=True),
+            "gamma": trial.suggest_float(p + "gamma", 1e-3, 10.0, log=True),
+            "min_child_weight": trial.suggest_float(p + "min_child_weight", 0.5, 50.0, log=True),
+            "subsample": trial.suggest_float(p + "subsample", 0.5, 1.0),
+            "colsample_bytree": trial.suggest_float(p + "colsample_bytree", 0.3, 1.0),
+            "lambda": trial.suggest_float(p + "lambda", 1e-3, 30.0, log=True),
+            "balanced": trial.suggest_categorical(p + "balanced", [False, True])
+            if task is Task.binary
+            else False,
+        }
+
+    def fit(
+        self,
+        task: Task,
+        n_classes: int,
+        train: Data,
+        validation: Data,
+        params: dict[str, Any],
+        *,
+        seed: int,
+        nthread: int,
+        on_round: RoundCallback | None = None,
+    ) -> XGBoostModel:
+        params = dict(params)
+        rounds = int(params.pop("rounds", MAX_ROUNDS))
+        balanced = params.pop("balanced", False)
+        if balanced and task is Task.binary:
+            params["scale_pos_weight"] = positive_weight(train[1])
+        dtrain = xgb.DMatrix(train[0], label=train[1], nthread=nthread)
+        dvalid = xgb.DMatrix(validation[0], label=validation[1], nthread=nthread)
+        callbacks = [] if on_round is None else [_Report(on_round, task is Task.binary)]
+        booster = xgb.train(
+            {
+                **objective_params(task, n_classes),
+                **params,
+                "seed": seed,
+                "nthread": nthread,
+                "tree_method": "hist",
+                "verbosity": 0,
+            },
+            dtrain,
+            num_boost_round=rounds,
+            evals=[(dvalid, "validation")],
+            early_stopping_rounds=30 if len(validation[1]) else None,
+            verbose_eval=False,
+            callbacks=callbacks,
+        )
+        best = getattr(booster, "best_iteration", None)
+        if best is not None and best + 1 < booster.num_boosted_rounds():
+            booster = booster[: best + 1]
+        return XGBoostModel(booster)
+
+    def load(self, data: bytes, task: Task, n_classes: int, *, nthread: int = 1) -> XGBoostModel:
+        # One thread by default: idle XGBoost threads spin and steal a small machine's cores.
+        booster = xgb.Booster(params={"nthread": nthread})
+        booster.load_model(bytearray(data))
+        return XGBoostModel(booster)

@@ -1,8 +1,10 @@
-"""Stage 2: processed splits become a model artifact (model.tar.gz)."""
+"""Stage 2: processed splits become a tuned model artifact (model.tar.gz)."""
 
 from __future__ import annotations
 
 import io
+import time
+from dataclasses import asdict
 
 import numpy as np
 import polars as pl
@@ -10,12 +12,17 @@ import polars as pl
 from automlops import keys
 from automlops.config import Task
 from automlops.events import S3EventRecord
-from automlops.ml import metrics, xgboost_model
+from automlops.ml import metrics
 from automlops.ml.artifact import InputColumn, Lineage, ModelArtifact, ModelMetadata
 from automlops.ml.schema import DatasetSchema
 from automlops.ml.transform import FittedTransform
+from automlops.ml.tuning import TuningProgress, tune
 from automlops.ports import Ports
 from automlops.stages.result import StageResult
+
+# Part of the budget kept for loading data, the threshold and writing the artifact.
+_OVERHEAD_SHARE = 0.1
+_MIN_SEARCH_S = 1.0
 
 
 def locate(record: S3EventRecord) -> keys.RunRef:
@@ -23,7 +30,8 @@ def locate(record: S3EventRecord) -> keys.RunRef:
 
 
 def train(record: S3EventRecord, ports: Ports) -> StageResult:
-    """Fit a model on the train split with early stopping on validation; write model.tar.gz."""
+    """Tune learners within the manifest's time budget; write the best model as model.tar.gz."""
+    started = time.monotonic()
     run = locate(record)
     store, buckets = ports.store, ports.settings.buckets
     model_key = keys.model_key(run.dataset, run.run_id)
@@ -33,31 +41,46 @@ def train(record: S3EventRecord, ports: Ports) -> StageResult:
     schema = DatasetSchema.model_validate_json(store.get(record.bucket, record.key))
     transform = FittedTransform.model_validate_json(store.get(record.bucket, schema.transform_key))
     target = schema.target
+    manifest = schema.manifest
+    n_classes = len(target.labels)
 
     def load(split: str) -> tuple[np.ndarray, np.ndarray]:
         frame = pl.read_parquet(io.BytesIO(store.get(record.bucket, schema.split_keys[split])))
         return transform.apply(frame), target.encode(frame.get_column(target.name), record.key)
 
     train_xy, valid_xy = load("train"), load("validation")
-    ports.progress(f"training xgboost on {len(train_xy[1])} rows")
-    booster = xgboost_model.fit(
+    budget = manifest.time_budget_s
+    search_s = max(_MIN_SEARCH_S, budget * (1 - _OVERHEAD_SHARE) - (time.monotonic() - started))
+
+    def report(p: TuningProgress) -> None:
+        best = "n/a" if p.best is None else f"{p.best:.4f} ({p.best_learner})"
+        ports.progress(
+            f"trial {p.trial} {p.learner}: {p.score:.4f}  best {best}  "
+            f"{p.elapsed_s:.0f}/{p.budget_s:.0f}s"
+        )
+
+    ports.progress(f"tuning on {len(train_xy[1])} rows for {search_s:.0f}s")
+    result = tune(
         target.task,
-        len(target.labels),
+        n_classes,
         train_xy,
         valid_xy,
-        params=xgboost_model.REFERENCE_PARAMS,
-        rounds=xgboost_model.REFERENCE_ROUNDS,
-        seed=schema.manifest.seed,
+        budget_s=search_s,
+        seed=manifest.seed,
+        learners=tuple(manifest.learners),
+        progress=report,
     )
+    model = result.model
+
     threshold = None
-    fit_metrics: dict[str, dict[str, float]] = {}
-    valid_pred = xgboost_model.predict(booster, valid_xy[0], target.task)
+    valid_pred = model.predict(valid_xy[0])
     if target.task is Task.binary and len(np.unique(valid_xy[1])) == 2:
-        threshold = metrics.best_threshold(valid_xy[1], valid_pred, "f1")
+        threshold = metrics.best_threshold(valid_xy[1], valid_pred, manifest.threshold_metric)
+    fit_metrics: dict[str, dict[str, float]] = {}
     for split, (features, y) in (("train", train_xy), ("validation", valid_xy)):
         if len(y):
-            pred = xgboost_model.predict(booster, features, target.task)
-            fit_metrics[split] = _score(target.task, y, pred, threshold, len(target.labels))
+            pred = valid_pred if split == "validation" else model.predict(features)
+            fit_metrics[split] = _score(target.task, y, pred, threshold, n_classes)
 
     metadata = ModelMetadata(
         dataset=run.dataset,
@@ -67,12 +90,13 @@ def train(record: S3EventRecord, ports: Ports) -> StageResult:
         target=target,
         inputs=[InputColumn(name=c.name, kind=c.kind) for c in transform.columns],
         feature_names=transform.feature_names,
-        learner="xgboost",
-        model_file=xgboost_model.MODEL_FILE,
-        params={**xgboost_model.REFERENCE_PARAMS, "rounds": xgboost_model.REFERENCE_ROUNDS},
-        best_iteration=booster.num_boosted_rounds() - 1,
+        learner=result.learner,
+        model_file=model.model_file,
+        params=result.params,
+        best_iteration=None if model.rounds is None else model.rounds - 1,
         threshold=threshold,
         metrics=fit_metrics,
+        trials=[asdict(t) for t in result.trials],
         lineage=Lineage(
             source_bucket=schema.source_bucket,
             source_key=schema.source_key,
@@ -83,16 +107,16 @@ def train(record: S3EventRecord, ports: Ports) -> StageResult:
             training_run=run.run_id,
         ),
     )
-    artifact = ModelArtifact(
-        metadata=metadata, transform=transform, model=xgboost_model.save(booster)
-    )
+    artifact = ModelArtifact(metadata=metadata, transform=transform, model=model.save())
     store.put(buckets.model_output, model_key, artifact.to_tar_gz())
     primary = metrics.PRIMARY_METRIC[target.task.value]
     value = fit_metrics.get("validation", {}).get(primary)
+    completed = sum(t.state == "complete" for t in result.trials)
     return StageResult(
         run=run,
         outputs=[model_key],
         headline=None if value is None else (f"validation {primary}", value),
+        note=f"{result.learner} best of {completed}/{len(result.trials)} trials",
     )
 
 

@@ -1,0 +1,101 @@
+"""The learner families the tuner searches, behind one small interface.
+
+A learner turns a search trial into parameters, fits on (train, validation) with early
+stopping, and saves to / loads from its library's own format: never pickle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import numpy as np
+
+from automlops.config import Task
+
+# Called every few boosting rounds with (round, validation score, higher is better);
+# returning True stops training early (pruned trial or budget spent).
+RoundCallback = Callable[[int, float], bool]
+Data = tuple[np.ndarray, np.ndarray]
+
+
+class Model(Protocol):
+    """A fitted model of any family."""
+
+    learner: str
+    model_file: str
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        """binary: P(positive) (n,); multiclass: (n, k) probabilities; regression: (n,)."""
+        ...
+
+    def save(self) -> bytes: ...
+
+    def importances(self, feature_names: list[str]) -> dict[str, float]:
+        """Relative importance per feature name (sums to 1 when any is non-zero)."""
+        ...
+
+    @property
+    def rounds(self) -> int | None:
+        """Boosting rounds kept (None for non-iterative models)."""
+        ...
+
+
+class Learner(Protocol):
+    name: str
+    model_file: str
+
+    def suggest(self, trial: Any, task: Task, n_rows: int) -> dict[str, Any]:
+        """Parameters for one trial from an Optuna trial (names prefixed by the learner)."""
+        ...
+
+    def defaults(self, task: Task) -> dict[str, Any]:
+        """A sound first trial, as Optuna trial parameters."""
+        ...
+
+    def fit(
+        self,
+        task: Task,
+        n_classes: int,
+        train: Data,
+        validation: Data,
+        params: dict[str, Any],
+        *,
+        seed: int,
+        nthread: int,
+        on_round: RoundCallback | None = None,
+    ) -> Model: ...
+
+    def load(self, data: bytes, task: Task, n_classes: int, *, nthread: int = 1) -> Model: ...
+
+
+def normalise(scores: dict[str, float]) -> dict[str, float]:
+    """Scale importances to sum to 1 (kept as is when all are zero)."""
+    total = float(sum(scores.values()))
+    return {k: v / total for k, v in scores.items()} if total > 0 else scores
+
+
+def positive_weight(y: np.ndarray) -> float:
+    """negatives / positives: the weight that balances a binary training set."""
+    positives = float(np.sum(y == 1))
+    return float(np.sum(y == 0)) / positives if positives else 1.0
+
+
+def learner(name: str) -> Learner:
+    """The learner called `name` (imported lazily: each library is heavy)."""
+    if name == "xgboost":
+        from automlops.ml.xgboost_model import XGBoostLearner
+
+        return XGBoostLearner()
+    if name == "lightgbm":
+        from automlops.ml.lightgbm_model import LightGBMLearner
+
+        return LightGBMLearner()
+    if name == "linear":
+        from automlops.ml.linear_model import LinearLearner
+
+        return LinearLearner()
+    raise ValueError(f"unknown learner {name!r}")
+
+
+LEARNER_NAMES = ("xgboost", "lightgbm", "linear")

@@ -1,0 +1,134 @@
+"""LightGBM: leaf-wise gradient-boosted trees, saved in LightGBM's text format."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+
+from automlops.config import Task
+from automlops.ml.learners import Data, RoundCallback, normalise, positive_weight
+
+MODEL_FILE = "model.lgb.txt"
+REPORT_EVERY = 5
+MAX_ROUNDS = 2000
+
+
+def _objective(task: Task, n_classes: int) -> dict[str, Any]:
+    if task is Task.binary:
+        return {"objective": "binary", "metric": "auc"}
+    if task is Task.multiclass:
+        return {"objective": "multiclass", "num_class": n_classes, "metric": "multi_logloss"}
+    return {"objective": "regression", "metric": "rmse"}
+
+
+class LightGBMModel:
+    learner = "lightgbm"
+    model_file = MODEL_FILE
+
+    def __init__(self, booster: lgb.Booster, nthread: int = 1) -> None:
+        self.booster = booster
+        self.nthread = nthread
+
+    @property
+    def rounds(self) -> int:
+        return self.booster.current_iteration()
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        out = self.booster.predict(features, num_threads=self.nthread)
+        return np.asarray(out, dtype=np.float64)
+
+    def save(self) -> bytes:
+        return self.booster.model_to_string().encode()
+
+    def importances(self, feature_names: list[str]) -> dict[str, float]:
+        gains = self.booster.feature_importance(importance_type="gain")
+        return normalise({n: float(g) for n, g in zip(feature_names, gains, strict=False)})
+
+
+class LightGBMLearner:
+    name = "lightgbm"
+    model_file = MODEL_FILE
+
+    def defaults(self, task: Task) -> dict[str, Any]:
+        return {
+            "learner": self.name,
+            "lightgbm.num_leaves": 31,
+            "lightgbm.learning_rate": 0.05,
+            "lightgbm.min_child_samples": 20,
+            "lightgbm.feature_fraction": 0.9,
+            "lightgbm.bagging_fraction": 0.9,
+            "lightgbm.lambda_l2": 1.0,
+            "lightgbm.balanced": False,
+        }
+
+    def suggest(self, trial: Any, task: Task, n_rows: int) -> dict[str, Any]:
+        p = "lightgbm."
+        return {
+            "num_leaves": trial.suggest_int(p + "num_leaves", 4, 256, log=True),
+            "learning_rate": trial.suggest_float(p + "learning_rate", 0.01, 0.3, log=True),
+            "min_child_samples": trial.suggest_int(p + "min_child_samples", 2, 200, log=True),
+            "feature_fraction": trial.suggest_float(p + "feature_fraction", 0.3, 1.0),
+            "bagging_fraction": trial.suggest_float(p + "bagging_fraction", 0.5, 1.0),
+            "lambda_l2": trial.suggest_float(p + "lambda_l2", 1e-3, 30.0, log=True),
+            "balanced": trial.suggest_categorical(p + "balanced", [False, True])
+            if task is Task.binary
+            else False,
+        }
+
+    def fit(
+        self,
+        task: Task,
+        n_classes: int,
+        train: Data,
+        validation: Data,
+        params: dict[str, Any],
+        *,
+        seed: int,
+        nthread: int,
+        on_round: RoundCallback | None = None,
+    ) -> LightGBMModel:
+        params = dict(params)
+        rounds = int(params.pop("rounds", MAX_ROUNDS))
+        if params.pop("balanced", False) and task is Task.binary:
+            params["scale_pos_weight"] = positive_weight(train[1])
+        config = {
+            **_objective(task, n_classes),
+            **params,
+            "bagging_freq": 1 if params.get("bagging_fraction", 1.0) < 1.0 else 0,
+            "seed": seed,
+            "deterministic": True,
+            "num_threads": nthread,
+            "verbosity": -1,
+        }
+        dtrain = lgb.Dataset(train[0], label=train[1], free_raw_data=True)
+        callbacks: list[Any] = []
+        valid_sets = []
+        if len(validation[1]):
+            valid_sets = [lgb.Dataset(validation[0], label=validation[1], reference=dtrain)]
+            callbacks.append(lgb.early_stopping(30, verbose=False))
+            if on_round is not None:
+                callbacks.append(_reporter(on_round))
+        booster = lgb.train(
+            config, dtrain, num_boost_round=rounds, valid_sets=valid_sets, callbacks=callbacks
+        )
+        if booster.best_iteration and booster.best_iteration < booster.current_iteration():
+            booster = lgb.Booster(model_str=booster.model_to_string(booster.best_iteration))
+        return LightGBMModel(booster, nthread)
+
+    def load(self, data: bytes, task: Task, n_classes: int, *, nthread: int = 1) -> LightGBMModel:
+        return LightGBMModel(lgb.Booster(model_str=data.decode()), nthread)
+
+
+def _reporter(on_round: RoundCallback) -> Any:
+    def callback(env: Any) -> None:
+        if env.iteration % REPORT_EVERY or not env.evaluation_result_list:
+            return
+        _, _, value, higher_is_better = env.evaluation_result_list[0][:4]
+        score = value if higher_is_better else -value
+        if on_round(env.iteration, float(score)):
+            raise lgb.callback.EarlyStopException(env.iteration, env.evaluation_result_list)
+
+    callback.order = 40  # type: ignore[attr-defined]
+    return callback

@@ -1,0 +1,135 @@
+"""Regularised linear models, fitted with scikit-learn and stored as coefficients in JSON.
+
+Prediction is plain numpy on the stored numbers, so loading runs no library code at all.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import orjson
+
+from automlops.config import Task
+from automlops.ml.learners import Data, RoundCallback, normalise
+
+MODEL_FILE = "model.linear.json"
+
+
+class LinearModel:
+    learner = "linear"
+    model_file = MODEL_FILE
+    rounds = None
+
+    def __init__(
+        self,
+        task: Task,
+        mean: np.ndarray,
+        scale: np.ndarray,
+        coef: np.ndarray,
+        intercept: np.ndarray,
+    ) -> None:
+        self.task = task
+        self.mean = mean
+        self.scale = scale
+        self.coef = coef  # (k, n_features); k = 1 for binary and regression
+        self.intercept = intercept
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        z = ((features - self.mean) / self.scale) @ self.coef.T + self.intercept
+        if self.task is Task.regression:
+            return z[:, 0]
+        if self.task is Task.binary:
+            return 1.0 / (1.0 + np.exp(-np.clip(z[:, 0], -500, 500)))
+        z = z - z.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(axis=1, keepdims=True)
+
+    def save(self) -> bytes:
+        return orjson.dumps(
+            {
+                "task": self.task.value,
+                "mean": self.mean.tolist(),
+                "scale": self.scale.tolist(),
+                "coef": self.coef.tolist(),
+                "intercept": self.intercept.tolist(),
+            }
+        )
+
+    def importances(self, feature_names: list[str]) -> dict[str, float]:
+        # Standardised inputs make coefficient sizes comparable across features.
+        weights = np.abs(self.coef).sum(axis=0)
+        return normalise({n: float(w) for n, w in zip(feature_names, weights, strict=False)})
+
+
+class LinearLearner:
+    name = "linear"
+    model_file = MODEL_FILE
+
+    def defaults(self, task: Task) -> dict[str, Any]:
+        return {"learner": self.name, "linear.C": 1.0, "linear.balanced": False}
+
+    def suggest(self, trial: Any, task: Task, n_rows: int) -> dict[str, Any]:
+        return {
+            "C": trial.suggest_float("linear.C", 1e-4, 1e2, log=True),
+            "balanced": trial.suggest_categorical("linear.balanced", [False, True])
+            if task is not Task.regression
+            else False,
+        }
+
+    def fit(
+        self,
+        task: Task,
+        n_classes: int,
+        train: Data,
+        validation: Data,
+        params: dict[str, Any],
+        *,
+        seed: int,
+        nthread: int,
+        on_round: RoundCallback | None = None,
+    ) -> LinearModel:
+        from sklearn.linear_model import LogisticRegression, Ridge
+
+        features, y = train
+        mean = features.mean(axis=0)
+        scale = features.std(axis=0)
+        scale[scale == 0] = 1.0
+        standard = (features - mean) / scale
+        c = float(params.get("C", 1.0))
+        if task is Task.regression:
+            model = Ridge(alpha=1.0 / c, random_state=seed).fit(standard, y)
+            coef = np.atleast_2d(model.coef_)
+            intercept = np.atleast_1d(model.intercept_)
+        else:
+            model = LogisticRegression(
+                C=c,
+                class_weight="balanced" if params.get("balanced") else None,
+                max_iter=300,
+                random_state=seed,
+            ).fit(standard, y)
+            coef, intercept = model.coef_, model.intercept_
+            if task is Task.multiclass and coef.shape[0] != n_classes:
+                coef, intercept = _all_classes(model.classes_, coef, intercept, n_classes)
+        return LinearModel(task, mean, scale, np.asarray(coef), np.asarray(intercept))
+
+    def load(self, data: bytes, task: Task, n_classes: int, *, nthread: int = 1) -> LinearModel:
+        raw = orjson.loads(data)
+        return LinearModel(
+            Task(raw["task"]),
+            np.asarray(raw["mean"]),
+            np.asarray(raw["scale"]),
+            np.asarray(raw["coef"]),
+            np.asarray(raw["intercept"]),
+        )
+
+
+def _all_classes(
+    classes: np.ndarray, coef: np.ndarray, intercept: np.ndarray, n_classes: int
+) -> tuple[np.ndarray, np.ndarray]:
+    # A class absent from the training rows gets a very low score rather than no column.
+    full_coef = np.zeros((n_classes, coef.shape[1]))
+    full_intercept = np.full(n_classes, -50.0)
+    full_coef[classes] = coef
+    full_intercept[classes] = intercept
+    return full_coef, full_intercept
