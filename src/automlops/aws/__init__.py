@@ -1,0 +1,9 @@
+"""AWS adapters and Lambda handlers: the same stages on S3, SQS, SageMaker and Lambda.
+
+Modules: `s3_store` (ObjectStore on S3), `sqs_queue` (Queue on SQS), `config` (settings from
+environment variables and SSM Parameter Store), `sagemaker` (ModelHost on SageMaker endpoints,
+training-job launcher), `training` (in-function or SageMaker training, per dataset),
+`handlers` (the Lambda entry points), `container` (the SageMaker training/serving image
+entry point) and `ops` (upload, status, cleanup for operators and CI workflows).
+Nothing here is imported by the local runtime: boto3 loads only in aws mode.
+"""

@@ -1,0 +1,210 @@
+"""Entry point of the SageMaker image: `train` (a training job) or `serve` (an endpoint).
+
+SageMaker starts the image as `<entrypoint> train` or `<entrypoint> serve`. Training runs the
+very train stage of the local runtime and the train function, over a store whose reads come
+from the job's input channels (`/opt/ml/input/data/<channel>/`) and whose model write lands in
+`/opt/ml/model`, which SageMaker packs into `<output path>/<job>/output/model.tar.gz`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+from automlops import keys
+from automlops.config import Buckets, Queues, Settings
+from automlops.errors import NotFoundError, PermanentError
+from automlops.events import SqsRecord, object_created
+from automlops.ml.artifact import METADATA, TRANSFORM, ModelArtifact
+from automlops.ports import ObjectInfo, ObjectStore, Ports
+from automlops.routing import Stage
+from automlops.stages import STAGES, StageResult
+
+OPT_ML = Path("/opt/ml")
+
+
+class ChannelStore:
+    """An ObjectStore inside a training job.
+
+    Reads of the channel keys come from the channel files; any other read goes to `fallback`
+    (S3 with the job's role) when given. The one write allowed is the run's model artifact,
+    unpacked into the model directory.
+    """
+
+    def __init__(
+        self,
+        files: dict[tuple[str, str], Path],
+        model_dir: Path,
+        model_target: tuple[str, str],
+        fallback: ObjectStore | None = None,
+    ) -> None:
+        self.files = files
+        self.model_dir = model_dir
+        self.model_target = model_target
+        self.fallback = fallback
+
+    def _info(self, bucket: str, key: str, data: bytes) -> ObjectInfo:
+        import hashlib
+
+        digest = hashlib.md5(data, usedforsecurity=False).hexdigest()
+        return ObjectInfo(bucket=bucket, key=key, size=len(data), etag=digest)
+
+    def get(self, bucket: str, key: str) -> bytes:
+        """Read a channel file, else the fallback store."""
+        path = self.files.get((bucket, key))
+        if path is not None:
+            return path.read_bytes()
+        if self.fallback is None or (bucket, key) == self.model_target:
+            raise NotFoundError(f"no such object in the job's channels: s3://{bucket}/{key}")
+        return self.fallback.get(bucket, key)
+
+    def head(self, bucket: str, key: str) -> ObjectInfo | None:
+        """Channel files are present; the model is absent until this job writes it."""
+        path = self.files.get((bucket, key))
+        if path is not None:
+            return self._info(bucket, key, path.read_bytes())
+        if (bucket, key) == self.model_target:
+            return None
+        return None if self.fallback is None else self.fallback.head(bucket, key)
+
+    def put(self, bucket: str, key: str, data: bytes) -> ObjectInfo:
+        """Accept only the run's model.tar.gz: its members go to the model directory."""
+        if (bucket, key) != self.model_target:
+            raise PermanentError(f"a training job writes only its model, not s3://{bucket}/{key}")
+        artifact = ModelArtifact.from_tar_gz(data, key)  # validates before anything is written
+        self.model_dir.mkdir(parents=True, exist_ok=True)
+        members = {
+            METADATA: artifact.metadata.model_dump_json(indent=1).encode(),
+            TRANSFORM: artifact.transform.model_dump_json(indent=1).encode(),
+            artifact.metadata.model_file: artifact.model,
+        }
+        for name, payload in members.items():
+            (self.model_dir / Path(name).name).write_bytes(payload)
+        return self._info(bucket, key, data)
+
+    def put_if(self, bucket: str, key: str, data: bytes, *, if_match: str | None) -> ObjectInfo:
+        raise PermanentError("a training job does not update shared documents")
+
+    def list(self, bucket: str, prefix: str = "") -> list[str]:
+        local = sorted(k for (b, k) in self.files if b == bucket and k.startswith(prefix))
+        return local or ([] if self.fallback is None else self.fallback.list(bucket, prefix))
+
+    def get_tags(self, bucket: str, key: str) -> dict[str, str]:
+        return {}
+
+    def put_tags(self, bucket: str, key: str, tags: dict[str, str]) -> None:
+        return None
+
+
+class _NoQueue:
+    """Training sends no messages; its output write is what triggers deploy."""
+
+    def send(self, queue: str, body: str, *, delay_s: float = 0.0) -> str:
+        raise PermanentError("a training job does not send messages")
+
+    def receive(
+        self, queue: str, *, max_messages: int = 1, visibility_timeout_s: float | None = None
+    ) -> list[SqsRecord]:
+        return []
+
+    def delete(self, queue: str, receipt_handle: str) -> None:
+        return None
+
+    def change_visibility(self, queue: str, receipt_handle: str, timeout_s: float) -> None:
+        return None
+
+
+class _NoHost:
+    def deploy(self, dataset: str, version: int, artifact_bucket: str, artifact_key: str) -> str:
+        raise PermanentError("a training job does not host models")
+
+    def invoke(self, endpoint: str, body: bytes, *, content_type: str, accept: str) -> bytes:
+        raise PermanentError("a training job does not call endpoints")
+
+
+def _channel_file(directory: Path) -> Path:
+    files = sorted(p for p in directory.rglob("*") if p.is_file())
+    if len(files) != 1:
+        raise PermanentError(f"channel {directory} holds {len(files)} files; expected one")
+    return files[0]
+
+
+def train_in_job(opt_ml: Path = OPT_ML, fallback: ObjectStore | None = None) -> StageResult:
+    """Run the train stage on the job's channels; the model lands in `<opt_ml>/model`."""
+    params: dict[str, Any] = json.loads(
+        (opt_ml / "input" / "config" / "hyperparameters.json").read_text()
+    )
+    dataset, run_id = params["dataset"], params["run_id"]
+    automl_bucket, model_bucket = params["automl_data_bucket"], params["model_output_bucket"]
+    channels: dict[str, str] = json.loads(params["channels"])
+    files = {
+        (automl_bucket, key): _channel_file(opt_ml / "input" / "data" / name)
+        for name, key in channels.items()
+    }
+    model_target = (model_bucket, keys.model_key(dataset, run_id))
+    store = ChannelStore(files, opt_ml / "model", model_target, fallback)
+    settings = Settings(
+        buckets=Buckets(
+            data=params.get("data_bucket", "data"),
+            automl_data=automl_bucket,
+            model_output=model_bucket,
+            model_monitoring=params.get("model_monitoring_bucket", "model-monitoring"),
+        ),
+        queues=Queues(events="", evaluation=""),
+    )
+    ports = Ports(
+        store=store,
+        queue=_NoQueue(),
+        host=_NoHost(),
+        settings=settings,
+        progress=lambda text: print(text, flush=True),
+    )
+    schema_key = channels["schema"]
+    size = files[(automl_bucket, schema_key)].stat().st_size
+    record = object_created(
+        automl_bucket, schema_key, size=size, etag="", configuration_id="sagemaker-training-job"
+    ).records[0]
+    return STAGES[Stage.train].run(record, ports)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`train` or `serve`, as SageMaker passes them."""
+    args = sys.argv[1:] if argv is None else argv
+    command = args[0] if args else "serve"
+    if command == "serve":
+        from automlops.serving.sagemaker import serve
+
+        serve()
+        return 0
+    if command == "train":
+        try:
+            result = train_in_job(fallback=_s3_fallback())
+        except Exception as exc:
+            # SageMaker shows the content of this file as the job's FailureReason.
+            failure = OPT_ML / "output" / "failure"
+            failure.parent.mkdir(parents=True, exist_ok=True)
+            failure.write_text(f"{type(exc).__name__}: {exc}"[:1000])
+            traceback.print_exc()
+            return 1
+        print(f"trained {result.run.dataset}/{result.run.run_id}: {result.headline}", flush=True)
+        return 0
+    print(f"unknown command {command!r}; expected train or serve", file=sys.stderr)
+    return 2
+
+
+def _s3_fallback() -> ObjectStore | None:
+    try:
+        import boto3
+
+        from automlops.aws.s3_store import S3ObjectStore
+
+        return S3ObjectStore(boto3.client("s3"))
+    except Exception:  # no credentials or region: the channels must suffice
+        return None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

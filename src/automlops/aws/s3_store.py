@@ -1,0 +1,108 @@
+"""ObjectStore on Amazon S3 (boto3)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from automlops.errors import ConflictError, NotFoundError
+from automlops.ports import ObjectInfo
+
+# S3 answers a failed If-Match / If-None-Match with 412, and a concurrent conditional write
+# racing ours with 409; both mean "somebody else wrote first".
+_CONFLICT_CODES = {"PreconditionFailed", "ConditionalRequestConflict", "412", "409"}
+_MISSING_CODES = {"NoSuchKey", "404", "NotFound"}
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _etag(raw: str) -> str:
+    # S3 quotes ETags; the local store and the registry compare bare hex.
+    return raw.strip('"')
+
+
+class S3ObjectStore:
+    """Buckets on S3. Single PUTs are atomic; registry updates use conditional writes."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def put(self, bucket: str, key: str, data: bytes) -> ObjectInfo:
+        """Write an object (one PUT: readers see the old or the new bytes)."""
+        response = self.client.put_object(Bucket=bucket, Key=key, Body=data)
+        return ObjectInfo(bucket=bucket, key=key, size=len(data), etag=_etag(response["ETag"]))
+
+    def put_if(self, bucket: str, key: str, data: bytes, *, if_match: str | None) -> ObjectInfo:
+        """Compare-and-swap with S3 conditional writes (If-Match / If-None-Match: *)."""
+        condition = {"IfNoneMatch": "*"} if if_match is None else {"IfMatch": f'"{if_match}"'}
+        try:
+            response = self.client.put_object(Bucket=bucket, Key=key, Body=data, **condition)
+        except ClientError as exc:
+            code = _code(exc)
+            # If-Match on an object deleted meanwhile answers NoSuchKey: also a lost race.
+            if code in _CONFLICT_CODES or (if_match is not None and code in _MISSING_CODES):
+                raise ConflictError(
+                    f"s3://{bucket}/{key} changed (expected {if_match or 'no object'}): {code}"
+                ) from None
+            raise
+        return ObjectInfo(bucket=bucket, key=key, size=len(data), etag=_etag(response["ETag"]))
+
+    def get(self, bucket: str, key: str) -> bytes:
+        """Read an object; NotFoundError when absent."""
+        try:
+            response = self.client.get_object(Bucket=bucket, Key=key)
+        except ClientError as exc:
+            if _code(exc) in _MISSING_CODES:
+                raise NotFoundError(f"no such object: s3://{bucket}/{key}") from None
+            raise
+        return response["Body"].read()
+
+    def head(self, bucket: str, key: str) -> ObjectInfo | None:
+        """Size and ETag, or None when absent.
+
+        Needs s3:ListBucket on the bucket: without it S3 answers 403 for a missing key, which
+        is raised rather than mistaken for "absent".
+        """
+        try:
+            response = self.client.head_object(Bucket=bucket, Key=key)
+        except ClientError as exc:
+            if _code(exc) in _MISSING_CODES:
+                return None
+            raise
+        return ObjectInfo(
+            bucket=bucket,
+            key=key,
+            size=int(response["ContentLength"]),
+            etag=_etag(response["ETag"]),
+        )
+
+    def list(self, bucket: str, prefix: str = "") -> list[str]:
+        """Keys under a prefix, sorted."""
+        paginator = self.client.get_paginator("list_objects_v2")
+        keys: list[str] = []
+        for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+            keys.extend(item["Key"] for item in page.get("Contents", []))
+        return sorted(keys)
+
+    def get_tags(self, bucket: str, key: str) -> dict[str, str]:
+        """The object's tags; NotFoundError when the object is absent."""
+        try:
+            response = self.client.get_object_tagging(Bucket=bucket, Key=key)
+        except ClientError as exc:
+            if _code(exc) in _MISSING_CODES:
+                raise NotFoundError(f"no such object: s3://{bucket}/{key}") from None
+            raise
+        return {tag["Key"]: tag["Value"] for tag in response.get("TagSet", [])}
+
+    def put_tags(self, bucket: str, key: str, tags: dict[str, str]) -> None:
+        """Replace the object's tags (S3 allows at most 10 per object)."""
+        tag_set = [{"Key": k, "Value": v} for k, v in sorted(tags.items())]
+        try:
+            self.client.put_object_tagging(Bucket=bucket, Key=key, Tagging={"TagSet": tag_set})
+        except ClientError as exc:
+            if _code(exc) in _MISSING_CODES:
+                raise NotFoundError(f"no such object: s3://{bucket}/{key}") from None
+            raise

@@ -1,0 +1,107 @@
+"""The SageMaker container contract for one model: `GET /ping`, `POST /invocations` on 8080.
+
+SageMaker unpacks the endpoint's model.tar.gz into `/opt/ml/model` (or `$SM_MODEL_DIR`) and
+starts the image with `serve`. Requests and responses are exactly those of
+`POST /endpoints/{dataset}/invocations` of the main app (same parsing, errors and formats):
+this module only swaps the registry lookup for the one model in the directory.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+
+from automlops.errors import PermanentError
+from automlops.ml.artifact import METADATA, TRANSFORM, ModelArtifact, ModelMetadata
+from automlops.ml.predictor import Predictor
+from automlops.ml.transform import FittedTransform
+
+# Reused as-is so the contract cannot drift from the main API.
+from automlops.serving.app import ApiError, OrjsonResponse, _describe, _invoke
+
+DEFAULT_MODEL_DIR = "/opt/ml/model"
+DEFAULT_PORT = 8080
+ENV_VERSION = "AUTOMLOPS_MODEL_VERSION"
+ENV_DATASET = "AUTOMLOPS_DATASET"
+
+
+def model_dir(explicit: str | Path | None = None) -> Path:
+    """The model directory: explicit, else $SM_MODEL_DIR, else /opt/ml/model."""
+    return Path(explicit or os.environ.get("SM_MODEL_DIR") or DEFAULT_MODEL_DIR)
+
+
+def load_model_dir(path: str | Path) -> Predictor:
+    """Load an unpacked model.tar.gz (metadata.json, transform.json, the model file).
+
+    A directory still holding the archive itself (model.tar.gz) is read from the archive.
+    """
+    root = Path(path)
+    archive = root / "model.tar.gz"
+    if not (root / METADATA).exists() and archive.exists():
+        return Predictor(ModelArtifact.from_tar_gz(archive.read_bytes(), str(archive)))
+    try:
+        metadata = ModelMetadata.model_validate_json((root / METADATA).read_bytes())
+        transform = FittedTransform.model_validate_json((root / TRANSFORM).read_bytes())
+        model = (root / metadata.model_file).read_bytes()
+    except FileNotFoundError as exc:
+        raise PermanentError(f"{root}: not an automlops model directory: {exc}") from None
+    except ValueError as exc:
+        raise PermanentError(f"{root}: invalid model metadata: {exc}") from None
+    return Predictor(ModelArtifact(metadata=metadata, transform=transform, model=model))
+
+
+def create_sagemaker_app(
+    path: str | Path | None = None,
+    *,
+    version: int | str | None = None,
+    max_body_bytes: int = 6 * 1024 * 1024,
+) -> FastAPI:
+    """The contract app over one model, loaded now so a broken model fails the container start.
+
+    `version` (default $AUTOMLOPS_MODEL_VERSION, set by the deploy stage) is echoed as
+    `model_version` in responses. 6 MB is above SageMaker's own payload limits.
+    """
+    directory = model_dir(path)
+    predictor = load_model_dir(directory)
+    label = str(version if version is not None else os.environ.get(ENV_VERSION, "1"))
+    numeric = int(label) if label.isdigit() else 0
+    dataset = os.environ.get(ENV_DATASET) or predictor.metadata.dataset
+    app = FastAPI(
+        title="automlops model (SageMaker contract)", default_response_class=OrjsonResponse
+    )
+    app.state.predictor = predictor
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> Response:
+        return OrjsonResponse({"error": str(exc), **exc.fields}, status_code=exc.status)
+
+    @app.get("/ping")
+    def ping() -> dict[str, str]:
+        """Health check: 200 once the model is loaded (it is, or the app would not exist)."""
+        return {"status": "ok", "dataset": dataset, "model_version": label}
+
+    @app.get("/model")
+    def describe() -> dict[str, Any]:
+        """The model's task, input columns and labels (as GET /endpoints/{dataset})."""
+        return _describe(dataset, numeric, predictor)
+
+    @app.post("/invocations")
+    async def invocations(request: Request) -> Response:
+        """Predict raw rows: JSON `{"instances": [...]}` or CSV with a header."""
+        return await _invoke(request, numeric, predictor, max_body_bytes)
+
+    return app
+
+
+def serve(
+    path: str | Path | None = None, *, host: str = "0.0.0.0", port: int | None = None
+) -> None:
+    """Run the contract app (the container's `serve` command); one process, model loaded once."""
+    import uvicorn
+
+    port = port or int(os.environ.get("SAGEMAKER_BIND_TO_PORT", DEFAULT_PORT))
+    uvicorn.run(create_sagemaker_app(path), host=host, port=port, log_level="info")
