@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from enum import StrEnum
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -78,6 +79,9 @@ class Manifest(BaseModel):
     gate_margin: float = 0.0
     gate_confidence: float = 0.95
     min_metrics: dict[str, float] = Field(default_factory=dict)
+    # Data drift against the champion's training data: `warn` records it (drift.json, report,
+    # schema notes); `block` stops the run in preprocess, before training.
+    drift: Literal["warn", "block"] = "warn"
 
     @field_validator("dataset")
     @classmethod

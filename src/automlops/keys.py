@@ -5,10 +5,12 @@
                    data/<dataset>/manifest.json         the dataset's manifest
 [automl-data]      automl/<dataset>/<run>/{train,validation,test}.parquet
                    automl/<dataset>/<run>/transform.json
+                   automl/<dataset>/<run>/drift.json    the upload vs the champion's training data
                    automl/<dataset>/<run>/schema.json   written last (triggers train)
 [model-output]     <dataset>/<run>/output/model.tar.gz  (triggers deploy)
                    registry/<dataset>.json              versions and champion
-[model-monitoring] <dataset>/<date>/<run>/report.{json,md}
+[model-monitoring] <dataset>/<date>/<run>/report.{json,md,html}  one evaluation (json last)
+                   <dataset>/<date>/<run>/<plot>.png         the plots report.html shows
 ```
 """
 
@@ -47,6 +49,11 @@ def schema_key(dataset: str, run_id: str) -> str:
     return f"{run_prefix(dataset, run_id)}{SCHEMA_FILE}"
 
 
+def drift_key(dataset: str, run_id: str) -> str:
+    """Where preprocess records how the upload of a run drifted from the champion's data."""
+    return f"{run_prefix(dataset, run_id)}drift.json"
+
+
 def model_key(dataset: str, run_id: str) -> str:
     return f"{dataset}/{run_id}/{MODEL_FILE}"
 
@@ -57,6 +64,12 @@ def registry_key(dataset: str) -> str:
 
 def report_prefix(dataset: str, date: str, run_id: str) -> str:
     return f"{dataset}/{date}/{run_id}/"
+
+
+def report_files(report_key: str) -> dict[str, str]:
+    """The sibling files of an evaluation's report.json, by kind."""
+    prefix = report_key.removesuffix("report.json")
+    return {"json": report_key, "markdown": prefix + "REPORT.md", "html": prefix + "report.html"}
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from automlops.ml.schema import DatasetSchema, SplitRows
 from automlops.ml.splits import split_indices
 from automlops.ml.target import default_target, fit_target
 from automlops.ports import Ports
+from automlops.stages.drift_check import check_drift
 from automlops.stages.result import StageResult
 
 MIN_ROWS = 20
@@ -86,6 +87,8 @@ def preprocess(record: S3EventRecord, ports: Ports) -> StageResult:
     train = frame[train_idx]
 
     transform, profiles = fit_columns(train, target)
+    # Before anything is written for training: under `drift: block` a drifted upload stops here.
+    notes += check_drift(ports, run, frame, target_name, manifest, source)
 
     split_keys: dict[str, str] = {}
     for name, idx in zip(keys.SPLITS, (train_idx, valid_idx, test_idx), strict=True):

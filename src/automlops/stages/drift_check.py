@@ -1,0 +1,103 @@
+"""The drift check preprocess runs on every upload, before anything is trained on it.
+
+The upload is compared with the current champion's training split (the rows that model learned
+from), the comparison is written as drift.json beside the run's splits, and the manifest's
+`drift` setting decides: `warn` adds a note to the schema, `block` fails the run.
+"""
+
+from __future__ import annotations
+
+import io
+
+import polars as pl
+
+from automlops import keys
+from automlops.config import Manifest, Task
+from automlops.errors import PermanentError
+from automlops.ml import drift
+from automlops.ml.schema import DatasetSchema
+from automlops.ports import Ports
+from automlops.registry import Registry
+
+
+def check_drift(
+    ports: Ports,
+    run: keys.RunRef,
+    frame: pl.DataFrame,
+    target: str,
+    manifest: Manifest,
+    source: str,
+) -> list[str]:
+    """Write drift.json for this upload; returns notes, raises PermanentError under `block`."""
+    store, buckets = ports.store, ports.settings.buckets
+    report = drift.DriftReport(
+        dataset=run.dataset,
+        run_id=run.run_id,
+        source_key=source,
+        created_at=ports.clock().isoformat(),
+        action=manifest.drift,
+        rows=frame.height,
+    )
+    champion = Registry(store, buckets.model_output).read(run.dataset).champion_version()
+    train_key = "" if champion is None else keys.split_key(run.dataset, champion.run_id, "train")
+    if champion is None:
+        report.notes.append("no champion yet: nothing to compare with")
+    elif store.head(buckets.automl_data, train_key) is None:
+        report.notes.append(f"the champion's training data {train_key} is gone")
+    else:
+        baseline = pl.read_parquet(io.BytesIO(store.get(buckets.automl_data, train_key)))
+        kinds, known, target_kind = _training_view(ports, run.dataset, champion.run_id, baseline)
+        columns, new, vanished, skipped = drift.compare_frames(
+            baseline,
+            frame,
+            {k: v for k, v in kinds.items() if k != target},
+            known_columns=known,
+            target=target,
+            target_kind=target_kind,
+        )
+        report.baseline = drift.BaselineRef(
+            version=champion.version,
+            run_id=champion.run_id,
+            train_key=train_key,
+            rows=baseline.height,
+        )
+        report.columns, report.new_columns = columns, new
+        report.vanished_columns, report.skipped = vanished, skipped
+        report.drifted = [c.name for c in columns if c.drifted and c.role == "feature"] + vanished
+    store.put(
+        buckets.automl_data,
+        keys.drift_key(run.dataset, run.run_id),
+        report.model_dump_json(indent=1).encode(),
+    )
+    if not report.drifted:
+        return []
+    assert report.baseline is not None
+    message = (
+        f"data drift against the training data of champion v{report.baseline.version} "
+        f"in {len(report.drifted)} column(s): {report.describe()}"
+    )
+    if manifest.drift == "block":
+        raise PermanentError(
+            f"{source}: {message}. The manifest's drift setting is 'block', so nothing was "
+            f"trained; see {buckets.automl_data}/{keys.drift_key(run.dataset, run.run_id)}"
+        )
+    return [message]
+
+
+def _training_view(
+    ports: Ports, dataset: str, run_id: str, baseline: pl.DataFrame
+) -> tuple[dict[str, str], list[str], drift.Kind]:
+    """Feature kinds as training decided them, every column training saw, the target's kind."""
+    store, bucket = ports.store, ports.settings.buckets.automl_data
+    schema_key = keys.schema_key(dataset, run_id)
+    if store.head(bucket, schema_key) is None:
+        # No schema to ask: judge by the stored dtypes.
+        kinds = {
+            c: "numeric" if baseline[c].dtype.is_numeric() else "categorical"
+            for c in baseline.columns
+        }
+        return kinds, baseline.columns, "categorical"
+    schema = DatasetSchema.model_validate_json(store.get(bucket, schema_key))
+    kinds = {c.name: c.kind for c in schema.columns if c.kind and c.decision.startswith("feature")}
+    target_kind: drift.Kind = "numeric" if schema.target.task is Task.regression else "categorical"
+    return kinds, [c.name for c in schema.columns], target_kind
