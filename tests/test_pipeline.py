@@ -173,7 +173,8 @@ def test_a_new_version_is_compared_with_the_champion(runtime: LocalRuntime) -> N
     comparison = report["comparison"]
     assert comparison["metric"] == "roc_auc"
     assert comparison["lower"] <= comparison["difference"] <= comparison["upper"]
-    assert v2.decisions[-1].details["candidate"] == pytest.approx(comparison["candidate"])
+    recorded = v2.decisions[-1].details["comparisons"]["new_test"]
+    assert recorded["candidate"] == pytest.approx(comparison["candidate"])
 
 
 def test_transient_failures_retry_then_dead_letter(runtime: LocalRuntime, monkeypatch) -> None:

@@ -1,4 +1,4 @@
-"""The evaluation report: report.json for machines, REPORT.md for people."""
+"""The evaluation report: report.json for machines, REPORT.md and report.html for people."""
 
 from __future__ import annotations
 
@@ -18,12 +18,21 @@ class DecisionSummary(BaseModel):
     reason: str
 
 
+class PlotRef(BaseModel):
+    """An image file beside the report, and which section shows it."""
+
+    filename: str
+    title: str
+    section: str  # model | comparison | drift
+
+
 class EvaluationReport(BaseModel):
     dataset: str
     version: int
     run_id: str
     created_at: str
     task: str
+    learner: str = ""
     endpoint: str
     test_key: str
     rows: int
@@ -32,15 +41,23 @@ class EvaluationReport(BaseModel):
     metrics: dict[str, float]
     confusion_matrix: list[list[int]] = Field(default_factory=list)
     champion: ChampionSummary | None = None
+    # The headline comparison (the new upload's test split), kept for readers of the first
+    # report format; `comparisons` holds every row set the gate looked at.
     comparison: dict[str, Any] | None = None
+    comparisons: list[dict[str, Any]] = Field(default_factory=list)
+    floors: list[dict[str, Any]] = Field(default_factory=list)
     decision: DecisionSummary
+    importances: dict[str, float] = Field(default_factory=dict)  # top features, largest first
+    drift: dict[str, Any] | None = None  # summary of the run's drift.json
+    plots: list[PlotRef] = Field(default_factory=list)
     lineage: dict[str, Any] = Field(default_factory=dict)
 
 
 _COUNTS = {"n", "tp", "fp", "tn", "fn"}
 
 
-def _fmt(value: Any, name: str = "") -> str:
+def fmt(value: Any, name: str = "") -> str:
+    """A metric value for people: counts as integers, scores to 4 decimals, NaN as n/a."""
     if name in _COUNTS and isinstance(value, float) and value.is_integer():
         return str(int(value))
     if isinstance(value, float):
@@ -49,14 +66,15 @@ def _fmt(value: Any, name: str = "") -> str:
 
 
 def render_markdown(report: EvaluationReport) -> str:
-    """A readable summary: metrics, confusion matrix, the comparison and the decision."""
+    """A readable summary: metrics, confusion matrix, the comparisons and the decision."""
     lines = [
         f"# Evaluation of {report.dataset} version {report.version}",
         "",
-        f"- task: {report.task}",
+        f"- task: {report.task}" + (f" ({report.learner})" if report.learner else ""),
         f"- test rows: {report.rows} (`{report.test_key}`)",
         f"- endpoint: `{report.endpoint}`",
         f"- evaluated at: {report.created_at}",
+        "- with plots: [report.html](report.html)",
     ]
     if report.threshold is not None:
         lines.append(f"- decision threshold on P({report.labels[-1]}): {report.threshold:.4f}")
@@ -75,9 +93,9 @@ def render_markdown(report: EvaluationReport) -> str:
     )
     lines += [header, "|---|---|" + ("---|" if report.champion else "")]
     for name, value in report.metrics.items():
-        row = f"| {name} | {_fmt(value, name)} |"
+        row = f"| {name} | {fmt(value, name)} |"
         if report.champion:
-            row += f" {_fmt(champion.get(name, float('nan')), name)} |"
+            row += f" {fmt(champion.get(name, float('nan')), name)} |"
         lines.append(row)
     if report.confusion_matrix:
         labels = report.labels
@@ -86,17 +104,43 @@ def render_markdown(report: EvaluationReport) -> str:
         lines.append("|---|" + "---|" * len(labels))
         for label, row in zip(labels, report.confusion_matrix, strict=True):
             lines.append(f"| {label} | " + " | ".join(str(v) for v in row) + " |")
-    if report.comparison:
-        c = report.comparison
+    if report.comparisons:
         lines += [
             "",
             "## Candidate vs champion (paired bootstrap, same rows)",
             "",
-            f"- {c['metric']}: candidate {_fmt(c['candidate'])}, champion {_fmt(c['champion'])}",
-            f"- difference (candidate better if positive): {_fmt(c['difference'])}, "
-            f"{c['confidence']:.0%} one-sided bounds [{_fmt(c['lower'])}, {_fmt(c['upper'])}]",
-            f"- margin: {_fmt(c['margin'])}",
+            "| rows | metric | candidate | champion | difference | bounds | verdict |",
+            "|---|---|---|---|---|---|---|",
         ]
+        for c in report.comparisons:
+            verdict = "worse beyond noise" if c["candidate_worse"] else "not worse"
+            lines.append(
+                f"| {c['title']} ({c['rows']}) | {c['metric']} | {fmt(c['candidate'])} | "
+                f"{fmt(c['champion'])} | {fmt(c['difference'])} | "
+                f"[{fmt(c['lower'])}, {fmt(c['upper'])}] | {verdict} |"
+            )
+        first = report.comparisons[0]
+        lines += [
+            "",
+            f"Differences are candidate minus champion in the better direction; bounds are "
+            f"one-sided {first['confidence']:.0%}; the candidate is rejected when the upper "
+            f"bound is below -{fmt(first['margin'])} (the manifest's margin).",
+        ]
+    if report.floors:
+        lines += ["", "## Thresholds", ""]
+        lines += [f"- {'pass' if f['passed'] else 'FAIL'}: {f['text']}" for f in report.floors]
+    if report.drift:
+        d = report.drift
+        lines += ["", "## Data drift against the champion's training data", ""]
+        if d.get("baseline") is None:
+            lines.append("- " + ("; ".join(d.get("notes", [])) or "no baseline"))
+        else:
+            drifted = ", ".join(d["drifted"]) or "none"
+            lines.append(f"- baseline: champion v{d['baseline']['version']} training rows")
+            lines.append(f"- drifted columns: {drifted}")
+            for col in d.get("columns", [])[:10]:
+                why = ", ".join(col["reasons"]) or "stable"
+                lines.append(f"- {col['name']}: PSI {col['psi']:.3f} ({why})")
     if report.lineage:
         lines += ["", "## Lineage", ""]
         lines += [f"- {k}: `{v}`" for k, v in report.lineage.items()]

@@ -1,8 +1,17 @@
-"""Stage 4: score the new version through its endpoint, report, and decide on promotion."""
+"""Stage 4: score the candidate and the champion through their endpoints, report, decide.
+
+The gate compares both models on two sets of rows: the new upload's test split, and the
+champion's own test split (rows the champion was already proven on: new data can be wrong too).
+The candidate is rejected when it is worse beyond noise on either, or fails the manifest's
+thresholds; otherwise it becomes the champion. Each evaluation leaves report.json, REPORT.md,
+report.html and its plots in the model-monitoring bucket.
+"""
 
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import orjson
@@ -15,18 +24,21 @@ from automlops.events import EvaluationMessage, SqsRecord
 from automlops.manifests import load_manifest
 from automlops.ml import metrics
 from automlops.ml.artifact import ModelArtifact, ModelMetadata
-from automlops.ml.gate import Comparison, compare
-from automlops.ports import ModelHost, Ports
-from automlops.registry import Registry, VersionStatus
+from automlops.ml.gate import ROW_SET_TITLES, Comparison, compare, decide
+from automlops.ports import ModelHost, ObjectStore, Ports
+from automlops.registry import ModelVersion, Registry, VersionStatus
 from automlops.reports.report import (
     ChampionSummary,
     DecisionSummary,
     EvaluationReport,
+    PlotRef,
     render_markdown,
 )
 from automlops.stages.result import StageResult
 
 BATCH_ROWS = 1000
+DRIFT_PLOTS = 4  # per-feature drift plots in a report (the most shifted columns)
+_IMPORTANCES_KEPT = 30
 
 
 def locate(record: SqsRecord) -> tuple[keys.RunRef, EvaluationMessage]:
@@ -86,8 +98,32 @@ def compute_metrics(
     return metrics.regression_metrics(y, pred), []
 
 
+@dataclass(frozen=True)
+class RowSet:
+    """Labelled rows both models are scored on."""
+
+    name: str  # new_test | champion_test
+    key: str
+    features: pl.DataFrame
+    y: np.ndarray
+    left_out: int = 0  # rows whose label the candidate has never seen
+
+
+def read_rows(store: ObjectStore, bucket: str, key: str, meta: ModelMetadata, name: str) -> RowSet:
+    """A split as features and truth encoded the candidate's way."""
+    frame = pl.read_parquet(io.BytesIO(store.get(bucket, key)))
+    y = meta.target.encode(frame.get_column(meta.target.name), key)
+    keep = np.ones(len(y), dtype=bool)
+    if meta.task is not Task.regression:
+        keep = y >= 0  # a class the candidate cannot predict: not a like-for-like comparison
+    features = frame.drop(meta.target.name)
+    if not keep.all():
+        features = features.filter(pl.Series(keep))
+    return RowSet(name, key, features, y[keep], int((~keep).sum()))
+
+
 def evaluate(record: SqsRecord, ports: Ports) -> StageResult:
-    """Evaluate a candidate on its test split, compare with the champion, promote or reject."""
+    """Evaluate a candidate, compare it with the champion, write the reports, promote or reject."""
     run, message = locate(record)
     store, settings = ports.store, ports.settings
     registry = Registry(store, settings.buckets.model_output)
@@ -96,111 +132,196 @@ def evaluate(record: SqsRecord, ports: Ports) -> StageResult:
     if entry.status is not VersionStatus.candidate and entry.report_key is not None:
         return StageResult(run=run, duplicate=True, model_version=entry.version, final=True)
 
-    meta = ModelArtifact.from_tar_gz(
-        store.get(entry.artifact_bucket, entry.artifact_key), entry.artifact_key
-    ).metadata
+    artifact = _artifact(store, entry)
+    meta = artifact.metadata
     manifest = load_manifest(store, settings.buckets.data, message.dataset)
-    test = pl.read_parquet(io.BytesIO(store.get(message.bucket, message.test_key)))
-    if test.height == 0:
+    new = read_rows(store, message.bucket, message.test_key, meta, "new_test")
+    if len(new.y) == 0:
         raise PermanentError(f"{message.test_key}: the test split is empty")
-    y = meta.target.encode(test.get_column(meta.target.name), message.test_key)
-    features = test.drop(meta.target.name)
 
-    ports.progress(f"scoring {test.height} test rows through {message.endpoint}")
-    pred = score_endpoint(ports.host, message.endpoint, features, meta)
-    values, confusion = compute_metrics(meta, y, pred)
+    ports.progress(f"scoring {len(new.y)} test rows through {message.endpoint}")
+    pred = score_endpoint(ports.host, message.endpoint, new.features, meta)
+    values, confusion = compute_metrics(meta, new.y, pred)
 
     champion = doc.champion_version()
+    comparable = (
+        champion is not None
+        and champion.version != entry.version
+        and champion.endpoint is not None
+        and champion.task == meta.task.value
+    )
     champion_summary: ChampionSummary | None = None
-    comparison: Comparison | None = None
-    if champion is not None and champion.version != entry.version and champion.endpoint:
-        champion_meta = ModelArtifact.from_tar_gz(
-            store.get(champion.artifact_bucket, champion.artifact_key), champion.artifact_key
-        ).metadata
-        ports.progress(f"scoring the same rows through champion v{champion.version}")
-        champion_pred = score_endpoint(ports.host, champion.endpoint, features, champion_meta)
-        champion_values, _ = compute_metrics(champion_meta, y, champion_pred)
-        champion_summary = ChampionSummary(version=champion.version, metrics=champion_values)
-        comparison = compare(
-            meta.task,
-            y,
-            pred,
-            champion_pred,
-            margin=manifest.gate_margin,
-            confidence=manifest.gate_confidence,
-            seed=settings.seed,
+    champion_pred: np.ndarray | None = None
+    comparisons: dict[str, Comparison] = {}
+    row_sets: dict[str, dict[str, Any]] = {}
+    if comparable:
+        assert champion is not None and champion.endpoint is not None
+        # The champion's outputs read in the candidate's label order, at its own threshold.
+        champion_view = _artifact(store, champion).metadata.model_copy(
+            update={"target": meta.target}
         )
+        ports.progress(f"scoring the same rows through champion v{champion.version}")
+        champion_pred = score_endpoint(ports.host, champion.endpoint, new.features, champion_view)
+        champion_values, _ = compute_metrics(champion_view, new.y, champion_pred)
+        champion_summary = ChampionSummary(version=champion.version, metrics=champion_values)
+        sets = [(new, pred, champion_pred)]
+        if champion.test_key != new.key:
+            old = read_rows(store, message.bucket, champion.test_key, meta, "champion_test")
+            if len(old.y):
+                ports.progress(f"scoring champion v{champion.version}'s {len(old.y)} test rows")
+                sets.append(
+                    (
+                        old,
+                        score_endpoint(ports.host, message.endpoint, old.features, meta),
+                        score_endpoint(ports.host, champion.endpoint, old.features, champion_view),
+                    )
+                )
+        for rows, cand, champ in sets:
+            comparisons[rows.name] = compare(
+                meta.task,
+                rows.y,
+                cand,
+                champ,
+                margin=manifest.gate_margin,
+                confidence=manifest.gate_confidence,
+                seed=settings.seed,
+            )
+            row_sets[rows.name] = {
+                "title": ROW_SET_TITLES[rows.name],
+                "key": rows.key,
+                "left_out_rows": rows.left_out,
+            }
 
-    status, reason = _decide(values, comparison, manifest.min_metrics, champion_summary)
+    gate = decide(
+        values,
+        manifest.min_metrics,
+        comparisons,
+        None if champion is None or champion.version == entry.version else champion.version,
+    )
+    status = VersionStatus.champion if gate.promote else VersionStatus.rejected
+    details = gate.details(row_sets)
+    drift_summary = _drift_summary(store, message.bucket, run)
     report = EvaluationReport(
         dataset=message.dataset,
         version=entry.version,
         run_id=run.run_id,
         created_at=ports.clock().isoformat(),
         task=meta.task.value,
+        learner=meta.learner,
         endpoint=message.endpoint,
         test_key=message.test_key,
-        rows=test.height,
+        rows=len(new.y),
         labels=meta.target.labels,
         threshold=meta.threshold,
         metrics=values,
         confusion_matrix=confusion,
         champion=champion_summary,
-        comparison=None if comparison is None else comparison.as_dict(),
-        decision=DecisionSummary(status=status.value, reason=reason),
+        comparison=details["comparisons"].get("new_test"),
+        comparisons=list(details["comparisons"].values()),
+        floors=details["floors"],
+        decision=DecisionSummary(status=status.value, reason=gate.reason),
+        importances=_importances(artifact),
+        drift=drift_summary,
         lineage={
             "source": entry.source_key,
             "source_sha256": entry.source_sha256,
+            "schema": meta.lineage.schema_key,
+            "drift": keys.drift_key(run.dataset, run.run_id),
             "artifact": entry.artifact_key,
             "training_run": run.run_id,
         },
     )
     date = ports.clock().strftime("%Y-%m-%d")
     prefix = keys.report_prefix(message.dataset, date, run.run_id)
-    bucket = settings.buckets.model_monitoring
-    store.put(bucket, prefix + "REPORT.md", render_markdown(report).encode())
-    report_key = prefix + "report.json"
-    store.put(bucket, report_key, report.model_dump_json(indent=1).encode())
+    report_key = _write_reports(ports, prefix, report, new.y, pred, champion_pred)
 
     registry.record_evaluation(message.dataset, entry.version, values, report_key)
-    details = {} if comparison is None else comparison.as_dict()
-    if status is VersionStatus.champion:
-        registry.promote(message.dataset, entry.version, reason, details)
+    if gate.promote:
+        registry.promote(message.dataset, entry.version, gate.reason, details)
     else:
-        registry.reject(message.dataset, entry.version, reason, details)
+        registry.reject(message.dataset, entry.version, gate.reason, details)
     primary = metrics.PRIMARY_METRIC[meta.task.value]
+    files = keys.report_files(report_key)
     return StageResult(
         run=run,
-        outputs=[report_key, prefix + "REPORT.md"],
+        outputs=[files["json"], files["markdown"], files["html"]],
         model_version=entry.version,
         headline=(primary, values[primary]),
         final=True,
-        note=f"{status.value}: {reason}",
+        note=f"{status.value}: {gate.reason}",
     )
 
 
-def _decide(
-    values: dict[str, float],
-    comparison: Comparison | None,
-    floors: dict[str, float],
-    champion: ChampionSummary | None,
-) -> tuple[VersionStatus, str]:
-    for name, floor in floors.items():
-        value = values.get(name)
-        if value is None:
-            return VersionStatus.rejected, f"threshold on unknown metric {name!r}"
-        better_high = metrics.HIGHER_IS_BETTER.get(name, True)
-        if (value < floor) if better_high else (value > floor):
-            side = "below" if better_high else "above"
-            return VersionStatus.rejected, f"{name} {value:.4f} is {side} the required {floor}"
-    if comparison is None or champion is None:
-        return VersionStatus.champion, "first model for this dataset; passes the thresholds"
-    c = comparison
-    summary = (
-        f"{c.metric} {c.candidate:.4f} vs champion v{champion.version} {c.champion:.4f}; "
-        f"difference {c.difference:+.4f}, "
-        f"{c.confidence:.0%} bounds [{c.lower:+.4f}, {c.upper:+.4f}]"
+def _artifact(store: ObjectStore, entry: ModelVersion) -> ModelArtifact:
+    return ModelArtifact.from_tar_gz(
+        store.get(entry.artifact_bucket, entry.artifact_key), entry.artifact_key
     )
-    if c.candidate_worse:
-        return VersionStatus.rejected, f"worse than the champion beyond noise: {summary}"
-    return VersionStatus.champion, f"not worse than the champion: {summary}"
+
+
+def _importances(artifact: ModelArtifact) -> dict[str, float]:
+    """The model's own feature importances, largest first (empty if it has none)."""
+    from automlops.ml.predictor import Predictor
+
+    scores = Predictor(artifact).importances()
+    ranked = sorted(scores.items(), key=lambda kv: kv[1], reverse=True)
+    return {name: float(value) for name, value in ranked[:_IMPORTANCES_KEPT] if value > 0}
+
+
+def _drift_summary(store: ObjectStore, bucket: str, run: keys.RunRef) -> dict[str, Any] | None:
+    """The run's drift.json (written by preprocess), with its key, if there is one."""
+    key = keys.drift_key(run.dataset, run.run_id)
+    if store.head(bucket, key) is None:
+        return None
+    return {"key": key, **orjson.loads(store.get(bucket, key))}
+
+
+def _write_reports(
+    ports: Ports,
+    prefix: str,
+    report: EvaluationReport,
+    y: np.ndarray,
+    pred: np.ndarray,
+    champion_pred: np.ndarray | None,
+) -> str:
+    """Plots, report.html and REPORT.md, then report.json last (the one the registry names)."""
+    # Imported here: matplotlib and jinja2 are only needed by this stage.
+    from automlops.reports import plots
+    from automlops.reports.html import render_html
+
+    bucket = ports.settings.buckets.model_monitoring
+    made = plots.model_plots(
+        report.task,
+        y,
+        pred,
+        labels=report.labels,
+        confusion=report.confusion_matrix,
+        importances=report.importances,
+        learner=report.learner,
+        champion_pred=champion_pred,
+        champion_version=None if report.champion is None else report.champion.version,
+    )
+    refs = [PlotRef(filename=p.filename, title=p.title, section="model") for p in made]
+    if report.comparisons:
+        png = plots.comparison_plot(report.comparisons)
+        made.append(plots.Plot("comparison.png", "Candidate vs champion", png))
+        refs.append(PlotRef(filename="comparison.png", title=made[-1].title, section="comparison"))
+    columns = (report.drift or {}).get("columns", [])
+    if columns:
+        png = plots.drift_overview_plot(columns, (report.drift or {})["thresholds"]["psi"])
+        made.append(plots.Plot("drift.png", "Drift per column (PSI)", png))
+        refs.append(PlotRef(filename="drift.png", title=made[-1].title, section="drift"))
+        for i, column in enumerate(columns[:DRIFT_PLOTS], start=1):
+            name = f"drift_{i}.png"
+            made.append(
+                plots.Plot(name, f"Drift of {column['name']}", plots.drift_feature_plot(column))
+            )
+            refs.append(PlotRef(filename=name, title=made[-1].title, section="drift"))
+    ports.progress(f"writing the report with {len(made)} plots")
+    for plot in made:
+        ports.store.put(bucket, prefix + plot.filename, plot.png)
+    report.plots = refs
+    files = keys.report_files(prefix + "report.json")
+    ports.store.put(bucket, files["html"], render_html(report).encode())
+    ports.store.put(bucket, files["markdown"], render_markdown(report).encode())
+    ports.store.put(bucket, files["json"], report.model_dump_json(indent=1).encode())
+    return files["json"]

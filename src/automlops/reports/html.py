@@ -1,0 +1,49 @@
+"""report.html: one self-contained page (inline CSS, no scripts, no network) per evaluation.
+
+The plots are PNG files beside the page, linked by relative name, so the folder can be opened
+from disk, synced from S3 or served as static files. Every value comes from data users control
+(dataset, labels, column names, reasons), so the template is rendered with autoescaping on.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+import jinja2
+
+from automlops.reports.report import EvaluationReport, fmt
+
+TEMPLATE = "report.html"
+_TOP_IMPORTANCES = 15
+
+
+@cache
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("automlops.reports", "templates"),
+        autoescape=True,  # every string is escaped unless marked safe, whatever the file name
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def render_html(report: EvaluationReport) -> str:
+    """The page for `report`; its `plots` must be stored beside it under their file names."""
+    sections: dict[str, list] = {"model": [], "comparison": [], "drift": []}
+    for plot in report.plots:
+        sections.setdefault(plot.section, []).append(plot)
+    top = sorted(report.importances.items(), key=lambda kv: kv[1], reverse=True)
+    return (
+        _environment()
+        .get_template(TEMPLATE)
+        .render(
+            r=report,
+            plots=sections,
+            fmt=fmt,
+            nan=float("nan"),
+            decision_class="ok" if report.decision.status == "champion" else "bad",
+            confusion_rows=list(zip(report.labels, report.confusion_matrix, strict=False)),
+            top_importances=top[:_TOP_IMPORTANCES],
+        )
+    )
