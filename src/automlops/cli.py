@@ -299,6 +299,23 @@ def rollback(dataset: str, home: Home = None) -> None:
     typer.echo(f"{dataset} v{restored.version} is champion again")
 
 
+@app.command()
+def lineage(dataset: str, version: int, as_json: AsJson = False, home: Home = None) -> None:
+    """Trace VERSION of DATASET: upload -> splits -> training and trials -> artifact -> reports
+    -> decisions."""
+    from automlops.lineage import format_trace, trace_version
+
+    runtime = _runtime(home)
+    try:
+        trace = trace_version(runtime.store, runtime.settings, dataset, version)
+    except AutomlopsError as exc:
+        raise _fail(str(exc)) from None
+    if as_json:
+        typer.echo(json.dumps(trace, indent=2, default=str))
+    else:
+        typer.echo(format_trace(trace), nl=False)
+
+
 @dlq_app.command("list")
 def dlq_list(as_json: AsJson = False, home: Home = None) -> None:
     """Messages in the dead-letter queues."""
