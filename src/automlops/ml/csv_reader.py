@@ -208,35 +208,60 @@ def _consistency(counts: list[int]) -> tuple[float, int]:
     return freq / len(counts), usual
 
 
+def _quoted_fields(sample: str, delimiter: str, quote: str) -> int:
+    """How many fields of the sample start with the quote character."""
+    pattern = f"(?:^|{re.escape(delimiter)})[ \t]*{re.escape(quote)}"
+    return len(re.findall(pattern, sample, flags=re.MULTILINE))
+
+
+def _parses_strictly(sample: str, delimiter: str, quote: str) -> bool:
+    """Whether every quoted field in the sample is closed and followed by a delimiter.
+
+    The lenient reader accepts a quote that opens and never closes, which makes a wrong
+    quote character look as consistent as the right one.
+    """
+    reader = csv.reader(io.StringIO(sample), delimiter=delimiter, quotechar=quote, strict=True)
+    try:
+        for _ in reader:
+            pass
+    except csv.Error:
+        return False
+    return True
+
+
 def _sniff(sample: str, source: str) -> tuple[str, str]:
     """Delimiter and quote character of the sample.
 
-    `csv.Sniffer` guesses well on clean files but is fooled by decimals, prose and few
-    lines, so every candidate is scored by how consistently it splits the records (outside
-    quotes); the Sniffer's choice is kept only when it scores as well as the best one.
+    `csv.Sniffer` guesses well on clean files but is fooled by decimals, prose, stray
+    apostrophes and few lines. So each candidate delimiter is scored by how consistently it
+    splits the records (parsed with quotes): most consistent first, then most fields, and
+    only then the Sniffer's choice. The quote is `"` unless more fields start with `'` and
+    the sample parses cleanly, and as consistently, with `'`.
     """
     sniffed: type[csv.Dialect] | None
     try:
         sniffed = csv.Sniffer().sniff(sample, delimiters="".join(DELIMITERS))
     except csv.Error:
         sniffed = None
-    quote = sniffed.quotechar if sniffed and sniffed.quotechar in ("'", '"') else '"'
 
-    counts = {d: _field_counts(sample, d, quote) for d in DELIMITERS}
+    counts = {d: _field_counts(sample, d, '"') for d in DELIMITERS}
     scores = {d: _consistency(c) for d, c in counts.items()}
-    splitting = {d: score for d, score in scores.items() if score[1] >= 2}
+    splitting = [d for d, (_, usual) in scores.items() if usual >= 2]
     if not splitting:
-        return ",", quote  # one column; rejected later with a clear message
-    # Highest consistency wins; among equals, the one giving more fields.
-    best = max(splitting, key=lambda d: splitting[d])
-    if (
-        sniffed is not None
-        and sniffed.delimiter in splitting
-        and splitting[sniffed.delimiter][0] >= splitting[best][0]
-    ):
-        best = sniffed.delimiter
+        return ",", '"'  # one column; rejected later with a clear message
+    best = max(
+        splitting, key=lambda d: (*scores[d], sniffed is not None and sniffed.delimiter == d)
+    )
 
-    consistency, _ = splitting[best]
+    quote = '"'
+    if _quoted_fields(sample, best, "'") > _quoted_fields(sample, best, '"') and _parses_strictly(
+        sample, best, "'"
+    ):
+        single = _field_counts(sample, best, "'")
+        if _consistency(single) >= scores[best]:
+            quote, counts[best], scores[best] = "'", single, _consistency(single)
+
+    consistency, _ = scores[best]
     if consistency < _MIN_CONSISTENCY and len(counts[best]) >= _MIN_ROWS_FOR_CONSISTENCY:
         raise DataError(
             source,
@@ -319,9 +344,7 @@ def _read_strings(layout: _Layout, sample: str) -> tuple[pl.DataFrame, _Layout]:
         return _polars_strings(layout), layout
     except _POLARS_ERRORS as exc:
         error = exc
-    if layout.quote is not None and not _starts_quoted_field(
-        sample, layout.delimiter, layout.quote
-    ):
+    if layout.quote is not None and not _quoted_fields(sample, layout.delimiter, layout.quote):
         unquoted = replace(layout, quote=None)
         try:
             return _polars_strings(unquoted), unquoted
@@ -345,11 +368,6 @@ def _polars_strings(layout: _Layout, text: str | None = None) -> pl.DataFrame:
         # Reading the check copy in _find_ragged_row keeps over-long rows to find them.
         truncate_ragged_lines=text is not None,
     )
-
-
-def _starts_quoted_field(sample: str, delimiter: str, quote: str) -> bool:
-    pattern = f"(?:^|{re.escape(delimiter)})[ \t]*{re.escape(quote)}"
-    return re.search(pattern, sample, flags=re.MULTILINE) is not None
 
 
 def _describe(error: BaseException) -> str:
