@@ -1,0 +1,284 @@
+"""The packaged deployment definition: cfn-lint, the routing table, IAM scope, bucket and queue
+settings. Neither serverless nor cfn-lint checks notification filters or IAM scope: these do."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aws_invoker import load_handler
+from aws_packaging import ROOT, package
+from aws_stack import ACCOUNT, REGION, Call, Stack, allowed
+
+from automlops.routing import OBJECT_TRIGGERS, QUEUE_TRIGGERS, Stage
+
+FUNCTIONS = {
+    "PreprocessLambdaFunction": Stage.preprocess,
+    "TrainLambdaFunction": Stage.train,
+    "DeployLambdaFunction": Stage.deploy,
+    "EvaluateLambdaFunction": Stage.evaluate,
+}
+
+
+def test_cfn_lint_finds_no_errors(packaged_dir: Path) -> None:
+    template = packaged_dir / "cloudformation-template-update-stack.json"
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "cfn-lint"), "--format", "json", "--", str(template)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    findings = json.loads(result.stdout or "[]")
+    errors = [f for f in findings if f["Level"] == "Error"]
+    assert errors == [], errors
+    # The only warning is the framework's DependsOn beside a GetAtt on the roles we give it.
+    assert {f["Rule"]["Id"] for f in findings} <= {"W3005"}, findings
+
+
+def test_packaging_needs_digest_pinned_images_only(stack: Stack) -> None:
+    for function in FUNCTIONS:
+        uri = stack.resources[function]["Properties"]["Code"]["ImageUri"]
+        assert "@sha256:" in uri, uri
+
+
+def test_unknown_stage_is_refused(tmp_path: Path) -> None:
+    result = package("qa", tmp_path / "qa")
+    assert result.returncode != 0
+    assert "custom.stage" in result.stdout + result.stderr
+
+
+def _function_stage(stack: Stack, function: str) -> Stage:
+    handler = stack.handler_of(function)
+    module, name = handler.rsplit(".", 1)
+    assert module == "automlops.aws.handlers"
+    return Stage(name)
+
+
+def test_every_function_runs_its_own_stage_handler(stack: Stack) -> None:
+    functions = stack.of_type("AWS::Lambda::Function")
+    assert {f: _function_stage(stack, f) for f in functions} == FUNCTIONS
+    for function in functions:
+        assert callable(load_handler(stack.handler_of(function)))
+
+
+def test_triggers_match_the_routing_table_exactly(stack: Stack) -> None:
+    env = stack.resources["PreprocessLambdaFunction"]["Properties"]["Environment"]["Variables"]
+    bucket_role = {
+        env[f"AUTOMLOPS_BUCKET_{t.bucket_role.upper()}"]["Ref"]: t.bucket_role
+        for t in OBJECT_TRIGGERS
+    }
+    queue_role = {
+        env[f"AUTOMLOPS_QUEUE_{t.queue_role.upper()}"]["Fn::GetAtt"][0]: t.queue_role
+        for t in QUEUE_TRIGGERS
+    }
+    consumers: dict[str, list[Stage]] = {}
+    for queue, function in stack.event_sources():
+        consumers.setdefault(queue, []).append(_function_stage(stack, function))
+    assert all(len(stages) == 1 for stages in consumers.values()), consumers
+
+    declared_objects = {
+        (bucket_role[bucket], consumers[queue][0], prefix, suffix)
+        for bucket, queue, prefix, suffix in stack.notifications()
+    }
+    assert declared_objects == {
+        (t.bucket_role, t.stage, t.prefix, t.suffix) for t in OBJECT_TRIGGERS
+    }
+    notified_queues = {queue for _, queue, _, _ in stack.notifications()}
+    declared_queues = {
+        (queue_role[queue], stages[0])
+        for queue, stages in consumers.items()
+        if queue not in notified_queues
+    }
+    assert declared_queues == {(t.queue_role, t.stage) for t in QUEUE_TRIGGERS}
+    # Nothing extra: one mapping per trigger, each reporting partial batch failures.
+    mappings = stack.of_type("AWS::Lambda::EventSourceMapping")
+    assert len(mappings) == len(OBJECT_TRIGGERS) + len(QUEUE_TRIGGERS)
+    for mapping in mappings.values():
+        assert mapping["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+
+
+def test_buckets_are_private_encrypted_and_data_is_versioned(stack: Stack) -> None:
+    buckets = {
+        k: v["Properties"]
+        for k, v in stack.of_type("AWS::S3::Bucket").items()
+        if k != "ServerlessDeploymentBucket"
+    }
+    assert set(buckets) == {
+        "DataBucket",
+        "AutomlDataBucket",
+        "ModelOutputBucket",
+        "ModelMonitoringBucket",
+    }
+    for name, props in buckets.items():
+        rules = props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+        assert rules[0]["ServerSideEncryptionByDefault"]["SSEAlgorithm"], name
+        assert all(props["PublicAccessBlockConfiguration"].values()), name
+        assert len(props["PublicAccessBlockConfiguration"]) == 4, name
+        assert stack.names[name].startswith("automlops-dev-"), name
+    assert buckets["DataBucket"]["VersioningConfiguration"]["Status"] == "Enabled"
+    policies = stack.of_type("AWS::S3::BucketPolicy")
+    secured = {
+        p["Properties"]["Bucket"]["Ref"]
+        for p in policies.values()
+        if any(
+            s["Effect"] == "Deny" and s["Condition"]["Bool"]["aws:SecureTransport"] == "false"
+            for s in p["Properties"]["PolicyDocument"]["Statement"]
+        )
+    }
+    assert secured >= set(buckets)
+
+
+def test_every_consumed_queue_has_a_dead_letter_queue(stack: Stack) -> None:
+    queues = stack.of_type("AWS::SQS::Queue")
+    for queue, function in stack.event_sources():
+        props = queues[queue]["Properties"]
+        dlq = props["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][0]
+        assert "RedrivePolicy" not in queues[dlq]["Properties"]
+        assert int(props["RedrivePolicy"]["maxReceiveCount"]) >= 2
+        timeout = stack.resources[function]["Properties"]["Timeout"]
+        assert int(props["VisibilityTimeout"]) > timeout, queue
+        assert props["SqsManagedSseEnabled"] is True
+
+
+# -- IAM ---------------------------------------------------------------------------------------
+
+
+def test_each_function_has_its_own_role_and_no_shared_role_exists(stack: Stack) -> None:
+    roles = stack.of_type("AWS::IAM::Role")
+    assert "IamRoleLambdaExecution" not in roles
+    function_roles = {stack.role_of(f) for f in FUNCTIONS}
+    assert len(function_roles) == len(FUNCTIONS)
+    assert set(roles) == function_roles | {"SageMakerExecutionRole"}
+
+
+def test_no_wildcard_actions_and_no_unscoped_resources(stack: Stack) -> None:
+    unscoped_ok = {"ecr:GetAuthorizationToken", "cloudwatch:PutMetricData"}
+    for role in stack.of_type("AWS::IAM::Role"):
+        for statement in stack.statements(role):
+            actions = statement["Action"]
+            actions = [actions] if isinstance(actions, str) else actions
+            resources = statement["Resource"]
+            resources = [resources] if isinstance(resources, str) else resources
+            for action in actions:
+                service, _, verb = action.partition(":")
+                assert "*" not in verb and service != "*", (role, action)
+            if "*" in resources:
+                assert set(actions) <= unscoped_ok, (role, statement)
+            for resource in resources:
+                if resource.startswith("arn:aws:s3:::"):
+                    bucket = resource.removeprefix("arn:aws:s3:::").split("/")[0]
+                    assert bucket.startswith("automlops-dev-"), (role, resource)
+
+
+def _arn(service: str, resource: str) -> str:
+    return f"arn:aws:{service}:{REGION}:{ACCOUNT}:{resource}"
+
+
+def _probes(stack: Stack) -> dict[str, Call]:
+    name = stack.names
+    pass_role = Call(
+        "iam:PassRole",
+        stack.attribute("SageMakerExecutionRole", "Arn"),
+        {"iam:PassedToService": "sagemaker.amazonaws.com"},
+    )
+    return {
+        "read upload": Call("s3:GetObject", f"arn:aws:s3:::{name['DataBucket']}/data/d/f.csv"),
+        "write upload": Call("s3:PutObject", f"arn:aws:s3:::{name['DataBucket']}/data/d/f.csv"),
+        "write split": Call(
+            "s3:PutObject", f"arn:aws:s3:::{name['AutomlDataBucket']}/automl/d/r/train.parquet"
+        ),
+        "read split": Call(
+            "s3:GetObject", f"arn:aws:s3:::{name['AutomlDataBucket']}/automl/d/r/test.parquet"
+        ),
+        "write model": Call(
+            "s3:PutObject",
+            f"arn:aws:s3:::{name['ModelOutputBucket']}/d/r/output/model.tar.gz",
+        ),
+        "write registry": Call(
+            "s3:PutObject", f"arn:aws:s3:::{name['ModelOutputBucket']}/registry/d.json"
+        ),
+        "write report": Call(
+            "s3:PutObject", f"arn:aws:s3:::{name['ModelMonitoringBucket']}/d/2024-01-01/r/x"
+        ),
+        "start training": Call(
+            "sagemaker:CreateTrainingJob",
+            _arn("sagemaker", "training-job/abc"),
+            {"aws:RequestTag/automlops:stack": "automlops-dev"},
+        ),
+        "start foreign training": Call(
+            "sagemaker:CreateTrainingJob", _arn("sagemaker", "training-job/abc"), {}
+        ),
+        "create endpoint": Call(
+            "sagemaker:CreateEndpoint", _arn("sagemaker", "endpoint/automlops-dev-d-v1")
+        ),
+        "create foreign endpoint": Call(
+            "sagemaker:CreateEndpoint", _arn("sagemaker", "endpoint/other-d-v1")
+        ),
+        "invoke endpoint": Call(
+            "sagemaker:InvokeEndpoint", _arn("sagemaker", "endpoint/automlops-dev-d-v1")
+        ),
+        "pass sagemaker role": pass_role,
+        "pass role to lambda": Call(
+            "iam:PassRole", pass_role.resource, {"iam:PassedToService": "lambda.amazonaws.com"}
+        ),
+        "queue evaluation": Call("sqs:SendMessage", _arn("sqs", name["EvaluationQueue"])),
+    }
+
+
+# What each function may do among the probes; every other probe must be denied.
+EXPECTED: dict[str, set[str]] = {
+    "PreprocessLambdaFunction": {"read upload", "write split", "read split"},
+    "TrainLambdaFunction": {
+        "read split",
+        "write model",
+        "start training",
+        "pass sagemaker role",
+    },
+    "DeployLambdaFunction": {
+        "write registry",
+        "create endpoint",
+        "pass sagemaker role",
+        "queue evaluation",
+    },
+    "EvaluateLambdaFunction": {"read split", "write registry", "write report", "invoke endpoint"},
+}
+
+
+@pytest.mark.parametrize("function", sorted(EXPECTED))
+def test_function_roles_allow_exactly_their_stage(stack: Stack, function: str) -> None:
+    statements = stack.statements(stack.role_of(function))
+    granted = {name for name, call in _probes(stack).items() if allowed(statements, call)}
+    assert granted == EXPECTED[function]
+
+
+def test_sagemaker_role_reads_channels_and_writes_models_only(stack: Stack) -> None:
+    statements = stack.statements("SageMakerExecutionRole")
+    granted = {name for name, call in _probes(stack).items() if allowed(statements, call)}
+    assert granted == {"read split", "write model"}
+
+
+def test_ssm_parameters_name_the_stack(stack: Stack) -> None:
+    names = {
+        stack.resolve(p["Properties"]["Name"])
+        for p in stack.of_type("AWS::SSM::Parameter").values()
+    }
+    assert "/automlops/dev/buckets/data" in names
+    assert all(n.startswith("/automlops/dev/") for n in names)
+
+
+def test_workflow_templates_are_valid(template: dict[str, Any]) -> None:
+    import yaml
+
+    workflows = ROOT / "deploy" / "aws" / "workflows"
+    found = {p.stem: yaml.safe_load(p.read_text()) for p in workflows.glob("*.yml")}
+    assert set(found) == {"deploy", "remove", "upload-data"}
+    for name, workflow in found.items():
+        assert workflow["jobs"], name
+        assert True in workflow or "on" in workflow, name  # YAML 1.1 reads `on` as True
+    deploy_steps = json.dumps(found["deploy"])
+    assert "serverless deploy" in deploy_steps and "@sha256:" not in deploy_steps
+    assert "lambdaImage=" in deploy_steps and "sagemakerImage=" in deploy_steps
