@@ -55,6 +55,8 @@ class ModelMetadata(BaseModel):
     threshold: float | None = None  # binary: P(positive) >= threshold -> positive label
     metrics: dict[str, dict[str, float]] = Field(default_factory=dict)  # per split
     trials: list[dict[str, Any]] = Field(default_factory=list)
+    selection: str | None = None  # how the configuration was chosen
+    refit: str | None = None  # what the final model was trained on
     lineage: Lineage
 
 

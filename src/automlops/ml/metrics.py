@@ -117,6 +117,8 @@ def multiclass_metrics(y_true: np.ndarray, proba: np.ndarray) -> dict[str, float
         raise ValueError("proba contains NaN or infinite values")
     y = _class_indices(y, k, "y_true")
     y_pred = proba.argmax(axis=1)
+    # Probabilities that crossed JSON or float32 sum to 1 only approximately.
+    proba = proba / np.maximum(proba.sum(axis=1, keepdims=True), 1e-300)
 
     return {
         "accuracy": float(skm.accuracy_score(y, y_pred)),

@@ -1,5 +1,10 @@
 """Hyperparameter search within a time budget: Optuna's TPE sampler over several learner
-families, median pruning on the validation curve, selection on validation."""
+families, median pruning, selection on held-out predictions, then a refit on all rows.
+
+Selection data depends on size: small data sets are scored by k-fold cross-validation over
+the training and validation rows (a 20 % validation split of a few hundred rows is too noisy
+to choose by); larger ones by the validation split.
+"""
 
 from __future__ import annotations
 
@@ -12,14 +17,17 @@ from typing import Any
 import numpy as np
 import optuna
 from sklearn.metrics import log_loss, roc_auc_score
+from sklearn.model_selection import KFold, StratifiedKFold
 
 from automlops.config import Task
-from automlops.ml.learners import LEARNER_NAMES, Data, Model, learner
+from automlops.ml.learners import LEARNER_NAMES, Data, Learner, Model, learner
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 # Validation score the search maximises, per task (losses negated).
 SELECTION_METRIC = {Task.binary: "roc_auc", Task.multiclass: "-log_loss", Task.regression: "-rmse"}
+CV_MAX_ROWS = 10_000  # below this many rows, select by cross-validation
+CV_FOLDS = 5
 
 
 def validation_score(task: Task, y: np.ndarray, pred: np.ndarray, n_classes: int) -> float:
@@ -28,6 +36,7 @@ def validation_score(task: Task, y: np.ndarray, pred: np.ndarray, n_classes: int
         return float(roc_auc_score(y, pred)) if len(np.unique(y)) == 2 else 0.0
     if task is Task.multiclass:
         proba = np.clip(pred.reshape(len(y), n_classes), 1e-15, 1.0)
+        proba = proba / proba.sum(axis=1, keepdims=True)
         return -float(log_loss(y, proba, labels=list(range(n_classes))))
     return -float(np.sqrt(np.mean((y - pred) ** 2)))
 
@@ -62,11 +71,39 @@ class TuningResult:
     params: dict[str, Any]
     score: float
     metric: str
+    selection: str  # "5-fold cross-validation" or "validation split"
+    refit: str  # what the final model was trained on
+    # Out-of-sample predictions of the chosen configuration and their labels: the validation
+    # split, or every row's out-of-fold prediction. The binary threshold is tuned on these.
+    heldout_y: np.ndarray
+    heldout_pred: np.ndarray
     trials: list[TrialRecord] = field(default_factory=list)
 
 
 class BudgetSpent(Exception):
     """No trial finished within the budget."""
+
+
+@dataclass
+class _Candidate:
+    score: float
+    learner: str
+    params: dict[str, Any]
+    rounds: int | None
+    pred: np.ndarray
+    model: Model | None  # holdout mode: the model itself
+
+
+def _folds(task: Task, y: np.ndarray, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    if task is Task.regression:
+        splitter: Any = KFold(CV_FOLDS, shuffle=True, random_state=seed)
+    else:
+        smallest = int(np.bincount(y.astype(int)).min(initial=0)) if len(y) else 0
+        if smallest < CV_FOLDS:
+            splitter = KFold(CV_FOLDS, shuffle=True, random_state=seed)
+        else:
+            splitter = StratifiedKFold(CV_FOLDS, shuffle=True, random_state=seed)
+    return list(splitter.split(np.zeros(len(y)), y))
 
 
 def tune(
@@ -81,7 +118,7 @@ def tune(
     learners: tuple[str, ...] = LEARNER_NAMES,
     progress: Callable[[TuningProgress], None] | None = None,
 ) -> TuningResult:
-    """Search learners and parameters for `budget_s` seconds; returns the best model.
+    """Search learners and parameters for `budget_s` seconds; returns the refitted best model.
 
     The first trials are each family's sound defaults (the reference's XGBoost settings
     among them), so even a tiny budget yields a reasonable model. The sampler is seeded, so
@@ -90,6 +127,11 @@ def tune(
     start = time.monotonic()
     deadline = start + budget_s
     families = {name: learner(name) for name in learners}
+    all_x = np.concatenate([train[0], validation[0]])
+    all_y = np.concatenate([train[1], validation[1]])
+    use_cv = len(all_y) < CV_MAX_ROWS
+    folds = _folds(task, all_y, seed) if use_cv else []
+
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=len(families) + 4)
     pruner = optuna.pruners.MedianPruner(n_startup_trials=len(families) + 2, n_warmup_steps=20)
     study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
@@ -97,39 +139,61 @@ def tune(
         study.enqueue_trial(family.defaults(task))
 
     records: list[TrialRecord] = []
-    best: dict[str, Any] = {}
+    best: list[_Candidate] = []
+    # Time kept back for the final refit of the best configuration found so far.
+    refit_share = 1.0 / CV_FOLDS * 1.3 if use_cv else len(all_y) / max(len(train[1]), 1)
+    reserve = [0.0]
 
-    def objective(trial: optuna.Trial) -> float:
-        name = trial.suggest_categorical("learner", list(families))
-        family = families[name]
-        params = family.suggest(trial, task, len(train[1]))
-        began = time.monotonic()
+    def search_over() -> bool:
+        return time.monotonic() > deadline - reserve[0]
+
+    def evaluate(
+        trial: optuna.Trial, family: Learner, params: dict[str, Any]
+    ) -> tuple[float, np.ndarray, int | None, Model | None, bool]:
         pruned = False
 
         def on_round(step: int, score: float) -> bool:
             nonlocal pruned
-            if time.monotonic() > deadline:
+            if search_over():
                 return True  # out of time: keep what was learnt so far
+            if use_cv:
+                return False  # cross-validation prunes between folds instead
             trial.report(score, step)
             if trial.should_prune():
                 pruned = True
                 return True
             return False
 
-        try:
-            model = family.fit(
-                task,
-                n_classes,
-                train,
-                validation,
-                params,
-                seed=seed,
-                nthread=nthread,
-                on_round=on_round,
+        def fit(data: Data, held: Data) -> Model:
+            return family.fit(
+                task, n_classes, data, held, params, seed=seed, nthread=nthread, on_round=on_round
             )
-            score = validation_score(task, validation[1], model.predict(validation[0]), n_classes)
-        except optuna.TrialPruned:
-            raise
+
+        if not use_cv:
+            model = fit(train, validation)
+            pred = model.predict(validation[0])
+            score = validation_score(task, validation[1], pred, n_classes)
+            return score, pred, model.rounds, model, pruned
+        oof = np.zeros((len(all_y), n_classes) if task is Task.multiclass else len(all_y))
+        rounds = []
+        for i, (fit_idx, held_idx) in enumerate(folds):
+            model = fit((all_x[fit_idx], all_y[fit_idx]), (all_x[held_idx], all_y[held_idx]))
+            oof[held_idx] = model.predict(all_x[held_idx]).reshape(oof[held_idx].shape)
+            if model.rounds is not None:
+                rounds.append(model.rounds)
+            seen = np.concatenate([h for _, h in folds[: i + 1]])
+            trial.report(validation_score(task, all_y[seen], oof[seen], n_classes), i)
+            if i < len(folds) - 1 and (trial.should_prune() or search_over()):
+                return math.nan, oof, None, None, True
+        score = validation_score(task, all_y, oof, n_classes)
+        return score, oof, (int(np.mean(rounds)) if rounds else None), None, pruned
+
+    def objective(trial: optuna.Trial) -> float:
+        name = trial.suggest_categorical("learner", list(families))
+        params = families[name].suggest(trial, task, len(all_y))
+        began = time.monotonic()
+        try:
+            score, pred, rounds, model, pruned = evaluate(trial, families[name], params)
         except Exception as exc:  # a bad parameter corner must not end the search
             records.append(
                 TrialRecord(
@@ -146,18 +210,27 @@ def tune(
         duration = time.monotonic() - began
         state = "pruned" if pruned else "complete"
         records.append(
-            TrialRecord(trial.number, name, params, state, score, duration, model.rounds)
+            TrialRecord(
+                trial.number,
+                name,
+                params,
+                state,
+                None if math.isnan(score) else score,
+                duration,
+                rounds,
+            )
         )
-        if not pruned and math.isfinite(score) and score > best.get("score", -math.inf):
-            best.update(score=score, model=model, learner=name, params=params)
+        if not pruned and math.isfinite(score) and (not best or score > best[0].score):
+            best[:] = [_Candidate(score, name, params, rounds, pred, model)]
+            reserve[0] = duration * refit_share
         if progress is not None:
             progress(
                 TuningProgress(
                     trial=trial.number + 1,
                     learner=name,
-                    score=score,
-                    best=best.get("score"),
-                    best_learner=best.get("learner"),
+                    score=None if math.isnan(score) else score,
+                    best=best[0].score if best else None,
+                    best_learner=best[0].learner if best else None,
                     elapsed_s=time.monotonic() - start,
                     budget_s=budget_s,
                 )
@@ -167,23 +240,41 @@ def tune(
         return score
 
     def stop_when_spent(study: optuna.Study, _: optuna.trial.FrozenTrial) -> None:
-        if time.monotonic() >= deadline:
+        if search_over():
             study.stop()
 
     study.optimize(
-        objective,
-        timeout=max(budget_s, 0.001),
-        callbacks=[stop_when_spent],
-        catch=(),
-        gc_after_trial=False,
+        objective, timeout=max(budget_s, 0.001), callbacks=[stop_when_spent], gc_after_trial=False
     )
-    if "model" not in best:
+    if not best:
         raise BudgetSpent("no trial completed within the time budget")
+    chosen = best[0]
+    family = families[chosen.learner]
+
+    # Refit on every training and validation row; boosting keeps the selected round count,
+    # scaled for the extra rows.
+    params = dict(chosen.params)
+    if chosen.rounds is not None:
+        scale = len(all_y) / (len(all_y) * (CV_FOLDS - 1) / CV_FOLDS if use_cv else len(train[1]))
+        params["rounds"] = max(1, round(chosen.rounds * scale))
+    empty: Data = (all_x[:0], all_y[:0])
+    if chosen.model is not None and time.monotonic() + reserve[0] > deadline:
+        final = chosen.model  # no time left to refit: keep the model selected on validation
+        refit = f"none (budget spent); trained on {len(train[1])} training rows"
+    else:
+        final = family.fit(
+            task, n_classes, (all_x, all_y), empty, params, seed=seed, nthread=nthread
+        )
+        refit = f"all {len(all_y)} training and validation rows"
     return TuningResult(
-        model=best["model"],
-        learner=best["learner"],
-        params=best["params"],
-        score=best["score"],
+        model=final,
+        learner=chosen.learner,
+        params=params,
+        score=chosen.score,
         metric=SELECTION_METRIC[task],
+        selection=f"{CV_FOLDS}-fold cross-validation" if use_cv else "validation split",
+        refit=refit,
+        heldout_y=all_y if use_cv else validation[1],
+        heldout_pred=chosen.pred,
         trials=records,
     )

@@ -121,8 +121,17 @@ class XGBoostLearner:
         if balanced and task is Task.binary:
             params["scale_pos_weight"] = positive_weight(train[1])
         dtrain = xgb.DMatrix(train[0], label=train[1], nthread=nthread)
-        dvalid = xgb.DMatrix(validation[0], label=validation[1], nthread=nthread)
-        callbacks = [] if on_round is None else [_Report(on_round, task is Task.binary)]
+        has_validation = len(validation[1]) > 0
+        evals = []
+        if has_validation:
+            evals = [
+                (xgb.DMatrix(validation[0], label=validation[1], nthread=nthread), "validation")
+            ]
+        callbacks = (
+            []
+            if on_round is None or not has_validation
+            else [_Report(on_round, task is Task.binary)]
+        )
         booster = xgb.train(
             {
                 **objective_params(task, n_classes),
@@ -134,8 +143,8 @@ class XGBoostLearner:
             },
             dtrain,
             num_boost_round=rounds,
-            evals=[(dvalid, "validation")],
-            early_stopping_rounds=30 if len(validation[1]) else None,
+            evals=evals,
+            early_stopping_rounds=30 if has_validation else None,
             verbose_eval=False,
             callbacks=callbacks,
         )

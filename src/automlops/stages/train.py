@@ -54,8 +54,9 @@ def train(record: S3EventRecord, ports: Ports) -> StageResult:
 
     def report(p: TuningProgress) -> None:
         best = "n/a" if p.best is None else f"{p.best:.4f} ({p.best_learner})"
+        score = "pruned" if p.score is None else f"{p.score:.4f}"
         ports.progress(
-            f"trial {p.trial} {p.learner}: {p.score:.4f}  best {best}  "
+            f"trial {p.trial} {p.learner}: {score}  best {best}  "
             f"{p.elapsed_s:.0f}/{p.budget_s:.0f}s"
         )
 
@@ -72,15 +73,17 @@ def train(record: S3EventRecord, ports: Ports) -> StageResult:
     )
     model = result.model
 
+    # The threshold and the held-out metrics come from out-of-sample predictions (validation
+    # split or out-of-fold), never from rows the final model was fitted on.
+    held_y, held_pred = result.heldout_y, result.heldout_pred
     threshold = None
-    valid_pred = model.predict(valid_xy[0])
-    if target.task is Task.binary and len(np.unique(valid_xy[1])) == 2:
-        threshold = metrics.best_threshold(valid_xy[1], valid_pred, manifest.threshold_metric)
-    fit_metrics: dict[str, dict[str, float]] = {}
-    for split, (features, y) in (("train", train_xy), ("validation", valid_xy)):
-        if len(y):
-            pred = valid_pred if split == "validation" else model.predict(features)
-            fit_metrics[split] = _score(target.task, y, pred, threshold, n_classes)
+    if target.task is Task.binary and len(np.unique(held_y)) == 2:
+        threshold = metrics.best_threshold(held_y, held_pred, manifest.threshold_metric)
+    fit_metrics: dict[str, dict[str, float]] = {
+        "train": _score(target.task, train_xy[1], model.predict(train_xy[0]), threshold, n_classes)
+    }
+    if len(held_y):
+        fit_metrics["validation"] = _score(target.task, held_y, held_pred, threshold, n_classes)
 
     metadata = ModelMetadata(
         dataset=run.dataset,
@@ -97,6 +100,8 @@ def train(record: S3EventRecord, ports: Ports) -> StageResult:
         threshold=threshold,
         metrics=fit_metrics,
         trials=[asdict(t) for t in result.trials],
+        selection=result.selection,
+        refit=result.refit,
         lineage=Lineage(
             source_bucket=schema.source_bucket,
             source_key=schema.source_key,
