@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint bench clean aws-node aws-validate test-aws
+.PHONY: setup browser demo test lint bench clean aws-node aws-validate test-aws
 
 $(BIN)/automlops: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +16,15 @@ setup: $(BIN)/automlops
 demo: setup
 	$(BIN)/automlops demo
 
-test: setup aws-validate
+# Headless Chromium for the report.html test: Debian's package, installed once (a no-op when
+# present). Where it cannot be installed the note says so and the browser tests skip.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  ($$sudo apt-get update -qq && $$sudo apt-get install -y -qq chromium) || \
+	  echo "note: chromium could not be installed; the browser tests will skip"; }
+
+test: setup browser aws-validate
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/pytest
@@ -50,8 +58,14 @@ lint: setup
 	$(BIN)/ruff check --fix src tests bench
 	$(BIN)/ruff format src tests bench
 
-bench: setup
+# FLAML gets a virtualenv of its own: it pins older learner versions than ours.
+FLAML_VENV := .venv-flaml
+$(FLAML_VENV)/bin/python:
+	$(PYTHON) -m venv $(FLAML_VENV)
+	$(FLAML_VENV)/bin/pip install --quiet 'flaml[automl]>=2.3,<3' pyarrow pandas
+
+bench: setup $(FLAML_VENV)/bin/python
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) .automlops .pytest_cache $(SLS_DIR)/.serverless $(SLS_DIR)/.package
+	rm -rf $(VENV) $(FLAML_VENV) .automlops .pytest_cache $(SLS_DIR)/.serverless $(SLS_DIR)/.package
