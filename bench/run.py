@@ -19,6 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import automl_vs_flaml
 import reference_recipe
 from automlops import keys
 from automlops.config import Manifest
