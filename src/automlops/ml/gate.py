@@ -244,7 +244,8 @@ class GateDecision:
         extra = row_sets or {}
         return {
             "comparisons": {
-                name: {**extra.get(name, {}), **c.as_dict()} for name, c in self.comparisons.items()
+                name: {"rows_set": name, **extra.get(name, {}), **c.as_dict()}
+                for name, c in self.comparisons.items()
             },
             "floors": [asdict(f) | {"text": f.describe()} for f in self.floors],
         }

@@ -31,13 +31,10 @@ from automlops.reports.report import (
     ChampionSummary,
     DecisionSummary,
     EvaluationReport,
-    PlotRef,
-    render_markdown,
 )
 from automlops.stages.result import StageResult
 
 BATCH_ROWS = 1000
-DRIFT_PLOTS = 4  # per-feature drift plots in a report (the most shifted columns)
 _IMPORTANCES_KEPT = 30
 
 
@@ -283,45 +280,13 @@ def _write_reports(
     pred: np.ndarray,
     champion_pred: np.ndarray | None,
 ) -> str:
-    """Plots, report.html and REPORT.md, then report.json last (the one the registry names)."""
+    """Store the report's files under `prefix`; returns the key of report.json."""
     # Imported here: matplotlib and jinja2 are only needed by this stage.
-    from automlops.reports import plots
-    from automlops.reports.html import render_html
+    from automlops.reports.bundle import REPORT_JSON, report_bundle
 
+    files = report_bundle(report, y, pred, champion_pred)
+    ports.progress(f"writing the report with {len(report.plots)} plots")
     bucket = ports.settings.buckets.model_monitoring
-    made = plots.model_plots(
-        report.task,
-        y,
-        pred,
-        labels=report.labels,
-        confusion=report.confusion_matrix,
-        importances=report.importances,
-        learner=report.learner,
-        champion_pred=champion_pred,
-        champion_version=None if report.champion is None else report.champion.version,
-    )
-    refs = [PlotRef(filename=p.filename, title=p.title, section="model") for p in made]
-    if report.comparisons:
-        png = plots.comparison_plot(report.comparisons)
-        made.append(plots.Plot("comparison.png", "Candidate vs champion", png))
-        refs.append(PlotRef(filename="comparison.png", title=made[-1].title, section="comparison"))
-    columns = (report.drift or {}).get("columns", [])
-    if columns:
-        png = plots.drift_overview_plot(columns, (report.drift or {})["thresholds"]["psi"])
-        made.append(plots.Plot("drift.png", "Drift per column (PSI)", png))
-        refs.append(PlotRef(filename="drift.png", title=made[-1].title, section="drift"))
-        for i, column in enumerate(columns[:DRIFT_PLOTS], start=1):
-            name = f"drift_{i}.png"
-            made.append(
-                plots.Plot(name, f"Drift of {column['name']}", plots.drift_feature_plot(column))
-            )
-            refs.append(PlotRef(filename=name, title=made[-1].title, section="drift"))
-    ports.progress(f"writing the report with {len(made)} plots")
-    for plot in made:
-        ports.store.put(bucket, prefix + plot.filename, plot.png)
-    report.plots = refs
-    files = keys.report_files(prefix + "report.json")
-    ports.store.put(bucket, files["html"], render_html(report).encode())
-    ports.store.put(bucket, files["markdown"], render_markdown(report).encode())
-    ports.store.put(bucket, files["json"], report.model_dump_json(indent=1).encode())
-    return files["json"]
+    for filename, data in files.items():
+        ports.store.put(bucket, prefix + filename, data)
+    return prefix + REPORT_JSON
