@@ -57,7 +57,7 @@ class CallRecorder:
     """Hooks boto3 clients; records calls per function as IAM (action, resource, context)."""
 
     def __init__(self) -> None:
-        self.function = "none"
+        self.function = "test"  # calls made by the test itself, outside any handler
         self.calls: dict[str, list[Call]] = defaultdict(list)
 
     def attach(self, client: Any) -> None:
@@ -237,7 +237,10 @@ class LambdaInvoker:
                         Call(f"sqs:{action}", f"arn:aws:sqs:{REGION}:{ACCOUNT}:{queue}")
                     )
                 event = self._lambda_event(queue, message)
-                result = handler(event, FakeContext(function_name=function))
+                try:
+                    result = handler(event, FakeContext(function_name=function))
+                finally:
+                    self.recorder.function = "test"
                 self.invocations.append((function, event, result))
                 failed = {f["itemIdentifier"] for f in result.get("batchItemFailures", [])}
                 if message["MessageId"] not in failed:
