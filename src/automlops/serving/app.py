@@ -15,10 +15,11 @@ from fastapi.responses import JSONResponse, Response
 from automlops.config import Task
 from automlops.errors import NotFoundError, PermanentError
 from automlops.ml.predictor import Predictions, Predictor
-from automlops.ml.transform import InvalidValueError, rows_to_frame
+from automlops.ml.transform import InvalidValueError, NumericColumn, parse_numeric, rows_to_frame
 from automlops.serving.models import ModelCache
 
 _DATASET = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_FLOAT32_MAX = float(np.finfo(np.float32).max)  # models read float32 features
 
 
 class ApiError(Exception):
@@ -169,6 +170,10 @@ def _parse_csv(body: bytes) -> pl.DataFrame:
     if not body.strip():
         raise ApiError(400, "CSV body is empty; send a header row and data rows")
     try:
+        body.decode("utf-8")  # polars reads a header with bad bytes lossily, losing the column
+    except UnicodeDecodeError as exc:
+        raise ApiError(400, f"CSV body is not UTF-8 (bad byte at offset {exc.start})") from None
+    try:
         return pl.read_csv(io.BytesIO(body), infer_schema=False, null_values=[""])
     except (pl.exceptions.PolarsError, UnicodeDecodeError, ValueError) as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -181,6 +186,7 @@ async def _invoke(
     body = await _read_body(request, max_body_bytes)
     frame = _parse(body, request.headers.get("content-type", ""), predictor.input_columns)
     try:
+        _check_range(frame, predictor)
         predictions = predictor.predict(frame)
     except InvalidValueError as exc:
         raise ApiError(400, str(exc), row=exc.row, column=exc.column) from None
@@ -192,6 +198,23 @@ async def _invoke(
     return OrjsonResponse(
         {"model_version": str(version), "predictions": _as_items(predictions, predictor)}
     )
+
+
+def _check_range(frame: pl.DataFrame, predictor: Predictor) -> None:
+    """Refuse numbers beyond float32: they would reach the model as infinities (NaN outputs)."""
+    for column in predictor.transform.columns:
+        if isinstance(column, NumericColumn) and column.name in frame.columns:
+            values = parse_numeric(frame.get_column(column.name), column.name)
+            out_of_range = values.abs() > _FLOAT32_MAX
+            if out_of_range.any():
+                row = int(out_of_range.arg_true()[0])
+                raise ApiError(
+                    400,
+                    f"row {row}, column {column.name!r}: {values[row]!r} is out of range "
+                    f"(numbers must lie within ±{_FLOAT32_MAX:.4g})",
+                    row=row,
+                    column=column.name,
+                )
 
 
 def _as_items(predictions: Predictions, predictor: Predictor) -> list[dict[str, Any]]:
@@ -207,6 +230,7 @@ def _as_items(predictions: Predictions, predictor: Predictor) -> list[dict[str, 
 
 
 def _as_csv(predictions: Predictions, predictor: Predictor) -> bytes:
+    """One line per row: no rows, no lines."""
     if predictions.task is Task.regression:
         assert predictions.values is not None
         column = predictions.values
@@ -216,5 +240,5 @@ def _as_csv(predictions: Predictions, predictor: Predictor) -> bytes:
     else:
         assert predictions.label_index is not None
         labels = np.array(predictor.labels, dtype=object)
-        return ("\n".join(labels[predictions.label_index].tolist()) + "\n").encode()
-    return ("\n".join(repr(float(v)) for v in column) + "\n").encode()
+        return "".join(f"{label}\n" for label in labels[predictions.label_index]).encode()
+    return "".join(f"{float(v)!r}\n" for v in column).encode()
