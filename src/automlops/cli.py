@@ -152,24 +152,27 @@ def run(
 ) -> None:
     """Process pipeline events: a line per finished run; non-zero exit if any run failed."""
     from automlops.local.worker import Worker
+    from automlops.progress import RunProgress
 
     runtime = _runtime(home)
     failed: list[str] = []
+    display = RunProgress()
 
     def on_run_end(record: RunRecord) -> None:
         if record.status == "failed":
             failed.append(record.id)
-        typer.echo(_format_run(record))
+        display.finished(record.id, _format_run(record))
 
     def on_progress(run_ref: keys.RunRef, stage: Any, text: str) -> None:
-        typer.echo(f"  [{run_ref.dataset} {stage}] {text}", err=True)
+        display.update(run_ref, str(stage), text)
 
     worker = Worker(runtime, on_run_end=on_run_end, on_progress=on_progress)
     try:
-        if until_idle:
-            worker.run_until_idle()
-        else:
-            worker.run_forever()
+        with display:
+            if until_idle:
+                worker.run_until_idle()
+            else:
+                worker.run_forever()
     except KeyboardInterrupt:
         typer.echo("stopped; unfinished messages are redelivered on the next run", err=True)
     finally:

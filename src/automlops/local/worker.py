@@ -124,6 +124,7 @@ class Worker:
         if stage is not Stage.preprocess:
             source = None  # the run's source was recorded by its first stage
         runlog.start_stage(run.run_id, run.dataset, source, stage.value)
+        self._progress_fn(run, stage)("started")
         ports = Ports(
             store=ports.store,
             queue=ports.queue,

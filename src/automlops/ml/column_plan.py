@@ -20,10 +20,17 @@ from automlops.ml.transform import (
     infer_kind,
 )
 
-_ID_NAME = re.compile(r"(^|[_\W])(id|uuid|guid|key|number|no|nr)$|^id[_\W]|^(id|index)$", re.I)
+_ID_WORDS = {"id", "uuid", "guid", "key", "number", "no", "nr", "index", "num"}
+_WORD = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+")
 _ID_UNIQUE_SHARE = 0.95  # share of distinct values above which a text or integer column is an ID
 _TEXT_MIN_WORDS = 4.0  # mean words per value from which a many-valued text column is free text
 _TEXT_UNIQUE_SHARE = 0.5
+
+
+def _looks_like_id_name(name: str) -> bool:
+    """customer_id, EmployeeNumber, ID, row-no: the name of a row identifier."""
+    words = [w.lower() for w in _WORD.findall(name)]
+    return bool(words) and (words[-1] in _ID_WORDS or words[0] == "id")
 
 
 def _drop_reason(values: pl.Series, kind: ColumnKind) -> str | None:
@@ -46,7 +53,7 @@ def _drop_reason(values: pl.Series, kind: ColumnKind) -> str | None:
     integral = kind is ColumnKind.numeric and values.dtype.is_integer()
     if integral and n >= 20 and unique_share >= _ID_UNIQUE_SHARE:
         span = int(present.max()) - int(present.min()) + 1  # type: ignore[arg-type, operator]
-        if _ID_NAME.search(values.name) or span == distinct:
+        if _looks_like_id_name(values.name) or span == distinct:
             return "ID-like (a distinct integer per row)"
     return None
 
