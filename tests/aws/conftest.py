@@ -11,9 +11,14 @@ from typing import Any
 import boto3
 import httpx
 import pytest
+from aws_invoker import CallRecorder, LambdaInvoker, LocalSageMakerRuntime
 from aws_packaging import package
 from aws_stack import REGION, Stack
 from moto.server import ThreadedMotoServer
+
+from automlops.aws import handlers
+from automlops.aws.config import load_config
+from automlops.aws.runtime import AwsRuntime, build_runtime
 
 
 def _free_port() -> int:
@@ -65,3 +70,33 @@ def template(packaged_dir: Path) -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def stack(template: dict[str, Any]) -> Stack:
     return Stack(template)
+
+
+FUNCTION_ENV = "PreprocessLambdaFunction"
+
+
+@pytest.fixture
+def deployed(
+    moto: str, session: boto3.session.Session, stack: Stack, tmp_path: Path
+) -> Iterator[tuple[AwsRuntime, LambdaInvoker, LocalSageMakerRuntime, CallRecorder]]:
+    """The stack on moto, handlers configured from the template's environment."""
+    stack.provision(session, moto)
+    # The template's environment; only the retry backoff is shortened for the test.
+    config = load_config({**stack.function_env(FUNCTION_ENV), "AUTOMLOPS_RETRY_BASE_S": "1"})
+    recorder = CallRecorder()
+    sagemaker_runtime = LocalSageMakerRuntime(
+        session.client("sagemaker", endpoint_url=moto),
+        session.client("s3", endpoint_url=moto),
+        tmp_path / "endpoints",
+        recorder,
+    )
+    rt = build_runtime(config, session=session, endpoint_url=moto, runtime_client=sagemaker_runtime)
+    for client in (rt.store.client, rt.queue.client, rt.host.sagemaker):
+        recorder.attach(client)
+    handlers.configure(rt)
+    invoker = LambdaInvoker(stack, session.client("sqs", endpoint_url=moto), recorder)
+    try:
+        yield rt, invoker, sagemaker_runtime, recorder
+    finally:
+        handlers.configure(None)
+        sagemaker_runtime.close()

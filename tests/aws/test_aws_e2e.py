@@ -10,7 +10,6 @@ app on a loopback port (moto runs no containers: see aws_invoker.LocalSageMakerR
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +19,8 @@ from aws_invoker import CallRecorder, LambdaInvoker, LocalSageMakerRuntime
 from aws_stack import Stack, allowed
 
 from automlops import keys
-from automlops.aws import handlers
 from automlops.aws.config import load_config
-from automlops.aws.runtime import AwsRuntime, build_runtime
+from automlops.aws.runtime import AwsRuntime
 from automlops.config import Manifest
 from automlops.local.runtime import open_runtime
 from automlops.local.worker import Worker
@@ -37,33 +35,6 @@ MANIFEST = Manifest(dataset="bank", target="y", positive="yes", drop=["duration"
 FUNCTION_ENV = "PreprocessLambdaFunction"
 
 
-@pytest.fixture
-def aws_stack(
-    moto: str, session: boto3.session.Session, stack: Stack, tmp_path: Path
-) -> Iterator[tuple[AwsRuntime, LambdaInvoker, LocalSageMakerRuntime, CallRecorder]]:
-    """The stack on moto, handlers configured from the template's environment."""
-    stack.provision(session, moto)
-    # The template's environment; only the retry backoff is shortened for the test.
-    config = load_config({**stack.function_env(FUNCTION_ENV), "AUTOMLOPS_RETRY_BASE_S": "1"})
-    recorder = CallRecorder()
-    sagemaker_runtime = LocalSageMakerRuntime(
-        session.client("sagemaker", endpoint_url=moto),
-        session.client("s3", endpoint_url=moto),
-        tmp_path / "endpoints",
-        recorder,
-    )
-    rt = build_runtime(config, session=session, endpoint_url=moto, runtime_client=sagemaker_runtime)
-    for client in (rt.store.client, rt.queue.client, rt.host.sagemaker):
-        recorder.attach(client)
-    handlers.configure(rt)
-    invoker = LambdaInvoker(stack, session.client("sqs", endpoint_url=moto), recorder)
-    try:
-        yield rt, invoker, sagemaker_runtime, recorder
-    finally:
-        handlers.configure(None)
-        sagemaker_runtime.close()
-
-
 def _keys_by_role(store: Any, buckets: Any) -> dict[str, set[str]]:
     return {
         role: set(store.list(getattr(buckets, role)))
@@ -72,13 +43,13 @@ def _keys_by_role(store: Any, buckets: Any) -> dict[str, set[str]]:
 
 
 def test_bank_upload_with_spaces_and_accents_ends_served_and_reported(
-    aws_stack: tuple[AwsRuntime, LambdaInvoker, LocalSageMakerRuntime, CallRecorder],
+    deployed: tuple[AwsRuntime, LambdaInvoker, LocalSageMakerRuntime, CallRecorder],
     session: boto3.session.Session,
     moto: str,
     stack: Stack,
     tmp_path: Path,
 ) -> None:
-    rt, invoker, sagemaker_runtime, recorder = aws_stack
+    rt, invoker, sagemaker_runtime, recorder = deployed
     data = shared_file("bank-additional-sample.csv").read_bytes()
     buckets = rt.config.settings().buckets
 

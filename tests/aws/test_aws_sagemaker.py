@@ -1,0 +1,187 @@
+"""The SageMaker path: training job request shape on moto, the container's `train` on emulated
+channels, the artifact SageMaker would upload triggering deploy, and the contract app."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import boto3
+import httpx
+import pytest
+from aws_invoker import CallRecorder, LambdaInvoker, LocalSageMakerRuntime
+
+from automlops.aws.container import train_in_job
+from automlops.aws.runtime import AwsRuntime
+from automlops.aws.sagemaker import resource_name
+from automlops.config import Manifest, Task
+from automlops.demo import breast_cancer_csv
+from automlops.errors import PermanentError
+from automlops.local.model_host import EmbeddedServer
+from automlops.registry import RegistryDoc
+from automlops.serving.sagemaker import create_sagemaker_app
+
+Deployed = tuple[AwsRuntime, LambdaInvoker, LocalSageMakerRuntime, CallRecorder]
+MANIFEST = Manifest(
+    dataset="cancer", target="diagnosis", positive="malignant", task=Task.binary, time_budget_s=3
+)
+
+
+def _emulate_training_job(sm: object, s3: object, job: dict, opt_ml: Path) -> str:
+    """What SageMaker does for a job: channels in, `train`, /opt/ml/model packed to S3."""
+    for channel in job["InputDataConfig"]:
+        uri = channel["DataSource"]["S3DataSource"]["S3Uri"]
+        bucket, key = uri.removeprefix("s3://").split("/", 1)
+        target = opt_ml / "input" / "data" / channel["ChannelName"] / key.rsplit("/", 1)[-1]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(s3.get_object(Bucket=bucket, Key=key)["Body"].read())  # type: ignore[attr-defined]
+    config = opt_ml / "input" / "config" / "hyperparameters.json"
+    config.parent.mkdir(parents=True)
+    config.write_text(json.dumps(job["HyperParameters"]))
+    train_in_job(opt_ml)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for path in sorted((opt_ml / "model").iterdir()):
+            tar.add(path, arcname=path.name)
+    out = job["OutputDataConfig"]["S3OutputPath"].removeprefix("s3://")
+    bucket, prefix = out.split("/", 1)
+    key = f"{prefix}/{job['TrainingJobName']}/output/model.tar.gz"
+    s3.put_object(Bucket=bucket, Key=key, Body=buffer.getvalue())  # type: ignore[attr-defined]
+    return key
+
+
+def test_large_data_trains_as_a_sagemaker_job_whose_output_deploys(
+    deployed: Deployed, session: boto3.session.Session, moto: str, tmp_path: Path
+) -> None:
+    rt, invoker, _, _ = deployed
+    config = rt.config
+    # The dataset asks for a training job (the size rule would keep this small file in-function).
+    raw = json.loads(MANIFEST.model_dump_json())
+    rt.store.put(
+        config.bucket_data,
+        "data/cancer/manifest.json",
+        json.dumps({**raw, "compute": "sagemaker"}).encode(),
+    )
+    rt.store.put(config.bucket_data, "data/cancer/cancer.csv", breast_cancer_csv())
+    invoker.run_until_idle()
+
+    sm = session.client("sagemaker", endpoint_url=moto)
+    (summary,) = sm.list_training_jobs()["TrainingJobSummaries"]
+    job = sm.describe_training_job(TrainingJobName=summary["TrainingJobName"])
+    schema_key = f"automl/cancer/{job['TrainingJobName']}/schema.json"
+    assert rt.store.head(config.bucket_automl_data, schema_key) is not None  # named after the run
+    assert job["AlgorithmSpecification"]["TrainingImage"] == config.sagemaker_image
+    assert "@sha256:" in config.sagemaker_image
+    assert job["RoleArn"] == config.sagemaker_role_arn
+    channels = {
+        c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in job["InputDataConfig"]
+    }
+    run = f"s3://{config.bucket_automl_data}/automl/cancer/{job['TrainingJobName']}"
+    assert channels == {
+        "train": f"{run}/train.parquet",
+        "validation": f"{run}/validation.parquet",
+        "schema": f"{run}/schema.json",
+        "transform": f"{run}/transform.json",
+    }
+    assert job["OutputDataConfig"]["S3OutputPath"] == f"s3://{config.bucket_model_output}/cancer"
+    assert job["ResourceConfig"]["InstanceType"] == "ml.m5.xlarge"
+    assert {"Key": "automlops:stack", "Value": "automlops-dev"} in sm.list_tags(
+        ResourceArn=job["TrainingJobArn"]
+    )["Tags"]
+    assert rt.store.list(config.bucket_model_output) == []  # nothing trained in the function
+
+    # A redelivered schema event finds the job and launches nothing new.
+    launched = rt.launcher.launch(_schema(rt, schema_key), config.bucket_automl_data, schema_key)
+    assert not launched.created
+
+    # SageMaker runs the image's `train`; its model.tar.gz lands where deploy listens.
+    s3 = session.client("s3", endpoint_url=moto)
+    key = _emulate_training_job(sm, s3, job, tmp_path / "opt" / "ml")
+    assert key == f"cancer/{job['TrainingJobName']}/output/model.tar.gz"
+    _check_contract_app(tmp_path / "opt" / "ml" / "model")
+    invoker.run_until_idle()
+    doc = RegistryDoc.model_validate_json(
+        rt.store.get(config.bucket_model_output, "registry/cancer.json")
+    )
+    assert doc.champion == 1
+    model = sm.describe_model(ModelName=doc.get(1).endpoint)
+    assert model["PrimaryContainer"]["Image"] == config.sagemaker_image
+    assert model["PrimaryContainer"]["ModelDataUrl"] == f"s3://{config.bucket_model_output}/{key}"
+    assert model["ExecutionRoleArn"] == config.sagemaker_role_arn
+
+
+def _schema(rt: AwsRuntime, key: str):
+    from automlops.ml.schema import DatasetSchema
+
+    return DatasetSchema.model_validate_json(rt.store.get(rt.config.bucket_automl_data, key))
+
+
+def test_a_failed_training_job_fails_the_run(
+    deployed: Deployed, session: boto3.session.Session, moto: str
+) -> None:
+    rt, _, _, _ = deployed
+    job = {"TrainingJobStatus": "Failed", "FailureReason": "out of memory"}
+    rt.launcher._describe = lambda name: {  # type: ignore[method-assign]
+        **job,
+        "OutputDataConfig": {"S3OutputPath": f"s3://{rt.config.bucket_model_output}/d"},
+    }
+    schema = type(
+        "S",
+        (),
+        {
+            "run_id": "r1",
+            "dataset": "d",
+            "split_keys": {"train": "a", "validation": "b"},
+            "transform_key": "t",
+        },
+    )()
+    with pytest.raises(PermanentError, match="out of memory"):
+        rt.launcher.launch(schema, rt.config.bucket_automl_data, "automl/d/r1/schema.json")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("dataset", "expected"),
+    [
+        ("bank", "automlops-dev-bank-v3"),
+        ("Bank_Full.v2", "automlops-dev-bank-full-v2-"),
+        ("x" * 80, "automlops-dev-xxx"),
+    ],
+)
+def test_endpoint_names_are_sagemaker_safe(dataset: str, expected: str) -> None:
+    name = resource_name("automlops-dev", dataset, 3)
+    assert name.startswith(expected)
+    assert len(name) <= 63 and name == name.lower()
+    assert all(c.isalnum() or c == "-" for c in name) and name.endswith("-v3")
+
+
+def _check_contract_app(model_dir: Path) -> None:
+    """The serving image's app on the directory SageMaker unpacks the model into."""
+    server = EmbeddedServer(create_sagemaker_app(model_dir, version=1))
+    server.start()
+    try:
+        assert httpx.get(f"{server.url}/ping").status_code == 200
+        csv = b"mean_radius,mean_texture\n14.1,19.3\n20.5,25.0\n"
+        answer = httpx.post(
+            f"{server.url}/invocations",
+            content=csv,
+            headers={"content-type": "text/csv", "accept": "text/csv"},
+        )
+        assert answer.status_code == 200 and len(answer.text.strip().splitlines()) == 2
+        as_json = httpx.post(
+            f"{server.url}/invocations",
+            json={"instances": [{"mean_radius": 14.1}]},
+        ).json()
+        assert as_json["model_version"] == "1"
+        assert set(as_json["predictions"][0]["probabilities"]) == {"benign", "malignant"}
+        bad = httpx.post(
+            f"{server.url}/invocations", content=b"{", headers={"content-type": "application/json"}
+        )
+        assert bad.status_code == 400
+        unsupported = httpx.post(
+            f"{server.url}/invocations", content=b"x", headers={"content-type": "image/png"}
+        )
+        assert unsupported.status_code == 415
+    finally:
+        server.stop()
