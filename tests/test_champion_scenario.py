@@ -11,6 +11,7 @@ import json
 import time
 
 import httpx
+import numpy as np
 import polars as pl
 from typer.testing import CliRunner
 
@@ -145,3 +146,31 @@ def test_champion_challenger_rollback(runtime: LocalRuntime) -> None:
     assert "restored by rollback from version 3" in text
     missing = cli.invoke(app, ["lineage", DATASET, "9", "--home", str(runtime.home)])
     assert missing.exit_code != 0 and "no version 9" in missing.output
+
+
+def test_a_candidate_that_cannot_read_the_champions_rows_is_rejected(
+    runtime: LocalRuntime,
+) -> None:
+    r = np.random.default_rng(5)
+    x = r.normal(size=300)
+    plan = np.where(r.random(300) < 0.5, "basic", "premium")
+    label = np.where(x + (plan == "premium") + r.normal(0, 0.5, 300) > 0.5, "yes", "no")
+    manifest = Manifest(
+        dataset="formats", target="label", positive="yes", time_budget_s=1, learners=["linear"]
+    )
+    first = pl.DataFrame({"x": x, "plan": plan, "label": label})
+    upload(runtime, manifest, "v1.csv", _csv(first))
+    Worker(runtime).run_until_idle()
+    # The next upload codes the plan as a number: the new model reads it as numeric and cannot
+    # read the words the champion's rows (and callers of today) send.
+    recoded = first.with_columns((pl.col("plan") == "premium").cast(pl.Int64))
+    upload(runtime, manifest, "v2.csv", _csv(recoded))
+    finished: list = []
+    Worker(runtime, on_run_end=finished.append).run_until_idle()
+    assert finished[0].status == "succeeded", finished[0].error
+    doc = runtime.registry.read("formats")
+    assert doc.champion == 1
+    v2 = doc.get(2)
+    assert v2.status.value == "rejected"
+    assert "cannot score the champion's own test split" in v2.last_reason
+    assert "plan" in v2.last_reason

@@ -10,7 +10,7 @@ report.html and its plots in the model-monitoring bucket.
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -150,6 +150,7 @@ def evaluate(record: SqsRecord, ports: Ports) -> StageResult:
     champion_summary: ChampionSummary | None = None
     champion_pred: np.ndarray | None = None
     comparisons: dict[str, Comparison] = {}
+    unscorable: str | None = None
     row_sets: dict[str, dict[str, Any]] = {}
     if comparable:
         assert champion is not None and champion.endpoint is not None
@@ -166,13 +167,17 @@ def evaluate(record: SqsRecord, ports: Ports) -> StageResult:
             old = read_rows(store, message.bucket, champion.test_key, meta, "champion_test")
             if len(old.y):
                 ports.progress(f"scoring champion v{champion.version}'s {len(old.y)} test rows")
-                sets.append(
-                    (
-                        old,
-                        score_endpoint(ports.host, message.endpoint, old.features, meta),
-                        score_endpoint(ports.host, champion.endpoint, old.features, champion_view),
+                try:
+                    cand_old = score_endpoint(ports.host, message.endpoint, old.features, meta)
+                except PermanentError as exc:
+                    # Rows of the kind the champion serves today that the candidate refuses:
+                    # it cannot replace the champion, whatever it scores on its own rows.
+                    unscorable = f"cannot score the champion's own test split: {exc}"
+                else:
+                    champ_old = score_endpoint(
+                        ports.host, champion.endpoint, old.features, champion_view
                     )
-                )
+                    sets.append((old, cand_old, champ_old))
         for rows, cand, champ in sets:
             comparisons[rows.name] = compare(
                 meta.task,
@@ -195,6 +200,8 @@ def evaluate(record: SqsRecord, ports: Ports) -> StageResult:
         comparisons,
         None if champion is None or champion.version == entry.version else champion.version,
     )
+    if unscorable:
+        gate = replace(gate, promote=False, reason=unscorable)
     status = VersionStatus.champion if gate.promote else VersionStatus.rejected
     details = gate.details(row_sets)
     drift_summary = _drift_summary(store, message.bucket, run)
