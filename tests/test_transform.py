@@ -91,3 +91,40 @@ def test_numeric_json_and_csv_text_agree(values: list[float | int | None]) -> No
     from_numbers = t.apply(rows_to_frame([{"x": v} for v in values], ["x"]))
     from_text = t.apply(pl.DataFrame({"x": [None if v is None else repr(v) for v in values]}))
     np.testing.assert_allclose(from_numbers, from_text)
+
+
+_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**6), 10**6),
+    st.floats(-1e6, 1e6, allow_nan=False),
+    st.sampled_from(["a", "b", " a ", "zz", "", "1", "2.5", "true", "NaN", "2021-02-03", "x y"]),
+)
+
+
+@given(st.lists(st.dictionaries(st.sampled_from(["num", "cat", "day"]), _VALUES), max_size=8))
+def test_row_fast_path_matches_the_frame_path(rows: list[dict]) -> None:
+    train = pl.DataFrame(
+        {
+            "num": [1.0, 2.0, None, 4.0],
+            "cat": ["a", "b", "1", "true"],
+            "day": ["2021-01-01", "2021-02-03", None, "2021-12-31"],
+        }
+    )
+    t = FittedTransform(
+        columns=[
+            fit_column(train["num"], ColumnKind.numeric),
+            fit_column(train["cat"], ColumnKind.categorical),
+            fit_column(train["day"], ColumnKind.datetime),
+        ]
+    )
+    from automlops.ml.transform import apply_rows
+
+    try:
+        expected = t.apply(rows_to_frame(rows, t.input_columns))
+    except InvalidValueError as exc:
+        with pytest.raises(InvalidValueError) as info:
+            apply_rows(t, rows)
+        assert (info.value.row, info.value.column) == (exc.row, exc.column)
+        return
+    np.testing.assert_array_equal(apply_rows(t, rows), expected)

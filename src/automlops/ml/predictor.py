@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -10,7 +11,7 @@ import polars as pl
 from automlops.config import Task
 from automlops.ml.artifact import ModelArtifact, ModelMetadata
 from automlops.ml.learners import Model, learner
-from automlops.ml.transform import FittedTransform
+from automlops.ml.transform import FittedTransform, apply_rows
 
 
 @dataclass(frozen=True)
@@ -50,12 +51,18 @@ class Predictor:
 
     def predict(self, frame: pl.DataFrame) -> Predictions:
         """Predict raw rows (missing columns and nulls are imputed as in training)."""
+        return self._predict(self.transform.apply(frame))
+
+    def predict_rows(self, rows: list[dict[str, Any]]) -> Predictions:
+        """Predict JSON rows; the same answers as `predict`, faster for small batches."""
+        return self._predict(apply_rows(self.transform, rows))
+
+    def _predict(self, features: np.ndarray) -> Predictions:
         task = self.metadata.task
-        if frame.height == 0:
+        n = len(features)
+        if n == 0:
             features = np.zeros((0, len(self.transform.feature_names)), dtype=np.float32)
-        else:
-            features = self.transform.apply(frame)
-        raw = self.model.predict(features) if len(features) else np.zeros((0,))
+        raw = self.model.predict(features) if n else np.zeros((0,))
         if task is Task.regression:
             return Predictions(task=task, values=raw.reshape(-1))
         if task is Task.binary:
@@ -64,7 +71,7 @@ class Predictor:
             threshold = 0.5 if self.threshold is None else self.threshold
             index = (positive >= threshold).astype(np.int64)
             return Predictions(task=task, proba=proba, label_index=index)
-        proba = raw.reshape(frame.height, len(self.labels))
+        proba = raw.reshape(n, len(self.labels))
         return Predictions(task=task, proba=proba, label_index=proba.argmax(axis=1))
 
     def importances(self) -> dict[str, float]:

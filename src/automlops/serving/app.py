@@ -15,11 +15,10 @@ from fastapi.responses import JSONResponse, Response
 from automlops.config import Task
 from automlops.errors import NotFoundError, PermanentError
 from automlops.ml.predictor import Predictions, Predictor
-from automlops.ml.transform import InvalidValueError, NumericColumn, parse_numeric, rows_to_frame
+from automlops.ml.transform import InvalidValueError
 from automlops.serving.models import ModelCache
 
 _DATASET = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-_FLOAT32_MAX = float(np.finfo(np.float32).max)  # models read float32 features
 
 
 class ApiError(Exception):
@@ -134,7 +133,10 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _parse(body: bytes, content_type: str, columns: list[str]) -> pl.DataFrame:
+def _parse(
+    body: bytes, content_type: str, columns: list[str]
+) -> pl.DataFrame | list[dict[str, Any]]:
+    """A CSV body as a frame, a JSON body as its validated rows."""
     media = content_type.split(";")[0].strip().lower()
     if media in ("text/csv", "application/csv"):
         return _parse_csv(body)
@@ -143,7 +145,7 @@ def _parse(body: bytes, content_type: str, columns: list[str]) -> pl.DataFrame:
     raise ApiError(415, f"unsupported content type {media!r}; send application/json or text/csv")
 
 
-def _parse_json(body: bytes, columns: list[str]) -> pl.DataFrame:
+def _parse_json(body: bytes, columns: list[str]) -> list[dict[str, Any]]:
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -163,7 +165,7 @@ def _parse_json(body: bytes, columns: list[str]) -> pl.DataFrame:
                     row=i,
                     column=name,
                 )
-    return rows_to_frame(instances, columns)
+    return instances
 
 
 def _parse_csv(body: bytes) -> pl.DataFrame:
@@ -184,10 +186,12 @@ async def _invoke(
     request: Request, version: int, predictor: Predictor, max_body_bytes: int
 ) -> Response:
     body = await _read_body(request, max_body_bytes)
-    frame = _parse(body, request.headers.get("content-type", ""), predictor.input_columns)
+    parsed = _parse(body, request.headers.get("content-type", ""), predictor.input_columns)
     try:
-        _check_range(frame, predictor)
-        predictions = predictor.predict(frame)
+        if isinstance(parsed, pl.DataFrame):
+            predictions = predictor.predict(parsed)
+        else:
+            predictions = predictor.predict_rows(parsed)
     except InvalidValueError as exc:
         raise ApiError(400, str(exc), row=exc.row, column=exc.column) from None
     except PermanentError as exc:
@@ -198,23 +202,6 @@ async def _invoke(
     return OrjsonResponse(
         {"model_version": str(version), "predictions": _as_items(predictions, predictor)}
     )
-
-
-def _check_range(frame: pl.DataFrame, predictor: Predictor) -> None:
-    """Refuse numbers beyond float32: they would reach the model as infinities (NaN outputs)."""
-    for column in predictor.transform.columns:
-        if isinstance(column, NumericColumn) and column.name in frame.columns:
-            values = parse_numeric(frame.get_column(column.name), column.name)
-            out_of_range = values.abs() > _FLOAT32_MAX
-            if out_of_range.any():
-                row = int(out_of_range.arg_true()[0])
-                raise ApiError(
-                    400,
-                    f"row {row}, column {column.name!r}: {values[row]!r} is out of range "
-                    f"(numbers must lie within ±{_FLOAT32_MAX:.4g})",
-                    row=row,
-                    column=column.name,
-                )
 
 
 def _as_items(predictions: Predictions, predictor: Predictor) -> list[dict[str, Any]]:
