@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from automlops.config import Settings, resolve_home
+from automlops.errors import NotFoundError
 from automlops.events import object_created
 from automlops.local.model_host import LocalModelHost
 from automlops.local.runlog import RunLog
@@ -43,6 +44,16 @@ class LocalRuntime:
         return create_app(
             ModelCache(self.store, self.registry), max_body_bytes=self.settings.max_body_bytes
         )
+
+    def notify_created(self, bucket: str, key: str) -> ObjectInfo:
+        """Send the ObjectCreated notification of an object already in a bucket, as a put
+        through the store would have (for files copied straight into a bucket folder)."""
+        info = self.store.head(bucket, key)
+        if info is None:
+            raise NotFoundError(f"no such object: {bucket}/{key}")
+        if self.store.on_created is not None:
+            self.store.on_created(info)
+        return info
 
     def close(self) -> None:
         self.host.close()
