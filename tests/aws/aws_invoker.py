@@ -269,7 +269,11 @@ class LambdaInvoker:
         """Poll until every mapped queue is empty and nothing is in flight."""
         deadline = time.monotonic() + timeout_s
         while True:
-            if self.poll_once() == 0 and self.pending() == 0:
-                return
+            # moto delivers S3 notifications within the PUT, so an empty round with nothing in
+            # flight means idle; long-polling is only needed while retries are delayed.
+            if self.poll_once(wait_s=0) == 0:
+                if self.pending() == 0:
+                    return
+                self.poll_once(wait_s=1)
             if time.monotonic() > deadline:
                 raise TimeoutError(f"queues not idle after {timeout_s}s: {self.pending()} pending")

@@ -25,7 +25,7 @@ from automlops.serving.sagemaker import create_sagemaker_app
 
 Deployed = tuple[AwsRuntime, LambdaInvoker, LocalSageMakerRuntime, CallRecorder]
 MANIFEST = Manifest(
-    dataset="cancer", target="diagnosis", positive="malignant", task=Task.binary, time_budget_s=3
+    dataset="cancer", target="diagnosis", positive="malignant", task=Task.binary, time_budget_s=2
 )
 
 
