@@ -12,6 +12,7 @@ import boto3
 import httpx
 import pytest
 from aws_invoker import CallRecorder, LambdaInvoker, LocalSageMakerRuntime
+from aws_stack import Stack, allowed
 
 from automlops.aws.container import train_in_job
 from automlops.aws.runtime import AwsRuntime
@@ -53,9 +54,13 @@ def _emulate_training_job(sm: object, s3: object, job: dict, opt_ml: Path) -> st
 
 
 def test_large_data_trains_as_a_sagemaker_job_whose_output_deploys(
-    deployed: Deployed, session: boto3.session.Session, moto: str, tmp_path: Path
+    deployed: Deployed,
+    session: boto3.session.Session,
+    moto: str,
+    stack: Stack,
+    tmp_path: Path,
 ) -> None:
-    rt, invoker, _, _ = deployed
+    rt, invoker, _, recorder = deployed
     config = rt.config
     # The dataset asks for a training job (the size rule would keep this small file in-function).
     raw = json.loads(MANIFEST.model_dump_json())
@@ -110,6 +115,11 @@ def test_large_data_trains_as_a_sagemaker_job_whose_output_deploys(
     assert model["PrimaryContainer"]["Image"] == config.sagemaker_image
     assert model["PrimaryContainer"]["ModelDataUrl"] == f"s3://{config.bucket_model_output}/{key}"
     assert model["ExecutionRoleArn"] == config.sagemaker_role_arn
+    # The train role allowed launching the job (tags, role passing) as the request was made.
+    statements = stack.statements(stack.role_of("TrainLambdaFunction"))
+    calls = recorder.calls["TrainLambdaFunction"]
+    assert any(c.action == "sagemaker:CreateTrainingJob" for c in calls)
+    assert [c for c in calls if not allowed(statements, c)] == []
 
 
 def _schema(rt: AwsRuntime, key: str):
