@@ -135,3 +135,24 @@ def test_cold_start_builds_the_runtime_from_the_environment(
         update={"retry_base_s": built.config.retry_base_s}
     )
     handlers.configure(rt)
+
+
+def test_operator_commands_find_the_stage_by_ssm(
+    deployed: Deployed, session: Any, moto: str, tmp_path: Any
+) -> None:
+    from automlops.aws import ops
+    from automlops.config import Manifest
+
+    rt = deployed[0]
+    config = ops.stage_config("dev", session, endpoint_url=moto)
+    assert config.bucket_data == rt.config.bucket_data
+    csv = tmp_path / "new data é.csv"
+    csv.write_bytes(b"a,b\n1,2\n")
+    uri = ops.upload(config, rt.store, csv, Manifest(dataset="tiny", target="b"))
+    assert uri == f"s3://{config.bucket_data}/data/tiny/new data é.csv"
+    assert ops.models(config, rt.store) == []
+    rt.store.put(config.bucket_model_monitoring, "tiny/r/report.json", b"{}")
+    done = ops.teardown(config, session, endpoint_url=moto)
+    assert f"bucket {config.bucket_data} emptied" in done
+    assert rt.store.list(config.bucket_data) == []
+    assert rt.store.list(config.bucket_model_monitoring) == []

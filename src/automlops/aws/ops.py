@@ -35,7 +35,9 @@ def upload(config: AwsConfig, store: S3ObjectStore, path: Path, manifest: Manife
     return f"s3://{config.bucket_data}/{key}"
 
 
-def models(config: AwsConfig, store: S3ObjectStore, dataset: str | None = None) -> list[dict[str, Any]]:
+def models(
+    config: AwsConfig, store: S3ObjectStore, dataset: str | None = None
+) -> list[dict[str, Any]]:
     """Each dataset's versions: status, endpoint, metrics, report."""
     registry = Registry(store, config.bucket_model_output)
     out = []
