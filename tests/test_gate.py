@@ -127,10 +127,11 @@ def test_bootstrap_of_5k_rows_takes_well_under_a_second() -> None:
     y, a = _binary(5000, 0.5)
     _, b = _binary(5000, 0.5, seed=4)
     compare(Task.binary, y, a, b, resamples=10)  # warm up
-    start = time.perf_counter()
+    # CPU time of this process: other work on a shared test machine does not count against it.
+    start = time.process_time()
     c = compare(Task.binary, y, a, b)
     assert c.resamples == 1000
-    assert time.perf_counter() - start < 1.0
+    assert time.process_time() - start < 1.0
 
 
 @pytest.mark.parametrize(
