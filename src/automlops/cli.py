@@ -278,6 +278,49 @@ def serve(
 
 
 @app.command()
+def up(
+    home: Home = None,
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port of the API and the dashboard (/ui).")] = 8080,
+    workers: Annotated[
+        int, typer.Option(min=0, help="Worker threads running the pipeline's stages.")
+    ] = 1,
+    api_key_env: Annotated[
+        str | None,
+        typer.Option(
+            "--api-key-env",
+            help="Environment variable holding the API key that the API and the dashboard's "
+            "actions then require.",
+        ),
+    ] = None,
+    protect_ui: Annotated[
+        bool, typer.Option("--protect-ui", help="Reading the dashboard needs the key too.")
+    ] = False,
+) -> None:
+    """Workers, the inference API and the dashboard at /ui in one process; Ctrl-C stops."""
+    import os
+
+    from automlops.ui.up import UpOptions, run_up
+
+    api_key = None
+    if api_key_env is not None:
+        api_key = os.environ.get(api_key_env, "")
+        if not api_key:
+            raise _fail(f"environment variable {api_key_env} is not set or empty")
+    if protect_ui and api_key is None:
+        raise _fail("--protect-ui needs --api-key-env VAR")
+    options = UpOptions(
+        home=home,
+        host=host,
+        port=port,
+        workers=workers,
+        api_key=api_key,
+        protect_ui=protect_ui,
+    )
+    raise typer.Exit(code=run_up(options, echo=lambda line: typer.echo(line, err=True)))
+
+
+@app.command()
 def promote(
     dataset: str,
     version: int,

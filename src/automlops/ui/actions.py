@@ -1,0 +1,208 @@
+"""The dashboard's actions (POST): upload, promote, rollback, redrive, sign in and out.
+
+Every action needs the API key when one is configured (a session cookie from the login form or
+a key header) and a valid CSRF token unless the key came in a header; see security.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from starlette.datastructures import FormData, UploadFile
+
+from automlops.errors import AutomlopsError
+from automlops.local.sqlite_queue import dlq_name
+from automlops.ui.context import (
+    PREFIX,
+    UiContext,
+    UiError,
+    redirect,
+    safe_next,
+    set_cookie,
+    valid_dataset,
+)
+from automlops.ui.pages import render_upload
+from automlops.ui.security import CSRF_FIELD, SESSION_COOKIE, keys_match, same_origin
+from automlops.ui.upload import UploadError, UploadForm, store_upload
+
+_FAILED_LOGIN_DELAY_S = 0.5  # slows guessing; the comparison itself is constant-time
+_FORM_LIMITS: dict[str, Any] = {"max_files": 1, "max_fields": 500, "max_part_size": 64 * 1024}
+
+
+def _with_query(path: str, **params: object) -> str:
+    return f"{path}?{urlencode({k: str(v) for k, v in params.items()})}"
+
+
+def build_actions(ui: UiContext) -> APIRouter:
+    """The POST routes of the dashboard."""
+    router = APIRouter()
+    runtime = ui.runtime
+    guard = ui.guard
+
+    def authorise(request: Request) -> None:
+        """Before reading the body: the key (when configured) and the request's origin."""
+        if not guard.authenticated(request):
+            raise UiError(
+                401,
+                "Sign in to make changes",
+                "This workspace has an API key: sign in with it, then try again.",
+            )
+        if not guard.header_authenticated(request) and not same_origin(request):
+            raise UiError(403, "Refused", "The request came from another site.")
+
+    def check_token(request: Request, form: FormData) -> None:
+        if guard.header_authenticated(request):
+            return
+        token = form.get(CSRF_FIELD)
+        if not guard.csrf_ok(request, token if isinstance(token, str) else None):
+            raise UiError(
+                403,
+                "The form has expired",
+                "The page was open too long or came from elsewhere: reload it and try again.",
+            )
+
+    async def form_of(request: Request) -> FormData:
+        authorise(request)
+        form = await request.form(**_FORM_LIMITS)
+        check_token(request, form)
+        return form
+
+    @router.post("/models/{dataset}/promote")
+    async def promote(request: Request, dataset: str) -> Response:
+        """Make a version the champion (the API serves it from the next request on)."""
+        name = valid_dataset(dataset)
+        form = await form_of(request)
+        try:
+            version = int(str(form.get("version", "")))
+        except ValueError:
+            raise UiError(400, "Which version?", "The form did not name a version.") from None
+        try:
+            runtime.registry.promote(name, version, "promoted from the dashboard")
+        except AutomlopsError as exc:
+            raise UiError(409, "Cannot promote", str(exc)) from None
+        return redirect(
+            _with_query(f"{PREFIX}/models/{name}", done="promoted", dataset=name, version=version)
+        )
+
+    @router.post("/models/{dataset}/rollback")
+    async def rollback(request: Request, dataset: str) -> Response:
+        """Serve the previous champion again."""
+        name = valid_dataset(dataset)
+        await form_of(request)
+        try:
+            restored = runtime.registry.rollback(name, "rolled back from the dashboard")
+        except AutomlopsError as exc:
+            raise UiError(409, "Cannot roll back", str(exc)) from None
+        return redirect(
+            _with_query(
+                f"{PREFIX}/models/{name}",
+                done="rolled-back",
+                dataset=name,
+                version=restored.version,
+            )
+        )
+
+    @router.post("/dlq/redrive")
+    async def redrive(request: Request) -> Response:
+        """Move one dead-lettered message (or all) back to its queue."""
+        form = await form_of(request)
+        message_id = str(form.get("message_id", "")).strip() or None
+        if message_id is None and form.get("all") != "1":
+            raise UiError(400, "Which message?", "The form named no message.")
+        moved = 0
+        for queue in (runtime.settings.queues.events, runtime.settings.queues.evaluation):
+            try:
+                moved += runtime.queue.redrive(dlq_name(queue), message_id)
+            except AutomlopsError:
+                continue  # the message is in the other dead-letter queue
+        if message_id is not None and moved == 0:
+            raise UiError(404, "No such message", f"No dead-lettered message {message_id!r}.")
+        return redirect(_with_query(f"{PREFIX}/dlq", done="redriven", count=moved))
+
+    @router.post("/upload")
+    async def upload(request: Request) -> Response:
+        """Store the manifest options, then the CSV (its notification starts the run)."""
+        authorise(request)
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > ui.max_upload_bytes:
+            raise UiError(
+                413, "File too large", f"Uploads are limited to {ui.max_upload_bytes:,} bytes."
+            )
+        form = await request.form(**_FORM_LIMITS)
+        try:
+            check_token(request, form)
+            file = form.get("file")
+            values = {
+                k: str(form.get(k, ""))
+                for k in ("dataset", "target", "positive", "task", "time_budget")
+            }
+            if not isinstance(file, UploadFile) or not file.filename:
+                return render_upload(
+                    ui, request, status=400, error="Choose a CSV file to upload.", values=values
+                )
+            if file.size is not None and file.size > ui.max_upload_bytes:
+                raise UiError(
+                    413, "File too large", f"Uploads are limited to {ui.max_upload_bytes:,} bytes."
+                )
+            data = await file.read()
+            upload_form = UploadForm(
+                filename=file.filename,
+                data=data,
+                drop=[str(v) for v in form.getlist("drop")] + [str(form.get("drop_text", ""))],
+                learners=[str(v) for v in form.getlist("learners")],
+                **values,
+            )
+            try:
+                # The store writes and fsyncs: keep the event loop free for the live pages.
+                done = await asyncio.to_thread(store_upload, runtime, upload_form)
+            except UploadError as exc:
+                return render_upload(ui, request, status=400, error=str(exc), values=values)
+        finally:
+            await form.close()
+        return redirect(_with_query(f"{PREFIX}/runs", done="uploaded", key=done.key))
+
+    @router.get("/login")
+    def login_form(request: Request, next: str | None = None) -> Response:
+        """Ask for the API key."""
+        return ui.render(request, "login.html", title="Sign in", next=safe_next(next))
+
+    @router.post("/login")
+    async def login(request: Request) -> Response:
+        """Check the key; on success set the session cookie (never the key itself)."""
+        if not same_origin(request):
+            raise UiError(403, "Refused", "The request came from another site.")
+        form = await request.form(**_FORM_LIMITS)
+        check_token(request, form)
+        target = safe_next(str(form.get("next", "")))
+        if guard.api_key is None:
+            return redirect(target)
+        if not keys_match(str(form.get("key", "")), guard.api_key):
+            await asyncio.sleep(_FAILED_LOGIN_DELAY_S)
+            return ui.render(
+                request,
+                "login.html",
+                status=401,
+                title="Sign in",
+                next=target,
+                error="That key is not the one this server was started with.",
+            )
+        response = redirect(target)
+        set_cookie(request, response, SESSION_COOKIE, guard.session_value())
+        return response
+
+    @router.post("/logout")
+    async def logout(request: Request) -> Response:
+        """Forget the session cookie."""
+        if not same_origin(request):
+            raise UiError(403, "Refused", "The request came from another site.")
+        form = await request.form(**_FORM_LIMITS)
+        check_token(request, form)
+        response = redirect(_with_query(f"{PREFIX}/login", done="signed-out"))
+        response.delete_cookie(SESSION_COOKIE, path=PREFIX)
+        return response
+
+    return router

@@ -1,0 +1,194 @@
+"""What every dashboard route shares: the workspace, the access rules, the page renderer."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from fastapi import Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+
+from automlops.local.runtime import LocalRuntime
+from automlops.ui import views
+from automlops.ui.progress import LiveProgress
+from automlops.ui.security import CSRF_COOKIE, Guard
+
+PREFIX = "/ui"
+STATIC_DIR = Path(__file__).parent / "static"
+_DATASET = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+# Pages never run inline script or style and never load anything from elsewhere.
+PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; script-src 'self'; style-src 'self'; "
+        "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+
+class UiError(Exception):
+    """Answered as an error page (or JSON for API routes) with this status."""
+
+    def __init__(self, status: int, title: str, detail: str = "") -> None:
+        super().__init__(title)
+        self.status = status
+        self.title = title
+        self.detail = detail
+
+
+class LoginRequired(Exception):
+    """Reading or acting needs the API key and the request did not prove it."""
+
+
+def valid_dataset(name: str) -> str:
+    """A dataset name from a URL, or 404 (never let it reach a key unchecked)."""
+    if not _DATASET.match(name) or ".." in name:
+        raise UiError(404, "No such dataset", f"{name!r} is not a dataset name.")
+    return name
+
+
+def valid_run_id(run_id: str) -> str:
+    """A run id from a URL, or 404."""
+    if not _RUN_ID.match(run_id):
+        raise UiError(404, "No such run", f"{run_id!r} is not a run id.")
+    return run_id
+
+
+@cache
+def _static_version() -> str:
+    # Cache busting: the asset URLs change whenever the files do.
+    digest = hashlib.sha256()
+    for path in sorted(STATIC_DIR.rglob("*")):
+        if path.is_file():
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:10]
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("automlops.ui", "templates"),
+        # Every template is HTML: escape everything, whatever the file name says.
+        autoescape=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["metric"] = format_metric
+    env.filters["duration"] = format_duration
+    env.globals["prefix"] = PREFIX
+    env.globals["static"] = lambda name: f"{PREFIX}/static/{name}?v={_static_version()}"
+    return env
+
+
+def format_metric(value: Any) -> str:
+    """A metric for people: 4 decimals, n/a when absent or not a number."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return "n/a"
+    if value != value:  # NaN
+        return "n/a"
+    if isinstance(value, int) or (float(value).is_integer() and abs(value) >= 1000):
+        return f"{value:,.0f}"
+    return f"{value:.4f}"
+
+
+def format_duration(seconds: float | None) -> str:
+    """1.2 s, 2 min 05 s, 1 h 02 min."""
+    if seconds is None:
+        return "…"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+@dataclass
+class UiContext:
+    """The dashboard of one workspace."""
+
+    runtime: LocalRuntime
+    guard: Guard = field(default_factory=Guard)
+    progress: LiveProgress = field(default_factory=LiveProgress)
+    max_upload_bytes: int = 512 * 1024 * 1024
+    env: jinja2.Environment = field(default_factory=_environment)
+
+    def csrf_token(self, request: Request) -> tuple[str, bool]:
+        """The request's CSRF token (reused from its cookie when valid) and whether it is new."""
+        current = request.cookies.get(CSRF_COOKIE)
+        if current and self.guard.valid_csrf_token(current):
+            return current, False
+        return self.guard.new_csrf_token(), True
+
+    def render(
+        self, request: Request, template: str, *, status: int = 200, **context: Any
+    ) -> HTMLResponse:
+        """A page, with the CSRF token its forms need and the live-update fingerprint."""
+        token, fresh = self.csrf_token(request)
+        context.setdefault("nav", "")
+        context.setdefault("live", False)
+        html = self.env.get_template(template).render(
+            request_path=request.url.path,
+            csrf_token=token,
+            key_required=self.guard.key_required,
+            signed_in=self.guard.key_required and self.guard.authenticated(request),
+            fingerprint=views.fingerprint(self.runtime, self.progress),
+            home=str(self.runtime.home),
+            dead_letter_count=len(views.dead_letters(self.runtime)),
+            **context,
+        )
+        response = HTMLResponse(html, status_code=status, headers=PAGE_HEADERS)
+        if fresh:
+            set_cookie(request, response, CSRF_COOKIE, token)
+        return response
+
+    def require_read(self, request: Request) -> None:
+        """Reading pages needs the key only under --protect-ui."""
+        if not self.guard.may_read(request):
+            raise LoginRequired()
+
+
+def set_cookie(request: Request, response: Response, name: str, value: str) -> None:
+    """Cookies of the dashboard: scoped to it, invisible to scripts, never sent cross-site."""
+    response.set_cookie(
+        name,
+        value,
+        path=PREFIX,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
+
+
+def safe_next(target: str | None) -> str:
+    """Where to go after signing in: a dashboard path only (no open redirect)."""
+    if (
+        target
+        and target.startswith(PREFIX)
+        and not target.startswith("//")
+        and "\\" not in target
+        and all(c.isprintable() for c in target)
+    ):
+        return target
+    return f"{PREFIX}/"
+
+
+def redirect(url: str) -> RedirectResponse:
+    """Post/redirect/get: 303 so a reload never resubmits a form."""
+    return RedirectResponse(url, status_code=303, headers={"Cache-Control": "no-store"})
+
+
+def json_error(status: int, message: str) -> JSONResponse:
+    """An error for API callers."""
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse({"error": message}, status_code=status, headers=headers)

@@ -1,0 +1,170 @@
+"""`automlops up`: worker threads, the data-folder watcher, the inference API and the dashboard,
+in one process on one port. Ctrl-C stops it; a message a worker held is redelivered later by
+the queue (visibility timeout), so nothing is lost."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+
+from automlops.local.runtime import LocalRuntime, open_runtime
+from automlops.local.watcher import DataWatcher
+from automlops.local.worker import Worker
+from automlops.ui import PREFIX, Guard, LiveProgress, mount_ui
+from automlops.ui.context import json_error
+from automlops.ui.security import keys_match, presented_key
+
+log = logging.getLogger(__name__)
+
+_OPEN_PATHS = ("/ping",)  # liveness stays open, as the SageMaker contract expects
+
+
+@dataclass
+class UpOptions:
+    home: Path | None = None
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    api_key: str | None = None
+    protect_ui: bool = False
+    watch_interval_s: float = 1.0
+    stop_grace_s: float = 5.0
+
+
+def build_app(
+    runtime: LocalRuntime,
+    *,
+    api_key: str | None = None,
+    protect_ui: bool = False,
+    progress: LiveProgress | None = None,
+) -> FastAPI:
+    """The inference app with the dashboard at /ui; with a key, both need it to act."""
+    if protect_ui and api_key is None:
+        raise ValueError("--protect-ui needs an API key (--api-key-env VAR)")
+    app = runtime.create_app()
+    mount_ui(
+        app, runtime, guard=Guard(api_key=api_key, protect_reads=protect_ui), progress=progress
+    )
+    if api_key is not None:
+        _require_key_for_api(app, api_key)
+    return app
+
+
+def _require_key_for_api(app: FastAPI, api_key: str) -> None:
+    # The dashboard checks the key itself (login cookie or header); every other route is the
+    # inference API and takes the key in a header, like `automlops serve --api-key-env`.
+    @app.middleware("http")
+    async def _api_key(request: Request, call_next: Callable) -> Response:  # type: ignore[type-arg]
+        path = request.url.path
+        if path in _OPEN_PATHS or path == PREFIX or path.startswith(f"{PREFIX}/"):
+            return await call_next(request)
+        if not keys_match(presented_key(request), api_key):
+            return json_error(401, "missing or wrong API key (Authorization: Bearer or X-API-Key)")
+        return await call_next(request)
+
+
+class Background:
+    """The worker threads and the watcher, stopped together."""
+
+    def __init__(
+        self,
+        runtime: LocalRuntime,
+        *,
+        workers: int,
+        progress: LiveProgress,
+        watch_interval_s: float = 1.0,
+    ) -> None:
+        self.stop_event = threading.Event()
+        self.threads: list[threading.Thread] = []
+        for i in range(workers):
+            worker = Worker(runtime, on_run_end=progress.finished, on_progress=progress.update)
+            self.threads.append(
+                threading.Thread(
+                    target=self._work,
+                    args=(worker,),
+                    name=f"automlops-worker-{i + 1}",
+                    daemon=True,  # a stage in progress must not keep Ctrl-C waiting
+                )
+            )
+        watcher = DataWatcher(runtime)
+        self.threads.append(
+            threading.Thread(
+                target=watcher.run,
+                args=(self.stop_event, watch_interval_s),
+                name="automlops-watcher",
+                daemon=True,
+            )
+        )
+
+    def _work(self, worker: Worker) -> None:
+        while not self.stop_event.is_set():
+            try:
+                worker.run_forever(poll_s=0.25, stop=self.stop_event.is_set)
+            except Exception:  # a database hiccup must not end the worker for good
+                log.exception("worker loop failed; restarting it")
+                self.stop_event.wait(1.0)
+
+    def start(self) -> None:
+        for thread in self.threads:
+            thread.start()
+
+    def stop(self, grace_s: float = 5.0) -> list[str]:
+        """Ask every thread to stop; returns the names of those still busy after `grace_s`."""
+        self.stop_event.set()
+        for thread in self.threads:
+            thread.join(timeout=grace_s / max(len(self.threads), 1))
+        return [t.name for t in self.threads if t.is_alive()]
+
+
+def run_up(options: UpOptions, echo: Callable[[str], None] = print) -> int:
+    """Serve until interrupted; returns the process exit code."""
+    import uvicorn
+
+    runtime = open_runtime(options.home)
+    progress = LiveProgress()
+    try:
+        app = build_app(
+            runtime, api_key=options.api_key, protect_ui=options.protect_ui, progress=progress
+        )
+        background = Background(
+            runtime,
+            workers=options.workers,
+            progress=progress,
+            watch_interval_s=options.watch_interval_s,
+        )
+        config = uvicorn.Config(
+            app, host=options.host, port=options.port, log_level="warning", access_log=False
+        )
+        server = uvicorn.Server(config)
+        shown = "localhost" if options.host in ("0.0.0.0", "::") else options.host
+        echo(f"workspace {runtime.home}")
+        echo(
+            f"dashboard http://{shown}:{options.port}{PREFIX}/   API http://{shown}:{options.port}/"
+        )
+        echo(
+            f"{options.workers} worker(s); CSVs copied into {runtime.home / 'data' / 'data'}/"
+            "<dataset>/ are picked up too. Ctrl-C stops."
+        )
+        if options.api_key is None and options.host not in ("127.0.0.1", "localhost", "::1"):
+            echo(f"warning: listening on {options.host} without an API key (--api-key-env)")
+        background.start()
+        try:
+            server.run()
+        finally:
+            busy = background.stop(options.stop_grace_s)
+            if any(name.startswith("automlops-worker") for name in busy):
+                echo(
+                    "stopped; a stage was interrupted: its message is redelivered after the "
+                    f"visibility timeout ({runtime.settings.visibility_timeout_s:.0f} s)"
+                )
+            else:
+                echo("stopped")
+    finally:
+        runtime.close()
+    return 0 if server.started else 1

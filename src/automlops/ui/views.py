@@ -1,0 +1,317 @@
+"""The dashboard's read side: plain dicts for templates and the live JSON, from the workspace.
+
+Nothing here writes. Every value stays raw (file names, column names, errors): escaping is the
+templates' job, so the JSON endpoint returns the same text the pages show.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from automlops import keys
+from automlops.errors import AutomlopsError
+from automlops.events import S3Event
+from automlops.local.runlog import RunRecord
+from automlops.local.runtime import LocalRuntime
+from automlops.local.sqlite_queue import dlq_name
+from automlops.ml.metrics import PRIMARY_METRIC
+from automlops.registry import ModelVersion, RegistryDoc
+from automlops.ui.progress import LiveProgress
+
+RUNS_SHOWN = 200
+LIVE_RUNS = 50  # runs the live JSON carries
+
+
+def iso(ts: float | None) -> str | None:
+    """A Unix time as an ISO 8601 UTC string (the browser shows it in the viewer's zone)."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
+
+
+def primary_metric(task: str | None) -> str | None:
+    """The metric a task's models are compared on."""
+    return PRIMARY_METRIC.get(task or "")
+
+
+# -- runs ---------------------------------------------------------------------------------------
+
+
+def run_view(run: RunRecord, progress: LiveProgress | None = None) -> dict[str, Any]:
+    """A run with its stages, their share of the run's time (timeline bars) and live text."""
+    live = (progress.snapshot() if progress else {}).get(run.id)
+    total = sum(s.duration_s or 0.0 for s in run.stages)
+    stages = [
+        {
+            "name": s.name,
+            "status": s.status,
+            "duration_s": s.duration_s,
+            "attempts": s.attempts,
+            "error": s.error,
+            "share": None if not total or s.duration_s is None else s.duration_s / total,
+            "progress": live.text
+            if live and live.stage == s.name and s.status == "running"
+            else None,
+        }
+        for s in run.stages
+    ]
+    return {
+        "id": run.id,
+        "dataset": run.dataset,
+        "source": run.source,
+        "status": run.status,
+        "error": run.error,
+        "created_at": iso(run.created_at),
+        "updated_at": iso(run.updated_at),
+        "duration_s": round(total, 3),
+        "model_version": run.model_version,
+        "headline": None
+        if run.headline_metric is None or run.headline_value is None
+        else {"metric": run.headline_metric, "value": run.headline_value},
+        "note": run.note,
+        "stages": stages,
+        "progress": None if live is None else {"stage": live.stage, "text": live.text},
+    }
+
+
+def runs(
+    runtime: LocalRuntime,
+    progress: LiveProgress | None = None,
+    dataset: str | None = None,
+    limit: int = RUNS_SHOWN,
+) -> list[dict[str, Any]]:
+    """Runs, newest first."""
+    return [run_view(r, progress) for r in runtime.runlog.list(dataset, limit=limit)]
+
+
+def queued_uploads(runtime: LocalRuntime) -> list[dict[str, Any]]:
+    """Uploads whose notification waits for a worker: runs about to appear."""
+    items = []
+    data_bucket = runtime.settings.buckets.data
+    for message in runtime.queue.list_messages(runtime.settings.queues.events):
+        try:
+            records = S3Event.model_validate_json(message.body).records
+        except ValueError:
+            continue
+        for record in records:
+            if record.bucket != data_bucket:
+                continue
+            with contextlib.suppress(AutomlopsError):
+                source = keys.parse_source_key(record.key)
+                items.append(
+                    {
+                        "key": record.key,
+                        "dataset": source.dataset,
+                        "filename": source.filename,
+                        "sent_at": iso(message.sent_at),
+                        "attempts": message.receive_count,
+                    }
+                )
+    return items
+
+
+# -- datasets and models ------------------------------------------------------------------------
+
+
+def dataset_names(runtime: LocalRuntime) -> list[str]:
+    """Every dataset the workspace knows: registered, run, or merely uploaded."""
+    names = set(runtime.registry.datasets())
+    names.update(r.dataset for r in runtime.runlog.list(limit=1000))
+    for key in runtime.store.list(runtime.settings.buckets.data, "data/"):
+        parts = key.split("/")
+        if len(parts) == 3:
+            names.add(parts[1])
+    return sorted(names)
+
+
+def version_view(entry: ModelVersion, doc: RegistryDoc) -> dict[str, Any]:
+    """A model version for the models page: metrics, decisions and the gate's numbers."""
+    metric = primary_metric(entry.task)
+    decisions = [d.model_dump(mode="json") for d in entry.decisions]
+    gate = next(
+        (
+            d
+            for d in reversed(decisions)
+            if d["status"] in ("champion", "rejected") and d["details"]
+        ),
+        None,
+    )
+    return {
+        "version": entry.version,
+        "status": entry.status.value,
+        "is_champion": doc.champion == entry.version,
+        "created_at": entry.created_at,
+        "task": entry.task,
+        "learner": entry.learner,
+        "metric": metric,
+        "headline": entry.metrics.get(metric) if metric else None,
+        "metrics": entry.metrics,
+        "run_id": entry.run_id,
+        "source": entry.source_key,
+        "endpoint": entry.endpoint,
+        "report_key": entry.report_key,
+        "reason": entry.last_reason,
+        "decisions": decisions,
+        "comparisons": list((gate or {}).get("details", {}).get("comparisons", {}).values()),
+        "floors": (gate or {}).get("details", {}).get("floors", []),
+    }
+
+
+def models(runtime: LocalRuntime, dataset: str) -> dict[str, Any]:
+    """A dataset's registry: versions newest first, champion, what a rollback would restore."""
+    doc = runtime.registry.read(dataset)
+    return {
+        "dataset": dataset,
+        "champion": doc.champion,
+        "rollback_to": doc.champion_history[-1] if doc.champion_history else None,
+        "versions": [version_view(v, doc) for v in sorted(doc.versions, key=lambda v: -v.version)],
+    }
+
+
+def drift(runtime: LocalRuntime, dataset: str, run_id: str | None = None) -> dict[str, Any] | None:
+    """The drift.json of a run (default: the newest run of the dataset that has one)."""
+    bucket = runtime.settings.buckets.automl_data
+    candidates = [run_id] if run_id else [r.id for r in runtime.runlog.list(dataset, limit=100)]
+    for rid in candidates:
+        key = keys.drift_key(dataset, rid)
+        if runtime.store.head(bucket, key) is None:
+            continue
+        try:
+            doc = json.loads(runtime.store.get(bucket, key))
+        except (ValueError, AutomlopsError):
+            continue
+        return {"key": key, "run_id": rid, **doc}
+    return None
+
+
+def datasets(runtime: LocalRuntime) -> list[dict[str, Any]]:
+    """One line per dataset for the overview: champion, headline metric, last run, drift."""
+    latest: dict[str, RunRecord] = {}
+    for run in runtime.runlog.list(limit=1000):
+        latest.setdefault(run.dataset, run)
+    items = []
+    for name in dataset_names(runtime):
+        doc = runtime.registry.read(name)
+        champion = doc.champion_version()
+        metric = primary_metric(champion.task) if champion else None
+        last = latest.get(name)
+        drifted = drift(runtime, name)
+        items.append(
+            {
+                "name": name,
+                "versions": len(doc.versions),
+                "champion": None
+                if champion is None
+                else {
+                    "version": champion.version,
+                    "learner": champion.learner,
+                    "task": champion.task,
+                    "metric": metric,
+                    "value": champion.metrics.get(metric) if metric else None,
+                    "report_key": champion.report_key,
+                },
+                "last_run": None
+                if last is None
+                else {
+                    "id": last.id,
+                    "status": last.status,
+                    "updated_at": iso(last.updated_at),
+                    "error": last.error,
+                },
+                "drift": None
+                if drifted is None
+                else {
+                    "run_id": drifted["run_id"],
+                    "drifted": drifted.get("drifted", []),
+                    "action": drifted.get("action"),
+                    "has_baseline": drifted.get("baseline") is not None,
+                },
+            }
+        )
+    return items
+
+
+# -- dead letters -------------------------------------------------------------------------------
+
+
+def _describe_body(body: str) -> str:
+    """What a message is about, in a line: the object of an S3 event, or the raw body."""
+    try:
+        records = S3Event.model_validate_json(body).records
+    except ValueError:
+        records = []
+    if records:
+        return ", ".join(f"{r.bucket}/{r.key}" for r in records)
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return body[:200]
+    if isinstance(doc, dict) and "dataset" in doc:
+        return f"evaluate {doc.get('dataset')} v{doc.get('version')}"
+    return body[:200]
+
+
+def dead_letters(runtime: LocalRuntime) -> list[dict[str, Any]]:
+    """Every dead-lettered message, oldest first."""
+    queues = [runtime.settings.queues.events, runtime.settings.queues.evaluation]
+    return [
+        {
+            "id": m.id,
+            "queue": m.queue,
+            "source_queue": m.source_queue,
+            "receive_count": m.receive_count,
+            "sent_at": iso(m.sent_at),
+            "error": m.last_error,
+            "subject": _describe_body(m.body),
+            "body": _pretty(m.body),
+        }
+        for q in queues
+        for m in runtime.queue.list_messages(dlq_name(q))
+    ]
+
+
+def _pretty(body: str) -> str:
+    try:
+        return json.dumps(json.loads(body), indent=2)
+    except ValueError:
+        return body
+
+
+# -- change detection ---------------------------------------------------------------------------
+
+
+def fingerprint(runtime: LocalRuntime, progress: LiveProgress | None = None) -> str:
+    """Changes whenever anything a page shows may have changed (runs, registry, queues)."""
+    digest = hashlib.sha256()
+    for run in runtime.runlog.list(limit=LIVE_RUNS):
+        digest.update(f"{run.id}:{run.status}:{run.updated_at}".encode())
+        for stage in run.stages:
+            digest.update(f"{stage.name}:{stage.status}:{stage.attempts}".encode())
+    bucket = runtime.settings.buckets.model_output
+    for name in runtime.registry.datasets():
+        info = runtime.store.head(bucket, keys.registry_key(name))
+        digest.update(f"{name}:{info.etag if info else ''}".encode())
+    for queue in (runtime.settings.queues.events, runtime.settings.queues.evaluation):
+        for name in (queue, dlq_name(queue)):
+            digest.update(f"{name}:{runtime.queue.counts(name)}".encode())
+    data_bucket = runtime.settings.buckets.data
+    digest.update(str(len(runtime.store.list(data_bucket, "data/"))).encode())
+    if progress is not None:
+        digest.update(str(progress.changes).encode())
+    return digest.hexdigest()[:16]
+
+
+def state(runtime: LocalRuntime, progress: LiveProgress | None = None) -> dict[str, Any]:
+    """The live JSON: what the pages poll every few seconds."""
+    return {
+        "fingerprint": fingerprint(runtime, progress),
+        "now": iso(datetime.now(UTC).timestamp()),
+        "runs": runs(runtime, progress, limit=LIVE_RUNS),
+        "queued": queued_uploads(runtime),
+        "datasets": datasets(runtime),
+        "dead_letters": len(dead_letters(runtime)),
+    }
