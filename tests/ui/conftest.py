@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from ui_support import build_workspace, copy_workspace
 
 from automlops.local.runtime import LocalRuntime, open_runtime
 from automlops.ui.up import build_app
-from ui_support import build_workspace, copy_workspace
 
 
 @pytest.fixture(scope="session")

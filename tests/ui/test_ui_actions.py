@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from ui_support import DATASET, HOSTILE, csrf_of, hostile_csv
 
 from automlops import keys
 from automlops.local.runtime import LocalRuntime
 from automlops.local.sqlite_queue import dlq_name
 from automlops.manifests import load_manifest
 from automlops.ui.security import CSRF_COOKIE, SESSION_COOKIE, Guard
-from ui_support import DATASET, HOSTILE, csrf_of, hostile_csv
 
 KEY = "s3cret-key-for-tests"
 PROMOTE = f"/ui/models/{DATASET}/promote"

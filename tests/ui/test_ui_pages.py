@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from ui_support import DATASET, HOSTILE
 
 from automlops.local.runtime import LocalRuntime
-from ui_support import DATASET, HOSTILE
 
 PAGES = ["/ui/", "/ui/runs", "/ui/models", "/ui/drift", "/ui/dlq", "/ui/upload"]
 
@@ -158,8 +158,9 @@ def test_every_user_string_is_escaped(
     ui_home: Path, tmp_path: Path, client_for: Callable[..., TestClient]
 ) -> None:
     # The dead letter's error holds HTML; so does a run error we plant with a hostile source.
-    from automlops.local.runtime import open_runtime
     from ui_support import copy_workspace
+
+    from automlops.local.runtime import open_runtime
 
     home = copy_workspace(ui_home, tmp_path / "home")
     runtime = open_runtime(home)
