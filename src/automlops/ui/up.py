@@ -5,11 +5,13 @@ the queue (visibility timeout), so nothing is lost."""
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
@@ -122,10 +124,30 @@ class Background:
         return [t.name for t in self.threads if t.is_alive()]
 
 
+def _serve(server: uvicorn.Server) -> None:
+    """Run uvicorn until Ctrl-C or SIGTERM, then return normally.
+
+    uvicorn shuts down gracefully on those signals and then raises them again for the previous
+    handlers; ours turns SIGTERM into KeyboardInterrupt too, so both end here and the workers
+    are stopped and the workspace closed by the caller.
+    """
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, interrupt) if main else None
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
+
+
 def run_up(options: UpOptions, echo: Callable[[str], None] = print) -> int:
     """Serve until interrupted; returns the process exit code."""
-    import uvicorn
-
     runtime = open_runtime(options.home)
     progress = LiveProgress()
     try:
@@ -155,7 +177,7 @@ def run_up(options: UpOptions, echo: Callable[[str], None] = print) -> int:
             echo(f"warning: listening on {options.host} without an API key (--api-key-env)")
         background.start()
         try:
-            server.run()
+            _serve(server)
         finally:
             busy = background.stop(options.stop_grace_s)
             if any(name.startswith("automlops-worker") for name in busy):
