@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup browser demo test lint bench clean aws-node aws-validate test-aws
+.PHONY: setup browser demo test lint bench clean aws-node aws-validate test-aws screenshots
 
 $(BIN)/automlops: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,10 @@ aws-validate: setup aws-node
 
 test-aws: setup aws-node
 	$(BIN)/pytest tests/aws
+
+# The dashboard's screenshots in docs/ (shown in the README), taken in Debian's chromium.
+screenshots: setup browser
+	$(BIN)/python docs/screenshots.py
 
 lint: setup
 	$(BIN)/ruff check --fix src tests bench

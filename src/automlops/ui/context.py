@@ -89,13 +89,16 @@ def _environment() -> jinja2.Environment:
     return env
 
 
-def format_metric(value: Any) -> str:
-    """A metric for people: 4 decimals, n/a when absent or not a number."""
+_COUNTS = {"n", "tp", "fp", "tn", "fn", "rows"}  # metrics that are counts of rows
+
+
+def format_metric(value: Any, name: str = "") -> str:
+    """A metric for people: counts as integers, scores to 4 decimals, n/a when not a number."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return "n/a"
     if value != value:  # NaN
         return "n/a"
-    if isinstance(value, int) or (float(value).is_integer() and abs(value) >= 1000):
+    if isinstance(value, int) or (name in _COUNTS and float(value).is_integer()):
         return f"{value:,.0f}"
     return f"{value:.4f}"
 

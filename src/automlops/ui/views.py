@@ -118,9 +118,9 @@ def queued_uploads(runtime: LocalRuntime) -> list[dict[str, Any]]:
 
 
 def dataset_names(runtime: LocalRuntime) -> list[str]:
-    """Every dataset the workspace knows: registered, run, or merely uploaded."""
+    """Every dataset the workspace knows: registered or uploaded (every run starts with an
+    upload, so the data bucket's folders name the datasets of all runs)."""
     names = set(runtime.registry.datasets())
-    names.update(r.dataset for r in runtime.runlog.list(limit=1000))
     for key in runtime.store.list(runtime.settings.buckets.data, "data/"):
         parts = key.split("/")
         if len(parts) == 3:
@@ -190,15 +190,13 @@ def drift(runtime: LocalRuntime, dataset: str, run_id: str | None = None) -> dic
 
 def datasets(runtime: LocalRuntime) -> list[dict[str, Any]]:
     """One line per dataset for the overview: champion, headline metric, last run, drift."""
-    latest: dict[str, RunRecord] = {}
-    for run in runtime.runlog.list(limit=1000):
-        latest.setdefault(run.dataset, run)
     items = []
     for name in dataset_names(runtime):
         doc = runtime.registry.read(name)
         champion = doc.champion_version()
         metric = primary_metric(champion.task) if champion else None
-        last = latest.get(name)
+        newest = runtime.runlog.list(name, limit=1)
+        last = newest[0] if newest else None
         drifted = drift(runtime, name)
         items.append(
             {
