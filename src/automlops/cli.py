@@ -304,7 +304,7 @@ def up(
 
     api_key = None
     if api_key_env is not None:
-        api_key = os.environ.get(api_key_env, "")
+        api_key = os.environ.get(api_key_env, "").strip()  # as `serve` reads it
         if not api_key:
             raise _fail(f"environment variable {api_key_env} is not set or empty")
     if protect_ui and api_key is None:
