@@ -170,7 +170,10 @@ def test_protect_ui_needs_the_key_to_read(
     assert client.get("/ui/static/app.css").status_code == 200  # the login page needs it
     login_page = client.get("/ui/login")
     assert login_page.status_code == 200
-    assert "cancer" not in login_page.text  # nothing of the workspace leaks before signing in
+    # Nothing of the workspace leaks before signing in: names, path, counts, navigation.
+    for secret in ("cancer", str(ui_home), "Dead letters"):
+        assert secret not in login_page.text, secret
+    assert 'data-fingerprint=""' in login_page.text
     token = csrf_of(client, "/ui/login")
     client.post("/ui/login", data={"csrf_token": token, "key": KEY})
     assert client.get("/ui/").status_code == 200

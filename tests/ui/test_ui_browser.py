@@ -62,13 +62,29 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture
 def page(browser: Any, live: LiveServer) -> Iterator[Any]:
-    """A fresh page that records any dialog (an alert() would mean injected script ran)."""
+    """A fresh page that records any dialog (an alert() would mean injected script ran) and
+    fails the test on a script error or console error (a CSP violation shows up there)."""
     context = browser.new_context(base_url=live.url, viewport={"width": 1200, "height": 900})
     tab = context.new_page()
     tab.dialogs = []
+    errors: list[str] = []
     tab.on("dialog", lambda dialog: (tab.dialogs.append(dialog.message), dialog.dismiss()))
+    tab.on("pageerror", lambda exc: errors.append(f"page error: {exc}"))
+    tab.on(
+        "response",
+        lambda response: (
+            errors.append(f"{response.status} {response.url}") if response.status >= 400 else None
+        ),
+    )
+    tab.on(
+        "console",
+        lambda message: (
+            errors.append(f"console: {message.text}") if message.type == "error" else None
+        ),
+    )
     yield tab
     context.close()
+    assert errors == []
 
 
 def _upload_through_form(

@@ -138,16 +138,21 @@ class UiContext:
     ) -> HTMLResponse:
         """A page, with the CSRF token its forms need and the live-update fingerprint."""
         token, fresh = self.csrf_token(request)
+        # Under --protect-ui the login and error pages a stranger sees tell nothing about the
+        # workspace: no path, no counts, no navigation.
+        readable = self.guard.may_read(request)
         context.setdefault("nav", "")
         context.setdefault("live", False)
+        context["live"] = context["live"] and readable
         html = self.env.get_template(template).render(
             request_path=request.url.path,
             csrf_token=token,
             key_required=self.guard.key_required,
             signed_in=self.guard.key_required and self.guard.authenticated(request),
-            fingerprint=views.fingerprint(self.runtime, self.progress),
-            home=str(self.runtime.home),
-            dead_letter_count=len(views.dead_letters(self.runtime)),
+            readable=readable,
+            fingerprint=views.fingerprint(self.runtime, self.progress) if readable else "",
+            home=str(self.runtime.home) if readable else "",
+            dead_letter_count=len(views.dead_letters(self.runtime)) if readable else 0,
             **context,
         )
         response = HTMLResponse(html, status_code=status, headers=PAGE_HEADERS)

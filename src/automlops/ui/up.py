@@ -24,7 +24,8 @@ from automlops.ui.security import keys_match, presented_key
 
 log = logging.getLogger(__name__)
 
-_OPEN_PATHS = ("/ping",)  # liveness stays open, as the SageMaker contract expects
+# Liveness stays open, as the SageMaker contract expects; so does the browser's icon request.
+_OPEN_PATHS = ("/ping", "/favicon.ico")
 
 
 @dataclass
@@ -53,6 +54,13 @@ def build_app(
     mount_ui(
         app, runtime, guard=Guard(api_key=api_key, protect_reads=protect_ui), progress=progress
     )
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> Response:
+        # Browsers ask for it on every page without an icon of its own (report.html): answer
+        # "nothing here" rather than a 404 in the console.
+        return Response(status_code=204)
+
     if api_key is not None:
         _require_key_for_api(app, api_key)
     return app
