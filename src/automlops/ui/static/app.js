@@ -68,7 +68,13 @@
         const focusedName = current.contains(document.activeElement)
           ? document.activeElement.getAttribute("aria-label") || document.activeElement.textContent
           : null;
+        // Disclosures the reader opened stay open.
+        const opened = Array.from(current.querySelectorAll("details[open][id]")).map((d) => d.id);
         current.replaceChildren(...Array.from(fresh.childNodes).map((n) => document.adoptNode(n)));
+        opened.forEach((id) => {
+          const again = document.getElementById(id);
+          if (again) again.open = true;
+        });
         enhance(current);
         if (focusedName) {
           const again = Array.from(current.querySelectorAll("a, button")).find(
