@@ -148,31 +148,36 @@ def run(
     until_idle: Annotated[
         bool, typer.Option("--until-idle", help="Stop when nothing is queued or running.")
     ] = False,
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, help="Worker threads sharing the queues.")
+    ] = 1,
     home: Home = None,
 ) -> None:
     """Process pipeline events: a line per finished run; non-zero exit if any run failed."""
-    from automlops.local.worker import Worker
+    import threading
+
+    from automlops.local.worker import Worker, run_workers
     from automlops.progress import RunProgress
 
     runtime = _runtime(home)
     failed: list[str] = []
     display = RunProgress()
+    lock = threading.Lock()  # workers report from their own threads
 
     def on_run_end(record: RunRecord) -> None:
-        if record.status == "failed":
-            failed.append(record.id)
-        display.finished(record.id, _format_run(record))
+        with lock:
+            if record.status == "failed":
+                failed.append(record.id)
+            display.finished(record.id, _format_run(record))
 
     def on_progress(run_ref: keys.RunRef, stage: Any, text: str) -> None:
-        display.update(run_ref, str(stage), text)
+        with lock:
+            display.update(run_ref, str(stage), text)
 
-    worker = Worker(runtime, on_run_end=on_run_end, on_progress=on_progress)
+    pool = [Worker(runtime, on_run_end=on_run_end, on_progress=on_progress) for _ in range(workers)]
     try:
         with display:
-            if until_idle:
-                worker.run_until_idle()
-            else:
-                worker.run_forever()
+            run_workers(pool, until_idle=until_idle)
     except KeyboardInterrupt:
         typer.echo("stopped; unfinished messages are redelivered on the next run", err=True)
     finally:
@@ -202,6 +207,7 @@ def runs(
                     for s in r.stages
                 ],
                 "model_version": r.model_version,
+                "duplicate_of": r.duplicate_of,
                 "headline": None
                 if r.headline_metric is None
                 else {"metric": r.headline_metric, "value": r.headline_value},
@@ -267,14 +273,32 @@ def models(
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    api_key_env: Annotated[
+        str | None,
+        typer.Option(
+            "--api-key-env",
+            help="Environment variable holding an API key every route but /ping then requires "
+            "(Authorization: Bearer <key> or X-API-Key).",
+        ),
+    ] = None,
     home: Home = None,
 ) -> None:
     """Serve every dataset's champion over HTTP (follows promotions without a restart)."""
     import uvicorn
 
+    from automlops.serving.auth import api_key_from_env, require_api_key
+
+    try:
+        api_key = None if api_key_env is None else api_key_from_env(api_key_env)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
     runtime = _runtime(home)
-    typer.echo(f"serving {runtime.home} on http://{host}:{port}", err=True)
-    uvicorn.run(runtime.create_app(), host=host, port=port, log_level="warning", access_log=False)
+    server = runtime.create_app()
+    if api_key is not None:
+        require_api_key(server, api_key)
+    auth = "API key required" if api_key else "no API key"
+    typer.echo(f"serving {runtime.home} on http://{host}:{port} ({auth})", err=True)
+    uvicorn.run(server, host=host, port=port, log_level="warning", access_log=False)
 
 
 @app.command()

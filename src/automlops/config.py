@@ -40,15 +40,35 @@ class Queues(BaseModel):
     evaluation: str = "evaluation"
 
 
+def _env_number(name: str, default: float) -> float:
+    """A number from the environment (operators and tests tune timeouts without code)."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"${name} must be a number, not {raw!r}") from None
+
+
 class Settings(BaseModel):
     """Runtime settings shared by the local and AWS runtimes."""
 
     buckets: Buckets = Field(default_factory=Buckets)
     queues: Queues = Field(default_factory=Queues)
-    visibility_timeout_s: float = 300.0
+    # How long a received message stays hidden before it is redelivered (a crashed worker's
+    # message comes back after this); $AUTOMLOPS_VISIBILITY_TIMEOUT overrides.
+    visibility_timeout_s: float = Field(
+        default_factory=lambda: _env_number("AUTOMLOPS_VISIBILITY_TIMEOUT", 300.0)
+    )
     max_receives: int = 4
     retry_base_s: float = 0.5
     max_body_bytes: int = 10 * 1024 * 1024
+    # Largest upload preprocess reads (it reads the file whole): bigger ones fail at once,
+    # judged by the object's size before a byte is read; $AUTOMLOPS_MAX_UPLOAD_BYTES overrides.
+    max_upload_bytes: int = Field(
+        default_factory=lambda: int(_env_number("AUTOMLOPS_MAX_UPLOAD_BYTES", 512 * 1024**2))
+    )
     seed: int = 42
 
 

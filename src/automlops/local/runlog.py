@@ -24,7 +24,9 @@ CREATE TABLE IF NOT EXISTS runs (
     headline_value REAL,
     note TEXT,
     created_at REAL NOT NULL,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    duplicate_of TEXT,
+    trigger TEXT
 );
 CREATE TABLE IF NOT EXISTS stages (
     run_id TEXT NOT NULL,
@@ -37,6 +39,12 @@ CREATE TABLE IF NOT EXISTS stages (
     PRIMARY KEY (run_id, name)
 );
 """
+# Columns added after the first release, with their types: added to older run logs on open.
+_ADDED_COLUMNS = {"duplicate_of": "TEXT", "trigger": "TEXT"}
+_RUN_COLUMNS = (
+    "id, dataset, source, status, error, model_version, headline_metric, headline_value, note, "
+    "created_at, updated_at, duplicate_of"
+)
 
 
 class StageRecord(BaseModel):
@@ -60,6 +68,20 @@ class RunRecord(BaseModel):
     created_at: float
     updated_at: float
     stages: list[StageRecord]
+    # Set on the record of an upload whose bytes (and manifest) an earlier run already took.
+    duplicate_of: str | None = None
+
+
+class PriorState(BaseModel):
+    """A run's and a stage's status before `start_stage` marked them running (None: new).
+
+    `claimed_by` is set, and nothing was changed, when another upload event already started
+    the run and it has not failed: the caller's upload is a duplicate.
+    """
+
+    run_status: str | None
+    stage_status: str | None
+    claimed_by: str | None = None
 
 
 class RunLog:
@@ -70,6 +92,14 @@ class RunLog:
         path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as db:
             db.executescript(_SCHEMA)
+            present = {row[1] for row in db.execute("PRAGMA table_info(runs)")}
+            for name, kind in _ADDED_COLUMNS.items():
+                if name not in present:
+                    try:
+                        db.execute(f"ALTER TABLE runs ADD COLUMN {name} {kind}")
+                    except sqlite3.OperationalError as exc:  # another process added it first
+                        if "duplicate column" not in str(exc):
+                            raise
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -80,16 +110,50 @@ class RunLog:
         finally:
             db.close()
 
-    def start_stage(self, run_id: str, dataset: str, source: str | None, stage: str) -> None:
-        """Mark a stage as running (creating the run on its first stage)."""
+    def start_stage(
+        self,
+        run_id: str,
+        dataset: str,
+        source: str | None,
+        stage: str,
+        *,
+        trigger: str | None = None,
+    ) -> PriorState:
+        """Mark a stage as running (creating the run on its first stage).
+
+        `trigger` names the upload event that started the run (first stage only). Returns the
+        statuses before the change, so a stage that turns out to be a no-op can restore them.
+        """
         now = time.time()
         with self._connect() as db:
             db.execute("BEGIN IMMEDIATE")
+            prior_run = db.execute(
+                "SELECT status, trigger FROM runs WHERE id = ?", (run_id,)
+            ).fetchone()
+            prior_stage = db.execute(
+                "SELECT status FROM stages WHERE run_id = ? AND name = ?", (run_id, stage)
+            ).fetchone()
+            if (
+                trigger is not None
+                and prior_run is not None
+                and prior_run[1] not in (None, trigger)
+                and prior_run[0] != "failed"
+            ):
+                # Decided inside the transaction: two workers given the same bytes at once
+                # cannot both start the run.
+                db.execute("ROLLBACK")
+                return PriorState(
+                    run_status=prior_run[0],
+                    stage_status=None if prior_stage is None else prior_stage[0],
+                    claimed_by=prior_run[1],
+                )
             db.execute(
-                "INSERT INTO runs (id, dataset, source, status, created_at, updated_at) "
-                "VALUES (?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET status='running', error=NULL, "
-                "source=COALESCE(runs.source, excluded.source), updated_at=excluded.updated_at",
-                (run_id, dataset, source, "running", now, now),
+                "INSERT INTO runs (id, dataset, source, status, created_at, updated_at, trigger) "
+                "VALUES (?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET status='running', "
+                "error=NULL, source=COALESCE(runs.source, excluded.source), "
+                "trigger=COALESCE(excluded.trigger, runs.trigger), "
+                "updated_at=excluded.updated_at",
+                (run_id, dataset, source, "running", now, now, trigger),
             )
             db.execute(
                 "INSERT INTO stages (run_id, name, status, started_at, attempts) "
@@ -99,6 +163,86 @@ class RunLog:
                 (run_id, stage, "running", now, now),
             )
             db.execute("COMMIT")
+        return PriorState(
+            run_status=None if prior_run is None else prior_run[0],
+            stage_status=None if prior_stage is None else prior_stage[0],
+        )
+
+    def run_of_trigger(self, trigger: str) -> str | None:
+        """The run an upload event started or was recorded under (None if none)."""
+        with self._connect() as db:
+            row = db.execute(
+                "SELECT id FROM runs WHERE trigger = ? ORDER BY created_at LIMIT 1", (trigger,)
+            ).fetchone()
+        return None if row is None else row[0]
+
+    def record_duplicate(
+        self,
+        run_id: str,
+        dataset: str,
+        source: str | None,
+        *,
+        duplicate_of: str,
+        trigger: str,
+        note: str,
+    ) -> None:
+        """Record an upload that needed no work: an earlier run took the same bytes.
+
+        The record is its own run (status succeeded, one skipped preprocess stage) pointing at
+        the original; recording it again (a redelivered event) changes nothing.
+        """
+        now = time.time()
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            original = db.execute(
+                "SELECT model_version FROM runs WHERE id = ?", (duplicate_of,)
+            ).fetchone()
+            db.execute(
+                "INSERT INTO runs (id, dataset, source, status, model_version, note, created_at, "
+                "updated_at, duplicate_of, trigger) VALUES (?,?,?,?,?,?,?,?,?,?) "
+                "ON CONFLICT(id) DO NOTHING",
+                (
+                    run_id,
+                    dataset,
+                    source,
+                    "succeeded",
+                    None if original is None else original[0],
+                    note,
+                    now,
+                    now,
+                    duplicate_of,
+                    trigger,
+                ),
+            )
+            db.execute(
+                "INSERT INTO stages (run_id, name, status, started_at, finished_at, attempts) "
+                "VALUES (?,?,?,?,?,1) ON CONFLICT(run_id, name) DO NOTHING",
+                (run_id, "preprocess", "skipped", now, now),
+            )
+            db.execute("COMMIT")
+
+    def fail_abandoned(self, run_id: str, stage: str, error: str) -> bool:
+        """Fail a run whose stage was left running or retrying (its message was given up on).
+
+        Only a run still in that stage changes, so a late report about a finished run is
+        ignored. Returns whether anything changed.
+        """
+        now = time.time()
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            changed = db.execute(
+                "UPDATE stages SET status='failed', finished_at=?, error=? WHERE run_id=? "
+                "AND name=? AND status IN ('running', 'retrying')",
+                (now, error, run_id, stage),
+            ).rowcount
+            if changed:
+                db.execute(
+                    "UPDATE runs SET status='failed', error=?, updated_at=? WHERE id=? "
+                    "AND status='running'",
+                    (error, now, run_id),
+                )
+            db.execute("COMMIT")
+        return bool(changed)
 
     def finish_stage(
         self,
@@ -152,11 +296,7 @@ class RunLog:
 
     def _select(self, clause: str, params: tuple[object, ...]) -> list[RunRecord]:
         with self._connect() as db:
-            rows = db.execute(
-                "SELECT id, dataset, source, status, error, model_version, headline_metric, "
-                f"headline_value, note, created_at, updated_at FROM runs {clause}",
-                params,
-            ).fetchall()
+            rows = db.execute(f"SELECT {_RUN_COLUMNS} FROM runs {clause}", params).fetchall()
             records = []
             for row in rows:
                 stage_rows = db.execute(
@@ -177,7 +317,6 @@ class RunLog:
                         stage_rows, key=lambda r: order.get(r[0], 99)
                     )
                 ]
-                records.append(
-                    RunRecord(**dict(zip(RunRecord.model_fields, [*row, stages], strict=True)))
-                )
+                fields = dict(zip(_RUN_COLUMNS.split(", "), row, strict=True))
+                records.append(RunRecord(**fields, stages=stages))
             return records

@@ -185,6 +185,31 @@ class SqliteQueue:
                 (dlq_name(queue), queue, error, time.time(), queue, receipt_handle),
             )
 
+    def dead_letter_exhausted(self, queue: str) -> list[QueuedMessage]:
+        """Move visible messages already received `max_receives` times to the DLQ; return them.
+
+        `receive` does the same silently; a consumer that calls this first learns which
+        messages gave up without an answer (their consumer died each time), so it can record
+        the failure where people look (the run log).
+        """
+        now = time.time()
+        query = (
+            "SELECT id, queue, body, sent_at, receive_count, source_queue, last_error "
+            "FROM messages WHERE queue = ? AND visible_at <= ? AND receive_count >= ?"
+        )
+        with self._connect() as db:
+            if db.execute(query, (queue, now, self.max_receives)).fetchone() is None:
+                return []  # the usual case, without taking the write lock
+        with self._transaction() as db:
+            rows = db.execute(query, (queue, now, self.max_receives)).fetchall()
+            for row in rows:
+                db.execute(
+                    "UPDATE messages SET queue = ?, source_queue = ?, visible_at = ?, "
+                    "receipt = NULL WHERE id = ?",
+                    (dlq_name(queue), queue, now, row[0]),
+                )
+        return [QueuedMessage(*row) for row in rows]
+
     def counts(self, queue: str) -> tuple[int, int]:
         """(visible, in flight) message counts of a queue."""
         now = time.time()

@@ -18,6 +18,9 @@ OnCreated = Callable[[ObjectInfo], None]
 
 # Sidecar state (tags, locks) lives beside the buckets, never inside them.
 _META_DIR = ".meta"
+# S3's limit on a key, and the usual file-name limit of a file system (ext4, APFS, NTFS).
+MAX_KEY_BYTES = 1024
+_MAX_SEGMENT_BYTES = 255
 
 
 def _etag(data: bytes) -> str:
@@ -32,6 +35,8 @@ class DirectoryStore:
         self.root = root
         self.buckets = set(buckets)
         self.on_created = on_created
+        # Called between a write becoming durable and its notification (a seam for crash tests).
+        self.after_write: OnCreated | None = None
         for bucket in buckets:
             (root / bucket).mkdir(parents=True, exist_ok=True)
         (root / _META_DIR).mkdir(parents=True, exist_ok=True)
@@ -53,6 +58,16 @@ class DirectoryStore:
             or parts[0] == _META_DIR
         ):
             raise PermanentError(f"invalid object key {key!r}")
+        # Refused here, not by the OS: ENAMETOOLONG would surface as a retried I/O error.
+        if len(key.encode()) > MAX_KEY_BYTES:
+            raise PermanentError(
+                f"object key of {len(key.encode())} bytes {key[:60]!r}...: "
+                f"at most {MAX_KEY_BYTES} bytes are allowed"
+            )
+        if any(len(p.encode()) > _MAX_SEGMENT_BYTES for p in parts):
+            raise PermanentError(
+                f"object key {key[:60]!r}... has a name over {_MAX_SEGMENT_BYTES} bytes"
+            )
         return self.root / bucket / key
 
     def _meta_path(self, bucket: str, key: str, suffix: str) -> Path:
@@ -78,9 +93,24 @@ class DirectoryStore:
         path = self.path(bucket, key)
         self._write_atomic(path, data)
         info = ObjectInfo(bucket=bucket, key=key, size=len(data), etag=_etag(data))
+        if self.after_write is not None:
+            self.after_write(info)
         if self.on_created is not None:
             self.on_created(info)
         return info
+
+    def renotify(self, bucket: str, key: str) -> bool:
+        """Send an existing object's ObjectCreated notification again; False if it is absent.
+
+        A crash between a write and its notification loses the event (S3 never does); a stage
+        that finds its output already written calls this so the next stage still hears of it.
+        """
+        info = self.head(bucket, key)
+        if info is None:
+            return False
+        if self.on_created is not None:
+            self.on_created(info)
+        return True
 
     @contextmanager
     def _locked(self, bucket: str, key: str) -> Iterator[None]:
@@ -112,11 +142,16 @@ class DirectoryStore:
             raise NotFoundError(f"no such object: {bucket}/{key}") from None
 
     def head(self, bucket: str, key: str) -> ObjectInfo | None:
+        # Hashed in chunks, so sizing up a huge upload never holds it in memory.
         try:
-            data = self.path(bucket, key).read_bytes()
+            with open(self.path(bucket, key), "rb") as handle:
+                size = os.fstat(handle.fileno()).st_size
+                digest = hashlib.file_digest(
+                    handle, lambda: hashlib.md5(usedforsecurity=False)
+                ).hexdigest()
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             return None
-        return ObjectInfo(bucket=bucket, key=key, size=len(data), etag=_etag(data))
+        return ObjectInfo(bucket=bucket, key=key, size=size, etag=digest)
 
     def version_token(self, bucket: str, key: str) -> tuple[int, int] | None:
         """A cheap change detector (mtime, size) for pollers; None when absent."""

@@ -5,21 +5,39 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import sys
+import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
+from automlops import keys
 from automlops.errors import PermanentError
 from automlops.events import S3Event, S3EventRecord, SqsRecord
 from automlops.keys import RunRef
 from automlops.local.runlog import RunRecord
 from automlops.local.runtime import LocalRuntime
-from automlops.ports import Ports
+from automlops.local.sqlite_queue import QueuedMessage, dlq_name
+from automlops.local.store import DirectoryStore
+from automlops.ports import ObjectInfo, Ports
 from automlops.routing import Stage
 from automlops.stages import STAGES
 
 log = logging.getLogger(__name__)
+
+# Test hook: `<stage>` stops the worker at the start of that stage, `<stage>@<key suffix>` after
+# the stage's write of a key ending so is durable but before its notification is sent. The
+# worker then sleeps until killed (the crash-safety tests kill -9 it there).
+PAUSE_ENV = "AUTOMLOPS_PAUSE_AT"
+
+# The object each stage's next stage is triggered by, for re-sending a lost notification.
+_TRIGGER_OUTPUT: dict[Stage, tuple[str, Callable[[str, str], str]]] = {
+    Stage.preprocess: ("automl_data", keys.schema_key),
+    Stage.train: ("model_output", keys.model_key),
+}
 
 RunCallback = Callable[[RunRecord], None]
 ProgressCallback = Callable[[RunRef, Stage, str], None]
@@ -50,6 +68,8 @@ class Worker:
     def step(self) -> bool:
         """Process one message if any is visible; True when one was processed."""
         for queue in self.queues:
+            for dead in self.runtime.queue.dead_letter_exhausted(queue):
+                self._abandoned(queue, dead)
             messages = self.runtime.queue.receive(queue, max_messages=1)
             if messages:
                 self._handle(queue, messages[0])
@@ -60,9 +80,9 @@ class Worker:
         """Messages queued or in flight on the pipeline's queues."""
         return sum(sum(self.runtime.queue.counts(q)) for q in self.queues)
 
-    def run_until_idle(self, poll_s: float = 0.2) -> None:
+    def run_until_idle(self, poll_s: float = 0.2, stop: Callable[[], bool] = lambda: False) -> None:
         """Process until nothing is queued or in flight (in flight: waits for its timeout)."""
-        while True:
+        while not stop():
             if not self.step():
                 if self.pending() == 0:
                     return
@@ -75,22 +95,25 @@ class Worker:
 
     # -- one message ---------------------------------------------------------------------------
 
-    def _handle(self, queue: str, message: SqsRecord) -> None:
+    def _jobs(self, queue: str, message: SqsRecord) -> list[tuple[Stage, object]]:
+        """The stages a message triggers, with their events; ValueError if it is unreadable."""
         router = self.runtime.router
-        if queue == self.runtime.settings.queues.events:
-            try:
-                records = S3Event.model_validate_json(message.body).records
-            except ValueError as exc:
-                self._drop(queue, message, f"unreadable event notification: {exc}")
-                return
-            jobs: list[tuple[Stage, object]] = []
-            for record in records:
-                trigger = router.match_object(record.bucket, record.key)
-                if trigger is not None:
-                    jobs.append((trigger.stage, record))
-        else:
+        if queue != self.runtime.settings.queues.events:
             stage = router.stage_for_queue(queue)
-            jobs = [] if stage is None else [(stage, message)]
+            return [] if stage is None else [(stage, message)]
+        jobs: list[tuple[Stage, object]] = []
+        for record in S3Event.model_validate_json(message.body).records:
+            trigger = router.match_object(record.bucket, record.key)
+            if trigger is not None:
+                jobs.append((trigger.stage, record))
+        return jobs
+
+    def _handle(self, queue: str, message: SqsRecord) -> None:
+        try:
+            jobs = self._jobs(queue, message)
+        except ValueError as exc:
+            self._drop(queue, message, f"unreadable event notification: {exc}")
+            return
 
         outcomes = [self._run_stage(stage, event, message) for stage, event in jobs]
         failed = [o for o in outcomes if not o.ok and not o.permanent]
@@ -105,6 +128,46 @@ class Worker:
             backoff = self.runtime.settings.retry_base_s * 2 ** (message.receive_count - 1)
             self.runtime.queue.change_visibility(queue, message.receipt_handle, backoff)
 
+    def _abandoned(self, queue: str, dead: QueuedMessage) -> None:
+        """A message the queue gave up on (its consumer never finished): fail its runs."""
+        error = (
+            f"gave up after {dead.receive_count} deliveries that never finished (the worker "
+            f"stopped or was killed each time); message {dead.id} is in {dlq_name(queue)}"
+        )
+        log.error("message %s dead-lettered by the queue: %s", dead.id, error)
+        message = SqsRecord(
+            messageId=dead.id,
+            receiptHandle="",
+            body=dead.body,
+            attributes={"ApproximateReceiveCount": str(dead.receive_count)},
+        )
+        try:
+            jobs = self._jobs(queue, message)
+        except ValueError:
+            return  # no run was ever started for an unreadable message
+        runlog = self.runtime.runlog
+        for stage, event in jobs:
+            if isinstance(event, S3EventRecord) and stage is Stage.preprocess:
+                # Named through the run log, not by reading the upload again: reading it may
+                # be what killed the worker.
+                trigger = _trigger_id(event)
+                run_id = runlog.run_of_trigger(trigger)
+                if run_id is None:  # it died before the run was named
+                    run = _fallback_run(event, message)
+                    runlog.start_stage(
+                        run.run_id, run.dataset, event.key, stage.value, trigger=trigger
+                    )
+                else:
+                    record = runlog.get(run_id)
+                    run = RunRef(record.dataset if record else "unknown", run_id)
+            else:
+                try:
+                    run = STAGES[stage].locate(event, self.runtime.ports())
+                except Exception:
+                    run = _fallback_run(event, message)
+            if runlog.fail_abandoned(run.run_id, stage.value, error):
+                self._announce(run)
+
     def _drop(self, queue: str, message: SqsRecord, error: str) -> None:
         log.error("dead-lettering message %s: %s", message.message_id, error)
         self.runtime.queue.dead_letter(queue, message.receipt_handle, error)
@@ -114,16 +177,31 @@ class Worker:
         spec = STAGES[stage]
         ports = self.runtime.ports()
         source = event.key if isinstance(event, S3EventRecord) else None
+        trigger = None
+        if stage is Stage.preprocess and isinstance(event, S3EventRecord):
+            trigger = _trigger_id(event)
         try:
             run = spec.locate(event, ports)
         except Exception as exc:  # the run cannot even be named: name it after the event
             run = _fallback_run(event, message)
-            runlog.start_stage(run.run_id, run.dataset, source, stage.value)
+            runlog.start_stage(run.run_id, run.dataset, source, stage.value, trigger=trigger)
             return self._fail(run, stage, exc, message)
 
         if stage is not Stage.preprocess:
             source = None  # the run's source was recorded by its first stage
-        runlog.start_stage(run.run_id, run.dataset, source, stage.value)
+        prior = runlog.start_stage(run.run_id, run.dataset, source, stage.value, trigger=trigger)
+        if prior.claimed_by is not None and trigger is not None:
+            # The same bytes (and manifest) were uploaded before: no work, one record saying so.
+            runlog.record_duplicate(
+                trigger,
+                run.dataset,
+                source,
+                duplicate_of=run.run_id,
+                trigger=trigger,
+                note=f"duplicate of run {run.run_id}: same content as an earlier upload",
+            )
+            self._announce(RunRef(run.dataset, trigger))
+            return _Outcome(ok=True)
         self._progress_fn(run, stage)("started")
         ports = Ports(
             store=ports.store,
@@ -133,14 +211,24 @@ class Worker:
             progress=self._progress_fn(run, stage),
         )
         try:
-            result = spec.run(event, ports)
+            with _pause_hook(self.runtime.store, stage):
+                result = spec.run(event, ports)
         except Exception as exc:
             return self._fail(run, stage, exc, message)
         run_status = "succeeded" if result.final else None
+        stage_status = "skipped" if result.duplicate else "succeeded"
+        if result.duplicate and not result.final:
+            # Work done before (a redelivered event): leave the run and stage as they were.
+            if prior.run_status in ("succeeded", "failed"):
+                run_status = prior.run_status
+            if prior.stage_status == "succeeded":
+                stage_status = "succeeded"
+            if message.receive_count > 1:
+                self._renotify(stage, run)
         runlog.finish_stage(
             run.run_id,
             stage.value,
-            status="skipped" if result.duplicate else "succeeded",
+            status=stage_status,
             run_status=run_status,
             model_version=result.model_version,
             headline=result.headline,
@@ -149,6 +237,23 @@ class Worker:
         if result.final:
             self._announce(run)
         return _Outcome(ok=True)
+
+    def _renotify(self, stage: Stage, run: RunRef) -> None:
+        """Send the notification of a stage's output again.
+
+        A redelivered message whose stage finds its output already written may be the
+        redelivery after a crash between that write and its notification; without this the
+        next stage would never hear of the output. A notification too many is harmless: every
+        stage is idempotent.
+        """
+        output = _TRIGGER_OUTPUT.get(stage)
+        if output is None:
+            return
+        role, key_of = output
+        bucket = getattr(self.runtime.settings.buckets, role)
+        key = key_of(run.dataset, run.run_id)
+        if self.runtime.store.renotify(bucket, key):
+            log.info("re-sent the notification of %s/%s", bucket, key)
 
     def _fail(self, run: RunRef, stage: Stage, exc: Exception, message: SqsRecord) -> _Outcome:
         permanent = isinstance(exc, PermanentError)
@@ -182,6 +287,79 @@ class Worker:
                 self.on_progress(run, stage, text)
 
         return progress
+
+
+def run_workers(workers: list[Worker], *, until_idle: bool) -> None:
+    """Run workers over the same queues: one inline, several on threads of their own.
+
+    The queue hands each message to one receiver and the registry is compare-and-swap, so
+    workers need no coordination. Returns when all are idle (`until_idle`) or never.
+    """
+    if len(workers) == 1:
+        if until_idle:
+            workers[0].run_until_idle()
+        else:
+            workers[0].run_forever()
+        return
+    stop = threading.Event()
+
+    def loop(worker: Worker) -> None:
+        # The main thread keeps KeyboardInterrupt; workers stop with it (daemon threads), and
+        # what they had in flight is redelivered after the visibility timeout.
+        if until_idle:
+            worker.run_until_idle(stop=stop.is_set)
+        else:
+            worker.run_forever(stop=stop.is_set)
+
+    threads = [
+        threading.Thread(target=loop, args=(w,), name=f"automlops-worker-{i}", daemon=True)
+        for i, w in enumerate(workers, start=1)
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        while any(thread.is_alive() for thread in threads):
+            for thread in threads:
+                thread.join(timeout=0.5)
+    finally:
+        stop.set()
+
+
+def _trigger_id(record: S3EventRecord) -> str:
+    """Names one upload event: a redelivery has the same name, an upload of the same bytes
+    again (same or other key) another one (its sequencer and time differ)."""
+    obj = record.s3.object
+    material = "\0".join(
+        [record.bucket, record.key, obj.e_tag, obj.sequencer, record.event_time, record.event_name]
+    )
+    return hashlib.sha256(material.encode()).hexdigest()[:16]
+
+
+@contextmanager
+def _pause_hook(store: DirectoryStore, stage: Stage) -> Iterator[None]:
+    """Pause inside `stage` where $AUTOMLOPS_PAUSE_AT says (see PAUSE_ENV); else nothing."""
+    name, _, suffix = os.environ.get(PAUSE_ENV, "").strip().partition("@")
+    if name != stage.value:
+        yield
+        return
+    if not suffix:
+        _pause(f"at the start of {stage.value}")
+
+    def after_write(info: ObjectInfo) -> None:
+        if info.key.endswith(suffix):
+            _pause(f"in {stage.value} after writing {info.bucket}/{info.key}, before notifying")
+
+    previous, store.after_write = store.after_write, after_write
+    try:
+        yield
+    finally:
+        store.after_write = previous
+
+
+def _pause(where: str) -> None:
+    print(f"automlops: paused {where} (pid {os.getpid()})", file=sys.stderr, flush=True)
+    while True:
+        time.sleep(3600)
 
 
 def _fallback_run(event: object, message: SqsRecord) -> RunRef:

@@ -16,6 +16,7 @@ from automlops.config import Task
 from automlops.errors import NotFoundError, PermanentError
 from automlops.ml.predictor import Predictions, Predictor
 from automlops.ml.transform import InvalidValueError
+from automlops.serving.auth import require_api_key
 from automlops.serving.models import ModelCache
 
 _DATASET = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
@@ -37,10 +38,14 @@ class OrjsonResponse(JSONResponse):
         return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-def create_app(models: ModelCache, *, max_body_bytes: int = 10 * 1024 * 1024) -> FastAPI:
-    """The HTTP app over a model cache."""
+def create_app(
+    models: ModelCache, *, max_body_bytes: int = 10 * 1024 * 1024, api_key: str | None = None
+) -> FastAPI:
+    """The HTTP app over a model cache; with `api_key`, every route but /ping requires it."""
     app = FastAPI(title="automlops inference API", default_response_class=OrjsonResponse)
     app.state.models = models
+    if api_key is not None:
+        require_api_key(app, api_key)
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> Response:

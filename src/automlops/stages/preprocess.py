@@ -17,6 +17,7 @@ from automlops.ml.csv_reader import read_csv_bytes
 from automlops.ml.schema import DatasetSchema, SplitRows
 from automlops.ml.splits import split_indices
 from automlops.ml.target import default_target, fit_target
+from automlops.ml.transform import FLOAT32_MAX
 from automlops.ports import Ports
 from automlops.stages.drift_check import check_drift
 from automlops.stages.result import StageResult
@@ -35,6 +36,14 @@ def locate(record: S3EventRecord, ports: Ports) -> tuple[keys.RunRef, bytes, Man
     """Read the upload and its manifest and name the run (before any parsing can fail)."""
     source = keys.parse_source_key(record.key)
     manifest = load_manifest(ports.store, ports.settings.buckets.data, source.dataset)
+    # The file is read whole below: refuse an oversized one by its size, before reading it.
+    info = ports.store.head(record.bucket, record.key)
+    limit = ports.settings.max_upload_bytes
+    if info is not None and info.size > limit:
+        raise DataError(
+            record.key,
+            f"is {info.size:,} bytes; uploads over {limit:,} bytes are refused (max_upload_bytes)",
+        )
     data = ports.store.get(record.bucket, record.key)
     run_id = run_identity(source.dataset, hashlib.sha256(data).hexdigest(), manifest)
     return keys.RunRef(source.dataset, run_id), data, manifest
@@ -50,6 +59,7 @@ def preprocess(record: S3EventRecord, ports: Ports) -> StageResult:
 
     source = record.key
     frame = read_csv_bytes(data, source)
+    _check_magnitudes(frame, source)
     notes: list[str] = []
 
     target_name = manifest.target or default_target(frame.columns)
@@ -79,6 +89,11 @@ def preprocess(record: S3EventRecord, ports: Ports) -> StageResult:
         positive=manifest.positive,
         source=source,
     )
+    if target.task is Task.regression and frame.get_column(target_name).n_unique() < 2:
+        value = frame.get_column(target_name)[0]
+        raise DataError(
+            source, f"target is {value!r} on every row; nothing to learn", column=target_name
+        )
     y = target.encode(frame.get_column(target_name), source)
     strata = None if target.task is Task.regression else y
     train_idx, valid_idx, test_idx = split_indices(
@@ -124,3 +139,21 @@ def preprocess(record: S3EventRecord, ports: Ports) -> StageResult:
     store.put(buckets.automl_data, schema_key, schema.model_dump_json(indent=1).encode())
     store.put_tags(record.bucket, record.key, {PROCESSED_TAG: run.run_id})
     return StageResult(run=run, outputs=[*split_keys.values(), transform_key, schema_key])
+
+
+def _check_magnitudes(frame: pl.DataFrame, source: str) -> None:
+    """Refuse numbers a model cannot read (inf, 1e309, beyond float32) here, naming the data
+    row and column of the upload; later they would fail training on a shuffled split."""
+    for name, dtype in frame.schema.items():
+        if not dtype.is_float():
+            continue
+        beyond = frame.get_column(name).abs() > FLOAT32_MAX  # null and NaN: missing, fine
+        if beyond.any():
+            row = int(beyond.arg_true()[0])
+            value = frame.get_column(name)[row]
+            raise DataError(
+                source,
+                f"data row {row + 1}: {value!r} is not a usable number "
+                f"(numbers must lie within ±{FLOAT32_MAX:.4g})",
+                column=name,
+            )
