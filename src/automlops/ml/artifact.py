@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import tarfile
+import zlib
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -20,6 +21,7 @@ from automlops.ml.transform import FittedTransform
 METADATA = "metadata.json"
 TRANSFORM = "transform.json"
 _MAX_MEMBER_BYTES = 512 * 1024 * 1024
+_MAX_MEMBERS = 64  # ours have three
 
 
 class InputColumn(BaseModel):
@@ -83,24 +85,49 @@ class ModelArtifact(BaseModel):
 
     @classmethod
     def from_tar_gz(cls, data: bytes, source: str = "model.tar.gz") -> ModelArtifact:
-        """Unpack, reading only regular files by name; nothing is extracted to disk."""
-        files: dict[str, bytes] = {}
+        """Unpack in memory: nothing is extracted to disk and nothing in it is executed.
+
+        Only regular-file members with plain relative names are considered (symlinks, hard
+        links, devices, `../` and absolute names are ignored), and only the three members
+        the metadata names are read, each within a size limit, from an archive of at most
+        `_MAX_MEMBERS` members: a hostile archive cannot write outside anything, run code
+        or exhaust memory.
+        """
         try:
             with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
-                for member in tar.getmembers():
-                    if not member.isfile() or member.size > _MAX_MEMBER_BYTES:
-                        continue
-                    handle = tar.extractfile(member)
-                    if handle is not None:
-                        files[member.name.removeprefix("./")] = handle.read()
-        except (tarfile.TarError, OSError, EOFError) as exc:
+                members: dict[str, tarfile.TarInfo] = {}
+                for count, member in enumerate(tar, start=1):
+                    if count > _MAX_MEMBERS:
+                        raise PermanentError(
+                            f"{source}: model archive has over {_MAX_MEMBERS} members"
+                        )
+                    name = member.name.removeprefix("./")
+                    if member.isfile() and member.size <= _MAX_MEMBER_BYTES and _plain(name):
+                        members[name] = member
+
+                def read(name: str) -> bytes:
+                    handle = tar.extractfile(members[name])
+                    assert handle is not None  # regular files always have contents
+                    return handle.read()
+
+                try:
+                    metadata = ModelMetadata.model_validate_json(read(METADATA))
+                    transform = FittedTransform.model_validate_json(read(TRANSFORM))
+                    model = read(metadata.model_file)
+                except KeyError as exc:
+                    raise PermanentError(f"{source}: model archive lacks {exc.args[0]}") from None
+                except ValueError as exc:
+                    raise PermanentError(f"{source}: invalid model metadata: {exc}") from None
+        except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
             raise PermanentError(f"{source}: not a readable model archive: {exc}") from None
-        try:
-            metadata = ModelMetadata.model_validate_json(files[METADATA])
-            transform = FittedTransform.model_validate_json(files[TRANSFORM])
-            model = files[metadata.model_file]
-        except KeyError as exc:
-            raise PermanentError(f"{source}: model archive lacks {exc.args[0]}") from None
-        except ValueError as exc:
-            raise PermanentError(f"{source}: invalid model metadata: {exc}") from None
         return cls(metadata=metadata, transform=transform, model=model)
+
+
+def _plain(name: str) -> bool:
+    """A relative member name without `..`, empty or absolute parts (as written by to_tar_gz)."""
+    parts = name.split("/")
+    return (
+        not name.startswith("/")
+        and "\\" not in name
+        and all(p not in ("", ".", "..") for p in parts)
+    )

@@ -75,4 +75,7 @@ class ApiKeyMiddleware:
 
 def require_api_key(app: FastAPI, api_key: str, open_paths: Iterable[str] = OPEN_PATHS) -> None:
     """Make every route of `app` except `open_paths` need `api_key` (call before serving)."""
+    if not api_key.strip():
+        # Checked here too: Starlette builds middleware on the first request, too late.
+        raise ValueError("the API key must not be empty")
     app.add_middleware(ApiKeyMiddleware, api_key=api_key, open_paths=frozenset(open_paths))
