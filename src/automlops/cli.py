@@ -322,15 +322,13 @@ def up(
     ] = False,
 ) -> None:
     """Workers, the inference API and the dashboard at /ui in one process; Ctrl-C stops."""
-    import os
-
+    from automlops.serving.auth import api_key_from_env
     from automlops.ui.up import UpOptions, run_up
 
-    api_key = None
-    if api_key_env is not None:
-        api_key = os.environ.get(api_key_env, "").strip()  # as `serve` reads it
-        if not api_key:
-            raise _fail(f"environment variable {api_key_env} is not set or empty")
+    try:
+        api_key = None if api_key_env is None else api_key_from_env(api_key_env)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
     if protect_ui and api_key is None:
         raise _fail("--protect-ui needs --api-key-env VAR")
     options = UpOptions(

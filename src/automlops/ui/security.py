@@ -1,8 +1,9 @@
 """Who may read and change things through the dashboard, and CSRF protection.
 
 - API key: the same key as the inference API, sent as `Authorization: Bearer <key>` or
-  `X-API-Key: <key>` and compared in constant time. Browsers get it once through the login form,
-  which sets an HttpOnly, SameSite=Strict session cookie holding a MAC of the key (never the key).
+  `X-API-Key: <key>` and compared in constant time (serving/auth.py's rules). Browsers give it
+  once to the login form, which sets an HttpOnly, SameSite=Strict session cookie holding a MAC
+  of the key (never the key).
 - CSRF: every form carries a token that must equal the token in a SameSite=Strict cookie
   (double submit), and the token is a MAC under a per-process secret, so a cookie planted by a
   sibling origin does not validate. A request whose Origin (or, lacking it, Referer) names
@@ -20,6 +21,8 @@ from urllib.parse import urlsplit
 
 from starlette.requests import Request
 
+from automlops.serving import auth
+
 CSRF_COOKIE = "automlops_csrf"
 CSRF_FIELD = "csrf_token"
 SESSION_COOKIE = "automlops_session"
@@ -27,19 +30,13 @@ SESSION_COOKIE = "automlops_session"
 
 def presented_key(request: Request) -> str | None:
     """The API key a request carries in `Authorization: Bearer` or `X-API-Key`, if any."""
-    header = request.headers.get("authorization", "")
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
-        return value.strip()
-    value = request.headers.get("x-api-key", "").strip()
-    return value or None
+    # The inference API's own rules (serving/auth.py): one key, read the same way everywhere.
+    return auth.presented_key(request.headers)
 
 
 def keys_match(presented: str | None, expected: str) -> bool:
     """Constant-time comparison of a presented key with the configured one."""
-    if presented is None:
-        return False
-    return hmac.compare_digest(presented.encode(), expected.encode())
+    return auth.key_matches(presented, expected)
 
 
 @dataclass

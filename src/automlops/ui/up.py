@@ -12,20 +12,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import uvicorn
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from automlops.local.runtime import LocalRuntime, open_runtime
 from automlops.local.watcher import DataWatcher
 from automlops.local.worker import Worker
+from automlops.serving.auth import OPEN_PATHS, ApiKeyMiddleware
 from automlops.ui import PREFIX, Guard, LiveProgress, mount_ui
-from automlops.ui.context import json_error
-from automlops.ui.security import keys_match, presented_key
 
 log = logging.getLogger(__name__)
 
-# Liveness stays open, as the SageMaker contract expects; so does the browser's icon request.
-_OPEN_PATHS = ("/ping", "/favicon.ico")
+# Besides /ping (serving/auth.py's open path): the browser's icon request.
+_OPEN_PATHS = frozenset({"/favicon.ico"})
 
 
 @dataclass
@@ -66,17 +66,22 @@ def build_app(
     return app
 
 
+class _ApiKeyOutsideDashboard(ApiKeyMiddleware):
+    """`automlops serve --api-key-env`'s guard for every route but the dashboard's, which checks
+    the same key itself (a sign-in cookie or the header) and answers with pages, not JSON."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and (path == PREFIX or path.startswith(f"{PREFIX}/")):
+            await self.app(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
 def _require_key_for_api(app: FastAPI, api_key: str) -> None:
-    # The dashboard checks the key itself (login cookie or header); every other route is the
-    # inference API and takes the key in a header, like `automlops serve --api-key-env`.
-    @app.middleware("http")
-    async def _api_key(request: Request, call_next: Callable) -> Response:  # type: ignore[type-arg]
-        path = request.url.path
-        if path in _OPEN_PATHS or path == PREFIX or path.startswith(f"{PREFIX}/"):
-            return await call_next(request)
-        if not keys_match(presented_key(request), api_key):
-            return json_error(401, "missing or wrong API key (Authorization: Bearer or X-API-Key)")
-        return await call_next(request)
+    app.add_middleware(
+        _ApiKeyOutsideDashboard, api_key=api_key, open_paths=OPEN_PATHS | _OPEN_PATHS
+    )
 
 
 class Background:
