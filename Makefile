@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup browser demo test lint bench clean aws-node aws-validate test-aws screenshots
+.PHONY: setup browser demo test lint bench clean aws-node aws-validate test-aws screenshots reliability
 
 $(BIN)/automlops: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -70,6 +70,16 @@ $(FLAML_VENV)/bin/python:
 
 bench: setup $(FLAML_VENV)/bin/python
 	$(BIN)/python bench/run.py
+
+# The reliability suite in its long form (a 2 GB upload, 10,000-request load, longer fuzzing);
+# the figures the tests record become docs/reliability.md, also when a test fails.
+RELIABILITY_OUT := bench/out/reliability
+reliability: setup
+	rm -rf $(RELIABILITY_OUT)
+	AUTOMLOPS_RELIABILITY_HEAVY=1 AUTOMLOPS_RELIABILITY_OUT=$(RELIABILITY_OUT) \
+	  $(BIN)/pytest -p no:cacheprovider tests/reliability; status=$$?; \
+	  $(BIN)/python bench/reliability_report.py $(RELIABILITY_OUT) docs/reliability.md && \
+	  exit $$status
 
 clean:
 	rm -rf $(VENV) $(FLAML_VENV) .automlops .pytest_cache $(SLS_DIR)/.serverless $(SLS_DIR)/.package

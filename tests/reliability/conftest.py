@@ -16,9 +16,13 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if not folder or not (report.when == "call" or report.outcome != "passed"):
         return
     outcome = report.outcome
+    row: dict[str, object] = {"test": report.nodeid, "when": report.when}
     if hasattr(report, "wasxfail"):
         outcome = "xfailed" if report.outcome == "skipped" else "xpassed"
-    row = {"test": report.nodeid, "when": report.when, "outcome": outcome}
+        row["reason"] = report.wasxfail
+    elif report.outcome == "skipped" and isinstance(report.longrepr, tuple):
+        row["reason"] = report.longrepr[2]
+    row["outcome"] = outcome
     row["duration_s"] = round(report.duration, 3)
     path = Path(folder) / "outcomes.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)

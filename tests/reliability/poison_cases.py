@@ -172,7 +172,7 @@ CASES: list[PoisonCase] = [
     ),
     PoisonCase(
         "over the size limit",
-        "a valid CSV larger than max_upload_bytes (set to 64 KiB here)",
+        "a valid CSV larger than max_upload_bytes (set to 8 MiB here)",
         small_csv(3000, seed=4),
         message="are refused",
     ),
@@ -222,8 +222,8 @@ CASES: list[PoisonCase] = [
     PoisonCase(
         "prose",
         "a paragraph of text",
-        b"This is not a table. It has sentences, commas; and other things.\n" * 10,
-        message="table",
+        b"Some prose, not data: sentences with commas; and other things.\n" * 10,
+        message="target column 'y' not found",
     ),
     PoisonCase(
         "JSON named .csv",
