@@ -35,7 +35,7 @@ from automlops.registry import VersionStatus
 from support import upload
 
 DATASET = "crash"
-VISIBILITY_S = "1"
+VISIBILITY_S = "0.5"
 # (stage, pause point, what is durable when the process dies there)
 KILL_POINTS = [
     (

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from automlops.cli import app
 from automlops.local.runtime import open_runtime
-from automlops.local.worker import Worker
+from automlops.local.worker import Worker, run_workers
 from support import upload
 
 RUN_FIELDS = {"id", "dataset", "source", "status", "error", "stages", "model_version"}
@@ -28,14 +28,14 @@ def test_duplicates_are_recorded_and_do_no_work(tmp_path: Path) -> None:
         # At-least-once delivery: the notification arrives twice.
         [message] = runtime.queue.receive(events, visibility_timeout_s=0)
         runtime.queue.send(events, message.body)
+        upload(runtime, manifest, "c.csv", small_csv(80, seed=22))  # changed bytes
         finished: list = []
-        Worker(runtime, on_run_end=finished.append).run_until_idle()
+        workers = [Worker(runtime, on_run_end=finished.append) for _ in range(2)]
+        run_workers(workers, until_idle=True)
 
         upload(runtime, manifest, "a.csv", data)  # the same file uploaded again
         upload(runtime, manifest, "b.csv", data)  # the same bytes under another name
-        Worker(runtime, on_run_end=finished.append).run_until_idle()
-        upload(runtime, manifest, "c.csv", small_csv(80, seed=22))  # changed bytes
-        Worker(runtime, on_run_end=finished.append).run_until_idle()
+        run_workers(workers, until_idle=True)
 
         runs = runtime.runlog.list("dup")
         originals = [r for r in runs if r.duplicate_of is None]
@@ -48,13 +48,11 @@ def test_duplicates_are_recorded_and_do_no_work(tmp_path: Path) -> None:
             assert duplicate.status == "succeeded"
             assert duplicate.model_version == first.model_version
             assert [(s.name, s.status) for s in duplicate.stages] == [("preprocess", "skipped")]
-        # The first run did its stages once each, the redelivered event included.
-        assert {s.name: s.attempts for s in first.stages} == {
-            "preprocess": 2,
-            "train": 1,
-            "deploy": 1,
-            "evaluate": 1,
-        }
+        # The first run did its work once: the event delivered twice was either dropped as a
+        # duplicate of the delivery at work (two workers) or found preprocess done.
+        attempts = {s.name: s.attempts for s in first.stages}
+        assert attempts.pop("preprocess") in (1, 2)
+        assert attempts == {"train": 1, "deploy": 1, "evaluate": 1}
         doc = runtime.registry.read("dup")
         check_registry(doc)
         assert len(doc.versions) == 2  # one per distinct content

@@ -36,11 +36,15 @@ CREATE TABLE IF NOT EXISTS stages (
     finished_at REAL,
     attempts INTEGER NOT NULL DEFAULT 0,
     error TEXT,
+    message_id TEXT,
     PRIMARY KEY (run_id, name)
 );
 """
 # Columns added after the first release, with their types: added to older run logs on open.
-_ADDED_COLUMNS = {"duplicate_of": "TEXT", "trigger": "TEXT"}
+_ADDED_COLUMNS = {
+    "runs": {"duplicate_of": "TEXT", "trigger": "TEXT"},
+    "stages": {"message_id": "TEXT"},
+}
 _RUN_COLUMNS = (
     "id, dataset, source, status, error, model_version, headline_metric, headline_value, note, "
     "created_at, updated_at, duplicate_of"
@@ -82,6 +86,8 @@ class PriorState(BaseModel):
     run_status: str | None
     stage_status: str | None
     claimed_by: str | None = None
+    # Set, and nothing changed, when another message is running this very stage right now.
+    busy_with: str | None = None
 
 
 class RunLog:
@@ -92,11 +98,13 @@ class RunLog:
         path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as db:
             db.executescript(_SCHEMA)
-            present = {row[1] for row in db.execute("PRAGMA table_info(runs)")}
-            for name, kind in _ADDED_COLUMNS.items():
-                if name not in present:
+            for table, columns in _ADDED_COLUMNS.items():
+                present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+                for name, kind in columns.items():
+                    if name in present:
+                        continue
                     try:
-                        db.execute(f"ALTER TABLE runs ADD COLUMN {name} {kind}")
+                        db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
                     except sqlite3.OperationalError as exc:  # another process added it first
                         if "duplicate column" not in str(exc):
                             raise
@@ -118,11 +126,17 @@ class RunLog:
         stage: str,
         *,
         trigger: str | None = None,
+        message_id: str | None = None,
+        lease_s: float = 0.0,
     ) -> PriorState:
         """Mark a stage as running (creating the run on its first stage).
 
         `trigger` names the upload event that started the run (first stage only). Returns the
         statuses before the change, so a stage that turns out to be a no-op can restore them.
+        With `message_id` and `lease_s`: if another message started this stage of this run
+        less than `lease_s` ago and it is still running, nothing changes and `busy_with` says
+        so (a duplicate delivered while the first is at work). A redelivery of the message
+        itself, after a crash, is not held back.
         """
         now = time.time()
         with self._connect() as db:
@@ -131,7 +145,8 @@ class RunLog:
                 "SELECT status, trigger FROM runs WHERE id = ?", (run_id,)
             ).fetchone()
             prior_stage = db.execute(
-                "SELECT status FROM stages WHERE run_id = ? AND name = ?", (run_id, stage)
+                "SELECT status, message_id, started_at FROM stages WHERE run_id = ? AND name = ?",
+                (run_id, stage),
             ).fetchone()
             if (
                 trigger is not None
@@ -147,6 +162,19 @@ class RunLog:
                     stage_status=None if prior_stage is None else prior_stage[0],
                     claimed_by=prior_run[1],
                 )
+            if (  # checked after the claim: a duplicate upload is recorded, not dropped
+                message_id is not None
+                and prior_stage is not None
+                and prior_stage[0] == "running"
+                and prior_stage[1] not in (None, message_id)
+                and (prior_stage[2] or 0) > now - lease_s
+            ):
+                db.execute("ROLLBACK")
+                return PriorState(
+                    run_status=None if prior_run is None else prior_run[0],
+                    stage_status=prior_stage[0],
+                    busy_with=prior_stage[1],
+                )
             db.execute(
                 "INSERT INTO runs (id, dataset, source, status, created_at, updated_at, trigger) "
                 "VALUES (?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET status='running', "
@@ -156,11 +184,12 @@ class RunLog:
                 (run_id, dataset, source, "running", now, now, trigger),
             )
             db.execute(
-                "INSERT INTO stages (run_id, name, status, started_at, attempts) "
-                "VALUES (?,?,?,?,1) "
+                "INSERT INTO stages (run_id, name, status, started_at, attempts, message_id) "
+                "VALUES (?,?,?,?,1,?) "
                 "ON CONFLICT(run_id, name) DO UPDATE SET status='running', started_at=?, "
-                "finished_at=NULL, error=NULL, attempts=stages.attempts + 1",
-                (run_id, stage, "running", now, now),
+                "finished_at=NULL, error=NULL, attempts=stages.attempts + 1, "
+                "message_id=excluded.message_id",
+                (run_id, stage, "running", now, message_id, now),
             )
             db.execute("COMMIT")
         return PriorState(

@@ -189,7 +189,15 @@ class Worker:
 
         if stage is not Stage.preprocess:
             source = None  # the run's source was recorded by its first stage
-        prior = runlog.start_stage(run.run_id, run.dataset, source, stage.value, trigger=trigger)
+        prior = runlog.start_stage(
+            run.run_id,
+            run.dataset,
+            source,
+            stage.value,
+            trigger=trigger,
+            message_id=message.message_id,
+            lease_s=self.runtime.settings.visibility_timeout_s,
+        )
         if prior.claimed_by is not None and trigger is not None:
             # The same bytes (and manifest) were uploaded before: no work, one record saying so.
             runlog.record_duplicate(
@@ -201,6 +209,17 @@ class Worker:
                 note=f"duplicate of run {run.run_id}: same content as an earlier upload",
             )
             self._announce(RunRef(run.dataset, trigger))
+            return _Outcome(ok=True)
+        if prior.busy_with is not None:
+            # The same work delivered twice at once: the first delivery does it (and if its
+            # worker dies, that message comes back), so this one is done with.
+            log.info(
+                "%s of run %s is in progress (message %s): dropping duplicate message %s",
+                stage.value,
+                run.run_id,
+                prior.busy_with,
+                message.message_id,
+            )
             return _Outcome(ok=True)
         self._progress_fn(run, stage)("started")
         ports = Ports(
