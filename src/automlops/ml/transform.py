@@ -407,11 +407,20 @@ def rows_to_frame(instances: list[dict[str, Any]], columns: list[str]) -> pl.Dat
     data: dict[str, pl.Series] = {}
     for name in columns:
         values = [row.get(name) for row in instances]
+        kinds = {type(v) for v in values if v is not None}
         try:
+            if bool in kinds and len(kinds) > 1:
+                # polars would read true as 1 beside integers; the row fast path reads "true".
+                raise TypeError("booleans mixed with other types")
             data[name] = pl.Series(name, values, strict=True)
         except (TypeError, ValueError, OverflowError, pl.exceptions.PolarsError):
             # Mixed types (e.g. 3 and "3"): compare as text, parsed per column later.
             data[name] = pl.Series(
-                name, [None if v is None else str(v) for v in values], dtype=pl.String
+                name,
+                [
+                    _category_key(v) if isinstance(v, bool) else None if v is None else str(v)
+                    for v in values
+                ],
+                dtype=pl.String,
             )
     return pl.DataFrame(data, height=len(instances))
