@@ -20,6 +20,7 @@ from reliability_support import small_csv
 HEADER = "age,income,colour,y"
 FORMULA = "=cmd|' /C calc'!A0"
 SCRIPT = "<script>alert(1)</script>"
+FORMULA_COLUMN = "-2+3+cmd|' /C calc'!A0"  # a column name a spreadsheet would evaluate
 
 
 @dataclass(frozen=True)
@@ -197,7 +198,14 @@ CASES: list[PoisonCase] = [
     PoisonCase(
         "Excel formula cells",
         f"cells, a column name and a label like {FORMULA}",
-        _colours({"red": FORMULA.replace(",", ""), "yes": "=1+1", "green": "@SUM(A1:A9)"}),
+        _colours(
+            {
+                "red": FORMULA.replace(",", ""),
+                "yes": "=1+1",
+                "green": "@SUM(A1:A9)",
+                "colour": FORMULA_COLUMN,
+            }
+        ),
         manifest={"positive": "=1+1"},
         expect="succeeded",
     ),

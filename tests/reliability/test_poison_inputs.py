@@ -15,7 +15,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from poison_cases import CASES, FORMULA, SCRIPT, PoisonCase
+from poison_cases import CASES, FORMULA, FORMULA_COLUMN, SCRIPT, PoisonCase
 from reliability_support import fast_manifest, files_under, record, small_csv
 
 from automlops import keys
@@ -177,12 +177,7 @@ def test_dead_letter_queue_holds_only_the_transient_case(poisoned: Poisoned) -> 
 
 FORMULA_CASE = next(c for c in CASES if c.kind == "Excel formula cells")
 MARKUP_CASE = next(c for c in CASES if c.kind == "HTML in names and cells")
-FORMULAS = (FORMULA, "=1+1", "@SUM(A1:A9)")
-_RAW_LABELS = (
-    "reports/report.py writes target labels raw into report tables: a label '=1+1' is a "
-    "formula cell in REPORT.md and report.html, '<img ...>' live HTML in REPORT.md "
-    "(owner of reports/ to escape them; this test then passes and the marker goes)"
-)
+FORMULAS = (FORMULA, FORMULA_COLUMN, "=1+1", "@SUM(A1:A9)")
 
 
 def test_report_html_escapes_markup(poisoned: Poisoned) -> None:
@@ -194,14 +189,12 @@ def test_report_html_escapes_markup(poisoned: Poisoned) -> None:
     record("report_escaping", {"kind": MARKUP_CASE.kind, "file": "report.html", "ok": True})
 
 
-@pytest.mark.xfail(strict=True, reason=_RAW_LABELS)
 def test_report_markdown_escapes_markup(poisoned: Poisoned) -> None:
     markdown = _report(poisoned, MARKUP_CASE, "markdown")
     assert "<script" not in markdown and "<img" not in markdown  # renderers may run raw HTML
     record("report_escaping", {"kind": MARKUP_CASE.kind, "file": "REPORT.md", "ok": True})
 
 
-@pytest.mark.xfail(strict=True, reason=_RAW_LABELS)
 @pytest.mark.parametrize("kind", ["html", "markdown"])
 def test_report_cells_never_start_with_a_formula(poisoned: Poisoned, kind: str) -> None:
     document = _report(poisoned, FORMULA_CASE, kind)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from automlops.reports import plots
+from automlops.reports.escaping import inert_json
 from automlops.reports.html import render_html
 from automlops.reports.report import EvaluationReport, PlotRef, render_markdown
 
@@ -68,5 +69,5 @@ def report_bundle(
     files = {plot.filename: plot.png for plot in made}
     files["report.html"] = render_html(report).encode()
     files["REPORT.md"] = render_markdown(report).encode()
-    files[REPORT_JSON] = report.model_dump_json(indent=1).encode()
+    files[REPORT_JSON] = inert_json(report.model_dump_json(indent=1)).encode()
     return files

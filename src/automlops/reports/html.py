@@ -2,7 +2,9 @@
 
 The plots are PNG files beside the page, linked by relative name, so the folder can be opened
 from disk, synced from S3 or served as static files. Every value comes from data users control
-(dataset, labels, column names, reasons), so the template is rendered with autoescaping on.
+(dataset, labels, column names, reasons), so the template is rendered with autoescaping on,
+and every `{{ value }}` passes through `html_finalize`: a cell that a spreadsheet would run as a
+formula (`=1+1`) is shown with a leading apostrophe (the policy is in escaping.py).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from functools import cache
 
 import jinja2
 
+from automlops.reports.escaping import html_finalize
 from automlops.reports.report import EvaluationReport, fmt
 
 TEMPLATE = "report.html"
@@ -22,6 +25,7 @@ def _environment() -> jinja2.Environment:
     return jinja2.Environment(
         loader=jinja2.PackageLoader("automlops.reports", "templates"),
         autoescape=True,  # every string is escaped unless marked safe, whatever the file name
+        finalize=html_finalize,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,

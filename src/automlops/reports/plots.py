@@ -2,8 +2,9 @@
 
 Figures are built with matplotlib's object API on the Agg canvas: no pyplot global state (so
 it is safe in worker threads) and no display needed. Every plot has a title, axis labels and,
-where more than one series is drawn, a legend. Text from user data (labels, feature names) is
-escaped for mathtext and shortened, so a `$` in a column name cannot break rendering.
+where more than one series is drawn, a legend. Text from user data (labels, feature names) goes
+through `plot_text` (escaping.py): never parsed as mathtext, so a `$` in a column name is
+drawn as typed and cannot break rendering.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from matplotlib.figure import Figure
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import auc, precision_recall_curve, precision_recall_fscore_support, roc_curve
 
+from automlops.reports.escaping import plot_text
+
 DPI = 80
-_MAX_LABEL = 32
 TOP_FEATURES = 15
 CANDIDATE_COLOR = "#1f77b4"
 CHAMPION_COLOR = "#ff7f0e"
@@ -33,14 +35,6 @@ class Plot:
     filename: str
     title: str
     png: bytes
-
-
-def text(value: Any, limit: int = _MAX_LABEL) -> str:
-    """A user string safe for matplotlib: `$` escaped (no mathtext), long ones shortened."""
-    s = str(value)
-    if len(s) > limit:
-        s = s[: limit - 1] + "…"
-    return s.replace("\\", "\\\\").replace("$", r"\$")
 
 
 def _figure(width: float = 5.5, height: float = 4.2, *, fixed: bool = False) -> Figure:
@@ -109,7 +103,7 @@ def confusion_plot(matrix: Sequence[Sequence[int]], labels: Sequence[str]) -> by
     ax = fig.add_subplot()
     image = ax.imshow(counts, cmap="Blues")
     fig.colorbar(image, ax=ax, label="rows")
-    ticks = [text(label, 18) for label in labels]
+    ticks = [plot_text(label, 18) for label in labels]
     ax.set_xticks(range(k), ticks, rotation=45 if k > 3 else 0, ha="right" if k > 3 else "center")
     ax.set_yticks(range(k), ticks)
     if k <= 20:
@@ -146,10 +140,12 @@ def importance_plot(importances: dict[str, float], learner: str = "") -> bytes:
     top = sorted(importances.items(), key=lambda kv: kv[1], reverse=True)[:TOP_FEATURES][::-1]
     fig = _figure(6.0, 1.2 + 0.3 * max(len(top), 1))
     ax = fig.add_subplot()
-    ax.barh([text(name) for name, _ in top], [value for _, value in top], color=CANDIDATE_COLOR)
+    # Bars at positions, names as tick labels: two names shortened alike stay two bars.
+    ax.barh(range(len(top)), [value for _, value in top], color=CANDIDATE_COLOR)
+    ax.set_yticks(range(len(top)), [plot_text(name) for name, _ in top])
     measure = "|coefficient|" if learner == "linear" else "gain"
     ax.set(
-        title=f"Feature importance ({text(learner) or 'model'})",
+        title=f"Feature importance ({plot_text(learner) or 'model'})",
         xlabel=f"Share of total {measure}",
         ylabel="Feature",
     )
@@ -169,7 +165,7 @@ def per_class_plot(y: np.ndarray, predicted: np.ndarray, labels: Sequence[str]) 
         (-0.27, 0.0, 0.27), (("precision", precision), ("recall", recall), ("F1", f1)), strict=True
     ):
         ax.bar(x + offset, values, width=0.27, label=name)
-    ax.set_xticks(x, [text(label, 18) for label in labels], rotation=45 if k > 4 else 0)
+    ax.set_xticks(x, [plot_text(label, 18) for label in labels], rotation=45 if k > 4 else 0)
     ax.set(title="Per-class metrics", xlabel="Class", ylabel="Score", ylim=(0, 1.05))
     ax.legend(loc="lower right")
     return _png(fig)
@@ -220,7 +216,7 @@ def comparison_plot(comparisons: Sequence[dict[str, Any]]) -> bytes:
         )
     ax.axvline(0, color="grey", linestyle="-", linewidth=1, label="no difference")
     ax.axvline(-first["margin"], color="#d62728", linestyle="--", label="rejection line (-margin)")
-    ax.set_yticks(range(len(comparisons)), [text(c["title"], 40) for c in comparisons])
+    ax.set_yticks(range(len(comparisons)), [plot_text(c["title"], 40) for c in comparisons])
     ax.set_ylim(-0.7, len(comparisons) - 0.3)
     ax.set(
         title=f"Candidate vs champion: {first['metric']}",
@@ -238,7 +234,8 @@ def drift_overview_plot(features: Sequence[dict[str, Any]], threshold: float) ->
     fig = _figure(6.0, 1.4 + 0.3 * max(len(top), 1))
     ax = fig.add_subplot()
     colors = ["#d62728" if f["drifted"] else CANDIDATE_COLOR for f in top]
-    ax.barh([text(f["name"]) for f in top], [f["psi"] for f in top], color=colors)
+    ax.barh(range(len(top)), [f["psi"] for f in top], color=colors)
+    ax.set_yticks(range(len(top)), [plot_text(f["name"]) for f in top])
     ax.axvline(threshold, color="#d62728", linestyle="--", label=f"drift threshold ({threshold})")
     ax.set(title="Population stability index per column", xlabel="PSI vs training", ylabel="Column")
     ax.legend(loc="lower right")
@@ -247,7 +244,7 @@ def drift_overview_plot(features: Sequence[dict[str, Any]], threshold: float) ->
 
 def drift_feature_plot(feature: dict[str, Any]) -> bytes:
     """Share of rows per bin (or category) in the champion's training data and the upload."""
-    bins = [text(b, 14) for b in feature["bins"]]
+    bins = [plot_text(b, 14) for b in feature["bins"]]
     x = np.arange(len(bins))
     fig = _figure(max(5.5, 0.45 * len(bins) + 2.5), 4.0)
     ax = fig.add_subplot()
@@ -255,7 +252,7 @@ def drift_feature_plot(feature: dict[str, Any]) -> bytes:
     ax.bar(x + 0.2, feature["current"], width=0.4, color=CHAMPION_COLOR, label="new upload")
     ax.set_xticks(x, bins, rotation=45, ha="right")
     ax.set(
-        title=f"{text(feature['name'])}: PSI {feature['psi']:.3f}",
+        title=f"{plot_text(feature['name'])}: PSI {feature['psi']:.3f}",
         xlabel="Bin" if feature["kind"] == "numeric" else "Category",
         ylabel="Share of rows",
     )

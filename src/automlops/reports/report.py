@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from automlops.reports.escaping import markdown_text
+
 
 class ChampionSummary(BaseModel):
     version: int
@@ -66,23 +68,28 @@ def fmt(value: Any, name: str = "") -> str:
 
 
 def render_markdown(report: EvaluationReport) -> str:
-    """A readable summary: metrics, confusion matrix, the comparisons and the decision."""
+    """A readable summary: metrics, confusion matrix, the comparisons and the decision.
+
+    Every value that is not a number is written through `markdown_text` (escaping.py): user
+    strings can neither inject HTML or table cells nor start a spreadsheet formula.
+    """
+    md = markdown_text
     lines = [
-        f"# Evaluation of {report.dataset} version {report.version}",
+        f"# Evaluation of {md(report.dataset)} version {report.version}",
         "",
-        f"- task: {report.task}" + (f" ({report.learner})" if report.learner else ""),
-        f"- test rows: {report.rows} (`{report.test_key}`)",
-        f"- endpoint: `{report.endpoint}`",
-        f"- evaluated at: {report.created_at}",
+        f"- task: {md(report.task)}" + (f" ({md(report.learner)})" if report.learner else ""),
+        f"- test rows: {report.rows} ({md(report.test_key)})",
+        f"- endpoint: {md(report.endpoint)}",
+        f"- evaluated at: {md(report.created_at)}",
         "- with plots: [report.html](report.html)",
     ]
     if report.threshold is not None:
-        lines.append(f"- decision threshold on P({report.labels[-1]}): {report.threshold:.4f}")
+        lines.append(f"- decision threshold on P({md(report.labels[-1])}): {report.threshold:.4f}")
     lines += [
         "",
-        f"## Decision: {report.decision.status}",
+        f"## Decision: {md(report.decision.status)}",
         "",
-        report.decision.reason,
+        md(report.decision.reason),
         "",
         "## Metrics on the test split",
         "",
@@ -93,12 +100,12 @@ def render_markdown(report: EvaluationReport) -> str:
     )
     lines += [header, "|---|---|" + ("---|" if report.champion else "")]
     for name, value in report.metrics.items():
-        row = f"| {name} | {fmt(value, name)} |"
+        row = f"| {md(name)} | {fmt(value, name)} |"
         if report.champion:
             row += f" {fmt(champion.get(name, float('nan')), name)} |"
         lines.append(row)
     if report.confusion_matrix:
-        labels = report.labels
+        labels = [md(label) for label in report.labels]
         lines += ["", "## Confusion matrix (rows: actual, columns: predicted)", ""]
         lines.append("| actual \\ predicted | " + " | ".join(labels) + " |")
         lines.append("|---|" + "---|" * len(labels))
@@ -115,7 +122,7 @@ def render_markdown(report: EvaluationReport) -> str:
         for c in report.comparisons:
             verdict = "worse beyond noise" if c["candidate_worse"] else "not worse"
             lines.append(
-                f"| {c['title']} ({c['rows']}) | {c['metric']} | {fmt(c['candidate'])} | "
+                f"| {md(c['title'])} ({c['rows']}) | {md(c['metric'])} | {fmt(c['candidate'])} | "
                 f"{fmt(c['champion'])} | {fmt(c['difference'])} | "
                 f"[{fmt(c['lower'])}, {fmt(c['upper'])}] | {verdict} |"
             )
@@ -128,20 +135,20 @@ def render_markdown(report: EvaluationReport) -> str:
         ]
     if report.floors:
         lines += ["", "## Thresholds", ""]
-        lines += [f"- {'pass' if f['passed'] else 'FAIL'}: {f['text']}" for f in report.floors]
+        lines += [f"- {'pass' if f['passed'] else 'FAIL'}: {md(f['text'])}" for f in report.floors]
     if report.drift:
         d = report.drift
         lines += ["", "## Data drift against the champion's training data", ""]
         if d.get("baseline") is None:
-            lines.append("- " + ("; ".join(d.get("notes", [])) or "no baseline"))
+            lines.append("- " + ("; ".join(md(n) for n in d.get("notes", [])) or "no baseline"))
         else:
-            drifted = ", ".join(d["drifted"]) or "none"
+            drifted = ", ".join(md(name) for name in d["drifted"]) or "none"
             lines.append(f"- baseline: champion v{d['baseline']['version']} training rows")
             lines.append(f"- drifted columns: {drifted}")
             for col in d.get("columns", [])[:10]:
-                why = ", ".join(col["reasons"]) or "stable"
-                lines.append(f"- {col['name']}: PSI {col['psi']:.3f} ({why})")
+                why = ", ".join(md(reason) for reason in col["reasons"]) or "stable"
+                lines.append(f"- column {md(col['name'])}: PSI {col['psi']:.3f} ({why})")
     if report.lineage:
         lines += ["", "## Lineage", ""]
-        lines += [f"- {k}: `{v}`" for k, v in report.lineage.items()]
+        lines += [f"- {md(k)}: {md(v)}" for k, v in report.lineage.items()]
     return "\n".join(lines) + "\n"
