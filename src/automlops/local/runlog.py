@@ -43,7 +43,7 @@ CREATE TABLE IF NOT EXISTS stages (
 # Columns added after the first release, with their types: added to older run logs on open.
 _ADDED_COLUMNS = {
     "runs": {"duplicate_of": "TEXT", "trigger": "TEXT"},
-    "stages": {"message_id": "TEXT"},
+    "stages": {"message_id": "TEXT", "heartbeat_at": "REAL"},
 }
 _RUN_COLUMNS = (
     "id, dataset, source, status, error, model_version, headline_metric, headline_value, note, "
@@ -145,7 +145,8 @@ class RunLog:
                 "SELECT status, trigger FROM runs WHERE id = ?", (run_id,)
             ).fetchone()
             prior_stage = db.execute(
-                "SELECT status, message_id, started_at FROM stages WHERE run_id = ? AND name = ?",
+                "SELECT status, message_id, MAX(started_at, COALESCE(heartbeat_at, 0)) "
+                "FROM stages WHERE run_id = ? AND name = ?",
                 (run_id, stage),
             ).fetchone()
             if (
@@ -187,7 +188,7 @@ class RunLog:
                 "INSERT INTO stages (run_id, name, status, started_at, attempts, message_id) "
                 "VALUES (?,?,?,?,1,?) "
                 "ON CONFLICT(run_id, name) DO UPDATE SET status='running', started_at=?, "
-                "finished_at=NULL, error=NULL, attempts=stages.attempts + 1, "
+                "finished_at=NULL, error=NULL, attempts=stages.attempts + 1, heartbeat_at=NULL, "
                 "message_id=excluded.message_id",
                 (run_id, stage, "running", now, message_id, now),
             )
@@ -196,6 +197,16 @@ class RunLog:
             run_status=None if prior_run is None else prior_run[0],
             stage_status=None if prior_stage is None else prior_stage[0],
         )
+
+    def renew_lease(self, run_id: str, stage: str, message_id: str) -> None:
+        """Say that `message_id` is still running this stage (a heartbeat): the lease of
+        `start_stage` counts from the latest renewal, so a long stage is not started twice."""
+        with self._connect() as db:
+            db.execute(
+                "UPDATE stages SET heartbeat_at = ? WHERE run_id = ? AND name = ? "
+                "AND message_id = ? AND status = 'running'",
+                (time.time(), run_id, stage, message_id),
+            )
 
     def run_of_trigger(self, trigger: str) -> str | None:
         """The run an upload event started or was recorded under (None if none)."""

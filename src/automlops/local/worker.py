@@ -39,6 +39,10 @@ _TRIGGER_OUTPUT: dict[Stage, tuple[str, Callable[[str, str], str]]] = {
     Stage.train: ("model_output", keys.model_key),
 }
 
+# A running stage renews its message's visibility this many times per visibility timeout, so
+# a stage longer than the timeout is not delivered (and run) a second time meanwhile.
+HEARTBEATS_PER_TIMEOUT = 3
+
 RunCallback = Callable[[RunRecord], None]
 ProgressCallback = Callable[[RunRef, Stage, str], None]
 
@@ -115,7 +119,7 @@ class Worker:
             self._drop(queue, message, f"unreadable event notification: {exc}")
             return
 
-        outcomes = [self._run_stage(stage, event, message) for stage, event in jobs]
+        outcomes = [self._run_stage(stage, event, message, queue) for stage, event in jobs]
         failed = [o for o in outcomes if not o.ok and not o.permanent]
         if not failed:
             self.runtime.queue.delete(queue, message.receipt_handle)
@@ -172,7 +176,7 @@ class Worker:
         log.error("dead-lettering message %s: %s", message.message_id, error)
         self.runtime.queue.dead_letter(queue, message.receipt_handle, error)
 
-    def _run_stage(self, stage: Stage, event: object, message: SqsRecord) -> _Outcome:
+    def _run_stage(self, stage: Stage, event: object, message: SqsRecord, queue: str) -> _Outcome:
         runlog = self.runtime.runlog
         spec = STAGES[stage]
         ports = self.runtime.ports()
@@ -230,7 +234,10 @@ class Worker:
             progress=self._progress_fn(run, stage),
         )
         try:
-            with _pause_hook(self.runtime.store, stage):
+            with (
+                _Heartbeat(self._beat(queue, message, run, stage), self._beat_interval_s()),
+                _pause_hook(self.runtime.store, stage),
+            ):
                 result = spec.run(event, ports)
         except Exception as exc:
             return self._fail(run, stage, exc, message)
@@ -256,6 +263,22 @@ class Worker:
         if result.final:
             self._announce(run)
         return _Outcome(ok=True)
+
+    def _beat_interval_s(self) -> float:
+        return max(self.runtime.settings.visibility_timeout_s / HEARTBEATS_PER_TIMEOUT, 0.05)
+
+    def _beat(
+        self, queue: str, message: SqsRecord, run: RunRef, stage: Stage
+    ) -> Callable[[], None]:
+        """One heartbeat of a running stage: the message stays hidden for another visibility
+        timeout, and the run log's lease on the stage is renewed."""
+        timeout = self.runtime.settings.visibility_timeout_s
+
+        def beat() -> None:
+            self.runtime.queue.change_visibility(queue, message.receipt_handle, timeout)
+            self.runtime.runlog.renew_lease(run.run_id, stage.value, message.message_id)
+
+        return beat
 
     def _renotify(self, stage: Stage, run: RunRef) -> None:
         """Send the notification of a stage's output again.
@@ -342,6 +365,34 @@ def run_workers(workers: list[Worker], *, until_idle: bool) -> None:
                 thread.join(timeout=0.5)
     finally:
         stop.set()
+
+
+class _Heartbeat:
+    """Calls `beat` every `interval_s` seconds on a thread of its own while the block runs.
+
+    A failed beat is logged and retried at the next interval: the stage itself goes on.
+    """
+
+    def __init__(self, beat: Callable[[], None], interval_s: float) -> None:
+        self._beat = beat
+        self._interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="automlops-heartbeat", daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            try:
+                self._beat()
+            except Exception:
+                log.warning("heartbeat failed: %s", traceback.format_exc())
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def _trigger_id(record: S3EventRecord) -> str:
