@@ -41,6 +41,8 @@ def test_a_stage_longer_than_the_visibility_timeout_is_not_run_twice(
         first = Worker(runtime)
         busy = threading.Thread(target=first.step)
         busy.start()
+        while not runs:  # the first worker has the message and is in the stage
+            time.sleep(0.01)
         # A second worker polls all the while: the message must stay hidden from it.
         second = Worker(runtime)
         taken = []
