@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from automlops.errors import DataError
-from automlops.ml.csv_reader import DELIMITERS, read_csv_bytes
+from automlops.ml.csv_reader import DELIMITERS, read_csv_bytes, read_csv_file
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 needs_shared_data = pytest.mark.skipif(
@@ -22,9 +22,28 @@ needs_shared_data = pytest.mark.skipif(
 )
 
 
+# Every test of this module runs three times: `read_csv_bytes`, and `read_csv_file` (the
+# streaming path) on the bytes and on a file. The frames and the errors must be the same.
+READERS = ("bytes", "streamed-bytes", "streamed-file")
+_reader = {"name": "bytes", "dir": Path(".")}
+
+
+@pytest.fixture(scope="module", params=READERS, autouse=True)
+def reader(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    _reader["name"] = request.param
+    _reader["dir"] = tmp_path_factory.mktemp("csv")
+    return str(request.param)
+
+
 def read(text: str | bytes, source: str = "data/test/test.csv") -> pl.DataFrame:
     data = text.encode("utf-8") if isinstance(text, str) else text
-    return read_csv_bytes(data, source)
+    if _reader["name"] == "bytes":
+        return read_csv_bytes(data, source)
+    if _reader["name"] == "streamed-bytes":
+        return read_csv_file(data, source)
+    path = Path(_reader["dir"]) / "upload.csv"  # type: ignore[arg-type]
+    path.write_bytes(data)
+    return read_csv_file(path, source)
 
 
 def read_error(text: str | bytes, source: str = "data/test/test.csv") -> DataError:
@@ -54,6 +73,26 @@ def test_bank_full_semicolon_quoted() -> None:
 
 
 @needs_shared_data
+def test_bank_full_streamed_from_the_file_equals_the_bytes_reader() -> None:
+    path = SHARED_DATA / "bank-additional-full.csv"
+    if not path.exists():
+        pytest.skip("shared data absent")
+    expected = read_csv_bytes(path.read_bytes(), "bank.csv")
+    assert read_csv_file(path, "bank.csv").equals(expected)
+    compact = read_csv_file(path, "bank.csv", text_as_categorical=True)
+    assert compact.schema["job"] == pl.Categorical and compact.schema["age"] == pl.Int64
+    assert compact.with_columns(pl.col(pl.Categorical).cast(pl.String)).equals(expected)
+
+
+def test_categorical_text_on_the_fallback_path() -> None:
+    # cp1252 is not for the streaming path: read whole, then made compact all the same.
+    frame = read_csv_file(
+        "name,n\ncaf\xe9,1\nb\xe9,2\n".encode("cp1252"), "x.csv", text_as_categorical=True
+    )
+    assert frame.schema["name"] == pl.Categorical and frame.schema["n"] == pl.Int64
+    assert frame.get_column("name").cast(pl.String).to_list() == ["café", "bé"]
+
+
 def test_bank_sample_comma() -> None:
     df = read_csv_bytes((SHARED_DATA / "bank-additional-sample.csv").read_bytes(), "bank.csv")
     assert df.shape == (4119, 21)

@@ -10,6 +10,12 @@ Types are inferred over the whole file, not over the first rows only: polars rea
 cell as a string (fast) and each column then becomes Int64, else Float64, else stays
 String, with vectorised casts. This is quicker than polars' own inference with null values
 and cannot fail on a stray float after row 10,000.
+
+`read_csv_file` gives the same frame for big files without ever holding all of it as
+strings: a clean UTF-8 file is scanned twice by polars' streaming engine (once for the
+types, once to build the typed columns), so memory stays near the size of the result. Any
+file that path cannot take as it is (another encoding, ragged rows, odd quoting, ...) goes
+through `read_csv_bytes`, which explains the problem.
 """
 
 from __future__ import annotations
@@ -20,13 +26,14 @@ import io
 import re
 from collections import Counter
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import charset_normalizer
 import polars as pl
 
 from automlops.errors import DataError
 
-__all__ = ["DELIMITERS", "NULL_VALUES", "read_csv_bytes"]
+__all__ = ["DELIMITERS", "NULL_VALUES", "read_csv_bytes", "read_csv_file"]
 
 NULL_VALUES = ["", "NA", "N/A", "NaN", "nan", "null", "NULL", "None", "?"]
 DELIMITERS = (",", ";", "\t", "|")
@@ -523,3 +530,140 @@ def _infer_types(frame: pl.DataFrame) -> pl.DataFrame:
         else:
             columns.append(pl.col(name))
     return frame.select(columns)
+
+
+# -- the streaming path --------------------------------------------------------------------------
+
+
+def read_csv_file(
+    data: Path | bytes, source: str, *, text_as_categorical: bool = False
+) -> pl.DataFrame:
+    """`read_csv_bytes` for a file of any size: the same frame, in bounded memory.
+
+    `data` is a path (read by polars in pieces, never whole into Python) or the bytes. With
+    `text_as_categorical` the String columns come back as Categorical (4 bytes a cell instead
+    of 16 and more): the same values, a fraction of the memory. Files the streaming path
+    cannot read as they are fall back to `read_csv_bytes`, with its errors.
+    """
+    try:
+        frame = _read_streaming(data, source, text_as_categorical)
+    except (DataError, *_POLARS_ERRORS):
+        frame = None
+    if frame is not None:
+        return frame
+    raw = data.read_bytes() if isinstance(data, Path) else data
+    frame = read_csv_bytes(raw, source)
+    if not text_as_categorical:
+        return frame
+    return frame.with_columns(pl.col(pl.String).cast(pl.Categorical))
+
+
+def _head(data: Path | bytes) -> tuple[bytes, bool]:
+    """The first bytes of the file and whether that is all of it."""
+    limit = _SAMPLE_CHARS + 4
+    if isinstance(data, Path):
+        with open(data, "rb") as handle:
+            head = handle.read(limit + 1)
+    else:
+        head = data[: limit + 1]
+    return head[:limit], len(head) <= limit
+
+
+_SHORT = "\x00short"  # a helper column's name no CSV header can hold (NUL is refused)
+
+
+def _clean_expr(name: str) -> pl.Expr:
+    """A cell stripped, with the null tokens as null (streams, unlike `replace`)."""
+    stripped = pl.col(name).str.strip_chars()
+    return pl.when(stripped.is_in(NULL_VALUES)).then(None).otherwise(stripped).alias(name)
+
+
+def _read_streaming(
+    data: Path | bytes, source: str, text_as_categorical: bool
+) -> pl.DataFrame | None:
+    """The typed frame of a clean UTF-8 file, or None when the file needs `read_csv_bytes`."""
+    head, whole = _head(data)
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or b"\x00" in head:
+        return None
+    head = head.removeprefix(codecs.BOM_UTF8)  # polars skips a UTF-8 BOM itself
+    if not whole:
+        cut = head.rfind(b"\n")
+        if cut <= 0:
+            return None  # a first line longer than the sample
+        head = head[:cut]
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if (
+        not text.strip()
+        or ("\n" not in text and "\r" in text)
+        or _LEADING_BLANK_LINES.match(text)
+        or len(_CONTROL.findall(text)) > _MAX_CONTROL_SHARE * len(text)
+    ):
+        return None
+    if not whole and "\n" not in text:
+        return None
+    delimiter, quote = _sniff(text, source)
+    _check_width(text, delimiter, quote, source)
+    rows = _sample_rows(text, delimiter, quote, truncated=not whole)
+    has_header = not _looks_headerless(text, rows, delimiter, quote)
+
+    options = {"separator": delimiter, "quote_char": quote, "has_header": False}
+    first = pl.read_csv(data, n_rows=1, infer_schema=False, **options)  # type: ignore[arg-type]
+    if has_header:
+        names = _column_names(first.row(0), source)
+    else:
+        names = [f"column_{i}" for i in range(1, first.width + 1)]
+    if len(names) < 2:
+        return None
+    scan = pl.scan_csv(data, infer_schema=False, **options)  # type: ignore[arg-type]
+    scan = scan.rename(dict(zip(scan.collect_schema().names(), names, strict=True)))
+    if has_header:
+        scan = scan.slice(1)
+
+    last = pl.col(names[-1])
+    cleaned = [_clean_expr(name) for name in names]
+    blank = pl.all_horizontal(pl.col(name).is_null() for name in names)
+    # polars pads short rows with nulls; read_csv_bytes names the offending line.
+    short = (last.is_null() & ~pl.all_horizontal(pl.all().is_null())).alias(_SHORT)
+    stats = (
+        scan.with_columns(short)
+        .with_columns(cleaned)
+        .select(
+            pl.col(_SHORT).any().alias("short"),
+            pl.len().alias("rows"),
+            blank.sum().alias("blank"),
+            *(pl.col(n).null_count().alias(f"n{i}") for i, n in enumerate(names)),
+            *(
+                pl.col(n).cast(pl.Int64, strict=False).null_count().alias(f"i{i}")
+                for i, n in enumerate(names)
+            ),
+            *(
+                pl.col(n).cast(pl.Float64, strict=False).null_count().alias(f"f{i}")
+                for i, n in enumerate(names)
+            ),
+        )
+        .collect(engine="streaming")
+        .row(0, named=True)
+    )
+    if stats["short"]:
+        return None
+    height = stats["rows"] - stats["blank"]
+    if height == 0:
+        raise DataError(source, "has no data rows")
+
+    columns = []
+    for i, name in enumerate(names):
+        nulls = stats[f"n{i}"]  # blank rows count in every column's nulls, alike
+        if nulls == stats["rows"]:
+            columns.append(pl.col(name))
+        elif stats[f"i{i}"] == nulls:
+            columns.append(pl.col(name).cast(pl.Int64))
+        elif stats[f"f{i}"] == nulls:
+            columns.append(pl.col(name).cast(pl.Float64))
+        elif text_as_categorical:
+            columns.append(pl.col(name).cast(pl.Categorical))
+        else:
+            columns.append(pl.col(name))
+    return scan.with_columns(cleaned).filter(~blank).select(columns).collect(engine="streaming")
