@@ -64,10 +64,11 @@ class Settings(BaseModel):
     max_receives: int = 4
     retry_base_s: float = 0.5
     max_body_bytes: int = 10 * 1024 * 1024
-    # Largest upload preprocess reads (it reads the file whole): bigger ones fail at once,
-    # judged by the object's size before a byte is read; $AUTOMLOPS_MAX_UPLOAD_BYTES overrides.
+    # Largest upload preprocess reads (it streams a clean file, but holds the typed table:
+    # about 1-1.5x the file): bigger ones fail at once, judged by the object's size before a
+    # byte is read; $AUTOMLOPS_MAX_UPLOAD_BYTES overrides.
     max_upload_bytes: int = Field(
-        default_factory=lambda: int(_env_number("AUTOMLOPS_MAX_UPLOAD_BYTES", 512 * 1024**2))
+        default_factory=lambda: int(_env_number("AUTOMLOPS_MAX_UPLOAD_BYTES", 1024**3))
     )
     seed: int = 42
 

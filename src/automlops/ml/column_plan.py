@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import polars as pl
 
 from automlops.ml.schema import ColumnProfile
@@ -59,14 +60,25 @@ def _drop_reason(values: pl.Series, kind: ColumnKind) -> str | None:
 
 
 def fit_columns(
-    train: pl.DataFrame, target: TargetSpec
+    train: pl.DataFrame, target: TargetSpec, *, rows: np.ndarray | None = None
 ) -> tuple[FittedTransform, list[ColumnProfile]]:
-    """Decide and fit every column of the training rows."""
+    """Decide and fit every column of the training rows.
+
+    With `rows`, the training rows are those rows of `train`, taken one column at a time (a
+    big upload is never copied whole for its training part). Categorical columns are text
+    stored compactly and are profiled as String.
+    """
     fitted = []
     profiles = []
     seen: dict[int, str] = {}  # hash of a column's values -> first column with them
-    for name in train.columns:
+
+    def training_values(name: str) -> pl.Series:
         values = train.get_column(name)
+        values = values if rows is None else values.gather(rows)
+        return values.cast(pl.String) if values.dtype == pl.Categorical else values
+
+    for name in train.columns:
+        values = training_values(name)
         profile = ColumnProfile(
             name=name,
             dtype=str(values.dtype),
@@ -81,7 +93,7 @@ def fit_columns(
         kind = infer_kind(values) if values.null_count() < values.len() else ColumnKind.numeric
         digest = hash((str(values.dtype), *values.head(5000).hash(seed=7).to_list()))
         reason = _drop_reason(values, kind)
-        if reason is None and digest in seen and values.equals(train.get_column(seen[digest])):
+        if reason is None and digest in seen and values.equals(training_values(seen[digest])):
             reason = f"duplicate of column {seen[digest]!r}"
         seen.setdefault(digest, name)
         if reason is not None:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import io
+from pathlib import Path
 
+import numpy as np
 import polars as pl
+import pyarrow.parquet as pq
 
 from automlops import keys
 from automlops.config import Manifest, Task
@@ -13,17 +16,19 @@ from automlops.errors import DataError
 from automlops.events import S3EventRecord
 from automlops.manifests import load_manifest
 from automlops.ml.column_plan import fit_columns
-from automlops.ml.csv_reader import read_csv_bytes
+from automlops.ml.csv_reader import read_csv_file
 from automlops.ml.schema import DatasetSchema, SplitRows
 from automlops.ml.splits import split_indices
 from automlops.ml.target import default_target, fit_target
 from automlops.ml.transform import FLOAT32_MAX
-from automlops.ports import Ports
+from automlops.ports import ObjectStore, Ports
 from automlops.stages.drift_check import check_drift
 from automlops.stages.result import StageResult
 
 MIN_ROWS = 20
 PROCESSED_TAG = "automlops-processed-run"
+# Rows per Parquet row group when a split is written: bounds the copy a split costs.
+_WRITE_CHUNK_ROWS = 256 * 1024
 
 
 def run_identity(dataset: str, content_sha256: str, manifest: Manifest) -> str:
@@ -32,33 +37,66 @@ def run_identity(dataset: str, content_sha256: str, manifest: Manifest) -> str:
     return hashlib.sha256(material.encode()).hexdigest()[:16]
 
 
-def locate(record: S3EventRecord, ports: Ports) -> tuple[keys.RunRef, bytes, Manifest]:
-    """Read the upload and its manifest and name the run (before any parsing can fail)."""
+def locate(record: S3EventRecord, ports: Ports) -> tuple[keys.RunRef, Path | bytes, Manifest, str]:
+    """Find the upload and its manifest and name the run (before any parsing can fail).
+
+    Returns the run, the upload as a local file where the store keeps one (read in pieces,
+    never whole into memory) else as its bytes, the manifest, and the upload's SHA-256.
+    """
     source = keys.parse_source_key(record.key)
     manifest = load_manifest(ports.store, ports.settings.buckets.data, source.dataset)
-    # The file is read whole below: refuse an oversized one by its size, before reading it.
-    info = ports.store.head(record.bucket, record.key)
+    local = _local_file(ports.store, record.bucket, record.key)
+    # Refuse an oversized upload by its size, before reading it.
+    if local is not None:
+        size: int | None = local.stat().st_size
+    else:
+        info = ports.store.head(record.bucket, record.key)
+        size = None if info is None else info.size
     limit = ports.settings.max_upload_bytes
-    if info is not None and info.size > limit:
+    if size is not None and size > limit:
         raise DataError(
             record.key,
-            f"is {info.size:,} bytes; uploads over {limit:,} bytes are refused (max_upload_bytes)",
+            f"is {size:,} bytes; uploads over {limit:,} bytes are refused (max_upload_bytes)",
         )
-    data = ports.store.get(record.bucket, record.key)
-    run_id = run_identity(source.dataset, hashlib.sha256(data).hexdigest(), manifest)
-    return keys.RunRef(source.dataset, run_id), data, manifest
+    data: Path | bytes
+    if local is not None:
+        data = local
+        with open(local, "rb") as handle:
+            digest = hashlib.file_digest(handle, "sha256").hexdigest()
+    else:
+        data = ports.store.get(record.bucket, record.key)
+        digest = hashlib.sha256(data).hexdigest()
+    run_id = run_identity(source.dataset, digest, manifest)
+    return keys.RunRef(source.dataset, run_id), data, manifest, digest
+
+
+def _local_file(store: ObjectStore, bucket: str, key: str) -> Path | None:
+    """The file behind an object when the store keeps objects as local files, else None.
+
+    The directory store does (its `path`); S3 does not, and its objects are read as bytes.
+    """
+    path_of = getattr(store, "path", None)
+    if not callable(path_of):
+        return None
+    try:
+        path = path_of(bucket, key)
+    except Exception:
+        return None
+    return path if isinstance(path, Path) and path.is_file() else None
 
 
 def preprocess(record: S3EventRecord, ports: Ports) -> StageResult:
     """Read, profile, split and fit the preprocessing of an uploaded CSV."""
-    run, data, manifest = locate(record, ports)
+    run, data, manifest, sha256 = locate(record, ports)
     store, buckets = ports.store, ports.settings.buckets
     schema_key = keys.schema_key(run.dataset, run.run_id)
     if store.head(buckets.automl_data, schema_key) is not None:
         return StageResult(run=run, duplicate=True, note="already preprocessed")
 
     source = record.key
-    frame = read_csv_bytes(data, source)
+    # Text as Categorical: the same values in a fraction of the memory of strings.
+    frame = read_csv_file(data, source, text_as_categorical=True)
+    del data
     _check_magnitudes(frame, source)
     notes: list[str] = []
 
@@ -75,15 +113,20 @@ def preprocess(record: S3EventRecord, ports: Ports) -> StageResult:
     frame = frame.drop([c for c in manifest.drop if c in frame.columns])
 
     total = frame.height
-    frame = frame.filter(pl.col(target_name).is_not_null())
-    missing_target = total - frame.height
+    missing_target = frame.get_column(target_name).null_count()
+    if missing_target:  # filtering copies every column: only when there is something to drop
+        frame = frame.filter(pl.col(target_name).is_not_null())
     if missing_target:
         notes.append(f"{missing_target} rows without a target value were left out")
     if frame.height < MIN_ROWS:
         raise DataError(source, f"{frame.height} usable rows; at least {MIN_ROWS} are needed")
 
+    # The labels as text for fitting (the frame keeps them compact; encode reads both).
+    labels = frame.get_column(target_name)
+    if labels.dtype == pl.Categorical:
+        labels = labels.cast(pl.String)
     target = fit_target(
-        frame.get_column(target_name),
+        labels,
         target_name,
         task=manifest.task,
         positive=manifest.positive,
@@ -94,23 +137,21 @@ def preprocess(record: S3EventRecord, ports: Ports) -> StageResult:
         raise DataError(
             source, f"target is {value!r} on every row; nothing to learn", column=target_name
         )
-    y = target.encode(frame.get_column(target_name), source)
+    y = target.encode(labels, source)
+    del labels
     strata = None if target.task is Task.regression else y
     train_idx, valid_idx, test_idx = split_indices(
         frame.height, manifest.split, seed=manifest.seed, strata=strata
     )
-    train = frame[train_idx]
-
-    transform, profiles = fit_columns(train, target)
+    # Fitted column by column on the training rows, without a copy of the training frame.
+    transform, profiles = fit_columns(frame, target, rows=train_idx)
     # Before anything is written for training: under `drift: block` a drifted upload stops here.
     notes += check_drift(ports, run, frame, target_name, manifest, source)
 
     split_keys: dict[str, str] = {}
     for name, idx in zip(keys.SPLITS, (train_idx, valid_idx, test_idx), strict=True):
-        buffer = io.BytesIO()
-        frame[idx].write_parquet(buffer)
         split_keys[name] = keys.split_key(run.dataset, run.run_id, name)
-        store.put(buckets.automl_data, split_keys[name], buffer.getvalue())
+        store.put(buckets.automl_data, split_keys[name], _parquet_rows(frame, idx))
     transform_key = keys.transform_key(run.dataset, run.run_id)
     store.put(buckets.automl_data, transform_key, transform.model_dump_json(indent=1).encode())
 
@@ -119,7 +160,7 @@ def preprocess(record: S3EventRecord, ports: Ports) -> StageResult:
         run_id=run.run_id,
         source_bucket=record.bucket,
         source_key=source,
-        source_sha256=hashlib.sha256(data).hexdigest(),
+        source_sha256=sha256,
         created_at=ports.clock().isoformat(),
         manifest=manifest,
         target=target,
@@ -139,6 +180,19 @@ def preprocess(record: S3EventRecord, ports: Ports) -> StageResult:
     store.put(buckets.automl_data, schema_key, schema.model_dump_json(indent=1).encode())
     store.put_tags(record.bucket, record.key, {PROCESSED_TAG: run.run_id})
     return StageResult(run=run, outputs=[*split_keys.values(), transform_key, schema_key])
+
+
+def _parquet_rows(frame: pl.DataFrame, rows: np.ndarray) -> bytes:
+    """The given rows of `frame` as Parquet, gathered a row group at a time.
+
+    A split of a big upload would otherwise be copied whole before it is written.
+    """
+    buffer = io.BytesIO()
+    with pq.ParquetWriter(buffer, frame.head(0).to_arrow().schema) as writer:
+        for start in range(0, max(len(rows), 1), _WRITE_CHUNK_ROWS):
+            part = frame[rows[start : start + _WRITE_CHUNK_ROWS]]
+            writer.write_table(part.to_arrow())
+    return buffer.getvalue()
 
 
 def _check_magnitudes(frame: pl.DataFrame, source: str) -> None:
