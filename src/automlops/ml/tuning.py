@@ -3,7 +3,12 @@ families, median pruning, selection on held-out predictions, then a refit on all
 
 Selection data depends on size: small data sets are scored by k-fold cross-validation over
 the training and validation rows (a 20 % validation split of a few hundred rows is too noisy
-to choose by); larger ones by the validation split.
+to choose by); larger ones by the validation split. Big ones are tuned on samples: trials fit
+on a stratified sample of at most TUNE_MAX_TRAIN_ROWS training rows and are scored on at most
+TUNE_MAX_VALID_ROWS validation rows (a trial on millions of rows would leave one or two trials
+in the budget; beyond a few hundred thousand rows more rows barely change which settings
+win). The chosen configuration is then refitted on every training and validation row, after
+the search: the budget is the search's, and the refit of a sampled search comes on top.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from sklearn.model_selection import KFold, StratifiedKFold
 
 from automlops.config import Task
 from automlops.ml.learners import LEARNER_NAMES, Data, Learner, Model, learner
+from automlops.ml.splits import sample_indices
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -28,6 +34,8 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 SELECTION_METRIC = {Task.binary: "roc_auc", Task.multiclass: "-log_loss", Task.regression: "-rmse"}
 CV_MAX_ROWS = 10_000  # below this many rows, select by cross-validation
 CV_FOLDS = 5
+TUNE_MAX_TRAIN_ROWS = 100_000  # trials fit on a stratified sample of this many rows at most
+TUNE_MAX_VALID_ROWS = 50_000  # and are scored on this many validation rows at most
 
 
 def validation_score(task: Task, y: np.ndarray, pred: np.ndarray, n_classes: int) -> float:
@@ -78,6 +86,19 @@ class TuningResult:
     heldout_y: np.ndarray
     heldout_pred: np.ndarray
     trials: list[TrialRecord] = field(default_factory=list)
+    # Rows the trials were fitted and scored on (samples of a big data set: fewer than given).
+    search_rows: tuple[int, int] = (0, 0)
+
+
+def search_sample(task: Task, data: Data, limit: int, seed: int) -> Data:
+    """`data` itself when it has at most `limit` rows, else a seeded sample of that many
+    (stratified by class for classification)."""
+    y = data[1]
+    if len(y) <= limit:
+        return data
+    strata = None if task is Task.regression else y
+    rows = sample_indices(len(y), limit, seed=seed, strata=strata)
+    return data[0][rows], y[rows]
 
 
 class BudgetSpent(Exception):
@@ -92,6 +113,7 @@ class _Candidate:
     rounds: int | None
     pred: np.ndarray
     model: Model | None  # holdout mode: the model itself
+    duration_s: float = 0.0
 
 
 def _folds(task: Task, y: np.ndarray, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -127,8 +149,12 @@ def tune(
     start = time.monotonic()
     deadline = start + budget_s
     families = {name: learner(name) for name in learners}
-    all_x = np.concatenate([train[0], validation[0]])
-    all_y = np.concatenate([train[1], validation[1]])
+    full_train, full_validation = train, validation
+    train = search_sample(task, train, TUNE_MAX_TRAIN_ROWS, seed)
+    validation = search_sample(task, validation, TUNE_MAX_VALID_ROWS, seed + 1)
+    sampled = len(train[1]) < len(full_train[1]) or len(validation[1]) < len(full_validation[1])
+    all_x = np.concatenate([full_train[0], full_validation[0]])
+    all_y = np.concatenate([full_train[1], full_validation[1]])
     use_cv = len(all_y) < CV_MAX_ROWS
     folds = _folds(task, all_y, seed) if use_cv else []
 
@@ -141,7 +167,10 @@ def tune(
     records: list[TrialRecord] = []
     best: list[_Candidate] = []
     # Time kept back for the final refit of the best configuration found so far.
+    # A sampled search keeps nothing back: its refit on all rows comes after the budget.
     refit_share = 1.0 / CV_FOLDS * 1.3 if use_cv else len(all_y) / max(len(train[1]), 1)
+    if sampled:
+        refit_share = 0.0
     reserve = [0.0]
 
     def search_over() -> bool:
@@ -222,7 +251,7 @@ def tune(
             )
         )
         if not pruned and math.isfinite(score) and (not best or score > best[0].score):
-            best[:] = [_Candidate(score, name, params, rounds, pred, model)]
+            best[:] = [_Candidate(score, name, params, rounds, pred, model, duration)]
             reserve[0] = duration * refit_share
         if progress is not None:
             progress(
@@ -256,26 +285,47 @@ def tune(
     # scaled for the extra rows.
     params = dict(chosen.params)
     if chosen.rounds is not None:
-        scale = len(all_y) / (len(all_y) * (CV_FOLDS - 1) / CV_FOLDS if use_cv else len(train[1]))
+        # Scaled for the extra rows as the validation split's share of all rows (a sample's
+        # early stop says nothing about a further factor of rows).
+        fitted_on = len(all_y) * (CV_FOLDS - 1) / CV_FOLDS if use_cv else len(full_train[1])
+        scale = len(all_y) / fitted_on
         params["rounds"] = max(1, round(chosen.rounds * scale))
+    capped = ""
+    if sampled and chosen.rounds:
+        # The refit of a sampled search may take about as long as the search: rounds cost
+        # time in proportion to rows, so the rounds are cut where the estimate says more.
+        per_round_row = chosen.duration_s / chosen.rounds / max(len(train[1]), 1)
+        estimate = per_round_row * params["rounds"] * len(all_y)
+        if estimate > budget_s:
+            rounds = max(1, int(params["rounds"] * budget_s / estimate))
+            capped = f"; {rounds} of {params['rounds']} rounds (refit time ~ budget)"
+            params["rounds"] = rounds
     empty: Data = (all_x[:0], all_y[:0])
-    if chosen.model is not None and time.monotonic() + reserve[0] > deadline:
+    if not sampled and chosen.model is not None and time.monotonic() + reserve[0] > deadline:
         final = chosen.model  # no time left to refit: keep the model selected on validation
         refit = f"none (budget spent); trained on {len(train[1])} training rows"
     else:
         final = family.fit(
             task, n_classes, (all_x, all_y), empty, params, seed=seed, nthread=nthread
         )
-        refit = f"all {len(all_y)} training and validation rows"
+        refit = f"all {len(all_y)} training and validation rows{capped}"
     return TuningResult(
         model=final,
         learner=chosen.learner,
         params=params,
         score=chosen.score,
         metric=SELECTION_METRIC[task],
-        selection=f"{CV_FOLDS}-fold cross-validation" if use_cv else "validation split",
+        selection=f"{CV_FOLDS}-fold cross-validation"
+        if use_cv
+        else "validation split"
+        + (
+            f" (trials on a sample: {len(train[1])} training, {len(validation[1])} validation rows)"
+            if sampled
+            else ""
+        ),
         refit=refit,
         heldout_y=all_y if use_cv else validation[1],
         heldout_pred=chosen.pred,
         trials=records,
+        search_rows=(len(train[1]), len(validation[1])),
     )

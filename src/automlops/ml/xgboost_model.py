@@ -23,6 +23,7 @@ REFERENCE_PARAMS: dict[str, Any] = {
 }
 REFERENCE_ROUNDS = 100
 MAX_ROUNDS = 2000
+_QUANTILE_MIN_ROWS = 200_000
 
 
 def objective_params(task: Task, n_classes: int) -> dict[str, Any]:
@@ -120,8 +121,13 @@ class XGBoostLearner:
         balanced = params.pop("balanced", False)
         if balanced and task is Task.binary:
             params["scale_pos_weight"] = positive_weight(train[1])
-        dtrain = xgb.DMatrix(train[0], label=train[1], nthread=nthread)
         has_validation = len(validation[1]) > 0
+        if has_validation or len(train[1]) < _QUANTILE_MIN_ROWS:
+            dtrain = xgb.DMatrix(train[0], label=train[1], nthread=nthread)
+        else:
+            # A refit on many rows: the quantised matrix "hist" trains from, built directly,
+            # instead of a full copy of the features first (memory and seconds on millions).
+            dtrain = xgb.QuantileDMatrix(train[0], label=train[1], nthread=nthread)
         evals = []
         if has_validation:
             evals = [

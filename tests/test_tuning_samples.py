@@ -1,0 +1,71 @@
+"""Big data sets are tuned on samples and the chosen model is refitted on every row."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from automlops.config import Task
+from automlops.ml import tuning
+from automlops.ml.splits import sample_indices, split_indices
+from automlops.ml.tuning import search_sample, tune
+
+
+def test_sample_indices_keep_class_shares_and_are_seeded() -> None:
+    strata = np.r_[np.zeros(9000, dtype=int), np.ones(1000, dtype=int)]
+    rows = sample_indices(10_000, 2000, seed=1, strata=strata)
+    assert len(rows) == 2000 and len(np.unique(rows)) == 2000
+    assert np.all(np.diff(rows) > 0)
+    assert int(strata[rows].sum()) == 200  # the 10 % class keeps its 10 %
+    assert np.array_equal(rows, sample_indices(10_000, 2000, seed=1, strata=strata))
+    assert np.array_equal(sample_indices(50, 2000, seed=1), np.arange(50))  # small: all rows
+
+
+def test_split_indices_are_unchanged_by_the_compact_index_type() -> None:
+    strata = np.random.default_rng(0).integers(0, 3, 1000)
+    parts = split_indices(1000, (0.7, 0.2, 0.1), seed=5, strata=strata)
+    assert sorted(np.concatenate(parts).tolist()) == list(range(1000))
+    # The same seeded split as with 64-bit row numbers (what earlier versions drew).
+    rng = np.random.default_rng(5)
+    expected_train = np.sort(
+        np.concatenate(
+            [
+                rng.permutation(np.flatnonzero(strata == s))[: round((strata == s).sum() * 0.7)]
+                for s in range(3)
+            ]
+        )
+    )
+    assert np.array_equal(parts[0], expected_train)
+
+
+def test_search_sample_leaves_small_data_alone() -> None:
+    x, y = np.zeros((100, 2)), np.zeros(100)
+    assert search_sample(Task.binary, (x, y), 1000, seed=0)[0] is x
+
+
+def test_a_big_training_set_is_tuned_on_a_sample_and_refitted_on_all_rows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(tuning, "TUNE_MAX_TRAIN_ROWS", 3000)
+    monkeypatch.setattr(tuning, "TUNE_MAX_VALID_ROWS", 1000)
+    rng = np.random.default_rng(2)
+    n = 14_000  # above CV_MAX_ROWS: selection on the validation split
+    x = rng.normal(size=(n, 4)).astype(np.float32)
+    y = (x[:, 0] + rng.normal(0, 0.7, n) > 0.8).astype(int)
+    result = tune(
+        Task.binary,
+        2,
+        (x[:10_000], y[:10_000]),
+        (x[10_000:], y[10_000:]),
+        budget_s=2,
+        seed=3,
+        nthread=1,
+        learners=("xgboost",),
+    )
+    assert result.search_rows == (3000, 1000)
+    assert "trials on a sample: 3000 training, 1000 validation rows" in result.selection
+    assert result.refit.startswith(f"all {n} training and validation rows")
+    assert len(result.heldout_y) == 1000  # the validation sample the threshold is tuned on
+    # Not the sampled trial's model (early-stopped): a refit for the scaled round count.
+    assert result.model.rounds == result.params["rounds"]
+    assert result.score > 0.8
