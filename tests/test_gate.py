@@ -10,6 +10,8 @@ from sklearn.metrics import f1_score, roc_auc_score
 
 from automlops.config import Task
 from automlops.ml.gate import (
+    MAX_BOOTSTRAP_CELLS,
+    MIN_RESAMPLES,
     bootstrap_weights,
     check_floors,
     compare,
@@ -159,3 +161,30 @@ def test_thresholds_decide_alone_for_a_first_model() -> None:
     assert not decide(values, {"rmse": 1.5}, {}, None).promote  # a loss is bounded above
     unknown = check_floors(values, {"min_roc_auk": 0.5})
     assert not unknown[0].passed and "names no known metric" in unknown[0].describe()
+
+
+def test_auc_without_ties_equals_sklearn_with_weights() -> None:
+    # Continuous scores take the untied fast path; ties take the grouped one.
+    rng = np.random.default_rng(3)
+    y = (rng.random(2000) < 0.2).astype(int)
+    score = rng.random(2000) + 0.3 * y
+    weights = rng.integers(0, 4, size=(3, 2000)).astype(float)
+    for row, value in zip(weights, weighted_roc_auc(y, score, weights), strict=True):
+        assert value == pytest.approx(roc_auc_score(y, score, sample_weight=row))
+    rounded = np.round(score, 1)  # many ties
+    for row, value in zip(weights, weighted_roc_auc(y, rounded, weights), strict=True):
+        assert value == pytest.approx(roc_auc_score(y, rounded, sample_weight=row))
+
+
+def test_a_big_row_set_gets_fewer_resamples_but_every_row() -> None:
+    rng = np.random.default_rng(4)
+    n = 400_000
+    y = (rng.random(n) < 0.1).astype(int)
+    candidate = rng.random(n) + 0.4 * y
+    champion = rng.random(n) + 0.3 * y
+    started = time.perf_counter()
+    result = compare(Task.binary, y, candidate, champion)
+    assert result.rows == n
+    assert MIN_RESAMPLES <= result.resamples <= MAX_BOOTSTRAP_CELLS // n
+    assert result.lower > 0  # clearly better, and the interval says so
+    assert time.perf_counter() - started < 30

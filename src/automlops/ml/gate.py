@@ -21,10 +21,52 @@ import numpy as np
 from automlops.config import Task
 from automlops.ml.metrics import HIGHER_IS_BETTER
 
-# (rows, resamples) weights of one chunk; chunks bound memory to ~10 MB at 5k rows.
+# (rows, resamples) weights of one chunk; chunks bound memory to ~32 MB a copy.
 WeightedMetric = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
-_CHUNK_CELLS = 1_250_000
+_CHUNK_CELLS = 4_000_000
 DEFAULT_RESAMPLES = 1000
+# Work bound for big row sets: resamples x rows at most this (1000 resamples up to 100,000
+# rows; 400,000 rows get 250), never fewer than MIN_RESAMPLES. The interval of a big set is
+# narrow, and a few hundred draws place its 5 % quantile to within a small share of its
+# width; every row stays in every resample.
+MAX_BOOTSTRAP_CELLS = 100_000_000
+MIN_RESAMPLES = 200
+
+
+def roc_auc_of(y: np.ndarray, score: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """`weighted_roc_auc` for fixed rows: the sort and the tie groups are done once, so each
+    chunk of resamples costs a gather and a few sums (the bootstrap calls it hundreds of
+    times)."""
+    order = np.argsort(score, kind="stable")
+    sorted_score = score[order]
+    positive = (y[order] == 1).astype(np.float64)
+    negative = 1.0 - positive
+    # Rows with equal scores form one group: a positive beats every negative of lower groups
+    # and half of the negatives of its own group.
+    starts = np.flatnonzero(np.r_[True, sorted_score[1:] != sorted_score[:-1]])
+    positives = np.flatnonzero(positive)
+
+    def untied_auc(weights: np.ndarray) -> np.ndarray:
+        # Every group is one row: a positive beats the negative weight sorted below it.
+        w = weights[:, order]
+        below = np.cumsum(w * negative, axis=1)[:, positives]
+        w_pos = w[:, positives]
+        wins = np.einsum("ij,ij->i", w_pos, below)
+        pairs = w_pos.sum(axis=1) * (w.sum(axis=1) - w_pos.sum(axis=1))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(pairs > 0, wins / pairs, np.nan)
+
+    def auc(weights: np.ndarray) -> np.ndarray:
+        w = weights[:, order]
+        pos = np.add.reduceat(w * positive, starts, axis=1)
+        neg = np.add.reduceat(w * negative, starts, axis=1)
+        below = np.cumsum(neg, axis=1) - neg
+        wins = np.sum(pos * (below + 0.5 * neg), axis=1)
+        pairs = pos.sum(axis=1) * neg.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(pairs > 0, wins / pairs, np.nan)
+
+    return untied_auc if len(starts) == len(score) else auc
 
 
 def weighted_roc_auc(y: np.ndarray, score: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -32,20 +74,7 @@ def weighted_roc_auc(y: np.ndarray, score: np.ndarray, weights: np.ndarray) -> n
 
     NaN where a resample holds a single class.
     """
-    order = np.argsort(score, kind="stable")
-    sorted_score = score[order]
-    positive = (y[order] == 1).astype(np.float64)
-    w = weights[:, order]
-    # Rows with equal scores form one group: a positive beats every negative of lower groups
-    # and half of the negatives of its own group.
-    starts = np.flatnonzero(np.r_[True, sorted_score[1:] != sorted_score[:-1]])
-    pos = np.add.reduceat(w * positive, starts, axis=1)
-    neg = np.add.reduceat(w * (1.0 - positive), starts, axis=1)
-    below = np.cumsum(neg, axis=1) - neg
-    wins = np.sum(pos * (below + 0.5 * neg), axis=1)
-    pairs = pos.sum(axis=1) * neg.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(pairs > 0, wins / pairs, np.nan)
+    return roc_auc_of(y, score)(weights)
 
 
 def weighted_macro_f1(y: np.ndarray, proba: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -145,21 +174,21 @@ def compare(
     """Paired bootstrap: resample rows, score both models on each resample, bound the gap.
 
     `candidate`/`champion` are P(positive) (binary), (n, k) probabilities (multiclass) or values
-    (regression) for the rows whose truth is `y`.
+    (regression) for the rows whose truth is `y`. On big row sets the number of resamples is
+    bounded by MAX_BOOTSTRAP_CELLS (never below MIN_RESAMPLES): all rows are always used.
     """
     name, metric, sign = PRIMARY[task]
     n = len(y)
     if n == 0:
         raise ValueError("cannot compare models on zero rows")
+    resamples = min(resamples, max(MIN_RESAMPLES, MAX_BOOTSTRAP_CELLS // n))
+    cand_metric, champ_metric = _fixed_rows(metric, y, candidate), _fixed_rows(metric, y, champion)
     ones = np.ones((1, n))
-    cand_value = float(metric(y, candidate, ones)[0])
-    champ_value = float(metric(y, champion, ones)[0])
+    cand_value = float(cand_metric(ones)[0])
+    champ_value = float(champ_metric(ones)[0])
     rng = np.random.default_rng(seed)
     diffs = np.concatenate(
-        [
-            metric(y, candidate, w) - metric(y, champion, w)
-            for w in bootstrap_weights(n, resamples, rng)
-        ]
+        [cand_metric(w) - champ_metric(w) for w in bootstrap_weights(n, resamples, rng)]
     )
     diffs = diffs[~np.isnan(diffs)]
     alpha = 1.0 - confidence
@@ -177,6 +206,15 @@ def compare(
         margin=margin,
         resamples=len(diffs),
     )
+
+
+def _fixed_rows(
+    metric: WeightedMetric, y: np.ndarray, pred: np.ndarray
+) -> Callable[[np.ndarray], np.ndarray]:
+    """The metric of these rows as a function of the weights alone (AUC's sort done once)."""
+    if metric is weighted_roc_auc:
+        return roc_auc_of(y, pred)
+    return lambda weights: metric(y, pred, weights)
 
 
 @dataclass(frozen=True)

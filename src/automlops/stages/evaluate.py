@@ -36,6 +36,16 @@ from automlops.stages.result import StageResult
 
 BATCH_ROWS = 1000
 _IMPORTANCES_KEPT = 30
+# Test splits up to this many rows are scored wholly through the endpoints. Bigger ones (a
+# big upload's 10 %) are scored in this process with the same artifact and code the endpoint
+# runs, and the endpoint answers a seeded sample of ENDPOINT_CHECK_ROWS of them, which must
+# agree: every metric is still computed on all rows, at a fraction of the HTTP/JSON cost.
+ENDPOINT_MAX_ROWS = 20_000
+ENDPOINT_CHECK_ROWS = 2_000
+_AGREEMENT_TOLERANCE = 1e-5
+# Plots draw a seeded sample of this many rows at most (curves look the same; matplotlib does
+# not scale to millions of points). Metrics and the confusion matrix use all rows.
+PLOT_MAX_ROWS = 50_000
 
 
 def locate(record: SqsRecord) -> tuple[keys.RunRef, EvaluationMessage]:
@@ -78,6 +88,67 @@ def score_endpoint(
     if not outputs:
         return np.empty(0)
     return np.concatenate(outputs)
+
+
+def score_rows(
+    host: ModelHost,
+    endpoint: str,
+    artifact: ModelArtifact,
+    features: pl.DataFrame,
+    meta: ModelMetadata,
+    *,
+    seed: int = 0,
+) -> np.ndarray:
+    """Outputs of a model version for `features`, shaped as `score_endpoint` returns them.
+
+    Small row sets go through the endpoint. Above ENDPOINT_MAX_ROWS the version's artifact
+    scores them here and the endpoint scores a sample, which must give the same outputs
+    (PermanentError otherwise: the endpoint does not serve what the artifact holds).
+    """
+    if features.height <= ENDPOINT_MAX_ROWS:
+        return score_endpoint(host, endpoint, features, meta)
+    local = _score_artifact(artifact, features, meta)
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(features.height, size=ENDPOINT_CHECK_ROWS, replace=False))
+    served = score_endpoint(host, endpoint, features[rows], meta)
+    gap = float(np.max(np.abs(served - local[rows]))) if len(rows) else 0.0
+    if not gap <= _AGREEMENT_TOLERANCE:
+        raise PermanentError(
+            f"endpoint {endpoint} disagrees with its artifact by up to {gap:.3g} on "
+            f"{len(rows)} sampled test rows"
+        )
+    return local
+
+
+def _score_artifact(
+    artifact: ModelArtifact, features: pl.DataFrame, meta: ModelMetadata
+) -> np.ndarray:
+    """What `score_endpoint` returns, computed with the artifact in this process."""
+    from automlops.ml.predictor import Predictor
+
+    predictor = Predictor(artifact, nthread=2)
+    out = predictor.predict(features)
+    if meta.task is Task.regression:
+        assert out.values is not None
+        return out.values.astype(np.float64)
+    assert out.proba is not None
+    column = {label: i for i, label in enumerate(predictor.labels)}
+    if meta.task is Task.binary:
+        return out.proba[:, column[meta.target.labels[1]]].astype(np.float64)
+    zeros = np.zeros(features.height)
+    return np.column_stack(
+        [out.proba[:, column[lab]] if lab in column else zeros for lab in meta.target.labels]
+    ).astype(np.float64)
+
+
+def plot_sample(
+    y: np.ndarray, pred: np.ndarray, champion_pred: np.ndarray | None, *, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """At most PLOT_MAX_ROWS of the rows (a seeded sample, in order) for the plots."""
+    if len(y) <= PLOT_MAX_ROWS:
+        return y, pred, champion_pred
+    rows = np.sort(np.random.default_rng(seed).choice(len(y), PLOT_MAX_ROWS, replace=False))
+    return y[rows], pred[rows], None if champion_pred is None else champion_pred[rows]
 
 
 def compute_metrics(
@@ -137,7 +208,8 @@ def evaluate(record: SqsRecord, ports: Ports) -> StageResult:
         raise PermanentError(f"{message.test_key}: the test split is empty")
 
     ports.progress(f"scoring {len(new.y)} test rows through {message.endpoint}")
-    pred = score_endpoint(ports.host, message.endpoint, new.features, meta)
+    seed = settings.seed
+    pred = score_rows(ports.host, message.endpoint, artifact, new.features, meta, seed=seed)
     values, confusion = compute_metrics(meta, new.y, pred)
 
     champion = doc.champion_version()
@@ -155,11 +227,12 @@ def evaluate(record: SqsRecord, ports: Ports) -> StageResult:
     if comparable:
         assert champion is not None and champion.endpoint is not None
         # The champion's outputs read in the candidate's label order, at its own threshold.
-        champion_view = _artifact(store, champion).metadata.model_copy(
-            update={"target": meta.target}
-        )
+        champion_artifact = _artifact(store, champion)
+        champion_view = champion_artifact.metadata.model_copy(update={"target": meta.target})
         ports.progress(f"scoring the same rows through champion v{champion.version}")
-        champion_pred = score_endpoint(ports.host, champion.endpoint, new.features, champion_view)
+        champion_pred = score_rows(
+            ports.host, champion.endpoint, champion_artifact, new.features, champion_view, seed=seed
+        )
         champion_values, _ = compute_metrics(champion_view, new.y, champion_pred)
         champion_summary = ChampionSummary(version=champion.version, metrics=champion_values)
         sets = [(new, pred, champion_pred)]
@@ -168,14 +241,21 @@ def evaluate(record: SqsRecord, ports: Ports) -> StageResult:
             if len(old.y):
                 ports.progress(f"scoring champion v{champion.version}'s {len(old.y)} test rows")
                 try:
-                    cand_old = score_endpoint(ports.host, message.endpoint, old.features, meta)
+                    cand_old = score_rows(
+                        ports.host, message.endpoint, artifact, old.features, meta, seed=seed
+                    )
                 except PermanentError as exc:
                     # Rows of the kind the champion serves today that the candidate refuses:
                     # it cannot replace the champion, whatever it scores on its own rows.
                     unscorable = f"cannot score the champion's own test split: {exc}"
                 else:
-                    champ_old = score_endpoint(
-                        ports.host, champion.endpoint, old.features, champion_view
+                    champ_old = score_rows(
+                        ports.host,
+                        champion.endpoint,
+                        champion_artifact,
+                        old.features,
+                        champion_view,
+                        seed=seed,
                     )
                     sets.append((old, cand_old, champ_old))
         for rows, cand, champ in sets:
@@ -291,7 +371,7 @@ def _write_reports(
     # Imported here: matplotlib and jinja2 are only needed by this stage.
     from automlops.reports.bundle import REPORT_JSON, report_bundle
 
-    files = report_bundle(report, y, pred, champion_pred)
+    files = report_bundle(report, *plot_sample(y, pred, champion_pred, seed=ports.settings.seed))
     ports.progress(f"writing the report with {len(report.plots)} plots")
     bucket = ports.settings.buckets.model_monitoring
     for filename, data in files.items():
