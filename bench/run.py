@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import automl_vs_flaml
 import reference_recipe
+import scale
 from automlops import keys
 from automlops.config import Manifest
 from automlops.events import S3Event
@@ -157,6 +158,9 @@ def main() -> int:
             print(f"  {row.metric}: ours {row.ours:.4f}, FLAML {row.flaml:.4f}")
     automl_table = automl_vs_flaml.markdown(rows)
 
+    # 5. Scaling: 1x, 10x and 100x the bank file through the whole pipeline (bench/scale.py).
+    scale_section = scale.run(work / "scale", ROOT / "docs" / "benchmarks-raw" / "scale")
+
     report = f"""# Benchmarks
 
 Produced by `make bench` (`bench/run.py`); every figure below comes from one run, baseline and
@@ -204,7 +208,8 @@ the small scikit-learn sets, which we did not tune on. Metrics: ROC AUC (binary)
 wine test set is 6 points of accuracy.
 
 {automl_table}
-"""
+
+{scale_section}"""
     (ROOT / "docs").mkdir(exist_ok=True)
     (ROOT / "docs" / "benchmarks.md").write_text(report)
     print("wrote docs/benchmarks.md")
