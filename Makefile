@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup browser demo test lint bench clean aws-node aws-validate test-aws screenshots reliability
+.PHONY: setup browser wrk demo test lint bench clean aws-node aws-validate test-aws screenshots reliability
 
 $(BIN)/automlops: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -68,7 +68,19 @@ $(FLAML_VENV)/bin/python:
 	$(PYTHON) -m venv $(FLAML_VENV)
 	$(FLAML_VENV)/bin/pip install --quiet 'flaml[automl]>=2.3,<3' pyarrow pandas
 
-bench: setup $(FLAML_VENV)/bin/python
+# MLflow, the serving benchmark's baseline, also lives apart: only its model server is used.
+MLFLOW_VENV := .venv-mlflow
+$(MLFLOW_VENV)/bin/mlflow:
+	$(PYTHON) -m venv $(MLFLOW_VENV)
+	$(MLFLOW_VENV)/bin/pip install --quiet 'mlflow>=3,<4' xgboost pandas pyarrow
+
+# wrk, the serving benchmark's load generator: Debian's package, installed once.
+wrk:
+	@command -v wrk >/dev/null 2>&1 || { \
+	  sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$sudo apt-get update -qq && $$sudo apt-get install -y -qq wrk; }
+
+bench: setup wrk $(FLAML_VENV)/bin/python $(MLFLOW_VENV)/bin/mlflow
 	$(BIN)/python bench/run.py
 
 # The reliability suite in its long form (a 2 GB upload, 10,000-request load, longer fuzzing);
@@ -82,4 +94,4 @@ reliability: setup
 	  exit $$status
 
 clean:
-	rm -rf $(VENV) $(FLAML_VENV) .automlops .pytest_cache $(SLS_DIR)/.serverless $(SLS_DIR)/.package
+	rm -rf $(VENV) $(FLAML_VENV) $(MLFLOW_VENV) .automlops .pytest_cache $(SLS_DIR)/.serverless $(SLS_DIR)/.package

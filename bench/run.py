@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import automl_vs_flaml
 import reference_recipe
 import scale
+import serving
 from automlops import keys
 from automlops.config import Manifest
 from automlops.events import S3Event
@@ -161,6 +162,9 @@ def main() -> int:
     # 5. Scaling: 1x, 10x and 100x the bank file through the whole pipeline (bench/scale.py).
     scale_section = scale.run(work / "scale", ROOT / "docs" / "benchmarks-raw" / "scale")
 
+    # 6. Serving: our server vs MLflow's under wrk, side by side (bench/serving.py).
+    serving_section = serving.run(work / "serving", ROOT / "docs" / "benchmarks-raw" / "serving")
+
     report = f"""# Benchmarks
 
 Produced by `make bench` (`bench/run.py`); every figure below comes from one run, baseline and
@@ -209,7 +213,9 @@ wine test set is 6 points of accuracy.
 
 {automl_table}
 
-{scale_section}"""
+{scale_section}
+
+{serving_section}"""
     (ROOT / "docs").mkdir(exist_ok=True)
     (ROOT / "docs" / "benchmarks.md").write_text(report)
     print("wrote docs/benchmarks.md")
