@@ -69,3 +69,48 @@ def test_a_big_training_set_is_tuned_on_a_sample_and_refitted_on_all_rows(
     # Not the sampled trial's model (early-stopped): a refit for the scaled round count.
     assert result.model.rounds == result.params["rounds"]
     assert result.score > 0.8
+
+
+def test_a_refit_past_its_time_limit_stops_adding_rounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tuning, "TUNE_MAX_TRAIN_ROWS", 3000)
+    monkeypatch.setattr(tuning, "TUNE_MAX_VALID_ROWS", 1000)
+    monkeypatch.setattr(tuning, "REFIT_BUDGET_SHARE", 0.0)  # the refit is due at once
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(12_000, 6)).astype(np.float32)
+    # An additive signal: trees need many rounds for it, so the trials keep many.
+    y = (x.sum(axis=1) + rng.normal(0, 0.5, 12_000) > 0).astype(int)
+    result = tune(
+        Task.binary,
+        2,
+        (x[:9000], y[:9000]),
+        (x[9000:], y[9000:]),
+        budget_s=2,
+        seed=1,
+        nthread=1,
+        learners=("xgboost",),
+    )
+    assert result.model.rounds is not None and result.model.rounds < result.params["rounds"]
+    assert "rounds (refit time limit)" in result.refit
+    # The threshold is then tuned on the shorter model's own predictions of the validation
+    # sample (the one tune drew: seed + 1).
+    sample_x, _ = search_sample(Task.binary, (x[9000:], y[9000:]), 1000, seed=2)
+    np.testing.assert_allclose(result.heldout_pred, result.model.predict(sample_x))
+
+
+@pytest.mark.parametrize("name", ["xgboost", "lightgbm"])
+def test_boosting_stops_at_its_deadline(name: str) -> None:
+    import time
+
+    from automlops.ml.learners import learner
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(500, 3)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(int)
+    family = learner(name)
+    params = {k.split(".", 1)[1]: v for k, v in family.defaults(Task.binary).items() if "." in k}
+    params["rounds"] = 200
+    empty = (x[:0], y[:0])
+    model = family.fit(
+        Task.binary, 2, (x, y), empty, params, seed=0, nthread=1, deadline=time.monotonic() - 1
+    )
+    assert model.rounds == 1

@@ -64,7 +64,11 @@ class Learner(Protocol):
         seed: int,
         nthread: int,
         on_round: RoundCallback | None = None,
-    ) -> Model: ...
+        deadline: float | None = None,
+    ) -> Model:
+        """Fit with early stopping on `validation` (when it has rows). Iterative learners stop
+        adding rounds once `time.monotonic()` passes `deadline` (a time-bounded refit)."""
+        ...
 
     def load(self, data: bytes, task: Task, n_classes: int, *, nthread: int = 1) -> Model: ...
 

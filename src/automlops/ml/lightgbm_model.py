@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import lightgbm as lgb
@@ -88,6 +89,7 @@ class LightGBMLearner:
         seed: int,
         nthread: int,
         on_round: RoundCallback | None = None,
+        deadline: float | None = None,
     ) -> LightGBMModel:
         params = dict(params)
         rounds = int(params.pop("rounds", MAX_ROUNDS))
@@ -110,6 +112,8 @@ class LightGBMLearner:
             callbacks.append(lgb.early_stopping(30, verbose=False))
             if on_round is not None:
                 callbacks.append(_reporter(on_round))
+        if deadline is not None:
+            callbacks.append(_deadline(deadline))
         booster = lgb.train(
             config, dtrain, num_boost_round=rounds, valid_sets=valid_sets, callbacks=callbacks
         )
@@ -119,6 +123,17 @@ class LightGBMLearner:
 
     def load(self, data: bytes, task: Task, n_classes: int, *, nthread: int = 1) -> LightGBMModel:
         return LightGBMModel(lgb.Booster(model_str=data.decode()), nthread)
+
+
+def _deadline(deadline: float) -> Any:
+    """Stops adding rounds once the monotonic clock passes the deadline."""
+
+    def callback(env: Any) -> None:
+        if time.monotonic() > deadline:
+            raise lgb.callback.EarlyStopException(env.iteration, env.evaluation_result_list or [])
+
+    callback.order = 50  # type: ignore[attr-defined]
+    return callback
 
 
 def _reporter(on_round: RoundCallback) -> Any:

@@ -88,6 +88,7 @@ class LinearLearner:
         seed: int,
         nthread: int,
         on_round: RoundCallback | None = None,
+        deadline: float | None = None,
     ) -> LinearModel:
         from sklearn.linear_model import LogisticRegression, Ridge
 

@@ -8,7 +8,8 @@ on a stratified sample of at most TUNE_MAX_TRAIN_ROWS training rows and are scor
 TUNE_MAX_VALID_ROWS validation rows (a trial on millions of rows would leave one or two trials
 in the budget; beyond a few hundred thousand rows more rows barely change which settings
 win). The chosen configuration is then refitted on every training and validation row, after
-the search: the budget is the search's, and the refit of a sampled search comes on top.
+the search: the budget is the search's, and the refit of a sampled search comes on top (at
+most REFIT_BUDGET_SHARE times the budget; boosting stops adding rounds there).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ CV_MAX_ROWS = 10_000  # below this many rows, select by cross-validation
 CV_FOLDS = 5
 TUNE_MAX_TRAIN_ROWS = 100_000  # trials fit on a stratified sample of this many rows at most
 TUNE_MAX_VALID_ROWS = 50_000  # and are scored on this many validation rows at most
+REFIT_BUDGET_SHARE = 2.0  # a sampled search's refit on all rows may take this share of the budget
 
 
 def validation_score(task: Task, y: np.ndarray, pred: np.ndarray, n_classes: int) -> float:
@@ -290,25 +292,32 @@ def tune(
         fitted_on = len(all_y) * (CV_FOLDS - 1) / CV_FOLDS if use_cv else len(full_train[1])
         scale = len(all_y) / fitted_on
         params["rounds"] = max(1, round(chosen.rounds * scale))
-    capped = ""
-    if sampled and chosen.rounds:
-        # The refit of a sampled search may take about as long as the search: rounds cost
-        # time in proportion to rows, so the rounds are cut where the estimate says more.
-        per_round_row = chosen.duration_s / chosen.rounds / max(len(train[1]), 1)
-        estimate = per_round_row * params["rounds"] * len(all_y)
-        if estimate > budget_s:
-            rounds = max(1, int(params["rounds"] * budget_s / estimate))
-            capped = f"; {rounds} of {params['rounds']} rounds (refit time ~ budget)"
-            params["rounds"] = rounds
     empty: Data = (all_x[:0], all_y[:0])
     if not sampled and chosen.model is not None and time.monotonic() + reserve[0] > deadline:
         final = chosen.model  # no time left to refit: keep the model selected on validation
         refit = f"none (budget spent); trained on {len(train[1])} training rows"
     else:
+        # The refit of a sampled search comes after the budget and may take REFIT_BUDGET_SHARE
+        # of it again; boosting stops adding rounds there.
+        refit_deadline = time.monotonic() + REFIT_BUDGET_SHARE * budget_s if sampled else None
         final = family.fit(
-            task, n_classes, (all_x, all_y), empty, params, seed=seed, nthread=nthread
+            task,
+            n_classes,
+            (all_x, all_y),
+            empty,
+            params,
+            seed=seed,
+            nthread=nthread,
+            deadline=refit_deadline,
         )
-        refit = f"all {len(all_y)} training and validation rows{capped}"
+        refit = f"all {len(all_y)} training and validation rows"
+        wanted = params.get("rounds")
+        if wanted is not None and final.rounds is not None and final.rounds < wanted:
+            refit += f"; stopped at {final.rounds} of {wanted} rounds (refit time limit)"
+            # A shorter model's probabilities differ: the threshold is tuned on its own
+            # predictions of the validation rows (seen in the refit, but few rounds overfit
+            # little) rather than on the selected trial's.
+            chosen.pred = final.predict(validation[0])
     return TuningResult(
         model=final,
         learner=chosen.learner,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -44,6 +45,16 @@ class _Report(xgb.callback.TrainingCallback):
             return False
         [history] = evals_log["validation"].values()
         return self.on_round(epoch, self.sign * float(history[-1]))
+
+
+class _Deadline(xgb.callback.TrainingCallback):
+    """Stops adding rounds once the monotonic clock passes the deadline."""
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+
+    def after_iteration(self, model: Any, epoch: int, evals_log: dict[str, Any]) -> bool:
+        return time.monotonic() > self.deadline
 
 
 class XGBoostModel:
@@ -115,6 +126,7 @@ class XGBoostLearner:
         seed: int,
         nthread: int,
         on_round: RoundCallback | None = None,
+        deadline: float | None = None,
     ) -> XGBoostModel:
         params = dict(params)
         rounds = int(params.pop("rounds", MAX_ROUNDS))
@@ -133,11 +145,13 @@ class XGBoostLearner:
             evals = [
                 (xgb.DMatrix(validation[0], label=validation[1], nthread=nthread), "validation")
             ]
-        callbacks = (
+        callbacks: list[xgb.callback.TrainingCallback] = (
             []
             if on_round is None or not has_validation
             else [_Report(on_round, task is Task.binary)]
         )
+        if deadline is not None:
+            callbacks.append(_Deadline(deadline))
         booster = xgb.train(
             {
                 **objective_params(task, n_classes),
