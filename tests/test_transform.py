@@ -128,3 +128,53 @@ def test_row_fast_path_matches_the_frame_path(rows: list[dict]) -> None:
         assert (info.value.row, info.value.column) == (exc.row, exc.column)
         return
     np.testing.assert_array_equal(apply_rows(t, rows), expected)
+
+
+_MANY = [f"c{i}" for i in range(80)]  # over MAX_CATEGORIES: frequency-encoded too
+_SERVED_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**6), 10**6),
+    st.floats(-1e6, 1e6, allow_nan=False),
+    st.sampled_from(["a", "b", " a ", "1", "true", "c3", " c79", "c200", "x", ""]),
+)
+
+
+@given(
+    st.lists(
+        st.dictionaries(st.sampled_from(["n1", "n2", "cat", "many", "other"]), _SERVED_VALUES),
+        max_size=12,
+    )
+)
+def test_row_paths_agree_with_the_frame_path(rows: list[dict]) -> None:
+    """apply_rows' grouped path (all numbers at once, one scatter for all categories) and its
+    column-by-column path both give the frame path's matrix, or its first error."""
+    from automlops.ml.transform import _apply_rows_by_column, apply_rows
+
+    train = pl.DataFrame(
+        {
+            "n1": [1.0, 2.0, None, 4.0] * 40,
+            "n2": [5, 6, 7, 8] * 40,
+            "cat": ["a", "b", "1", "true"] * 40,
+            "many": (_MANY * 2)[:160],
+        }
+    )
+    t = FittedTransform(
+        columns=[
+            fit_column(train["n1"], ColumnKind.numeric),
+            fit_column(train["cat"], ColumnKind.categorical),
+            fit_column(train["n2"], ColumnKind.numeric),
+            fit_column(train["many"], ColumnKind.categorical),
+        ]
+    )
+    assert t.columns[3].frequencies is not None and t.columns[0].missing_indicator
+    try:
+        expected = t.apply(rows_to_frame(rows, t.input_columns))
+    except InvalidValueError as exc:
+        for path in (apply_rows, _apply_rows_by_column):
+            with pytest.raises(InvalidValueError) as info:
+                path(t, rows)
+            assert (info.value.row, info.value.column) == (exc.row, exc.column)
+        return
+    np.testing.assert_array_equal(apply_rows(t, rows), expected)
+    np.testing.assert_array_equal(_apply_rows_by_column(t, rows), expected)

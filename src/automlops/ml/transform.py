@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from enum import StrEnum
+from itertools import chain, repeat
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -221,23 +222,146 @@ def _python_number(value: Any, row: int, name: str) -> float:
     raise InvalidValueError(row, name, value)
 
 
+class NestedValueError(InvalidValueError):
+    """A JSON object or array where a column's single value belongs."""
+
+    def __init__(self, row: int, column: str, value: Any) -> None:
+        super().__init__(row, column, value)
+        self.args = (f"row {row}, column {column!r}: nested values are not allowed",)
+
+
+_NUMBERS = frozenset({int, float, type(None)})
+_NESTED = (dict, list)
+
+
+def _first_nested(raw: list[Any], name: str) -> None:
+    """Raise NestedValueError for the first object or array among a column's values."""
+    for i, value in enumerate(raw):
+        if isinstance(value, _NESTED):
+            raise NestedValueError(i, name, value)
+
+
+class _OffFastPath(Exception):
+    """Values apply_rows' grouped path does not handle: the column-by-column path decides."""
+
+
+class _RowPlan:
+    """Where each kind of column goes in the feature matrix (built once per transform)."""
+
+    def __init__(self, transform: FittedTransform) -> None:
+        numeric: list[NumericColumn] = []
+        categorical: list[CategoricalColumn] = []
+        offsets: dict[str, int] = {}
+        offset = 0
+        for column in transform.columns:
+            offsets[column.name] = offset
+            offset += column.width()
+            if isinstance(column, NumericColumn):
+                numeric.append(column)
+            elif isinstance(column, CategoricalColumn):
+                categorical.append(column)
+        self.width = offset
+        self.numeric_names = [c.name for c in numeric]
+        self.numeric_offsets = np.array([offsets[c.name] for c in numeric], dtype=np.intp)
+        self.fills = np.array([[c.fill] for c in numeric], dtype=np.float64).reshape(-1, 1)
+        flagged = [i for i, c in enumerate(numeric) if c.missing_indicator]
+        self.indicator_rows = np.array(flagged, dtype=np.intp)
+        self.indicator_offsets = self.numeric_offsets[self.indicator_rows] + 1
+        self.categorical = categorical
+        self.categorical_offsets = np.array(
+            [[offsets[c.name]] for c in categorical], dtype=np.intp
+        ).reshape(-1, 1)
+        self.datetime = [
+            (c, offsets[c.name]) for c in transform.columns if isinstance(c, DatetimeColumn)
+        ]
+
+
+def _row_plan(transform: FittedTransform) -> _RowPlan:
+    cached = transform.__dict__.get("_row_plan")
+    if cached is None:
+        cached = transform.__dict__["_row_plan"] = _RowPlan(transform)
+    return cached
+
+
 def apply_rows(transform: FittedTransform, rows: list[dict[str, Any]]) -> np.ndarray:
-    """`transform.apply` for a few JSON rows, without building a polars frame.
+    """`transform.apply` for JSON rows, without building a polars frame.
 
     Same result as `transform.apply(rows_to_frame(rows, ...))` (a test holds the two paths
     together); polars costs a fixed ~0.1 ms per column operation, which dominates small
-    serving batches, while plain Python is linear in the rows.
+    serving batches. Each column's values are gathered by C-level iteration (`map` over the
+    rows), then all numeric columns are converted and imputed as one matrix and all
+    categorical columns one-hot encoded with one scatter: a fixed number of numpy calls
+    whatever the number of columns. Python code runs per value only off the common path
+    (a category spelt differently from training, a date); rows with text in a numeric column
+    or out-of-range numbers go column by column, so the first bad value of the first bad
+    column is the one reported. Raises InvalidValueError (NestedValueError for objects and
+    arrays).
     """
+    try:
+        return _apply_rows_grouped(transform, rows)
+    except _OffFastPath:
+        return _apply_rows_by_column(transform, rows)
+
+
+def _apply_rows_grouped(transform: FittedTransform, rows: list[dict[str, Any]]) -> np.ndarray:
+    plan = _row_plan(transform)
+    n = len(rows)
+    out = np.zeros((n, plan.width), dtype=np.float32)
+    get = dict.get
+    if plan.numeric_names:
+        raw = [list(map(get, rows, repeat(name, n))) for name in plan.numeric_names]
+        if not _NUMBERS.issuperset(chain.from_iterable(map(map, repeat(type), raw))):
+            raise _OffFastPath
+        values = np.array(raw, dtype=np.float64).reshape(len(raw), n)
+        if (np.abs(values) > FLOAT32_MAX).any():
+            raise _OffFastPath
+        missing = np.isnan(values)
+        out[:, plan.numeric_offsets] = np.where(missing, plan.fills, values).T
+        if len(plan.indicator_rows):
+            out[:, plan.indicator_offsets] = missing[plan.indicator_rows].T
+    if plan.categorical:
+        texts = [list(map(get, rows, repeat(c.name, n))) for c in plan.categorical]
+        try:
+            # Text as in training hits the index directly (None where it misses).
+            found = [
+                list(map(c.index().get, t)) for c, t in zip(plan.categorical, texts, strict=True)
+            ]
+        except TypeError:  # unhashable: an object or an array
+            raise _OffFastPath from None
+        codes = np.array(found, dtype=np.float64).reshape(len(found), n)
+        missed = np.isnan(codes)
+        if missed.any():
+            # Unseen, missing, padded with spaces, a number or a boolean: by category key.
+            for j, i in zip(*np.nonzero(missed), strict=True):
+                key = _category_key(texts[j][i])
+                code = None if key is None else plan.categorical[j].index().get(key)
+                if code is not None:
+                    codes[j, i] = code
+            missed = np.isnan(codes)
+        hit = ~missed
+        columns = (plan.categorical_offsets + np.where(missed, 0, codes).astype(np.intp))[hit]
+        out[np.broadcast_to(np.arange(n), codes.shape)[hit], columns] = 1.0
+        for j, (column, text) in enumerate(zip(plan.categorical, texts, strict=True)):
+            if column.frequencies is not None:
+                _frequencies(column, text, out, int(plan.categorical_offsets[j, 0]))
+    for column, offset in plan.datetime:
+        _dates(column, list(map(get, rows, repeat(column.name, n))), out, offset)
+    return out
+
+
+def _apply_rows_by_column(transform: FittedTransform, rows: list[dict[str, Any]]) -> np.ndarray:
+    """apply_rows one column at a time, in order: the first bad value raises."""
     n = len(rows)
     out = np.zeros((n, sum(c.width() for c in transform.columns)), dtype=np.float32)
     offset = 0
     for column in transform.columns:
         name = column.name
-        raw = [row.get(name) for row in rows]
+        raw = list(map(dict.get, rows, repeat(name, n)))
         if isinstance(column, NumericColumn):
-            if all(type(v) in (int, float) or v is None for v in raw):
+            if _NUMBERS.issuperset(map(type, raw)):
                 values = np.array(raw, dtype=np.float64)
             else:
+                _first_nested(raw, name)
                 values = np.array([_python_number(v, i, name) for i, v in enumerate(raw)])
             check_range(values, name, raw)
             missing = np.isnan(values)
@@ -245,24 +369,48 @@ def apply_rows(transform: FittedTransform, rows: list[dict[str, Any]]) -> np.nda
             if column.missing_indicator:
                 out[:, offset + 1] = missing
         elif isinstance(column, DatetimeColumn):
-            text = [None if v is None else str(v) for v in raw]
-            parts = date_parts(pl.Series(name, text, dtype=pl.String), column, n)
-            for i, part in enumerate(column.parts):
-                out[:, offset + i] = np.where(np.isnan(parts[part]), column.fill[part], parts[part])
+            _dates(column, raw, out, offset)
         else:
-            keys = [_category_key(v) for v in raw]
-            index = column.index()
-            for i, key in enumerate(keys):
-                code = index.get(key, -1) if key is not None else -1
-                if code >= 0:
-                    out[i, offset + code] = 1.0
-            if column.frequencies is not None:
-                frequencies = column.frequencies
-                out[:, offset + len(column.categories)] = [
-                    frequencies.get(k, 0.0) if k is not None else 0.0 for k in keys
-                ]
+            _one_hot(column, raw, out, offset)
         offset += column.width()
     return out
+
+
+def _dates(column: DatetimeColumn, raw: list[Any], out: np.ndarray, offset: int) -> None:
+    """A date column's features for JSON values, written into `out` in place."""
+    _first_nested(raw, column.name)
+    text = [None if v is None else str(v) for v in raw]
+    parts = date_parts(pl.Series(column.name, text, dtype=pl.String), column, len(raw))
+    for i, part in enumerate(column.parts):
+        out[:, offset + i] = np.where(np.isnan(parts[part]), column.fill[part], parts[part])
+
+
+def _one_hot(column: CategoricalColumn, raw: list[Any], out: np.ndarray, offset: int) -> None:
+    """A categorical column's features for JSON values, written into `out` in place."""
+    n = len(raw)
+    index = column.index()
+    try:
+        # Text as in training hits the index directly; anything else (unseen, padded with
+        # spaces, a number or a boolean) misses and is looked up again by its category key.
+        codes = np.fromiter(map(index.get, raw, repeat(-1, n)), dtype=np.int64, count=n)
+    except TypeError:  # unhashable: an object or an array
+        _first_nested(raw, column.name)
+        raise
+    for i in np.flatnonzero(codes < 0).tolist():
+        key = _category_key(raw[i])
+        if key is not None:
+            codes[i] = index.get(key, -1)
+    rows = np.flatnonzero(codes >= 0)
+    out[rows, offset + codes[rows]] = 1.0
+    if column.frequencies is not None:
+        _frequencies(column, raw, out, offset)
+
+
+def _frequencies(column: CategoricalColumn, raw: list[Any], out: np.ndarray, offset: int) -> None:
+    """The training share of each value's category (0 for unseen and missing), in place."""
+    assert column.frequencies is not None
+    shares = [column.frequencies.get(_category_key(v), 0.0) if v is not None else 0.0 for v in raw]
+    out[:, offset + len(column.categories)] = shares
 
 
 def parse_numeric(values: pl.Series, name: str) -> pl.Series:
