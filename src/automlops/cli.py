@@ -284,6 +284,8 @@ def serve(
     home: Home = None,
 ) -> None:
     """Serve every dataset's champion over HTTP (follows promotions without a restart)."""
+    import gc
+
     import uvicorn
 
     from automlops.serving.auth import api_key_from_env, require_api_key
@@ -296,9 +298,22 @@ def serve(
     server = runtime.create_app()
     if api_key is not None:
         require_api_key(server, api_key)
+    loaded = server.state.models.preload()  # models in memory before the port opens
+    gc.freeze()  # start-up objects out of the collector's way: no full scans mid-request
     auth = "API key required" if api_key else "no API key"
-    typer.echo(f"serving {runtime.home} on http://{host}:{port} ({auth})", err=True)
-    uvicorn.run(server, host=host, port=port, log_level="warning", access_log=False)
+    typer.echo(
+        f"serving {runtime.home} on http://{host}:{port} ({auth}; {len(loaded)} models loaded)",
+        err=True,
+    )
+    uvicorn.run(
+        server,
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        log_level="warning",
+        access_log=False,
+    )
 
 
 @app.command()

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 
 from automlops import keys
-from automlops.errors import NotFoundError
+from automlops.errors import AutomlopsError, NotFoundError
 from automlops.ml.predictor import Predictor
 from automlops.ports import ObjectStore
 from automlops.registry import Registry
@@ -49,6 +49,18 @@ class ModelCache:
                 cached = Predictor.from_bytes(data, entry.artifact_key)
                 self._predictors[(dataset, version)] = cached
         return cached
+
+    def preload(self) -> list[str]:
+        """Load every dataset's champion now, so that no request waits for a model to load;
+        the datasets loaded. One that cannot be loaded is left to answer its own requests."""
+        loaded = []
+        for dataset in self.registry.datasets():
+            try:
+                self.champion(dataset)
+            except (AutomlopsError, ValueError, OSError):
+                continue
+            loaded.append(dataset)
+        return loaded
 
     def champion(self, dataset: str) -> tuple[int, Predictor]:
         """The dataset's current champion; NotFoundError when it has none."""
