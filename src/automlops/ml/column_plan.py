@@ -44,13 +44,14 @@ def _drop_reason(values: pl.Series, kind: ColumnKind) -> str | None:
     if distinct < 2:
         return "constant in training data"
     unique_share = distinct / present.len()
-    if kind is ColumnKind.categorical:
+    if kind is ColumnKind.categorical and unique_share >= _TEXT_UNIQUE_SHARE:
+        # Words are counted only for many-valued columns (counting costs a pass over the text).
         text = present.cast(pl.String)
         words = text.str.count_matches(r"\S+").mean() or 0.0
-        if unique_share >= _TEXT_UNIQUE_SHARE and words >= _TEXT_MIN_WORDS:  # type: ignore[operator]
+        if words >= _TEXT_MIN_WORDS:  # type: ignore[operator]
             return f"free text ({unique_share:.0%} distinct values, {words:.1f} words on average)"
-        if unique_share >= _ID_UNIQUE_SHARE and n >= 20:
-            return f"ID-like ({unique_share:.0%} of values distinct)"
+    if kind is ColumnKind.categorical and unique_share >= _ID_UNIQUE_SHARE and n >= 20:
+        return f"ID-like ({unique_share:.0%} of values distinct)"
     integral = kind is ColumnKind.numeric and values.dtype.is_integer()
     if integral and n >= 20 and unique_share >= _ID_UNIQUE_SHARE:
         span = int(present.max()) - int(present.min()) + 1  # type: ignore[arg-type, operator]
@@ -74,14 +75,14 @@ def fit_columns(
 
     def training_values(name: str) -> pl.Series:
         values = train.get_column(name)
-        values = values if rows is None else values.gather(rows)
-        return values.cast(pl.String) if values.dtype == pl.Categorical else values
+        return values if rows is None else values.gather(rows)
 
     for name in train.columns:
         values = training_values(name)
         profile = ColumnProfile(
             name=name,
-            dtype=str(values.dtype),
+            # Categorical is how preprocess stores text compactly: to people it is text.
+            dtype=str(pl.String if values.dtype == pl.Categorical else values.dtype),
             decision="feature",
             missing=values.null_count(),
             unique=values.n_unique(),
@@ -91,6 +92,8 @@ def fit_columns(
             profiles.append(profile)
             continue
         kind = infer_kind(values) if values.null_count() < values.len() else ColumnKind.numeric
+        if kind is not ColumnKind.categorical and values.dtype == pl.Categorical:
+            values = values.cast(pl.String)  # numbers or dates spelt out: parsed from text
         digest = hash((str(values.dtype), *values.head(5000).hash(seed=7).to_list()))
         reason = _drop_reason(values, kind)
         if reason is None and digest in seen and values.equals(training_values(seen[digest])):
@@ -103,7 +106,7 @@ def fit_columns(
         column = fit_column(values, kind)
         profile.kind = kind.value
         if isinstance(column, CategoricalColumn):
-            counts = values.cast(pl.String).value_counts(sort=True, name="n").drop_nulls()
+            counts = values.value_counts(sort=True, name="n").drop_nulls()
             profile.top = [(str(v), int(c)) for v, c in counts.head(10).iter_rows()]
             kept = len(column.categories)
             profile.decision = f"feature: one-hot of {kept} categories"

@@ -460,12 +460,34 @@ def date_parts(raw: pl.Series | None, column: DatetimeColumn, n: int) -> dict[st
     return {p: exprs[p].cast(pl.Float64).fill_null(np.nan).to_numpy() for p in column.parts}
 
 
+_DATE_SAMPLE = 2000
+
+
+def _first_present_text(values: pl.Series, count: int) -> pl.Series:
+    """The first `count` present values as stripped, non-empty text, in order.
+
+    Taken a slice at a time: a column of millions of rows is not copied whole for a sample.
+    """
+    present = values.drop_nulls()
+    parts: list[pl.Series] = []
+    found, start, step = 0, 0, max(2 * count, 4096)
+    while found < count and start < present.len():
+        part = present.slice(start, step).cast(pl.String).str.strip_chars()
+        part = part.filter(part != "")
+        parts.append(part)
+        found += part.len()
+        start += step
+    if not parts:
+        return pl.Series(values.name, [], dtype=pl.String)
+    return pl.concat(parts).head(count)
+
+
 def detect_date_format(values: pl.Series, min_share: float = 0.95) -> str | None:
-    """The first of DATE_FORMATS that reads at least `min_share` of the present values."""
-    if values.dtype != pl.String:
+    """The first of DATE_FORMATS that reads at least `min_share` of the present values
+    (judged on the first 2,000 present values of a String or Categorical column)."""
+    if values.dtype not in (pl.String, pl.Categorical):
         return None
-    sample = values.drop_nulls().str.strip_chars()
-    sample = sample.filter(sample != "").head(2000)
+    sample = _first_present_text(values, _DATE_SAMPLE)
     if sample.len() == 0 or not sample.str.contains(r"\d").all():
         return None
     for fmt in DATE_FORMATS:
@@ -496,14 +518,16 @@ def infer_kind(values: pl.Series) -> ColumnKind:
         return ColumnKind.numeric
     if values.dtype in (pl.Datetime, pl.Date):
         return ColumnKind.datetime
-    present = values.drop_nulls().cast(pl.String).str.strip_chars()
+    # Both tests hold for every value or not: judged on the distinct values, a few.
+    present = values.drop_nulls().unique(maintain_order=True).cast(pl.String).str.strip_chars()
     present = present.filter(present != "")
     lowered = present.str.to_lowercase()
     if present.len() and lowered.is_in(list(_TRUE_FALSE)).all():
         return ColumnKind.numeric  # booleans spelt out
     if present.len() and present.cast(pl.Float64, strict=False).null_count() == 0:
         return ColumnKind.numeric
-    if detect_date_format(present) is not None:
+    text = values if values.dtype in (pl.String, pl.Categorical) else values.cast(pl.String)
+    if present.len() and detect_date_format(text) is not None:
         return ColumnKind.datetime
     return ColumnKind.categorical
 
@@ -532,12 +556,24 @@ def fit_column(values: pl.Series, kind: ColumnKind) -> Column:
             fill=0.0 if median is None else float(median),  # type: ignore[arg-type]
             missing_indicator=parsed.null_count() > 0,
         )
-    counts = (
-        as_category(values)
-        .drop_nulls()
-        .value_counts(sort=True, name="n")
-        .sort(["n", values.name], descending=[True, False])
-    )
+    if values.dtype in (pl.String, pl.Categorical):
+        # Counted first, stripped after: the same counts as stripping every row, but the
+        # strings handled are the distinct values (a big upload has millions of rows).
+        counts = (
+            values.drop_nulls()
+            .value_counts(name="n")
+            .with_columns(pl.col(values.name).cast(pl.String).str.strip_chars())
+            .group_by(values.name)
+            .agg(pl.col("n").sum())
+            .sort(["n", values.name], descending=[True, False])
+        )
+    else:
+        counts = (
+            as_category(values)
+            .drop_nulls()
+            .value_counts(sort=True, name="n")
+            .sort(["n", values.name], descending=[True, False])
+        )
     floor = max(1.0, min(MIN_CATEGORY_COUNT, _RARE_SHARE * values.len()))
     frequent = counts.filter(pl.col("n") >= floor)
     categories = frequent.get_column(values.name).head(MAX_CATEGORIES).to_list()
