@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import polars as pl
+import pytest
 
 from automlops import keys
 from automlops.config import Manifest, Task
@@ -125,3 +126,26 @@ def test_a_drifted_upload_is_flagged_and_blocked_when_the_manifest_says_so(
     assert column.psi > drift.PSI_THRESHOLD
     # Everything else stayed put.
     assert all(not c.drifted for c in report.columns if c.name != "mean_radius")
+
+
+def test_big_uploads_are_compared_through_seeded_samples(
+    runtime: LocalRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from automlops.stages import drift_check
+
+    upload(runtime, CANCER, "v1.csv", breast_cancer_csv())
+    Worker(runtime).run_until_idle()
+    monkeypatch.setattr(drift_check, "DRIFT_MAX_ROWS", 150)  # the cancer data: ~400 / 570 rows
+    upload(runtime, CANCER, "shifted.csv", _shifted_cancer("mean_radius"))
+    Worker(runtime).step()  # preprocess only
+    first_run = runtime.registry.read("d").get(1).run_id
+    [key] = [
+        k
+        for k in runtime.store.list("automl-data")
+        if k.endswith("drift.json") and first_run not in k
+    ]
+    report = drift.DriftReport.model_validate_json(runtime.store.get("automl-data", key))
+    assert report.drifted == ["mean_radius"]  # still found on the samples
+    assert report.baseline is not None and 140 <= report.baseline.rows <= 160
+    assert any("compared through a seeded sample of 150" in n for n in report.notes)
+    assert any("training rows compared through a seeded sample" in n for n in report.notes)
