@@ -16,7 +16,7 @@ from automlops.ml import metrics
 from automlops.ml.artifact import InputColumn, Lineage, ModelArtifact, ModelMetadata
 from automlops.ml.schema import DatasetSchema
 from automlops.ml.transform import FittedTransform
-from automlops.ml.tuning import TuningProgress, tune
+from automlops.ml.tuning import TUNE_MAX_TRAIN_ROWS, TuningProgress, tune
 from automlops.ports import Ports
 from automlops.stages.result import StageResult
 
@@ -60,7 +60,10 @@ def train(record: S3EventRecord, ports: Ports) -> StageResult:
             f"{p.elapsed_s:.0f}/{p.budget_s:.0f}s"
         )
 
-    ports.progress(f"tuning on {len(train_xy[1])} rows for {search_s:.0f}s")
+    sample = ""
+    if len(train_xy[1]) > TUNE_MAX_TRAIN_ROWS:
+        sample = f" (trials on a {TUNE_MAX_TRAIN_ROWS}-row sample, then a refit on all)"
+    ports.progress(f"tuning on {len(train_xy[1])} rows for {search_s:.0f}s{sample}")
     result = tune(
         target.task,
         n_classes,
