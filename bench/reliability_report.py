@@ -44,12 +44,11 @@ NOTES = [
     "- **Messages that kill their worker.** The queue moves a message received `max_receives` "
     "times to the dead-letter queue; the worker then marks its run failed, naming the DLQ "
     "message (`automlops dlq redrive ID`).",
-    "- **Limits.** Uploads over `max_upload_bytes` (512 MiB; `AUTOMLOPS_MAX_UPLOAD_BYTES`) are "
+    "- **Limits.** Uploads over `max_upload_bytes` (1 GiB; `AUTOMLOPS_MAX_UPLOAD_BYTES`) are "
     "refused by their size before they are read; tables over 10,000 columns before they are "
-    "parsed; keys over 1,024 bytes or with a name over 255 bytes by the store. A stage that "
-    "runs longer than the visibility timeout (`AUTOMLOPS_VISIBILITY_TIMEOUT`, 300 s) may be "
-    "started again by a second worker; its work is idempotent but wasted, so keep the timeout "
-    "above the longest training budget.",
+    "parsed; keys over 1,024 bytes or with a name over 255 bytes by the store. A running stage "
+    "renews its message's visibility timeout (`AUTOMLOPS_VISIBILITY_TIMEOUT`, 300 s) every "
+    "third of it, so a stage longer than the timeout is not started again by a second worker.",
     "",
 ]
 
