@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -565,7 +566,19 @@ before and after the changes, each pair taken minutes apart under the same backg
 
 
 def run(work: Path, raw_dir: Path = RAW_DIR, seconds: float = SECONDS) -> str:
-    """Train both models, measure both servers; raw outputs into `raw_dir`; the section."""
+    """Train both models, measure both servers; raw outputs into `raw_dir`; the section.
+
+    A failure is printed and reported in the section instead of raised, so that it does not
+    cost `make bench` the rest of its report.
+    """
+    try:
+        return _run(work, raw_dir, seconds)
+    except Exception as exc:  # reported, not hidden: see the docstring
+        traceback.print_exc()
+        return f"## Serving\n\nFailed: `{type(exc).__name__}: {exc}` (traceback on stderr).\n"
+
+
+def _run(work: Path, raw_dir: Path, seconds: float) -> str:
     if shutil.which("wrk") is None:
         return "## Serving\n\nSkipped: `wrk` is not installed (`apt-get install wrk`).\n"
     if not MLFLOW_PYTHON.exists():
@@ -654,7 +667,7 @@ def main() -> int:
         print(f"skipped: {DATA} not found (the benchmark needs ../shared/data)")
         return 0
     work = args.work or Path(tempfile.mkdtemp(prefix="automlops-serving-"))
-    section = run(work, RAW_DIR, args.seconds)
+    section = _run(work, RAW_DIR, args.seconds)  # alone, a failure is an error
     out = ROOT / "bench" / "out"
     out.mkdir(parents=True, exist_ok=True)
     (out / "serving.md").write_text(section)
