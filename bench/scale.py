@@ -242,6 +242,7 @@ class SizeResult:
     csv_bytes: int
     stage_s: dict[str, float] = field(default_factory=dict)
     stage_peak_rss: dict[str, int] = field(default_factory=dict)
+    stage_start_rss: dict[str, int] = field(default_factory=dict)  # first sample in the stage
     end_to_end_s: float = 0.0
     peak_rss: int = 0
     heldout_auc: float | None = None
@@ -288,6 +289,7 @@ def run_size(factor: int, csv_path: Path, heldout: Path, work: Path, raw_dir: Pa
         proc.returncode = os.waitstatus_to_exitcode(status)
         done.set()
         sampler.join()
+    shutil.rmtree(home, ignore_errors=True)  # a 100x workspace holds over a gigabyte
     result = SizeResult(
         factor=factor,
         rows=_count_rows(csv_path),
@@ -308,6 +310,7 @@ def run_size(factor: int, csv_path: Path, heldout: Path, work: Path, raw_dir: Pa
         inside = [rss for t, rss in samples if start <= t <= end]
         if inside:
             result.stage_peak_rss[name] = max(inside)
+            result.stage_start_rss[name] = inside[0]
     if "heldout" in data:
         result.heldout_auc = float(data["heldout"]["roc_auc"])
         result.learner = str(data["champion"]["learner"])
@@ -336,19 +339,25 @@ def table(results: list[SizeResult]) -> str:
     """The scaling table as markdown."""
     head = (
         "| size | rows | CSV MB | preprocess s | train s | deploy s | evaluate s | end to end s "
-        "| peak RSS MB (preprocess) | preprocess peak / CSV | peak RSS MB (run) "
-        "| held-out ROC AUC |\n|---|---|---|---|---|---|---|---|---|---|---|---|"
+        "| preprocess peak RSS MB | its peak / CSV | its growth / CSV | run peak RSS MB "
+        "| held-out ROC AUC |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     )
     lines = [head]
     for r in results:
         pre_peak = r.stage_peak_rss.get("preprocess")
+        pre_start = r.stage_start_rss.get("preprocess")
         ratio = "-" if pre_peak is None else f"{pre_peak / r.csv_bytes:.2f}x"
+        growth = (
+            "-"
+            if pre_peak is None or pre_start is None
+            else f"{(pre_peak - pre_start) / r.csv_bytes:.2f}x"
+        )
         auc = "failed" if r.heldout_auc is None else f"{r.heldout_auc:.4f}"
         lines.append(
             f"| {r.factor}x | {r.rows:,} | {_mb(r.csv_bytes)} "
             + " ".join(f"| {_s(r.stage_s.get(s))}" for s in STAGES)
             + f" | **{r.end_to_end_s:.1f}** | {'-' if pre_peak is None else _mb(pre_peak)} "
-            f"| {ratio} | {_mb(r.peak_rss)} | {auc} |"
+            f"| {ratio} | {growth} | {_mb(r.peak_rss)} | {auc} |"
         )
     return "\n".join(lines)
 
@@ -356,6 +365,16 @@ def table(results: list[SizeResult]) -> str:
 def _load() -> str:
     one, five, _ = os.getloadavg()
     return f"load average {one:.2f} (1 min), {five:.2f} (5 min) at the end"
+
+
+def _test_aucs(results: list[SizeResult]) -> str:
+    """Each size's ROC AUC on its own test split, as the run's evaluation measured it."""
+    parts = []
+    for r in results:
+        champion = r.detail.get("champion")
+        if isinstance(champion, dict) and "roc_auc" in champion.get("test_metrics", {}):
+            parts.append(f"{r.factor}x {champion['test_metrics']['roc_auc']:.3f}")
+    return ", ".join(parts) or "not recorded"
 
 
 def section(results: list[SizeResult], files: Files, load: str) -> str:
@@ -376,17 +395,26 @@ def section(results: list[SizeResult], files: Files, load: str) -> str:
                 f"- 100x held-out AUC ≥ 1x: **{'met' if ok else 'not met'}** "
                 f"({big.heldout_auc:.4f} vs {base.heldout_auc:.4f})."
             )
-    ratios = [
-        r.stage_peak_rss["preprocess"] / r.csv_bytes
-        for r in results
-        if "preprocess" in r.stage_peak_rss and r.factor >= 10
-    ]
-    if ratios:
-        ok = max(ratios) <= 2.0
+    largest = max(results, key=lambda r: r.factor)
+    peak = largest.stage_peak_rss.get("preprocess")
+    start = largest.stage_start_rss.get("preprocess")
+    if peak is not None and start is not None:
+        ok = peak <= 2 * largest.csv_bytes
         checks.append(
-            f"- preprocess peak RSS ≤ 2x the CSV (10x and up): **{'met' if ok else 'not met'}** "
-            f"(at most {max(ratios):.2f}x)."
+            f"- preprocess peak RSS ≤ 2x the CSV ({largest.factor}x, the whole worker process): "
+            f"**{'met' if ok else 'not met'}** ({peak / largest.csv_bytes:.2f}x). Of that, "
+            f"{start / 1e6:,.0f} MB is what the worker held before the stage read a byte (Python, "
+            f"polars, numpy, XGBoost, LightGBM, scikit-learn, FastAPI): the stage itself grew "
+            f"it by {(peak - start) / largest.csv_bytes:.2f}x the CSV. At 1x and 10x that "
+            f"fixed part is many times the file, so their ratios say little."
         )
+    for r in results:
+        champion = r.detail.get("champion")
+        if isinstance(champion, dict):
+            checks.append(
+                f"- {r.factor}x champion: {champion['learner']} after {champion['trials']} "
+                f"trials; selection: {champion['selection']}; trained on: {champion['refit']}."
+            )
     pre = [(r.rows, r.stage_s["preprocess"]) for r in results if "preprocess" in r.stage_s]
     if len(pre) >= 2:
         per_m = ", ".join(f"{n / 1e6:.2f}M rows: {t / n * 1e6:.1f} s per M rows" for n, t in pre)
@@ -407,12 +435,88 @@ end to end is from the upload notification to the evaluated champion. Peak RSS o
 the child's `ru_maxrss`; the preprocess peak is the largest RSS sampled every
 {SAMPLE_EVERY_S * 1000:.0f} ms while that stage ran (it is the first stage, so nothing
 earlier inflates it). Held-out ROC AUC: every size's champion called through its HTTP endpoint
-with the same raw held-out rows. {load}.
+with the same raw held-out rows. Only those are unseen: a resampled file's own validation and
+test splits hold near-copies of its training rows (test-split ROC AUC in each run:
+{_test_aucs(results)}), so selection on them favours memorising, and the held-out rows are
+the honest measure. {load}.
 
 {table(results)}
 
 {chr(10).join(checks)}
+
+{PROFILING_NOTES}
 """
+
+
+PROFILING_NOTES = """### Profiling notes (scaling)
+
+pyinstrument on the preprocess stage alone (`/tmp` workspace, the same files), and the stage
+logs of the 10x and 100x runs, on this machine while other work ran on it (figures
+indicative):
+
+- **Preprocess, before**: the upload was read whole as bytes, decoded to a Python string,
+  encoded again for polars, parsed as all-string columns, stripped into a second copy and
+  cast into a third; each split was then copied out of the frame. pyinstrument at 10x: 1.3 of
+  3.0 s in `read_csv_bytes` (all-strings parse 0.6 s, cleaning 0.2 s, type casts 0.2 s,
+  decode 0.2 s), 0.6 s fitting columns, 0.4 s hashing the bytes (SHA-256, plus an MD5 of the
+  whole file in `head` just to learn its size). 100x: 28.6 s, peak RSS 4.53 GB (7.8x the
+  582 MB file).
+- **Changed**: `read_csv_file` scans the file with polars' streaming engine twice (types
+  judged on every value, then the typed columns built; strings never exist for the whole
+  file at once; `replace` was swapped for `when/is_in` because it made polars fall back to
+  the in-memory engine: 1.57 GB vs 0.41 GB for the type pass alone), text is kept
+  Categorical (4 bytes a cell), the size is `stat`ed and the hash streamed, columns are
+  fitted on gathered training rows one at a time with kinds judged on distinct values,
+  splits are written a row group at a time. The schema and transform are identical on the
+  bank and attrition files.
+- **After**: 100x preprocess 17.7 s and 1.15 GB peak alone (12-19 s run to run on this busy
+  machine; 0.87 GB above the 0.28 GB the process held before the stage), 10x 2.5 s and
+  0.48 GB (was 0.78 GB); in the table's worker run, 12.4 s and 1.23 GB. Left: the typed
+  table itself is 0.51 GB, and about 0.13 GB more is freed memory polars' allocator
+  (jemalloc) keeps; `_RJEM_MALLOC_CONF=dirty_decay_ms:0` gave it back (1.02 GB peak alone)
+  but was not made the default, as it taxes every allocation of the serving process too.
+- **Train, before**: at 10x a single XGBoost trial on all 288k training rows took the whole
+  54 s budget and there was no refit. Now trials use stratified samples (100k training, 50k
+  validation rows) and the chosen model is refitted on all rows. A first version cut the
+  refit's rounds by a per-row cost estimate taken from the sampled trial; the log showed
+  LightGBM refitted with 14 of 702 rounds (its per-round cost barely grows with rows), so the
+  refit is now bounded by time instead (2x the budget; boosting stops adding rounds there).
+- **Evaluate**: scoring the 10x test split (41k rows) through the endpoint took 4.5 s
+  (HTTP + JSON at ~10k rows/s): ~45 s at 100x. Splits over 20k rows are now scored in-process
+  by the same artifact and code, with a 2,000-row sample through the endpoint that must agree
+  to 1e-5. The gate's paired bootstrap on 412k rows took 34 s a comparison (pyinstrument: an
+  `argsort` of both models' scores for every chunk of 3 resamples); AUC now sorts once per
+  model, skips tie grouping when there are no ties, and the resamples are bounded (1e8
+  cells, at least 200: 250 at 412k rows), 4-5 s a comparison, every row in every resample.
+"""
+
+
+def _raw(result: SizeResult) -> dict[str, object]:
+    return {
+        "factor": result.factor,
+        "rows": result.rows,
+        "csv_bytes": result.csv_bytes,
+        "stage_s": result.stage_s,
+        "stage_peak_rss": result.stage_peak_rss,
+        "stage_start_rss": result.stage_start_rss,
+        "end_to_end_s": result.end_to_end_s,
+        "peak_rss": result.peak_rss,
+        "heldout_auc": result.heldout_auc,
+        "learner": result.learner,
+        "status": result.status,
+        "detail": result.detail,
+    }
+
+
+def render(raw_dir: Path) -> str:
+    """The markdown section rebuilt from the raw outputs of the last run in `raw_dir`."""
+    meta = json.loads((raw_dir / "meta.json").read_text())
+    results = []
+    for factor in meta["sizes"]:
+        data = json.loads((raw_dir / f"{factor}x.json").read_text())
+        results.append(SizeResult(**data))
+    files = Files(Path("heldout.csv"), {}, meta["training_rows"], meta["heldout_rows"])
+    return section(results, files, meta["load"])
 
 
 def run(work: Path, raw_dir: Path, sizes: tuple[int, ...] = SIZES) -> str:
@@ -426,23 +530,7 @@ def run(work: Path, raw_dir: Path, sizes: tuple[int, ...] = SIZES) -> str:
         print(f"scale {factor}x: running ...", flush=True)
         result = run_size(factor, files.sizes[factor], files.heldout, work, raw_dir)
         results.append(result)
-        (raw_dir / f"{factor}x.json").write_text(
-            json.dumps(
-                {
-                    "factor": result.factor,
-                    "rows": result.rows,
-                    "csv_bytes": result.csv_bytes,
-                    "stage_s": result.stage_s,
-                    "stage_peak_rss": result.stage_peak_rss,
-                    "end_to_end_s": result.end_to_end_s,
-                    "peak_rss": result.peak_rss,
-                    "heldout_auc": result.heldout_auc,
-                    "status": result.status,
-                    "detail": result.detail,
-                },
-                indent=1,
-            )
-        )
+        (raw_dir / f"{factor}x.json").write_text(json.dumps(_raw(result), indent=1))
         pre = result.stage_peak_rss.get("preprocess", 0)
         print(
             f"scale {factor}x: {result.status}, {result.end_to_end_s:.1f}s end to end, "
@@ -451,7 +539,14 @@ def run(work: Path, raw_dir: Path, sizes: tuple[int, ...] = SIZES) -> str:
             f"run peak {result.peak_rss / 1e6:.0f} MB, held-out AUC {result.heldout_auc}",
             flush=True,
         )
-    markdown = section(results, files, _load())
+    meta = {
+        "sizes": list(sizes),
+        "training_rows": files.training_rows,
+        "heldout_rows": files.heldout_rows,
+        "load": _load(),
+    }
+    (raw_dir / "meta.json").write_text(json.dumps(meta, indent=1))
+    markdown = section(results, files, meta["load"])
     (raw_dir / "section.md").write_text(markdown)
     return markdown
 
@@ -463,7 +558,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=None, help="keep generated files here")
     parser.add_argument("--raw-dir", type=Path, default=RAW_DIR)
     parser.add_argument("--child", nargs=4, metavar=("HOME", "CSV", "HELDOUT", "OUT"))
+    parser.add_argument(
+        "--render", action="store_true", help="rebuild the section from the raw outputs only"
+    )
     args = parser.parse_args(argv)
+    if args.render:
+        print(render(args.raw_dir))
+        return 0
     if args.child:
         home, csv_path, heldout, out = (Path(p) for p in args.child)
         return child(home, csv_path, heldout, out)
