@@ -303,7 +303,8 @@ def wrk(url: str, body: Path, connections: int, seconds: float, raw: Path | None
     command += ["10s", "-s", str(WRK_SCRIPT), url, "--", str(body)]
     done = subprocess.run(command, capture_output=True, text=True, check=True)
     if raw is not None:
-        raw.write_text(f"$ {' '.join(command[:-3])} {url} -- {body.name}\n{done.stdout}")
+        shown = " ".join(command[:-3]).replace(f"{ROOT}/", "")
+        raw.write_text(f"$ {shown} {url} -- {body.name}\n{done.stdout}")
     [summary] = [line for line in done.stdout.splitlines() if line.startswith("JSON ")]
     result: dict[str, Any] = json.loads(summary[len("JSON ") :])
     failures = result["non_2xx"] + sum(v for k, v in result.items() if k.startswith("errors_"))
