@@ -20,14 +20,15 @@ def split_indices(
     rng = np.random.default_rng(seed)
     # 32-bit row numbers where they fit: the same indices in half the memory on big uploads.
     index_type = np.int32 if n < 2**31 else np.int64
-    groups = (
-        [np.arange(n, dtype=index_type)]
-        if strata is None
-        else [np.flatnonzero(strata == s).astype(index_type) for s in np.unique(strata)]
-    )
+    classes = [None] if strata is None else np.unique(strata)
     parts: list[list[np.ndarray]] = [[], [], []]
-    for group in groups:
+    for value in classes:
+        if strata is None:
+            group = np.arange(n, dtype=index_type)
+        else:
+            group = np.flatnonzero(strata == value).astype(index_type)
         shuffled = rng.permutation(group)
+        del group  # one class's row numbers at a time: big uploads have millions
         size = len(shuffled)
         n_train = round(size * fractions[0])
         n_valid = round(size * fractions[1])
@@ -36,7 +37,15 @@ def split_indices(
         parts[0].append(shuffled[:n_train])
         parts[1].append(shuffled[n_train : n_train + n_valid])
         parts[2].append(shuffled[n_train + n_valid :])
-    return tuple(np.sort(np.concatenate(p)) if p else np.array([], dtype=np.int64) for p in parts)  # type: ignore[return-value]
+    return tuple(_sorted_concatenation(p) for p in parts)  # type: ignore[return-value]
+
+
+def _sorted_concatenation(pieces: list[np.ndarray]) -> np.ndarray:
+    if not pieces:
+        return np.array([], dtype=np.int64)
+    joined = np.concatenate(pieces)
+    joined.sort()  # in place: no second copy
+    return joined
 
 
 def sample_indices(n: int, size: int, *, seed: int, strata: np.ndarray | None = None) -> np.ndarray:

@@ -50,6 +50,8 @@ def _as_labels(values: pl.Series) -> pl.Series:
     # Integral floats read as "1.0" would not match the label "1" seen elsewhere.
     if values.dtype.is_float() and (values.drop_nulls() % 1 == 0).all():
         values = values.cast(pl.Int64)
+    if values.dtype == pl.Categorical:
+        return values  # text already (stored compactly): compared and listed by its values
     return values.cast(pl.String)
 
 
@@ -112,7 +114,7 @@ def _guess_positive(values: pl.Series, labels: list[str]) -> str:
     for label in labels:
         if label.lower() in _POSITIVE_WORDS:
             return label
-    counts = _as_labels(values).value_counts()
+    counts = _as_labels(values).value_counts().with_columns(pl.col(values.name).cast(pl.String))
     # The minority class is usually the one of interest (fraud, churn, a "yes").
     minority = counts.sort(["count", values.name], descending=[False, False]).row(0)[0]
     return str(minority)

@@ -121,9 +121,10 @@ def preprocess(record: S3EventRecord, ports: Ports) -> StageResult:
     if frame.height < MIN_ROWS:
         raise DataError(source, f"{frame.height} usable rows; at least {MIN_ROWS} are needed")
 
-    # The labels as text for fitting (the frame keeps them compact; encode reads both).
+    # Class labels are read from the compact column as they are; a regression target given
+    # as text is parsed from strings.
     labels = frame.get_column(target_name)
-    if labels.dtype == pl.Categorical:
+    if labels.dtype == pl.Categorical and manifest.task is Task.regression:
         labels = labels.cast(pl.String)
     target = fit_target(
         labels,
