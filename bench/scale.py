@@ -469,18 +469,23 @@ indicative):
   fitted on gathered training rows one at a time with kinds judged on distinct values,
   splits are written a row group at a time. The schema and transform are identical on the
   bank and attrition files.
-- **After**: 100x preprocess 17.7 s and 1.15 GB peak alone (12-19 s run to run on this busy
-  machine; 0.87 GB above the 0.28 GB the process held before the stage), 10x 2.5 s and
-  0.48 GB (was 0.78 GB); in the table's worker run, 12.4 s and 1.23 GB. Left: the typed
-  table itself is 0.51 GB, and about 0.13 GB more is freed memory polars' allocator
-  (jemalloc) keeps; `_RJEM_MALLOC_CONF=dirty_decay_ms:0` gave it back (1.02 GB peak alone)
-  but was not made the default, as it taxes every allocation of the serving process too.
+- **After**: 100x preprocess 17 s and 1.10 GB peak alone (12-19 s run to run on this busy
+  machine; 0.82 GB above the 0.28 GB the process held before the stage), 10x 2.5 s and
+  0.48 GB (was 0.78 GB). The last 50 MB came from reading class labels off the Categorical
+  column (no string copy of the target) and building split indices one class at a time.
+  Left: the typed table itself is 0.51 GB, and about 0.13 GB more is freed memory polars'
+  allocator (jemalloc) keeps; `_RJEM_MALLOC_CONF=dirty_decay_ms:0` gave it back (1.02 GB
+  peak alone) but was not made the default, as it taxes every allocation of the serving
+  process too.
 - **Train, before**: at 10x a single XGBoost trial on all 288k training rows took the whole
   54 s budget and there was no refit. Now trials use stratified samples (100k training, 50k
   validation rows) and the chosen model is refitted on all rows. A first version cut the
   refit's rounds by a per-row cost estimate taken from the sampled trial; the log showed
   LightGBM refitted with 14 of 702 rounds (its per-round cost barely grows with rows), so the
   refit is now bounded by time instead (2x the budget; boosting stops adding rounds there).
+- **Run to run**: with two cores shared with other benchmarks, each size got only 2-5
+  trials, and held-out AUC moved with them: over this session's runs 1x 0.782-0.797, 100x
+  0.799-0.815 (the 100x margin over 1x was 0.002-0.03, never below).
 - **Evaluate**: scoring the 10x test split (41k rows) through the endpoint took 4.5 s
   (HTTP + JSON at ~10k rows/s): ~45 s at 100x. Splits over 20k rows are now scored in-process
   by the same artifact and code, with a 2,000-row sample through the endpoint that must agree
