@@ -289,7 +289,9 @@ def serve(
     import uvicorn
 
     from automlops.serving.auth import api_key_from_env, require_api_key
+    from automlops.serving.lean_imports import import_learner_libraries
 
+    import_learner_libraries()  # first, while this process has no other thread
     try:
         api_key = None if api_key_env is None else api_key_from_env(api_key_env)
     except ValueError as exc:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,31 +12,6 @@ from automlops.config import Task
 from automlops.ml.artifact import ModelArtifact, ModelMetadata
 from automlops.ml.learners import Model, learner
 from automlops.ml.transform import FittedTransform, apply_rows
-
-# The learner libraries import their optional integrations whenever these are installed:
-# scikit-learn estimators (which pull in scipy.stats and pandas), pandas, pyarrow and Dask
-# inputs, plotting. A predictor uses none of them: it hands the booster a float32 matrix. In a
-# serving process they cost about a second of start-up and 150 MB, so they are hidden while a
-# library is first imported (the library then runs without them; training, which is numpy in,
-# numpy out too, is unaffected). Where they are already imported, nothing changes.
-_LIBRARIES = {"xgboost": "xgboost", "lightgbm": "lightgbm"}
-_INTEGRATIONS = ("sklearn", "pandas", "pyarrow", "dask", "distributed", "matplotlib", "graphviz")
-
-
-def import_learner_library(learner: str) -> None:
-    """Import the library of `learner` (if any) without its optional integrations."""
-    module = _LIBRARIES.get(learner)
-    if module is None or module in sys.modules:
-        return
-    hidden = [name for name in _INTEGRATIONS if name not in sys.modules]
-    for name in hidden:
-        sys.modules[name] = None  # type: ignore[assignment]  # makes `import name` fail
-    try:
-        importlib.import_module(module)
-    finally:
-        for name in hidden:
-            if sys.modules.get(name, False) is None:
-                del sys.modules[name]
 
 
 @dataclass(frozen=True)
@@ -62,7 +35,6 @@ class Predictor:
         self.metadata: ModelMetadata = artifact.metadata
         self.transform: FittedTransform = artifact.transform
         meta = artifact.metadata
-        import_learner_library(meta.learner)
         self.model: Model = learner(meta.learner).load(
             artifact.model, meta.task, len(meta.target.labels), nthread=nthread
         )

@@ -103,5 +103,8 @@ def serve(
     """Run the contract app (the container's `serve` command); one process, model loaded once."""
     import uvicorn
 
+    from automlops.serving.lean_imports import import_learner_libraries
+
+    import_learner_libraries()  # first, while this process has no other thread
     port = port or int(os.environ.get("SAGEMAKER_BIND_TO_PORT", DEFAULT_PORT))
     uvicorn.run(create_sagemaker_app(path), host=host, port=port, log_level="info")
