@@ -528,7 +528,8 @@ before and after the changes, each pair taken minutes apart under the same backg
    (which pulls in `scipy.stats` and pandas) for estimator classes a predictor never uses;
    `xgboost.compat` does the same (0.98 s). The predictor now imports a learner library with
    its optional integrations (scikit-learn, pandas, pyarrow, Dask, plotting) hidden, so the
-   library runs without them (`ml/predictor.py: import_learner_library`). Under the profiler
+   library runs without them (`serving/lean_imports.py`, called first thing by `serve` and the
+   SageMaker container, while no other thread runs). Under the profiler
    the same path takes 1.01 s: the CLI's own imports 0.47 s (polars 0.13 s, pydantic models
    0.11 s, httpx for the local model host 0.09 s), FastAPI 0.19 s, LightGBM 0.22 s.
    Ready time 1.59 s -> 0.76 s; RSS 298 MB -> 144 MB with one model, 323 MB -> 176 MB with ten.
@@ -554,11 +555,10 @@ before and after the changes, each pair taken minutes apart under the same backg
    0.6 ms; the share of each change in the tail was not separated) and 2,592 -> 3,010 at 16.
 4. **XGBoost champions** (cProfile over `Booster.inplace_predict`, one row: 157 us). Around
    the C prediction call XGBoost's Python spends ~100 us per call: input type dispatch, a
-   module import and a class definition per call, JSON written twice. The model now calls
-   the same C entry point (`XGBoosterPredictFromDense`) directly for float32 C-ordered
-   matrices with its arguments prepared once (`ml/xgboost_model.py: _predict_dense`; a test
-   holds it to `inplace_predict`): 71 us, of which 56 us is the C call itself. With an
-   XGBoost champion a one-row request took 0.26 ms in-process before this change.
+   module import and a class definition per call, JSON written twice. Calling the same C
+   entry point (`XGBoosterPredictFromDense`) directly took 71 us, but only through XGBoost's
+   private ctypes handle; we kept the supported `inplace_predict`, since single rows meet
+   their targets with it (the table above measures that path).
 5. **Kept from before**: one XGBoost/LightGBM thread per server (`nthread=1`: idle OpenMP
    threads spin on a 2-core machine), orjson for both directions, nothing read from disk per
    request (the registry's ETag is checked at most once a second; a new champion is loaded

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
-import json
-import math
 import time
 from typing import Any
 
@@ -60,54 +57,6 @@ class _Deadline(xgb.callback.TrainingCallback):
         return time.monotonic() > self.deadline
 
 
-# Arguments of XGBoost's C prediction call for dense matrices, as inplace_predict sends them
-# for a whole-model, non-training, NaN-is-missing prediction.
-_PREDICT_CONFIG = json.dumps(
-    {
-        "type": 0,
-        "training": False,
-        "iteration_begin": 0,
-        "iteration_end": 0,
-        "missing": math.nan,
-        "strict_shape": False,
-        "cache_id": 0,
-    }
-).encode()
-
-
-def _predict_dense(booster: xgb.Booster, features: np.ndarray) -> np.ndarray:
-    """`booster.inplace_predict(features)` for a C-contiguous float32 matrix, through the same
-    C entry point (XGBoosterPredictFromDense) without the Python around it.
-
-    inplace_predict spends about 150 us per call in Python (input type dispatch, imports and a
-    class built per call, JSON written twice) around a few microseconds of prediction for one
-    row: most of a single-row request's time. The C API is XGBoost's stable interface.
-    """
-    interface = (
-        f'{{"data": [{features.ctypes.data}, true], "strides": null, "typestr": "<f4", '
-        f'"shape": [{features.shape[0]}, {features.shape[1]}], "version": 3}}'
-    ).encode()
-    shape = ctypes.POINTER(ctypes.c_uint64)()
-    dims = ctypes.c_uint64()
-    predictions = ctypes.POINTER(ctypes.c_float)()
-    xgb.core._check_call(
-        xgb.core._LIB.XGBoosterPredictFromDense(
-            booster.handle,
-            interface,
-            _PREDICT_CONFIG,
-            ctypes.c_void_p(),
-            ctypes.byref(shape),
-            ctypes.byref(dims),
-            ctypes.byref(predictions),
-        )
-    )
-    out_shape = tuple(shape[i] for i in range(dims.value))
-    size = math.prod(out_shape)
-    # Copied at once: the buffer belongs to the booster and the next call reuses it.
-    values = np.ctypeslib.as_array(predictions, shape=(size,)).astype(np.float64)
-    return values.reshape(out_shape)
-
-
 class XGBoostModel:
     learner = "xgboost"
     model_file = MODEL_FILE
@@ -120,8 +69,6 @@ class XGBoostModel:
         return self.booster.num_boosted_rounds()
 
     def predict(self, features: np.ndarray) -> np.ndarray:
-        if features.dtype == np.float32 and features.flags.c_contiguous and len(features):
-            return _predict_dense(self.booster, features)
         out = self.booster.inplace_predict(features, validate_features=False)
         return np.asarray(out, dtype=np.float64)
 
