@@ -12,6 +12,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 import pytest
 from fastapi.testclient import TestClient
@@ -686,3 +687,18 @@ def test_dataset_without_champion_is_404(runtime: LocalRuntime) -> None:
     assert_client_error(client.get(CANCER), 404)
     assert_client_error(post_json(client, CANCER_INVOKE, {"instances": [{}]}), 404)
     assert client.get("/ping").status_code == 200
+
+
+def test_csv_answer_keeps_labels_with_commas_quotes_and_line_breaks() -> None:
+    """One CSV record per row whatever the labels hold; read back, each label is exact."""
+    import csv
+    from types import SimpleNamespace
+
+    from automlops.ml.predictor import Predictions
+    from automlops.serving.app import _as_csv
+
+    labels = ["plain", "a,b", 'say "hi"', "two\nlines", "=1+1", "cr\r"]
+    predictions = Predictions(task=Task.multiclass, label_index=np.array([1, 0, 2, 3, 4, 5, 1]))
+    body = _as_csv(predictions, SimpleNamespace(labels=labels))  # type: ignore[arg-type]
+    got = [row[0] for row in csv.reader(io.StringIO(body.decode(), newline=""))]
+    assert got == [labels[i] for i in (1, 0, 2, 3, 4, 5, 1)]

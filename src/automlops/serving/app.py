@@ -239,6 +239,15 @@ def _as_items(predictions: Predictions, predictor: Predictor) -> list[dict[str, 
     ]
 
 
+def _csv_field(text: str) -> str:
+    """A label as one CSV field (RFC 4180): quoted, inner quotes doubled, when it holds a
+    comma, a quote or a line break. The answer is for programs, so a formula-like label is left
+    as it is (spreadsheet-style defusing would change the value)."""
+    if any(c in text for c in ',"\r\n'):
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
 def _as_csv(predictions: Predictions, predictor: Predictor) -> bytes:
     """One line per row: no rows, no lines."""
     if predictions.task is Task.regression:
@@ -249,6 +258,6 @@ def _as_csv(predictions: Predictions, predictor: Predictor) -> bytes:
         column = predictions.proba[:, 1]
     else:
         assert predictions.label_index is not None
-        labels = np.array(predictor.labels, dtype=object)
+        labels = np.array([_csv_field(label) for label in predictor.labels], dtype=object)
         return "".join(f"{label}\n" for label in labels[predictions.label_index]).encode()
     return "".join(f"{float(v)!r}\n" for v in column).encode()
