@@ -702,3 +702,21 @@ def test_csv_answer_keeps_labels_with_commas_quotes_and_line_breaks() -> None:
     body = _as_csv(predictions, SimpleNamespace(labels=labels))  # type: ignore[arg-type]
     got = [row[0] for row in csv.reader(io.StringIO(body.decode(), newline=""))]
     assert got == [labels[i] for i in (1, 0, 2, 3, 4, 5, 1)]
+
+
+def test_model_cache_keeps_champions_and_a_few_others(two_versions: LocalRuntime) -> None:
+    """Superseded versions are dropped beyond `keep_others`; the champion never is, and a
+    dropped version loads again when called by number."""
+    runtime = two_versions
+    runtime.registry.promote(DEMO_DATASET, 1, "test")
+    cache = ModelCache(runtime.store, runtime.registry, refresh_s=0, keep_others=0)
+    assert cache.champion(DEMO_DATASET)[0] == 1
+    cache.version(DEMO_DATASET, 2)  # a candidate called by number: the newest load stays
+    assert cache.loaded() == [(DEMO_DATASET, 1), (DEMO_DATASET, 2)]
+    runtime.registry.promote(DEMO_DATASET, 2, "test")
+    version, predictor = cache.champion(DEMO_DATASET)
+    assert version == 2
+    assert cache.loaded() == [(DEMO_DATASET, 2)]  # v1, superseded, is gone
+    cache.version(DEMO_DATASET, 1)
+    assert cache.loaded() == [(DEMO_DATASET, 2), (DEMO_DATASET, 1)]
+    assert cache.champion(DEMO_DATASET) == (2, predictor)  # the champion stayed loaded

@@ -26,12 +26,24 @@ class ModelCache:
     The champion pointer is re-read from the registry at most every `refresh_s` seconds, so a
     promotion or rollback takes effect without a restart and requests never wait on disk. A new
     version is fully loaded before the pointer moves: requests see the old or the new model.
+
+    Champions stay loaded; of the other versions (candidates being evaluated, superseded
+    champions, versions called by number) only the `keep_others` most recently loaded do, so
+    a server that lives through many promotions does not grow without bound.
     """
 
-    def __init__(self, store: ObjectStore, registry: Registry, *, refresh_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        store: ObjectStore,
+        registry: Registry,
+        *,
+        refresh_s: float = 1.0,
+        keep_others: int = 4,
+    ) -> None:
         self.store = store
         self.registry = registry
         self.refresh_s = refresh_s
+        self.keep_others = keep_others
         self._predictors: dict[tuple[str, int], Predictor] = {}
         self._champions: dict[str, _Champion] = {}
         self._lock = threading.Lock()
@@ -48,7 +60,23 @@ class ModelCache:
                 data = self.store.get(entry.artifact_bucket, entry.artifact_key)
                 cached = Predictor.from_bytes(data, entry.artifact_key)
                 self._predictors[(dataset, version)] = cached
+                self._evict(keep=(dataset, version))
         return cached
+
+    def loaded(self) -> list[tuple[str, int]]:
+        """The (dataset, version) pairs in memory, oldest load first."""
+        return list(self._predictors)
+
+    def _evict(self, keep: tuple[str, int] | None = None) -> None:
+        """Drop the oldest versions beyond `keep_others` that are neither a champion nor
+        `keep` (the one just loaded, maybe a champion-to-be). Called under the lock.
+
+        A request already holding a dropped predictor finishes with it; a later request for
+        that version loads it again."""
+        kept = {(d, s.version) for d, s in self._champions.items()} | {keep}
+        others = [key for key in self._predictors if key not in kept]
+        for key in others[: max(0, len(others) - self.keep_others)]:
+            del self._predictors[key]
 
     def preload(self) -> list[str]:
         """Load every dataset's champion now, so that no request waits for a model to load;
@@ -83,4 +111,6 @@ class ModelCache:
             self.version(dataset, version)  # load before switching the pointer
         new_state = _Champion(version=version, token=token, checked_at=now)
         self._champions[dataset] = new_state
+        with self._lock:
+            self._evict()  # the superseded champion is now one of the others
         return new_state
