@@ -295,7 +295,7 @@ def tune(
     empty: Data = (all_x[:0], all_y[:0])
     if not sampled and chosen.model is not None and time.monotonic() + reserve[0] > deadline:
         final = chosen.model  # no time left to refit: keep the model selected on validation
-        refit = f"none (budget spent); trained on {len(train[1])} training rows"
+        refit = f"the {len(train[1])} training rows only (no time left to refit on all rows)"
     else:
         # The refit of a sampled search comes after the budget and may take REFIT_BUDGET_SHARE
         # of it again; boosting stops adding rounds there.
