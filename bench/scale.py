@@ -9,9 +9,9 @@ the original file's row count. The files live in a temporary directory, never in
 
 Each size runs in a subprocess of its own, through the local worker as `automlops run
 --until-idle` does (manifest: target y, positive yes, drop duration, time budget 60 s). The
-parent samples the child's RSS (/proc) to attribute peaks to stages and takes the child's
-ru_maxrss from wait4. Every size's champion is then scored, through its HTTP endpoint with raw
-rows, on the same held-out rows.
+parent samples the child's RSS (/proc) to attribute peaks to stages; the child reports its
+own high-water mark (VmHWM). Every size's champion is then scored, through its HTTP endpoint
+with raw rows, on the same held-out rows.
 
 Run alone: `python bench/scale.py [--sizes 1,10,100] [--work DIR]`; `bench/run.py` calls `run`.
 """
@@ -215,6 +215,9 @@ def child(home: Path, csv_path: Path, heldout: Path, out: Path) -> int:
             "rows"
         ]
     runtime.close()
+    # The run's peak, read by the child itself: exec starts a fresh high-water mark, whereas
+    # wait4's ru_maxrss also counts the parent's memory the child was forked with.
+    result["peak_rss"] = _rss_bytes("self", "VmHWM")
     out.write_text(json.dumps(result, indent=1))
     return 0 if run.status == "succeeded" else 1
 
@@ -222,11 +225,12 @@ def child(home: Path, csv_path: Path, heldout: Path, out: Path) -> int:
 # -- the parent: run, sample, summarise ---------------------------------------------------------
 
 
-def _rss_bytes(pid: int) -> int | None:
+def _rss_bytes(pid: int | str, field: str = "VmRSS") -> int | None:
+    """A memory figure of a process from /proc (VmRSS now, VmHWM its peak since exec)."""
     try:
         with open(f"/proc/{pid}/status") as handle:
             for line in handle:
-                if line.startswith("VmRSS:"):
+                if line.startswith(f"{field}:"):
                     return int(line.split()[1]) * 1024
     except OSError:
         return None
@@ -300,6 +304,8 @@ def run_size(factor: int, csv_path: Path, heldout: Path, work: Path, raw_dir: Pa
         result.detail = {"error": f"child exited with {proc.returncode}; see {log_path.name}"}
         return result
     data = json.loads(out.read_text())
+    if data.get("peak_rss"):
+        result.peak_rss = int(data["peak_rss"])
     result.status = str(data["status"])
     result.end_to_end_s = float(data["finished_at"]) - float(data["started_at"])
     for name, stage in data["stages"].items():
@@ -432,13 +438,14 @@ written to a temporary directory, never committed. Each size runs in a subproces
 through the local worker, as `automlops run --until-idle` does (`--target y --positive yes
 --drop duration --time-budget {TIME_BUDGET_S:.0f}`); stage times come from the run log,
 end to end is from the upload notification to the evaluated champion. Peak RSS of the run is
-the child's `ru_maxrss`; the preprocess peak is the largest RSS sampled every
-{SAMPLE_EVERY_S * 1000:.0f} ms while that stage ran (it is the first stage, so nothing
-earlier inflates it). Held-out ROC AUC: every size's champion called through its HTTP endpoint
-with the same raw held-out rows. Only those are unseen: a resampled file's own validation and
-test splits hold near-copies of its training rows (test-split ROC AUC in each run:
-{_test_aucs(results)}), so selection on them favours memorising, and the held-out rows are
-the honest measure. {load}.
+the child's own high-water mark (VmHWM, which starts afresh at exec, unlike wait4's
+`ru_maxrss`, which counts the parent's memory the child was forked with); the preprocess
+peak is the largest RSS sampled every {SAMPLE_EVERY_S * 1000:.0f} ms while that stage ran
+(it is the first stage, so nothing earlier inflates it). Held-out ROC AUC: every size's
+champion called through its HTTP endpoint with the same raw held-out rows. Only those are
+unseen: a resampled file's own validation and test splits hold near-copies of its training
+rows (test-split ROC AUC in each run: {_test_aucs(results)}), so selection on them favours
+memorising, and the held-out rows are the honest measure. {load}.
 
 {table(results)}
 
