@@ -18,7 +18,9 @@ MAX_ROUNDS = 2000
 
 def _objective(task: Task, n_classes: int) -> dict[str, Any]:
     if task is Task.binary:
-        return {"objective": "binary", "metric": "auc"}
+        # Early stopping on log loss, not AUC: AUC plateaus at once on small or easy data (ties
+        # keep the first best), which stopped boosting after a round or two.
+        return {"objective": "binary", "metric": "binary_logloss"}
     if task is Task.multiclass:
         return {"objective": "multiclass", "num_class": n_classes, "metric": "multi_logloss"}
     return {"objective": "regression", "metric": "rmse"}

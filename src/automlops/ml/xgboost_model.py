@@ -29,7 +29,9 @@ _QUANTILE_MIN_ROWS = 200_000
 
 def objective_params(task: Task, n_classes: int) -> dict[str, Any]:
     if task is Task.binary:
-        return {"objective": "binary:logistic", "eval_metric": "auc"}
+        # Early stopping on log loss, not AUC: AUC plateaus at once on small or easy data (ties
+        # keep the first best), which stopped boosting after a round or two.
+        return {"objective": "binary:logistic", "eval_metric": "logloss"}
     if task is Task.multiclass:
         return {"objective": "multi:softprob", "num_class": n_classes, "eval_metric": "mlogloss"}
     return {"objective": "reg:squarederror", "eval_metric": "rmse"}
@@ -148,7 +150,7 @@ class XGBoostLearner:
         callbacks: list[xgb.callback.TrainingCallback] = (
             []
             if on_round is None or not has_validation
-            else [_Report(on_round, task is Task.binary)]
+            else [_Report(on_round, higher_is_better=False)]  # logloss, mlogloss, rmse
         )
         if deadline is not None:
             callbacks.append(_Deadline(deadline))
