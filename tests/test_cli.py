@@ -143,3 +143,14 @@ def test_dlq_commands_on_an_empty_workspace(tmp_path: Path) -> None:
     assert code == 0 and json.loads(out) == []
     code, out = invoke(tmp_path, "dlq", "redrive", "nope")
     assert code != 0
+
+
+def test_upload_of_a_file_longer_than_the_header_window(tmp_path: Path) -> None:
+    """The default target comes from the first lines only; the stored bytes are the file's."""
+    csv = tmp_path / "long.csv"
+    rows = "".join(f"{i},{'c' * 40},{i % 2}\n" for i in range(5000))  # ~250 KB > 64 KiB
+    csv.write_text("n,text,outcome\n" + rows)
+    code, out = invoke(tmp_path / "h", "upload", str(csv))
+    assert code == 0, out
+    assert "target: outcome (the last column" in out
+    assert (tmp_path / "h/data/data/long/long.csv").read_bytes() == csv.read_bytes()

@@ -76,3 +76,24 @@ def test_tags(tmp_path: Path) -> None:
     assert store.get_tags("b", "k") == {}
     store.put_tags("b", "k", {"a": "1"})
     assert store.get_tags("b", "k") == {"a": "1"}
+
+
+def test_put_file_is_put_of_the_files_bytes_in_chunks(tmp_path: Path) -> None:
+    """Streamed from disk (over several 1 MiB chunks): same bytes, ETag, notification and
+    atomicity as `put`; a key outside the bucket is refused before anything is written."""
+    data = bytes(range(256)) * (5 * 4096 + 17)  # about 5 MiB, not a multiple of the chunk
+    source = tmp_path / "upload.csv"
+    source.write_bytes(data)
+    seen: list[ObjectInfo] = []
+    store = DirectoryStore(tmp_path / "s", ["b", "c"], on_created=seen.append)
+    info = store.put_file("b", "d/upload.csv", source)
+    assert store.get("b", "d/upload.csv") == data
+    assert info == store.head("b", "d/upload.csv")
+    same = store.put("c", "d/upload.csv", data)
+    assert info.size == len(data)
+    assert (info.size, info.etag) == (same.size, same.etag)
+    assert seen == [info, same]
+    assert [p.name for p in (tmp_path / "s" / "b" / "d").iterdir()] == ["upload.csv"]
+    with pytest.raises(PermanentError):
+        store.put_file("b", "../escape.csv", source)
+    assert not (tmp_path / "s" / "escape.csv").exists()

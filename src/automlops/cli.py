@@ -94,12 +94,11 @@ def upload(
     except (ValueError, AutomlopsError) as exc:
         raise _fail(str(exc)) from None
 
-    data = file.read_bytes()
     filename = file.name if file.suffix.lower() == ".csv" else f"{file.name}.csv"
     key = keys.source_key(name, re.sub(r"[^A-Za-z0-9_.-]+", "_", filename))
     if manifest.target is None:
         try:
-            columns = read_csv_bytes(data, key).columns
+            columns = read_csv_bytes(_head_lines(file), key).columns
         except AutomlopsError:
             columns = []
         if columns:
@@ -121,8 +120,21 @@ def upload(
     else:
         typer.echo(f"target: {manifest.target}")
     save_manifest(runtime.store, bucket, manifest)
-    runtime.store.put(bucket, key, data)
+    runtime.store.put_file(bucket, key, file)  # streamed: a big file is never read whole
     typer.echo(f"uploaded {file} -> {bucket}/{key} (dataset {name})")
+
+
+_HEAD_BYTES = 1 << 16
+
+
+def _head_lines(file: Path) -> bytes:
+    """The first whole lines of a file (up to 64 KiB): enough to read its header."""
+    with open(file, "rb") as handle:
+        head = handle.read(_HEAD_BYTES + 1)
+    if len(head) <= _HEAD_BYTES:
+        return head
+    cut = head.rfind(b"\n", 0, _HEAD_BYTES)
+    return head[: cut + 1] if cut > 0 else head[:_HEAD_BYTES]
 
 
 def _format_run(run: RunRecord) -> str:

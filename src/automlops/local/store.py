@@ -23,6 +23,9 @@ MAX_KEY_BYTES = 1024
 _MAX_SEGMENT_BYTES = 255
 
 
+_COPY_CHUNK = 1 << 20  # put_file copies and hashes 1 MiB at a time
+
+
 def _etag(data: bytes) -> str:
     # S3's ETag of a single-part PUT is the MD5 of the bytes; mirror it.
     return hashlib.md5(data, usedforsecurity=False).hexdigest()
@@ -93,6 +96,33 @@ class DirectoryStore:
         path = self.path(bucket, key)
         self._write_atomic(path, data)
         info = ObjectInfo(bucket=bucket, key=key, size=len(data), etag=_etag(data))
+        if self.after_write is not None:
+            self.after_write(info)
+        if self.on_created is not None:
+            self.on_created(info)
+        return info
+
+    def put_file(self, bucket: str, key: str, source: Path) -> ObjectInfo:
+        """`put` of a file's bytes, copied and hashed in chunks: a large upload is never
+        held in memory. Atomic like `put` (temp file, fsync, rename)."""
+        path = self.path(bucket, key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        digest = hashlib.md5(usedforsecurity=False)
+        size = 0
+        try:
+            with open(source, "rb") as reader, os.fdopen(fd, "wb") as writer:
+                while chunk := reader.read(_COPY_CHUNK):
+                    digest.update(chunk)
+                    writer.write(chunk)
+                    size += len(chunk)
+                writer.flush()
+                os.fsync(writer.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        info = ObjectInfo(bucket=bucket, key=key, size=size, etag=digest.hexdigest())
         if self.after_write is not None:
             self.after_write(info)
         if self.on_created is not None:
