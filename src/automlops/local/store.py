@@ -7,7 +7,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -24,11 +24,6 @@ _MAX_SEGMENT_BYTES = 255
 
 
 _COPY_CHUNK = 1 << 20  # put_file copies and hashes 1 MiB at a time
-
-
-def _etag(data: bytes) -> str:
-    # S3's ETag of a single-part PUT is the MD5 of the bytes; mirror it.
-    return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
 class DirectoryStore:
@@ -79,55 +74,46 @@ class DirectoryStore:
 
     # -- writes ------------------------------------------------------------------------------
 
-    def _write_atomic(self, path: Path, data: bytes) -> None:
+    def _write_atomic(self, path: Path, data: bytes | Iterable[bytes]) -> tuple[int, str]:
+        """Write bytes (or chunks of them) to a temp file, fsync, rename over `path`; returns
+        the size and the MD5 (S3's ETag of a single-part PUT)."""
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        digest = hashlib.md5(usedforsecurity=False)
+        size = 0
         try:
             with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
+                for chunk in [data] if isinstance(data, bytes) else data:
+                    digest.update(chunk)
+                    handle.write(chunk)
+                    size += len(chunk)
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        return size, digest.hexdigest()
 
-    def put(self, bucket: str, key: str, data: bytes) -> ObjectInfo:
-        path = self.path(bucket, key)
-        self._write_atomic(path, data)
-        info = ObjectInfo(bucket=bucket, key=key, size=len(data), etag=_etag(data))
+    def _created(self, bucket: str, key: str, size: int, etag: str) -> ObjectInfo:
+        info = ObjectInfo(bucket=bucket, key=key, size=size, etag=etag)
         if self.after_write is not None:
             self.after_write(info)
         if self.on_created is not None:
             self.on_created(info)
         return info
+
+    def put(self, bucket: str, key: str, data: bytes) -> ObjectInfo:
+        size, etag = self._write_atomic(self.path(bucket, key), data)
+        return self._created(bucket, key, size, etag)
 
     def put_file(self, bucket: str, key: str, source: Path) -> ObjectInfo:
         """`put` of a file's bytes, copied and hashed in chunks: a large upload is never
-        held in memory. Atomic like `put` (temp file, fsync, rename)."""
+        held in memory. Atomic like `put`."""
         path = self.path(bucket, key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        digest = hashlib.md5(usedforsecurity=False)
-        size = 0
-        try:
-            with open(source, "rb") as reader, os.fdopen(fd, "wb") as writer:
-                while chunk := reader.read(_COPY_CHUNK):
-                    digest.update(chunk)
-                    writer.write(chunk)
-                    size += len(chunk)
-                writer.flush()
-                os.fsync(writer.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        info = ObjectInfo(bucket=bucket, key=key, size=size, etag=digest.hexdigest())
-        if self.after_write is not None:
-            self.after_write(info)
-        if self.on_created is not None:
-            self.on_created(info)
-        return info
+        with open(source, "rb") as reader:
+            size, etag = self._write_atomic(path, iter(lambda: reader.read(_COPY_CHUNK), b""))
+        return self._created(bucket, key, size, etag)
 
     def renotify(self, bucket: str, key: str) -> bool:
         """Send an existing object's ObjectCreated notification again; False if it is absent.
