@@ -358,3 +358,13 @@ def test_round_trip(
         if any(v is not None for v in values):
             expected = {int: pl.Int64, float: pl.Float64, str: pl.String}[kind]
             assert df.schema[name] == expected
+
+
+def test_column_names_that_read_as_patterns_keep_their_own_values() -> None:
+    """polars takes `^...$` in pl.col as a pattern: a column so named must still hold its
+    own values, not those of the column the pattern matches."""
+    frame = read("^x$,x,^.*$,y\n1,a,10,0\n2,b,20,1\n3,c,30,0\n")
+    assert frame.columns == ["^x$", "x", "^.*$", "y"]
+    assert frame.get_column("^x$").to_list() == [1, 2, 3]
+    assert frame.get_column("x").to_list() == ["a", "b", "c"]
+    assert frame.get_column("^.*$").to_list() == [10, 20, 30]

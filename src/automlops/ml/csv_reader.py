@@ -508,28 +508,45 @@ def _clean_cells(frame: pl.DataFrame) -> pl.DataFrame:
 
 def _infer_types(frame: pl.DataFrame) -> pl.DataFrame:
     """Each column becomes Int64, else Float64, else stays String, judged on every value."""
-    width = frame.width
-    stats = frame.select(
-        *(pl.nth(i).null_count().alias(f"n{i}") for i in range(width)),
-        *(pl.nth(i).cast(pl.Int64, strict=False).null_count().alias(f"i{i}") for i in range(width)),
+    names = frame.columns
+    stats = frame.select(_type_counts(names)).row(0, named=True)
+    return frame.select(_typed_columns(names, stats, frame.height))
+
+
+def _type_counts(names: list[str]) -> list[pl.Expr]:
+    """Per column i: its nulls (n{i}) and its nulls once cast to Int64 (i{i}) and Float64
+    (f{i}). Columns are taken by position: a name such as `^a.*$` would be a pattern."""
+    return [
+        *(pl.nth(i).null_count().alias(f"n{i}") for i in range(len(names))),
+        *(
+            pl.nth(i).cast(pl.Int64, strict=False).null_count().alias(f"i{i}")
+            for i in range(len(names))
+        ),
         *(
             pl.nth(i).cast(pl.Float64, strict=False).null_count().alias(f"f{i}")
-            for i in range(width)
+            for i in range(len(names))
         ),
-    ).row(0, named=True)
+    ]
 
+
+def _typed_columns(
+    names: list[str], stats: dict[str, int], rows: int, text: pl.DataType | None = None
+) -> list[pl.Expr]:
+    """Each column as Int64 when every present value reads as one, else Float64, else text
+    (cast to `text` when given); an all-null column stays as it is. `stats` from
+    `_type_counts` over `rows` rows."""
     columns = []
-    for i, name in enumerate(frame.columns):
+    for i in range(len(names)):
         nulls = stats[f"n{i}"]
-        if nulls == frame.height:
-            columns.append(pl.col(name))  # all null: nothing to infer from
+        if nulls == rows:
+            columns.append(pl.nth(i))  # all null: nothing to infer from
         elif stats[f"i{i}"] == nulls:
-            columns.append(pl.col(name).cast(pl.Int64))
+            columns.append(pl.nth(i).cast(pl.Int64))
         elif stats[f"f{i}"] == nulls:
-            columns.append(pl.col(name).cast(pl.Float64))
+            columns.append(pl.nth(i).cast(pl.Float64))
         else:
-            columns.append(pl.col(name))
-    return frame.select(columns)
+            columns.append(pl.nth(i) if text is None else pl.nth(i).cast(text))
+    return columns
 
 
 # -- the streaming path --------------------------------------------------------------------------
@@ -618,15 +635,18 @@ def _read_streaming(
     if len(names) < 2:
         return None
     scan = pl.scan_csv(data, infer_schema=False, **options)  # type: ignore[arg-type]
-    scan = scan.rename(dict(zip(scan.collect_schema().names(), names, strict=True)))
+    # Expressions use polars' own column names; the file's names (which could read as a
+    # pattern to pl.col, e.g. `^a.*$`) are applied to the result only.
+    raw = scan.collect_schema().names()
+    if len(raw) != len(names):
+        return None
     if has_header:
         scan = scan.slice(1)
 
-    last = pl.col(names[-1])
-    cleaned = [_clean_expr(name) for name in names]
-    blank = pl.all_horizontal(pl.col(name).is_null() for name in names)
+    cleaned = [_clean_expr(name) for name in raw]
+    blank = pl.all_horizontal(pl.col(name).is_null() for name in raw)
     # polars pads short rows with nulls; read_csv_bytes names the offending line.
-    short = (last.is_null() & ~pl.all_horizontal(pl.all().is_null())).alias(_SHORT)
+    short = (pl.col(raw[-1]).is_null() & ~pl.all_horizontal(pl.all().is_null())).alias(_SHORT)
     stats = (
         scan.with_columns(short)
         .with_columns(cleaned)
@@ -634,15 +654,7 @@ def _read_streaming(
             pl.col(_SHORT).any().alias("short"),
             pl.len().alias("rows"),
             blank.sum().alias("blank"),
-            *(pl.col(n).null_count().alias(f"n{i}") for i, n in enumerate(names)),
-            *(
-                pl.col(n).cast(pl.Int64, strict=False).null_count().alias(f"i{i}")
-                for i, n in enumerate(names)
-            ),
-            *(
-                pl.col(n).cast(pl.Float64, strict=False).null_count().alias(f"f{i}")
-                for i, n in enumerate(names)
-            ),
+            *_type_counts(raw),
         )
         .collect(engine="streaming")
         .row(0, named=True)
@@ -653,17 +665,8 @@ def _read_streaming(
     if height == 0:
         raise DataError(source, "has no data rows")
 
-    columns = []
-    for i, name in enumerate(names):
-        nulls = stats[f"n{i}"]  # blank rows count in every column's nulls, alike
-        if nulls == stats["rows"]:
-            columns.append(pl.col(name))
-        elif stats[f"i{i}"] == nulls:
-            columns.append(pl.col(name).cast(pl.Int64))
-        elif stats[f"f{i}"] == nulls:
-            columns.append(pl.col(name).cast(pl.Float64))
-        elif text_as_categorical:
-            columns.append(pl.col(name).cast(pl.Categorical))
-        else:
-            columns.append(pl.col(name))
-    return scan.with_columns(cleaned).filter(~blank).select(columns).collect(engine="streaming")
+    # Blank rows count in every column's nulls alike, so all rows are the reference here.
+    text = pl.Categorical() if text_as_categorical else None
+    columns = _typed_columns(raw, stats, stats["rows"], text)
+    typed = scan.with_columns(cleaned).filter(~blank).select(columns)
+    return typed.collect(engine="streaming").rename(dict(zip(raw, names, strict=True)))
