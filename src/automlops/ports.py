@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Protocol
 
 from automlops.config import Settings
@@ -41,6 +42,11 @@ class ObjectStore(Protocol):
 
     def head(self, bucket: str, key: str) -> ObjectInfo | None:
         """Size and ETag of an object, or None when absent."""
+        ...
+
+    def local_file(self, bucket: str, key: str) -> Path | None:
+        """The local file holding an object, where the store keeps objects as files (then a
+        big object can be read in pieces), else None: read it with `get`."""
         ...
 
     def list(self, bucket: str, prefix: str = "") -> list[str]:

@@ -92,6 +92,10 @@ class ChannelStore:
         local = sorted(k for (b, k) in self.files if b == bucket and k.startswith(prefix))
         return local or ([] if self.fallback is None else self.fallback.list(bucket, prefix))
 
+    def local_file(self, bucket: str, key: str) -> Path | None:
+        """Channel files are local; anything else is not."""
+        return self.files.get((bucket, key))
+
     def get_tags(self, bucket: str, key: str) -> dict[str, str]:
         return {}
 

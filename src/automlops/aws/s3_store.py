@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -96,6 +97,10 @@ class S3ObjectStore:
                 raise NotFoundError(f"no such object: s3://{bucket}/{key}") from None
             raise
         return {tag["Key"]: tag["Value"] for tag in response.get("TagSet", [])}
+
+    def local_file(self, bucket: str, key: str) -> Path | None:
+        """S3 objects are not local files."""
+        return None
 
     def put_tags(self, bucket: str, key: str, tags: dict[str, str]) -> None:
         """Replace the object's tags (S3 allows at most 10 per object)."""

@@ -169,6 +169,10 @@ class DirectoryStore:
             return None
         return ObjectInfo(bucket=bucket, key=key, size=size, etag=digest)
 
+    def local_file(self, bucket: str, key: str) -> Path | None:
+        path = self.path(bucket, key)
+        return path if path.is_file() else None
+
     def version_token(self, bucket: str, key: str) -> tuple[int, int] | None:
         """A cheap change detector (mtime, size) for pollers; None when absent."""
         try:

@@ -21,7 +21,7 @@ from automlops.ml.schema import DatasetSchema, SplitRows
 from automlops.ml.splits import split_indices
 from automlops.ml.target import default_target, fit_target
 from automlops.ml.transform import FLOAT32_MAX
-from automlops.ports import ObjectStore, Ports
+from automlops.ports import Ports
 from automlops.stages.drift_check import check_drift
 from automlops.stages.result import StageResult
 
@@ -45,7 +45,7 @@ def locate(record: S3EventRecord, ports: Ports) -> tuple[keys.RunRef, Path | byt
     """
     source = keys.parse_source_key(record.key)
     manifest = load_manifest(ports.store, ports.settings.buckets.data, source.dataset)
-    local = _local_file(ports.store, record.bucket, record.key)
+    local = ports.store.local_file(record.bucket, record.key)
     # Refuse an oversized upload by its size, before reading it.
     if local is not None:
         size: int | None = local.stat().st_size
@@ -68,21 +68,6 @@ def locate(record: S3EventRecord, ports: Ports) -> tuple[keys.RunRef, Path | byt
         digest = hashlib.sha256(data).hexdigest()
     run_id = run_identity(source.dataset, digest, manifest)
     return keys.RunRef(source.dataset, run_id), data, manifest, digest
-
-
-def _local_file(store: ObjectStore, bucket: str, key: str) -> Path | None:
-    """The file behind an object when the store keeps objects as local files, else None.
-
-    The directory store does (its `path`); S3 does not, and its objects are read as bytes.
-    """
-    path_of = getattr(store, "path", None)
-    if not callable(path_of):
-        return None
-    try:
-        path = path_of(bucket, key)
-    except Exception:
-        return None
-    return path if isinstance(path, Path) and path.is_file() else None
 
 
 def preprocess(record: S3EventRecord, ports: Ports) -> StageResult:
@@ -116,7 +101,6 @@ def preprocess(record: S3EventRecord, ports: Ports) -> StageResult:
     missing_target = frame.get_column(target_name).null_count()
     if missing_target:  # filtering copies every column: only when there is something to drop
         frame = frame.filter(pl.col(target_name).is_not_null())
-    if missing_target:
         notes.append(f"{missing_target} rows without a target value were left out")
     if frame.height < MIN_ROWS:
         raise DataError(source, f"{frame.height} usable rows; at least {MIN_ROWS} are needed")
