@@ -115,7 +115,6 @@ class _Candidate:
     rounds: int | None
     pred: np.ndarray
     model: Model | None  # holdout mode: the model itself
-    duration_s: float = 0.0
 
 
 def _folds(task: Task, y: np.ndarray, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -253,7 +252,7 @@ def tune(
             )
         )
         if not pruned and math.isfinite(score) and (not best or score > best[0].score):
-            best[:] = [_Candidate(score, name, params, rounds, pred, model, duration)]
+            best[:] = [_Candidate(score, name, params, rounds, pred, model)]
             reserve[0] = duration * refit_share
         if progress is not None:
             progress(

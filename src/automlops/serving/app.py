@@ -21,7 +21,6 @@ from automlops.serving.auth import require_api_key
 from automlops.serving.models import ModelCache
 
 _DATASET = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-_ROWS = frozenset({dict})
 
 
 class ApiError(Exception):
@@ -160,10 +159,9 @@ def _parse_json(body: bytes) -> list[dict[str, Any]]:
     instances = payload.get("instances") if isinstance(payload, dict) else None
     if not isinstance(instances, list):
         raise ApiError(400, 'expected a JSON object {"instances": [{"column": value, ...}, ...]}')
-    if not _ROWS.issuperset(map(type, instances)):
-        for i, row in enumerate(instances):
-            if not isinstance(row, dict):
-                raise ApiError(400, f"row {i}: each instance must be a JSON object", row=i)
+    for i, row in enumerate(instances):
+        if not isinstance(row, dict):
+            raise ApiError(400, f"row {i}: each instance must be a JSON object", row=i)
     return instances
 
 
