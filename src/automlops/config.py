@@ -94,6 +94,9 @@ class Manifest(BaseModel):
     # Learner families the tuner may use, and the metric the binary decision threshold
     # maximises on validation (f1, balanced_accuracy or accuracy).
     learners: list[str] = Field(default_factory=lambda: ["xgboost", "lightgbm", "linear"])
+    # Average the best trials when that scores higher on held-out predictions (False: always
+    # one model, which serves a little faster).
+    ensemble: bool = True
     threshold_metric: str = "f1"
     # Promotion gate: reject a candidate worse than the champion by more than `gate_margin` on
     # the primary metric at `gate_confidence` (one-sided), or below any `min_metrics` floor.

@@ -103,3 +103,12 @@ def learner(name: str) -> Learner:
 
 
 LEARNER_NAMES = ("xgboost", "lightgbm", "linear")
+
+
+def load_model(name: str, data: bytes, task: Task, n_classes: int, *, nthread: int = 1) -> Model:
+    """A saved model of the learner called `name`, or of an ensemble of several."""
+    from automlops.ml.ensemble import ENSEMBLE, EnsembleModel
+
+    if name == ENSEMBLE:
+        return EnsembleModel.load(data, task, n_classes, nthread=nthread)
+    return learner(name).load(data, task, n_classes, nthread=nthread)

@@ -63,6 +63,7 @@ class LightGBMLearner:
             "lightgbm.feature_fraction": 0.9,
             "lightgbm.bagging_fraction": 0.9,
             "lightgbm.lambda_l2": 1.0,
+            "lightgbm.extra_trees": False,
             "lightgbm.balanced": False,
         }
 
@@ -75,6 +76,8 @@ class LightGBMLearner:
             "feature_fraction": trial.suggest_float(p + "feature_fraction", 0.3, 1.0),
             "bagging_fraction": trial.suggest_float(p + "bagging_fraction", 0.5, 1.0),
             "lambda_l2": trial.suggest_float(p + "lambda_l2", 1e-3, 30.0, log=True),
+            # Random split thresholds: a strong regulariser on small or noisy data.
+            "extra_trees": trial.suggest_categorical(p + "extra_trees", [False, True]),
             "balanced": trial.suggest_categorical(p + "balanced", [False, True])
             if task is Task.binary
             else False,

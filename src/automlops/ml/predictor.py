@@ -10,7 +10,7 @@ import polars as pl
 
 from automlops.config import Task
 from automlops.ml.artifact import ModelArtifact, ModelMetadata
-from automlops.ml.learners import Model, learner
+from automlops.ml.learners import Model, load_model
 from automlops.ml.transform import FittedTransform, apply_rows
 
 
@@ -35,8 +35,8 @@ class Predictor:
         self.metadata: ModelMetadata = artifact.metadata
         self.transform: FittedTransform = artifact.transform
         meta = artifact.metadata
-        self.model: Model = learner(meta.learner).load(
-            artifact.model, meta.task, len(meta.target.labels), nthread=nthread
+        self.model: Model = load_model(
+            meta.learner, artifact.model, meta.task, len(meta.target.labels), nthread=nthread
         )
         self.labels = artifact.metadata.target.labels
         self.threshold = artifact.metadata.threshold

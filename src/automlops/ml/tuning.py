@@ -26,6 +26,7 @@ from sklearn.metrics import log_loss, roc_auc_score
 from sklearn.model_selection import KFold, StratifiedKFold
 
 from automlops.config import Task
+from automlops.ml.ensemble import ENSEMBLE, EnsembleModel, Member, select_weights
 from automlops.ml.learners import LEARNER_NAMES, Data, Learner, Model, learner
 from automlops.ml.splits import sample_indices
 
@@ -37,6 +38,8 @@ CV_MAX_ROWS = 10_000  # below this many rows, select by cross-validation
 CV_FOLDS = 5
 TUNE_MAX_TRAIN_ROWS = 100_000  # trials fit on a stratified sample of this many rows at most
 TUNE_MAX_VALID_ROWS = 50_000  # and are scored on this many validation rows at most
+ENSEMBLE_CANDIDATES = 3  # best trials kept for an ensemble, beside each family's best
+ENSEMBLE_GRACE_SHARE = 0.03  # an ensemble's refits may end this share of the budget late
 REFIT_BUDGET_SHARE = 2.0  # a sampled search's refit on all rows may take this share of the budget
 
 
@@ -109,12 +112,14 @@ class BudgetSpent(Exception):
 
 @dataclass
 class _Candidate:
+    number: int  # its trial
     score: float
     learner: str
     params: dict[str, Any]
     rounds: int | None
     pred: np.ndarray
     model: Model | None  # holdout mode: the model itself
+    duration_s: float  # of its trial: what a refit on all rows is estimated from
 
 
 def _folds(task: Task, y: np.ndarray, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -139,13 +144,17 @@ def tune(
     seed: int,
     nthread: int = 2,
     learners: tuple[str, ...] = LEARNER_NAMES,
+    ensemble: bool = True,
     progress: Callable[[TuningProgress], None] | None = None,
 ) -> TuningResult:
-    """Search learners and parameters for `budget_s` seconds; returns the refitted best model.
+    """Search learners and parameters for `budget_s` seconds; returns the refitted best model,
+    or, when `ensemble` is set and averaging the best trials scores higher on the held-out
+    predictions, a weighted ensemble of them (see `automlops.ml.ensemble`).
 
     The first trials are each family's sound defaults (the reference's XGBoost settings
-    among them), so even a tiny budget yields a reasonable model. The sampler is seeded, so
-    the sequence of trials is reproducible; how many run depends on the budget.
+    among them), the cheap linear model first, so even a tiny budget yields a reasonable model
+    and every later trial can be cut at the deadline. The sampler is seeded, so the sequence
+    of trials is reproducible; how many run depends on the budget.
     """
     start = time.monotonic()
     deadline = start + budget_s
@@ -158,25 +167,44 @@ def tune(
     all_y = np.concatenate([full_train[1], full_validation[1]])
     use_cv = len(all_y) < CV_MAX_ROWS
     folds = _folds(task, all_y, seed) if use_cv else []
+    held_y = all_y if use_cv else validation[1]
+    # A sampled search's refit on all rows is long and bounded separately: one model only.
+    ensemble = ensemble and not sampled
 
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=len(families) + 4)
     pruner = optuna.pruners.MedianPruner(n_startup_trials=len(families) + 2, n_warmup_steps=20)
     study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
-    for family in families.values():
+    for family in sorted(families.values(), key=lambda f: f.name != "linear"):
         study.enqueue_trial(family.defaults(task))
 
     records: list[TrialRecord] = []
-    best: list[_Candidate] = []
-    # Time kept back for the final refit of the best configuration found so far.
-    # A sampled search keeps nothing back: its refit on all rows comes after the budget.
+    pool: list[_Candidate] = []  # completed trials kept for the final choice, best first
+    # Time a refit on all rows takes, as a share of a trial's time. A sampled search keeps
+    # nothing back: its refit on all rows comes after the budget.
     refit_share = 1.0 / CV_FOLDS * 1.3 if use_cv else len(all_y) / max(len(train[1]), 1)
     if sampled:
         refit_share = 0.0
-    reserve = [0.0]
+    reserve = [0.0]  # time kept back for the final refit(s)
+
+    def refit_time(candidates: list[_Candidate]) -> float:
+        return sum(c.duration_s for c in candidates) * refit_share
+
+    def family_bests() -> list[_Candidate]:
+        seen: set[str] = set()
+        return [c for c in pool if not (c.learner in seen or seen.add(c.learner))]
+
+    def keep(candidate: _Candidate) -> None:
+        pool.append(candidate)
+        pool.sort(key=lambda c: -c.score)
+        bests = family_bests()
+        pool[:] = [c for i, c in enumerate(pool) if i < ENSEMBLE_CANDIDATES or c in bests]
+        # Cross-validation leaves no trial model to fall back on, so an ensemble's refits
+        # are reserved for in advance (each family's best: the likely members).
+        reserve[0] = refit_time(bests if ensemble and use_cv else pool[:1])
 
     def search_over() -> bool:
         # The first trial always completes: a model slightly late beats no model.
-        return bool(best) and time.monotonic() > deadline - reserve[0]
+        return bool(pool) and time.monotonic() > deadline - reserve[0]
 
     def evaluate(
         trial: optuna.Trial, family: Learner, params: dict[str, Any]
@@ -251,17 +279,16 @@ def tune(
                 rounds,
             )
         )
-        if not pruned and math.isfinite(score) and (not best or score > best[0].score):
-            best[:] = [_Candidate(score, name, params, rounds, pred, model)]
-            reserve[0] = duration * refit_share
+        if not pruned and math.isfinite(score):
+            keep(_Candidate(trial.number, score, name, params, rounds, pred, model, duration))
         if progress is not None:
             progress(
                 TuningProgress(
                     trial=trial.number + 1,
                     learner=name,
                     score=None if math.isnan(score) else score,
-                    best=best[0].score if best else None,
-                    best_learner=best[0].learner if best else None,
+                    best=pool[0].score if pool else None,
+                    best_learner=pool[0].learner if pool else None,
                     elapsed_s=time.monotonic() - start,
                     budget_s=budget_s,
                 )
@@ -277,22 +304,155 @@ def tune(
     study.optimize(
         objective, timeout=max(budget_s, 0.001), callbacks=[stop_when_spent], gc_after_trial=False
     )
-    if not best:
+    if not pool:
         raise BudgetSpent("no trial completed within the time budget")
-    chosen = best[0]
-    family = families[chosen.learner]
 
-    # Refit on every training and validation row; boosting keeps the selected round count,
-    # scaled for the extra rows.
-    params = dict(chosen.params)
-    if chosen.rounds is not None:
-        # Scaled for the extra rows as the validation split's share of all rows (a sample's
-        # early stop says nothing about a further factor of rows).
-        fitted_on = len(all_y) * (CV_FOLDS - 1) / CV_FOLDS if use_cv else len(full_train[1])
-        scale = len(all_y) / fitted_on
-        params["rounds"] = max(1, round(chosen.rounds * scale))
-    empty: Data = (all_x[:0], all_y[:0])
-    if not sampled and chosen.model is not None and time.monotonic() + reserve[0] > deadline:
+    def held_score(pred: np.ndarray) -> float:
+        return validation_score(task, held_y, pred, n_classes)
+
+    def affordable(candidates: list[_Candidate]) -> bool:
+        # Holdout mode can always fall back on the trial models; cross-validation must refit.
+        # The search stopped as the time left fell below the reserve, so a refit costing the
+        # reserve overruns by a moment: a small grace allows for that.
+        grace = ENSEMBLE_GRACE_SHARE * budget_s
+        return not use_cv or time.monotonic() + refit_time(candidates) <= deadline + grace
+
+    weights: list[float] = [1.0]
+    members = pool[:1]
+    if ensemble and len(pool) > 1:
+        for candidates in (pool, family_bests()):
+            if len(candidates) < 2 or not affordable(candidates):
+                continue
+            chosen_weights = select_weights([c.pred for c in candidates], held_score)
+            picked = [(w, c) for w, c in zip(chosen_weights, candidates, strict=True) if w > 0]
+            if affordable([c for _, c in picked]):
+                weights, members = [w for w, _ in picked], [c for _, c in picked]
+                break
+    if len(members) == 1:
+        return _single(
+            pool[0],
+            task=task,
+            n_classes=n_classes,
+            families=families,
+            all_xy=(all_x, all_y),
+            train=train,
+            validation=validation,
+            full_train_rows=len(full_train[1]),
+            use_cv=use_cv,
+            sampled=sampled,
+            budget_s=budget_s,
+            deadline=deadline,
+            refit_s=refit_time(pool[:1]),
+            seed=seed,
+            nthread=nthread,
+            held_y=held_y,
+            trials=records,
+        )
+
+    order = sorted(range(len(members)), key=lambda i: -weights[i])
+    fitted: list[Member] = []
+    notes: list[str] = []
+    for i in order:
+        c = members[i]
+        if c.model is not None and time.monotonic() + refit_time([c]) > deadline:
+            model = c.model  # holdout mode, out of time: the trial's own model
+            notes.append(f"{c.learner} #{c.number} on the training rows only")
+        else:
+            model = families[c.learner].fit(
+                task,
+                n_classes,
+                (all_x, all_y),
+                (all_x[:0], all_y[:0]),
+                _refit_params(c, len(all_y), len(full_train[1]), use_cv),
+                seed=seed,
+                nthread=nthread,
+            )
+        fitted.append(Member(weights[i], model))
+    blend = sum(weights[i] * members[i].pred for i in range(len(members)))
+    described = ", ".join(
+        f"{members[i].learner} #{members[i].number} {weights[i]:.2f}" for i in order
+    )
+    refit = f"each member on all {len(all_y)} training and validation rows"
+    if notes:
+        refit += " except " + "; ".join(notes) + " (no time left to refit)"
+    return TuningResult(
+        model=EnsembleModel(fitted),
+        learner=ENSEMBLE,
+        params={
+            "members": [
+                {
+                    "trial": members[i].number,
+                    "learner": members[i].learner,
+                    "weight": weights[i],
+                    "params": members[i].params,
+                    "rounds": members[i].rounds,
+                }
+                for i in order
+            ]
+        },
+        score=held_score(blend),
+        metric=SELECTION_METRIC[task],
+        selection=_selection(use_cv, sampled, train, validation)
+        + f"; ensemble of {described} (weights chosen on the same held-out predictions)",
+        refit=refit,
+        heldout_y=held_y,
+        heldout_pred=blend,
+        trials=records,
+        search_rows=(len(train[1]), len(validation[1])),
+    )
+
+
+def _selection(use_cv: bool, sampled: bool, train: Data, validation: Data) -> str:
+    if use_cv:
+        return f"{CV_FOLDS}-fold cross-validation"
+    if sampled:
+        return (
+            f"validation split (trials on a sample: {len(train[1])} training, "
+            f"{len(validation[1])} validation rows)"
+        )
+    return "validation split"
+
+
+def _refit_params(
+    candidate: _Candidate, all_rows: int, train_rows: int, use_cv: bool
+) -> dict[str, Any]:
+    """The candidate's parameters for a refit on all rows: boosting keeps the selected round
+    count, scaled for the extra rows as the validation split's share of all rows (a sample's
+    early stop says nothing about a further factor of rows)."""
+    params = dict(candidate.params)
+    if candidate.rounds is not None:
+        fitted_on = all_rows * (CV_FOLDS - 1) / CV_FOLDS if use_cv else train_rows
+        params["rounds"] = max(1, round(candidate.rounds * all_rows / fitted_on))
+    return params
+
+
+def _single(
+    chosen: _Candidate,
+    *,
+    task: Task,
+    n_classes: int,
+    families: dict[str, Learner],
+    all_xy: Data,
+    train: Data,
+    validation: Data,
+    full_train_rows: int,
+    use_cv: bool,
+    sampled: bool,
+    budget_s: float,
+    deadline: float,
+    refit_s: float,
+    seed: int,
+    nthread: int,
+    held_y: np.ndarray,
+    trials: list[TrialRecord],
+) -> TuningResult:
+    """The best trial's configuration refitted on all rows (or its trial model, when there is
+    no time left to refit in holdout mode)."""
+    all_x, all_y = all_xy
+    family = families[chosen.learner]
+    params = _refit_params(chosen, len(all_y), full_train_rows, use_cv)
+    pred = chosen.pred
+    if not sampled and chosen.model is not None and time.monotonic() + refit_s > deadline:
         final = chosen.model  # no time left to refit: keep the model selected on validation
         refit = f"the {len(train[1])} training rows only (no time left to refit on all rows)"
     else:
@@ -303,7 +463,7 @@ def tune(
             task,
             n_classes,
             (all_x, all_y),
-            empty,
+            (all_x[:0], all_y[:0]),
             params,
             seed=seed,
             nthread=nthread,
@@ -316,24 +476,17 @@ def tune(
             # A shorter model's probabilities differ: the threshold is tuned on its own
             # predictions of the validation rows (seen in the refit, but few rounds overfit
             # little) rather than on the selected trial's.
-            chosen.pred = final.predict(validation[0])
+            pred = final.predict(validation[0])
     return TuningResult(
         model=final,
         learner=chosen.learner,
         params=params,
         score=chosen.score,
         metric=SELECTION_METRIC[task],
-        selection=f"{CV_FOLDS}-fold cross-validation"
-        if use_cv
-        else "validation split"
-        + (
-            f" (trials on a sample: {len(train[1])} training, {len(validation[1])} validation rows)"
-            if sampled
-            else ""
-        ),
+        selection=_selection(use_cv, sampled, train, validation),
         refit=refit,
-        heldout_y=all_y if use_cv else validation[1],
-        heldout_pred=chosen.pred,
-        trials=records,
+        heldout_y=held_y,
+        heldout_pred=pred,
+        trials=trials,
         search_rows=(len(train[1]), len(validation[1])),
     )

@@ -72,6 +72,7 @@ def train(record: S3EventRecord, ports: Ports) -> StageResult:
         budget_s=search_s,
         seed=manifest.seed,
         learners=tuple(manifest.learners),
+        ensemble=manifest.ensemble,
         progress=report,
     )
     model = result.model

@@ -1,0 +1,135 @@
+"""Ensembles: weights chosen on held-out predictions, stored without pickle, served as one."""
+
+from __future__ import annotations
+
+import numpy as np
+import orjson
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from automlops.config import Task
+from automlops.ml.ensemble import EnsembleModel, Member, select_weights
+from automlops.ml.learners import learner, load_model
+from automlops.ml.tuning import tune
+
+
+def auc_of(y: np.ndarray):
+    return lambda pred: float(roc_auc_score(y, pred))
+
+
+def test_weights_go_to_candidates_that_complement_each_other() -> None:
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(2, 2000))
+    y = (a + b + rng.normal(0, 0.5, 2000) > 0).astype(int)
+    # Each candidate sees half of the signal; the average sees all of it.
+    sees_a = a + rng.normal(0, 0.3, 2000)
+    sees_b = b + rng.normal(0, 0.3, 2000)
+    noise = rng.normal(size=2000)
+    weights = select_weights([sees_a, noise, sees_b], auc_of(y))
+    assert weights[1] <= 0.1  # pure noise may tip a few held-out pairs, never more
+    assert weights[0] > 0.25 and weights[2] > 0.25
+    assert sum(weights) == pytest.approx(1.0)
+    blend = weights[0] * sees_a + weights[1] * noise + weights[2] * sees_b
+    assert roc_auc_score(y, blend) > max(roc_auc_score(y, sees_a), roc_auc_score(y, sees_b))
+
+
+def test_a_dominant_candidate_stands_alone() -> None:
+    rng = np.random.default_rng(1)
+    signal = rng.normal(size=1000)
+    y = (signal > 0).astype(int)
+    weights = select_weights([rng.normal(size=1000), signal], auc_of(y))
+    assert weights == [0.0, 1.0]
+
+
+def fitted_members(task: Task, k: int) -> tuple[np.ndarray, list[Member]]:
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(300, 4))
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).astype(int) if task is Task.binary else None
+    if task is Task.multiclass:
+        y = np.digitize(x[:, 0], [-0.5, 0.5])
+    empty = (x[:0], y[:0])
+    lgb = learner("lightgbm").fit(
+        task, k, (x, y), empty, {"rounds": 20}, seed=0, nthread=1
+    )
+    lin = learner("linear").fit(task, k, (x, y), empty, {}, seed=0, nthread=1)
+    return x, [Member(3.0, lgb), Member(1.0, lin)]
+
+
+@pytest.mark.parametrize(("task", "k"), [(Task.binary, 2), (Task.multiclass, 3)])
+def test_ensemble_saves_as_json_and_predicts_the_weighted_average(task: Task, k: int) -> None:
+    x, members = fitted_members(task, k)
+    model = EnsembleModel(members)
+    expected = 0.75 * members[0].model.predict(x) + 0.25 * members[1].model.predict(x)
+    np.testing.assert_allclose(model.predict(x), expected)
+
+    data = model.save()
+    stored = orjson.loads(data)  # plain JSON: each member in its own library's format
+    assert [m["learner"] for m in stored["members"]] == ["lightgbm", "linear"]
+    assert [m["weight"] for m in stored["members"]] == [0.75, 0.25]
+    loaded = load_model("ensemble", data, task, k)
+    np.testing.assert_allclose(loaded.predict(x), expected, rtol=1e-6)
+    importances = loaded.importances(["a", "b", "c", "d"])
+    assert sum(importances.values()) == pytest.approx(1.0)
+    assert max(importances, key=importances.get) == "a"
+
+
+def test_unknown_ensemble_format_is_refused() -> None:
+    with pytest.raises(ValueError, match="unsupported ensemble format"):
+        EnsembleModel.load(b'{"format_version": 99, "members": []}', Task.binary, 2)
+
+
+def complementary_data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A smooth additive signal over many features (linear's strength) plus a sharp
+    interaction (the trees'): each family misses part of it."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 32))
+    logit = x[:, :30].sum(axis=1) * 0.4 + 3.0 * ((x[:, 30] > 0) ^ (x[:, 31] > 0))
+    y = (logit + rng.logistic(size=n) > 1.5).astype(int)
+    return x, y
+
+
+def test_tune_returns_an_ensemble_when_averaging_scores_higher() -> None:
+    x, y = complementary_data(1200, seed=3)
+    result = tune(
+        Task.binary,
+        2,
+        (x[:900], y[:900]),
+        (x[900:], y[900:]),
+        budget_s=6,
+        seed=0,
+        nthread=1,
+        learners=("linear", "lightgbm"),
+    )
+    assert result.learner == "ensemble"
+    members = result.params["members"]
+    assert {m["learner"] for m in members} == {"linear", "lightgbm"}
+    assert sum(m["weight"] for m in members) == pytest.approx(1.0)
+    # Chosen on the out-of-fold predictions, it scores above every single trial there.
+    singles = [t.score for t in result.trials if t.state == "complete"]
+    assert result.score > max(singles)
+    assert result.score == pytest.approx(roc_auc_score(result.heldout_y, result.heldout_pred))
+    assert "ensemble of" in result.selection
+
+    # The refitted ensemble generalises: it beats its own members on fresh rows.
+    fresh_x, fresh_y = complementary_data(3000, seed=4)
+    ensemble_auc = roc_auc_score(fresh_y, result.model.predict(fresh_x))
+    assert isinstance(result.model, EnsembleModel)
+    for member in result.model.members:
+        assert ensemble_auc > roc_auc_score(fresh_y, member.model.predict(fresh_x))
+
+
+def test_without_ensembles_one_model_is_chosen() -> None:
+    x, y = complementary_data(1200, seed=3)
+    result = tune(
+        Task.binary,
+        2,
+        (x[:900], y[:900]),
+        (x[900:], y[900:]),
+        budget_s=3,
+        seed=0,
+        nthread=1,
+        learners=("linear", "lightgbm"),
+        ensemble=False,
+    )
+    assert result.learner in {"linear", "lightgbm"}
+    assert "ensemble" not in result.selection
