@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import io
+import json
+
 import numpy as np
 import orjson
+import polars as pl
 import pytest
+from fastapi.testclient import TestClient
 from sklearn.metrics import roc_auc_score
 
-from automlops.config import Task
+from automlops.config import Manifest, Task
+from automlops.local.runtime import LocalRuntime
+from automlops.local.worker import Worker
+from automlops.ml.artifact import ModelArtifact
 from automlops.ml.ensemble import EnsembleModel, Member, select_weights
 from automlops.ml.learners import learner, load_model
+from automlops.ml.predictor import Predictor
 from automlops.ml.tuning import tune
+from support import upload
 
 
 def auc_of(y: np.ndarray):
@@ -48,9 +58,7 @@ def fitted_members(task: Task, k: int) -> tuple[np.ndarray, list[Member]]:
     if task is Task.multiclass:
         y = np.digitize(x[:, 0], [-0.5, 0.5])
     empty = (x[:0], y[:0])
-    lgb = learner("lightgbm").fit(
-        task, k, (x, y), empty, {"rounds": 20}, seed=0, nthread=1
-    )
+    lgb = learner("lightgbm").fit(task, k, (x, y), empty, {"rounds": 20}, seed=0, nthread=1)
     lin = learner("linear").fit(task, k, (x, y), empty, {}, seed=0, nthread=1)
     return x, [Member(3.0, lgb), Member(1.0, lin)]
 
@@ -133,3 +141,38 @@ def test_without_ensembles_one_model_is_chosen() -> None:
     )
     assert result.learner in {"linear", "lightgbm"}
     assert "ensemble" not in result.selection
+
+
+def test_an_ensemble_champion_is_served_and_reported(runtime: LocalRuntime) -> None:
+    x, y = complementary_data(1500, seed=5)
+    frame = pl.DataFrame({f"x{i}": x[:, i] for i in range(x.shape[1])}).with_columns(
+        pl.Series("outcome", np.where(y == 1, "yes", "no"))
+    )
+    buffer = io.BytesIO()
+    frame.write_csv(buffer)
+    manifest = Manifest(
+        dataset="blend", target="outcome", learners=["linear", "lightgbm"], time_budget_s=8
+    )
+    upload(runtime, manifest, "blend.csv", buffer.getvalue())
+    Worker(runtime).run_until_idle()
+    champion = runtime.registry.read("blend").champion_version()
+    assert champion is not None
+    assert champion.learner == "ensemble"
+
+    artifact = ModelArtifact.from_tar_gz(
+        runtime.store.get(champion.artifact_bucket, champion.artifact_key)
+    )
+    assert artifact.metadata.model_file == "model.ensemble.json"
+    members = artifact.metadata.params["members"]
+    assert {m["learner"] for m in members} == {"linear", "lightgbm"}
+    assert "ensemble of" in (artifact.metadata.selection or "")
+
+    client = TestClient(runtime.create_app())
+    rows = [{f"x{i}": float(v) for i, v in enumerate(row)} for row in x[:5]]
+    body = client.post("/endpoints/blend/invocations", json={"instances": rows}).json()
+    served = [p["probabilities"]["yes"] for p in body["predictions"]]
+    expected = Predictor(artifact).predict(frame.head(5)).proba
+    assert expected is not None
+    np.testing.assert_allclose(served, expected[:, 1], rtol=1e-6)
+    report = json.loads(runtime.store.get("model-monitoring", champion.report_key))
+    assert report["learner"] == "ensemble"

@@ -107,7 +107,8 @@ def test_boosting_stops_at_its_deadline(name: str) -> None:
     x = rng.normal(size=(500, 3)).astype(np.float32)
     y = (x[:, 0] > 0).astype(int)
     family = learner(name)
-    params = {k.split(".", 1)[1]: v for k, v in family.defaults(Task.binary).items() if "." in k}
+    defaults = family.defaults(Task.binary, 1_000_000)
+    params = {k.split(".", 1)[1]: v for k, v in defaults.items() if "." in k}
     params["rounds"] = 200
     empty = (x[:0], y[:0])
     model = family.fit(

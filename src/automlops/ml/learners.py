@@ -13,6 +13,10 @@ import numpy as np
 
 from automlops.config import Task
 
+# Below this many rows data is "small": selected by cross-validation, where regularised
+# settings are the better first guess.
+SMALL_DATA_ROWS = 10_000
+
 # Called every few boosting rounds with (round, validation score, higher is better);
 # returning True stops training early (pruned trial or budget spent).
 RoundCallback = Callable[[int, float], bool]
@@ -49,8 +53,8 @@ class Learner(Protocol):
         """Parameters for one trial from an Optuna trial (names prefixed by the learner)."""
         ...
 
-    def defaults(self, task: Task) -> dict[str, Any]:
-        """A sound first trial, as Optuna trial parameters."""
+    def defaults(self, task: Task, n_rows: int) -> dict[str, Any]:
+        """A sound first trial for `n_rows` rows, as Optuna trial parameters."""
         ...
 
     def fit(

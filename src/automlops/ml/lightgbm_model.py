@@ -9,7 +9,13 @@ import lightgbm as lgb
 import numpy as np
 
 from automlops.config import Task
-from automlops.ml.learners import Data, RoundCallback, normalise, positive_weight
+from automlops.ml.learners import (
+    SMALL_DATA_ROWS,
+    Data,
+    RoundCallback,
+    normalise,
+    positive_weight,
+)
 
 MODEL_FILE = "model.lgb.txt"
 REPORT_EVERY = 5
@@ -54,16 +60,19 @@ class LightGBMLearner:
     name = "lightgbm"
     model_file = MODEL_FILE
 
-    def defaults(self, task: Task) -> dict[str, Any]:
+    def defaults(self, task: Task, n_rows: int) -> dict[str, Any]:
+        # On small data, random split thresholds regularise strongly and stop sooner; a
+        # higher rate keeps a first trial over many classes and five folds short.
+        small = n_rows < SMALL_DATA_ROWS
         return {
             "learner": self.name,
             "lightgbm.num_leaves": 31,
-            "lightgbm.learning_rate": 0.05,
+            "lightgbm.learning_rate": 0.1 if small else 0.05,
             "lightgbm.min_child_samples": 20,
             "lightgbm.feature_fraction": 0.9,
             "lightgbm.bagging_fraction": 0.9,
             "lightgbm.lambda_l2": 1.0,
-            "lightgbm.extra_trees": False,
+            "lightgbm.extra_trees": small,
             "lightgbm.balanced": False,
         }
 

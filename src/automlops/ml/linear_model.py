@@ -66,7 +66,7 @@ class LinearLearner:
     name = "linear"
     model_file = MODEL_FILE
 
-    def defaults(self, task: Task) -> dict[str, Any]:
+    def defaults(self, task: Task, n_rows: int) -> dict[str, Any]:
         return {"learner": self.name, "linear.C": 1.0, "linear.balanced": False}
 
     def suggest(self, trial: Any, task: Task, n_rows: int) -> dict[str, Any]:

@@ -27,14 +27,21 @@ from sklearn.model_selection import KFold, StratifiedKFold
 
 from automlops.config import Task
 from automlops.ml.ensemble import ENSEMBLE, EnsembleModel, Member, select_weights
-from automlops.ml.learners import LEARNER_NAMES, Data, Learner, Model, learner
+from automlops.ml.learners import (
+    LEARNER_NAMES,
+    SMALL_DATA_ROWS,
+    Data,
+    Learner,
+    Model,
+    learner,
+)
 from automlops.ml.splits import sample_indices
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 # Validation score the search maximises, per task (losses negated).
 SELECTION_METRIC = {Task.binary: "roc_auc", Task.multiclass: "-log_loss", Task.regression: "-rmse"}
-CV_MAX_ROWS = 10_000  # below this many rows, select by cross-validation
+CV_MAX_ROWS = SMALL_DATA_ROWS  # below this many rows, select by cross-validation
 CV_FOLDS = 5
 TUNE_MAX_TRAIN_ROWS = 100_000  # trials fit on a stratified sample of this many rows at most
 TUNE_MAX_VALID_ROWS = 50_000  # and are scored on this many validation rows at most
@@ -175,7 +182,7 @@ def tune(
     pruner = optuna.pruners.MedianPruner(n_startup_trials=len(families) + 2, n_warmup_steps=20)
     study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
     for family in sorted(families.values(), key=lambda f: f.name != "linear"):
-        study.enqueue_trial(family.defaults(task))
+        study.enqueue_trial(family.defaults(task, len(all_y)))
 
     records: list[TrialRecord] = []
     pool: list[_Candidate] = []  # completed trials kept for the final choice, best first
@@ -321,7 +328,7 @@ def tune(
     members = pool[:1]
     if ensemble and len(pool) > 1:
         for candidates in (pool, family_bests()):
-            if len(candidates) < 2 or not affordable(candidates):
+            if len(candidates) < 2:
                 continue
             chosen_weights = select_weights([c.pred for c in candidates], held_score)
             picked = [(w, c) for w, c in zip(chosen_weights, candidates, strict=True) if w > 0]

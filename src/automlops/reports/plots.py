@@ -143,7 +143,8 @@ def importance_plot(importances: dict[str, float], learner: str = "") -> bytes:
     # Bars at positions, names as tick labels: two names shortened alike stay two bars.
     ax.barh(range(len(top)), [value for _, value in top], color=CANDIDATE_COLOR)
     ax.set_yticks(range(len(top)), [plot_text(name) for name, _ in top])
-    measure = "|coefficient|" if learner == "linear" else "gain"
+    measures = {"linear": "|coefficient|", "ensemble": "weighted member importance"}
+    measure = measures.get(learner, "gain")
     ax.set(
         title=f"Feature importance ({plot_text(learner) or 'model'})",
         xlabel=f"Share of total {measure}",
