@@ -176,3 +176,8 @@ def test_an_ensemble_champion_is_served_and_reported(runtime: LocalRuntime) -> N
     np.testing.assert_allclose(served, expected[:, 1], rtol=1e-6)
     report = json.loads(runtime.store.get("model-monitoring", champion.report_key))
     assert report["learner"] == "ensemble"
+    assert report["selection"] == artifact.metadata.selection
+    markdown = runtime.store.get(
+        "model-monitoring", champion.report_key.replace("report.json", "REPORT.md")
+    ).decode()
+    assert "- chosen by: 5-fold cross-validation; ensemble of" in markdown

@@ -35,6 +35,10 @@ class EvaluationReport(BaseModel):
     created_at: str
     task: str
     learner: str = ""
+    # How the model was chosen and what it was fitted on (from its metadata): the selection
+    # data, an ensemble's members and weights, the refit.
+    selection: str | None = None
+    refit: str | None = None
     endpoint: str
     test_key: str
     rows: int
@@ -78,6 +82,8 @@ def render_markdown(report: EvaluationReport) -> str:
         f"# Evaluation of {md(report.dataset)} version {report.version}",
         "",
         f"- task: {md(report.task)}" + (f" ({md(report.learner)})" if report.learner else ""),
+        *([f"- chosen by: {md(report.selection)}"] if report.selection else []),
+        *([f"- fitted on: {md(report.refit)}"] if report.refit else []),
         f"- test rows: {report.rows} ({md(report.test_key)})",
         f"- endpoint: {md(report.endpoint)}",
         f"- evaluated at: {md(report.created_at)}",

@@ -292,6 +292,8 @@ def evaluate(record: SqsRecord, ports: Ports) -> StageResult:
         created_at=ports.clock().isoformat(),
         task=meta.task.value,
         learner=meta.learner,
+        selection=meta.selection,
+        refit=meta.refit,
         endpoint=message.endpoint,
         test_key=message.test_key,
         rows=len(new.y),
