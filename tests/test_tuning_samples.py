@@ -115,3 +115,39 @@ def test_boosting_stops_at_its_deadline(name: str) -> None:
         Task.binary, 2, (x, y), empty, params, seed=0, nthread=1, deadline=time.monotonic() - 1
     )
     assert model.rounds == 1
+
+
+def test_a_refit_that_ends_early_by_itself_keeps_the_out_of_fold_predictions(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # LightGBM stops adding rounds once no leaf can be split (on small multiclass data it
+    # does, e.g. wine); the refit is then shorter than asked for, with no time limit involved.
+    from automlops.ml.lightgbm_model import LightGBMLearner
+
+    fit = LightGBMLearner.fit
+
+    def stops_early(self, task, n_classes, train, validation, params, **kwargs):  # type: ignore[no-untyped-def]
+        if not len(validation[1]):  # the refit on all rows
+            params = {**params, "rounds": max(1, params["rounds"] // 2)}
+        return fit(self, task, n_classes, train, validation, params, **kwargs)
+
+    monkeypatch.setattr(LightGBMLearner, "fit", stops_early)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(160, 4))
+    y = np.digitize(x[:, 0], [-0.5, 0.5])
+    result = tune(
+        Task.multiclass,
+        3,
+        (x[:120], y[:120]),
+        (x[120:], y[120:]),
+        budget_s=2,
+        seed=0,
+        nthread=1,
+        learners=("lightgbm",),
+        ensemble=False,
+    )
+    # Cross-validation: the held-out predictions are every row's out-of-fold prediction.
+    assert result.heldout_pred.shape == (160, 3)
+    assert len(result.heldout_y) == 160
+    assert "no further split possible" in result.refit
+    assert "time limit" not in result.refit

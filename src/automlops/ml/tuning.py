@@ -478,7 +478,12 @@ def _single(
         )
         refit = f"all {len(all_y)} training and validation rows"
         wanted = params.get("rounds")
-        if wanted is not None and final.rounds is not None and final.rounds < wanted:
+        short = wanted is not None and final.rounds is not None and final.rounds < wanted
+        if short and refit_deadline is None:
+            # LightGBM ends by itself once no leaf can be split: a whole model, whose held-out
+            # predictions are still the selected trial's.
+            refit += f"; {final.rounds} of {wanted} rounds (no further split possible)"
+        elif short:
             refit += f"; stopped at {final.rounds} of {wanted} rounds (refit time limit)"
             # A shorter model's probabilities differ: the threshold is tuned on its own
             # predictions of the validation rows (seen in the refit, but few rounds overfit
