@@ -195,8 +195,10 @@ class DirectoryStore:
 
     # -- tags --------------------------------------------------------------------------------
 
+    # Tags check the object exists by its file: `head` would hash the whole object for its
+    # ETag (a second of a big upload's time, for nothing).
     def get_tags(self, bucket: str, key: str) -> dict[str, str]:
-        if self.head(bucket, key) is None:
+        if self.local_file(bucket, key) is None:
             raise NotFoundError(f"no such object: {bucket}/{key}")
         try:
             return json.loads(self._meta_path(bucket, key, ".tags.json").read_bytes())
@@ -204,7 +206,7 @@ class DirectoryStore:
             return {}
 
     def put_tags(self, bucket: str, key: str, tags: dict[str, str]) -> None:
-        if self.head(bucket, key) is None:
+        if self.local_file(bucket, key) is None:
             raise NotFoundError(f"no such object: {bucket}/{key}")
         self._write_atomic(
             self._meta_path(bucket, key, ".tags.json"), json.dumps(tags, sort_keys=True).encode()
