@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from automlops.errors import DataError
+from automlops.ml import csv_reader
 from automlops.ml.csv_reader import DELIMITERS, read_csv_bytes, read_csv_file
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -22,9 +23,10 @@ needs_shared_data = pytest.mark.skipif(
 )
 
 
-# Every test of this module runs three times: `read_csv_bytes`, and `read_csv_file` (the
-# streaming path) on the bytes and on a file. The frames and the errors must be the same.
-READERS = ("bytes", "streamed-bytes", "streamed-file")
+# Every test of this module runs four times: `read_csv_bytes`, and `read_csv_file` (the
+# streaming path) on the bytes, on a file (small: parsed once into memory) and on a file
+# scanned in pieces as a big one is. The frames and the errors must be the same.
+READERS = ("bytes", "streamed-bytes", "streamed-file", "scanned-file")
 _reader = {"name": "bytes", "dir": Path(".")}
 
 
@@ -43,7 +45,19 @@ def read(text: str | bytes, source: str = "data/test/test.csv") -> pl.DataFrame:
         return read_csv_file(data, source)
     path = Path(_reader["dir"]) / "upload.csv"  # type: ignore[arg-type]
     path.write_bytes(data)
+    if _reader["name"] == "scanned-file":
+        return scanned(path, source)
     return read_csv_file(path, source)
+
+
+def scanned(path: Path, source: str, **options: bool) -> pl.DataFrame:
+    """`read_csv_file` taking the big-file path (scanned twice in pieces) whatever the size."""
+    saved = csv_reader._PARSE_ONCE_BYTES
+    csv_reader._PARSE_ONCE_BYTES = 0
+    try:
+        return read_csv_file(path, source, **options)
+    finally:
+        csv_reader._PARSE_ONCE_BYTES = saved
 
 
 def read_error(text: str | bytes, source: str = "data/test/test.csv") -> DataError:
@@ -79,9 +93,13 @@ def test_bank_full_streamed_from_the_file_equals_the_bytes_reader() -> None:
         pytest.skip("shared data absent")
     expected = read_csv_bytes(path.read_bytes(), "bank.csv")
     assert read_csv_file(path, "bank.csv").equals(expected)
-    compact = read_csv_file(path, "bank.csv", text_as_categorical=True)
-    assert compact.schema["job"] == pl.Categorical and compact.schema["age"] == pl.Int64
-    assert compact.with_columns(pl.col(pl.Categorical).cast(pl.String)).equals(expected)
+    assert scanned(path, "bank.csv").equals(expected)
+    for compact in (
+        read_csv_file(path, "bank.csv", text_as_categorical=True),
+        scanned(path, "bank.csv", text_as_categorical=True),
+    ):
+        assert compact.schema["job"] == pl.Categorical and compact.schema["age"] == pl.Int64
+        assert compact.with_columns(pl.col(pl.Categorical).cast(pl.String)).equals(expected)
 
 
 def test_categorical_text_on_the_fallback_path() -> None:

@@ -11,7 +11,9 @@ import polars as pl
 import pytest
 from fastapi.testclient import TestClient
 from sklearn.metrics import roc_auc_score
+from typer.testing import CliRunner
 
+from automlops.cli import app
 from automlops.config import Manifest, Task
 from automlops.local.runtime import LocalRuntime
 from automlops.local.worker import Worker
@@ -181,3 +183,7 @@ def test_an_ensemble_champion_is_served_and_reported(runtime: LocalRuntime) -> N
         "model-monitoring", champion.report_key.replace("report.json", "REPORT.md")
     ).decode()
     assert "- chosen by: 5-fold cross-validation; ensemble of" in markdown
+    lineage = CliRunner().invoke(app, ["lineage", "blend", "1", "--home", str(runtime.home)])
+    assert lineage.exit_code == 0
+    [line] = [x for x in lineage.output.splitlines() if x.strip().startswith("members ")]
+    assert "linear #" in line and "lightgbm #" in line

@@ -108,6 +108,15 @@ def format_trace(trace: dict[str, Any]) -> str:
         f"           learner {training['learner']}, {len(trials)} trials"
         + (f" ({counts})" if counts else ""),
     ]
+    members = training["params"].get("members") or []
+    if members:
+        lines.append(
+            "           members "
+            + ", ".join(
+                f"{m.get('learner', '?')} #{m.get('trial', '?')} {m.get('weight', 0):.2f}"
+                for m in members
+            )
+        )
     for trial in trials[:20]:
         score = trial.get("score")
         shown = "-" if score is None else f"{score:.4f}"

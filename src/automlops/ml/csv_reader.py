@@ -40,6 +40,9 @@ DELIMITERS = (",", ";", "\t", "|")
 
 # Enough rows to sniff the dialect and the header, small enough to parse in pure Python.
 _SAMPLE_CHARS = 64 * 1024
+# Files up to this size are parsed once into memory (as text: a few times their size);
+# bigger ones are streamed from the file twice.
+_PARSE_ONCE_BYTES = 16 * 1024 * 1024
 # Below this share of sample rows with the usual field count the text is not a table.
 _MIN_CONSISTENCY = 0.6
 _MIN_ROWS_FOR_CONSISTENCY = 5
@@ -634,7 +637,13 @@ def _read_streaming(
         names = [f"column_{i}" for i in range(1, first.width + 1)]
     if len(names) < 2:
         return None
-    scan = pl.scan_csv(data, infer_schema=False, **options)  # type: ignore[arg-type]
+    # The same plan runs twice below (counts, then typed values). A small file is parsed once
+    # into memory for both; a big one is scanned in pieces each time, in bounded memory.
+    size = data.stat().st_size if isinstance(data, Path) else len(data)
+    if size <= _PARSE_ONCE_BYTES:
+        scan = pl.read_csv(data, infer_schema=False, **options).lazy()  # type: ignore[arg-type]
+    else:
+        scan = pl.scan_csv(data, infer_schema=False, **options)  # type: ignore[arg-type]
     # Expressions use polars' own column names; the file's names (which could read as a
     # pattern to pl.col, e.g. `^a.*$`) are applied to the result only.
     raw = scan.collect_schema().names()
