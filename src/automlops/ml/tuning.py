@@ -117,7 +117,7 @@ class BudgetSpent(Exception):
     """No trial finished within the budget."""
 
 
-@dataclass
+@dataclass(eq=False)  # identity: `in` must not compare prediction arrays
 class _Candidate:
     number: int  # its trial
     score: float
@@ -197,8 +197,10 @@ def tune(
         return sum(c.duration_s for c in candidates) * refit_share
 
     def family_bests() -> list[_Candidate]:
-        seen: set[str] = set()
-        return [c for c in pool if not (c.learner in seen or seen.add(c.learner))]
+        bests: dict[str, _Candidate] = {}
+        for c in pool:  # best first
+            bests.setdefault(c.learner, c)
+        return list(bests.values())
 
     def keep(candidate: _Candidate) -> None:
         pool.append(candidate)
@@ -324,84 +326,116 @@ def tune(
         grace = ENSEMBLE_GRACE_SHARE * budget_s
         return not use_cv or time.monotonic() + refit_time(candidates) <= deadline + grace
 
-    weights: list[float] = [1.0]
-    members = pool[:1]
+    def refit_params(c: _Candidate) -> dict[str, Any]:
+        return _refit_params(c, len(all_y), len(full_train[1]), use_cv)
+
+    def refit(c: _Candidate, refit_deadline: float | None = None) -> Model:
+        return families[c.learner].fit(
+            task,
+            n_classes,
+            (all_x, all_y),
+            (all_x[:0], all_y[:0]),
+            refit_params(c),
+            seed=seed,
+            nthread=nthread,
+            deadline=refit_deadline,
+        )
+
+    def no_time_to_refit(c: _Candidate) -> bool:
+        # Holdout mode keeps each trial's model to fall back on; a sampled search always
+        # refits (after the budget, bounded separately).
+        return not sampled and c.model is not None and time.monotonic() + refit_time([c]) > deadline
+
+    def single(chosen: _Candidate) -> TuningResult:
+        params = refit_params(chosen)
+        pred = chosen.pred
+        if no_time_to_refit(chosen):
+            assert chosen.model is not None
+            final = chosen.model  # keep the model selected on validation
+            refitted = f"the {len(train[1])} training rows only (no time left to refit on all rows)"
+        else:
+            # The refit of a sampled search comes after the budget and may take
+            # REFIT_BUDGET_SHARE of it again; boosting stops adding rounds there.
+            refit_deadline = time.monotonic() + REFIT_BUDGET_SHARE * budget_s if sampled else None
+            final = refit(chosen, refit_deadline)
+            refitted = f"all {len(all_y)} training and validation rows"
+            wanted = params.get("rounds")
+            short = wanted is not None and final.rounds is not None and final.rounds < wanted
+            if short and refit_deadline is None:
+                # LightGBM ends by itself once no leaf can be split: a whole model, whose
+                # held-out predictions are still the selected trial's.
+                refitted += f"; {final.rounds} of {wanted} rounds (no further split possible)"
+            elif short:
+                refitted += f"; stopped at {final.rounds} of {wanted} rounds (refit time limit)"
+                # A shorter model's probabilities differ: the threshold is tuned on its own
+                # predictions of the validation rows (seen in the refit, but few rounds
+                # overfit little) rather than on the selected trial's.
+                pred = final.predict(validation[0])
+        return TuningResult(
+            model=final,
+            learner=chosen.learner,
+            params=params,
+            score=chosen.score,
+            metric=SELECTION_METRIC[task],
+            selection=_selection(use_cv, sampled, train, validation),
+            refit=refitted,
+            heldout_y=held_y,
+            heldout_pred=pred,
+            trials=records,
+            search_rows=(len(train[1]), len(validation[1])),
+        )
+
+    # (weight, candidate) pairs, heaviest first.
+    members: list[tuple[float, _Candidate]] = [(1.0, pool[0])]
     if ensemble and len(pool) > 1:
         for candidates in (pool, family_bests()):
             if len(candidates) < 2:
                 continue
-            chosen_weights = select_weights([c.pred for c in candidates], held_score)
-            picked = [(w, c) for w, c in zip(chosen_weights, candidates, strict=True) if w > 0]
+            weights = select_weights([c.pred for c in candidates], held_score)
+            picked = sorted(
+                ((w, c) for w, c in zip(weights, candidates, strict=True) if w > 0),
+                key=lambda wc: -wc[0],
+            )
             if affordable([c for _, c in picked]):
-                weights, members = [w for w, _ in picked], [c for _, c in picked]
+                members = picked
                 break
     if len(members) == 1:
-        return _single(
-            pool[0],
-            task=task,
-            n_classes=n_classes,
-            families=families,
-            all_xy=(all_x, all_y),
-            train=train,
-            validation=validation,
-            full_train_rows=len(full_train[1]),
-            use_cv=use_cv,
-            sampled=sampled,
-            budget_s=budget_s,
-            deadline=deadline,
-            refit_s=refit_time(pool[:1]),
-            seed=seed,
-            nthread=nthread,
-            held_y=held_y,
-            trials=records,
-        )
+        return single(pool[0])
 
-    order = sorted(range(len(members)), key=lambda i: -weights[i])
     fitted: list[Member] = []
     notes: list[str] = []
-    for i in order:
-        c = members[i]
-        if c.model is not None and time.monotonic() + refit_time([c]) > deadline:
-            model = c.model  # holdout mode, out of time: the trial's own model
+    for weight, c in members:
+        if no_time_to_refit(c):
+            assert c.model is not None
+            fitted.append(Member(weight, c.model))  # the trial's own model
             notes.append(f"{c.learner} #{c.number} on the training rows only")
         else:
-            model = families[c.learner].fit(
-                task,
-                n_classes,
-                (all_x, all_y),
-                (all_x[:0], all_y[:0]),
-                _refit_params(c, len(all_y), len(full_train[1]), use_cv),
-                seed=seed,
-                nthread=nthread,
-            )
-        fitted.append(Member(weights[i], model))
-    blend = sum(weights[i] * members[i].pred for i in range(len(members)))
-    described = ", ".join(
-        f"{members[i].learner} #{members[i].number} {weights[i]:.2f}" for i in order
-    )
-    refit = f"each member on all {len(all_y)} training and validation rows"
+            fitted.append(Member(weight, refit(c)))
+    blend = sum(weight * c.pred for weight, c in members)
+    described = ", ".join(f"{c.learner} #{c.number} {weight:.2f}" for weight, c in members)
+    refitted = f"each member on all {len(all_y)} training and validation rows"
     if notes:
-        refit += " except " + "; ".join(notes) + " (no time left to refit)"
+        refitted += " except " + "; ".join(notes) + " (no time left to refit)"
     return TuningResult(
         model=EnsembleModel(fitted),
         learner=ENSEMBLE,
         params={
             "members": [
                 {
-                    "trial": members[i].number,
-                    "learner": members[i].learner,
-                    "weight": weights[i],
-                    "params": members[i].params,
-                    "rounds": members[i].rounds,
+                    "trial": c.number,
+                    "learner": c.learner,
+                    "weight": weight,
+                    "params": c.params,
+                    "rounds": c.rounds,
                 }
-                for i in order
+                for weight, c in members
             ]
         },
         score=held_score(blend),
         metric=SELECTION_METRIC[task],
         selection=_selection(use_cv, sampled, train, validation)
         + f"; ensemble of {described} (weights chosen on the same held-out predictions)",
-        refit=refit,
+        refit=refitted,
         heldout_y=held_y,
         heldout_pred=blend,
         trials=records,
@@ -431,74 +465,3 @@ def _refit_params(
         fitted_on = all_rows * (CV_FOLDS - 1) / CV_FOLDS if use_cv else train_rows
         params["rounds"] = max(1, round(candidate.rounds * all_rows / fitted_on))
     return params
-
-
-def _single(
-    chosen: _Candidate,
-    *,
-    task: Task,
-    n_classes: int,
-    families: dict[str, Learner],
-    all_xy: Data,
-    train: Data,
-    validation: Data,
-    full_train_rows: int,
-    use_cv: bool,
-    sampled: bool,
-    budget_s: float,
-    deadline: float,
-    refit_s: float,
-    seed: int,
-    nthread: int,
-    held_y: np.ndarray,
-    trials: list[TrialRecord],
-) -> TuningResult:
-    """The best trial's configuration refitted on all rows (or its trial model, when there is
-    no time left to refit in holdout mode)."""
-    all_x, all_y = all_xy
-    family = families[chosen.learner]
-    params = _refit_params(chosen, len(all_y), full_train_rows, use_cv)
-    pred = chosen.pred
-    if not sampled and chosen.model is not None and time.monotonic() + refit_s > deadline:
-        final = chosen.model  # no time left to refit: keep the model selected on validation
-        refit = f"the {len(train[1])} training rows only (no time left to refit on all rows)"
-    else:
-        # The refit of a sampled search comes after the budget and may take REFIT_BUDGET_SHARE
-        # of it again; boosting stops adding rounds there.
-        refit_deadline = time.monotonic() + REFIT_BUDGET_SHARE * budget_s if sampled else None
-        final = family.fit(
-            task,
-            n_classes,
-            (all_x, all_y),
-            (all_x[:0], all_y[:0]),
-            params,
-            seed=seed,
-            nthread=nthread,
-            deadline=refit_deadline,
-        )
-        refit = f"all {len(all_y)} training and validation rows"
-        wanted = params.get("rounds")
-        short = wanted is not None and final.rounds is not None and final.rounds < wanted
-        if short and refit_deadline is None:
-            # LightGBM ends by itself once no leaf can be split: a whole model, whose held-out
-            # predictions are still the selected trial's.
-            refit += f"; {final.rounds} of {wanted} rounds (no further split possible)"
-        elif short:
-            refit += f"; stopped at {final.rounds} of {wanted} rounds (refit time limit)"
-            # A shorter model's probabilities differ: the threshold is tuned on its own
-            # predictions of the validation rows (seen in the refit, but few rounds overfit
-            # little) rather than on the selected trial's.
-            pred = final.predict(validation[0])
-    return TuningResult(
-        model=final,
-        learner=chosen.learner,
-        params=params,
-        score=chosen.score,
-        metric=SELECTION_METRIC[task],
-        selection=_selection(use_cv, sampled, train, validation),
-        refit=refit,
-        heldout_y=held_y,
-        heldout_pred=pred,
-        trials=trials,
-        search_rows=(len(train[1]), len(validation[1])),
-    )
