@@ -153,9 +153,9 @@ def child(home: Path, csv_path: Path, heldout: Path, out: Path) -> int:
     from automlops.local.worker import Worker
     from automlops.manifests import save_manifest
     from automlops.ml.artifact import ModelArtifact
-    from automlops.ml.csv_reader import read_csv_bytes
-    from automlops.ml.metrics import binary_metrics
+    from automlops.ml.evaluation.metrics import binary_metrics
     from automlops.stages.evaluate import score_endpoint
+    from automlops.tabular.csv_reader import read_csv_bytes
 
     runtime = open_runtime(home)
     buckets = runtime.settings.buckets

@@ -13,9 +13,9 @@ from fastapi.testclient import TestClient
 from automlops.config import Manifest, Task
 from automlops.local.runtime import LocalRuntime
 from automlops.local.worker import Worker
-from automlops.ml.learners import LEARNER_NAMES, learner
-from automlops.ml.schema import DatasetSchema
+from automlops.ml.learners.catalog import LEARNER_NAMES, learner
 from automlops.ml.tuning import tune
+from automlops.tabular.schema import DatasetSchema
 from support import upload
 
 

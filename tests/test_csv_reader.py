@@ -1,4 +1,4 @@
-"""Tests for automlops.ml.csv_reader: dialect, encoding and header detection, and errors."""
+"""Tests for automlops.tabular.csv_reader: dialect, encoding and header detection, and errors."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from automlops.errors import DataError
-from automlops.ml import csv_reader
-from automlops.ml.csv_reader import DELIMITERS, read_csv_bytes, read_csv_file
+from automlops.tabular import csv_reader
+from automlops.tabular.csv_reader import DELIMITERS, read_csv_bytes, read_csv_file
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 needs_shared_data = pytest.mark.skipif(

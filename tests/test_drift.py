@@ -14,8 +14,8 @@ from automlops.config import Manifest, Task
 from automlops.demo import breast_cancer_csv
 from automlops.local.runtime import LocalRuntime
 from automlops.local.worker import Worker
-from automlops.ml import drift
-from automlops.ml.schema import DatasetSchema
+from automlops.ml.evaluation import drift
+from automlops.tabular.schema import DatasetSchema
 from support import upload
 
 CANCER = Manifest(

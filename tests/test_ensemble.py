@@ -18,8 +18,8 @@ from automlops.config import Manifest, Task
 from automlops.local.runtime import LocalRuntime
 from automlops.local.worker import Worker
 from automlops.ml.artifact import ModelArtifact
-from automlops.ml.ensemble import EnsembleModel, Member, select_weights
-from automlops.ml.learners import learner, load_model
+from automlops.ml.learners.catalog import learner, load_model
+from automlops.ml.learners.ensemble import EnsembleModel, Member, select_weights
 from automlops.ml.predictor import Predictor
 from automlops.ml.tuning import tune
 from support import upload
@@ -85,7 +85,9 @@ def test_ensemble_saves_as_json_and_predicts_the_weighted_average(task: Task, k:
 
 def test_unknown_ensemble_format_is_refused() -> None:
     with pytest.raises(ValueError, match="unsupported ensemble format"):
-        EnsembleModel.load(b'{"format_version": 99, "members": []}', Task.binary, 2)
+        EnsembleModel.load(
+            b'{"format_version": 99, "members": []}', Task.binary, 2, load_member=load_model
+        )
 
 
 def complementary_data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -9,7 +9,7 @@ import pytest
 from sklearn.metrics import f1_score, roc_auc_score
 
 from automlops.config import Task
-from automlops.ml.gate import (
+from automlops.ml.evaluation.gate import (
     MAX_BOOTSTRAP_CELLS,
     MIN_RESAMPLES,
     bootstrap_weights,

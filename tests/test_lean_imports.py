@@ -15,7 +15,7 @@ if sys.argv[1] == "lean":
 
 import numpy as np
 from automlops.config import Task
-from automlops.ml.learners import learner
+from automlops.ml.learners.catalog import learner
 
 rng = np.random.default_rng(0)
 x = rng.normal(size=(2000, 4)).astype(np.float32)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from automlops.config import Task
-from automlops.ml.learners import learner
+from automlops.ml.learners.catalog import learner
 
 
 @pytest.mark.parametrize("name", ["xgboost", "lightgbm"])

@@ -1,4 +1,4 @@
-"""Tests for automlops.ml.metrics: hand-computed values and agreement with scikit-learn."""
+"""Tests for automlops.ml.evaluation.metrics: hand-computed values, agreement with scikit-learn."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from sklearn import metrics as skm
 
-from automlops.ml.metrics import (
+from automlops.ml.evaluation.metrics import (
     DESCRIPTIVE_FIELDS,
     HIGHER_IS_BETTER,
     PRIMARY_METRIC,

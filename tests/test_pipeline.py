@@ -17,8 +17,8 @@ from automlops.local.runtime import LocalRuntime, open_runtime
 from automlops.local.worker import Worker
 from automlops.ml.artifact import ModelArtifact
 from automlops.ml.predictor import Predictor
-from automlops.ml.schema import DatasetSchema
 from automlops.registry import VersionStatus
+from automlops.tabular.schema import DatasetSchema
 from support import DEMO_DATASET, shared_file, upload
 
 CANCER = Manifest(

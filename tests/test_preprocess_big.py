@@ -10,8 +10,8 @@ from automlops.config import Manifest
 from automlops.events import S3Event
 from automlops.local.runtime import LocalRuntime
 from automlops.local.store import DirectoryStore
-from automlops.ml import csv_reader
 from automlops.stages import preprocess as stage
+from automlops.tabular import csv_reader
 from support import upload
 
 ROWS = "x,c,y\n" + "".join(f"{i},{'ab'[i % 2]},{i % 3 == 0}\n" for i in range(60))

@@ -19,8 +19,8 @@ import pytest
 
 from automlops.config import Task
 from automlops.local.runtime import open_runtime
-from automlops.ml import drift
-from automlops.ml.gate import compare, decide
+from automlops.ml.evaluation import drift
+from automlops.ml.evaluation.gate import compare, decide
 from automlops.reports.bundle import report_bundle
 from automlops.reports.report import ChampionSummary, DecisionSummary, EvaluationReport
 from support import DEMO_DATASET

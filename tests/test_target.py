@@ -8,7 +8,7 @@ import pytest
 
 from automlops.config import Task
 from automlops.errors import DataError
-from automlops.ml.target import default_target, fit_target
+from automlops.ml.columns.target import default_target, fit_target
 
 
 def test_default_target() -> None:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from automlops.ml.transform import (
+from automlops.ml.columns.transform import (
     CategoricalColumn,
     ColumnKind,
     FittedTransform,
@@ -118,7 +118,7 @@ def test_row_fast_path_matches_the_frame_path(rows: list[dict]) -> None:
             fit_column(train["day"], ColumnKind.datetime),
         ]
     )
-    from automlops.ml.transform import apply_rows
+    from automlops.ml.columns.transform import apply_rows
 
     try:
         expected = t.apply(rows_to_frame(rows, t.input_columns))
@@ -149,7 +149,7 @@ _SERVED_VALUES = st.one_of(
 def test_row_paths_agree_with_the_frame_path(rows: list[dict]) -> None:
     """apply_rows' grouped path (all numbers at once, one scatter for all categories) and its
     column-by-column path both give the frame path's matrix, or its first error."""
-    from automlops.ml.transform import _apply_rows_by_column, apply_rows
+    from automlops.ml.columns.transform import _apply_rows_by_column, apply_rows
 
     train = pl.DataFrame(
         {

@@ -101,7 +101,7 @@ def test_a_refit_past_its_time_limit_stops_adding_rounds(monkeypatch: pytest.Mon
 def test_boosting_stops_at_its_deadline(name: str) -> None:
     import time
 
-    from automlops.ml.learners import learner
+    from automlops.ml.learners.catalog import learner
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(500, 3)).astype(np.float32)
@@ -122,7 +122,7 @@ def test_a_refit_that_ends_early_by_itself_keeps_the_out_of_fold_predictions(
 ) -> None:
     # LightGBM stops adding rounds once no leaf can be split (on small multiclass data it
     # does, e.g. wine); the refit is then shorter than asked for, with no time limit involved.
-    from automlops.ml.lightgbm_model import LightGBMLearner
+    from automlops.ml.learners.lightgbm_model import LightGBMLearner
 
     fit = LightGBMLearner.fit
 

@@ -17,8 +17,8 @@ from automlops.errors import AutomlopsError
 from automlops.local.runlog import RunRecord
 from automlops.local.runtime import LocalRuntime, open_runtime
 from automlops.manifests import load_manifest, save_manifest
-from automlops.ml.csv_reader import read_csv_bytes
-from automlops.ml.target import default_target
+from automlops.ml.columns.target import default_target
+from automlops.tabular.csv_reader import read_csv_bytes
 
 app = typer.Typer(
     help="Drop a CSV in, get a tuned, evaluated model served over HTTP.",

@@ -123,7 +123,7 @@ def test_large_data_trains_as_a_sagemaker_job_whose_output_deploys(
 
 
 def _schema(rt: AwsRuntime, key: str):
-    from automlops.ml.schema import DatasetSchema
+    from automlops.tabular.schema import DatasetSchema
 
     return DatasetSchema.model_validate_json(rt.store.get(rt.config.bucket_automl_data, key))
 

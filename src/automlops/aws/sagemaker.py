@@ -15,7 +15,7 @@ from botocore.exceptions import ClientError
 from automlops import keys
 from automlops.aws.config import AwsConfig
 from automlops.errors import PermanentError
-from automlops.ml.schema import DatasetSchema
+from automlops.tabular.schema import DatasetSchema
 
 # SageMaker names: letters, digits and hyphens, at most 63 characters. ARNs lowercase them,
 # so names are lowercase too and IAM policies can scope to "<prefix>-*".

@@ -17,10 +17,10 @@ from automlops import keys
 from automlops.aws.config import AwsConfig
 from automlops.aws.sagemaker import TrainingJobLauncher
 from automlops.events import S3EventRecord
-from automlops.ml.schema import DatasetSchema
 from automlops.ports import ObjectStore, Ports
 from automlops.routing import Stage
 from automlops.stages import STAGES, StageResult
+from automlops.tabular.schema import DatasetSchema
 
 Compute = Literal["function", "sagemaker"]
 

@@ -15,8 +15,8 @@ from pydantic import BaseModel, Field
 
 from automlops.config import Task
 from automlops.errors import PermanentError
-from automlops.ml.target import TargetSpec
-from automlops.ml.transform import FittedTransform
+from automlops.ml.columns.target import TargetSpec
+from automlops.ml.columns.transform import FittedTransform
 
 METADATA = "metadata.json"
 TRANSFORM = "transform.json"

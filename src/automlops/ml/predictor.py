@@ -10,8 +10,9 @@ import polars as pl
 
 from automlops.config import Task
 from automlops.ml.artifact import ModelArtifact, ModelMetadata
-from automlops.ml.learners import Model, load_model
-from automlops.ml.transform import FittedTransform, apply_rows
+from automlops.ml.columns.transform import FittedTransform, apply_rows
+from automlops.ml.learners.base import Model
+from automlops.ml.learners.catalog import load_model
 
 
 @dataclass(frozen=True)

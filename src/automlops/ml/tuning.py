@@ -26,15 +26,9 @@ from sklearn.metrics import log_loss, roc_auc_score
 from sklearn.model_selection import KFold, StratifiedKFold
 
 from automlops.config import Task
-from automlops.ml.ensemble import ENSEMBLE, EnsembleModel, Member, select_weights
-from automlops.ml.learners import (
-    LEARNER_NAMES,
-    SMALL_DATA_ROWS,
-    Data,
-    Learner,
-    Model,
-    learner,
-)
+from automlops.ml.learners.base import SMALL_DATA_ROWS, Data, Learner, Model
+from automlops.ml.learners.catalog import LEARNER_NAMES, learner
+from automlops.ml.learners.ensemble import ENSEMBLE, EnsembleModel, Member, select_weights
 from automlops.ml.splits import sample_indices
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -156,7 +150,7 @@ def tune(
 ) -> TuningResult:
     """Search learners and parameters for `budget_s` seconds; returns the refitted best model,
     or, when `ensemble` is set and averaging the best trials scores higher on the held-out
-    predictions, a weighted ensemble of them (see `automlops.ml.ensemble`).
+    predictions, a weighted ensemble of them (see `automlops.ml.learners.ensemble`).
 
     The first trials are each family's sound defaults (the reference's XGBoost settings
     among them), the cheap linear model first, so even a tiny budget yields a reasonable model

@@ -15,8 +15,8 @@ from fastapi.responses import JSONResponse, Response
 
 from automlops.config import Task
 from automlops.errors import NotFoundError, PermanentError
+from automlops.ml.columns.transform import InvalidValueError
 from automlops.ml.predictor import Predictions, Predictor
-from automlops.ml.transform import InvalidValueError
 from automlops.serving.auth import require_api_key
 from automlops.serving.models import ModelCache
 

@@ -17,8 +17,8 @@ from fastapi.responses import Response
 
 from automlops.errors import PermanentError
 from automlops.ml.artifact import METADATA, TRANSFORM, ModelArtifact, ModelMetadata
+from automlops.ml.columns.transform import FittedTransform
 from automlops.ml.predictor import Predictor
-from automlops.ml.transform import FittedTransform
 
 # Reused as-is so the contract cannot drift from the main API.
 from automlops.serving.app import ApiError, OrjsonResponse, _describe, _invoke

@@ -15,10 +15,10 @@ import pyarrow.parquet as pq
 from automlops import keys
 from automlops.config import Manifest, Task
 from automlops.errors import PermanentError
-from automlops.ml import drift
-from automlops.ml.schema import DatasetSchema
+from automlops.ml.evaluation import drift
 from automlops.ports import Ports
 from automlops.registry import Registry
+from automlops.tabular.schema import DatasetSchema
 
 # Rows compared per side at most. PSI over deciles and frequent categories is settled long
 # before this many rows, and with more the chi-square test only calls ever smaller shifts

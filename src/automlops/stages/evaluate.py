@@ -22,9 +22,9 @@ from automlops.config import Task
 from automlops.errors import PermanentError
 from automlops.events import EvaluationMessage, SqsRecord
 from automlops.manifests import load_manifest
-from automlops.ml import metrics
 from automlops.ml.artifact import ModelArtifact, ModelMetadata
-from automlops.ml.gate import ROW_SET_TITLES, Comparison, compare, decide
+from automlops.ml.evaluation import metrics
+from automlops.ml.evaluation.gate import ROW_SET_TITLES, Comparison, compare, decide
 from automlops.ports import ModelHost, ObjectStore, Ports
 from automlops.registry import ModelVersion, Registry, VersionStatus
 from automlops.reports.report import (

@@ -15,15 +15,15 @@ from automlops.config import Manifest, Task
 from automlops.errors import DataError
 from automlops.events import S3EventRecord
 from automlops.manifests import load_manifest
-from automlops.ml.column_plan import fit_columns
-from automlops.ml.csv_reader import read_csv_file
-from automlops.ml.schema import DatasetSchema, SplitRows
+from automlops.ml.columns.plan import fit_columns
+from automlops.ml.columns.target import default_target, fit_target
+from automlops.ml.columns.transform import FLOAT32_MAX
 from automlops.ml.splits import split_indices
-from automlops.ml.target import default_target, fit_target
-from automlops.ml.transform import FLOAT32_MAX
 from automlops.ports import Ports
 from automlops.stages.drift_check import check_drift
 from automlops.stages.result import StageResult
+from automlops.tabular.csv_reader import read_csv_file
+from automlops.tabular.schema import DatasetSchema, SplitRows
 
 MIN_ROWS = 20
 PROCESSED_TAG = "automlops-processed-run"

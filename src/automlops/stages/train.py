@@ -12,13 +12,13 @@ import polars as pl
 from automlops import keys
 from automlops.config import Task
 from automlops.events import S3EventRecord
-from automlops.ml import metrics
 from automlops.ml.artifact import InputColumn, Lineage, ModelArtifact, ModelMetadata
-from automlops.ml.schema import DatasetSchema
-from automlops.ml.transform import FittedTransform
+from automlops.ml.columns.transform import FittedTransform
+from automlops.ml.evaluation import metrics
 from automlops.ml.tuning import TUNE_MAX_TRAIN_ROWS, TuningProgress, tune
 from automlops.ports import Ports
 from automlops.stages.result import StageResult
+from automlops.tabular.schema import DatasetSchema
 
 # Part of the budget kept for loading data, the threshold and writing the artifact.
 _OVERHEAD_SHARE = 0.1

@@ -14,7 +14,7 @@ from automlops import keys
 from automlops.errors import AutomlopsError
 from automlops.lineage import trace_version
 from automlops.manifests import load_manifest
-from automlops.ml.learners import LEARNER_NAMES
+from automlops.ml.learners.catalog import LEARNER_NAMES
 from automlops.ui import views
 from automlops.ui.context import PREFIX, UiContext, UiError, valid_dataset, valid_run_id
 

@@ -17,9 +17,9 @@ from automlops.config import Manifest, Task
 from automlops.errors import AutomlopsError
 from automlops.local.runtime import LocalRuntime
 from automlops.manifests import load_manifest, save_manifest
-from automlops.ml.csv_reader import read_csv_bytes
-from automlops.ml.learners import LEARNER_NAMES
-from automlops.ml.target import default_target
+from automlops.ml.columns.target import default_target
+from automlops.ml.learners.catalog import LEARNER_NAMES
+from automlops.tabular.csv_reader import read_csv_bytes
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 MAX_TIME_BUDGET_S = 24 * 3600.0

@@ -18,7 +18,7 @@ from automlops.events import S3Event
 from automlops.local.runlog import RunRecord
 from automlops.local.runtime import LocalRuntime
 from automlops.local.sqlite_queue import dlq_name
-from automlops.ml.metrics import PRIMARY_METRIC
+from automlops.ml.evaluation.metrics import PRIMARY_METRIC
 from automlops.registry import ModelVersion, RegistryDoc
 from automlops.ui.progress import LiveProgress
 

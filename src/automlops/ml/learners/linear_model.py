@@ -11,7 +11,7 @@ import numpy as np
 import orjson
 
 from automlops.config import Task
-from automlops.ml.learners import Data, RoundCallback, normalise
+from automlops.ml.learners.base import Data, RoundCallback, normalise
 
 MODEL_FILE = "model.linear.json"
 

@@ -10,9 +10,8 @@ import re
 import numpy as np
 import polars as pl
 
-from automlops.ml.schema import ColumnProfile
-from automlops.ml.target import TargetSpec
-from automlops.ml.transform import (
+from automlops.ml.columns.target import TargetSpec
+from automlops.ml.columns.transform import (
     CategoricalColumn,
     ColumnKind,
     DatetimeColumn,
@@ -20,6 +19,7 @@ from automlops.ml.transform import (
     fit_column,
     infer_kind,
 )
+from automlops.tabular.schema import ColumnProfile
 
 _ID_WORDS = {"id", "uuid", "guid", "key", "number", "no", "nr", "index", "num"}
 _WORD = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from automlops.config import Manifest
-from automlops.ml.target import TargetSpec
+from automlops.ml.columns.target import TargetSpec
 
 
 class ColumnProfile(BaseModel):

@@ -1,4 +1,4 @@
-"""The learner families the tuner searches, behind one small interface.
+"""The interface every learner family implements, and helpers they share.
 
 A learner turns a search trial into parameters, fits on (train, validation) with early
 stopping, and saves to / loads from its library's own format: never pickle.
@@ -87,32 +87,3 @@ def positive_weight(y: np.ndarray) -> float:
     """negatives / positives: the weight that balances a binary training set."""
     positives = float(np.sum(y == 1))
     return float(np.sum(y == 0)) / positives if positives else 1.0
-
-
-def learner(name: str) -> Learner:
-    """The learner called `name` (imported lazily: each library is heavy)."""
-    if name == "xgboost":
-        from automlops.ml.xgboost_model import XGBoostLearner
-
-        return XGBoostLearner()
-    if name == "lightgbm":
-        from automlops.ml.lightgbm_model import LightGBMLearner
-
-        return LightGBMLearner()
-    if name == "linear":
-        from automlops.ml.linear_model import LinearLearner
-
-        return LinearLearner()
-    raise ValueError(f"unknown learner {name!r}")
-
-
-LEARNER_NAMES = ("xgboost", "lightgbm", "linear")
-
-
-def load_model(name: str, data: bytes, task: Task, n_classes: int, *, nthread: int = 1) -> Model:
-    """A saved model of the learner called `name`, or of an ensemble of several."""
-    from automlops.ml.ensemble import ENSEMBLE, EnsembleModel
-
-    if name == ENSEMBLE:
-        return EnsembleModel.load(data, task, n_classes, nthread=nthread)
-    return learner(name).load(data, task, n_classes, nthread=nthread)

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from automlops.config import Task
-from automlops.ml.metrics import HIGHER_IS_BETTER
+from automlops.ml.evaluation.metrics import HIGHER_IS_BETTER
 
 # (rows, resamples) weights of one chunk; chunks bound memory to ~32 MB a copy.
 WeightedMetric = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]

@@ -9,7 +9,7 @@ import numpy as np
 import xgboost as xgb
 
 from automlops.config import Task
-from automlops.ml.learners import Data, RoundCallback, normalise, positive_weight
+from automlops.ml.learners.base import Data, RoundCallback, normalise, positive_weight
 
 MODEL_FILE = "model.ubj"
 REPORT_EVERY = 5

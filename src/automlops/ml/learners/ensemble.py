@@ -16,18 +16,27 @@ import base64
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import orjson
 
 from automlops.config import Task
-from automlops.ml.learners import Model, learner, normalise
+from automlops.ml.learners.base import Model, normalise
 
 ENSEMBLE = "ensemble"
 MODEL_FILE = "model.ensemble.json"
 SELECTION_STEPS = 20  # additions tried: weights come in steps of 1/20 at the finest
 MIN_RELATIVE_GAIN = 0.002  # a bag replaces the best only when it scores this much better
 FORMAT_VERSION = 1
+
+
+class MemberLoader(Protocol):
+    """Loads one member's saved model by its learner's name (the catalog's `load_model`)."""
+
+    def __call__(
+        self, name: str, data: bytes, task: Task, n_classes: int, *, nthread: int = 1
+    ) -> Model: ...
 
 
 @dataclass(frozen=True)
@@ -79,7 +88,17 @@ class EnsembleModel:
         return normalise(total)
 
     @classmethod
-    def load(cls, data: bytes, task: Task, n_classes: int, *, nthread: int = 1) -> EnsembleModel:
+    def load(
+        cls,
+        data: bytes,
+        task: Task,
+        n_classes: int,
+        *,
+        load_member: MemberLoader,
+        nthread: int = 1,
+    ) -> EnsembleModel:
+        """An ensemble saved by `save`; `load_member` loads each member by its learner's name
+        (passed in, so this module needs no catalog of learners)."""
         raw = orjson.loads(data)
         if raw.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"unsupported ensemble format {raw.get('format_version')!r}")
@@ -87,8 +106,8 @@ class EnsembleModel:
             [
                 Member(
                     float(m["weight"]),
-                    learner(m["learner"]).load(
-                        base64.b64decode(m["model"]), task, n_classes, nthread=nthread
+                    load_member(
+                        m["learner"], base64.b64decode(m["model"]), task, n_classes, nthread=nthread
                     ),
                 )
                 for m in raw["members"]

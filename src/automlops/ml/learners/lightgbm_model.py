@@ -9,7 +9,7 @@ import lightgbm as lgb
 import numpy as np
 
 from automlops.config import Task
-from automlops.ml.learners import (
+from automlops.ml.learners.base import (
     SMALL_DATA_ROWS,
     Data,
     RoundCallback,

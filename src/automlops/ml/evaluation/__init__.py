@@ -1,0 +1,1 @@
+"""Evaluation: metrics, the champion/challenger gate and drift tests."""

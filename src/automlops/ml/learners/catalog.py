@@ -1,0 +1,33 @@
+"""The learner families by name: the one place a name becomes a learner or a loaded model."""
+
+from __future__ import annotations
+
+from automlops.config import Task
+from automlops.ml.learners.base import Learner, Model
+from automlops.ml.learners.ensemble import ENSEMBLE, EnsembleModel
+
+LEARNER_NAMES = ("xgboost", "lightgbm", "linear")
+
+
+def learner(name: str) -> Learner:
+    """The learner called `name` (imported lazily: each library is heavy)."""
+    if name == "xgboost":
+        from automlops.ml.learners.xgboost_model import XGBoostLearner
+
+        return XGBoostLearner()
+    if name == "lightgbm":
+        from automlops.ml.learners.lightgbm_model import LightGBMLearner
+
+        return LightGBMLearner()
+    if name == "linear":
+        from automlops.ml.learners.linear_model import LinearLearner
+
+        return LinearLearner()
+    raise ValueError(f"unknown learner {name!r}")
+
+
+def load_model(name: str, data: bytes, task: Task, n_classes: int, *, nthread: int = 1) -> Model:
+    """A saved model of the learner called `name`, or of an ensemble of several."""
+    if name == ENSEMBLE:
+        return EnsembleModel.load(data, task, n_classes, load_member=load_model, nthread=nthread)
+    return learner(name).load(data, task, n_classes, nthread=nthread)
