@@ -58,18 +58,71 @@ class ObjectStore(Protocol):
     def put_tags(self, bucket: str, key: str, tags: dict[str, str]) -> None: ...
 
 
-class Queue(Protocol):
-    """A queue with SQS semantics: at-least-once delivery and visibility timeouts."""
+@dataclass(frozen=True)
+class DeadLetter:
+    """A message a queue gave up on, as listings show it (`dlq list`, the dashboard)."""
 
-    def send(self, queue: str, body: str, *, delay_s: float = 0.0) -> str: ...
+    id: str
+    source_queue: str  # the queue it was dead-lettered from (and is redriven to)
+    body: str
+    receive_count: int
+    error: str | None  # why its last delivery failed, where the queue kept it
+    sent_at: float | None = None  # epoch seconds, where the queue tells
+
+
+class Queue(Protocol):
+    """A queue with SQS semantics: at-least-once delivery and visibility timeouts.
+
+    Every queue has a dead-letter queue beside it; queues are named by their source name and
+    the dead-letter queue is reached through it (`dead_letters`, `redrive`), never by name.
+    """
+
+    def send(self, queue: str, body: str, *, delay_s: float = 0.0) -> str:
+        """Send a message (visible after `delay_s`); returns its id."""
+        ...
 
     def receive(
         self, queue: str, *, max_messages: int = 1, visibility_timeout_s: float | None = None
-    ) -> list[SqsRecord]: ...
+    ) -> list[SqsRecord]:
+        """Up to `max_messages` visible messages, hidden for the visibility timeout; each
+        delivery counts towards the queue's maximum receives."""
+        ...
 
-    def delete(self, queue: str, receipt_handle: str) -> None: ...
+    def delete(self, queue: str, receipt_handle: str) -> None:
+        """Acknowledge a received message: it is never delivered again."""
+        ...
 
-    def change_visibility(self, queue: str, receipt_handle: str, timeout_s: float) -> None: ...
+    def change_visibility(self, queue: str, receipt_handle: str, timeout_s: float) -> None:
+        """Hide a received message for `timeout_s` more seconds (0: visible at once)."""
+        ...
+
+    def record_error(self, queue: str, receipt_handle: str, error: str) -> None:
+        """Remember why the latest delivery of a received message failed, for dead-letter
+        listings (best effort: a queue that cannot keep it may drop it)."""
+        ...
+
+    def dead_letter(self, queue: str, receipt_handle: str, error: str) -> None:
+        """Move a received message to the dead-letter queue now, with the reason."""
+        ...
+
+    def dead_letter_exhausted(self, queue: str) -> list[DeadLetter]:
+        """Move visible messages already received the maximum number of times to the
+        dead-letter queue and return them, so their consumer can record the failure (a queue
+        that does this itself on the next receive, as SQS does, returns [])."""
+        ...
+
+    def counts(self, queue: str) -> tuple[int, int]:
+        """(visible, in flight) message counts (approximate where the queue is)."""
+        ...
+
+    def dead_letters(self, queue: str) -> list[DeadLetter]:
+        """The messages in `queue`'s dead-letter queue, oldest first."""
+        ...
+
+    def redrive(self, queue: str, message_id: str | None = None) -> int:
+        """Move `queue`'s dead letters (one by id, or all) back to it with a fresh receive
+        count; returns how many moved. NotFoundError when `message_id` is not there."""
+        ...
 
 
 class ModelHost(Protocol):
