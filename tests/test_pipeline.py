@@ -213,11 +213,11 @@ def test_transient_failures_retry_then_dead_letter(runtime: LocalRuntime, monkey
     [failed] = run_all(runtime)
     assert failed.status == "failed"
     assert "disk gone" in failed.error and "gave up after 4 attempts" in failed.error
-    [dead] = runtime.queue.list_messages("object-events-dlq")
-    assert "disk gone" in dead.last_error
+    [dead] = runtime.queue.dead_letters("object-events")
+    assert "disk gone" in dead.error
     # Redrive once the cause is fixed: the run completes.
     monkeypatch.setitem(stages.STAGES, Stage.train, real)
-    assert runtime.queue.redrive("object-events-dlq") == 1
+    assert runtime.queue.redrive("object-events") == 1
     [redone] = run_all(runtime)
     assert redone.status == "succeeded"
     assert redone.id == failed.id

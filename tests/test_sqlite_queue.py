@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from automlops.local.sqlite_queue import SqliteQueue, dlq_name
+from automlops.local.sqlite_queue import SqliteQueue
 
 
 def make(tmp_path: Path, **kwargs: float) -> SqliteQueue:
@@ -67,10 +67,10 @@ def test_dead_letter_after_max_receives(tmp_path: Path) -> None:
         [msg] = q.receive("q", visibility_timeout_s=0)
         q.change_visibility("q", msg.receipt_handle, 0)
     assert q.receive("q") == []
-    [dead] = q.list_messages(dlq_name("q"))
+    [dead] = q.dead_letters("q")
     assert dead.body == "poison"
     assert dead.source_queue == "q"
-    assert q.redrive(dlq_name("q")) == 1
+    assert q.redrive("q") == 1
     [back] = q.receive("q")
     assert back.body == "poison"
     assert back.receive_count == 1
@@ -81,8 +81,8 @@ def test_explicit_dead_letter_keeps_the_error(tmp_path: Path) -> None:
     q.send("q", "bad")
     [msg] = q.receive("q")
     q.dead_letter("q", msg.receipt_handle, "boom")
-    [dead] = q.list_messages(dlq_name("q"))
-    assert dead.last_error == "boom"
+    [dead] = q.dead_letters("q")
+    assert dead.error == "boom"
     assert q.counts("q") == (0, 0)
 
 

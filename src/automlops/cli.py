@@ -423,14 +423,14 @@ def dlq_list(as_json: AsJson = False, home: Home = None) -> None:
     items = [
         {
             "id": m.id,
-            "queue": m.queue,
+            "queue": dlq_name(m.source_queue),
             "source_queue": m.source_queue,
             "receive_count": m.receive_count,
-            "error": m.last_error,
+            "error": m.error,
             "body": m.body,
         }
         for q in queues
-        for m in runtime.queue.list_messages(dlq_name(q))
+        for m in runtime.queue.dead_letters(q)
     ]
     if as_json:
         typer.echo(json.dumps(items, indent=2))
@@ -448,15 +448,13 @@ def dlq_redrive(
     home: Home = None,
 ) -> None:
     """Move dead-lettered messages back to their queue."""
-    from automlops.local.sqlite_queue import dlq_name
-
     if (message_id is None) == (not all_):
         raise _fail("give a message id or --all")
     runtime = _runtime(home)
     moved = 0
     for queue in (runtime.settings.queues.events, runtime.settings.queues.evaluation):
         try:
-            moved += runtime.queue.redrive(dlq_name(queue), message_id)
+            moved += runtime.queue.redrive(queue, message_id)
         except AutomlopsError:
             continue
     if message_id is not None and moved == 0:

@@ -21,7 +21,6 @@ from reliability_support import (
 )
 
 from automlops.local.runtime import open_runtime
-from automlops.local.sqlite_queue import dlq_name
 from support import upload
 
 WORKERS = 2
@@ -125,7 +124,7 @@ def test_two_workers_two_datasets_uploads_in_flight(tmp_path: Path) -> None:
             versions += len(doc.versions)
         for queue in (runtime.settings.queues.events, runtime.settings.queues.evaluation):
             assert runtime.queue.counts(queue) == (0, 0)
-            assert runtime.queue.list_messages(dlq_name(queue)) == []
+            assert runtime.queue.dead_letters(queue) == []
     finally:
         runtime.close()
     check_visible_objects(home)

@@ -29,7 +29,6 @@ from reliability_support import (
 )
 
 from automlops.local.runtime import open_runtime
-from automlops.local.sqlite_queue import dlq_name
 from automlops.local.worker import PAUSE_ENV, Worker
 from automlops.registry import VersionStatus
 from support import upload
@@ -111,7 +110,7 @@ def test_kill_9_inside_every_stage_loses_and_doubles_nothing(tmp_path: Path) -> 
         assert version.status is VersionStatus.champion and version.report_key
         for queue in (runtime.settings.queues.events, runtime.settings.queues.evaluation):
             assert runtime.queue.counts(queue) == (0, 0)
-            assert runtime.queue.list_messages(dlq_name(queue)) == []
+            assert runtime.queue.dead_letters(queue) == []
     finally:
         runtime.close()
     check_visible_objects(home)
@@ -196,7 +195,7 @@ def test_a_message_that_kills_its_worker_every_time_fails_its_run(
         assert run.status == "failed"
         assert run.error is not None and f"gave up after {deaths} deliveries" in run.error
         queue = runtime.settings.queues.events
-        [dead] = runtime.queue.list_messages(dlq_name(queue))
+        [dead] = runtime.queue.dead_letters(queue)
         assert dead.id in run.error
         assert [s.status for s in run.stages] == ["succeeded", "failed"]
         record("crash_dlq", {"deliveries": deaths, "run_status": run.status, "dlq_messages": 1})

@@ -23,7 +23,6 @@ from automlops.errors import PermanentError
 from automlops.events import object_created
 from automlops.local.runlog import RunRecord
 from automlops.local.runtime import LocalRuntime, open_runtime
-from automlops.local.sqlite_queue import dlq_name
 from automlops.local.worker import Worker, run_workers
 from automlops.manifests import save_manifest
 
@@ -168,7 +167,7 @@ def test_poison_input(poisoned: Poisoned, case: PoisonCase) -> None:
 
 def test_dead_letter_queue_holds_only_the_transient_case(poisoned: Poisoned) -> None:
     runtime = poisoned.runtime
-    dead = runtime.queue.list_messages(dlq_name(runtime.settings.queues.events))
+    dead = runtime.queue.dead_letters(runtime.settings.queues.events)
     retried = [c for c in CASES if c.retried]
     assert len(dead) == len(retried)
     for message in dead:

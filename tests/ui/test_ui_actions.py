@@ -12,7 +12,6 @@ from ui_support import DATASET, HOSTILE, csrf_of, hostile_csv
 
 from automlops import keys
 from automlops.local.runtime import LocalRuntime
-from automlops.local.sqlite_queue import dlq_name
 from automlops.manifests import load_manifest
 from automlops.ui.security import CSRF_COOKIE, SESSION_COOKIE, Guard
 
@@ -199,13 +198,13 @@ def test_redrive_one_and_all(
     client = client_for(own_home)
     runtime = open_home(own_home)
     queue = runtime.settings.queues.evaluation
-    (message,) = runtime.queue.list_messages(dlq_name(queue))
+    (message,) = runtime.queue.dead_letters(queue)
     token = csrf_of(client, "/ui/dlq")
     missing = client.post("/ui/dlq/redrive", data={"csrf_token": token, "message_id": "nope"})
     assert missing.status_code == 404
     done = client.post("/ui/dlq/redrive", data={"csrf_token": token, "message_id": message.id})
     assert done.status_code == 200 and "Moved 1 message(s)" in done.text
-    assert runtime.queue.list_messages(dlq_name(queue)) == []
+    assert runtime.queue.dead_letters(queue) == []
     assert [m.id for m in runtime.queue.list_messages(queue)] == [message.id]
     assert "Nothing here" in done.text
     none_left = client.post("/ui/dlq/redrive", data={"csrf_token": token, "all": "1"})

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from automlops.errors import NotFoundError
 from automlops.events import SqsRecord, md5_hex
+from automlops.ports import DeadLetter
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -185,7 +186,7 @@ class SqliteQueue:
                 (dlq_name(queue), queue, error, time.time(), queue, receipt_handle),
             )
 
-    def dead_letter_exhausted(self, queue: str) -> list[QueuedMessage]:
+    def dead_letter_exhausted(self, queue: str) -> list[DeadLetter]:
         """Move visible messages already received `max_receives` times to the DLQ; return them.
 
         `receive` does the same silently; a consumer that calls this first learns which
@@ -208,7 +209,7 @@ class SqliteQueue:
                     "receipt = NULL WHERE id = ?",
                     (dlq_name(queue), queue, now, row[0]),
                 )
-        return [QueuedMessage(*row) for row in rows]
+        return [_dead_letter(QueuedMessage(*row), queue) for row in rows]
 
     def counts(self, queue: str) -> tuple[int, int]:
         """(visible, in flight) message counts of a queue."""
@@ -231,22 +232,38 @@ class SqliteQueue:
             ).fetchall()
         return [QueuedMessage(*row) for row in rows]
 
-    def redrive(self, dlq: str, message_id: str | None = None) -> int:
-        """Move dead-lettered messages (one, or all) back to their source queue."""
+    def dead_letters(self, queue: str) -> list[DeadLetter]:
+        """The messages in `queue`'s dead-letter queue, oldest first."""
+        return [_dead_letter(m, queue) for m in self.list_messages(dlq_name(queue))]
+
+    def redrive(self, queue: str, message_id: str | None = None) -> int:
+        """Move `queue`'s dead letters (one, or all) back to it with a fresh receive count."""
+        dlq = dlq_name(queue)
         now = time.time()
         with self._transaction() as db:
             if message_id is None:
                 cursor = db.execute(
-                    "UPDATE messages SET queue = source_queue, receive_count = 0, "
-                    "visible_at = ?, receipt = NULL WHERE queue = ? AND source_queue IS NOT NULL",
-                    (now, dlq),
+                    "UPDATE messages SET queue = ?, receive_count = 0, visible_at = ?, "
+                    "receipt = NULL WHERE queue = ?",
+                    (queue, now, dlq),
                 )
             else:
                 cursor = db.execute(
-                    "UPDATE messages SET queue = source_queue, receive_count = 0, "
-                    "visible_at = ?, receipt = NULL WHERE queue = ? AND id = ?",
-                    (now, dlq, message_id),
+                    "UPDATE messages SET queue = ?, receive_count = 0, visible_at = ?, "
+                    "receipt = NULL WHERE queue = ? AND id = ?",
+                    (queue, now, dlq, message_id),
                 )
                 if cursor.rowcount == 0:
                     raise NotFoundError(f"no message {message_id} in {dlq}")
             return cursor.rowcount
+
+
+def _dead_letter(message: QueuedMessage, queue: str) -> DeadLetter:
+    return DeadLetter(
+        id=message.id,
+        source_queue=message.source_queue or queue,
+        body=message.body,
+        receive_count=message.receive_count,
+        error=message.last_error,
+        sent_at=message.sent_at,
+    )

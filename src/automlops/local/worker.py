@@ -20,9 +20,9 @@ from automlops.events import S3Event, S3EventRecord, SqsRecord
 from automlops.keys import RunRef
 from automlops.local.runlog import RunRecord
 from automlops.local.runtime import LocalRuntime
-from automlops.local.sqlite_queue import QueuedMessage, dlq_name
+from automlops.local.sqlite_queue import dlq_name
 from automlops.local.store import DirectoryStore
-from automlops.ports import ObjectInfo, Ports
+from automlops.ports import DeadLetter, ObjectInfo, Ports
 from automlops.routing import Stage
 from automlops.stages import STAGES
 
@@ -132,7 +132,7 @@ class Worker:
             backoff = self.runtime.settings.retry_base_s * 2 ** (message.receive_count - 1)
             self.runtime.queue.change_visibility(queue, message.receipt_handle, backoff)
 
-    def _abandoned(self, queue: str, dead: QueuedMessage) -> None:
+    def _abandoned(self, queue: str, dead: DeadLetter) -> None:
         """A message the queue gave up on (its consumer never finished): fail its runs."""
         error = (
             f"gave up after {dead.receive_count} deliveries that never finished (the worker "

@@ -15,7 +15,6 @@ from fastapi.responses import Response
 from starlette.datastructures import FormData, UploadFile
 
 from automlops.errors import AutomlopsError
-from automlops.local.sqlite_queue import dlq_name
 from automlops.ui.context import (
     PREFIX,
     UiContext,
@@ -116,7 +115,7 @@ def build_actions(ui: UiContext) -> APIRouter:
         moved = 0
         for queue in (runtime.settings.queues.events, runtime.settings.queues.evaluation):
             try:
-                moved += runtime.queue.redrive(dlq_name(queue), message_id)
+                moved += runtime.queue.redrive(queue, message_id)
             except AutomlopsError:
                 continue  # the message is in the other dead-letter queue
         if message_id is not None and moved == 0:

@@ -259,16 +259,16 @@ def dead_letters(runtime: LocalRuntime) -> list[dict[str, Any]]:
     return [
         {
             "id": m.id,
-            "queue": m.queue,
+            "queue": dlq_name(m.source_queue),
             "source_queue": m.source_queue,
             "receive_count": m.receive_count,
             "sent_at": iso(m.sent_at),
-            "error": m.last_error,
+            "error": m.error,
             "subject": _describe_body(m.body),
             "body": _pretty(m.body),
         }
         for q in queues
-        for m in runtime.queue.list_messages(dlq_name(q))
+        for m in runtime.queue.dead_letters(q)
     ]
 
 
