@@ -27,6 +27,7 @@ browser:
 test: setup browser aws-validate
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
 	$(BIN)/pytest
 
 # AWS deployment: the Serverless Framework v3 from the committed lock file, packaged offline
