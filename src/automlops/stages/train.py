@@ -52,14 +52,6 @@ def train(record: S3EventRecord, ports: Ports) -> StageResult:
     budget = manifest.time_budget_s
     search_s = max(_MIN_SEARCH_S, budget * (1 - _OVERHEAD_SHARE) - (time.monotonic() - started))
 
-    def report(p: TuningProgress) -> None:
-        best = "n/a" if p.best is None else f"{p.best:.4f} ({p.best_learner})"
-        score = "pruned" if p.score is None else f"{p.score:.4f}"
-        ports.progress(
-            f"trial {p.trial} {p.learner}: {score}  best {best}  "
-            f"{p.elapsed_s:.0f}/{p.budget_s:.0f}s"
-        )
-
     tuner = Tuner(
         target.task,
         n_classes,
@@ -67,7 +59,7 @@ def train(record: S3EventRecord, ports: Ports) -> StageResult:
         seed=manifest.seed,
         learners=tuple(manifest.learners),
         ensemble=manifest.ensemble,
-        progress=report,
+        progress=lambda p: ports.progress(_progress_line(p)),
     )
     sample = ""
     if len(train_xy[1]) > tuner.max_train_rows:
@@ -126,6 +118,12 @@ def train(record: S3EventRecord, ports: Ports) -> StageResult:
         headline=None if value is None else (f"validation {primary}", value),
         note=f"{tuner.best_learner_} best of {completed}/{len(tuner.trials_)} trials",
     )
+
+
+def _progress_line(p: TuningProgress) -> str:
+    best = "n/a" if p.best is None else f"{p.best:.4f} ({p.best_learner})"
+    score = "pruned" if p.score is None else f"{p.score:.4f}"
+    return f"trial {p.trial} {p.learner}: {score}  best {best}  {p.elapsed_s:.0f}/{p.budget_s:.0f}s"
 
 
 def _score(

@@ -66,9 +66,11 @@ class _Search:
     """One fit's search state: the rows, the deadline, the kept candidates and the time
     reserved for the refits."""
 
-    def __init__(self, tuner: Tuner, rows: SearchRowSet, families: dict[str, Learner]) -> None:
+    def __init__(
+        self, tuner: Tuner, rows: SearchRowSet, families: dict[str, Learner], start: float
+    ) -> None:
         self.tuner, self.rows, self.families = tuner, rows, families
-        self.start = time.monotonic()
+        self.start = start
         self.deadline = self.start + tuner.budget_s
         self.cost = RefitCost.of(rows)
         self.pool = CandidatePool()
@@ -86,8 +88,8 @@ class _Search:
         self.pool.keep(candidate)
         # Cross-validation leaves no trial model to fall back on, so an ensemble's refits
         # are reserved for in advance (each family's best: the likely members).
-        likely = self.pool.family_bests() if self.ensemble and self.rows.use_cv else None
-        self.reserve = self.cost.seconds(likely or [self.pool.best])
+        members = self.pool.family_bests() if self.ensemble and self.rows.use_cv else []
+        self.reserve = self.cost.seconds(members or [self.pool.best])
 
     def score(self, y: np.ndarray, pred: np.ndarray) -> float:
         return validation_score(self.tuner.task, y, pred, self.tuner.n_classes)
@@ -226,7 +228,8 @@ class _RoundWatch:
         if self.search.rows.use_cv:
             return False
         self.trial.report(score, step)
-        self.pruned = self.trial.should_prune()
+        if self.trial.should_prune():
+            self.pruned = True
         return self.pruned
 
 
@@ -292,6 +295,7 @@ class Tuner:
     def fit(self, train: Data, validation: Data) -> Tuner:
         """Runs the search on these splits and refits the choice; raises BudgetSpent when no
         trial completed."""
+        start = time.monotonic()  # sampling the rows counts against the budget
         rows = SearchRowSet.of(
             self.task,
             train,
@@ -301,7 +305,7 @@ class Tuner:
             seed=self.seed,
         )
         families = {name: learner(name) for name in self.learners}
-        search = _Search(self, rows, families)
+        search = _Search(self, rows, families, start)
         study = _study(self, families, len(rows.all_y))
         study.optimize(
             search.objective,
