@@ -14,7 +14,8 @@ from automlops.config import Manifest, Task
 from automlops.local.runtime import LocalRuntime
 from automlops.local.worker import Worker
 from automlops.ml.learners.catalog import LEARNER_NAMES, learner
-from automlops.ml.tuning import tune
+from automlops.ml.tuning.outcome import SelectionData
+from automlops.ml.tuning.search import Tuner
 from automlops.tabular.schema import DatasetSchema
 from support import upload
 
@@ -165,26 +166,25 @@ def test_search_is_reproducible_for_a_seed() -> None:
     x = rng.normal(size=(300, 5))
     y = (x[:, 0] + rng.normal(0, 0.5, 300) > 0).astype(int)
     runs = [
-        tune(
+        Tuner(
             Task.binary,
             2,
-            (x[:200], y[:200]),
-            (x[200:], y[200:]),
             budget_s=3,
             seed=7,
             nthread=1,
             learners=("linear", "lightgbm"),
-        )
+        ).fit((x[:200], y[:200]), (x[200:], y[200:]))
         for _ in range(2)
     ]
     # The budget decides how many trials run; the ones both runs made are the same.
-    common = min(len(r.trials) for r in runs)
+    common = min(len(r.trials_) for r in runs)
     assert common >= 2
-    first, second = ([(t.learner, t.params) for t in r.trials[:common]] for r in runs)
+    first, second = ([(t.learner, t.params) for t in r.trials_[:common]] for r in runs)
     assert first == second
     # Scores too, but for the last common trial, which the deadline may have cut short.
-    assert [t.score for t in runs[0].trials[: common - 1]] == [
-        t.score for t in runs[1].trials[: common - 1]
+    assert [t.score for t in runs[0].trials_[: common - 1]] == [
+        t.score for t in runs[1].trials_[: common - 1]
     ]
-    assert runs[0].selection.startswith("5-fold cross-validation")
-    assert runs[0].heldout_pred.shape == (300,)
+    assert runs[0].selection_.data is SelectionData.cross_validation
+    assert runs[0].selection_.folds == 5
+    assert runs[0].heldout_pred_.shape == (300,)

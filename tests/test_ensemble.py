@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 
@@ -21,7 +22,9 @@ from automlops.ml.artifact import ModelArtifact
 from automlops.ml.learners.catalog import learner, load_model
 from automlops.ml.learners.ensemble import EnsembleModel, Member, select_weights
 from automlops.ml.predictor import Predictor
-from automlops.ml.tuning import tune
+from automlops.ml.tuning.outcome import RefitStatus, Selection, SelectionData
+from automlops.ml.tuning.search import Tuner
+from automlops.stages import train as train_stage
 from support import upload
 
 
@@ -102,53 +105,67 @@ def complementary_data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def test_tune_returns_an_ensemble_when_averaging_scores_higher() -> None:
     x, y = complementary_data(1200, seed=3)
-    result = tune(
+    # Three trials (each family's defaults first) in a budget they cannot exhaust: the outcome does
+    # not depend on how fast the machine is.
+    result = Tuner(
         Task.binary,
         2,
-        (x[:900], y[:900]),
-        (x[900:], y[900:]),
-        budget_s=6,
+        budget_s=600,
         seed=0,
         nthread=1,
         learners=("linear", "lightgbm"),
-    )
-    assert result.learner == "ensemble"
-    members = result.params["members"]
+        max_trials=3,
+    ).fit((x[:900], y[:900]), (x[900:], y[900:]))
+    assert result.best_learner_ == "ensemble"
+    members = result.best_params_["members"]
     assert {m["learner"] for m in members} == {"linear", "lightgbm"}
     assert sum(m["weight"] for m in members) == pytest.approx(1.0)
     # Chosen on the out-of-fold predictions, it scores above every single trial there.
-    singles = [t.score for t in result.trials if t.state == "complete"]
-    assert result.score > max(singles)
-    assert result.score == pytest.approx(roc_auc_score(result.heldout_y, result.heldout_pred))
-    assert "ensemble of" in result.selection
+    singles = [t.score for t in result.trials_ if t.state == "complete"]
+    assert result.best_score_ > max(singles)
+    assert result.best_score_ == pytest.approx(
+        roc_auc_score(result.heldout_y_, result.heldout_pred_)
+    )
+    selection = result.selection_
+    assert selection.data is SelectionData.cross_validation and selection.ensemble
+    assert [(m.learner, m.weight) for m in selection.members] == [
+        (m["learner"], m["weight"]) for m in members
+    ]
+    assert all(m.refit.status is RefitStatus.all_rows for m in selection.members)
+    assert selection.score == result.best_score_
+    assert result.refit_ is None  # each member carries its own
 
     # The refitted ensemble generalises: it beats its own members on fresh rows.
     fresh_x, fresh_y = complementary_data(3000, seed=4)
-    ensemble_auc = roc_auc_score(fresh_y, result.model.predict(fresh_x))
-    assert isinstance(result.model, EnsembleModel)
-    for member in result.model.members:
+    ensemble_auc = roc_auc_score(fresh_y, result.best_model_.predict(fresh_x))
+    assert isinstance(result.best_model_, EnsembleModel)
+    for member in result.best_model_.members:
         assert ensemble_auc > roc_auc_score(fresh_y, member.model.predict(fresh_x))
 
 
 def test_without_ensembles_one_model_is_chosen() -> None:
     x, y = complementary_data(1200, seed=3)
-    result = tune(
+    result = Tuner(
         Task.binary,
         2,
-        (x[:900], y[:900]),
-        (x[900:], y[900:]),
         budget_s=3,
         seed=0,
         nthread=1,
         learners=("lightgbm", "linear"),
         ensemble=False,
-    )
-    assert result.trials[0].learner == "linear"  # the cheap model first, whatever the order
-    assert result.learner in {"linear", "lightgbm"}
-    assert "ensemble" not in result.selection
+    ).fit((x[:900], y[:900]), (x[900:], y[900:]))
+    assert result.trials_[0].learner == "linear"  # the cheap model first, whatever the order
+    assert result.best_learner_ in {"linear", "lightgbm"}
+    assert not result.selection_.members
+    assert result.refit_ is not None and result.refit_.rows == 1200
 
 
-def test_an_ensemble_champion_is_served_and_reported(runtime: LocalRuntime) -> None:
+def test_an_ensemble_champion_is_served_and_reported(
+    runtime: LocalRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The stage's search ends after three trials (each family's defaults first), well within the
+    # budget: the ensemble wins however loaded the machine is.
+    monkeypatch.setattr(train_stage, "Tuner", functools.partial(Tuner, max_trials=3))
     x, y = complementary_data(1500, seed=5)
     frame = pl.DataFrame({f"x{i}": x[:, i] for i in range(x.shape[1])}).with_columns(
         pl.Series("outcome", np.where(y == 1, "yes", "no"))
@@ -156,7 +173,7 @@ def test_an_ensemble_champion_is_served_and_reported(runtime: LocalRuntime) -> N
     buffer = io.BytesIO()
     frame.write_csv(buffer)
     manifest = Manifest(
-        dataset="blend", target="outcome", learners=["linear", "lightgbm"], time_budget_s=8
+        dataset="blend", target="outcome", learners=["linear", "lightgbm"], time_budget_s=600
     )
     upload(runtime, manifest, "blend.csv", buffer.getvalue())
     Worker(runtime).run_until_idle()
@@ -170,7 +187,10 @@ def test_an_ensemble_champion_is_served_and_reported(runtime: LocalRuntime) -> N
     assert artifact.metadata.model_file == "model.ensemble.json"
     members = artifact.metadata.params["members"]
     assert {m["learner"] for m in members} == {"linear", "lightgbm"}
-    assert "ensemble of" in (artifact.metadata.selection or "")
+    selection = artifact.metadata.selection
+    assert isinstance(selection, Selection) and selection.ensemble
+    assert [m.learner for m in selection.members] == [m["learner"] for m in members]
+    assert artifact.metadata.refit is None  # each member carries its own
 
     client = TestClient(runtime.create_app())
     rows = [{f"x{i}": float(v) for i, v in enumerate(row)} for row in x[:5]]
@@ -181,11 +201,12 @@ def test_an_ensemble_champion_is_served_and_reported(runtime: LocalRuntime) -> N
     np.testing.assert_allclose(served, expected[:, 1], rtol=1e-6)
     report = json.loads(runtime.store.get("model-monitoring", champion.report_key))
     assert report["learner"] == "ensemble"
-    assert report["selection"] == artifact.metadata.selection
+    assert Selection.model_validate(report["selection"]) == selection
     markdown = runtime.store.get(
         "model-monitoring", champion.report_key.replace("report.json", "REPORT.md")
     ).decode()
     assert "- chosen by: 5-fold cross-validation; ensemble of" in markdown
+    assert "- fitted on: each member on all " in markdown
     lineage = CliRunner().invoke(app, ["lineage", "blend", "1", "--home", str(runtime.home)])
     assert lineage.exit_code == 0
     [line] = [x for x in lineage.output.splitlines() if x.strip().startswith("members ")]

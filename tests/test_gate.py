@@ -17,10 +17,12 @@ from automlops.ml.evaluation.gate import (
     compare,
     decide,
     parse_floor,
+    primary,
     weighted_macro_f1,
     weighted_neg_rmse,
     weighted_roc_auc,
 )
+from automlops.ml.evaluation.metrics import TASK_METRICS
 
 rng = np.random.default_rng(7)
 
@@ -112,6 +114,13 @@ def test_worse_on_either_row_set_rejects() -> None:
     assert not gate.promote
     assert "the champion's own test split" in gate.reason
     assert "new upload" not in gate.reason  # only the row set that failed is named
+
+
+@pytest.mark.parametrize("task", list(Task))
+def test_the_gate_compares_on_the_tables_primary_metric(task: Task) -> None:
+    name, _, sign = primary(task)
+    assert name == TASK_METRICS[task].primary
+    assert sign == (1 if TASK_METRICS[task].higher_is_better else -1)
 
 
 def test_regression_and_multiclass_are_oriented_higher_is_better() -> None:

@@ -12,10 +12,12 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from sklearn import metrics as skm
 
+from automlops.config import Task
 from automlops.ml.evaluation.metrics import (
     DESCRIPTIVE_FIELDS,
     HIGHER_IS_BETTER,
     PRIMARY_METRIC,
+    TASK_METRICS,
     best_threshold,
     binary_metrics,
     confusion,
@@ -338,6 +340,15 @@ def test_metric_directions_cover_every_returned_metric() -> None:
         assert HIGHER_IS_BETTER[name] is True
     assert PRIMARY_METRIC == {"binary": "roc_auc", "multiclass": "macro_f1", "regression": "rmse"}
     assert all(metric in HIGHER_IS_BETTER for metric in PRIMARY_METRIC.values())
+
+
+def test_one_table_names_each_tasks_primary_and_search_metric() -> None:
+    assert set(TASK_METRICS) == set(Task)
+    assert {task.value: m.primary for task, m in TASK_METRICS.items()} == PRIMARY_METRIC
+    assert TASK_METRICS[Task.multiclass].search == "log_loss"
+    assert not TASK_METRICS[Task.multiclass].search_higher_is_better
+    assert not TASK_METRICS[Task.regression].higher_is_better
+    assert TASK_METRICS[Task.binary].higher_is_better
 
 
 # --- best_threshold ---------------------------------------------------------------------------

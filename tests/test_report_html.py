@@ -21,8 +21,21 @@ from automlops.config import Task
 from automlops.local.runtime import open_runtime
 from automlops.ml.evaluation import drift
 from automlops.ml.evaluation.gate import compare, decide
+from automlops.ml.tuning.outcome import (
+    EnsembleMember,
+    Refit,
+    RefitStatus,
+    SearchRows,
+    Selection,
+    SelectionData,
+)
 from automlops.reports.bundle import report_bundle
-from automlops.reports.report import ChampionSummary, DecisionSummary, EvaluationReport
+from automlops.reports.report import (
+    ChampionSummary,
+    DecisionSummary,
+    EvaluationReport,
+    render_markdown,
+)
 from support import DEMO_DATASET
 
 HOSTILE = '<img src=x onerror="window.pwned=1">'
@@ -186,3 +199,58 @@ def test_pipeline_report_loads_its_images_in_chromium(trained_home: Path, tmp_pa
     result = _load_in_browser(tmp_path / "report")
     assert result["images"] >= 5  # ROC, PR, confusion, calibration, importance
     assert result["broken"] == []
+
+
+def test_typed_selection_and_refit_are_rendered_as_sentences() -> None:
+    def report(selection: Selection | str | None, refit: Refit | str | None) -> str:
+        return render_markdown(
+            EvaluationReport(
+                dataset="d",
+                version=1,
+                run_id="r",
+                created_at="now",
+                task="binary",
+                selection=selection,
+                refit=refit,
+                endpoint="e",
+                test_key="k",
+                rows=2,
+                metrics={},
+                decision=DecisionSummary(status="champion", reason="first"),
+            )
+        )
+
+    rows = SearchRows(train=900, validation=300)
+    cv = Selection(
+        data=SelectionData.cross_validation, folds=5, search_rows=rows, metric="roc_auc", score=0.9
+    )
+    stopped = Refit(status=RefitStatus.time_limit, rows=1200, rounds=40, wanted_rounds=90)
+    text = report(cv, stopped)
+    assert "- chosen by: 5-fold cross-validation\n" in text
+    assert "- fitted on: all 1200 training and validation rows; stopped at 40 of 90 rounds" in text
+
+    def member(learner: str, trial: int, weight: float, status: RefitStatus) -> EnsembleMember:
+        refit = Refit(status=status, rows=1200 if status is RefitStatus.all_rows else 900)
+        return EnsembleMember(
+            trial=trial, learner=learner, weight=weight, params={}, rounds=None, refit=refit
+        )
+
+    ensemble = Selection(
+        data=SelectionData.validation_split,
+        search_rows=rows,
+        metric="roc_auc",
+        score=0.9,
+        members=[
+            member("linear", 0, 0.75, RefitStatus.all_rows),
+            member("lightgbm", 4, 0.25, RefitStatus.no_time),
+        ],
+    )
+    text = report(ensemble, None)
+    assert "- chosen by: validation split; ensemble of linear \\#0 0.75, lightgbm \\#4 0.25" in text
+    assert (
+        "- fitted on: each member on all 1200 training and validation rows except lightgbm "
+        "\\#4 on the training rows only (no time left to refit)"
+    ) in text
+    # Artifacts written before the fields were typed carry prose: shown as it is.
+    text = report("validation split", "all 10 rows")
+    assert "- chosen by: validation split\n- fitted on: all 10 rows\n" in text

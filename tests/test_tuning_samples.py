@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from automlops.config import Task
-from automlops.ml import tuning
 from automlops.ml.splits import sample_indices, split_indices
-from automlops.ml.tuning import search_sample, tune
+from automlops.ml.tuning.outcome import Refit, RefitStatus, SearchRows, SelectionData
+from automlops.ml.tuning.rows import search_sample
+from automlops.ml.tuning.search import Tuner
 
 
 def test_sample_indices_keep_class_shares_and_are_seeded() -> None:
@@ -43,58 +44,61 @@ def test_search_sample_leaves_small_data_alone() -> None:
     assert search_sample(Task.binary, (x, y), 1000, seed=0)[0] is x
 
 
-def test_a_big_training_set_is_tuned_on_a_sample_and_refitted_on_all_rows(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(tuning, "TUNE_MAX_TRAIN_ROWS", 3000)
-    monkeypatch.setattr(tuning, "TUNE_MAX_VALID_ROWS", 1000)
+def test_a_big_training_set_is_tuned_on_a_sample_and_refitted_on_all_rows() -> None:
     rng = np.random.default_rng(2)
     n = 14_000  # above CV_MAX_ROWS: selection on the validation split
     x = rng.normal(size=(n, 4)).astype(np.float32)
     y = (x[:, 0] + rng.normal(0, 0.7, n) > 0.8).astype(int)
-    result = tune(
+    result = Tuner(
         Task.binary,
         2,
-        (x[:10_000], y[:10_000]),
-        (x[10_000:], y[10_000:]),
         budget_s=2,
         seed=3,
         nthread=1,
         learners=("xgboost",),
-    )
-    assert result.search_rows == (3000, 1000)
-    assert "trials on a sample: 3000 training, 1000 validation rows" in result.selection
-    assert result.refit.startswith(f"all {n} training and validation rows")
-    assert len(result.heldout_y) == 1000  # the validation sample the threshold is tuned on
+        max_train_rows=3000,
+        max_valid_rows=1000,
+    ).fit((x[:10_000], y[:10_000]), (x[10_000:], y[10_000:]))
+    selection = result.selection_
+    assert selection.search_rows == SearchRows(train=3000, validation=1000)
+    assert selection.data is SelectionData.validation_split and selection.sampled
+    assert result.refit_ == Refit(status=RefitStatus.all_rows, rows=n)
+    assert len(result.heldout_y_) == 1000  # the validation sample the threshold is tuned on
     # Not the sampled trial's model (early-stopped): a refit for the scaled round count.
-    assert result.model.rounds == result.params["rounds"]
-    assert result.score > 0.8
+    assert result.best_model_.rounds == result.best_params_["rounds"]
+    assert result.best_score_ > 0.8
 
 
-def test_a_refit_past_its_time_limit_stops_adding_rounds(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(tuning, "TUNE_MAX_TRAIN_ROWS", 3000)
-    monkeypatch.setattr(tuning, "TUNE_MAX_VALID_ROWS", 1000)
-    monkeypatch.setattr(tuning, "REFIT_BUDGET_SHARE", 0.0)  # the refit is due at once
+def test_a_refit_past_its_time_limit_stops_adding_rounds() -> None:
     rng = np.random.default_rng(5)
     x = rng.normal(size=(12_000, 6)).astype(np.float32)
     # An additive signal: trees need many rounds for it, so the trials keep many.
     y = (x.sum(axis=1) + rng.normal(0, 0.5, 12_000) > 0).astype(int)
-    result = tune(
+    result = Tuner(
         Task.binary,
         2,
-        (x[:9000], y[:9000]),
-        (x[9000:], y[9000:]),
         budget_s=2,
         seed=1,
         nthread=1,
         learners=("xgboost",),
+        max_train_rows=3000,
+        max_valid_rows=1000,
+        refit_budget_share=0.0,  # the refit is due at once
+    ).fit((x[:9000], y[:9000]), (x[9000:], y[9000:]))
+    assert (
+        result.best_model_.rounds is not None
+        and result.best_model_.rounds < result.best_params_["rounds"]
     )
-    assert result.model.rounds is not None and result.model.rounds < result.params["rounds"]
-    assert "rounds (refit time limit)" in result.refit
+    refit = result.refit_
+    assert refit is not None and refit.status is RefitStatus.time_limit
+    assert (refit.rounds, refit.wanted_rounds) == (
+        result.best_model_.rounds,
+        result.best_params_["rounds"],
+    )
     # The threshold is then tuned on the shorter model's own predictions of the validation
     # sample (the one tune drew: seed + 1).
     sample_x, _ = search_sample(Task.binary, (x[9000:], y[9000:]), 1000, seed=2)
-    np.testing.assert_allclose(result.heldout_pred, result.model.predict(sample_x))
+    np.testing.assert_allclose(result.heldout_pred_, result.best_model_.predict(sample_x))
 
 
 @pytest.mark.parametrize("name", ["xgboost", "lightgbm"])
@@ -135,19 +139,18 @@ def test_a_refit_that_ends_early_by_itself_keeps_the_out_of_fold_predictions(
     rng = np.random.default_rng(0)
     x = rng.normal(size=(160, 4))
     y = np.digitize(x[:, 0], [-0.5, 0.5])
-    result = tune(
+    result = Tuner(
         Task.multiclass,
         3,
-        (x[:120], y[:120]),
-        (x[120:], y[120:]),
         budget_s=2,
         seed=0,
         nthread=1,
         learners=("lightgbm",),
         ensemble=False,
-    )
+    ).fit((x[:120], y[:120]), (x[120:], y[120:]))
     # Cross-validation: the held-out predictions are every row's out-of-fold prediction.
-    assert result.heldout_pred.shape == (160, 3)
-    assert len(result.heldout_y) == 160
-    assert "no further split possible" in result.refit
-    assert "time limit" not in result.refit
+    assert result.heldout_pred_.shape == (160, 3)
+    assert len(result.heldout_y_) == 160
+    refit = result.refit_
+    assert refit is not None and refit.status is RefitStatus.no_further_split
+    assert refit.rows == 160

@@ -17,6 +17,7 @@ from automlops.config import Task
 from automlops.errors import PermanentError
 from automlops.ml.columns.target import TargetSpec
 from automlops.ml.columns.transform import FittedTransform
+from automlops.ml.tuning.outcome import Refit, Selection
 
 METADATA = "metadata.json"
 TRANSFORM = "transform.json"
@@ -57,8 +58,10 @@ class ModelMetadata(BaseModel):
     threshold: float | None = None  # binary: P(positive) >= threshold -> positive label
     metrics: dict[str, dict[str, float]] = Field(default_factory=dict)  # per split
     trials: list[dict[str, Any]] = Field(default_factory=list)
-    selection: str | None = None  # how the configuration was chosen
-    refit: str | None = None  # what the final model was trained on
+    # How the configuration was chosen (an ensemble's members with their refits) and what a
+    # single model was fitted on. Prose (str) in artifacts written before these were typed.
+    selection: Selection | str | None = None
+    refit: Refit | str | None = None
     lineage: Lineage
 
 

@@ -15,6 +15,7 @@ import jinja2
 
 from automlops.reports.escaping import html_finalize
 from automlops.reports.report import EvaluationReport, fmt
+from automlops.reports.tuning_text import chosen_by, fitted_on
 
 TEMPLATE = "report.html"
 _TOP_IMPORTANCES = 15
@@ -49,5 +50,7 @@ def render_html(report: EvaluationReport) -> str:
             decision_class="ok" if report.decision.status == "champion" else "bad",
             confusion_rows=list(zip(report.labels, report.confusion_matrix, strict=False)),
             top_importances=top[:_TOP_IMPORTANCES],
+            chosen_by=chosen_by(report.selection),
+            fitted_on=fitted_on(report.selection, report.refit),
         )
     )

@@ -7,7 +7,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from automlops.ml.tuning.outcome import Refit, Selection
 from automlops.reports.escaping import markdown_text
+from automlops.reports.tuning_text import chosen_by, fitted_on
 
 
 class ChampionSummary(BaseModel):
@@ -36,9 +38,9 @@ class EvaluationReport(BaseModel):
     task: str
     learner: str = ""
     # How the model was chosen and what it was fitted on (from its metadata): the selection
-    # data, an ensemble's members and weights, the refit.
-    selection: str | None = None
-    refit: str | None = None
+    # data, an ensemble's members and weights, the refit (prose in older artifacts).
+    selection: Selection | str | None = None
+    refit: Refit | str | None = None
     endpoint: str
     test_key: str
     rows: int
@@ -78,12 +80,14 @@ def render_markdown(report: EvaluationReport) -> str:
     strings can neither inject HTML or table cells nor start a spreadsheet formula.
     """
     md = markdown_text
+    chosen = chosen_by(report.selection)
+    fitted = fitted_on(report.selection, report.refit)
     lines = [
         f"# Evaluation of {md(report.dataset)} version {report.version}",
         "",
         f"- task: {md(report.task)}" + (f" ({md(report.learner)})" if report.learner else ""),
-        *([f"- chosen by: {md(report.selection)}"] if report.selection else []),
-        *([f"- fitted on: {md(report.refit)}"] if report.refit else []),
+        *([f"- chosen by: {md(chosen)}"] if chosen else []),
+        *([f"- fitted on: {md(fitted)}"] if fitted else []),
         f"- test rows: {report.rows} ({md(report.test_key)})",
         f"- endpoint: {md(report.endpoint)}",
         f"- evaluated at: {md(report.created_at)}",
@@ -115,8 +119,8 @@ def render_markdown(report: EvaluationReport) -> str:
         lines += ["", "## Confusion matrix (rows: actual, columns: predicted)", ""]
         lines.append("| actual \\ predicted | " + " | ".join(labels) + " |")
         lines.append("|---|" + "---|" * len(labels))
-        for label, row in zip(labels, report.confusion_matrix, strict=True):
-            lines.append(f"| {label} | " + " | ".join(str(v) for v in row) + " |")
+        for label, counts in zip(labels, report.confusion_matrix, strict=True):
+            lines.append(f"| {label} | " + " | ".join(str(v) for v in counts) + " |")
     if report.comparisons:
         lines += [
             "",

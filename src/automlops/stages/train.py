@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import time
-from dataclasses import asdict
 
 import numpy as np
 import polars as pl
@@ -15,7 +14,8 @@ from automlops.events import S3EventRecord
 from automlops.ml.artifact import InputColumn, Lineage, ModelArtifact, ModelMetadata
 from automlops.ml.columns.transform import FittedTransform
 from automlops.ml.evaluation import metrics
-from automlops.ml.tuning import TUNE_MAX_TRAIN_ROWS, TuningProgress, tune
+from automlops.ml.tuning.outcome import TrialState
+from automlops.ml.tuning.search import Tuner, TuningProgress
 from automlops.ports import Ports
 from automlops.stages.result import StageResult
 from automlops.tabular.schema import DatasetSchema
@@ -52,34 +52,25 @@ def train(record: S3EventRecord, ports: Ports) -> StageResult:
     budget = manifest.time_budget_s
     search_s = max(_MIN_SEARCH_S, budget * (1 - _OVERHEAD_SHARE) - (time.monotonic() - started))
 
-    def report(p: TuningProgress) -> None:
-        best = "n/a" if p.best is None else f"{p.best:.4f} ({p.best_learner})"
-        score = "pruned" if p.score is None else f"{p.score:.4f}"
-        ports.progress(
-            f"trial {p.trial} {p.learner}: {score}  best {best}  "
-            f"{p.elapsed_s:.0f}/{p.budget_s:.0f}s"
-        )
-
-    sample = ""
-    if len(train_xy[1]) > TUNE_MAX_TRAIN_ROWS:
-        sample = f" (trials on a {TUNE_MAX_TRAIN_ROWS}-row sample, then a refit on all)"
-    ports.progress(f"tuning on {len(train_xy[1])} rows for {search_s:.0f}s{sample}")
-    result = tune(
+    tuner = Tuner(
         target.task,
         n_classes,
-        train_xy,
-        valid_xy,
         budget_s=search_s,
         seed=manifest.seed,
         learners=tuple(manifest.learners),
         ensemble=manifest.ensemble,
-        progress=report,
+        progress=lambda p: ports.progress(_progress_line(p)),
     )
-    model = result.model
+    sample = ""
+    if len(train_xy[1]) > tuner.max_train_rows:
+        sample = f" (trials on a {tuner.max_train_rows}-row sample, then a refit on all)"
+    ports.progress(f"tuning on {len(train_xy[1])} rows for {search_s:.0f}s{sample}")
+    tuner.fit(train_xy, valid_xy)
+    model = tuner.best_model_
 
     # The threshold and the held-out metrics come from out-of-sample predictions (validation
     # split or out-of-fold), never from rows the final model was fitted on.
-    held_y, held_pred = result.heldout_y, result.heldout_pred
+    held_y, held_pred = tuner.heldout_y_, tuner.heldout_pred_
     threshold = None
     if target.task is Task.binary and len(np.unique(held_y)) == 2:
         threshold = metrics.best_threshold(held_y, held_pred, manifest.threshold_metric)
@@ -97,15 +88,15 @@ def train(record: S3EventRecord, ports: Ports) -> StageResult:
         target=target,
         inputs=[InputColumn(name=c.name, kind=c.kind) for c in transform.columns],
         feature_names=transform.feature_names,
-        learner=result.learner,
+        learner=tuner.best_learner_,
         model_file=model.model_file,
-        params=result.params,
+        params=tuner.best_params_,
         best_iteration=None if model.rounds is None else model.rounds - 1,
         threshold=threshold,
         metrics=fit_metrics,
-        trials=[asdict(t) for t in result.trials],
-        selection=result.selection,
-        refit=result.refit,
+        trials=[t.model_dump(mode="json") for t in tuner.trials_],
+        selection=tuner.selection_,
+        refit=tuner.refit_,
         lineage=Lineage(
             source_bucket=schema.source_bucket,
             source_key=schema.source_key,
@@ -120,13 +111,19 @@ def train(record: S3EventRecord, ports: Ports) -> StageResult:
     store.put(buckets.model_output, model_key, artifact.to_tar_gz())
     primary = metrics.PRIMARY_METRIC[target.task.value]
     value = fit_metrics.get("validation", {}).get(primary)
-    completed = sum(t.state == "complete" for t in result.trials)
+    completed = sum(t.state is TrialState.complete for t in tuner.trials_)
     return StageResult(
         run=run,
         outputs=[model_key],
         headline=None if value is None else (f"validation {primary}", value),
-        note=f"{result.learner} best of {completed}/{len(result.trials)} trials",
+        note=f"{tuner.best_learner_} best of {completed}/{len(tuner.trials_)} trials",
     )
+
+
+def _progress_line(p: TuningProgress) -> str:
+    best = "n/a" if p.best is None else f"{p.best:.4f} ({p.best_learner})"
+    score = "pruned" if p.score is None else f"{p.score:.4f}"
+    return f"trial {p.trial} {p.learner}: {score}  best {best}  {p.elapsed_s:.0f}/{p.budget_s:.0f}s"
 
 
 def _score(

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from automlops.config import Task
-from automlops.ml.evaluation.metrics import HIGHER_IS_BETTER
+from automlops.ml.evaluation.metrics import HIGHER_IS_BETTER, TASK_METRICS
 
 # (rows, resamples) weights of one chunk; chunks bound memory to ~32 MB a copy.
 WeightedMetric = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
@@ -102,12 +102,20 @@ def weighted_neg_rmse(y: np.ndarray, values: np.ndarray, weights: np.ndarray) ->
     return -np.sqrt(weights @ squared / weights.sum(axis=1))
 
 
-# Primary metric per task: (name in reports, weighted implementation, sign to report it with).
-PRIMARY: dict[Task, tuple[str, WeightedMetric, int]] = {
-    Task.binary: ("roc_auc", weighted_roc_auc, 1),
-    Task.multiclass: ("macro_f1", weighted_macro_f1, 1),
-    Task.regression: ("rmse", weighted_neg_rmse, -1),
+# Weighted implementation of each primary metric, oriented so that higher is better (losses
+# negated); which metric a task uses is TASK_METRICS' decision.
+WEIGHTED: dict[str, WeightedMetric] = {
+    "roc_auc": weighted_roc_auc,
+    "macro_f1": weighted_macro_f1,
+    "rmse": weighted_neg_rmse,
 }
+
+
+def primary(task: Task) -> tuple[str, WeightedMetric, int]:
+    """The task's primary metric: its name, weighted implementation, and the sign that turns
+    the implementation's higher-is-better value back into the metric."""
+    spec = TASK_METRICS[task]
+    return spec.primary, WEIGHTED[spec.primary], 1 if spec.higher_is_better else -1
 
 
 def bootstrap_weights(n: int, resamples: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
@@ -177,7 +185,7 @@ def compare(
     (regression) for the rows whose truth is `y`. On big row sets the number of resamples is
     bounded by MAX_BOOTSTRAP_CELLS (never below MIN_RESAMPLES): all rows are always used.
     """
-    name, metric, sign = PRIMARY[task]
+    name, metric, sign = primary(task)
     n = len(y)
     if n == 0:
         raise ValueError("cannot compare models on zero rows")

@@ -8,15 +8,12 @@ return plain Python ints/floats so results can go straight into JSON.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 from sklearn import metrics as skm
 
-PRIMARY_METRIC: dict[str, str] = {
-    "binary": "roc_auc",
-    "multiclass": "macro_f1",
-    "regression": "rmse",
-}
+from automlops.config import Task
 
 # Direction of every score/loss the functions below return. Descriptive fields (`threshold`,
 # `positive_rate`, `n`) have no direction and are listed in DESCRIPTIVE_FIELDS instead.
@@ -47,6 +44,37 @@ HIGHER_IS_BETTER: dict[str, bool] = {
 }
 
 DESCRIPTIVE_FIELDS: frozenset[str] = frozenset({"threshold", "positive_rate", "n"})
+
+
+@dataclass(frozen=True)
+class TaskMetrics:
+    """A task's metrics: `primary` is reported and gated on; `search` is what tuning scores
+    trials by. Directions come from HIGHER_IS_BETTER."""
+
+    primary: str
+    search: str
+
+    @property
+    def higher_is_better(self) -> bool:
+        """Direction of the primary metric."""
+        return HIGHER_IS_BETTER[self.primary]
+
+    @property
+    def search_higher_is_better(self) -> bool:
+        """Direction of the search metric."""
+        return HIGHER_IS_BETTER[self.search]
+
+
+# The one table of each task's metrics. Multiclass search uses log loss rather than macro F1:
+# F1 of the argmax is a step function of the probabilities, too coarse to rank trials by.
+TASK_METRICS: dict[Task, TaskMetrics] = {
+    Task.binary: TaskMetrics(primary="roc_auc", search="roc_auc"),
+    Task.multiclass: TaskMetrics(primary="macro_f1", search="log_loss"),
+    Task.regression: TaskMetrics(primary="rmse", search="rmse"),
+}
+
+# Primary metric name by task value (what reports, the dashboard and the CLI look up).
+PRIMARY_METRIC: dict[str, str] = {task.value: m.primary for task, m in TASK_METRICS.items()}
 
 _THRESHOLD_METRICS = ("f1", "balanced_accuracy", "accuracy")
 
