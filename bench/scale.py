@@ -154,6 +154,7 @@ def child(home: Path, csv_path: Path, heldout: Path, out: Path) -> int:
     from automlops.manifests import save_manifest
     from automlops.ml.artifact import ModelArtifact
     from automlops.ml.evaluation.metrics import binary_metrics
+    from automlops.reports.tuning_text import chosen_by, fitted_on
     from automlops.stages.evaluate import score_endpoint
     from automlops.tabular.csv_reader import read_csv_bytes
 
@@ -206,8 +207,8 @@ def child(home: Path, csv_path: Path, heldout: Path, out: Path) -> int:
             "learner": meta.learner,
             "test_metrics": champion.metrics,
             "params": meta.params,
-            "refit": meta.refit,
-            "selection": meta.selection,
+            "refit": fitted_on(meta.selection, meta.refit),
+            "selection": chosen_by(meta.selection),
             "trials": len(meta.trials),
         }
         schema_key = keys.schema_key("bank", run.id)
