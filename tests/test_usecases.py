@@ -316,3 +316,43 @@ def test_bad_options_are_refused_before_any_write(
     with pytest.raises(UploadRefused, match=words):
         upload(store, "data", "f.csv", CSV, options)
     assert store.list("data") == []
+
+
+def test_python_m_automlops_aws_is_the_same_sub_app_with_the_old_options(
+    tmp_path: Path, aws_stage: Any
+) -> None:
+    """The CI workflows' and README's `python -m automlops.aws upload --file F --stage S ...`
+    still works, through the same upload use case; promote and rollback work on the stage."""
+    import subprocess
+    import sys
+
+    from automlops.aws.ops import aws_app
+
+    file = tmp_path / "bank.csv"
+    file.write_bytes(CSV)
+    result = cli.invoke(
+        aws_app,
+        ["upload", "--stage", STAGE, "--file", str(file), "--drop", "age", "--drop", "city"],
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == f"s3://{AWS_BUCKETS['buckets/data']}/data/bank/bank.csv"
+    body = aws_stage.get_object(Bucket=AWS_BUCKETS["buckets/data"], Key="data/bank/manifest.json")
+    assert Manifest.model_validate_json(body["Body"].read()).drop == ["age", "city"]
+
+    registry = Registry(_s3_store(), AWS_BUCKETS["buckets/model-output"])
+    for n in (1, 2):
+        registry.register("bank", _version(n, "binary", 0.5))
+    assert cli.invoke(aws_app, ["promote", "bank", "1", "--stage", STAGE]).exit_code == 0
+    assert cli.invoke(aws_app, ["promote", "bank", "2", "--stage", STAGE]).exit_code == 0
+    result = cli.invoke(aws_app, ["rollback", "bank", "--stage", STAGE])
+    assert result.exit_code == 0 and "bank v1 is champion again" in result.output
+    assert registry.read("bank").champion == 1
+    result = cli.invoke(aws_app, ["teardown", "--stage", STAGE])
+    assert result.exit_code == 2 and "pass --yes" in result.output
+
+    done = subprocess.run(
+        [sys.executable, "-m", "automlops.aws", "--help"], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    for command in ("upload", "models", "promote", "rollback", "dlq", "teardown"):
+        assert command in done.stdout
