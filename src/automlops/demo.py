@@ -11,6 +11,7 @@ import orjson
 import polars as pl
 from sklearn.datasets import load_breast_cancer
 
+from automlops.local.runlog import RunRecord
 from automlops.local.runtime import open_runtime
 from automlops.local.worker import Worker
 from automlops.usecases.models import headline
@@ -42,7 +43,7 @@ def run_demo(home: Path, echo: Callable[[str], None] = print) -> int:
 
     finished = []
 
-    def on_end(record):  # type: ignore[no-untyped-def]
+    def on_end(record: RunRecord) -> None:
         finished.append(record)
         stages = ", ".join(f"{s.name} {s.duration_s or 0:.1f}s" for s in record.stages)
         echo(f"run {record.id}: {record.status} ({stages})")

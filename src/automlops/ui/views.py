@@ -23,6 +23,7 @@ from automlops.ui.progress import LiveProgress
 from automlops.usecases import dead_letters as dead_letter_cases
 from automlops.usecases.models import dataset_models
 from automlops.usecases.models import primary_metric as primary_metric
+from automlops.usecases.runs import list_runs
 
 RUNS_SHOWN = 200
 LIVE_RUNS = 50  # runs the live JSON carries
@@ -82,7 +83,7 @@ def runs(
     limit: int = RUNS_SHOWN,
 ) -> list[dict[str, Any]]:
     """Runs, newest first."""
-    return [run_view(r, progress) for r in runtime.runlog.list(dataset, limit=limit)]
+    return [run_view(r, progress) for r in list_runs(runtime.runlog, dataset, limit=limit)]
 
 
 def queued_uploads(runtime: LocalRuntime) -> list[dict[str, Any]]:
