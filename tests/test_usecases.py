@@ -356,3 +356,26 @@ def test_python_m_automlops_aws_is_the_same_sub_app_with_the_old_options(
     assert done.returncode == 0, done.stderr
     for command in ("upload", "models", "promote", "rollback", "dlq", "teardown"):
         assert command in done.stdout
+
+
+def test_every_dataset_name_of_the_rule_maps_to_a_distinct_sagemaker_name() -> None:
+    """SageMaker names (63 characters, letters, digits and '-') are built from dataset names;
+    names the rule allows that differ only past the cut, in case or in '.'/'_' stay apart."""
+    from automlops.aws.sagemaker import resource_name
+
+    longest = "x" * names.DATASET_MAX
+    datasets = [
+        longest,
+        longest[:-1] + "y",
+        "A" * names.DATASET_MAX,
+        "a" * names.DATASET_MAX,
+        "a.b",
+        "a-b",
+        "a_b",
+        "_a",
+        "0",
+    ]
+    built = [resource_name("automlops-staging", d, 12345) for d in datasets]
+    for name in built:
+        assert len(name) <= 63 and re.fullmatch(r"[a-zA-Z0-9](-*[a-zA-Z0-9])*", name), name
+    assert len(set(built)) == len(datasets)
