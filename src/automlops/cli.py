@@ -1,9 +1,9 @@
-"""The `automlops` command line. Thin: parse options, call the runtime, print."""
+"""The `automlops` command line. Thin: parse options, call a use case (automlops.usecases),
+print. `automlops aws ...` is the same over a deployed stage (automlops.aws.ops)."""
 
 from __future__ import annotations
 
 import json
-import re
 import sys
 import tempfile
 from pathlib import Path
@@ -12,13 +12,16 @@ from typing import Annotated, Any
 import typer
 
 from automlops import keys
-from automlops.config import Manifest, Task
+from automlops.aws.ops import aws_app
+from automlops.config import Task
 from automlops.errors import AutomlopsError
 from automlops.local.runlog import RunRecord
 from automlops.local.runtime import LocalRuntime, open_runtime
-from automlops.manifests import load_manifest, save_manifest
-from automlops.ml.columns.target import default_target
-from automlops.tabular.csv_reader import read_csv_bytes
+from automlops.usecases import dead_letters, promotion
+from automlops.usecases.models import headline, list_models
+from automlops.usecases.runs import list_runs
+from automlops.usecases.upload import UploadOptions, UploadRefused
+from automlops.usecases.upload import upload as upload_file
 
 app = typer.Typer(
     help="Drop a CSV in, get a tuned, evaluated model served over HTTP.",
@@ -28,6 +31,7 @@ app = typer.Typer(
 )
 dlq_app = typer.Typer(help="Dead-letter queues: list and redrive failed messages.")
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(aws_app, name="aws")
 
 Home = Annotated[
     Path | None,
@@ -54,11 +58,6 @@ def init(home: Home = None) -> None:
         typer.echo(f"  bucket {bucket:<17} {runtime.home / bucket}")
 
 
-def _dataset_name(path: Path) -> str:
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", path.stem).strip("-.") or "dataset"
-    return name
-
-
 @app.command()
 def upload(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
@@ -74,67 +73,26 @@ def upload(
 ) -> None:
     """Store FILE at data/<dataset>/<file> (this triggers the pipeline) with its manifest."""
     runtime = _runtime(home)
-    name = dataset or _dataset_name(file)
-    bucket = runtime.settings.buckets.data
+    options = UploadOptions(
+        dataset=dataset,
+        target=target,
+        positive=positive,
+        task=None if task is None else task.value,
+        drop=None if drop is None else [drop],
+        time_budget_s=time_budget,
+    )
     try:
-        Manifest(dataset=name)  # validates the name before it becomes part of a key
-        manifest = load_manifest(runtime.store, bucket, name)
-        changes: dict[str, Any] = {}
-        if target is not None:
-            changes["target"] = target
-        if positive is not None:
-            changes["positive"] = positive
-        if task is not None:
-            changes["task"] = task
-        if drop is not None:
-            changes["drop"] = [c.strip() for c in drop.split(",") if c.strip()]
-        if time_budget is not None:
-            changes["time_budget_s"] = time_budget
-        manifest = Manifest.model_validate({**manifest.model_dump(), **changes, "dataset": name})
-    except (ValueError, AutomlopsError) as exc:
+        done = upload_file(runtime.store, runtime.settings.buckets.data, file.name, file, options)
+    except UploadRefused as exc:
         raise _fail(str(exc)) from None
-
-    filename = file.name if file.suffix.lower() == ".csv" else f"{file.name}.csv"
-    key = keys.source_key(name, re.sub(r"[^A-Za-z0-9_.-]+", "_", filename))
-    if manifest.target is None:
-        try:
-            columns = read_csv_bytes(_head_lines(file), key).columns
-        except AutomlopsError:
-            columns = []
-        if columns:
-            chosen = default_target(columns)
-            how = (
-                "the last column"
-                if chosen == columns[-1]
-                and chosen.lower()
-                not in (
-                    "y",
-                    "target",
-                    "label",
-                    "class",
-                )
-                else f"a column named {chosen!r}"
-            )
-            typer.echo(f"target: {chosen} ({how}; pass --target to choose another)")
-            manifest = manifest.model_copy(update={"target": chosen})
-    else:
-        typer.echo(f"target: {manifest.target}")
-    save_manifest(runtime.store, bucket, manifest)
-    runtime.store.put_file(bucket, key, file)  # streamed: a big file is never read whole
-    typer.echo(f"uploaded {file} -> {bucket}/{key} (dataset {name})")
-
-
-_HEAD_BYTES = 1 << 16
-
-
-def _head_lines(file: Path) -> bytes:
-    """The first whole lines of a file (up to 64 KiB): enough to read its header."""
-    with open(file, "rb") as handle:
-        head = handle.read(_HEAD_BYTES + 1)
-    if len(head) <= _HEAD_BYTES:
-        return head
-    cut = head.rfind(b"\n", 0, _HEAD_BYTES)
-    return head[: cut + 1] if cut > 0 else head[:_HEAD_BYTES]
+    if done.target_detected is not None:
+        typer.echo(
+            f"target: {done.manifest.target} ({done.target_detected}; "
+            "pass --target to choose another)"
+        )
+    elif done.manifest.target is not None:
+        typer.echo(f"target: {done.manifest.target}")
+    typer.echo(f"uploaded {file} -> {done.bucket}/{done.key} (dataset {done.dataset})")
 
 
 def _format_run(run: RunRecord) -> str:
@@ -205,7 +163,10 @@ def runs(
     home: Home = None,
 ) -> None:
     """Pipeline runs, newest first."""
-    records = _runtime(home).runlog.list(dataset)
+    try:
+        records = list_runs(_runtime(home).runlog, dataset)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
     if as_json:
         items = [
             {
@@ -242,43 +203,41 @@ def models(
     home: Home = None,
 ) -> None:
     """Model versions per dataset with their status and evaluation metrics."""
-    registry = _runtime(home).registry
-    names = [dataset] if dataset else registry.datasets()
-    items = []
-    for name in names:
-        doc = registry.read(name)
-        for v in doc.versions:
-            items.append(
-                {
-                    "dataset": name,
-                    "version": v.version,
-                    "status": v.status.value,
-                    "created_at": v.created_at,
-                    "task": v.task,
-                    "learner": v.learner,
-                    "metrics": v.metrics,
-                    "source": v.source_key,
-                    "run_id": v.run_id,
-                    "endpoint": v.endpoint,
-                    "report": v.report_key,
-                    "reason": v.last_reason,
-                }
-            )
+    try:
+        listing = list_models(_runtime(home).registry, dataset)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    items = [
+        {
+            "dataset": item.dataset,
+            "version": v.version,
+            "status": v.status.value,
+            "created_at": v.created_at,
+            "task": v.task,
+            "learner": v.learner,
+            "metrics": v.metrics,
+            "source": v.source_key,
+            "run_id": v.run_id,
+            "endpoint": v.endpoint,
+            "report": v.report_key,
+            "reason": v.last_reason,
+        }
+        for item in listing
+        for v in item.versions
+    ]
     if as_json:
         typer.echo(json.dumps(items, indent=2))
         return
     if not items:
         typer.echo("no models yet")
-    for item in items:
-        headline = ", ".join(
-            f"{k}={item['metrics'][k]:.4f}"
-            for k in ("roc_auc", "macro_f1", "rmse")
-            if k in item["metrics"]
-        )
-        typer.echo(
-            f"{item['dataset']:<16} v{item['version']:<3} {item['status']:<10} "
-            f"{item['learner']:<8} {headline}  {item['reason'] or ''}"
-        )
+    for entry in listing:
+        for v in entry.versions:
+            best = headline(v)
+            metric = "" if best is None else f"{best[0]}={best[1]:.4f}"
+            typer.echo(
+                f"{entry.dataset:<16} v{v.version:<3} {v.status.value:<10} "
+                f"{v.learner:<8} {metric}  {v.last_reason or ''}"
+            )
 
 
 @app.command()
@@ -380,8 +339,8 @@ def promote(
 ) -> None:
     """Make VERSION the champion of DATASET."""
     try:
-        _runtime(home).registry.promote(dataset, version, reason)
-    except AutomlopsError as exc:
+        promotion.promote(_runtime(home).registry, dataset, version, reason)
+    except (ValueError, AutomlopsError) as exc:
         raise _fail(str(exc)) from None
     typer.echo(f"{dataset} v{version} is champion")
 
@@ -390,8 +349,8 @@ def promote(
 def rollback(dataset: str, home: Home = None) -> None:
     """Serve the previous champion of DATASET again."""
     try:
-        restored = _runtime(home).registry.rollback(dataset)
-    except AutomlopsError as exc:
+        restored = promotion.rollback(_runtime(home).registry, dataset, "rolled back by operator")
+    except (ValueError, AutomlopsError) as exc:
         raise _fail(str(exc)) from None
     typer.echo(f"{dataset} v{restored.version} is champion again")
 
@@ -400,17 +359,18 @@ def rollback(dataset: str, home: Home = None) -> None:
 def lineage(dataset: str, version: int, as_json: AsJson = False, home: Home = None) -> None:
     """Trace VERSION of DATASET: upload -> splits -> training and trials -> artifact -> reports
     -> decisions."""
-    from automlops.lineage import format_trace, trace_version
+    from automlops.lineage import format_trace
+    from automlops.usecases.lineage import trace
 
     runtime = _runtime(home)
     try:
-        trace = trace_version(runtime.store, runtime.settings, dataset, version)
-    except AutomlopsError as exc:
+        traced = trace(runtime.store, runtime.settings, dataset, version)
+    except (ValueError, AutomlopsError) as exc:
         raise _fail(str(exc)) from None
     if as_json:
-        typer.echo(json.dumps(trace, indent=2, default=str))
+        typer.echo(json.dumps(traced, indent=2, default=str))
     else:
-        typer.echo(format_trace(trace), nl=False)
+        typer.echo(format_trace(traced), nl=False)
 
 
 @dlq_app.command("list")
@@ -419,7 +379,6 @@ def dlq_list(as_json: AsJson = False, home: Home = None) -> None:
     from automlops.local.sqlite_queue import dlq_name
 
     runtime = _runtime(home)
-    queues = [runtime.settings.queues.events, runtime.settings.queues.evaluation]
     items = [
         {
             "id": m.id,
@@ -429,8 +388,7 @@ def dlq_list(as_json: AsJson = False, home: Home = None) -> None:
             "error": m.error,
             "body": m.body,
         }
-        for q in queues
-        for m in runtime.queue.dead_letters(q)
+        for m in dead_letters.list_dead_letters(runtime.queue, runtime.settings.queues.served)
     ]
     if as_json:
         typer.echo(json.dumps(items, indent=2))
@@ -451,14 +409,10 @@ def dlq_redrive(
     if (message_id is None) == (not all_):
         raise _fail("give a message id or --all")
     runtime = _runtime(home)
-    moved = 0
-    for queue in (runtime.settings.queues.events, runtime.settings.queues.evaluation):
-        try:
-            moved += runtime.queue.redrive(queue, message_id)
-        except AutomlopsError:
-            continue
-    if message_id is not None and moved == 0:
-        raise _fail(f"no dead-lettered message {message_id}")
+    try:
+        moved = dead_letters.redrive(runtime.queue, runtime.settings.queues.served, message_id)
+    except AutomlopsError as exc:
+        raise _fail(str(exc)) from None
     typer.echo(f"redrove {moved} message(s)")
 
 

@@ -9,7 +9,11 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 
+from automlops.names import check_dataset_name
+
 DEFAULT_HOME = ".automlops"
+# A training time budget is a positive number of seconds, at most a day.
+MAX_TIME_BUDGET_S = 24 * 3600.0
 
 
 class Task(StrEnum):
@@ -38,6 +42,12 @@ class Queues(BaseModel):
 
     events: str = "object-events"
     evaluation: str = "evaluation"
+
+    @property
+    def served(self) -> list[str]:
+        """The queues the pipeline consumes, whose dead letters are listed and redriven (a
+        runtime without an object-events queue, as on AWS, leaves it empty)."""
+        return [name for name in (self.events, self.evaluation) if name]
 
 
 def _env_number(name: str, default: float) -> float:
@@ -88,7 +98,7 @@ class Manifest(BaseModel):
     positive: str | None = None
     task: Task | None = None
     drop: list[str] = Field(default_factory=list)
-    time_budget_s: float = 60.0
+    time_budget_s: float = Field(default=60.0, gt=0, le=MAX_TIME_BUDGET_S)
     split: tuple[float, float, float] = (0.7, 0.2, 0.1)
     seed: int = 42
     # Learner families the tuner may use, and the metric the binary decision threshold
@@ -110,12 +120,7 @@ class Manifest(BaseModel):
     @field_validator("dataset")
     @classmethod
     def _safe_name(cls, value: str) -> str:
-        if not value or not all(c.isalnum() or c in "-_." for c in value) or value[0] == ".":
-            raise ValueError(
-                f"dataset name {value!r} must be letters, digits, '-', '_' or '.' "
-                "and not start with '.'"
-            )
-        return value
+        return check_dataset_name(value)  # the one rule serving and the dashboard route by
 
     @field_validator("split")
     @classmethod

@@ -11,11 +11,11 @@ import orjson
 import polars as pl
 from sklearn.datasets import load_breast_cancer
 
-from automlops import keys
-from automlops.config import Manifest, Task
+from automlops.local.runlog import RunRecord
 from automlops.local.runtime import open_runtime
 from automlops.local.worker import Worker
-from automlops.manifests import save_manifest
+from automlops.usecases.models import headline
+from automlops.usecases.upload import UploadOptions, upload
 
 
 def breast_cancer_csv() -> bytes:
@@ -35,24 +35,15 @@ def run_demo(home: Path, echo: Callable[[str], None] = print) -> int:
     echo(f"workspace: {runtime.home}")
     dataset = "breast-cancer"
     data = breast_cancer_csv()
-    save_manifest(
-        runtime.store,
-        runtime.settings.buckets.data,
-        Manifest(
-            dataset=dataset,
-            target="diagnosis",
-            positive="malignant",
-            task=Task.binary,
-            time_budget_s=10,
-        ),
+    options = UploadOptions(
+        dataset=dataset, target="diagnosis", positive="malignant", task="binary", time_budget_s=10
     )
-    key = keys.source_key(dataset, "breast_cancer.csv")
-    runtime.store.put(runtime.settings.buckets.data, key, data)
-    echo(f"uploaded {len(data):,} bytes to {runtime.settings.buckets.data}/{key}")
+    done = upload(runtime.store, runtime.settings.buckets.data, "breast_cancer.csv", data, options)
+    echo(f"uploaded {len(data):,} bytes to {done.bucket}/{done.key}")
 
     finished = []
 
-    def on_end(record):  # type: ignore[no-untyped-def]
+    def on_end(record: RunRecord) -> None:
         finished.append(record)
         stages = ", ".join(f"{s.name} {s.duration_s or 0:.1f}s" for s in record.stages)
         echo(f"run {record.id}: {record.status} ({stages})")
@@ -69,10 +60,9 @@ def run_demo(home: Path, echo: Callable[[str], None] = print) -> int:
         if champion is None:
             echo("no champion was promoted")
             return 1
-        echo(
-            f"champion: v{champion.version}  roc_auc={champion.metrics.get('roc_auc', 0):.4f}  "
-            f"f1={champion.metrics.get('f1', 0):.4f}"
-        )
+        best = headline(champion)
+        primary = "" if best is None else f"  {best[0]}={best[1]:.4f}"
+        echo(f"champion: v{champion.version}{primary}  f1={champion.metrics.get('f1', 0):.4f}")
         # Raw rows as a caller would send them: the CSV's columns minus the target.
         rows = pl.read_csv(io.BytesIO(data)).drop("diagnosis").head(3).to_dicts()
         url = runtime.host.base_url()

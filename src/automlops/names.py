@@ -1,8 +1,22 @@
-"""The one name rule for datasets: what upload accepts, serving and the dashboard route.
+"""The one name rule for datasets and uploaded files: what upload accepts, what the manifest
+validates, what serving and the dashboard route.
 
 A dataset name becomes part of object keys, file names in the local store and AWS resource
 names, so it is ASCII letters, digits, '_', '-' and '.', starts with a letter, digit or '_',
 and is at most `DATASET_MAX` characters.
+
+An uploaded file's name is sanitised (`object_filename`) rather than refused: unsafe characters
+become '_' and it is cut to `FILE_MAX` characters, ending in `.csv` (the pipeline's trigger).
+
+Why these bounds fit every store (names are ASCII, so characters are bytes):
+- the local store (`local/store.py`) allows 255 bytes per path segment and 1024 per key. Its
+  longest derived names are a temp file `.<name>.XXXXXXXX.tmp` (name + 14) and the temp file of
+  a tags sidecar `.<name>.tags.json.XXXXXXXX.tmp` (name + 24): a 200-byte file name and a
+  128-byte dataset (in `registry/<dataset>.json`: + 5) stay under 255; the longest key,
+  `data/<dataset>/<file>`, is 334 bytes.
+- S3 keys may be 1024 bytes.
+- SageMaker resource names (`aws/sagemaker.py: resource_name`, 63 characters) are built from a
+  dataset name by cutting it and adding a hash, so any name of this rule maps to a distinct one.
 """
 
 from __future__ import annotations
@@ -10,7 +24,11 @@ from __future__ import annotations
 import re
 
 DATASET_MAX = 128
+FILE_MAX = 200  # characters of an uploaded file's name in its key, `.csv` included
+CSV_SUFFIX = ".csv"
+
 _DATASET = re.compile(rf"[A-Za-z0-9_][A-Za-z0-9_.-]{{0,{DATASET_MAX - 1}}}")
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
 class InvalidName(ValueError):
@@ -30,3 +48,28 @@ def check_dataset_name(name: str) -> str:
             "'_', '-' or '.', starting with a letter, digit or '_'"
         )
     return name
+
+
+def _basename(filename: str) -> str:
+    """The last part of a path from any operating system (browsers may send a full path)."""
+    return filename.rsplit("/", 1)[-1].rsplit("\\", 1)[-1]
+
+
+def dataset_from_filename(filename: str) -> str:
+    """The default dataset name of an upload: the file's stem, unsafe characters replaced by
+    '-', cut to `DATASET_MAX`; always a valid dataset name."""
+    stem = _basename(filename)
+    if stem.lower().endswith(CSV_SUFFIX):
+        stem = stem[: -len(CSV_SUFFIX)]
+    name = _UNSAFE.sub("-", stem)[:DATASET_MAX].strip("-.")
+    return name if is_dataset_name(name) else "dataset"
+
+
+def object_filename(filename: str) -> str:
+    """An uploaded file's name inside the bucket: safe characters, at most `FILE_MAX` of them,
+    ending in `.csv` (the suffix the pipeline's trigger listens for)."""
+    name = _UNSAFE.sub("_", _basename(filename)).lstrip(".")
+    if name.lower().endswith(CSV_SUFFIX):
+        name = name[: -len(CSV_SUFFIX)]
+    name = name[: FILE_MAX - len(CSV_SUFFIX)] or "upload"
+    return f"{name}{CSV_SUFFIX}"

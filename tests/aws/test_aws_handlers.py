@@ -141,16 +141,22 @@ def test_operator_commands_find_the_stage_by_ssm(
     deployed: Deployed, session: Any, moto: str, tmp_path: Any
 ) -> None:
     from automlops.aws import ops
-    from automlops.config import Manifest
+    from automlops.usecases.models import list_models
+    from automlops.usecases.upload import UploadOptions, upload
 
     rt = deployed[0]
     config = ops.stage_config("dev", session, endpoint_url=moto)
     assert config.bucket_data == rt.config.bucket_data
     csv = tmp_path / "new data é.csv"
     csv.write_bytes(b"a,b\n1,2\n")
-    uri = ops.upload(config, rt.store, csv, Manifest(dataset="tiny", target="b"))
-    assert uri == f"s3://{config.bucket_data}/data/tiny/new data é.csv"
-    assert ops.models(config, rt.store) == []
+    done = upload(rt.store, config.bucket_data, csv.name, csv, UploadOptions("tiny", target="b"))
+    assert done.key == "data/tiny/new_data_.csv"  # the file name rule (automlops.names)
+    assert (
+        ops.models_document(
+            config, list_models(ops.Stage(config, session, rt.store, rt.queue).registry)
+        )
+        == []
+    )
     rt.store.put(config.bucket_model_monitoring, "tiny/r/report.json", b"{}")
     done = ops.teardown(config, session, endpoint_url=moto)
     assert f"bucket {config.bucket_data} emptied" in done

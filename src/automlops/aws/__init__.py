@@ -4,6 +4,7 @@ Modules: `s3_store` (ObjectStore on S3), `sqs_queue` (Queue on SQS), `config` (s
 environment variables and SSM Parameter Store), `sagemaker` (ModelHost on SageMaker endpoints,
 training-job launcher), `training` (in-function or SageMaker training, per dataset),
 `handlers` (the Lambda entry points), `container` (the SageMaker training/serving image
-entry point) and `ops` (upload, status, cleanup for operators and CI workflows).
+entry point) and `ops` (the `automlops aws ...` operator commands over the use cases, also
+run as `python -m automlops.aws`).
 Nothing here is imported by the local runtime: boto3 loads only in aws mode.
 """

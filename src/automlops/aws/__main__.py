@@ -1,7 +1,5 @@
-"""`python -m automlops.aws`: operator tasks on a deployed stage (see automlops.aws.ops)."""
+"""`python -m automlops.aws ...`: an alias of `automlops aws ...` (see automlops.aws.ops)."""
 
-import sys
+from automlops.aws.ops import aws_app
 
-from automlops.aws.ops import main
-
-sys.exit(main())
+aws_app(prog_name="python -m automlops.aws")

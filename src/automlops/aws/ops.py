@@ -1,24 +1,30 @@
-"""Operator tasks on a deployed stage, found by its SSM parameters: upload, models, teardown.
+"""Operator commands on a deployed stage, found by its SSM parameters: `automlops aws upload |
+models | promote | rollback | dlq list | dlq redrive | teardown`.
 
-`python -m automlops.aws <command> --stage dev` runs them (the CI workflows do); the CLI can
-call the same functions.
+The use cases are the local CLI's (`automlops.usecases`) over the S3 store and SQS queue; only
+finding the stage and tearing it down are AWS's own. `python -m automlops.aws` runs this
+sub-app too (the CI workflows call it so).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from automlops import keys
+import typer
+
 from automlops.aws.config import AwsConfig, load_config
-from automlops.aws.s3_store import S3ObjectStore
-from automlops.aws.sagemaker import SageMakerModelHost
-from automlops.config import Manifest
-from automlops.manifests import save_manifest
+from automlops.errors import AutomlopsError
 from automlops.registry import Registry
+from automlops.usecases import dead_letters, promotion
+from automlops.usecases import models as model_cases
+from automlops.usecases import upload as upload_case
+
+# The queues of the S3-triggered stages, named by the deployment as `<name prefix>-<stage>`
+# (serverless.yml); the evaluation queue's name is published in SSM.
+_STAGE_QUEUES = ("preprocess", "train", "deploy")
 
 
 def stage_config(stage: str, session: Any, endpoint_url: str | None = None) -> AwsConfig:
@@ -27,41 +33,65 @@ def stage_config(stage: str, session: Any, endpoint_url: str | None = None) -> A
     return load_config({}, ssm_client=ssm, ssm_prefix=f"/automlops/{stage}")
 
 
-def upload(config: AwsConfig, store: S3ObjectStore, path: Path, manifest: Manifest) -> str:
-    """Store the manifest, then the CSV (whose ObjectCreated starts the pipeline)."""
-    save_manifest(store, config.bucket_data, manifest)
-    key = keys.source_key(manifest.dataset, path.name)
-    store.put(config.bucket_data, key, path.read_bytes())
-    return f"s3://{config.bucket_data}/{key}"
+def pipeline_queues(config: AwsConfig) -> list[str]:
+    """The queues a deployed stage's functions consume (each with a `-dlq` beside it)."""
+    return [f"{config.name_prefix}-{name}" for name in _STAGE_QUEUES] + [config.queue_evaluation]
 
 
-def models(
-    config: AwsConfig, store: S3ObjectStore, dataset: str | None = None
-) -> list[dict[str, Any]]:
-    """Each dataset's versions: status, endpoint, metrics, report."""
-    registry = Registry(store, config.bucket_model_output)
-    out = []
-    for name in [dataset] if dataset else registry.datasets():
-        doc = registry.read(name)
-        out.append(
-            {
-                "dataset": name,
-                "champion": doc.champion,
-                "versions": [
-                    {
-                        "version": v.version,
-                        "status": v.status.value,
-                        "endpoint": v.endpoint,
-                        "metrics": v.metrics,
-                        "report": None
-                        if v.report_key is None
-                        else f"s3://{config.bucket_model_monitoring}/{v.report_key}",
-                    }
-                    for v in doc.versions
-                ],
-            }
-        )
-    return out
+@dataclass
+class Stage:
+    """A deployed stage: its configuration and the adapters the use cases run over."""
+
+    config: AwsConfig
+    session: Any
+    store: Any  # S3ObjectStore (imported with boto3, only when a command runs)
+    queue: Any  # SqsQueue
+    endpoint_url: str | None = None
+
+    @property
+    def registry(self) -> Registry:
+        return Registry(self.store, self.config.bucket_model_output)
+
+
+def open_stage(stage: str, endpoint_url: str | None = None) -> Stage:
+    """Find a deployed stage by its SSM parameters and connect to its bucket and queues."""
+    import boto3
+
+    from automlops.aws.s3_store import S3ObjectStore
+    from automlops.aws.sqs_queue import SqsQueue
+
+    session = boto3.session.Session()
+    config = stage_config(stage, session, endpoint_url)
+    return Stage(
+        config=config,
+        session=session,
+        store=S3ObjectStore(session.client("s3", endpoint_url=endpoint_url)),
+        queue=SqsQueue(session.client("sqs", endpoint_url=endpoint_url)),
+        endpoint_url=endpoint_url,
+    )
+
+
+def models_document(config: AwsConfig, listing: list[model_cases.DatasetModels]) -> list[Any]:
+    """`aws models` output: each dataset's versions with status, endpoint, metrics, report."""
+    return [
+        {
+            "dataset": item.dataset,
+            "champion": item.champion,
+            "versions": [
+                {
+                    "version": v.version,
+                    "status": v.status.value,
+                    "endpoint": v.endpoint,
+                    "metrics": v.metrics,
+                    "report": None
+                    if v.report_key is None
+                    else f"s3://{config.bucket_model_monitoring}/{v.report_key}",
+                }
+                for v in item.versions
+            ],
+        }
+        for item in listing
+    ]
 
 
 def teardown(config: AwsConfig, session: Any, endpoint_url: str | None = None) -> list[str]:
@@ -70,6 +100,8 @@ def teardown(config: AwsConfig, session: Any, endpoint_url: str | None = None) -
     `serverless remove` cannot delete non-empty buckets, nor the SageMaker resources the
     deploy stage created at run time.
     """
+    from automlops.aws.sagemaker import SageMakerModelHost
+
     sagemaker = session.client("sagemaker", endpoint_url=endpoint_url)
     host = SageMakerModelHost(config, sagemaker, None)
     done: list[str] = []
@@ -91,44 +123,160 @@ def teardown(config: AwsConfig, session: Any, endpoint_url: str | None = None) -
     return done
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python -m automlops.aws upload|models|teardown --stage STAGE ...`."""
-    import boto3
+# -- the `automlops aws` commands ------------------------------------------------------------
 
-    parser = argparse.ArgumentParser(prog="python -m automlops.aws")
-    parser.add_argument("command", choices=["upload", "models", "teardown"])
-    parser.add_argument("--stage", default="dev")
-    parser.add_argument("--file", type=Path)
-    parser.add_argument("--dataset")
-    parser.add_argument("--target")
-    parser.add_argument("--positive")
-    parser.add_argument("--drop", action="append", default=[])
-    parser.add_argument("--time-budget", type=float, default=60.0)
-    parser.add_argument("--yes", action="store_true", help="confirm teardown")
-    args = parser.parse_args(argv)
-    session = boto3.session.Session()
-    config = stage_config(args.stage, session)
-    store = S3ObjectStore(session.client("s3"))
-    if args.command == "upload":
-        if args.file is None:
-            parser.error("upload needs --file")
-        manifest = Manifest(
-            dataset=args.dataset or args.file.stem,
-            target=args.target,
-            positive=args.positive,
-            drop=args.drop,
-            time_budget_s=args.time_budget,
-        )
-        print(upload(config, store, args.file, manifest))
-    elif args.command == "models":
-        print(json.dumps(models(config, store, args.dataset), indent=1))
-    else:
-        if not args.yes:
-            parser.error("teardown deletes data, models and endpoints: pass --yes")
-        for line in teardown(config, session):
-            print(line)
-    return 0
+aws_app = typer.Typer(
+    help="Operator commands on a deployed AWS stage (found by its SSM parameters).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+aws_dlq_app = typer.Typer(help="The stage's dead-letter queues: list and redrive.")
+aws_app.add_typer(aws_dlq_app, name="dlq")
+
+StageName = Annotated[str, typer.Option("--stage", help="Deployed stage (SSM /automlops/<stage>).")]
+EndpointUrl = Annotated[
+    str | None, typer.Option("--endpoint-url", hidden=True, help="AWS API endpoint (emulators).")
+]
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def _fail(message: str) -> typer.Exit:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code=2)
+
+
+@aws_app.command("upload")
+def upload_command(
+    file: Annotated[
+        Path | None, typer.Argument(exists=True, dir_okay=False, readable=True, show_default=False)
+    ] = None,
+    file_option: Annotated[
+        Path | None,
+        typer.Option("--file", exists=True, dir_okay=False, readable=True, help="Same as FILE."),
+    ] = None,
+    dataset: Annotated[str | None, typer.Option(help="Dataset name (default: file stem).")] = None,
+    target: Annotated[str | None, typer.Option(help="Target column.")] = None,
+    positive: Annotated[str | None, typer.Option(help="Positive label (binary).")] = None,
+    task: Annotated[str | None, typer.Option(help="binary, multiclass or regression.")] = None,
+    drop: Annotated[
+        list[str] | None, typer.Option(help="Columns to drop (comma-separated, repeatable).")
+    ] = None,
+    time_budget: Annotated[
+        float | None, typer.Option("--time-budget", help="Training time budget in seconds.")
+    ] = None,
+    stage: StageName = "dev",
+    endpoint_url: EndpointUrl = None,
+) -> None:
+    """Store FILE's manifest, then FILE under data/<dataset>/ (its arrival starts the run)."""
+    path = file or file_option
+    if path is None:
+        raise _fail("upload needs FILE (or --file)")
+    ops = open_stage(stage, endpoint_url)
+    options = upload_case.UploadOptions(
+        dataset=dataset,
+        target=target,
+        positive=positive,
+        task=task,
+        drop=drop,
+        time_budget_s=time_budget,
+    )
+    try:
+        done = upload_case.upload(ops.store, ops.config.bucket_data, path.name, path, options)
+    except upload_case.UploadRefused as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"s3://{done.bucket}/{done.key}")
+
+
+@aws_app.command("models")
+def models_command(
+    dataset: Annotated[str | None, typer.Option(help="Only this dataset.")] = None,
+    stage: StageName = "dev",
+    endpoint_url: EndpointUrl = None,
+) -> None:
+    """Each dataset's versions: status, endpoint, metrics, report (JSON)."""
+    ops = open_stage(stage, endpoint_url)
+    try:
+        listing = model_cases.list_models(ops.registry, dataset)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(json.dumps(models_document(ops.config, listing), indent=1))
+
+
+@aws_app.command("promote")
+def promote_command(
+    dataset: str,
+    version: int,
+    reason: Annotated[str, typer.Option(help="Why, for the record.")] = "promoted by operator",
+    stage: StageName = "dev",
+    endpoint_url: EndpointUrl = None,
+) -> None:
+    """Make VERSION the champion of DATASET."""
+    ops = open_stage(stage, endpoint_url)
+    try:
+        promotion.promote(ops.registry, dataset, version, reason)
+    except (ValueError, AutomlopsError) as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"{dataset} v{version} is champion")
+
+
+@aws_app.command("rollback")
+def rollback_command(
+    dataset: str, stage: StageName = "dev", endpoint_url: EndpointUrl = None
+) -> None:
+    """Serve the previous champion of DATASET again."""
+    ops = open_stage(stage, endpoint_url)
+    try:
+        restored = promotion.rollback(ops.registry, dataset, "rolled back by operator")
+    except (ValueError, AutomlopsError) as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"{dataset} v{restored.version} is champion again")
+
+
+@aws_dlq_app.command("list")
+def dlq_list_command(stage: StageName = "dev", endpoint_url: EndpointUrl = None) -> None:
+    """Messages in the stage's dead-letter queues (JSON)."""
+    ops = open_stage(stage, endpoint_url)
+    items = [
+        {
+            "id": m.id,
+            "queue": f"{m.source_queue}-dlq",
+            "source_queue": m.source_queue,
+            "receive_count": m.receive_count,
+            "error": m.error,
+            "body": m.body,
+        }
+        for m in dead_letters.list_dead_letters(ops.queue, pipeline_queues(ops.config))
+    ]
+    typer.echo(json.dumps(items, indent=2))
+
+
+@aws_dlq_app.command("redrive")
+def dlq_redrive_command(
+    message_id: Annotated[str | None, typer.Argument(help="One message id.")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Every dead-lettered message.")] = False,
+    stage: StageName = "dev",
+    endpoint_url: EndpointUrl = None,
+) -> None:
+    """Move dead-lettered messages back to their queue."""
+    if (message_id is None) == (not all_):
+        raise _fail("give a message id or --all")
+    ops = open_stage(stage, endpoint_url)
+    try:
+        moved = dead_letters.redrive(ops.queue, pipeline_queues(ops.config), message_id)
+    except AutomlopsError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"redrove {moved} message(s)")
+
+
+@aws_app.command("teardown")
+def teardown_command(
+    yes: Annotated[bool, typer.Option("--yes", help="Confirm: data and endpoints go.")] = False,
+    stage: StageName = "dev",
+    endpoint_url: EndpointUrl = None,
+) -> None:
+    """Delete the stage's endpoints and empty its buckets (before `serverless remove`)."""
+    if not yes:
+        raise _fail("teardown deletes data, models and endpoints: pass --yes")
+    ops = open_stage(stage, endpoint_url)
+    for line in teardown(ops.config, ops.session, ops.endpoint_url):
+        typer.echo(line)

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.datastructures import FormData, UploadFile
 
-from automlops.errors import AutomlopsError
+from automlops.errors import AutomlopsError, NotFoundError
 from automlops.ui.context import (
     PREFIX,
     UiContext,
@@ -27,6 +27,7 @@ from automlops.ui.context import (
 from automlops.ui.pages import render_upload
 from automlops.ui.security import CSRF_FIELD, SESSION_COOKIE, keys_match, same_origin
 from automlops.ui.upload import UploadError, UploadForm, store_upload
+from automlops.usecases import dead_letters, promotion
 
 _FAILED_LOGIN_DELAY_S = 0.5  # slows guessing; the comparison itself is constant-time
 _FORM_LIMITS: dict[str, Any] = {"max_files": 1, "max_fields": 500, "max_part_size": 64 * 1024}
@@ -80,7 +81,7 @@ def build_actions(ui: UiContext) -> APIRouter:
         except ValueError:
             raise UiError(400, "Which version?", "The form did not name a version.") from None
         try:
-            runtime.registry.promote(name, version, "promoted from the dashboard")
+            promotion.promote(runtime.registry, name, version, "promoted from the dashboard")
         except AutomlopsError as exc:
             raise UiError(409, "Cannot promote", str(exc)) from None
         return redirect(
@@ -93,7 +94,7 @@ def build_actions(ui: UiContext) -> APIRouter:
         name = valid_dataset(dataset)
         await form_of(request)
         try:
-            restored = runtime.registry.rollback(name, "rolled back from the dashboard")
+            restored = promotion.rollback(runtime.registry, name, "rolled back from the dashboard")
         except AutomlopsError as exc:
             raise UiError(409, "Cannot roll back", str(exc)) from None
         return redirect(
@@ -112,14 +113,12 @@ def build_actions(ui: UiContext) -> APIRouter:
         message_id = str(form.get("message_id", "")).strip() or None
         if message_id is None and form.get("all") != "1":
             raise UiError(400, "Which message?", "The form named no message.")
-        moved = 0
-        for queue in (runtime.settings.queues.events, runtime.settings.queues.evaluation):
-            try:
-                moved += runtime.queue.redrive(queue, message_id)
-            except AutomlopsError:
-                continue  # the message is in the other dead-letter queue
-        if message_id is not None and moved == 0:
-            raise UiError(404, "No such message", f"No dead-lettered message {message_id!r}.")
+        try:
+            moved = dead_letters.redrive(runtime.queue, runtime.settings.queues.served, message_id)
+        except NotFoundError:
+            raise UiError(
+                404, "No such message", f"No dead-lettered message {message_id!r}."
+            ) from None
         return redirect(_with_query(f"{PREFIX}/dlq", done="redriven", count=moved))
 
     @router.post("/upload")

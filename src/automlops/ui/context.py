@@ -14,13 +14,13 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from automlops.local.runtime import LocalRuntime
+from automlops.names import is_dataset_name
 from automlops.ui import views
 from automlops.ui.progress import LiveProgress
 from automlops.ui.security import CSRF_COOKIE, Guard
 
 PREFIX = "/ui"
 STATIC_DIR = Path(__file__).parent / "static"
-_DATASET = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 # Pages never run inline script or style and never load anything from elsewhere.
@@ -52,7 +52,7 @@ class LoginRequired(Exception):
 
 def valid_dataset(name: str) -> str:
     """A dataset name from a URL, or 404 (never let it reach a key unchecked)."""
-    if not _DATASET.match(name) or ".." in name:
+    if not is_dataset_name(name):
         raise UiError(404, "No such dataset", f"{name!r} is not a dataset name.")
     return name
 

@@ -12,11 +12,11 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from automlops import keys
 from automlops.errors import AutomlopsError
-from automlops.lineage import trace_version
 from automlops.manifests import load_manifest
 from automlops.ml.learners.catalog import LEARNER_NAMES
 from automlops.ui import views
 from automlops.ui.context import PREFIX, UiContext, UiError, valid_dataset, valid_run_id
+from automlops.usecases.lineage import trace
 
 # The files a run page may show as text (automl-data bucket), by name.
 RUN_FILES = ("schema.json", "transform.json", "drift.json")
@@ -117,12 +117,10 @@ def build_pages(ui: UiContext) -> APIRouter:
         model_key = keys.model_key(record.dataset, record.id)
         has_model = runtime.store.head(runtime.settings.buckets.model_output, model_key) is not None
         entry = runtime.registry.read(record.dataset).by_run(record.id)
-        trace = None
+        traced = None
         if entry is not None:
-            with contextlib.suppress(AutomlopsError):
-                trace = trace_version(
-                    runtime.store, runtime.settings, record.dataset, entry.version
-                )
+            with contextlib.suppress(AutomlopsError, ValueError):
+                traced = trace(runtime.store, runtime.settings, record.dataset, entry.version)
         return ui.render(
             request,
             "run.html",
@@ -135,7 +133,7 @@ def build_pages(ui: UiContext) -> APIRouter:
             buckets=runtime.settings.buckets,
             model_key=model_key if has_model else None,
             version=None if entry is None else entry.version,
-            trace=trace,
+            trace=traced,
         )
 
     @router.get("/runs/{run_id}/files/{name}")

@@ -18,9 +18,12 @@ from automlops.events import S3Event
 from automlops.local.runlog import RunRecord
 from automlops.local.runtime import LocalRuntime
 from automlops.local.sqlite_queue import dlq_name
-from automlops.ml.evaluation.metrics import PRIMARY_METRIC
-from automlops.registry import ModelVersion, RegistryDoc
+from automlops.registry import ModelVersion
 from automlops.ui.progress import LiveProgress
+from automlops.usecases import dead_letters as dead_letter_cases
+from automlops.usecases.models import dataset_models
+from automlops.usecases.models import primary_metric as primary_metric
+from automlops.usecases.runs import list_runs
 
 RUNS_SHOWN = 200
 LIVE_RUNS = 50  # runs the live JSON carries
@@ -31,11 +34,6 @@ def iso(ts: float | None) -> str | None:
     if ts is None:
         return None
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
-
-
-def primary_metric(task: str | None) -> str | None:
-    """The metric a task's models are compared on."""
-    return PRIMARY_METRIC.get(task or "")
 
 
 # -- runs ---------------------------------------------------------------------------------------
@@ -85,7 +83,7 @@ def runs(
     limit: int = RUNS_SHOWN,
 ) -> list[dict[str, Any]]:
     """Runs, newest first."""
-    return [run_view(r, progress) for r in runtime.runlog.list(dataset, limit=limit)]
+    return [run_view(r, progress) for r in list_runs(runtime.runlog, dataset, limit=limit)]
 
 
 def queued_uploads(runtime: LocalRuntime) -> list[dict[str, Any]]:
@@ -128,7 +126,7 @@ def dataset_names(runtime: LocalRuntime) -> list[str]:
     return sorted(names)
 
 
-def version_view(entry: ModelVersion, doc: RegistryDoc) -> dict[str, Any]:
+def version_view(entry: ModelVersion, champion: int | None) -> dict[str, Any]:
     """A model version for the models page: metrics, decisions and the gate's numbers."""
     metric = primary_metric(entry.task)
     decisions = [d.model_dump(mode="json") for d in entry.decisions]
@@ -143,7 +141,7 @@ def version_view(entry: ModelVersion, doc: RegistryDoc) -> dict[str, Any]:
     return {
         "version": entry.version,
         "status": entry.status.value,
-        "is_champion": doc.champion == entry.version,
+        "is_champion": champion == entry.version,
         "created_at": entry.created_at,
         "task": entry.task,
         "learner": entry.learner,
@@ -163,12 +161,15 @@ def version_view(entry: ModelVersion, doc: RegistryDoc) -> dict[str, Any]:
 
 def models(runtime: LocalRuntime, dataset: str) -> dict[str, Any]:
     """A dataset's registry: versions newest first, champion, what a rollback would restore."""
-    doc = runtime.registry.read(dataset)
+    listing = dataset_models(runtime.registry, dataset)
     return {
         "dataset": dataset,
-        "champion": doc.champion,
-        "rollback_to": doc.champion_history[-1] if doc.champion_history else None,
-        "versions": [version_view(v, doc) for v in sorted(doc.versions, key=lambda v: -v.version)],
+        "champion": listing.champion,
+        "rollback_to": listing.rollback_to,
+        "versions": [
+            version_view(v, listing.champion)
+            for v in sorted(listing.versions, key=lambda v: -v.version)
+        ],
     }
 
 
@@ -255,7 +256,6 @@ def _describe_body(body: str) -> str:
 
 def dead_letters(runtime: LocalRuntime) -> list[dict[str, Any]]:
     """Every dead-lettered message, oldest first."""
-    queues = [runtime.settings.queues.events, runtime.settings.queues.evaluation]
     return [
         {
             "id": m.id,
@@ -267,8 +267,7 @@ def dead_letters(runtime: LocalRuntime) -> list[dict[str, Any]]:
             "subject": _describe_body(m.body),
             "body": _pretty(m.body),
         }
-        for q in queues
-        for m in runtime.queue.dead_letters(q)
+        for m in dead_letter_cases.list_dead_letters(runtime.queue, runtime.settings.queues.served)
     ]
 
 
@@ -293,7 +292,7 @@ def fingerprint(runtime: LocalRuntime, progress: LiveProgress | None = None) -> 
     for name in runtime.registry.datasets():
         info = runtime.store.head(bucket, keys.registry_key(name))
         digest.update(f"{name}:{info.etag if info else ''}".encode())
-    for queue in (runtime.settings.queues.events, runtime.settings.queues.evaluation):
+    for queue in runtime.settings.queues.served:
         for name in (queue, dlq_name(queue)):
             digest.update(f"{name}:{runtime.queue.counts(name)}".encode())
     data_bucket = runtime.settings.buckets.data

@@ -1,0 +1,209 @@
+"""Upload: a CSV file and its options become the dataset's manifest, then an object in the data
+bucket (whose arrival starts the pipeline).
+
+Everything is checked before anything is written: the dataset name, the options merged over the
+stored manifest, and the target and dropped columns against the file's header. The manifest is
+stored before the file, so the run the file's notification starts reads the new options.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from automlops import keys, names
+from automlops.config import MAX_TIME_BUDGET_S, Manifest, Task
+from automlops.errors import AutomlopsError
+from automlops.manifests import load_manifest, save_manifest
+from automlops.ports import ObjectInfo, ObjectStore
+
+HEAD_BYTES = 1 << 16  # the header (and the default target) is read from this much of the file
+_COLUMNS_SHOWN = 20
+
+
+class UploadRefused(ValueError):
+    """The upload cannot be accepted as asked; the message says what to change."""
+
+
+@runtime_checkable
+class FileStore(Protocol):
+    """A store that copies a file in pieces, never holding it whole in memory."""
+
+    def put_file(self, bucket: str, key: str, source: Path) -> ObjectInfo: ...
+
+
+@dataclass(frozen=True)
+class UploadOptions:
+    """What the person asked for; None keeps the stored manifest's value (or detects it)."""
+
+    dataset: str | None = None
+    target: str | None = None
+    positive: str | None = None
+    task: str | None = None
+    drop: Sequence[str] | None = None  # column names; an item may list several, comma-separated
+    time_budget_s: float | None = None
+    learners: Sequence[str] | None = None
+
+
+@dataclass(frozen=True)
+class Uploaded:
+    """A stored upload: where it is and the manifest its run reads."""
+
+    bucket: str
+    key: str
+    dataset: str
+    manifest: Manifest
+    # How the target was chosen when none was given or stored: "the last column" or
+    # "a column named 'y'"; None when the target came from the options or the manifest.
+    target_detected: str | None
+
+
+def upload(
+    store: ObjectStore,
+    bucket: str,
+    filename: str,
+    source: Path | bytes,
+    options: UploadOptions,
+) -> Uploaded:
+    """Validate, store the manifest, then the file (streamed when `source` is a path and the
+    store can copy files). UploadRefused, with nothing written, when anything is wrong."""
+    if _is_empty(source):
+        raise UploadRefused("the file is empty: choose a CSV file with a header and rows")
+    dataset = options.dataset.strip() if options.dataset and options.dataset.strip() else None
+    name = dataset or names.dataset_from_filename(filename)
+    try:
+        names.check_dataset_name(name)
+        base = load_manifest(store, bucket, name)
+        changes = _changes(options)
+        manifest = Manifest.model_validate({**base.model_dump(), **changes, "dataset": name})
+    except UploadRefused:
+        raise
+    except (ValueError, AutomlopsError) as exc:
+        raise UploadRefused(_first_line(exc)) from None
+
+    key = keys.source_key(name, names.object_filename(filename))
+    columns = _header(source, key)
+    detected = None
+    if columns:
+        _check_columns(manifest, columns)
+        if manifest.target is None:
+            chosen = _default_target(columns)
+            manifest = manifest.model_copy(update={"target": chosen})
+            detected = _how_detected(chosen)
+    save_manifest(store, bucket, manifest)
+    if isinstance(source, Path):
+        if isinstance(store, FileStore):
+            store.put_file(bucket, key, source)
+        else:
+            # A store without file copies (S3 today) gets the bytes; see FileStore.
+            store.put(bucket, key, source.read_bytes())
+    else:
+        store.put(bucket, key, source)
+    return Uploaded(
+        bucket=bucket, key=key, dataset=name, manifest=manifest, target_detected=detected
+    )
+
+
+def split_columns(items: Sequence[str]) -> list[str]:
+    """Column names from items that may each list several, comma-separated; blanks dropped,
+    duplicates kept once, order kept."""
+    return list(dict.fromkeys(c.strip() for item in items for c in item.split(",") if c.strip()))
+
+
+def _changes(options: UploadOptions) -> dict[str, Any]:
+    changes: dict[str, Any] = {}
+    if options.target is not None and options.target.strip():
+        changes["target"] = options.target.strip()
+    if options.positive is not None and options.positive.strip():
+        changes["positive"] = options.positive.strip()
+    if options.task is not None and options.task.strip():
+        try:
+            changes["task"] = Task(options.task.strip())
+        except ValueError:
+            raise UploadRefused(f"task must be one of {', '.join(t.value for t in Task)}") from None
+    if options.drop is not None:
+        changes["drop"] = split_columns(options.drop)
+    if options.time_budget_s is not None:
+        budget = options.time_budget_s
+        if not math.isfinite(budget) or not 0 < budget <= MAX_TIME_BUDGET_S:
+            raise UploadRefused(f"the time budget must be between 0 and {MAX_TIME_BUDGET_S:.0f} s")
+        changes["time_budget_s"] = budget
+    if options.learners:
+        from automlops.ml.learners.catalog import LEARNER_NAMES
+
+        unknown = [name for name in options.learners if name not in LEARNER_NAMES]
+        if unknown:
+            raise UploadRefused(f"unknown learner(s): {', '.join(unknown)}")
+        changes["learners"] = [name for name in LEARNER_NAMES if name in options.learners]
+    return changes
+
+
+def _check_columns(manifest: Manifest, columns: list[str]) -> None:
+    """The target and dropped columns must be columns of the file (a misspelling would
+    otherwise fail the run, or silently keep a column the person meant to drop)."""
+    present = set(columns)
+    shown = ", ".join(columns[:_COLUMNS_SHOWN]) + (", ..." if len(columns) > _COLUMNS_SHOWN else "")
+    if manifest.target is not None and manifest.target not in present:
+        raise UploadRefused(
+            f"target column {manifest.target!r} is not in the file's header ({shown})"
+        )
+    missing = [c for c in manifest.drop if c not in present]
+    if missing:
+        listed = ", ".join(repr(c) for c in missing)
+        raise UploadRefused(f"drop column(s) {listed} not in the file's header ({shown})")
+    if manifest.target is not None and manifest.target in manifest.drop:
+        raise UploadRefused(f"the target column {manifest.target!r} cannot also be dropped")
+
+
+def _is_empty(source: Path | bytes) -> bool:
+    if isinstance(source, Path):
+        return source.stat().st_size == 0
+    return not source
+
+
+def head_lines(source: Path | bytes) -> bytes:
+    """The first whole lines of a file (up to HEAD_BYTES): enough to read its header."""
+    if isinstance(source, Path):
+        with open(source, "rb") as handle:
+            head = handle.read(HEAD_BYTES + 1)
+    else:
+        head = source[: HEAD_BYTES + 1]
+    if len(head) <= HEAD_BYTES:
+        return head
+    cut = head.rfind(b"\n", 0, HEAD_BYTES)
+    return head[: cut + 1] if cut > 0 else head[:HEAD_BYTES]
+
+
+def _header(source: Path | bytes, key: str) -> list[str]:
+    """The file's column names as preprocess will read them, or [] when the first lines do
+    not parse (the run then reports why, with the whole file in view)."""
+    from automlops.tabular.csv_reader import read_csv_bytes
+
+    try:
+        return list(read_csv_bytes(head_lines(source), key).columns)
+    except AutomlopsError:
+        return []
+
+
+def _default_target(columns: list[str]) -> str:
+    from automlops.ml.columns.target import default_target
+
+    return default_target(columns)
+
+
+def _how_detected(target: str) -> str:
+    # Chosen for its name when the rule would pick it even if it were not the last column.
+    if _default_target([target, "\0"]) == target:
+        return f"a column named {target!r}"
+    return "the last column"
+
+
+def _first_line(exc: Exception) -> str:
+    """Pydantic errors are long; the first useful line is what a person needs."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if len(lines) >= 3 and "validation error" in lines[0]:
+        return lines[2]
+    return lines[0] if lines else type(exc).__name__
