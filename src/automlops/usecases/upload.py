@@ -88,7 +88,7 @@ def upload(
     columns = _header(source, key)
     detected = None
     if columns:
-        _check_columns(manifest, columns)
+        _check_columns(manifest, changes.get("drop", []), columns)
         if manifest.target is None:
             chosen = _default_target(columns)
             manifest = manifest.model_copy(update={"target": chosen})
@@ -141,16 +141,18 @@ def _changes(options: UploadOptions) -> dict[str, Any]:
     return changes
 
 
-def _check_columns(manifest: Manifest, columns: list[str]) -> None:
-    """The target and dropped columns must be columns of the file (a misspelling would
-    otherwise fail the run, or silently keep a column the person meant to drop)."""
+def _check_columns(manifest: Manifest, drop: list[str], columns: list[str]) -> None:
+    """The target and the columns this upload drops must be columns of the file (a
+    misspelling would otherwise fail the run, or silently keep a column the person meant to
+    drop). Drops stored by earlier uploads are not checked: a later file may lack a column
+    that was dropped, and preprocess then has nothing to drop."""
     present = set(columns)
     shown = ", ".join(columns[:_COLUMNS_SHOWN]) + (", ..." if len(columns) > _COLUMNS_SHOWN else "")
     if manifest.target is not None and manifest.target not in present:
         raise UploadRefused(
             f"target column {manifest.target!r} is not in the file's header ({shown})"
         )
-    missing = [c for c in manifest.drop if c not in present]
+    missing = [c for c in drop if c not in present]
     if missing:
         listed = ", ".join(repr(c) for c in missing)
         raise UploadRefused(f"drop column(s) {listed} not in the file's header ({shown})")
