@@ -28,7 +28,8 @@ Q = "work"
 
 def _sqs() -> SqsQueue:
     client = boto3.client("sqs", region_name="us-east-1")
-    dlq = client.create_queue(QueueName=f"{Q}-dlq")["QueueUrl"]
+    # Named unlike the source on purpose: SqsQueue finds it through the RedrivePolicy only.
+    dlq = client.create_queue(QueueName="failures-of-work")["QueueUrl"]
     dlq_arn = client.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])
     policy = {
         "deadLetterTargetArn": dlq_arn["Attributes"]["QueueArn"],
@@ -215,3 +216,37 @@ def test_redriving_an_unknown_id_is_not_found_and_loses_nothing(queue: Queue) ->
     assert (dead.body, dead.error) == ("kept", "e")
     assert queue.counts(Q) == (0, 0)
     assert queue.redrive(Q, dead.id) == 1
+
+
+# -- SQS only ------------------------------------------------------------------------------
+
+
+def test_sqs_a_queue_without_a_redrive_policy_has_no_dead_letters_to_list() -> None:
+    with mock_aws():
+        queue = _sqs()
+        queue.client.create_queue(QueueName="plain")
+        with pytest.raises(NotFoundError, match="RedrivePolicy"):
+            queue.dead_letters("plain")
+        with pytest.raises(NotFoundError, match="RedrivePolicy"):
+            queue.redrive("plain")
+
+
+def test_sqs_redrive_keeps_other_attributes_and_drops_the_dead_letter_ones() -> None:
+    with mock_aws():
+        queue = _sqs()
+        url = queue.url(Q)
+        queue.client.send_message(
+            QueueUrl=url,
+            MessageBody="tagged",
+            MessageAttributes={"trace": {"DataType": "String", "StringValue": "t-1"}},
+        )
+        [message] = queue.receive(Q)
+        assert message.message_attributes["trace"]["stringValue"] == "t-1"
+        queue.dead_letter(Q, message, "boom")
+        [dead] = queue.dead_letters(Q)
+        assert (dead.error, dead.receive_count) == ("boom", 1)
+        assert dead.sent_at == int(message.attributes["SentTimestamp"]) / 1000
+        assert queue.redrive(Q) == 1
+        [back] = queue.receive(Q)
+        assert set(back.message_attributes) == {"trace"}
+        assert back.message_attributes["trace"]["stringValue"] == "t-1"
