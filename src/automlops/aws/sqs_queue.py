@@ -20,9 +20,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from botocore.exceptions import ClientError
-
-from automlops.errors import NotFoundError
+from automlops.errors import AutomlopsError, NotFoundError
 from automlops.events import SqsRecord
 from automlops.ports import DeadLetter
 
@@ -301,14 +299,9 @@ class SqsQueue:
         failed = response.get("Failed", [])
         if failed:
             # The unsent stay in the dead-letter queue, visible again after `hide_s`.
-            raise ClientError(
-                {
-                    "Error": {
-                        "Code": failed[0].get("Code", ""),
-                        "Message": failed[0].get("Message", ""),
-                    }
-                },
-                "SendMessageBatch",
+            raise AutomlopsError(
+                f"{len(failed)} dead letter(s) not sent back (moved {len(sent)} of this batch): "
+                f"{failed[0].get('Code', '')} {failed[0].get('Message', '')}"
             )
         return len(sent)
 
