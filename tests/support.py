@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,12 @@ from automlops.config import Manifest
 from automlops.local.runtime import LocalRuntime
 from automlops.manifests import save_manifest
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# The shared data folder sits beside the repository (../shared/data); AUTOMLOPS_SHARED_DATA
+# points elsewhere (or at an empty folder, to run the suite as a fresh clone would).
+SHARED_DATA = Path(
+    os.environ.get("AUTOMLOPS_SHARED_DATA")
+    or Path(__file__).resolve().parents[1].parent / "shared" / "data"
+)
 DEMO_DATASET = "cancer"
 
 
@@ -19,7 +25,10 @@ def shared_file(name: str) -> Path:
     """A file of ../shared/data, or skip the test with the reason."""
     path = SHARED_DATA / name
     if not path.exists():
-        pytest.skip(f"{path} is absent (the shared data folder lives beside the repository)")
+        pytest.skip(
+            f"{path} is absent (the shared data folder lives beside the repository, "
+            "or where AUTOMLOPS_SHARED_DATA points)"
+        )
     return path
 
 

@@ -15,13 +15,7 @@ from hypothesis import strategies as st
 from automlops.errors import DataError
 from automlops.tabular import csv_reader
 from automlops.tabular.csv_reader import DELIMITERS, read_csv_bytes, read_csv_file
-
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-needs_shared_data = pytest.mark.skipif(
-    not SHARED_DATA.is_dir(),
-    reason=f"shared data folder {SHARED_DATA} is absent (it sits next to the repository)",
-)
-
+from support import shared_file
 
 # Every test of this module runs four times: `read_csv_bytes`, and `read_csv_file` (the
 # streaming path) on the bytes, on a file (small: parsed once into memory) and on a file
@@ -71,9 +65,8 @@ def read_error(text: str | bytes, source: str = "data/test/test.csv") -> DataErr
 # --- the real files ------------------------------------------------------------------------
 
 
-@needs_shared_data
 def test_bank_full_semicolon_quoted() -> None:
-    data = (SHARED_DATA / "bank-additional-full.csv").read_bytes()
+    data = shared_file("bank-additional-full.csv").read_bytes()
     df = read_csv_bytes(data, "data/bank/bank-additional-full.csv")
     assert df.shape == (41188, 21)
     assert df.columns[0] == "age"
@@ -86,11 +79,8 @@ def test_bank_full_semicolon_quoted() -> None:
     assert set(df["y"].unique()) == {"yes", "no"}
 
 
-@needs_shared_data
 def test_bank_full_streamed_from_the_file_equals_the_bytes_reader() -> None:
-    path = SHARED_DATA / "bank-additional-full.csv"
-    if not path.exists():
-        pytest.skip("shared data absent")
+    path = shared_file("bank-additional-full.csv")
     expected = read_csv_bytes(path.read_bytes(), "bank.csv")
     assert read_csv_file(path, "bank.csv").equals(expected)
     assert scanned(path, "bank.csv").equals(expected)
@@ -112,16 +102,15 @@ def test_categorical_text_on_the_fallback_path() -> None:
 
 
 def test_bank_sample_comma() -> None:
-    df = read_csv_bytes((SHARED_DATA / "bank-additional-sample.csv").read_bytes(), "bank.csv")
+    df = read_csv_bytes(shared_file("bank-additional-sample.csv").read_bytes(), "bank.csv")
     assert df.shape == (4119, 21)
     assert df.schema["age"] == pl.Int64
     assert df.schema["job"] == pl.String
     assert df.schema["cons.price.idx"] == pl.Float64
 
 
-@needs_shared_data
 def test_emp_attrition_bom() -> None:
-    df = read_csv_bytes((SHARED_DATA / "emp_attrition.csv").read_bytes(), "emp.csv")
+    df = read_csv_bytes(shared_file("emp_attrition.csv").read_bytes(), "emp.csv")
     assert df.height == 1470
     assert df.columns[0] == "Age"
     assert df.schema["Age"] == pl.Int64

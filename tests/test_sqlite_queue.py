@@ -1,4 +1,6 @@
-"""The SQLite queue keeps SQS's promises: visibility, redelivery, receive counts, DLQ."""
+"""What only the SQLite queue promises, beyond the shared Queue contract
+(tests/contracts/test_queue_contract.py): stale receipts are ignored, a killed consumer loses
+nothing, exhausted messages are handed to their consumer, dead letters keep their id."""
 
 from __future__ import annotations
 
@@ -10,39 +12,23 @@ from pathlib import Path
 from automlops.local.sqlite_queue import SqliteQueue
 
 
-def make(tmp_path: Path, **kwargs: float) -> SqliteQueue:
-    return SqliteQueue(tmp_path / "q.db", **kwargs)  # type: ignore[arg-type]
-
-
-def test_received_message_is_invisible_until_deleted(tmp_path: Path) -> None:
-    q = make(tmp_path, visibility_timeout_s=30)
-    q.send("q", "hello")
-    [msg] = q.receive("q")
-    assert msg.body == "hello"
-    assert msg.receive_count == 1
-    assert q.receive("q") == []
-    assert q.counts("q") == (0, 1)
-    q.delete("q", msg.receipt_handle)
-    assert q.counts("q") == (0, 0)
-
-
-def test_redelivered_after_visibility_timeout_with_higher_count(tmp_path: Path) -> None:
-    q = make(tmp_path)
+def test_a_stale_receipt_neither_deletes_nor_dead_letters(tmp_path: Path) -> None:
+    q = SqliteQueue(tmp_path / "q.db")
     q.send("q", "work")
-    [first] = q.receive("q", visibility_timeout_s=0.05)
-    time.sleep(0.1)
+    [first] = q.receive("q")
+    q.change_visibility("q", first.receipt_handle, 0)
     [second] = q.receive("q", visibility_timeout_s=30)
-    assert second.message_id == first.message_id
-    assert second.receive_count == 2
-    # The first receipt is stale: deleting with it must not remove the redelivered message.
+    # The first receipt is stale: it must not touch the redelivered message.
     q.delete("q", first.receipt_handle)
+    q.dead_letter("q", first, "stale")
     assert q.counts("q") == (0, 1)
+    assert q.dead_letters("q") == []
     q.delete("q", second.receipt_handle)
     assert q.counts("q") == (0, 0)
 
 
 def test_message_survives_a_killed_consumer(tmp_path: Path) -> None:
-    q = make(tmp_path)
+    q = SqliteQueue(tmp_path / "q.db")
     q.send("q", "survive")
     script = (
         "import os, sys; from pathlib import Path\n"
@@ -60,38 +46,24 @@ def test_message_survives_a_killed_consumer(tmp_path: Path) -> None:
     assert again.receive_count == 2
 
 
-def test_dead_letter_after_max_receives(tmp_path: Path) -> None:
-    q = make(tmp_path, max_receives=2)
-    q.send("q", "poison")
+def test_dead_letter_exhausted_hands_over_what_it_moved(tmp_path: Path) -> None:
+    q = SqliteQueue(tmp_path / "q.db", max_receives=2)
+    sent = q.send("q", "poison")
     for _ in range(2):
-        [msg] = q.receive("q", visibility_timeout_s=0)
+        [msg] = q.receive("q")
+        q.record_error("q", msg.receipt_handle, f"attempt {msg.receive_count}")
         q.change_visibility("q", msg.receipt_handle, 0)
-    assert q.receive("q") == []
-    [dead] = q.dead_letters("q")
-    assert dead.body == "poison"
-    assert dead.source_queue == "q"
-    assert q.redrive("q") == 1
-    [back] = q.receive("q")
-    assert back.body == "poison"
-    assert back.receive_count == 1
+    [moved] = q.dead_letter_exhausted("q")
+    assert (moved.id, moved.body, moved.source_queue) == (sent, "poison", "q")
+    assert (moved.receive_count, moved.error) == (2, "attempt 2")
+    assert q.dead_letter_exhausted("q") == []
+    assert q.dead_letters("q") == [moved]
 
 
-def test_explicit_dead_letter_keeps_the_error(tmp_path: Path) -> None:
-    q = make(tmp_path)
-    q.send("q", "bad")
+def test_dead_letters_keep_their_id(tmp_path: Path) -> None:
+    q = SqliteQueue(tmp_path / "q.db")
+    sent = q.send("q", "bad")
     [msg] = q.receive("q")
-    q.dead_letter("q", msg.receipt_handle, "boom")
+    q.dead_letter("q", msg, "boom")
     [dead] = q.dead_letters("q")
-    assert dead.error == "boom"
-    assert q.counts("q") == (0, 0)
-
-
-def test_sqs_record_shape(tmp_path: Path) -> None:
-    q = make(tmp_path)
-    q.send("evaluation", '{"a": 1}')
-    [msg] = q.receive("evaluation")
-    record = msg.model_dump(by_alias=True)
-    assert record["eventSource"] == "aws:sqs"
-    assert record["eventSourceARN"].endswith(":evaluation")
-    assert set(record["attributes"]) >= {"ApproximateReceiveCount", "SentTimestamp"}
-    assert len(record["md5OfBody"]) == 32
+    assert dead.id == sent

@@ -1,4 +1,5 @@
-"""The directory store: atomic writes, S3-shaped notifications, keys kept inside buckets."""
+"""The directory store beyond the ObjectStore contract (tests/contracts/test_store_contract.py):
+atomic writes, S3-shaped notifications, keys kept inside buckets."""
 
 from __future__ import annotations
 
@@ -7,22 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from automlops.errors import ConflictError, NotFoundError, PermanentError
+from automlops.errors import PermanentError
 from automlops.local.runtime import open_runtime
 from automlops.local.store import DirectoryStore
 from automlops.ports import ObjectInfo
-
-
-def test_put_get_head_list(tmp_path: Path) -> None:
-    store = DirectoryStore(tmp_path, ["b"])
-    info = store.put("b", "x/y.txt", b"hi")
-    assert info.size == 2
-    assert store.get("b", "x/y.txt") == b"hi"
-    assert store.head("b", "x/y.txt") == info
-    assert store.head("b", "nope") is None
-    assert store.list("b") == ["x/y.txt"]
-    with pytest.raises(NotFoundError):
-        store.get("b", "nope")
 
 
 @pytest.mark.parametrize("key", ["../escape", "a/../../b", "/abs", "a//b", ".meta/x", "a/./b"])
@@ -30,18 +19,6 @@ def test_keys_cannot_escape_the_bucket(tmp_path: Path, key: str) -> None:
     store = DirectoryStore(tmp_path, ["b"])
     with pytest.raises(PermanentError):
         store.put("b", key, b"x")
-
-
-def test_compare_and_swap(tmp_path: Path) -> None:
-    store = DirectoryStore(tmp_path, ["b"])
-    first = store.put_if("b", "doc", b"1", if_match=None)
-    with pytest.raises(ConflictError):
-        store.put_if("b", "doc", b"2", if_match=None)
-    second = store.put_if("b", "doc", b"2", if_match=first.etag)
-    with pytest.raises(ConflictError):
-        store.put_if("b", "doc", b"3", if_match=first.etag)
-    assert store.get("b", "doc") == b"2"
-    assert second.etag != first.etag
 
 
 def test_no_temp_files_left_behind(tmp_path: Path) -> None:
@@ -70,14 +47,6 @@ def test_notifications_follow_the_routing_table(tmp_path: Path) -> None:
     assert runtime.queue.receive(runtime.settings.queues.events) == []
 
 
-def test_tags(tmp_path: Path) -> None:
-    store = DirectoryStore(tmp_path, ["b"])
-    store.put("b", "k", b"x")
-    assert store.get_tags("b", "k") == {}
-    store.put_tags("b", "k", {"a": "1"})
-    assert store.get_tags("b", "k") == {"a": "1"}
-
-
 def test_put_file_is_put_of_the_files_bytes_in_chunks(tmp_path: Path) -> None:
     """Streamed from disk (over several 1 MiB chunks): same bytes, ETag, notification and
     atomicity as `put`; a key outside the bucket is refused before anything is written."""
@@ -97,3 +66,15 @@ def test_put_file_is_put_of_the_files_bytes_in_chunks(tmp_path: Path) -> None:
     with pytest.raises(PermanentError):
         store.put_file("b", "../escape.csv", source)
     assert not (tmp_path / "s" / "escape.csv").exists()
+
+
+def test_a_key_cannot_be_an_object_and_a_prefix(tmp_path: Path) -> None:
+    """S3 holds "a" beside "a/b", directories cannot: refused as permanent, not retried."""
+    store = DirectoryStore(tmp_path, ["b"])
+    store.put("b", "a/b", b"1")
+    with pytest.raises(PermanentError):
+        store.put("b", "a", b"2")
+    store.put("b", "c", b"3")
+    with pytest.raises(PermanentError):
+        store.put("b", "c/d", b"4")
+    assert store.list("b") == ["a/b", "c"]

@@ -22,11 +22,26 @@ class ObjectInfo:
     etag: str
 
 
+# S3's limit on a key (UTF-8 bytes); every store accepts keys up to it, or refuses with
+# PermanentError before writing anything where its own limits are lower (the directory store's
+# file names).
+MAX_KEY_BYTES = 1024
+
+
 class ObjectStore(Protocol):
-    """Buckets of immutable-by-convention objects with atomic writes."""
+    """Buckets of immutable-by-convention objects with atomic writes.
+
+    ETags are bare hex (no quotes); for a single write they are the MD5 of the bytes. A key
+    the store cannot hold is refused with PermanentError before anything is written.
+    """
 
     def put(self, bucket: str, key: str, data: bytes) -> ObjectInfo:
         """Write an object atomically (readers see the old or the new bytes, never a mix)."""
+        ...
+
+    def put_file(self, bucket: str, key: str, source: Path) -> ObjectInfo:
+        """`put` of a local file's bytes, streamed: a big file is never held in memory.
+        Atomic like `put`; its ETag need not be the MD5 where the store uploads in parts."""
         ...
 
     def put_if(self, bucket: str, key: str, data: bytes, *, if_match: str | None) -> ObjectInfo:
@@ -53,9 +68,13 @@ class ObjectStore(Protocol):
         """Keys under a prefix, sorted."""
         ...
 
-    def get_tags(self, bucket: str, key: str) -> dict[str, str]: ...
+    def get_tags(self, bucket: str, key: str) -> dict[str, str]:
+        """An object's tags ({} when it has none); NotFoundError when it is absent."""
+        ...
 
-    def put_tags(self, bucket: str, key: str, tags: dict[str, str]) -> None: ...
+    def put_tags(self, bucket: str, key: str, tags: dict[str, str]) -> None:
+        """Replace an object's tags (S3 allows 10); NotFoundError when it is absent."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -75,6 +94,8 @@ class Queue(Protocol):
 
     Every queue has a dead-letter queue beside it; queues are named by their source name and
     the dead-letter queue is reached through it (`dead_letters`, `redrive`), never by name.
+    Times may be kept in whole seconds (SQS rounds up): a message is hidden or delayed at
+    least as long as asked, and 0 means at once.
     """
 
     def send(self, queue: str, body: str, *, delay_s: float = 0.0) -> str:
@@ -84,8 +105,10 @@ class Queue(Protocol):
     def receive(
         self, queue: str, *, max_messages: int = 1, visibility_timeout_s: float | None = None
     ) -> list[SqsRecord]:
-        """Up to `max_messages` visible messages, hidden for the visibility timeout; each
-        delivery counts towards the queue's maximum receives."""
+        """Up to `max_messages` visible messages (SQS gives at most 10), hidden for the
+        visibility timeout (None: the queue's own); each delivery counts towards the queue's
+        maximum receives. A message received that many times goes to the dead-letter queue
+        instead of being delivered again."""
         ...
 
     def delete(self, queue: str, receipt_handle: str) -> None:
@@ -98,11 +121,13 @@ class Queue(Protocol):
 
     def record_error(self, queue: str, receipt_handle: str, error: str) -> None:
         """Remember why the latest delivery of a received message failed, for dead-letter
-        listings (best effort: a queue that cannot keep it may drop it)."""
+        listings (best effort: SQS cannot annotate a message and drops it)."""
         ...
 
-    def dead_letter(self, queue: str, receipt_handle: str, error: str) -> None:
-        """Move a received message to the dead-letter queue now, with the reason."""
+    def dead_letter(self, queue: str, message: SqsRecord, error: str) -> None:
+        """Move a received message to the dead-letter queue now, with the reason (listed as
+        its `error`). Takes the message, not only its receipt: SQS must send its body again.
+        Its id in the dead-letter queue may be a new one."""
         ...
 
     def dead_letter_exhausted(self, queue: str) -> list[DeadLetter]:
@@ -112,11 +137,14 @@ class Queue(Protocol):
         ...
 
     def counts(self, queue: str) -> tuple[int, int]:
-        """(visible, in flight) message counts (approximate where the queue is)."""
+        """(visible, not yet visible: in flight or delayed) message counts (approximate
+        where the queue is: SQS)."""
         ...
 
     def dead_letters(self, queue: str) -> list[DeadLetter]:
-        """The messages in `queue`'s dead-letter queue, oldest first."""
+        """The messages in `queue`'s dead-letter queue, oldest first, without consuming them
+        (SQS: a message held by another consumer at that moment is not listed, and its
+        `receive_count` is approximate)."""
         ...
 
     def redrive(self, queue: str, message_id: str | None = None) -> int:

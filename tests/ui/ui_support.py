@@ -68,7 +68,7 @@ def build_workspace(home: Path) -> None:
         queue = runtime.settings.queues.evaluation
         runtime.queue.send(queue, json.dumps({"dataset": DATASET, "version": 99}))
         (message,) = runtime.queue.receive(queue)
-        runtime.queue.dead_letter(queue, message.receipt_handle, f"ValueError: {HOSTILE}")
+        runtime.queue.dead_letter(queue, message, f"ValueError: {HOSTILE}")
     finally:
         runtime.close()
 

@@ -8,7 +8,9 @@ from the job's input channels (`/opt/ml/input/data/<channel>/`) and whose model 
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -47,10 +49,15 @@ class ChannelStore:
         self.fallback = fallback
 
     def _info(self, bucket: str, key: str, data: bytes) -> ObjectInfo:
-        import hashlib
-
         digest = hashlib.md5(data, usedforsecurity=False).hexdigest()
         return ObjectInfo(bucket=bucket, key=key, size=len(data), etag=digest)
+
+    def _file_info(self, bucket: str, key: str, path: Path) -> ObjectInfo:
+        # Hashed in chunks: a channel holds the whole training set.
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            digest = hashlib.file_digest(handle, lambda: hashlib.md5(usedforsecurity=False))
+        return ObjectInfo(bucket=bucket, key=key, size=size, etag=digest.hexdigest())
 
     def get(self, bucket: str, key: str) -> bytes:
         """Read a channel file, else the fallback store."""
@@ -65,7 +72,7 @@ class ChannelStore:
         """Channel files are present; the model is absent until this job writes it."""
         path = self.files.get((bucket, key))
         if path is not None:
-            return self._info(bucket, key, path.read_bytes())
+            return self._file_info(bucket, key, path)
         if (bucket, key) == self.model_target:
             return None
         return None if self.fallback is None else self.fallback.head(bucket, key)
@@ -85,6 +92,12 @@ class ChannelStore:
             (self.model_dir / Path(name).name).write_bytes(payload)
         return self._info(bucket, key, data)
 
+    def put_file(self, bucket: str, key: str, source: Path) -> ObjectInfo:
+        """`put` of a file's bytes (the model is small; only the model may be written)."""
+        if (bucket, key) != self.model_target:
+            raise PermanentError(f"a training job writes only its model, not s3://{bucket}/{key}")
+        return self.put(bucket, key, source.read_bytes())
+
     def put_if(self, bucket: str, key: str, data: bytes, *, if_match: str | None) -> ObjectInfo:
         raise PermanentError("a training job does not update shared documents")
 
@@ -97,10 +110,15 @@ class ChannelStore:
         return self.files.get((bucket, key))
 
     def get_tags(self, bucket: str, key: str) -> dict[str, str]:
-        return {}
+        """Channel files carry no tags; other objects' come from the fallback store."""
+        if (bucket, key) in self.files:
+            return {}
+        if self.fallback is None or (bucket, key) == self.model_target:
+            raise NotFoundError(f"no such object in the job's channels: s3://{bucket}/{key}")
+        return self.fallback.get_tags(bucket, key)
 
     def put_tags(self, bucket: str, key: str, tags: dict[str, str]) -> None:
-        return None
+        raise PermanentError("a training job does not tag objects")
 
 
 class _NoQueue:

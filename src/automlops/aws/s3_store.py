@@ -7,8 +7,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from automlops.errors import ConflictError, NotFoundError
-from automlops.ports import ObjectInfo
+from automlops.errors import ConflictError, NotFoundError, PermanentError
+from automlops.ports import MAX_KEY_BYTES, ObjectInfo
 
 # S3 answers a failed If-Match / If-None-Match with 412, and a concurrent conditional write
 # racing ours with 409; both mean "somebody else wrote first".
@@ -25,6 +25,18 @@ def _etag(raw: str) -> str:
     return raw.strip('"')
 
 
+def _writable(bucket: str, key: str) -> str:
+    """`key`, when S3 can hold it; else PermanentError (S3 would answer KeyTooLongError after
+    the body was sent)."""
+    size = len(key.encode())
+    if not key or size > MAX_KEY_BYTES:
+        raise PermanentError(
+            f"object key of {size} bytes {key[:60]!r} for s3://{bucket}: "
+            f"1 to {MAX_KEY_BYTES} bytes are allowed"
+        )
+    return key
+
+
 class S3ObjectStore:
     """Buckets on S3. Single PUTs are atomic; registry updates use conditional writes."""
 
@@ -33,12 +45,23 @@ class S3ObjectStore:
 
     def put(self, bucket: str, key: str, data: bytes) -> ObjectInfo:
         """Write an object (one PUT: readers see the old or the new bytes)."""
-        response = self.client.put_object(Bucket=bucket, Key=key, Body=data)
+        response = self.client.put_object(Bucket=bucket, Key=_writable(bucket, key), Body=data)
         return ObjectInfo(bucket=bucket, key=key, size=len(data), etag=_etag(response["ETag"]))
+
+    def put_file(self, bucket: str, key: str, source: Path) -> ObjectInfo:
+        """Upload a local file, streamed by boto3's managed transfer (in parts when big: then
+        the ETag is S3's multipart ETag, not the MD5). The object appears whole or not at all.
+        """
+        self.client.upload_file(str(source), bucket, _writable(bucket, key))
+        info = self.head(bucket, key)
+        if info is None:  # S3 is read-after-write consistent: only a concurrent delete
+            raise NotFoundError(f"s3://{bucket}/{key} vanished right after its upload")
+        return info
 
     def put_if(self, bucket: str, key: str, data: bytes, *, if_match: str | None) -> ObjectInfo:
         """Compare-and-swap with S3 conditional writes (If-Match / If-None-Match: *)."""
         condition = {"IfNoneMatch": "*"} if if_match is None else {"IfMatch": f'"{if_match}"'}
+        _writable(bucket, key)
         try:
             response = self.client.put_object(Bucket=bucket, Key=key, Body=data, **condition)
         except ClientError as exc:

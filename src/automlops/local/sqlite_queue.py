@@ -177,13 +177,14 @@ class SqliteQueue:
                 (error, queue, receipt_handle),
             )
 
-    def dead_letter(self, queue: str, receipt_handle: str, error: str) -> None:
-        """Move a received message to the dead-letter queue at once."""
+    def dead_letter(self, queue: str, message: SqsRecord, error: str) -> None:
+        """Move a received message to the dead-letter queue at once (it keeps its id). A stale
+        receipt (the message was redelivered) is ignored, as by `delete`."""
         with self._transaction() as db:
             db.execute(
                 "UPDATE messages SET queue = ?, source_queue = ?, last_error = ?, receipt = NULL, "
                 "visible_at = ? WHERE queue = ? AND receipt = ?",
-                (dlq_name(queue), queue, error, time.time(), queue, receipt_handle),
+                (dlq_name(queue), queue, error, time.time(), queue, message.receipt_handle),
             )
 
     def dead_letter_exhausted(self, queue: str) -> list[DeadLetter]:

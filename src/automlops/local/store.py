@@ -12,15 +12,17 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from automlops.errors import ConflictError, NotFoundError, PermanentError
-from automlops.ports import ObjectInfo
+from automlops.ports import MAX_KEY_BYTES, ObjectInfo
 
 OnCreated = Callable[[ObjectInfo], None]
 
 # Sidecar state (tags, locks) lives beside the buckets, never inside them.
 _META_DIR = ".meta"
-# S3's limit on a key, and the usual file-name limit of a file system (ext4, APFS, NTFS).
-MAX_KEY_BYTES = 1024
-_MAX_SEGMENT_BYTES = 255
+# The usual file-name limit of a file system (ext4, APFS, NTFS) is 255 bytes; a segment of a
+# key (a file or directory name) leaves room for the longest sidecar suffix (its tags file).
+# Temp files have short names of their own, whatever the key.
+_TAGS_SUFFIX = ".tags.json"
+MAX_NAME_BYTES = 255 - len(_TAGS_SUFFIX)
 
 
 _COPY_CHUNK = 1 << 20  # put_file copies and hashes 1 MiB at a time
@@ -52,7 +54,7 @@ class DirectoryStore:
             or "\\" in key
             or "\x00" in key
             or any(p in ("", ".", "..") for p in parts)
-            or any(p.startswith(".") and p.endswith(".tmp") for p in parts)
+            or any(_is_temp(p) for p in parts)
             or parts[0] == _META_DIR
         ):
             raise PermanentError(f"invalid object key {key!r}")
@@ -62,9 +64,9 @@ class DirectoryStore:
                 f"object key of {len(key.encode())} bytes {key[:60]!r}...: "
                 f"at most {MAX_KEY_BYTES} bytes are allowed"
             )
-        if any(len(p.encode()) > _MAX_SEGMENT_BYTES for p in parts):
+        if any(len(p.encode()) > MAX_NAME_BYTES for p in parts):
             raise PermanentError(
-                f"object key {key[:60]!r}... has a name over {_MAX_SEGMENT_BYTES} bytes"
+                f"object key {key[:60]!r}... has a name over {MAX_NAME_BYTES} bytes"
             )
         return self.root / bucket / key
 
@@ -78,7 +80,8 @@ class DirectoryStore:
         """Write bytes (or chunks of them) to a temp file, fsync, rename over `path`; returns
         the size and the MD5 (S3's ETag of a single-part PUT)."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        # Named apart from `path`: `.<name>.<random>.tmp` would outgrow the name limit.
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
         digest = hashlib.md5(usedforsecurity=False)
         size = 0
         try:
@@ -103,17 +106,30 @@ class DirectoryStore:
             self.on_created(info)
         return info
 
-    def put(self, bucket: str, key: str, data: bytes) -> ObjectInfo:
-        size, etag = self._write_atomic(self.path(bucket, key), data)
+    def _write_object(self, bucket: str, key: str, data: bytes | Iterable[bytes]) -> ObjectInfo:
+        path = self.path(bucket, key)
+        # A new object has no tags, as on S3. Dropped first: a crash in between leaves the old
+        # bytes untagged (processed again, idempotently), never new bytes with old tags.
+        self._meta_path(bucket, key, _TAGS_SUFFIX).unlink(missing_ok=True)
+        try:
+            size, etag = self._write_atomic(path, data)
+        except (IsADirectoryError, NotADirectoryError, FileExistsError):
+            # S3 holds "a" beside "a/b"; directories cannot. Retrying would not help.
+            raise PermanentError(
+                f"{bucket}/{key}: in the directory store a key cannot also be a prefix "
+                "(a directory) of other keys"
+            ) from None
         return self._created(bucket, key, size, etag)
+
+    def put(self, bucket: str, key: str, data: bytes) -> ObjectInfo:
+        return self._write_object(bucket, key, data)
 
     def put_file(self, bucket: str, key: str, source: Path) -> ObjectInfo:
         """`put` of a file's bytes, copied and hashed in chunks: a large upload is never
         held in memory. Atomic like `put`."""
-        path = self.path(bucket, key)
+        self.path(bucket, key)  # an invalid key is refused before the file is opened
         with open(source, "rb") as reader:
-            size, etag = self._write_atomic(path, iter(lambda: reader.read(_COPY_CHUNK), b""))
-        return self._created(bucket, key, size, etag)
+            return self._write_object(bucket, key, iter(lambda: reader.read(_COPY_CHUNK), b""))
 
     def renotify(self, bucket: str, key: str) -> bool:
         """Send an existing object's ObjectCreated notification again; False if it is absent.
@@ -187,7 +203,7 @@ class DirectoryStore:
             raise NotFoundError(f"no such bucket: {bucket!r}")
         keys = []
         for path in base.rglob("*"):
-            if path.is_file() and not path.name.endswith(".tmp"):
+            if path.is_file() and not _is_temp(path.name):
                 key = path.relative_to(base).as_posix()
                 if key.startswith(prefix):
                     keys.append(key)
@@ -201,7 +217,7 @@ class DirectoryStore:
         if self.local_file(bucket, key) is None:
             raise NotFoundError(f"no such object: {bucket}/{key}")
         try:
-            return json.loads(self._meta_path(bucket, key, ".tags.json").read_bytes())
+            return json.loads(self._meta_path(bucket, key, _TAGS_SUFFIX).read_bytes())
         except FileNotFoundError:
             return {}
 
@@ -209,5 +225,10 @@ class DirectoryStore:
         if self.local_file(bucket, key) is None:
             raise NotFoundError(f"no such object: {bucket}/{key}")
         self._write_atomic(
-            self._meta_path(bucket, key, ".tags.json"), json.dumps(tags, sort_keys=True).encode()
+            self._meta_path(bucket, key, _TAGS_SUFFIX), json.dumps(tags, sort_keys=True).encode()
         )
+
+
+def _is_temp(name: str) -> bool:
+    """A temp file of an unfinished write (never an object: keys cannot name one)."""
+    return name.startswith(".") and name.endswith(".tmp")

@@ -126,7 +126,7 @@ class Worker:
             return
         error = failed[0].error or "stage failed"
         if message.receive_count >= self.runtime.settings.max_receives:
-            self.runtime.queue.dead_letter(queue, message.receipt_handle, error)
+            self.runtime.queue.dead_letter(queue, message, error)
         else:
             self.runtime.queue.record_error(queue, message.receipt_handle, error)
             backoff = self.runtime.settings.retry_base_s * 2 ** (message.receive_count - 1)
@@ -174,7 +174,7 @@ class Worker:
 
     def _drop(self, queue: str, message: SqsRecord, error: str) -> None:
         log.error("dead-lettering message %s: %s", message.message_id, error)
-        self.runtime.queue.dead_letter(queue, message.receipt_handle, error)
+        self.runtime.queue.dead_letter(queue, message, error)
 
     def _run_stage(self, stage: Stage, event: object, message: SqsRecord, queue: str) -> _Outcome:
         runlog = self.runtime.runlog
