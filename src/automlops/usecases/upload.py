@@ -12,13 +12,13 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from automlops import keys, names
 from automlops.config import MAX_TIME_BUDGET_S, Manifest, Task
 from automlops.errors import AutomlopsError
 from automlops.manifests import load_manifest, save_manifest
-from automlops.ports import ObjectInfo, ObjectStore
+from automlops.ports import ObjectStore
 
 HEAD_BYTES = 1 << 16  # the header (and the default target) is read from this much of the file
 _COLUMNS_SHOWN = 20
@@ -26,13 +26,6 @@ _COLUMNS_SHOWN = 20
 
 class UploadRefused(ValueError):
     """The upload cannot be accepted as asked; the message says what to change."""
-
-
-@runtime_checkable
-class FileStore(Protocol):
-    """A store that copies a file in pieces, never holding it whole in memory."""
-
-    def put_file(self, bucket: str, key: str, source: Path) -> ObjectInfo: ...
 
 
 @dataclass(frozen=True)
@@ -68,8 +61,8 @@ def upload(
     source: Path | bytes,
     options: UploadOptions,
 ) -> Uploaded:
-    """Validate, store the manifest, then the file (streamed when `source` is a path and the
-    store can copy files). UploadRefused, with nothing written, when anything is wrong."""
+    """Validate, store the manifest, then the file (streamed when `source` is a path).
+    UploadRefused, with nothing written, when anything is wrong."""
     if _is_empty(source):
         raise UploadRefused("the file is empty: choose a CSV file with a header and rows")
     dataset = options.dataset.strip() if options.dataset and options.dataset.strip() else None
@@ -95,11 +88,7 @@ def upload(
             detected = _how_detected(chosen)
     save_manifest(store, bucket, manifest)
     if isinstance(source, Path):
-        if isinstance(store, FileStore):
-            store.put_file(bucket, key, source)
-        else:
-            # A store without file copies (S3 today) gets the bytes; see FileStore.
-            store.put(bucket, key, source.read_bytes())
+        store.put_file(bucket, key, source)  # streamed: a big file is never held whole
     else:
         store.put(bucket, key, source)
     return Uploaded(
