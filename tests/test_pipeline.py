@@ -198,7 +198,7 @@ def test_transient_failures_retry_then_dead_letter(runtime: LocalRuntime, monkey
         return real.run(record, ports)
 
     runtime.settings.retry_base_s = 0.01
-    monkeypatch.setitem(stages.STAGES, Stage.train, StageSpec(locate=real.locate, run=flaky))
+    monkeypatch.setitem(stages.STAGES, Stage.train, StageSpec(identify=real.identify, run=flaky))
     upload(runtime, CANCER, "c.csv", breast_cancer_csv())
     [run] = run_all(runtime)
     assert run.status == "succeeded"
@@ -208,7 +208,7 @@ def test_transient_failures_retry_then_dead_letter(runtime: LocalRuntime, monkey
     def broken(record, ports):  # type: ignore[no-untyped-def]
         raise OSError("disk gone")
 
-    monkeypatch.setitem(stages.STAGES, Stage.train, StageSpec(locate=real.locate, run=broken))
+    monkeypatch.setitem(stages.STAGES, Stage.train, StageSpec(identify=real.identify, run=broken))
     upload(runtime, CANCER, "other.csv", breast_cancer_csv().replace(b"\n", b"\r\n"))
     [failed] = run_all(runtime)
     assert failed.status == "failed"
