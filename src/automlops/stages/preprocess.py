@@ -31,9 +31,10 @@ PROCESSED_TAG = "automlops-processed-run"
 _WRITE_CHUNK_ROWS = 256 * 1024
 
 
-def run_identity(dataset: str, content_tag: str, manifest: Manifest) -> str:
-    """A run is named after what it processes: the dataset, the content and the manifest."""
-    material = f"{dataset}\0{content_tag}\0{manifest.model_dump_json()}"
+def run_identity(dataset: str, etag: str, size: int, manifest: Manifest) -> str:
+    """A run is named after what it processes: the dataset, the content (as the store's ETag
+    and size of the upload tell it; see `identify`) and the manifest."""
+    material = f"{dataset}\0etag:{_bare(etag)}:{size}\0{manifest.model_dump_json()}"
     return hashlib.sha256(material.encode()).hexdigest()[:16]
 
 
@@ -69,11 +70,11 @@ def _named(record: S3EventRecord, ports: Ports) -> tuple[keys.RunRef, Manifest]:
     """The run of an upload (see `identify`) and the manifest it was named with."""
     source = keys.parse_source_key(record.key)
     manifest = load_manifest(ports.store, ports.settings.buckets.data, source.dataset)
-    run_id = run_identity(source.dataset, _content_tag(record, ports), manifest)
+    run_id = run_identity(source.dataset, *_content_tag(record, ports), manifest)
     return keys.RunRef(source.dataset, run_id), manifest
 
 
-def _content_tag(record: S3EventRecord, ports: Ports) -> str:
+def _content_tag(record: S3EventRecord, ports: Ports) -> tuple[str, int]:
     """ETag and size of the announced object; a HEAD asks for them when the event lacks the
     ETag (hand-made events)."""
     etag, size = _bare(record.s3.object.e_tag), record.s3.object.size
@@ -81,8 +82,8 @@ def _content_tag(record: S3EventRecord, ports: Ports) -> str:
         info = ports.store.head(record.bucket, record.key)
         if info is None:
             raise NotFoundError(f"no such object: {record.bucket}/{record.key}")
-        etag, size = _bare(info.etag), info.size
-    return f"etag:{etag}:{size}"
+        etag, size = info.etag, info.size
+    return etag, size
 
 
 def _bare(etag: str) -> str:
