@@ -134,8 +134,8 @@ class Worker:
         for job in jobs:
             stage, event = job.stage, job.event
             if isinstance(event, S3EventRecord) and stage is Stage.preprocess:
-                # Named through the run log, not by reading the upload again: reading it may
-                # be what killed the worker.
+                # Named through the run log: the upload event the run started from, which is
+                # also the record of an upload found to be a duplicate of an earlier run.
                 trigger = _trigger_id(event)
                 run_id = runlog.run_of_trigger(trigger)
                 if run_id is None:  # it died before the run was named
