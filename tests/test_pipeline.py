@@ -318,3 +318,12 @@ def test_an_upload_replaced_before_its_run_is_left_to_the_replacements_run(
         schema.source_sha256
         == hashlib.sha256(runtime.store.get("data", "data/c/c.csv")).hexdigest()
     )
+
+
+def test_the_worker_acknowledges_the_s3_test_event_as_lambda_does(runtime: LocalRuntime) -> None:
+    events = runtime.settings.queues.events
+    runtime.queue.send(events, json.dumps({"Service": "Amazon S3", "Event": "s3:TestEvent"}))
+    assert Worker(runtime).step()
+    assert runtime.queue.counts(events) == (0, 0)
+    assert runtime.queue.dead_letters(events) == []
+    assert runtime.runlog.list() == []
