@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 
@@ -198,7 +199,7 @@ def test_transient_failures_retry_then_dead_letter(runtime: LocalRuntime, monkey
         return real.run(record, ports)
 
     runtime.settings.retry_base_s = 0.01
-    monkeypatch.setitem(stages.STAGES, Stage.train, StageSpec(locate=real.locate, run=flaky))
+    monkeypatch.setitem(stages.STAGES, Stage.train, StageSpec(identify=real.identify, run=flaky))
     upload(runtime, CANCER, "c.csv", breast_cancer_csv())
     [run] = run_all(runtime)
     assert run.status == "succeeded"
@@ -208,7 +209,7 @@ def test_transient_failures_retry_then_dead_letter(runtime: LocalRuntime, monkey
     def broken(record, ports):  # type: ignore[no-untyped-def]
         raise OSError("disk gone")
 
-    monkeypatch.setitem(stages.STAGES, Stage.train, StageSpec(locate=real.locate, run=broken))
+    monkeypatch.setitem(stages.STAGES, Stage.train, StageSpec(identify=real.identify, run=broken))
     upload(runtime, CANCER, "other.csv", breast_cancer_csv().replace(b"\n", b"\r\n"))
     [failed] = run_all(runtime)
     assert failed.status == "failed"
@@ -251,3 +252,78 @@ def test_bank_sample_beats_the_reference_recipe(tmp_path) -> None:
     assert champion.metrics["roc_auc"] >= reference_auc - 0.01
     assert np.isfinite(champion.metrics["pr_auc"])
     runtime.close()
+
+
+class _ReadCounting:
+    """A store that counts the reads of one object (HEAD hashes a local file, so it counts)."""
+
+    def __init__(self, store: object, key: str) -> None:
+        self._store = store
+        self._key = key
+        self.reads: list[str] = []
+
+    def __getattr__(self, name: str) -> object:
+        method = getattr(self._store, name)
+        if name not in ("get", "head", "local_file"):
+            return method
+
+        def counted(bucket: str, key: str) -> object:
+            if key == self._key:
+                self.reads.append(name)
+            return method(bucket, key)
+
+        return counted
+
+
+def test_a_preprocess_run_is_named_without_reading_the_upload(runtime: LocalRuntime) -> None:
+    from dataclasses import replace as with_store
+
+    from automlops.events import S3Event
+    from automlops.stages import preprocess
+
+    key = upload(runtime, CANCER, "c.csv", breast_cancer_csv())
+    [message] = runtime.queue.receive(runtime.settings.queues.events)
+    [record] = S3Event.model_validate_json(message.body).records
+    counting = _ReadCounting(runtime.store, key)
+    ports = with_store(runtime.ports(), store=counting)
+    run = preprocess.identify(record, ports)  # type: ignore[arg-type]  # a store stand-in
+    assert counting.reads == []
+    assert run.dataset == "c"
+    # Named after the content and manifest: the same bytes under another name are that run.
+    again = upload(runtime, CANCER, "copy.csv", breast_cancer_csv())
+    [copy] = runtime.queue.receive(runtime.settings.queues.events)
+    [copy_record] = S3Event.model_validate_json(copy.body).records
+    assert copy_record.key == again
+    assert preprocess.identify(copy_record, runtime.ports()) == run
+    # Another manifest names another run.
+    upload(runtime, CANCER.model_copy(update={"seed": 7}), "c.csv", breast_cancer_csv())
+    assert preprocess.identify(record, runtime.ports()) != run
+
+
+def test_an_upload_replaced_before_its_run_is_left_to_the_replacements_run(
+    runtime: LocalRuntime,
+) -> None:
+    data = breast_cancer_csv()
+    upload(runtime, CANCER, "c.csv", data)
+    upload(runtime, CANCER, "c.csv", data + data.splitlines(keepends=True)[-1])  # replaced
+    finished = run_all(runtime)
+    by_status = sorted((r.status, r.error or "") for r in finished)
+    assert [status for status, _ in by_status] == ["failed", "succeeded"], by_status
+    assert "was replaced after this notification" in by_status[0][1]
+    # The run that succeeded processed the bytes its name was made from: the replacement's.
+    [schema_key] = [k for k in runtime.store.list("automl-data") if k.endswith("schema.json")]
+    schema = DatasetSchema.model_validate_json(runtime.store.get("automl-data", schema_key))
+
+    assert (
+        schema.source_sha256
+        == hashlib.sha256(runtime.store.get("data", "data/c/c.csv")).hexdigest()
+    )
+
+
+def test_the_worker_acknowledges_the_s3_test_event_as_lambda_does(runtime: LocalRuntime) -> None:
+    events = runtime.settings.queues.events
+    runtime.queue.send(events, json.dumps({"Service": "Amazon S3", "Event": "s3:TestEvent"}))
+    assert Worker(runtime).step()
+    assert runtime.queue.counts(events) == (0, 0)
+    assert runtime.queue.dead_letters(events) == []
+    assert runtime.runlog.list() == []

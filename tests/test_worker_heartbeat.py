@@ -31,10 +31,10 @@ def test_a_stage_longer_than_the_visibility_timeout_is_not_run_twice(
     def slow(record: S3EventRecord, ports: Ports) -> StageResult:
         runs.append(time.monotonic())
         time.sleep(STAGE_S)
-        return StageResult(run=preprocess.locate(record, ports)[0], note="slow")
+        return StageResult(run=preprocess.identify(record, ports), note="slow")
 
     monkeypatch.setitem(
-        STAGES, Stage.preprocess, StageSpec(locate=STAGES[Stage.preprocess].locate, run=slow)
+        STAGES, Stage.preprocess, StageSpec(identify=STAGES[Stage.preprocess].identify, run=slow)
     )
     try:
         upload(runtime, Manifest(dataset="slow", target="y"), "slow.csv", b"x,y\n1,0\n2,1\n")

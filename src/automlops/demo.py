@@ -13,7 +13,7 @@ from sklearn.datasets import load_breast_cancer
 
 from automlops.local.runlog import RunRecord
 from automlops.local.runtime import open_runtime
-from automlops.local.worker import Worker
+from automlops.local.worker import Worker, run_workers
 from automlops.usecases.models import headline
 from automlops.usecases.upload import UploadOptions, upload
 
@@ -51,7 +51,7 @@ def run_demo(home: Path, echo: Callable[[str], None] = print) -> int:
             echo(f"  error: {record.error}")
 
     try:
-        Worker(runtime, on_run_end=on_end).run_until_idle()
+        run_workers([Worker(runtime, on_run_end=on_end)], until_idle=True)
         if not finished or finished[-1].status != "succeeded":
             echo("the demo run did not succeed")
             return 1

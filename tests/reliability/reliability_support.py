@@ -1,5 +1,5 @@
 """Helpers of the reliability suite: recording results for docs/reliability.md, small data,
-`automlops` subprocesses that pause inside a stage, and checks of what a workspace shows."""
+worker subprocesses that pause inside a stage, and checks of what a workspace shows."""
 
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ from typing import Any
 import polars as pl
 
 from automlops.config import Manifest, Task
-from automlops.local.worker import PAUSE_ENV
 from automlops.ml.artifact import ModelArtifact
 from automlops.registry import RegistryDoc, VersionStatus
 
@@ -85,14 +84,18 @@ def automlops_command(*args: str) -> list[str]:
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:
-    """The environment for an `automlops` child: ours without pause hooks, plus `extra`."""
-    env = {k: v for k, v in os.environ.items() if k != PAUSE_ENV}
-    env.update(extra)
-    return env
+    """The environment for an `automlops` child: ours, plus `extra`."""
+    return {**os.environ, **extra}
+
+
+def paused_worker_command(home: Path, point: str) -> list[str]:
+    """A worker process over `home` that pauses at `point` (see paused_worker.py)."""
+    script = Path(__file__).with_name("paused_worker.py")
+    return [sys.executable, str(script), str(home), point]
 
 
 class PausedProcess:
-    """An `automlops` child whose stderr is watched for the pause hook's marker line."""
+    """A child whose stderr is watched for the pause's marker line (see paused_worker.py)."""
 
     MARKER = "automlops: paused"
 

@@ -122,7 +122,7 @@ def test_two_workers_two_datasets_uploads_in_flight(tmp_path: Path) -> None:
             check_registry(doc)
             assert len(doc.versions) == distinct and doc.champion is not None
             versions += len(doc.versions)
-        for queue in (runtime.settings.queues.events, runtime.settings.queues.evaluation):
+        for queue in runtime.settings.queues.served:
             assert runtime.queue.counts(queue) == (0, 0)
             assert runtime.queue.dead_letters(queue) == []
     finally:

@@ -1,8 +1,9 @@
 """kill -9 inside every stage: nothing lost, nothing doubled, nothing half-written visible.
 
-One upload goes through a chain of `automlops run` processes; each is stopped by the pause
-hook ($AUTOMLOPS_PAUSE_AT) at a point inside a stage and killed with SIGKILL there. The next
-process gets the killed one's message again after the visibility timeout and carries on. The
+One upload goes through a chain of worker processes; each pauses at a point inside a stage
+(paused_worker.py wraps the stage and the store's notification from outside the product) and
+is killed with SIGKILL there. The next process gets the killed one's message again after the
+visibility timeout and carries on; a last `automlops run` finishes the run. The
 points are chosen where a crash hurts most: after a stage's output is durable but before the
 notification that triggers the next stage, and between a registry write and the next one.
 """
@@ -22,6 +23,7 @@ from reliability_support import (
     check_registry,
     check_visible_objects,
     fast_manifest,
+    paused_worker_command,
     record,
     registry_docs,
     small_csv,
@@ -29,7 +31,7 @@ from reliability_support import (
 )
 
 from automlops.local.runtime import open_runtime
-from automlops.local.worker import PAUSE_ENV, Worker
+from automlops.local.worker import Worker
 from automlops.registry import VersionStatus
 from support import upload
 
@@ -70,7 +72,7 @@ def test_kill_9_inside_every_stage_loses_and_doubles_nothing(tmp_path: Path) -> 
 
     seen: list[dict[str, object]] = []
     for stage, point, durable in KILL_POINTS:
-        child = PausedProcess(command, subprocess_env(**env, **{PAUSE_ENV: point}))
+        child = PausedProcess(paused_worker_command(home, point), subprocess_env(**env))
         started = time.monotonic()
         marker = child.wait_paused(timeout_s=120)
         child.kill()
@@ -108,7 +110,7 @@ def test_kill_9_inside_every_stage_loses_and_doubles_nothing(tmp_path: Path) -> 
         check_registry(doc)
         [version] = doc.versions
         assert version.status is VersionStatus.champion and version.report_key
-        for queue in (runtime.settings.queues.events, runtime.settings.queues.evaluation):
+        for queue in runtime.settings.queues.served:
             assert runtime.queue.counts(queue) == (0, 0)
             assert runtime.queue.dead_letters(queue) == []
     finally:
@@ -176,7 +178,7 @@ def test_a_message_that_kills_its_worker_every_time_fails_its_run(
         raise _Killed
 
     real = stages.STAGES[Stage.train]
-    monkeypatch.setitem(stages.STAGES, Stage.train, StageSpec(locate=real.locate, run=die))
+    monkeypatch.setitem(stages.STAGES, Stage.train, StageSpec(identify=real.identify, run=die))
     runtime = open_runtime(tmp_path / "home")
     try:
         runtime.queue.visibility_timeout_s = 0.0  # redeliver at once
@@ -201,8 +203,3 @@ def test_a_message_that_kills_its_worker_every_time_fails_its_run(
         record("crash_dlq", {"deliveries": deaths, "run_status": run.status, "dlq_messages": 1})
     finally:
         runtime.close()
-
-
-@pytest.fixture(autouse=True)
-def _no_pause_in_this_process(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(PAUSE_ENV, raising=False)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from pathlib import Path
@@ -77,7 +76,9 @@ def test_put_through_the_store_is_not_notified_twice(runtime: LocalRuntime) -> N
     # Once processed (message gone, run recorded) the file is still known.
     (message,) = runtime.queue.receive(runtime.settings.queues.events)
     runtime.queue.delete(runtime.settings.queues.events, message.receipt_handle)
-    run_id = run_identity("ds", hashlib.sha256(data).hexdigest(), manifest)
+    info = runtime.store.head("data", keys.source_key("ds", "p.csv"))
+    assert info is not None
+    run_id = run_identity("ds", info.etag, info.size, manifest)
     runtime.runlog.start_stage(run_id, "ds", "data/ds/q.csv", "preprocess")
     (runtime.home / STATE_FILE).unlink()
     runtime.store.put("data", keys.source_key("ds", "q.csv"), data)

@@ -2,23 +2,39 @@
 
 `automlops.aws.handlers.<stage>` accepts a direct S3 event notification, an SQS batch whose
 bodies are S3 event notifications (the deployment's wiring: S3 -> SQS -> Lambda), or, for
-evaluate, an SQS batch of evaluation messages. SQS batches answer with partial batch failures
-(`batchItemFailures`): a transient failure is retried after an exponential backoff and lands in
-the dead-letter queue after the queue's maxReceiveCount; a permanent one (bad input) is logged
-as the run's failure and acknowledged, as the local worker does.
+evaluate, an SQS batch of evaluation messages. An SQS batch goes through the dispatcher the
+local worker uses (`automlops.dispatch`) inside Powertools' batch processor, which answers the
+messages to retry as partial batch failures (`batchItemFailures`): a transient failure is
+retried after an exponential back-off and lands in the dead-letter queue after the queue's
+maxReceiveCount; a permanent one (bad input) is logged as the run's failure and acknowledged,
+as the local worker does.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from typing import Any
 
 from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.batch import (
+    BatchProcessor,
+    EventType,
+    process_partial_response,
+)
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from automlops.aws.runtime import AwsRuntime, build_runtime
 from automlops.aws.sqs_queue import queue_name_from_arn
-from automlops.errors import PermanentError
+from automlops.dispatch import (
+    DONE,
+    Action,
+    Decision,
+    Job,
+    Outcome,
+    RetryPolicy,
+    StageEvent,
+    dispatch,
+    failure,
+)
 from automlops.events import S3Event, S3EventRecord, SqsRecord
 from automlops.routing import QUEUE_TRIGGERS, Stage
 from automlops.stages import STAGES
@@ -42,30 +58,24 @@ def current_runtime() -> AwsRuntime:
     return _runtime
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """How one stage run ended: ok, or failed permanently or transiently."""
-
-    ok: bool
-    permanent: bool = False
-    error: str | None = None
+class RetryLater(Exception):
+    """Raised for a message to retry: the batch processor reports it as a failed item."""
 
 
-def run_stage(stage: Stage, event: S3EventRecord | SqsRecord, rt: AwsRuntime) -> Outcome:
+def run_stage(stage: Stage, event: StageEvent, rt: AwsRuntime) -> Outcome:
     """Run one stage on one event, logging with the run's identity."""
     spec = STAGES[stage]
     ports = rt.ports(progress=lambda text: logger.info(text))
-    source = event.key if isinstance(event, S3EventRecord) else None
     try:
-        run = spec.locate(event, ports)
+        run = spec.identify(event, ports)
         logger.append_keys(dataset=run.dataset, run_id=run.run_id)
     except Exception as exc:  # the run cannot be named: log the event instead
-        logger.append_keys(source=source)
-        return _failed(stage, exc)
+        logger.append_keys(source=event.key if isinstance(event, S3EventRecord) else None)
+        return _failed(exc)
     try:
         result = rt.runners[stage](event, ports)
     except Exception as exc:
-        return _failed(stage, exc)
+        return _failed(exc)
     logger.info(
         "stage skipped: already done" if result.duplicate else "stage succeeded",
         extra={
@@ -76,72 +86,75 @@ def run_stage(stage: Stage, event: S3EventRecord | SqsRecord, rt: AwsRuntime) ->
             "run_finished": result.final,
         },
     )
-    return Outcome(ok=True)
+    return DONE
 
 
-def _failed(stage: Stage, exc: Exception) -> Outcome:
-    if isinstance(exc, PermanentError):
+def _failed(exc: Exception) -> Outcome:
+    outcome = failure(exc)
+    if outcome.permanent:
         # The input is wrong: the run fails now, and the message is acknowledged.
-        logger.error("run failed", extra={"error": str(exc), "error_type": type(exc).__name__})
-        return Outcome(ok=False, permanent=True, error=str(exc))
-    logger.exception("stage failed; will be retried", extra={"error_type": type(exc).__name__})
-    return Outcome(ok=False, error=f"{type(exc).__name__}: {exc}")
-
-
-def _jobs(stage: Stage, message: SqsRecord, rt: AwsRuntime) -> list[S3EventRecord | SqsRecord]:
-    """What one SQS message asks this stage to do."""
-    if any(t.stage is stage for t in QUEUE_TRIGGERS):
-        return [message]
-    body = json.loads(message.body)
-    if isinstance(body, dict) and body.get("Event") == "s3:TestEvent":
-        return []  # S3 sends one when the notification is configured
-    records = S3Event.model_validate(body).records
-    jobs: list[S3EventRecord | SqsRecord] = []
-    for record in records:
-        trigger = rt.router.match_object(record.bucket, record.key)
-        if trigger is None or trigger.stage is not stage:
-            # The deployment's S3 filters route; a mismatch is a wiring error, not data.
-            logger.warning(
-                "event not for this stage; ignored",
-                extra={"bucket": record.bucket, "key": record.key},
-            )
-            continue
-        jobs.append(record)
-    return jobs
+        logger.error("run failed", extra={"error": outcome.error, "error_type": type(exc).__name__})
+    else:
+        logger.exception("stage failed; will be retried", extra={"error_type": type(exc).__name__})
+    return outcome
 
 
 def handle_sqs(stage: Stage, event: dict[str, Any], rt: AwsRuntime) -> dict[str, Any]:
     """Process an SQS batch; answer the messages to retry as partial batch failures."""
-    failures: list[dict[str, str]] = []
-    for raw in event["Records"]:
-        message = SqsRecord.model_validate(raw)
+    policy = RetryPolicy.of(rt.config.settings())
+    # The handler's queue carries this stage's messages themselves (evaluation) or S3
+    # notifications, routed record by record.
+    queue_stage = stage if any(t.stage is stage for t in QUEUE_TRIGGERS) else None
+
+    def accept(job: Job) -> bool:
+        if job.stage is stage:
+            return True
+        # The deployment's S3 filters route; a mismatch is a wiring error, not data.
+        key = job.event.key if isinstance(job.event, S3EventRecord) else None
+        logger.warning("event not for this stage; ignored", extra={"key": key})
+        return False
+
+    def record_handler(record: SQSRecord) -> None:
+        message = SqsRecord.model_validate(record.raw_event)
         logger.append_keys(message_id=message.message_id, receive_count=message.receive_count)
         try:
-            jobs = _jobs(stage, message, rt)
-        except ValueError as exc:
-            # Unreadable body: retrying cannot help, the redrive policy dead-letters it.
-            logger.error("unreadable message", extra={"error": str(exc)})
-            failures.append({"itemIdentifier": message.message_id})
-            continue
-        outcomes = [run_stage(stage, job, rt) for job in jobs]
-        if any(not o.ok and not o.permanent for o in outcomes):
-            failures.append({"itemIdentifier": message.message_id})
-            _back_off(message, rt)
-        logger.remove_keys(["message_id", "receive_count", "dataset", "run_id", "source"])
-    return {"batchItemFailures": failures}
+            decision = dispatch(
+                message,
+                router=rt.router,
+                queue_stage=queue_stage,
+                run=lambda job: run_stage(job.stage, job.event, rt),
+                policy=policy,
+                accept=accept,
+            )
+            _answer(decision, message, rt)
+        finally:
+            logger.remove_keys(["message_id", "receive_count", "dataset", "run_id", "source"])
+
+    # A batch whose every message fails is answered like any other, item by item.
+    processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+    return dict(process_partial_response(event, record_handler, processor))
 
 
-def _back_off(message: SqsRecord, rt: AwsRuntime) -> None:
-    attempts = message.receive_count
-    if attempts >= rt.config.max_receives:
-        logger.error("giving up: the message goes to the dead-letter queue")
+def _answer(decision: Decision, message: SqsRecord, rt: AwsRuntime) -> None:
+    """Carry a decision out in a batch: return to acknowledge, raise to have it retried.
+
+    A message to dead-letter is failed too: the queue's redrive policy moves it once it has
+    had maxReceiveCount deliveries (the deployment sets that to `max_receives`).
+    """
+    if decision.action is Action.ack:
         return
-    delay = rt.config.retry_base_s * 2 ** (attempts - 1)
-    try:
-        queue = queue_name_from_arn(message.event_source_arn)
-        rt.queue.change_visibility(queue, message.receipt_handle, delay)
-    except Exception:  # best effort: without it the queue's visibility timeout applies
-        logger.warning("could not delay the retry", exc_info=True)
+    if decision.action is Action.dead_letter:
+        logger.error(
+            "giving up: the message goes to the dead-letter queue",
+            extra={"error": decision.error},
+        )
+    else:
+        try:
+            queue = queue_name_from_arn(message.event_source_arn)
+            rt.queue.change_visibility(queue, message.receipt_handle, decision.delay_s)
+        except Exception:  # best effort: without it the queue's visibility timeout applies
+            logger.warning("could not delay the retry", exc_info=True)
+    raise RetryLater(decision.error or "failed")
 
 
 def handle_s3(stage: Stage, event: dict[str, Any], rt: AwsRuntime) -> dict[str, Any]:

@@ -74,13 +74,14 @@ def build_runtime(
     sagemaker = session.client("sagemaker", **options)
     runtime = runtime_client or session.client("sagemaker-runtime", **options)
     launcher = TrainingJobLauncher(config, sagemaker)
-    rt = AwsRuntime(
+    runners: dict[Stage, StageRunner] = {stage: spec.run for stage, spec in STAGES.items()}
+    # Training runs in the function or as a SageMaker job, as the config says.
+    runners[Stage.train] = TrainDispatcher(config, launcher)
+    return AwsRuntime(
         config=config,
         store=S3ObjectStore(session.client("s3", **options)),
         queue=SqsQueue(session.client("sqs", **options)),
         host=SageMakerModelHost(config, sagemaker, runtime),
         launcher=launcher,
+        runners=runners,
     )
-    rt.runners = {stage: spec.run for stage, spec in STAGES.items()}
-    rt.runners[Stage.train] = TrainDispatcher(config, launcher)
-    return rt

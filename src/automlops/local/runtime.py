@@ -37,13 +37,7 @@ class LocalRuntime:
 
     def create_app(self) -> FastAPI:
         """The inference app over this workspace's registry."""
-        # Imported here: the ML stack is heavy and most CLI commands never serve.
-        from automlops.serving.app import create_app
-        from automlops.serving.models import ModelCache
-
-        return create_app(
-            ModelCache(self.store, self.registry), max_body_bytes=self.settings.max_body_bytes
-        )
+        return inference_app(self.store, self.registry, self.settings)
 
     def notify_created(self, bucket: str, key: str) -> ObjectInfo:
         """Send the ObjectCreated notification of an object already in a bucket, as a put
@@ -57,6 +51,15 @@ class LocalRuntime:
 
     def close(self) -> None:
         self.host.close()
+
+
+def inference_app(store: DirectoryStore, registry: Registry, settings: Settings) -> FastAPI:
+    """The inference app over a workspace's registry (what its model host serves)."""
+    # Imported here: the ML stack is heavy and most CLI commands never serve.
+    from automlops.serving.app import create_app
+    from automlops.serving.models import ModelCache
+
+    return create_app(ModelCache(store, registry), max_body_bytes=settings.max_body_bytes)
 
 
 def open_runtime(
@@ -90,15 +93,15 @@ def open_runtime(
 
     store = DirectoryStore(root, settings.buckets.all(), on_created=notify)
     registry = Registry(store, settings.buckets.model_output)
-    runtime = LocalRuntime(
+    # The host builds the app when it first serves (in-process), or never (`server_url`).
+    host = LocalModelHost(lambda: inference_app(store, registry, settings), base_url=server_url)
+    return LocalRuntime(
         home=root,
         settings=settings,
         store=store,
         queue=queue,
         registry=registry,
-        host=None,  # type: ignore[arg-type]  # set below: the host serves this runtime's app
+        host=host,
         runlog=RunLog(root / "runs.db"),
         router=router,
     )
-    runtime.host = LocalModelHost(runtime.create_app, base_url=server_url)
-    return runtime

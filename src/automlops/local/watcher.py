@@ -24,7 +24,6 @@ must not re-run old uploads just because their manifest changed since.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -130,8 +129,7 @@ class DataWatcher:
 
         with contextlib.suppress(AutomlopsError):  # an invalid manifest: let the run say so
             manifest = load_manifest(self.runtime.store, self.bucket, dataset)
-            data = self.runtime.store.get(self.bucket, key)
-            run_id = run_identity(dataset, hashlib.sha256(data).hexdigest(), manifest)
+            run_id = run_identity(dataset, info.etag, info.size, manifest)
             if runlog.get(run_id) is not None:
                 return True
         if self._bootstrap:

@@ -5,33 +5,34 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable
 
 from automlops import keys
-from automlops.errors import PermanentError
-from automlops.events import S3Event, S3EventRecord, SqsRecord
+from automlops.dispatch import (
+    DONE,
+    Action,
+    Outcome,
+    RetryPolicy,
+    StageEvent,
+    UnreadableMessage,
+    dispatch,
+    failure,
+    read_jobs,
+    settle,
+)
+from automlops.events import S3EventRecord, SqsRecord
 from automlops.keys import RunRef
 from automlops.local.runlog import RunRecord
 from automlops.local.runtime import LocalRuntime
 from automlops.local.sqlite_queue import dlq_name
-from automlops.local.store import DirectoryStore
-from automlops.ports import DeadLetter, ObjectInfo, Ports
+from automlops.ports import DeadLetter, Ports
 from automlops.routing import Stage
 from automlops.stages import STAGES
 
 log = logging.getLogger(__name__)
-
-# Test hook: `<stage>` stops the worker at the start of that stage, `<stage>@<key suffix>` after
-# the stage's write of a key ending so is durable but before its notification is sent. The
-# worker then sleeps until killed (the crash-safety tests kill -9 it there).
-PAUSE_ENV = "AUTOMLOPS_PAUSE_AT"
 
 # The object each stage's next stage is triggered by, for re-sending a lost notification.
 _TRIGGER_OUTPUT: dict[Stage, tuple[str, Callable[[str, str], str]]] = {
@@ -47,13 +48,6 @@ RunCallback = Callable[[RunRecord], None]
 ProgressCallback = Callable[[RunRef, Stage, str], None]
 
 
-@dataclass
-class _Outcome:
-    ok: bool
-    permanent: bool = False
-    error: str | None = None
-
-
 class Worker:
     """Processes queued events one at a time; `on_run_end` hears of every finished run."""
 
@@ -67,7 +61,8 @@ class Worker:
         self.runtime = runtime
         self.on_run_end = on_run_end
         self.on_progress = on_progress
-        self.queues = [runtime.settings.queues.events, runtime.settings.queues.evaluation]
+        self.queues = runtime.settings.queues.served
+        self.policy = RetryPolicy.of(runtime.settings)
 
     def step(self) -> bool:
         """Process one message if any is visible; True when one was processed."""
@@ -99,38 +94,17 @@ class Worker:
 
     # -- one message ---------------------------------------------------------------------------
 
-    def _jobs(self, queue: str, message: SqsRecord) -> list[tuple[Stage, object]]:
-        """The stages a message triggers, with their events; ValueError if it is unreadable."""
-        router = self.runtime.router
-        if queue != self.runtime.settings.queues.events:
-            stage = router.stage_for_queue(queue)
-            return [] if stage is None else [(stage, message)]
-        jobs: list[tuple[Stage, object]] = []
-        for record in S3Event.model_validate_json(message.body).records:
-            trigger = router.match_object(record.bucket, record.key)
-            if trigger is not None:
-                jobs.append((trigger.stage, record))
-        return jobs
-
     def _handle(self, queue: str, message: SqsRecord) -> None:
-        try:
-            jobs = self._jobs(queue, message)
-        except ValueError as exc:
-            self._drop(queue, message, f"unreadable event notification: {exc}")
-            return
-
-        outcomes = [self._run_stage(stage, event, message, queue) for stage, event in jobs]
-        failed = [o for o in outcomes if not o.ok and not o.permanent]
-        if not failed:
-            self.runtime.queue.delete(queue, message.receipt_handle)
-            return
-        error = failed[0].error or "stage failed"
-        if message.receive_count >= self.runtime.settings.max_receives:
-            self.runtime.queue.dead_letter(queue, message, error)
-        else:
-            self.runtime.queue.record_error(queue, message.receipt_handle, error)
-            backoff = self.runtime.settings.retry_base_s * 2 ** (message.receive_count - 1)
-            self.runtime.queue.change_visibility(queue, message.receipt_handle, backoff)
+        decision = dispatch(
+            message,
+            router=self.runtime.router,
+            queue_stage=self.runtime.router.stage_for_queue(queue),
+            run=lambda job: self._run_stage(job.stage, job.event, message, queue),
+            policy=self.policy,
+        )
+        if decision.action is Action.dead_letter:
+            log.error("dead-lettering message %s: %s", message.message_id, decision.error)
+        settle(self.runtime.queue, queue, message, decision)
 
     def _abandoned(self, queue: str, dead: DeadLetter) -> None:
         """A message the queue gave up on (its consumer never finished): fail its runs."""
@@ -145,15 +119,17 @@ class Worker:
             body=dead.body,
             attributes={"ApproximateReceiveCount": str(dead.receive_count)},
         )
+        router = self.runtime.router
         try:
-            jobs = self._jobs(queue, message)
-        except ValueError:
+            jobs = read_jobs(message, router, router.stage_for_queue(queue))
+        except UnreadableMessage:
             return  # no run was ever started for an unreadable message
         runlog = self.runtime.runlog
-        for stage, event in jobs:
+        for job in jobs:
+            stage, event = job.stage, job.event
             if isinstance(event, S3EventRecord) and stage is Stage.preprocess:
-                # Named through the run log, not by reading the upload again: reading it may
-                # be what killed the worker.
+                # Named through the run log: the upload event the run started from, which is
+                # also the record of an upload found to be a duplicate of an earlier run.
                 trigger = _trigger_id(event)
                 run_id = runlog.run_of_trigger(trigger)
                 if run_id is None:  # it died before the run was named
@@ -166,17 +142,15 @@ class Worker:
                     run = RunRef(record.dataset if record else "unknown", run_id)
             else:
                 try:
-                    run = STAGES[stage].locate(event, self.runtime.ports())
+                    run = STAGES[stage].identify(event, self.runtime.ports())
                 except Exception:
                     run = _fallback_run(event, message)
             if runlog.fail_abandoned(run.run_id, stage.value, error):
                 self._announce(run)
 
-    def _drop(self, queue: str, message: SqsRecord, error: str) -> None:
-        log.error("dead-lettering message %s: %s", message.message_id, error)
-        self.runtime.queue.dead_letter(queue, message, error)
-
-    def _run_stage(self, stage: Stage, event: object, message: SqsRecord, queue: str) -> _Outcome:
+    def _run_stage(
+        self, stage: Stage, event: StageEvent, message: SqsRecord, queue: str
+    ) -> Outcome:
         runlog = self.runtime.runlog
         spec = STAGES[stage]
         ports = self.runtime.ports()
@@ -185,7 +159,7 @@ class Worker:
         if stage is Stage.preprocess and isinstance(event, S3EventRecord):
             trigger = _trigger_id(event)
         try:
-            run = spec.locate(event, ports)
+            run = spec.identify(event, ports)
         except Exception as exc:  # the run cannot even be named: name it after the event
             run = _fallback_run(event, message)
             runlog.start_stage(run.run_id, run.dataset, source, stage.value, trigger=trigger)
@@ -213,7 +187,7 @@ class Worker:
                 note=f"duplicate of run {run.run_id}: same content as an earlier upload",
             )
             self._announce(RunRef(run.dataset, trigger))
-            return _Outcome(ok=True)
+            return DONE
         if prior.busy_with is not None:
             # The same work delivered twice at once: the first delivery does it (and if its
             # worker dies, that message comes back), so this one is done with.
@@ -224,7 +198,7 @@ class Worker:
                 prior.busy_with,
                 message.message_id,
             )
-            return _Outcome(ok=True)
+            return DONE
         self._progress_fn(run, stage)("started")
         ports = Ports(
             store=ports.store,
@@ -234,10 +208,7 @@ class Worker:
             progress=self._progress_fn(run, stage),
         )
         try:
-            with (
-                _Heartbeat(self._beat(queue, message, run, stage), self._beat_interval_s()),
-                _pause_hook(self.runtime.store, stage),
-            ):
+            with _Heartbeat(self._beat(queue, message, run, stage), self._beat_interval_s()):
                 result = spec.run(event, ports)
         except Exception as exc:
             return self._fail(run, stage, exc, message)
@@ -262,7 +233,7 @@ class Worker:
         )
         if result.final:
             self._announce(run)
-        return _Outcome(ok=True)
+        return DONE
 
     def _beat_interval_s(self) -> float:
         return max(self.runtime.settings.visibility_timeout_s / HEARTBEATS_PER_TIMEOUT, 0.05)
@@ -297,13 +268,12 @@ class Worker:
         if self.runtime.store.renotify(bucket, key):
             log.info("re-sent the notification of %s/%s", bucket, key)
 
-    def _fail(self, run: RunRef, stage: Stage, exc: Exception, message: SqsRecord) -> _Outcome:
-        permanent = isinstance(exc, PermanentError)
-        error = str(exc) or type(exc).__name__
+    def _fail(self, run: RunRef, stage: Stage, exc: Exception, message: SqsRecord) -> Outcome:
+        outcome = failure(exc)
+        permanent, error = outcome.permanent, outcome.error or "stage failed"
         if not permanent:
-            error = f"{type(exc).__name__}: {error}"
             log.warning("stage %s of run %s failed: %s", stage, run.run_id, traceback.format_exc())
-        exhausted = message.receive_count >= self.runtime.settings.max_receives
+        exhausted = self.policy.exhausted(message.receive_count)
         if permanent or exhausted:
             if exhausted and not permanent:
                 error = f"{error} (gave up after {message.receive_count} attempts)"
@@ -315,7 +285,7 @@ class Worker:
             self.runtime.runlog.finish_stage(
                 run.run_id, stage.value, status="retrying", error=error
             )
-        return _Outcome(ok=False, permanent=permanent, error=error)
+        return Outcome(ok=False, permanent=permanent, error=error)
 
     def _announce(self, run: RunRef) -> None:
         if self.on_run_end is not None:
@@ -331,40 +301,76 @@ class Worker:
         return progress
 
 
-def run_workers(workers: list[Worker], *, until_idle: bool) -> None:
-    """Run workers over the same queues: one inline, several on threads of their own.
+class WorkerPool:
+    """Workers sharing a workspace's queues, each on a thread of its own.
 
     The queue hands each message to one receiver and the registry is compare-and-swap, so
-    workers need no coordination. Returns when all are idle (`until_idle`) or never.
+    workers need no coordination. Threads are daemons: a stage in progress must not keep
+    Ctrl-C or the end of the process waiting, and what it had in flight is redelivered after
+    the visibility timeout.
     """
+
+    def __init__(self, workers: list[Worker], *, poll_s: float = 0.25) -> None:
+        self.workers = workers
+        self.poll_s = poll_s
+        self._stop = threading.Event()
+        self.threads: list[threading.Thread] = []
+
+    def start(self, *, until_idle: bool = False) -> None:
+        """Start every worker on its thread; they serve until `stop` (or until idle)."""
+        self._stop.clear()
+        self.threads = [
+            threading.Thread(
+                target=self._loop,
+                args=(worker, until_idle),
+                name=f"automlops-worker-{i}",
+                daemon=True,
+            )
+            for i, worker in enumerate(self.workers, start=1)
+        ]
+        for thread in self.threads:
+            thread.start()
+
+    def _loop(self, worker: Worker, until_idle: bool) -> None:
+        if until_idle:
+            worker.run_until_idle(stop=self._stop.is_set)
+            return
+        while not self._stop.is_set():
+            try:
+                worker.run_forever(poll_s=self.poll_s, stop=self._stop.is_set)
+            except Exception:  # a database hiccup must not end the worker for good
+                log.exception("worker loop failed; restarting it")
+                self._stop.wait(1.0)
+
+    def wait(self) -> None:
+        """Block until every worker has returned (Ctrl-C still reaches the caller)."""
+        try:
+            while any(thread.is_alive() for thread in self.threads):
+                for thread in self.threads:
+                    thread.join(timeout=0.5)
+        finally:
+            self._stop.set()
+
+    def stop(self, grace_s: float = 5.0) -> list[str]:
+        """Ask every worker to stop; the names of the threads still busy after `grace_s`."""
+        self._stop.set()
+        for thread in self.threads:
+            thread.join(timeout=grace_s / max(len(self.threads), 1))
+        return [thread.name for thread in self.threads if thread.is_alive()]
+
+
+def run_workers(workers: list[Worker], *, until_idle: bool) -> None:
+    """Run workers over the same queues until all are idle (`until_idle`) or forever: one
+    inline, several as a WorkerPool."""
     if len(workers) == 1:
         if until_idle:
             workers[0].run_until_idle()
         else:
             workers[0].run_forever()
         return
-    stop = threading.Event()
-
-    def loop(worker: Worker) -> None:
-        # The main thread keeps KeyboardInterrupt; workers stop with it (daemon threads), and
-        # what they had in flight is redelivered after the visibility timeout.
-        if until_idle:
-            worker.run_until_idle(stop=stop.is_set)
-        else:
-            worker.run_forever(stop=stop.is_set)
-
-    threads = [
-        threading.Thread(target=loop, args=(w,), name=f"automlops-worker-{i}", daemon=True)
-        for i, w in enumerate(workers, start=1)
-    ]
-    for thread in threads:
-        thread.start()
-    try:
-        while any(thread.is_alive() for thread in threads):
-            for thread in threads:
-                thread.join(timeout=0.5)
-    finally:
-        stop.set()
+    pool = WorkerPool(workers)
+    pool.start(until_idle=until_idle)
+    pool.wait()
 
 
 class _Heartbeat:
@@ -405,34 +411,7 @@ def _trigger_id(record: S3EventRecord) -> str:
     return hashlib.sha256(material.encode()).hexdigest()[:16]
 
 
-@contextmanager
-def _pause_hook(store: DirectoryStore, stage: Stage) -> Iterator[None]:
-    """Pause inside `stage` where $AUTOMLOPS_PAUSE_AT says (see PAUSE_ENV); else nothing."""
-    name, _, suffix = os.environ.get(PAUSE_ENV, "").strip().partition("@")
-    if name != stage.value:
-        yield
-        return
-    if not suffix:
-        _pause(f"at the start of {stage.value}")
-
-    def after_write(info: ObjectInfo) -> None:
-        if info.key.endswith(suffix):
-            _pause(f"in {stage.value} after writing {info.bucket}/{info.key}, before notifying")
-
-    previous, store.after_write = store.after_write, after_write
-    try:
-        yield
-    finally:
-        store.after_write = previous
-
-
-def _pause(where: str) -> None:
-    print(f"automlops: paused {where} (pid {os.getpid()})", file=sys.stderr, flush=True)
-    while True:
-        time.sleep(3600)
-
-
-def _fallback_run(event: object, message: SqsRecord) -> RunRef:
+def _fallback_run(event: StageEvent, message: SqsRecord) -> RunRef:
     if isinstance(event, S3EventRecord):
         parts = event.key.split("/")
         dataset = parts[1] if len(parts) > 2 else "unknown"

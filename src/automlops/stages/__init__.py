@@ -12,25 +12,30 @@ from automlops.routing import Stage
 from automlops.stages import deploy, evaluate, preprocess, train
 from automlops.stages.result import StageResult
 
+# The event a stage runs on: an S3 event record, or an SQS record for a queue-triggered stage.
+# `Any` because each stage takes its own one of the two (a Callable cannot say "either").
+StageFn = Callable[[Any, Ports], StageResult]
+IdentifyFn = Callable[[Any, Ports], RunRef]
+
 
 @dataclass(frozen=True)
 class StageSpec:
-    """How to name the run an event belongs to, and how to run the stage on it."""
+    """A stage, as a runtime sees it.
 
-    locate: Callable[[Any, Ports], RunRef]
-    run: Callable[[Any, Ports], StageResult]
+    `identify` names the run an event belongs to, cheaply (from the event and small documents,
+    never by reading the data the stage processes), so a runtime can record and log the run
+    before the stage runs and when it fails; `run` does the stage's work and reports it.
+    """
+
+    identify: IdentifyFn
+    run: StageFn
 
 
 STAGES: dict[Stage, StageSpec] = {
-    Stage.preprocess: StageSpec(
-        locate=lambda record, ports: preprocess.locate(record, ports)[0],
-        run=preprocess.preprocess,
-    ),
-    Stage.train: StageSpec(locate=lambda record, _: train.locate(record), run=train.train),
-    Stage.deploy: StageSpec(locate=lambda record, _: deploy.locate(record), run=deploy.deploy),
-    Stage.evaluate: StageSpec(
-        locate=lambda record, _: evaluate.locate(record)[0], run=evaluate.evaluate
-    ),
+    Stage.preprocess: StageSpec(identify=preprocess.identify, run=preprocess.preprocess),
+    Stage.train: StageSpec(identify=train.identify, run=train.train),
+    Stage.deploy: StageSpec(identify=deploy.identify, run=deploy.deploy),
+    Stage.evaluate: StageSpec(identify=evaluate.identify, run=evaluate.evaluate),
 }
 
 __all__ = ["STAGES", "StageResult", "StageSpec"]

@@ -10,13 +10,14 @@ from automlops.registry import ModelVersion, Registry, VersionStatus
 from automlops.stages.result import StageResult
 
 
-def locate(record: S3EventRecord) -> keys.RunRef:
+def identify(record: S3EventRecord, ports: Ports) -> keys.RunRef:
+    """The run a model.tar.gz belongs to, named by its key."""
     return keys.parse_model_key(record.key)
 
 
 def deploy(record: S3EventRecord, ports: Ports) -> StageResult:
     """Register the artifact as a candidate version, host it, and ask for its evaluation."""
-    run = locate(record)
+    run = identify(record, ports)
     settings = ports.settings
     artifact = ModelArtifact.from_tar_gz(ports.store.get(record.bucket, record.key), record.key)
     meta = artifact.metadata

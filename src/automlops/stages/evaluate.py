@@ -48,14 +48,21 @@ _AGREEMENT_TOLERANCE = 1e-5
 PLOT_MAX_ROWS = 50_000
 
 
-def locate(record: SqsRecord) -> tuple[keys.RunRef, EvaluationMessage]:
+def identify(record: SqsRecord, ports: Ports) -> keys.RunRef:
+    """The run an evaluation message belongs to, as the message says."""
+    message = read_message(record)
+    return keys.RunRef(message.dataset, message.run_id)
+
+
+def read_message(record: SqsRecord) -> EvaluationMessage:
+    """The evaluation message in an SQS record; PermanentError when it is malformed."""
     try:
         message = EvaluationMessage.model_validate_json(record.body)
     except ValueError as exc:
         raise PermanentError(
             f"evaluation message {record.message_id} is malformed: {exc}"
         ) from None
-    return keys.RunRef(message.dataset, message.run_id), message
+    return message
 
 
 def score_endpoint(
@@ -192,7 +199,8 @@ def read_rows(store: ObjectStore, bucket: str, key: str, meta: ModelMetadata, na
 
 def evaluate(record: SqsRecord, ports: Ports) -> StageResult:
     """Evaluate a candidate, compare it with the champion, write the reports, promote or reject."""
-    run, message = locate(record)
+    message = read_message(record)
+    run = keys.RunRef(message.dataset, message.run_id)
     store, settings = ports.store, ports.settings
     registry = Registry(store, settings.buckets.model_output)
     doc = registry.read(message.dataset)

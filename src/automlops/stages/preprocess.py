@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 
 from automlops import keys
 from automlops.config import Manifest, Task
-from automlops.errors import DataError
+from automlops.errors import DataError, NotFoundError, PermanentError
 from automlops.events import S3EventRecord
 from automlops.manifests import load_manifest
 from automlops.ml.columns.plan import fit_columns
@@ -31,52 +31,112 @@ PROCESSED_TAG = "automlops-processed-run"
 _WRITE_CHUNK_ROWS = 256 * 1024
 
 
-def run_identity(dataset: str, content_sha256: str, manifest: Manifest) -> str:
-    """A run is named after what it processes: the dataset, the bytes and the manifest."""
-    material = f"{dataset}\0{content_sha256}\0{manifest.model_dump_json()}"
+def run_identity(dataset: str, etag: str, size: int, manifest: Manifest) -> str:
+    """A run is named after what it processes: the dataset, the content (as the store's ETag
+    and size of the upload tell it; see `identify`) and the manifest."""
+    material = f"{dataset}\0etag:{_bare(etag)}:{size}\0{manifest.model_dump_json()}"
     return hashlib.sha256(material.encode()).hexdigest()[:16]
 
 
-def locate(record: S3EventRecord, ports: Ports) -> tuple[keys.RunRef, Path | bytes, Manifest, str]:
-    """Find the upload and its manifest and name the run (before any parsing can fail).
+def identify(record: S3EventRecord, ports: Ports) -> keys.RunRef:
+    """Name the run of an upload without reading it: from the ETag and size of the object the
+    notification announces, the dataset its key names and the dataset's stored manifest.
 
-    Returns the run, the upload as a local file where the store keeps one (read in pieces,
-    never whole into memory) else as its bytes, the manifest, and the upload's SHA-256.
+    Why the ETag: it is what the store says about the content, and it comes with the event, so
+    naming a run costs one small manifest read however big the upload (hashing the upload
+    meant reading it once to name the run and again to process it; on S3, downloading it
+    twice). Idempotency holds: the same bytes uploaded again, under the same or another name,
+    have the same ETag, so with the same manifest they name the same run and are recorded as
+    a duplicate of it; changed bytes or a changed manifest name a new run.
+
+    What the ETag is differs by store, and the rule is chosen to be safe for each: the local
+    store's ETag is the MD5 of the bytes; an S3 single-part upload's is the MD5 too (unless it
+    is encrypted with SSE-KMS, when it is an opaque value unique to the upload); a multipart
+    upload's is an MD5 of the parts' MD5s with a part count, so the same bytes sent with
+    another part size have another ETag. Every way the ETag can differ for equal bytes only
+    costs a redundant run of the same content (work done twice, nothing wrong); equal ETags
+    for different bytes would take a new upload for a duplicate, and that needs an MD5
+    collision crafted on purpose by whoever controls the uploads. The size is mixed in as
+    well. The object version and the key are left out on purpose: they change for an upload
+    of the same bytes, which must stay a duplicate.
+
+    The name is only true for the bytes the event announced: `preprocess` checks that the
+    object it reads still has that ETag (see `_open_upload`).
     """
+    return _named(record, ports)[0]
+
+
+def _named(record: S3EventRecord, ports: Ports) -> tuple[keys.RunRef, Manifest]:
+    """The run of an upload (see `identify`) and the manifest it was named with."""
     source = keys.parse_source_key(record.key)
     manifest = load_manifest(ports.store, ports.settings.buckets.data, source.dataset)
-    local = ports.store.local_file(record.bucket, record.key)
-    # Refuse an oversized upload by its size, before reading it.
-    if local is not None:
-        size: int | None = local.stat().st_size
-    else:
+    run_id = run_identity(source.dataset, *_content_tag(record, ports), manifest)
+    return keys.RunRef(source.dataset, run_id), manifest
+
+
+def _content_tag(record: S3EventRecord, ports: Ports) -> tuple[str, int]:
+    """ETag and size of the announced object; a HEAD asks for them when the event lacks the
+    ETag (hand-made events)."""
+    etag, size = _bare(record.s3.object.e_tag), record.s3.object.size
+    if not etag:
         info = ports.store.head(record.bucket, record.key)
-        size = None if info is None else info.size
-    limit = ports.settings.max_upload_bytes
-    if size is not None and size > limit:
+        if info is None:
+            raise NotFoundError(f"no such object: {record.bucket}/{record.key}")
+        etag, size = info.etag, info.size
+    return etag, size
+
+
+def _bare(etag: str) -> str:
+    return etag.strip().strip('"')
+
+
+def _open_upload(record: S3EventRecord, ports: Ports) -> tuple[Path | bytes, str]:
+    """The upload, as a local file where the store keeps one (read in pieces, never whole
+    into memory) else as its bytes, and its SHA-256 (the lineage records it).
+
+    Refuses an oversized upload by its size before reading it, and an object replaced since
+    its notification (another ETag): this run was named after the announced bytes, and the
+    replacement's own notification starts the run of the new bytes.
+    """
+    store, limit = ports.store, ports.settings.max_upload_bytes
+    local = store.local_file(record.bucket, record.key)
+    head = None if local is not None else store.head(record.bucket, record.key)
+    if local is not None:
+        size = local.stat().st_size
+    elif head is not None:
+        size = head.size
+    else:
+        raise NotFoundError(f"no such object: {record.bucket}/{record.key}")
+    if size > limit:
         raise DataError(
             record.key,
             f"is {size:,} bytes; uploads over {limit:,} bytes are refused (max_upload_bytes)",
         )
-    data: Path | bytes
+    announced = _bare(record.s3.object.e_tag)
+    if announced:
+        # Locally a HEAD hashes the file (its ETag is the MD5): only now, past the size check.
+        info = head or store.head(record.bucket, record.key)
+        current = "" if info is None else _bare(info.etag)
+        if current != announced:
+            raise PermanentError(
+                f"{record.key} was replaced after this notification (ETag {announced} is now "
+                f"{current or 'gone'}); the new upload's own notification processes it"
+            )
     if local is not None:
-        data = local
         with open(local, "rb") as handle:
-            digest = hashlib.file_digest(handle, "sha256").hexdigest()
-    else:
-        data = ports.store.get(record.bucket, record.key)
-        digest = hashlib.sha256(data).hexdigest()
-    run_id = run_identity(source.dataset, digest, manifest)
-    return keys.RunRef(source.dataset, run_id), data, manifest, digest
+            return local, hashlib.file_digest(handle, "sha256").hexdigest()
+    data = store.get(record.bucket, record.key)
+    return data, hashlib.sha256(data).hexdigest()
 
 
 def preprocess(record: S3EventRecord, ports: Ports) -> StageResult:
     """Read, profile, split and fit the preprocessing of an uploaded CSV."""
-    run, data, manifest, sha256 = locate(record, ports)
+    run, manifest = _named(record, ports)
     store, buckets = ports.store, ports.settings.buckets
     schema_key = keys.schema_key(run.dataset, run.run_id)
     if store.head(buckets.automl_data, schema_key) is not None:
         return StageResult(run=run, duplicate=True, note="already preprocessed")
+    data, sha256 = _open_upload(record, ports)
 
     source = record.key
     # Text as Categorical: the same values in a fraction of the memory of strings.

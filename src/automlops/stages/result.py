@@ -9,6 +9,8 @@ from automlops.keys import RunRef
 
 @dataclass
 class StageResult:
+    """What a stage did for its run: the objects it wrote, or that it found the work done."""
+
     run: RunRef
     outputs: list[str] = field(default_factory=list)
     duplicate: bool = False  # the work was already done for this content; nothing rewritten

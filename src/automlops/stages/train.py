@@ -25,14 +25,15 @@ _OVERHEAD_SHARE = 0.1
 _MIN_SEARCH_S = 1.0
 
 
-def locate(record: S3EventRecord) -> keys.RunRef:
+def identify(record: S3EventRecord, ports: Ports) -> keys.RunRef:
+    """The run a schema.json belongs to, named by its key (preprocess chose the name)."""
     return keys.parse_schema_key(record.key)
 
 
 def train(record: S3EventRecord, ports: Ports) -> StageResult:
     """Tune learners within the manifest's time budget; write the best model as model.tar.gz."""
     started = time.monotonic()
-    run = locate(record)
+    run = identify(record, ports)
     store, buckets = ports.store, ports.settings.buckets
     model_key = keys.model_key(run.dataset, run.run_id)
     if store.head(buckets.model_output, model_key) is not None:

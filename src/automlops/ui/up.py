@@ -18,7 +18,7 @@ from starlette.types import Receive, Scope, Send
 
 from automlops.local.runtime import LocalRuntime, open_runtime
 from automlops.local.watcher import DataWatcher
-from automlops.local.worker import Worker
+from automlops.local.worker import Worker, WorkerPool
 from automlops.serving.auth import OPEN_PATHS, ApiKeyMiddleware
 from automlops.ui import PREFIX, Guard, LiveProgress, mount_ui
 
@@ -85,7 +85,7 @@ def _require_key_for_api(app: FastAPI, api_key: str) -> None:
 
 
 class Background:
-    """The worker threads and the watcher, stopped together."""
+    """The worker pool and the watcher, stopped together."""
 
     def __init__(
         self,
@@ -96,45 +96,30 @@ class Background:
         watch_interval_s: float = 1.0,
     ) -> None:
         self.stop_event = threading.Event()
-        self.threads: list[threading.Thread] = []
-        for i in range(workers):
-            worker = Worker(runtime, on_run_end=progress.finished, on_progress=progress.update)
-            self.threads.append(
-                threading.Thread(
-                    target=self._work,
-                    args=(worker,),
-                    name=f"automlops-worker-{i + 1}",
-                    daemon=True,  # a stage in progress must not keep Ctrl-C waiting
-                )
-            )
+        self.pool = WorkerPool(
+            [
+                Worker(runtime, on_run_end=progress.finished, on_progress=progress.update)
+                for _ in range(workers)
+            ]
+        )
         watcher = DataWatcher(runtime)
-        self.threads.append(
-            threading.Thread(
-                target=watcher.run,
-                args=(self.stop_event, watch_interval_s),
-                name="automlops-watcher",
-                daemon=True,
-            )
+        self.watcher = threading.Thread(
+            target=watcher.run,
+            args=(self.stop_event, watch_interval_s),
+            name="automlops-watcher",
+            daemon=True,
         )
 
-    def _work(self, worker: Worker) -> None:
-        while not self.stop_event.is_set():
-            try:
-                worker.run_forever(poll_s=0.25, stop=self.stop_event.is_set)
-            except Exception:  # a database hiccup must not end the worker for good
-                log.exception("worker loop failed; restarting it")
-                self.stop_event.wait(1.0)
-
     def start(self) -> None:
-        for thread in self.threads:
-            thread.start()
+        self.pool.start()
+        self.watcher.start()
 
     def stop(self, grace_s: float = 5.0) -> list[str]:
         """Ask every thread to stop; returns the names of those still busy after `grace_s`."""
         self.stop_event.set()
-        for thread in self.threads:
-            thread.join(timeout=grace_s / max(len(self.threads), 1))
-        return [t.name for t in self.threads if t.is_alive()]
+        busy = self.pool.stop(grace_s)
+        self.watcher.join(timeout=grace_s / (len(self.pool.workers) + 1))
+        return busy + ([self.watcher.name] if self.watcher.is_alive() else [])
 
 
 def _serve(server: uvicorn.Server) -> None:
