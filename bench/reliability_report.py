@@ -120,8 +120,9 @@ def render(tables: dict[str, list[Row]], outcomes: dict[str, Row], meta: dict[st
 
     lines += ["## Crash safety: kill -9 inside each stage", ""]
     lines += [
-        "One upload through a chain of `automlops run` processes, each stopped by "
-        "`AUTOMLOPS_PAUSE_AT=<stage>@<key>` right after that write and killed with SIGKILL; "
+        "One upload through a chain of worker processes, each paused by the test-side worker "
+        "(`tests/reliability/paused_worker.py`, `<stage>@<key>`) right after that write and "
+        "killed with SIGKILL; "
         "the next process receives the message again after the visibility timeout. After "
         "every kill all visible objects were opened and parsed and the registry checked.",
         "",

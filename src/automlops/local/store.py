@@ -36,7 +36,6 @@ class DirectoryStore:
         self.buckets = set(buckets)
         self.on_created = on_created
         # Called between a write becoming durable and its notification (a seam for crash tests).
-        self.after_write: OnCreated | None = None
         for bucket in buckets:
             (root / bucket).mkdir(parents=True, exist_ok=True)
         (root / _META_DIR).mkdir(parents=True, exist_ok=True)
@@ -100,8 +99,6 @@ class DirectoryStore:
 
     def _created(self, bucket: str, key: str, size: int, etag: str) -> ObjectInfo:
         info = ObjectInfo(bucket=bucket, key=key, size=size, etag=etag)
-        if self.after_write is not None:
-            self.after_write(info)
         if self.on_created is not None:
             self.on_created(info)
         return info
