@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import builtins
+
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -334,7 +336,8 @@ class RunLog:
             return self._select("ORDER BY created_at DESC LIMIT ?", (limit,))
         return self._select("WHERE dataset = ? ORDER BY created_at DESC LIMIT ?", (dataset, limit))
 
-    def _select(self, clause: str, params: tuple[object, ...]) -> list[RunRecord]:
+    # `builtins.list`: inside the class body `list` names the method above.
+    def _select(self, clause: str, params: tuple[object, ...]) -> builtins.list[RunRecord]:
         with self._connect() as db:
             rows = db.execute(f"SELECT {_RUN_COLUMNS} FROM runs {clause}", params).fetchall()
             records = []

@@ -480,10 +480,10 @@ def _find_ragged_row(layout: _Layout) -> tuple[int, int | None, int] | None:
 
 def _count_fields(lines: list[str], layout: _Layout) -> int | None:
     """Fields of the record starting at the first of `lines`, with the stdlib parser."""
-    quoting = csv.QUOTE_NONE if layout.quote is None else csv.QUOTE_MINIMAL
-    reader = csv.reader(
-        lines, delimiter=layout.delimiter, quotechar=layout.quote or '"', quoting=quoting
-    )
+    if layout.quote is None:
+        reader = csv.reader(lines, delimiter=layout.delimiter, quoting=csv.QUOTE_NONE)
+    else:
+        reader = csv.reader(lines, delimiter=layout.delimiter, quotechar=layout.quote)
     try:
         return len(next(reader))
     except (csv.Error, StopIteration):
@@ -675,7 +675,7 @@ def _read_streaming(
         raise DataError(source, "has no data rows")
 
     # Blank rows count in every column's nulls alike, so all rows are the reference here.
-    text = pl.Categorical() if text_as_categorical else None
-    columns = _typed_columns(raw, stats, stats["rows"], text)
+    text_type: pl.DataType | None = pl.Categorical() if text_as_categorical else None
+    columns = _typed_columns(raw, stats, stats["rows"], text_type)
     typed = scan.with_columns(cleaned).filter(~blank).select(columns)
     return typed.collect(engine="streaming").rename(dict(zip(raw, names, strict=True)))

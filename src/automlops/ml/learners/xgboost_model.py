@@ -81,8 +81,13 @@ class XGBoostModel:
         gains = self.booster.get_score(importance_type="total_gain")
         # Features are unnamed in the booster (f0, f1, ...); map back to ours.
         return normalise(
-            {name: float(gains.get(f"f{i}", 0.0)) for i, name in enumerate(feature_names)}
+            # total_gain is one number per feature (lists are for multi-output scores).
+            {name: _number(gains.get(f"f{i}", 0.0)) for i, name in enumerate(feature_names)}
         )
+
+
+def _number(value: float | list[float]) -> float:
+    return float(sum(value)) if isinstance(value, list) else float(value)
 
 
 class XGBoostLearner:
