@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import builtins
-
 import sqlite3
 import time
 from collections.abc import Iterator
