@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -24,6 +25,7 @@ from automlops.dispatch import (
 )
 from automlops.errors import DataError, PermanentError
 from automlops.events import S3Event, SqsRecord, object_created
+from automlops.local.sqlite_queue import SqliteQueue
 from automlops.routing import Router, Stage
 
 SETTINGS = Settings()
@@ -161,39 +163,37 @@ def test_the_policy_comes_from_the_settings() -> None:
     assert RetryPolicy.of(settings) == RetryPolicy(max_receives=7, base_s=2.0)
 
 
-class _Queue:
-    """Records the Queue port calls `settle` makes."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, ...]] = []
-
-    def delete(self, queue: str, handle: str) -> None:
-        self.calls.append(("delete", queue, handle))
-
-    def dead_letter(self, queue: str, handle: str, error: str) -> None:
-        self.calls.append(("dead_letter", queue, handle, error))
-
-    def record_error(self, queue: str, handle: str, error: str) -> None:
-        self.calls.append(("record_error", queue, handle, error))
-
-    def change_visibility(self, queue: str, handle: str, timeout_s: float) -> None:
-        self.calls.append(("change_visibility", queue, handle, str(timeout_s)))
+def _received(tmp_path: Path) -> tuple[SqliteQueue, SqsRecord]:
+    queue = SqliteQueue(tmp_path / "q.db", visibility_timeout_s=60)
+    queue.send("q", "{}")
+    (message,) = queue.receive("q")
+    return queue, message
 
 
-@pytest.mark.parametrize(
-    ("decision", "calls"),
-    [
-        (Decision(Action.ack), [("delete", "q", "rh1")]),
-        (Decision(Action.dead_letter, error="e"), [("dead_letter", "q", "rh1", "e")]),
-        (
-            Decision(Action.retry, error="e", delay_s=2.0),
-            [("record_error", "q", "rh1", "e"), ("change_visibility", "q", "rh1", "2.0")],
-        ),
-    ],
-)
-def test_settle_carries_a_decision_out_on_the_queue(
-    decision: Decision, calls: list[tuple[str, ...]]
-) -> None:
-    queue = _Queue()
-    settle(queue, "q", _message("{}"), decision)  # type: ignore[arg-type]  # the calls it makes
-    assert queue.calls == calls
+def test_settle_ack_deletes_the_message(tmp_path: Path) -> None:
+    queue, message = _received(tmp_path)
+    settle(queue, "q", message, Decision(Action.ack))
+    assert queue.counts("q") == (0, 0)
+    assert queue.dead_letters("q") == []
+
+
+def test_settle_dead_letter_moves_it_with_the_error(tmp_path: Path) -> None:
+    queue, message = _received(tmp_path)
+    settle(queue, "q", message, Decision(Action.dead_letter, error="bad input"))
+    assert queue.counts("q") == (0, 0)
+    [dead] = queue.dead_letters("q")
+    assert (dead.id, dead.body, dead.error) == (message.message_id, "{}", "bad input")
+
+
+def test_settle_retry_hides_it_for_the_delay_and_keeps_the_error(tmp_path: Path) -> None:
+    queue, message = _received(tmp_path)
+    settle(queue, "q", message, Decision(Action.retry, error="flaky", delay_s=0.0))
+    assert queue.counts("q") == (1, 0)  # a zero delay: visible again at once
+    (again,) = queue.receive("q")
+    assert again.receive_count == 2
+    settle(queue, "q", again, Decision(Action.retry, error="flaky", delay_s=3600.0))
+    assert queue.counts("q") == (0, 1)  # hidden for the back-off
+    queue.change_visibility("q", again.receipt_handle, 0)
+    # The recorded error is what a later dead-lettering by the queue itself reports.
+    queue.max_receives = 2
+    assert [d.error for d in queue.dead_letter_exhausted("q")] == ["flaky"]
