@@ -695,7 +695,7 @@ def test_csv_answer_keeps_labels_with_commas_quotes_and_line_breaks() -> None:
     from types import SimpleNamespace
 
     from automlops.ml.predictor import Predictions
-    from automlops.serving.app import _as_csv
+    from automlops.serving.invocation import _as_csv
 
     labels = ["plain", "a,b", 'say "hi"', "two\nlines", "=1+1", "cr\r"]
     predictions = Predictions(task=Task.multiclass, label_index=np.array([1, 0, 2, 3, 4, 5, 1]))
