@@ -787,3 +787,34 @@ def test_openapi_declares_the_invocation_bodies(
     model.write_bytes(cancer_runtime.store.get(entry.artifact_bucket, entry.artifact_key))
     container = TestClient(create_sagemaker_app(tmp_path, version=1))
     _assert_declared_invocation(container.get("/openapi.json").json(), "/invocations")
+
+
+def test_wire_reads_answers_as_typed_records() -> None:
+    """The client reads both kinds of answer, orders probabilities by the caller's labels and
+    refuses an answer of another shape."""
+    classified = wire.read_response(
+        b'{"model_version": "3", "predictions": ['
+        b'{"label": "b", "probabilities": {"a": 0.25, "b": 0.75}},'
+        b'{"label": "a", "probabilities": {"a": 0.5, "b": 0.5}}]}'
+    )
+    assert classified.model_version == "3"
+    assert classified.labels() == ["b", "a"]
+    assert classified.probability("b").tolist() == [0.75, 0.5]
+    assert classified.probabilities(["b", "c", "a"]).tolist() == [[0.75, 0, 0.25], [0.5, 0, 0.5]]
+    with pytest.raises(wire.WireError, match="'c'"):
+        classified.probability("c")
+    with pytest.raises(wire.WireError):
+        classified.values()
+    regression = wire.read_response(b'{"model_version": "1", "predictions": [{"value": 2.5}]}')
+    assert regression.values().tolist() == [2.5]
+    with pytest.raises(wire.WireError):
+        regression.labels()
+    empty = wire.read_response(b'{"model_version": "1", "predictions": []}')
+    assert empty.probabilities(["a", "b"]).shape == (0, 2)
+    for bad in (b"{}", b'{"error": "no"}', b'{"model_version": "1", "predictions": [{}]}', b"["):
+        with pytest.raises(wire.WireError):
+            wire.read_response(bad)
+    body = wire.json_body([{"x": np.float32(1.5), "when": date(2024, 1, 2)}])
+    assert wire.InvocationRequest.model_validate_json(body).instances == [
+        {"x": 1.5, "when": "2024-01-02"}
+    ]

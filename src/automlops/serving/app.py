@@ -24,7 +24,7 @@ from automlops.serving.invocation import (
     describe,
     error_response,
     handle_api_errors,
-    invoke,
+    respond,
 )
 from automlops.serving.models import ModelCache
 from automlops.serving.wire import EndpointDescription
@@ -96,7 +96,7 @@ def create_app(
     async def invoke_champion(dataset: str, request: Request) -> Response:
         """Predict raw rows with the dataset's champion: JSON `{"instances": [...]}` or CSV."""
         version, predictor = _champion(models, dataset)
-        return await invoke(request, version, predictor, max_body_bytes)
+        return await respond(request, version, predictor, max_body_bytes)
 
     @app.post(
         "/endpoints/{dataset}/versions/{version}/invocations",
@@ -106,7 +106,7 @@ def create_app(
     async def invoke_version(dataset: str, version: int, request: Request) -> Response:
         """Predict raw rows with one specific version (candidates are evaluated this way)."""
         predictor = _version(models, dataset, version)
-        return await invoke(request, version, predictor, max_body_bytes)
+        return await respond(request, version, predictor, max_body_bytes)
 
     return app
 

@@ -2,7 +2,7 @@
 
 This is the public surface both apps are built from: the registry-backed API (`serving.app`)
 and the SageMaker container's single-model app (`serving.sagemaker`). Each declares its routes
-and hands a request to `invoke`, so the two cannot drift apart.
+and hands a request to `respond`, so the two cannot drift apart.
 
 Bodies are parsed here, by hand, not by FastAPI: JSON with orjson and CSV with polars, each
 value checked once by the transform that encodes it (a pydantic pass per row would cost more
@@ -108,7 +108,7 @@ def describe(dataset: str, version: int, predictor: Predictor) -> wire.EndpointD
     )
 
 
-async def invoke(
+async def respond(
     request: Request, version: int, predictor: Predictor, max_body_bytes: int
 ) -> Response:
     """Answer one invocation request with `predictor`; ApiError (4xx) for bad input."""

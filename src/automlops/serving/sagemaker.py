@@ -26,7 +26,7 @@ from automlops.serving.invocation import (
     OrjsonResponse,
     describe,
     handle_api_errors,
-    invoke,
+    respond,
 )
 from automlops.serving.wire import EndpointDescription
 
@@ -104,7 +104,7 @@ def create_sagemaker_app(
     @app.post("/invocations", openapi_extra=INVOCATION_BODY, responses=INVOCATION_RESPONSES)
     async def invocations(request: Request) -> Response:
         """Predict raw rows: JSON `{"instances": [...]}` or CSV with a header."""
-        return await invoke(request, numeric, predictor, max_body_bytes)
+        return await respond(request, numeric, predictor, max_body_bytes)
 
     return app
 
