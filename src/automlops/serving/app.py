@@ -17,13 +17,13 @@ from automlops.ml.predictor import Predictor
 from automlops.names import is_dataset_name
 from automlops.serving.auth import require_api_key
 from automlops.serving.invocation import (
-    INVOCATION_BODY,
     INVOCATION_RESPONSES,
     ApiError,
     OrjsonResponse,
     describe,
     error_response,
     handle_api_errors,
+    invocation_body,
     respond,
 )
 from automlops.serving.models import ModelCache
@@ -90,7 +90,7 @@ def create_app(
 
     @app.post(
         "/endpoints/{dataset}/invocations",
-        openapi_extra=INVOCATION_BODY,
+        openapi_extra=invocation_body(),
         responses=INVOCATION_RESPONSES,
     )
     async def invoke_champion(dataset: str, request: Request) -> Response:
@@ -100,7 +100,7 @@ def create_app(
 
     @app.post(
         "/endpoints/{dataset}/versions/{version}/invocations",
-        openapi_extra=INVOCATION_BODY,
+        openapi_extra=invocation_body(),
         responses=INVOCATION_RESPONSES,
     )
     async def invoke_version(dataset: str, version: int, request: Request) -> Response:

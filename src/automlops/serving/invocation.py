@@ -7,11 +7,12 @@ and hands a request to `respond`, so the two cannot drift apart.
 Bodies are parsed here, by hand, not by FastAPI: JSON with orjson and CSV with polars, each
 value checked once by the transform that encodes it (a pydantic pass per row would cost more
 than the prediction). Their schemas, declared in `serving.wire`, reach `/openapi.json` through
-`INVOCATION_BODY` and `INVOCATION_RESPONSES`.
+`invocation_body()` and `INVOCATION_RESPONSES`.
 """
 
 from __future__ import annotations
 
+import copy
 import io
 import time
 from typing import Any
@@ -62,7 +63,9 @@ def error_response(description: str) -> dict[str, Any]:
 
 # An invocation route parses its own body, so FastAPI cannot see it: the request body schemas
 # are declared here (route argument `openapi_extra`), the answers in INVOCATION_RESPONSES.
-INVOCATION_BODY: dict[str, Any] = {
+# FastAPI puts this dict into the app's OpenAPI document as it is (not a copy): routes take
+# `invocation_body()`, a fresh copy each, so no document shares it with another.
+_INVOCATION_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "content": {
@@ -77,6 +80,13 @@ INVOCATION_BODY: dict[str, Any] = {
         },
     }
 }
+
+
+def invocation_body() -> dict[str, Any]:
+    """The `openapi_extra` of an invocation route: its JSON and CSV request bodies."""
+    return copy.deepcopy(_INVOCATION_BODY)
+
+
 INVOCATION_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "model": wire.InvocationResponse,

@@ -21,11 +21,11 @@ from automlops.ml.artifact import METADATA, TRANSFORM, ModelArtifact, ModelMetad
 from automlops.ml.columns.transform import FittedTransform
 from automlops.ml.predictor import Predictor
 from automlops.serving.invocation import (
-    INVOCATION_BODY,
     INVOCATION_RESPONSES,
     OrjsonResponse,
     describe,
     handle_api_errors,
+    invocation_body,
     respond,
 )
 from automlops.serving.wire import EndpointDescription
@@ -101,7 +101,7 @@ def create_sagemaker_app(
         """The model's task, input columns and labels (as GET /endpoints/{dataset})."""
         return describe(dataset, numeric, predictor)
 
-    @app.post("/invocations", openapi_extra=INVOCATION_BODY, responses=INVOCATION_RESPONSES)
+    @app.post("/invocations", openapi_extra=invocation_body(), responses=INVOCATION_RESPONSES)
     async def invocations(request: Request) -> Response:
         """Predict raw rows: JSON `{"instances": [...]}` or CSV with a header."""
         return await respond(request, numeric, predictor, max_body_bytes)
