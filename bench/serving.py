@@ -355,7 +355,7 @@ def measure_ten(server: Server, work: Path, datasets: list[str]) -> tuple[float,
 def in_process(home: Path, one: Path, batch: Path) -> dict[str, float]:
     """Median ms of the app's whole request path but HTTP (parse, predict, encode)."""
     from automlops.local.runtime import open_runtime
-    from automlops.serving.app import answer
+    from automlops.serving.invocation import answer
     from automlops.serving.models import ModelCache
 
     runtime = open_runtime(home)

@@ -25,8 +25,10 @@ from automlops.config import Manifest, Task
 from automlops.demo import breast_cancer_csv
 from automlops.local.runtime import LocalRuntime, open_runtime
 from automlops.local.worker import Worker
+from automlops.serving import wire
 from automlops.serving.app import create_app
 from automlops.serving.models import ModelCache
+from automlops.serving.sagemaker import create_sagemaker_app
 from support import DEMO_DATASET, upload
 
 CANCER = f"/endpoints/{DEMO_DATASET}"
@@ -46,6 +48,7 @@ TINY_PNG = base64.b64decode(  # a valid 1x1 PNG
 
 
 def csv_bytes(frame: pl.DataFrame) -> bytes:
+    """A CSV file to upload (invocation bodies are built with `wire.csv_body`)."""
     buffer = io.BytesIO()
     frame.write_csv(buffer)
     return buffer.getvalue()
@@ -57,12 +60,11 @@ def post_json(client: TestClient, path: str, payload: Any, **headers: str) -> An
 
 
 def predict(client: TestClient, path: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The prediction items for `rows`, asserting a 200."""
+    """The prediction items for `rows` as sent, asserting a 200 with the declared shape."""
     response = post_json(client, path, {"instances": rows})
     assert response.status_code == 200, response.text
-    body = response.json()
-    assert len(body["predictions"]) == len(rows)
-    return body["predictions"]
+    assert len(wire.read_response(response.content).predictions) == len(rows)
+    return response.json()["predictions"]
 
 
 def assert_same(got: list[dict[str, Any]], want: list[dict[str, Any]]) -> None:
@@ -254,7 +256,7 @@ def test_binary_predictions_follow_threshold(
 
 def test_json_and_csv_bodies_agree(client: TestClient, cancer_rows: list[dict[str, Any]]) -> None:
     """The same rows as JSON and as CSV give the same predictions, in both response formats."""
-    csv_body = csv_bytes(pl.DataFrame(cancer_rows))
+    csv_body = wire.csv_body(pl.DataFrame(cancer_rows))
     from_json = predict(client, CANCER_INVOKE, cancer_rows)
     response = client.post(CANCER_INVOKE, content=csv_body, headers=CSV)
     assert response.status_code == 200
@@ -265,9 +267,9 @@ def test_json_and_csv_bodies_agree(client: TestClient, cancer_rows: list[dict[st
     assert response.status_code == 200
     assert response.json()["predictions"] == from_json
 
-    expected = [item["probabilities"]["malignant"] for item in from_json]
+    expected = wire.read_response(response.content).probability("malignant")
     for content, headers in (
-        (json.dumps({"instances": cancer_rows}).encode(), JSON),
+        (wire.json_body(cancer_rows), JSON),
         (csv_body, CSV),
     ):
         response = client.post(
@@ -275,8 +277,8 @@ def test_json_and_csv_bodies_agree(client: TestClient, cancer_rows: list[dict[st
         )
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/csv")
-        lines = response.text.splitlines()
-        assert [float(x) for x in lines] == pytest.approx(expected, abs=1e-12)
+        lines = wire.read_csv_response(response.content)
+        assert [float(x) for x in lines] == pytest.approx(expected.tolist(), abs=1e-12)
 
 
 def test_strings_for_numbers(client: TestClient, cancer_rows: list[dict[str, Any]]) -> None:
@@ -375,7 +377,9 @@ def test_unparseable_csv_value_names_row_and_column(
     column = list(cancer_rows[0])[7]
     frame = pl.DataFrame(cancer_rows[:4]).cast(pl.String)
     frame = frame.with_columns(pl.Series(column, ["1", "2", "3", "oops"]))
-    body = assert_client_error(client.post(CANCER_INVOKE, content=csv_bytes(frame), headers=CSV))
+    body = assert_client_error(
+        client.post(CANCER_INVOKE, content=wire.csv_body(frame), headers=CSV)
+    )
     assert (body["row"], body["column"]) == (3, column)
     assert "row 3" in body["error"] and column in body["error"] and "oops" in body["error"]
     assert_ok(client)
@@ -541,12 +545,12 @@ def test_multiclass_endpoint(zoo: TestClient, iris_rows: list[dict[str, Any]]) -
     truth = [str(load_iris().target_names[t]) for t in load_iris().target[::10]]
     assert sum(a == b for a, b in zip(labels, truth, strict=True)) >= 13
 
-    csv_body = csv_bytes(pl.DataFrame(iris_rows))
+    csv_body = wire.csv_body(pl.DataFrame(iris_rows))
     response = zoo.post(
         "/endpoints/iris/invocations", content=csv_body, headers={**CSV, "accept": "text/csv"}
     )
     assert response.status_code == 200
-    assert response.text.splitlines() == labels
+    assert wire.read_csv_response(response.content) == labels
     response = zoo.post("/endpoints/iris/invocations", content=csv_body, headers=CSV)
     assert response.json()["predictions"] == items
 
@@ -590,7 +594,7 @@ def test_regression_endpoint(zoo: TestClient, diabetes_rows: list[dict[str, Any]
     assert all(isinstance(v, float) and math.isfinite(v) and 0 < v < 400 for v in values)
     assert len(set(values)) > 1
 
-    csv_body = csv_bytes(pl.DataFrame(diabetes_rows))
+    csv_body = wire.csv_body(pl.DataFrame(diabetes_rows))
     response = zoo.post(
         "/endpoints/diabetes/invocations", content=csv_body, headers={**CSV, "accept": "text/csv"}
     )
@@ -695,12 +699,13 @@ def test_csv_answer_keeps_labels_with_commas_quotes_and_line_breaks() -> None:
     from types import SimpleNamespace
 
     from automlops.ml.predictor import Predictions
-    from automlops.serving.app import _as_csv
+    from automlops.serving.invocation import _as_csv
 
     labels = ["plain", "a,b", 'say "hi"', "two\nlines", "=1+1", "cr\r"]
     predictions = Predictions(task=Task.multiclass, label_index=np.array([1, 0, 2, 3, 4, 5, 1]))
     body = _as_csv(predictions, SimpleNamespace(labels=labels))  # type: ignore[arg-type]
     got = [row[0] for row in csv.reader(io.StringIO(body.decode(), newline=""))]
+    assert wire.read_csv_response(body) == got
     assert got == [labels[i] for i in (1, 0, 2, 3, 4, 5, 1)]
 
 
@@ -720,3 +725,96 @@ def test_model_cache_keeps_champions_and_a_few_others(two_versions: LocalRuntime
     cache.version(DEMO_DATASET, 1)
     assert cache.loaded() == [(DEMO_DATASET, 2), (DEMO_DATASET, 1)]
     assert cache.champion(DEMO_DATASET) == (2, predictor)  # the champion stayed loaded
+
+
+# -- the declared API ------------------------------------------------------------------------
+
+
+def _resolve(document: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    """A schema with its `$ref` (if any) followed into the document's components."""
+    ref = schema.get("$ref")
+    if ref is None:
+        return schema
+    return document["components"]["schemas"][ref.rsplit("/", 1)[-1]]
+
+
+def _assert_declared_invocation(document: dict[str, Any], path: str) -> None:
+    """The invocation route at `path` declares JSON and CSV bodies in and out, and 4xx errors."""
+    operation = document["paths"][path]["post"]
+    body = operation["requestBody"]
+    assert body["required"] is True
+    request = _resolve(document, body["content"]["application/json"]["schema"])
+    assert request["required"] == ["instances"]
+    instances = request["properties"]["instances"]
+    assert instances["type"] == "array" and instances["items"]["type"] == "object"
+    assert body["content"]["text/csv"]["schema"]["type"] == "string"
+
+    answers = operation["responses"]
+    assert answers["200"]["content"]["text/csv"]["schema"]["type"] == "string"
+    response = _resolve(document, answers["200"]["content"]["application/json"]["schema"])
+    assert set(response["required"]) == {"model_version", "predictions"}
+    assert response["properties"]["model_version"]["type"] == "string"
+    items = response["properties"]["predictions"]["items"]["anyOf"]
+    kinds = {frozenset(_resolve(document, item)["required"]) for item in items}
+    assert kinds == {frozenset({"label", "probabilities"}), frozenset({"value"})}
+    for status in ("400", "404", "413", "415"):
+        error = _resolve(document, answers[status]["content"]["application/json"]["schema"])
+        assert "error" in error["required"]
+
+
+def test_openapi_declares_the_invocation_bodies(
+    client: TestClient, cancer_runtime: LocalRuntime, tmp_path: Path
+) -> None:
+    """/openapi.json shows the request and answer of every invocation route, in both apps."""
+    document = client.get("/openapi.json").json()
+    invocations = [p for p in document["paths"] if p.endswith("/invocations")]
+    assert sorted(invocations) == [
+        "/endpoints/{dataset}/invocations",
+        "/endpoints/{dataset}/versions/{version}/invocations",
+    ]
+    for path in invocations:
+        _assert_declared_invocation(document, path)
+    described = _resolve(
+        document,
+        document["paths"]["/endpoints/{dataset}"]["get"]["responses"]["200"]["content"][
+            "application/json"
+        ]["schema"],
+    )
+    assert set(client.get(CANCER).json()) == set(described["properties"])
+
+    entry = cancer_runtime.registry.read(DEMO_DATASET).get(1)
+    model = tmp_path / "model.tar.gz"
+    model.write_bytes(cancer_runtime.store.get(entry.artifact_bucket, entry.artifact_key))
+    container = TestClient(create_sagemaker_app(tmp_path, version=1))
+    _assert_declared_invocation(container.get("/openapi.json").json(), "/invocations")
+
+
+def test_wire_reads_answers_as_typed_records() -> None:
+    """The client reads both kinds of answer, orders probabilities by the caller's labels and
+    refuses an answer of another shape."""
+    classified = wire.read_response(
+        b'{"model_version": "3", "predictions": ['
+        b'{"label": "b", "probabilities": {"a": 0.25, "b": 0.75}},'
+        b'{"label": "a", "probabilities": {"a": 0.5, "b": 0.5}}]}'
+    )
+    assert classified.model_version == "3"
+    assert classified.labels() == ["b", "a"]
+    assert classified.probability("b").tolist() == [0.75, 0.5]
+    assert classified.probabilities(["b", "c", "a"]).tolist() == [[0.75, 0, 0.25], [0.5, 0, 0.5]]
+    with pytest.raises(wire.WireError, match="'c'"):
+        classified.probability("c")
+    with pytest.raises(wire.WireError):
+        classified.values()
+    regression = wire.read_response(b'{"model_version": "1", "predictions": [{"value": 2.5}]}')
+    assert regression.values().tolist() == [2.5]
+    with pytest.raises(wire.WireError):
+        regression.labels()
+    empty = wire.read_response(b'{"model_version": "1", "predictions": []}')
+    assert empty.probabilities(["a", "b"]).shape == (0, 2)
+    for bad in (b"{}", b'{"error": "no"}', b'{"model_version": "1", "predictions": [{}]}', b"["):
+        with pytest.raises(wire.WireError):
+            wire.read_response(bad)
+    body = wire.json_body([{"x": np.float32(1.5), "when": date(2024, 1, 2)}])
+    assert wire.InvocationRequest.model_validate_json(body).instances == [
+        {"x": 1.5, "when": "2024-01-02"}
+    ]

@@ -43,6 +43,7 @@ from reliability_support import (
 
 from automlops.local.runtime import open_runtime
 from automlops.ml.predictor import Predictor
+from automlops.serving import wire
 from conftest import SERVED_DATASET
 
 KEY_VAR = "AUTOMLOPS_RELIABILITY_API_KEY"
@@ -185,6 +186,7 @@ def _load(
                 if response.status != 200:
                     problem = f"{response.status} {data[:200]!r}"
                 else:
+                    # Plain JSON, not wire.read_response: the client's CPU is the server's.
                     payload = json.loads(data)
                     version = payload["model_version"]
                     problem = check(payload)
@@ -257,7 +259,7 @@ def test_load_with_champion_switches(
     server: Server, expected: dict[str, Any], kind: str, requests: int
 ) -> None:
     rows = expected["rows"][:1] if kind == "single" else expected["rows"]
-    body = json.dumps({"instances": rows}).encode()
+    body = wire.json_body(rows)
     with Switcher(server.home) as switcher:
         result = _load(server, body, requests, _checker(expected, kind), until_versions=2)
     assert result.errors == [], result.errors[:5]
@@ -306,11 +308,12 @@ def test_server_killed_around_a_promotion_comes_back_complete(
     server.kill()
     server.start()
     assert _served_version(server) == other
-    answer = httpx.post(
+    response = httpx.post(
         f"{server.url}/endpoints/{SERVED_DATASET}/invocations",
-        json={"instances": expected["rows"][:1]},
-        headers={"x-api-key": KEY},
-    ).json()
+        content=wire.json_body(expected["rows"][:1]),
+        headers={"x-api-key": KEY, "content-type": wire.JSON},
+    )
+    answer = wire.read_response(response.content).model_dump()
     assert answer["model_version"] == str(other)
     assert _checker(expected, "single")(answer) is None
     record(

@@ -2,31 +2,46 @@
 
 SageMaker unpacks the endpoint's model.tar.gz into `/opt/ml/model` (or `$SM_MODEL_DIR`) and
 starts the image with `serve`. Requests and responses are exactly those of
-`POST /endpoints/{dataset}/invocations` of the main app (same parsing, errors and formats):
-this module only swaps the registry lookup for the one model in the directory.
+`POST /endpoints/{dataset}/invocations` of the main app (same parsing, errors, formats and
+OpenAPI declaration, all from `serving.invocation`): this module only swaps the registry
+lookup for the one model in the directory.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
+from pydantic import BaseModel
 
 from automlops.errors import PermanentError
 from automlops.ml.artifact import METADATA, TRANSFORM, ModelArtifact, ModelMetadata
 from automlops.ml.columns.transform import FittedTransform
 from automlops.ml.predictor import Predictor
-
-# Reused as-is so the contract cannot drift from the main API.
-from automlops.serving.app import ApiError, OrjsonResponse, _describe, _invoke
+from automlops.serving.invocation import (
+    INVOCATION_RESPONSES,
+    OrjsonResponse,
+    describe,
+    handle_api_errors,
+    invocation_body,
+    respond,
+)
+from automlops.serving.wire import EndpointDescription
 
 DEFAULT_MODEL_DIR = "/opt/ml/model"
 DEFAULT_PORT = 8080
 ENV_VERSION = "AUTOMLOPS_MODEL_VERSION"
 ENV_DATASET = "AUTOMLOPS_DATASET"
+
+
+class ContainerStatus(BaseModel):
+    """The answer of the container's `GET /ping`."""
+
+    status: str
+    dataset: str
+    model_version: str
 
 
 def model_dir(explicit: str | Path | None = None) -> Path:
@@ -74,25 +89,22 @@ def create_sagemaker_app(
         title="automlops model (SageMaker contract)", default_response_class=OrjsonResponse
     )
     app.state.predictor = predictor
-
-    @app.exception_handler(ApiError)
-    async def _api_error(_: Request, exc: ApiError) -> Response:
-        return OrjsonResponse({"error": str(exc), **exc.fields}, status_code=exc.status)
+    handle_api_errors(app)
 
     @app.get("/ping")
-    def ping() -> dict[str, str]:
+    def ping() -> ContainerStatus:
         """Health check: 200 once the model is loaded (it is, or the app would not exist)."""
-        return {"status": "ok", "dataset": dataset, "model_version": label}
+        return ContainerStatus(status="ok", dataset=dataset, model_version=label)
 
     @app.get("/model")
-    def describe() -> dict[str, Any]:
+    def describe_model() -> EndpointDescription:
         """The model's task, input columns and labels (as GET /endpoints/{dataset})."""
-        return _describe(dataset, numeric, predictor)
+        return describe(dataset, numeric, predictor)
 
-    @app.post("/invocations")
+    @app.post("/invocations", openapi_extra=invocation_body(), responses=INVOCATION_RESPONSES)
     async def invocations(request: Request) -> Response:
         """Predict raw rows: JSON `{"instances": [...]}` or CSV with a header."""
-        return await _invoke(request, numeric, predictor, max_body_bytes)
+        return await respond(request, numeric, predictor, max_body_bytes)
 
     return app
 

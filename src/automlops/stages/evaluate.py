@@ -32,6 +32,7 @@ from automlops.reports.report import (
     DecisionSummary,
     EvaluationReport,
 )
+from automlops.serving import wire
 from automlops.stages.result import StageResult
 
 BATCH_ROWS = 1000
@@ -75,23 +76,13 @@ def score_endpoint(
     outputs: list[np.ndarray] = []
     for start in range(0, features.height, BATCH_ROWS):
         rows = features.slice(start, BATCH_ROWS).to_dicts()
-        body = orjson.dumps({"instances": rows}, option=orjson.OPT_SERIALIZE_NUMPY)
-        response = orjson.loads(
-            host.invoke(endpoint, body, content_type="application/json", accept="application/json")
-        )
-        items = response["predictions"]
+        answer = wire.invoke(host, endpoint, rows)
         if meta.task is Task.regression:
-            outputs.append(np.array([item["value"] for item in items], dtype=np.float64))
+            outputs.append(answer.values())
         elif meta.task is Task.binary:
-            positive = meta.target.labels[1]
-            outputs.append(np.array([item["probabilities"][positive] for item in items]))
+            outputs.append(answer.probability(meta.target.labels[1]))
         else:
-            labels = meta.target.labels
-            outputs.append(
-                np.array(
-                    [[item["probabilities"].get(lab, 0.0) for lab in labels] for item in items]
-                )
-            )
+            outputs.append(answer.probabilities(meta.target.labels))
     if not outputs:
         return np.empty(0)
     return np.concatenate(outputs)

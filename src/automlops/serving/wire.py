@@ -1,0 +1,168 @@
+"""The invocation wire format, declared once: the bodies and how a caller builds and reads them.
+
+`POST /endpoints/{dataset}/invocations` (and the SageMaker container's `/invocations`) take
+`{"instances": [{column: value, ...}, ...]}` as JSON, or CSV with a header row, and answer
+`{"model_version": "<n>", "predictions": [...]}`: a classification item is
+`{"label": ..., "probabilities": {label: p}}`, a regression item `{"value": x}`. With
+`Accept: text/csv` the answer is one line per row: P(positive) (binary), the label
+(multiclass) or the value (regression).
+
+The pydantic models below are what `/openapi.json` shows. The server does not validate bodies
+through them (it parses with orjson and checks each value in the same pass that encodes it, see
+`serving.invocation`); callers (the evaluate stage, tests, any client) use the functions here
+to build bodies and to read answers as typed records. This module imports no web framework, so
+a stage can use it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import numpy as np
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from automlops.ports import ModelHost
+
+JSON = "application/json"
+CSV = "text/csv"
+
+# A cell as a caller sends it: numbers may also come as text ("12.5"), null or "" is missing.
+Value = str | int | float | bool | None
+
+
+class InvocationRequest(BaseModel):
+    """A JSON invocation body: raw rows, columns as in the uploaded CSV (the target left out).
+
+    Columns the model does not use are ignored; missing ones are imputed as in training.
+    """
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"instances": [{"age": 41, "job": "technician"}]}]}
+    )
+
+    instances: list[dict[str, Value]] = Field(description="One object per row: column -> value.")
+
+
+class ClassPrediction(BaseModel):
+    """A classification answer for one row: the decided label and every label's probability."""
+
+    label: str
+    probabilities: dict[str, float]
+
+
+class ValuePrediction(BaseModel):
+    """A regression answer for one row."""
+
+    value: float
+
+
+class InvocationResponse(BaseModel):
+    """A JSON invocation answer: the serving version and one prediction per row, in order."""
+
+    model_version: str = Field(description="The model version that answered, as a string.")
+    predictions: list[ClassPrediction | ValuePrediction]
+
+    def values(self) -> np.ndarray:
+        """Regression values as float64, one per row."""
+        return np.array([_item(p, ValuePrediction).value for p in self.predictions], np.float64)
+
+    def labels(self) -> list[str]:
+        """The decided label of each row (classification)."""
+        return [_item(p, ClassPrediction).label for p in self.predictions]
+
+    def probability(self, label: str) -> np.ndarray:
+        """P(`label`) of each row as float64 (binary: pass the positive label); WireError if
+        an answer does not name that label."""
+        items = [_item(p, ClassPrediction).probabilities for p in self.predictions]
+        if any(label not in item for item in items):
+            raise WireError(f"an answer holds no probability for label {label!r}")
+        return np.array([item[label] for item in items], np.float64)
+
+    def probabilities(self, labels: Sequence[str]) -> np.ndarray:
+        """Probabilities as a (rows, len(labels)) float64 matrix, columns in `labels` order;
+        a label the model does not know has probability 0."""
+        items = [_item(p, ClassPrediction).probabilities for p in self.predictions]
+        return np.array(
+            [[item.get(label, 0.0) for label in labels] for item in items], np.float64
+        ).reshape(len(items), len(labels))
+
+
+class ErrorResponse(BaseModel):
+    """A refused request (4xx). A value the model cannot read is named by row and column."""
+
+    error: str
+    row: int | None = Field(default=None, description="0-based row of the offending value.")
+    column: str | None = Field(default=None, description="Column of the offending value.")
+
+
+class Feature(BaseModel):
+    """An input column of a model and how it is read."""
+
+    name: str
+    type: str = Field(description="numeric, categorical, datetime, ...")
+
+
+class EndpointDescription(BaseModel):
+    """What `GET /endpoints/{dataset}` answers: the serving version and its input and output."""
+
+    dataset: str
+    version: int
+    task: str
+    target: str
+    features: list[Feature]
+    labels: list[str]
+    positive_label: str | None
+    threshold: float | None
+    learner: str
+    created_at: str
+
+
+class WireError(ValueError):
+    """An answer that does not have the declared shape."""
+
+
+_T = TypeVar("_T", bound=BaseModel)
+
+
+def _item(prediction: BaseModel, kind: type[_T]) -> _T:
+    if not isinstance(prediction, kind):
+        raise WireError(f"expected {kind.__name__} items, got {type(prediction).__name__}")
+    return prediction
+
+
+def json_body(rows: Iterable[Mapping[str, Any]]) -> bytes:
+    """A JSON invocation body for `rows` (numpy scalars and dates encoded as orjson does)."""
+    return orjson.dumps({"instances": list(rows)}, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def csv_body(frame: pl.DataFrame) -> bytes:
+    """A CSV invocation body: a header row and one line per row of `frame`."""
+    buffer = io.BytesIO()
+    frame.write_csv(buffer)
+    return buffer.getvalue()
+
+
+def read_response(content: bytes) -> InvocationResponse:
+    """A JSON invocation answer as a typed record; WireError when it is not one."""
+    try:
+        return InvocationResponse.model_validate_json(content)
+    except ValueError as exc:
+        raise WireError(f"not an invocation answer: {str(exc)[:300]}") from None
+
+
+def read_csv_response(content: bytes) -> list[str]:
+    """A `text/csv` invocation answer: one field per row (quoted labels unquoted)."""
+    return [record[0] for record in csv.reader(io.StringIO(content.decode(), newline=""))]
+
+
+def invoke(host: ModelHost, endpoint: str, rows: Iterable[Mapping[str, Any]]) -> InvocationResponse:
+    """Predict `rows` through a model host's endpoint, JSON both ways."""
+    answer = host.invoke(endpoint, json_body(rows), content_type=JSON, accept=JSON)
+    return read_response(answer)
