@@ -7,13 +7,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-import orjson
 import polars as pl
 from sklearn.datasets import load_breast_cancer
 
 from automlops.local.runlog import RunRecord
 from automlops.local.runtime import open_runtime
 from automlops.local.worker import Worker, run_workers
+from automlops.serving import wire
 from automlops.usecases.models import headline
 from automlops.usecases.upload import UploadOptions, upload
 
@@ -68,14 +68,16 @@ def run_demo(home: Path, echo: Callable[[str], None] = print) -> int:
         url = runtime.host.base_url()
         response = httpx.post(
             f"{url}/endpoints/{dataset}/invocations",
-            content=orjson.dumps({"instances": rows}),
-            headers={"content-type": "application/json"},
+            content=wire.json_body(rows),
+            headers={"content-type": wire.JSON},
         )
         response.raise_for_status()
         echo(f"POST {url}/endpoints/{dataset}/invocations ->")
-        for item in response.json()["predictions"]:
-            probability = item["probabilities"]["malignant"]
-            echo(f"  {item['label']:<10} P(malignant)={probability:.3f}")
+        answer = wire.read_response(response.content)
+        for label, probability in zip(
+            answer.labels(), answer.probability("malignant"), strict=True
+        ):
+            echo(f"  {label:<10} P(malignant)={probability:.3f}")
         report = runtime.home / runtime.settings.buckets.model_monitoring
         report_key = champion.report_key or ""
         echo(f"report: {report / report_key.replace('report.json', 'REPORT.md')}")

@@ -26,6 +26,7 @@ from automlops.local.runtime import open_runtime
 from automlops.local.worker import Worker
 from automlops.manifests import save_manifest
 from automlops.registry import RegistryDoc
+from automlops.serving import wire
 from support import shared_file
 
 pytestmark = pytest.mark.e2e
@@ -104,16 +105,10 @@ def test_bank_upload_with_spaces_and_accents_ends_served_and_reported(
     # Served through the SageMaker contract: /ping, and raw rows into /invocations.
     assert sagemaker_runtime.ping(champion.endpoint) == 200
     row = {"age": 41, "job": "admin.", "marital": "married", "pdays": 999}
-    answer = json.loads(
-        rt.host.invoke(
-            champion.endpoint,
-            json.dumps({"instances": [row]}).encode(),
-            content_type="application/json",
-            accept="application/json",
-        )
-    )
-    assert answer["model_version"] == "1"
-    assert set(answer["predictions"][0]["probabilities"]) == {"no", "yes"}
+    answer = wire.invoke(rt.host, champion.endpoint, [row])
+    assert answer.model_version == "1"
+    assert answer.labels()[0] in {"no", "yes"}
+    assert answer.probability("no") + answer.probability("yes") == pytest.approx([1.0])
 
     # The upload is tagged with its run, like the local store does.
     assert rt.store.get_tags(buckets.data, KEY) == {"automlops-processed-run": champion.run_id}
