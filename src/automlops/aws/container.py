@@ -21,7 +21,7 @@ from automlops.config import Buckets, Queues, Settings
 from automlops.errors import NotFoundError, PermanentError
 from automlops.events import SqsRecord, object_created
 from automlops.ml.artifact import METADATA, TRANSFORM, ModelArtifact
-from automlops.ports import ObjectInfo, ObjectStore, Ports
+from automlops.ports import DeadLetter, ObjectInfo, ObjectStore, Ports
 from automlops.routing import Stage
 from automlops.stages import STAGES, StageResult
 
@@ -122,10 +122,14 @@ class ChannelStore:
 
 
 class _NoQueue:
-    """Training sends no messages; its output write is what triggers deploy."""
+    """Training sends no messages; its output write is what triggers deploy. Every Queue call
+    but an empty receive is refused: one would be a bug in the train stage."""
+
+    def _refuse(self) -> PermanentError:
+        return PermanentError("a training job has no queue")
 
     def send(self, queue: str, body: str, *, delay_s: float = 0.0) -> str:
-        raise PermanentError("a training job does not send messages")
+        raise self._refuse()
 
     def receive(
         self, queue: str, *, max_messages: int = 1, visibility_timeout_s: float | None = None
@@ -133,10 +137,28 @@ class _NoQueue:
         return []
 
     def delete(self, queue: str, receipt_handle: str) -> None:
-        return None
+        raise self._refuse()
 
     def change_visibility(self, queue: str, receipt_handle: str, timeout_s: float) -> None:
-        return None
+        raise self._refuse()
+
+    def record_error(self, queue: str, receipt_handle: str, error: str) -> None:
+        raise self._refuse()
+
+    def dead_letter(self, queue: str, message: SqsRecord, error: str) -> None:
+        raise self._refuse()
+
+    def dead_letter_exhausted(self, queue: str) -> list[DeadLetter]:
+        return []
+
+    def counts(self, queue: str) -> tuple[int, int]:
+        return (0, 0)
+
+    def dead_letters(self, queue: str) -> list[DeadLetter]:
+        return []
+
+    def redrive(self, queue: str, message_id: str | None = None) -> int:
+        raise self._refuse()
 
 
 class _NoHost:
