@@ -6,6 +6,7 @@ Decided on the training rows only; every decision is recorded in the schema JSON
 from __future__ import annotations
 
 import re
+from typing import cast
 
 import numpy as np
 import polars as pl
@@ -47,8 +48,9 @@ def _drop_reason(values: pl.Series, kind: ColumnKind) -> str | None:
     if kind is ColumnKind.categorical and unique_share >= _TEXT_UNIQUE_SHARE:
         # Words are counted only for many-valued columns (counting costs a pass over the text).
         text = present.cast(pl.String)
-        words = text.str.count_matches(r"\S+").mean() or 0.0
-        if words >= _TEXT_MIN_WORDS:  # type: ignore[operator]
+        mean = text.str.count_matches(r"\S+").mean()  # of counts: a float, or None
+        words = float(cast(float, mean) or 0.0)
+        if words >= _TEXT_MIN_WORDS:
             return f"free text ({unique_share:.0%} distinct values, {words:.1f} words on average)"
     if kind is ColumnKind.categorical and unique_share >= _ID_UNIQUE_SHARE and n >= 20:
         return f"ID-like ({unique_share:.0%} of values distinct)"
