@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from automlops.ml.columns.transform import (
+    GROUPED_MAX_ROWS,
     CategoricalColumn,
     CategoricalEncoder,
     ColumnKind,
@@ -262,3 +263,39 @@ def test_the_first_bad_value_in_column_order_is_reported_across_kinds() -> None:
     with pytest.raises(NestedValueError) as nested:
         t.compile().encode_rows([{"job": "a"}, {"job": ["a"], "n": "many"}])
     assert (nested.value.row, nested.value.column) == (1, "job")
+
+
+def test_large_frames_read_a_column_at_a_time_give_the_same_matrix_and_error() -> None:
+    """Beyond GROUPED_MAX_ROWS frames are read column by column (memory): the same matrix as
+    small batches read a kind at a time, and the same first bad value."""
+    t = FittedTransform.model_validate_json(_STORED)
+    n = GROUPED_MAX_ROWS + 7
+    frame = pl.DataFrame(
+        {
+            "age": [None if i % 5 == 0 else i % 90 for i in range(n)],
+            "job": [["a", "b", " a", None, "q"][i % 5] for i in range(n)],
+            "city": [["x", "y", "z", "w"][i % 4] for i in range(n)],
+            "day": [f"2021-{1 + i % 12:02d}-{1 + i % 28:02d}" for i in range(n)],
+            "n": [str(i % 7) for i in range(n)],
+        }
+    )
+    encoder = t.compile()
+    whole = encoder.encode_frame(frame)
+    parts = [encoder.encode_frame(frame.slice(start, 1000)) for start in range(0, n, 1000)]
+    np.testing.assert_array_equal(whole, np.vstack(parts))
+    assert whole[:, 8].tolist() == [i % 7 for i in range(n)]
+
+    bad = frame.with_columns(
+        pl.when(pl.int_range(n) == n - 1).then(pl.lit("soon")).otherwise("day").alias("day"),
+        pl.when(pl.int_range(n) == 3).then(pl.lit("many")).otherwise("n").alias("n"),
+    )
+    for part in (bad, bad.tail(GROUPED_MAX_ROWS)):
+        with pytest.raises(InvalidValueError) as info:
+            encoder.encode_frame(part)
+        assert (info.value.column, info.value.value) == ("day", "soon")
+
+
+def test_empty_batches_have_the_transform_width() -> None:
+    encoder = FittedTransform.model_validate_json(_STORED).compile()
+    assert encoder.encode_rows([]).shape == (0, 9)
+    assert encoder.encode_frame(pl.DataFrame()).shape == (0, 9)

@@ -42,6 +42,7 @@ from automlops.ml.columns.values import (
 
 __all__ = [
     "FLOAT32_MAX",
+    "GROUPED_MAX_ROWS",
     "MAX_CATEGORIES",
     "CategoricalColumn",
     "CategoricalEncoder",
