@@ -18,7 +18,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from enum import StrEnum
 from itertools import chain, repeat
-from typing import Annotated, Any, Generic, Literal, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Generic, Literal, NamedTuple, TypeVar
 
 import numpy as np
 import polars as pl
@@ -39,6 +39,9 @@ from automlops.ml.columns.values import (
     parse_datetime,
     parse_numeric,
 )
+
+if TYPE_CHECKING:
+    from automlops.tabular.schema import ColumnProfile
 
 __all__ = [
     "FLOAT32_MAX",
@@ -97,6 +100,15 @@ class NumericColumn(BaseModel):
             missing_indicator=parsed.null_count() > 0,
         )
 
+    def describe(self, values: pl.Series, profile: ColumnProfile) -> None:
+        """Fill the schema's profile of this feature from its training values."""
+        numbers = values.cast(pl.Float64, strict=False)
+        profile.min, profile.max = _float(numbers.min()), _float(numbers.max())
+        profile.mean = _float(numbers.mean())
+        profile.decision = "feature: numeric"
+        if profile.missing:
+            profile.decision += f", missing -> median {self.fill:g} + indicator"
+
     def width(self) -> int:
         return 2 if self.missing_indicator else 1
 
@@ -147,6 +159,16 @@ class CategoricalColumn(BaseModel):
             }
         return cls(name=values.name, categories=categories, frequencies=frequencies)
 
+    def describe(self, values: pl.Series, profile: ColumnProfile) -> None:
+        """Fill the schema's profile of this feature from its training values."""
+        counts = values.value_counts(sort=True, name="n").drop_nulls()
+        profile.top = [(str(v), int(c)) for v, c in counts.head(10).iter_rows()]
+        kept = len(self.categories)
+        profile.decision = f"feature: one-hot of {kept} categories"
+        if profile.unique - (profile.missing > 0) > kept:
+            profile.decision += " (rarer ones count as unseen"
+            profile.decision += "; plus a frequency feature)" if self.frequencies else ")"
+
     def width(self) -> int:
         return len(self.categories) + (1 if self.frequencies is not None else 0)
 
@@ -174,11 +196,19 @@ class DatetimeColumn(BaseModel):
         fill = {p: float(np.nanmedian(parts[p])) for p in kept}
         return cls(name=values.name, format=fmt, parts=kept, fill=fill)
 
+    def describe(self, values: pl.Series, profile: ColumnProfile) -> None:
+        """Fill the schema's profile of this feature from its training values."""
+        profile.decision = f"feature: date ({self.format}) -> {', '.join(self.parts)}"
+
     def width(self) -> int:
         return len(self.parts)
 
     def feature_names(self) -> list[str]:
         return [f"{self.name}__{p}" for p in self.parts]
+
+
+def _float(value: object) -> float | None:
+    return None if value is None else float(value)  # type: ignore[arg-type]  # a number here
 
 
 Column = Annotated[NumericColumn | CategoricalColumn | DatetimeColumn, Field(discriminator="kind")]
