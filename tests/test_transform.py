@@ -299,3 +299,16 @@ def test_empty_batches_have_the_transform_width() -> None:
     encoder = FittedTransform.model_validate_json(_STORED).compile()
     assert encoder.encode_rows([]).shape == (0, 9)
     assert encoder.encode_frame(pl.DataFrame()).shape == (0, 9)
+
+
+def test_an_encoder_reads_its_columns_in_order() -> None:
+    """A kind's encoder over several columns reports the first bad column, whatever the error."""
+    first, second = (
+        DatetimeColumn(name=name, format="%Y-%m-%d", parts=["month"], fill={"month": 6.0})
+        for name in ("d1", "d2")
+    )
+    encoder = DatetimeEncoder([first, second], [0, 1])
+    with pytest.raises(InvalidValueError) as info:
+        encoder.read_rows([{"d1": "2021-01-01", "d2": "2021-01-01"}, {"d1": "nope", "d2": ["x"]}])
+    assert (info.value.row, info.value.column) == (1, "d1")
+    assert not isinstance(info.value, NestedValueError)

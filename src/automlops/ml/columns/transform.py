@@ -15,7 +15,7 @@ and serving call.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from enum import StrEnum
 from itertools import chain, repeat
 from typing import TYPE_CHECKING, Annotated, Any, Generic, Literal, NamedTuple, TypeVar
@@ -256,6 +256,12 @@ def _gather(rows: list[dict[str, Any]], name: str) -> list[Any]:
     return list(map(dict.get, rows, repeat(name, len(rows))))
 
 
+def _frame_column(frame: pl.DataFrame, name: str) -> pl.Series | None:
+    """One column of a frame, None when the frame lacks it."""
+    column: pl.Series | None = frame.get_column(name, default=None)
+    return column
+
+
 class KindEncoder(ABC, Generic[V]):
     """Encodes columns of one kind into their slots of the feature matrix.
 
@@ -264,7 +270,7 @@ class KindEncoder(ABC, Generic[V]):
     `write` puts such an array into the matrix: the kind's encoding, whichever path read it.
     """
 
-    names: list[str]
+    names: list[str]  # of the columns it encodes, in input order
 
     @abstractmethod
     def read_frame(self, frame: pl.DataFrame) -> V:
@@ -312,11 +318,6 @@ class _FilledEncoder(KindEncoder[np.ndarray]):
         out[:, self._targets] = np.where(missing, self._fills, values).T
         if len(self._flagged):
             out[:, self._indicators] = missing[self._flagged].T
-
-
-def _frame_column(frame: pl.DataFrame, name: str) -> pl.Series | None:
-    column: pl.Series | None = frame.get_column(name, default=None)
-    return column
 
 
 class NumericEncoder(_FilledEncoder):
@@ -383,7 +384,8 @@ class DatetimeEncoder(_FilledEncoder):
             indicators=[],
         )
 
-    def _parts(self, texts: list[pl.Series | None], n: int) -> np.ndarray:
+    def _parts(self, texts: Iterable[pl.Series | None], n: int) -> np.ndarray:
+        """Parse each column in turn (`texts` may be lazy: the first bad column raises)."""
         values = np.full((len(self._targets), n), np.nan)
         row = 0
         for column, raw in zip(self._columns, texts, strict=True):
@@ -395,16 +397,16 @@ class DatetimeEncoder(_FilledEncoder):
         return values
 
     def read_frame(self, frame: pl.DataFrame) -> np.ndarray:
-        return self._parts([_frame_column(frame, name) for name in self.names], frame.height)
+        return self._parts((_frame_column(frame, name) for name in self.names), frame.height)
 
     def read_rows(self, rows: list[dict[str, Any]]) -> np.ndarray:
-        texts: list[pl.Series | None] = []
-        for name in self.names:
-            raw = _gather(rows, name)
-            first_nested(raw, name)
-            text = [None if v is None else str(v) for v in raw]
-            texts.append(pl.Series(name, text, dtype=pl.String))
-        return self._parts(texts, len(rows))
+        return self._parts((self._text(rows, name) for name in self.names), len(rows))
+
+    @staticmethod
+    def _text(rows: list[dict[str, Any]], name: str) -> pl.Series:
+        raw = _gather(rows, name)
+        first_nested(raw, name)
+        return pl.Series(name, [None if v is None else str(v) for v in raw], dtype=pl.String)
 
 
 class Codes(NamedTuple):
