@@ -474,9 +474,8 @@ class CategoricalEncoder(KindEncoder[Codes]):
                     codes[j, i] = code
         shares = np.zeros((len(self._frequencies), n))
         for k, (j, frequencies) in enumerate(self._frequencies):
-            shares[k] = [
-                0.0 if v is None else frequencies.get(category_key(v) or "", 0.0) for v in raw[j]
-            ]
+            keys = map(category_key, raw[j])
+            shares[k] = [0.0 if key is None else frequencies.get(key, 0.0) for key in keys]
         return Codes(codes, shares)
 
     def write(self, values: Codes, out: np.ndarray) -> None:
