@@ -10,7 +10,7 @@ import polars as pl
 
 from automlops.config import Task
 from automlops.ml.artifact import ModelArtifact, ModelMetadata
-from automlops.ml.columns.transform import FittedTransform, apply_rows
+from automlops.ml.columns.transform import CompiledTransform, FittedTransform
 from automlops.ml.learners.base import Model
 from automlops.ml.learners.catalog import load_model
 
@@ -35,6 +35,7 @@ class Predictor:
     def __init__(self, artifact: ModelArtifact, *, nthread: int = 1) -> None:
         self.metadata: ModelMetadata = artifact.metadata
         self.transform: FittedTransform = artifact.transform
+        self.encoder: CompiledTransform = artifact.transform.compile()
         meta = artifact.metadata
         self.model: Model = load_model(
             meta.learner, artifact.model, meta.task, len(meta.target.labels), nthread=nthread
@@ -52,17 +53,17 @@ class Predictor:
 
     def predict(self, frame: pl.DataFrame) -> Predictions:
         """Predict raw rows (missing columns and nulls are imputed as in training)."""
-        return self._predict(self.transform.apply(frame))
+        return self._predict(self.encoder.encode_frame(frame))
 
     def predict_rows(self, rows: list[dict[str, Any]]) -> Predictions:
         """Predict JSON rows; the same answers as `predict`, faster for small batches."""
-        return self._predict(apply_rows(self.transform, rows))
+        return self._predict(self.encoder.encode_rows(rows))
 
     def _predict(self, features: np.ndarray) -> Predictions:
         task = self.metadata.task
         n = len(features)
         if n == 0:
-            features = np.zeros((0, len(self.transform.feature_names)), dtype=np.float32)
+            features = np.zeros((0, self.encoder.width), dtype=np.float32)
         raw = self.model.predict(features) if n else np.zeros((0,))
         if task is Task.regression:
             return Predictions(task=task, values=raw.reshape(-1))

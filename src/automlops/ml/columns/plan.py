@@ -6,19 +6,13 @@ Decided on the training rows only; every decision is recorded in the schema JSON
 from __future__ import annotations
 
 import re
+from typing import cast
 
 import numpy as np
 import polars as pl
 
 from automlops.ml.columns.target import TargetSpec
-from automlops.ml.columns.transform import (
-    CategoricalColumn,
-    ColumnKind,
-    DatetimeColumn,
-    FittedTransform,
-    fit_column,
-    infer_kind,
-)
+from automlops.ml.columns.transform import ColumnKind, FittedTransform, fit_column, infer_kind
 from automlops.tabular.schema import ColumnProfile
 
 _ID_WORDS = {"id", "uuid", "guid", "key", "number", "no", "nr", "index", "num"}
@@ -47,8 +41,9 @@ def _drop_reason(values: pl.Series, kind: ColumnKind) -> str | None:
     if kind is ColumnKind.categorical and unique_share >= _TEXT_UNIQUE_SHARE:
         # Words are counted only for many-valued columns (counting costs a pass over the text).
         text = present.cast(pl.String)
-        words = text.str.count_matches(r"\S+").mean() or 0.0
-        if words >= _TEXT_MIN_WORDS:  # type: ignore[operator]
+        mean = text.str.count_matches(r"\S+").mean()  # of counts: a float, or None
+        words = float(cast(float, mean) or 0.0)
+        if words >= _TEXT_MIN_WORDS:
             return f"free text ({unique_share:.0%} distinct values, {words:.1f} words on average)"
     if kind is ColumnKind.categorical and unique_share >= _ID_UNIQUE_SHARE and n >= 20:
         return f"ID-like ({unique_share:.0%} of values distinct)"
@@ -105,27 +100,7 @@ def fit_columns(
             continue
         column = fit_column(values, kind)
         profile.kind = kind.value
-        if isinstance(column, CategoricalColumn):
-            counts = values.value_counts(sort=True, name="n").drop_nulls()
-            profile.top = [(str(v), int(c)) for v, c in counts.head(10).iter_rows()]
-            kept = len(column.categories)
-            profile.decision = f"feature: one-hot of {kept} categories"
-            if profile.unique - (profile.missing > 0) > kept:
-                profile.decision += " (rarer ones count as unseen"
-                profile.decision += "; plus a frequency feature)" if column.frequencies else ")"
-        elif isinstance(column, DatetimeColumn):
-            profile.decision = f"feature: date ({column.format}) -> {', '.join(column.parts)}"
-        else:
-            numbers = values.cast(pl.Float64, strict=False)
-            profile.min, profile.max = _float(numbers.min()), _float(numbers.max())
-            profile.mean = _float(numbers.mean())
-            profile.decision = "feature: numeric"
-            if profile.missing:
-                profile.decision += f", missing -> median {column.fill:g} + indicator"  # type: ignore[union-attr]
+        column.describe(values, profile)
         fitted.append(column)
         profiles.append(profile)
     return FittedTransform(columns=fitted), profiles
-
-
-def _float(value: object) -> float | None:
-    return None if value is None else float(value)  # type: ignore[arg-type]

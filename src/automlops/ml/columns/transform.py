@@ -2,23 +2,74 @@
 
 Fitted on the training split only and stored as JSON, so training and serving apply exactly the
 same steps and loading it runs no code.
+
+Each column kind is a pair: what was learnt (`NumericColumn`, `CategoricalColumn`,
+`DatetimeColumn`: data, stored) and how it encodes (`NumericEncoder`, ...: the behaviour, over
+one or several columns of the kind). An encoder reads its columns' raw values, from a polars
+frame or from JSON rows, into one array, and writes that array into its slots of the feature
+matrix; the writing, where the kind's semantics live, is one method used by every path.
+`FittedTransform.compile()` builds the encoders once; a `CompiledTransform` is what training
+and serving call.
 """
 
 from __future__ import annotations
 
-import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
 from enum import StrEnum
 from itertools import chain, repeat
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Generic, Literal, NamedTuple, TypeVar
 
 import numpy as np
 import polars as pl
 from pydantic import BaseModel, Field
 
-from automlops.errors import PermanentError
+from automlops.ml.columns.values import (
+    FLOAT32_MAX,
+    InvalidValueError,
+    NestedValueError,
+    as_category,
+    category_key,
+    check_range,
+    date_parts,
+    detect_date_format,
+    first_nested,
+    json_number,
+    looks_boolean,
+    parse_datetime,
+    parse_numeric,
+)
+
+if TYPE_CHECKING:
+    from automlops.tabular.schema import ColumnProfile
+
+__all__ = [
+    "FLOAT32_MAX",
+    "GROUPED_MAX_ROWS",
+    "MAX_CATEGORIES",
+    "CategoricalColumn",
+    "CategoricalEncoder",
+    "Column",
+    "ColumnKind",
+    "CompiledTransform",
+    "DatetimeColumn",
+    "DatetimeEncoder",
+    "FittedTransform",
+    "InvalidValueError",
+    "NestedValueError",
+    "NumericColumn",
+    "NumericEncoder",
+    "fit_column",
+    "infer_kind",
+    "rows_to_frame",
+]
 
 MAX_CATEGORIES = 64  # most frequent categories kept per column; the rest count as unseen
-_TRUE_FALSE = {"true": "1", "false": "0", "yes": "1", "no": "0"}
+# Categories seen fewer times are treated like unseen ones (too rare to learn from), once
+# the data is large enough for such a floor to mean anything.
+MIN_CATEGORY_COUNT = 3
+_RARE_SHARE = 0.001
+_DATE_PARTS = ("year", "month", "day", "weekday", "hour", "days")
 
 
 class ColumnKind(StrEnum):
@@ -27,54 +78,36 @@ class ColumnKind(StrEnum):
     datetime = "datetime"
 
 
-# Formats tried, in order, when a text column may hold dates; the first that reads (nearly)
-# every training value is stored, so serving parses exactly as training did.
-DATE_FORMATS = (
-    "%Y-%m-%d",
-    "%Y-%m-%d %H:%M:%S",
-    "%Y-%m-%dT%H:%M:%S",
-    "%Y-%m-%d %H:%M",
-    "%Y-%m-%dT%H:%M:%S%.f",
-    "%Y-%m-%d %H:%M:%S%.f",
-    "%Y/%m/%d",
-    "%d/%m/%Y",
-    "%m/%d/%Y",
-    "%d.%m.%Y",
-    "%d-%m-%Y",
-    "%Y%m%d",
-)
-_DATE_PARTS = ("year", "month", "day", "weekday", "hour", "days")
-
-
-class InvalidValueError(PermanentError):
-    """A value that cannot be read as its column's type."""
-
-    def __init__(self, row: int, column: str, value: Any, expected: str = "a number") -> None:
-        self.row = row
-        self.column = column
-        self.value = value
-        super().__init__(f"row {row}, column {column!r}: cannot read {value!r} as {expected}")
-
-
-FLOAT32_MAX = float(np.finfo(np.float32).max)  # models read float32 features
-
-
-def check_range(values: np.ndarray, name: str, raw: Any) -> None:
-    """Refuse numbers beyond float32: the model would see infinities and answer NaN."""
-    out_of_range = np.abs(values) > FLOAT32_MAX  # NaN compares False: missing is fine
-    if out_of_range.any():
-        row = int(np.flatnonzero(out_of_range)[0])
-        value = raw[row]
-        raise InvalidValueError(
-            row, name, value, f"a number: {value!r} is out of range (within ±{FLOAT32_MAX:.4g})"
-        )
+# --- What each kind learns (stored as JSON)
 
 
 class NumericColumn(BaseModel):
+    """A number; missing values take the training median, plus a 0/1 feature saying so when
+    training had missing values."""
+
     kind: Literal[ColumnKind.numeric] = ColumnKind.numeric
     name: str
     fill: float
     missing_indicator: bool = False
+
+    @classmethod
+    def fit(cls, values: pl.Series) -> NumericColumn:
+        parsed = parse_numeric(values, values.name)
+        median = parsed.median()  # typed as any scalar; a float for a Float64 column
+        return cls(
+            name=values.name,
+            fill=0.0 if median is None else float(median),  # type: ignore[arg-type]
+            missing_indicator=parsed.null_count() > 0,
+        )
+
+    def describe(self, values: pl.Series, profile: ColumnProfile) -> None:
+        """Fill the schema's profile of this feature from its training values."""
+        numbers = values.cast(pl.Float64, strict=False)
+        profile.min, profile.max = _float(numbers.min()), _float(numbers.max())
+        profile.mean = _float(numbers.mean())
+        profile.decision = "feature: numeric"
+        if profile.missing:
+            profile.decision += f", missing -> median {self.fill:g} + indicator"
 
     def width(self) -> int:
         return 2 if self.missing_indicator else 1
@@ -95,16 +128,49 @@ class CategoricalColumn(BaseModel):
     categories: list[str]
     frequencies: dict[str, float] | None = None
 
+    @classmethod
+    def fit(cls, values: pl.Series) -> CategoricalColumn:
+        if values.dtype in (pl.String, pl.Categorical):
+            # Counted first, stripped after: the same counts as stripping every row, but the
+            # strings handled are the distinct values (a big upload has millions of rows).
+            counts = (
+                values.drop_nulls()
+                .value_counts(name="n")
+                .with_columns(pl.col(values.name).cast(pl.String).str.strip_chars())
+                .group_by(values.name)
+                .agg(pl.col("n").sum())
+                .sort(["n", values.name], descending=[True, False])
+            )
+        else:
+            counts = (
+                as_category(values)
+                .drop_nulls()
+                .value_counts(sort=True, name="n")
+                .sort(["n", values.name], descending=[True, False])
+            )
+        floor = max(1.0, min(MIN_CATEGORY_COUNT, _RARE_SHARE * values.len()))
+        frequent = counts.filter(pl.col("n") >= floor)
+        categories = frequent.get_column(values.name).head(MAX_CATEGORIES).to_list()
+        frequencies = None
+        if counts.height > MAX_CATEGORIES:
+            total = float(counts["n"].sum())
+            frequencies = {
+                str(k): round(v / total, 6) for k, v in counts.select(values.name, "n").iter_rows()
+            }
+        return cls(name=values.name, categories=categories, frequencies=frequencies)
+
+    def describe(self, values: pl.Series, profile: ColumnProfile) -> None:
+        """Fill the schema's profile of this feature from its training values."""
+        counts = values.value_counts(sort=True, name="n").drop_nulls()
+        profile.top = [(str(v), int(c)) for v, c in counts.head(10).iter_rows()]
+        kept = len(self.categories)
+        profile.decision = f"feature: one-hot of {kept} categories"
+        if profile.unique - (profile.missing > 0) > kept:
+            profile.decision += " (rarer ones count as unseen"
+            profile.decision += "; plus a frequency feature)" if self.frequencies else ")"
+
     def width(self) -> int:
         return len(self.categories) + (1 if self.frequencies is not None else 0)
-
-    def index(self) -> dict[str, int]:
-        """Category -> one-hot position (built once: it is on the serving hot path)."""
-        cached = self.__dict__.get("_index")
-        if cached is None:
-            cached = {c: i for i, c in enumerate(self.categories)}
-            self.__dict__["_index"] = cached
-        return cached
 
     def feature_names(self) -> list[str]:
         names = [f"{self.name}={c}" for c in self.categories]
@@ -112,13 +178,27 @@ class CategoricalColumn(BaseModel):
 
 
 class DatetimeColumn(BaseModel):
-    """A date or timestamp split into calendar parts and days since 1970."""
+    """A date or timestamp split into calendar parts and days since 1970; a missing part takes
+    its training median."""
 
     kind: Literal[ColumnKind.datetime] = ColumnKind.datetime
     name: str
     format: str
     parts: list[str]
     fill: dict[str, float]
+
+    @classmethod
+    def fit(cls, values: pl.Series) -> DatetimeColumn:
+        fmt = detect_date_format(values) or "%Y-%m-%d"
+        parts = date_parts(parse_datetime(values, fmt, values.name), list(_DATE_PARTS))
+        has_time = fmt.count("%H") > 0
+        kept = [p for p in _DATE_PARTS if (p != "hour" or has_time) and np.nanstd(parts[p]) > 0]
+        fill = {p: float(np.nanmedian(parts[p])) for p in kept}
+        return cls(name=values.name, format=fmt, parts=kept, fill=fill)
+
+    def describe(self, values: pl.Series, profile: ColumnProfile) -> None:
+        """Fill the schema's profile of this feature from its training values."""
+        profile.decision = f"feature: date ({self.format}) -> {', '.join(self.parts)}"
 
     def width(self) -> int:
         return len(self.parts)
@@ -127,388 +207,22 @@ class DatetimeColumn(BaseModel):
         return [f"{self.name}__{p}" for p in self.parts]
 
 
+def _float(value: object) -> float | None:
+    return None if value is None else float(value)  # type: ignore[arg-type]  # a number here
+
+
 Column = Annotated[NumericColumn | CategoricalColumn | DatetimeColumn, Field(discriminator="kind")]
 
-
-class FittedTransform(BaseModel):
-    """Per-column steps in input order; `apply` turns raw rows into the model's matrix."""
-
-    format_version: int = 1
-    columns: list[Column]
-
-    @property
-    def input_columns(self) -> list[str]:
-        return [c.name for c in self.columns]
-
-    @property
-    def feature_names(self) -> list[str]:
-        return [name for column in self.columns for name in column.feature_names()]
-
-    def apply(self, frame: pl.DataFrame) -> np.ndarray:
-        """Raw columns (any dtype, strings included; absent columns = all missing) -> float32.
-
-        Raises InvalidValueError naming the first unreadable value.
-        """
-        n = frame.height
-        width = sum(c.width() for c in self.columns)
-        out = np.zeros((n, width), dtype=np.float32)
-        offset = 0
-        for column in self.columns:
-            raw = frame.get_column(column.name) if column.name in frame.columns else None
-            if isinstance(column, NumericColumn):
-                values = (
-                    np.full(n, np.nan)
-                    if raw is None
-                    else parse_numeric(raw, column.name).to_numpy()
-                )
-                if raw is not None:
-                    check_range(values, column.name, raw)
-                missing = np.isnan(values)
-                out[:, offset] = np.where(missing, column.fill, values)
-                if column.missing_indicator:
-                    out[:, offset + 1] = missing
-            elif isinstance(column, DatetimeColumn):
-                parts = date_parts(raw, column, n)
-                for i, part in enumerate(column.parts):
-                    values = parts[part]
-                    out[:, offset + i] = np.where(np.isnan(values), column.fill[part], values)
-            elif raw is not None:
-                text = as_category(raw)
-                if column.categories:
-                    codes = text.replace_strict(
-                        column.index(), default=-1, return_dtype=pl.Int32
-                    ).to_numpy()
-                    rows = np.flatnonzero(codes >= 0)
-                    out[rows, offset + codes[rows]] = 1.0
-                if column.frequencies is not None:
-                    out[:, offset + len(column.categories)] = text.replace_strict(
-                        column.frequencies, default=0.0, return_dtype=pl.Float64
-                    ).to_numpy()
-            offset += column.width()
-        return out
+_KINDS: dict[ColumnKind, type[NumericColumn] | type[CategoricalColumn] | type[DatetimeColumn]] = {
+    ColumnKind.numeric: NumericColumn,
+    ColumnKind.categorical: CategoricalColumn,
+    ColumnKind.datetime: DatetimeColumn,
+}
 
 
-def _category_key(value: Any) -> str | None:
-    """A JSON value as the category string the polars path would make of it."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return value.strip()
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
-
-
-def _python_number(value: Any, row: int, name: str) -> float:
-    if value is None:
-        return math.nan
-    if isinstance(value, bool):
-        return 1.0 if value else 0.0
-    if isinstance(value, int | float):
-        return float(value)
-    text = str(value).strip()
-    if text == "":
-        return math.nan
-    mapped = _TRUE_FALSE_CASED.get(text)
-    if mapped is not None:
-        return float(mapped)
-    if "_" not in text:  # Python reads 1_000; CSV parsers (and polars) do not
-        try:
-            return float(text)
-        except ValueError:
-            pass
-    raise InvalidValueError(row, name, value)
-
-
-class NestedValueError(InvalidValueError):
-    """A JSON object or array where a column's single value belongs."""
-
-    def __init__(self, row: int, column: str, value: Any) -> None:
-        super().__init__(row, column, value)
-        self.args = (f"row {row}, column {column!r}: nested values are not allowed",)
-
-
-_NUMBERS = frozenset({int, float, type(None)})
-_NESTED = (dict, list)
-
-
-def _first_nested(raw: list[Any], name: str) -> None:
-    """Raise NestedValueError for the first object or array among a column's values."""
-    for i, value in enumerate(raw):
-        if isinstance(value, _NESTED):
-            raise NestedValueError(i, name, value)
-
-
-class _OffFastPath(Exception):
-    """Values apply_rows' grouped path does not handle: the column-by-column path decides."""
-
-
-class _RowPlan:
-    """Where each kind of column goes in the feature matrix (built once per transform)."""
-
-    def __init__(self, transform: FittedTransform) -> None:
-        numeric: list[NumericColumn] = []
-        categorical: list[CategoricalColumn] = []
-        offsets: dict[str, int] = {}
-        offset = 0
-        for column in transform.columns:
-            offsets[column.name] = offset
-            offset += column.width()
-            if isinstance(column, NumericColumn):
-                numeric.append(column)
-            elif isinstance(column, CategoricalColumn):
-                categorical.append(column)
-        self.width = offset
-        self.numeric_names = [c.name for c in numeric]
-        self.numeric_offsets = np.array([offsets[c.name] for c in numeric], dtype=np.intp)
-        self.fills = np.array([[c.fill] for c in numeric], dtype=np.float64).reshape(-1, 1)
-        flagged = [i for i, c in enumerate(numeric) if c.missing_indicator]
-        self.indicator_rows = np.array(flagged, dtype=np.intp)
-        self.indicator_offsets = self.numeric_offsets[self.indicator_rows] + 1
-        self.categorical = categorical
-        self.categorical_offsets = np.array(
-            [[offsets[c.name]] for c in categorical], dtype=np.intp
-        ).reshape(-1, 1)
-        self.datetime = [
-            (c, offsets[c.name]) for c in transform.columns if isinstance(c, DatetimeColumn)
-        ]
-
-
-def _row_plan(transform: FittedTransform) -> _RowPlan:
-    cached = transform.__dict__.get("_row_plan")
-    if cached is None:
-        cached = transform.__dict__["_row_plan"] = _RowPlan(transform)
-    return cached
-
-
-def apply_rows(transform: FittedTransform, rows: list[dict[str, Any]]) -> np.ndarray:
-    """`transform.apply` for JSON rows, without building a polars frame.
-
-    Same result as `transform.apply(rows_to_frame(rows, ...))` (a test holds the two paths
-    together); polars costs a fixed ~0.1 ms per column operation, which dominates small
-    serving batches. Each column's values are gathered by C-level iteration (`map` over the
-    rows), then all numeric columns are converted and imputed as one matrix and all
-    categorical columns one-hot encoded with one scatter: a fixed number of numpy calls
-    whatever the number of columns. Python code runs per value only off the common path
-    (a category spelt differently from training, a date); rows with text in a numeric column
-    or out-of-range numbers go column by column, so the first bad value of the first bad
-    column is the one reported. Raises InvalidValueError (NestedValueError for objects and
-    arrays).
-    """
-    try:
-        return _apply_rows_grouped(transform, rows)
-    except _OffFastPath:
-        return _apply_rows_by_column(transform, rows)
-
-
-def _apply_rows_grouped(transform: FittedTransform, rows: list[dict[str, Any]]) -> np.ndarray:
-    plan = _row_plan(transform)
-    n = len(rows)
-    out = np.zeros((n, plan.width), dtype=np.float32)
-    get = dict.get
-    if plan.numeric_names:
-        raw = [list(map(get, rows, repeat(name, n))) for name in plan.numeric_names]
-        if not _NUMBERS.issuperset(chain.from_iterable(map(map, repeat(type), raw))):
-            raise _OffFastPath
-        values = np.array(raw, dtype=np.float64).reshape(len(raw), n)
-        if (np.abs(values) > FLOAT32_MAX).any():
-            raise _OffFastPath
-        missing = np.isnan(values)
-        out[:, plan.numeric_offsets] = np.where(missing, plan.fills, values).T
-        if len(plan.indicator_rows):
-            out[:, plan.indicator_offsets] = missing[plan.indicator_rows].T
-    if plan.categorical:
-        texts = [list(map(get, rows, repeat(c.name, n))) for c in plan.categorical]
-        try:
-            # Text as in training hits the index directly (None where it misses).
-            found = [
-                list(map(c.index().get, t)) for c, t in zip(plan.categorical, texts, strict=True)
-            ]
-        except TypeError:  # unhashable: an object or an array
-            raise _OffFastPath from None
-        codes = np.array(found, dtype=np.float64).reshape(len(found), n)
-        missed = np.isnan(codes)
-        if missed.any():
-            # Unseen, missing, padded with spaces, a number or a boolean: by category key.
-            for j, i in zip(*np.nonzero(missed), strict=True):
-                key = _category_key(texts[j][i])
-                code = None if key is None else plan.categorical[j].index().get(key)
-                if code is not None:
-                    codes[j, i] = code
-            missed = np.isnan(codes)
-        hit = ~missed
-        columns = (plan.categorical_offsets + np.where(missed, 0, codes).astype(np.intp))[hit]
-        out[np.broadcast_to(np.arange(n), codes.shape)[hit], columns] = 1.0
-        for j, (column, text) in enumerate(zip(plan.categorical, texts, strict=True)):
-            if column.frequencies is not None:
-                _frequencies(column, text, out, int(plan.categorical_offsets[j, 0]))
-    for column, offset in plan.datetime:
-        _dates(column, list(map(get, rows, repeat(column.name, n))), out, offset)
-    return out
-
-
-def _apply_rows_by_column(transform: FittedTransform, rows: list[dict[str, Any]]) -> np.ndarray:
-    """apply_rows one column at a time, in order: the first bad value raises."""
-    n = len(rows)
-    out = np.zeros((n, sum(c.width() for c in transform.columns)), dtype=np.float32)
-    offset = 0
-    for column in transform.columns:
-        name = column.name
-        raw = list(map(dict.get, rows, repeat(name, n)))
-        if isinstance(column, NumericColumn):
-            if _NUMBERS.issuperset(map(type, raw)):
-                values = np.array(raw, dtype=np.float64)
-            else:
-                _first_nested(raw, name)
-                values = np.array([_python_number(v, i, name) for i, v in enumerate(raw)])
-            check_range(values, name, raw)
-            missing = np.isnan(values)
-            out[:, offset] = np.where(missing, column.fill, values)
-            if column.missing_indicator:
-                out[:, offset + 1] = missing
-        elif isinstance(column, DatetimeColumn):
-            _dates(column, raw, out, offset)
-        else:
-            _one_hot(column, raw, out, offset)
-        offset += column.width()
-    return out
-
-
-def _dates(column: DatetimeColumn, raw: list[Any], out: np.ndarray, offset: int) -> None:
-    """A date column's features for JSON values, written into `out` in place."""
-    _first_nested(raw, column.name)
-    text = [None if v is None else str(v) for v in raw]
-    parts = date_parts(pl.Series(column.name, text, dtype=pl.String), column, len(raw))
-    for i, part in enumerate(column.parts):
-        out[:, offset + i] = np.where(np.isnan(parts[part]), column.fill[part], parts[part])
-
-
-def _one_hot(column: CategoricalColumn, raw: list[Any], out: np.ndarray, offset: int) -> None:
-    """A categorical column's features for JSON values, written into `out` in place."""
-    n = len(raw)
-    index = column.index()
-    try:
-        # Text as in training hits the index directly; anything else (unseen, padded with
-        # spaces, a number or a boolean) misses and is looked up again by its category key.
-        codes = np.fromiter(map(index.get, raw, repeat(-1, n)), dtype=np.int64, count=n)
-    except TypeError:  # unhashable: an object or an array
-        _first_nested(raw, column.name)
-        raise
-    for i in np.flatnonzero(codes < 0).tolist():
-        key = _category_key(raw[i])
-        if key is not None:
-            codes[i] = index.get(key, -1)
-    rows = np.flatnonzero(codes >= 0)
-    out[rows, offset + codes[rows]] = 1.0
-    if column.frequencies is not None:
-        _frequencies(column, raw, out, offset)
-
-
-def _frequencies(column: CategoricalColumn, raw: list[Any], out: np.ndarray, offset: int) -> None:
-    """The training share of each value's category (0 for unseen and missing), in place."""
-    assert column.frequencies is not None
-    shares = [column.frequencies.get(_category_key(v), 0.0) if v is not None else 0.0 for v in raw]
-    out[:, offset + len(column.categories)] = shares
-
-
-def parse_numeric(values: pl.Series, name: str) -> pl.Series:
-    """A column as Float64 with nulls for missing; strings are parsed strictly."""
-    if values.dtype.is_numeric() or values.dtype == pl.Boolean or values.dtype == pl.Null:
-        return values.cast(pl.Float64).fill_nan(None)
-    text = values.cast(pl.String).str.strip_chars()
-    text = pl.Series(name, text).replace(_TRUE_FALSE_CASED)
-    parsed = text.cast(pl.Float64, strict=False)
-    bad = parsed.is_null() & text.is_not_null() & (text != "")
-    if bad.any():
-        row = int(bad.arg_true()[0])
-        raise InvalidValueError(row, name, values[row])
-    return parsed.fill_nan(None)
-
-
-# Both spellings: lower case from CSVs and Python's str(True) from JSON bodies.
-_TRUE_FALSE_CASED = {**_TRUE_FALSE, **{k.capitalize(): v for k, v in _TRUE_FALSE.items()}}
-
-
-def parse_datetime(values: pl.Series, fmt: str, name: str) -> pl.Series:
-    """Text to Datetime with one format; a non-empty value that does not parse is an error."""
-    if values.dtype in (pl.Datetime, pl.Date):
-        return values.cast(pl.Datetime)
-    text = values.cast(pl.String).str.strip_chars()
-    parsed = text.str.to_datetime(fmt, strict=False)
-    bad = parsed.is_null() & text.is_not_null() & (text != "")
-    if bad.any():
-        row = int(bad.arg_true()[0])
-        raise InvalidValueError(row, name, values[row], f"a date ({fmt})")
-    return parsed
-
-
-def date_parts(raw: pl.Series | None, column: DatetimeColumn, n: int) -> dict[str, np.ndarray]:
-    """The calendar parts of a column as float arrays (NaN where missing)."""
-    if raw is None:
-        return {p: np.full(n, np.nan) for p in column.parts}
-    moments = parse_datetime(raw, column.format, column.name)
-    exprs = {
-        "year": moments.dt.year(),
-        "month": moments.dt.month(),
-        "day": moments.dt.day(),
-        "weekday": moments.dt.weekday(),
-        "hour": moments.dt.hour(),
-        "days": moments.dt.epoch("s") / 86400.0,
-    }
-    return {p: exprs[p].cast(pl.Float64).fill_null(np.nan).to_numpy() for p in column.parts}
-
-
-_DATE_SAMPLE = 2000
-
-
-def _first_present_text(values: pl.Series, count: int) -> pl.Series:
-    """The first `count` present values as stripped, non-empty text, in order.
-
-    Taken a slice at a time: a column of millions of rows is not copied whole for a sample.
-    """
-    present = values.drop_nulls()
-    parts: list[pl.Series] = []
-    found, start, step = 0, 0, max(2 * count, 4096)
-    while found < count and start < present.len():
-        part = present.slice(start, step).cast(pl.String).str.strip_chars()
-        part = part.filter(part != "")
-        parts.append(part)
-        found += part.len()
-        start += step
-    if not parts:
-        return pl.Series(values.name, [], dtype=pl.String)
-    return pl.concat(parts).head(count)
-
-
-def detect_date_format(values: pl.Series, min_share: float = 0.95) -> str | None:
-    """The first of DATE_FORMATS that reads at least `min_share` of the present values
-    (judged on the first 2,000 present values of a String or Categorical column)."""
-    if values.dtype not in (pl.String, pl.Categorical):
-        return None
-    sample = _first_present_text(values, _DATE_SAMPLE)
-    if sample.len() == 0 or not sample.str.contains(r"\d").all():
-        return None
-    for fmt in DATE_FORMATS:
-        parsed = sample.str.to_datetime(fmt, strict=False)
-        if parsed.null_count() <= (1 - min_share) * sample.len():
-            return fmt
-    return None
-
-
-def as_category(values: pl.Series) -> pl.Series:
-    """A column as strings; integral floats lose their '.0' so 1 and 1.0 are one category."""
-    if values.dtype.is_float():
-        values = pl.Series(
-            values.name,
-            [
-                None if v is None else (str(int(v)) if float(v).is_integer() else str(v))
-                for v in values.to_list()
-            ],
-            dtype=pl.String,
-        )
-    return values.cast(pl.String).str.strip_chars()
+def fit_column(values: pl.Series, kind: ColumnKind) -> Column:
+    """Learn one column's steps from training values."""
+    return _KINDS[kind].fit(values)
 
 
 def infer_kind(values: pl.Series) -> ColumnKind:
@@ -521,8 +235,7 @@ def infer_kind(values: pl.Series) -> ColumnKind:
     # Both tests hold for every value or not: judged on the distinct values, a few.
     present = values.drop_nulls().unique(maintain_order=True).cast(pl.String).str.strip_chars()
     present = present.filter(present != "")
-    lowered = present.str.to_lowercase()
-    if present.len() and lowered.is_in(list(_TRUE_FALSE)).all():
+    if looks_boolean(present):
         return ColumnKind.numeric  # booleans spelt out
     if present.len() and present.cast(pl.Float64, strict=False).null_count() == 0:
         return ColumnKind.numeric
@@ -532,58 +245,349 @@ def infer_kind(values: pl.Series) -> ColumnKind:
     return ColumnKind.categorical
 
 
-# Categories seen fewer times are treated like unseen ones (too rare to learn from), once
-# the data is large enough for such a floor to mean anything.
-MIN_CATEGORY_COUNT = 3
-_RARE_SHARE = 0.001
+# --- How each kind encodes (compiled from what it learnt)
+
+V = TypeVar("V")
+_NUMBERS = frozenset({int, float, type(None)})
 
 
-def fit_column(values: pl.Series, kind: ColumnKind) -> Column:
-    """Learn one column's steps from training values."""
-    if kind is ColumnKind.datetime:
-        fmt = detect_date_format(values) or "%Y-%m-%d"
-        probe = DatetimeColumn(name=values.name, format=fmt, parts=list(_DATE_PARTS), fill={})
-        parts = date_parts(values, probe, values.len())
-        has_time = fmt.count("%H") > 0
-        kept = [p for p in _DATE_PARTS if (p != "hour" or has_time) and np.nanstd(parts[p]) > 0]
-        fill = {p: float(np.nanmedian(parts[p])) for p in kept}
-        return DatetimeColumn(name=values.name, format=fmt, parts=kept, fill=fill)
-    if kind is ColumnKind.numeric:
-        parsed = parse_numeric(values, values.name)
-        median = parsed.median()
-        return NumericColumn(
-            name=values.name,
-            fill=0.0 if median is None else float(median),  # type: ignore[arg-type]
-            missing_indicator=parsed.null_count() > 0,
+def _gather(rows: list[dict[str, Any]], name: str) -> list[Any]:
+    """One column of JSON rows (None where a row lacks it), by C-level iteration."""
+    return list(map(dict.get, rows, repeat(name, len(rows))))
+
+
+def _frame_column(frame: pl.DataFrame, name: str) -> pl.Series | None:
+    """One column of a frame, None when the frame lacks it."""
+    column: pl.Series | None = frame.get_column(name, default=None)
+    return column
+
+
+class KindEncoder(ABC, Generic[V]):
+    """Encodes columns of one kind into their slots of the feature matrix.
+
+    `read_frame` and `read_rows` turn raw values into the kind's array of values (`V`), raising
+    InvalidValueError for the first value that cannot be read, column by column in order;
+    `write` puts such an array into the matrix: the kind's encoding, whichever path read it.
+    """
+
+    names: list[str]  # of the columns it encodes, in input order
+
+    @abstractmethod
+    def read_frame(self, frame: pl.DataFrame) -> V:
+        """The values of a polars frame (any dtype; an absent column is all missing)."""
+
+    @abstractmethod
+    def read_rows(self, rows: list[dict[str, Any]]) -> V:
+        """The values of JSON rows (an absent key is missing)."""
+
+    def read_frame_fast(self, frame: pl.DataFrame) -> V | None:
+        """`read_frame`, or None where it would raise (the caller decides which error is
+        first, in column order across kinds)."""
+        try:
+            return self.read_frame(frame)
+        except InvalidValueError:
+            return None
+
+    def read_rows_fast(self, rows: list[dict[str, Any]]) -> V | None:
+        """`read_rows` for the common case, or None when some value needs `read_rows` (the
+        caller decides which error is first, in column order across kinds)."""
+        try:
+            return self.read_rows(rows)
+        except InvalidValueError:
+            return None
+
+    @abstractmethod
+    def write(self, values: V, out: np.ndarray) -> None:
+        """Write the encoded values into `out` (rows x all features), in place."""
+
+
+class _FilledEncoder(KindEncoder[np.ndarray]):
+    """Kinds whose features are numbers (one row of values per feature, NaN for missing) that
+    take a fitted fill where missing, and for some features a 0/1 missing indicator."""
+
+    def __init__(
+        self, targets: list[int], fills: list[float], flagged: list[int], indicators: list[int]
+    ) -> None:
+        self._targets = np.array(targets, dtype=np.intp)
+        self._fills = np.array(fills, dtype=np.float64).reshape(-1, 1)
+        self._flagged = np.array(flagged, dtype=np.intp)  # features with an indicator...
+        self._indicators = np.array(indicators, dtype=np.intp)  # ...and its position
+
+    def write(self, values: np.ndarray, out: np.ndarray) -> None:
+        missing = np.isnan(values)
+        out[:, self._targets] = np.where(missing, self._fills, values).T
+        if len(self._flagged):
+            out[:, self._indicators] = missing[self._flagged].T
+
+
+class NumericEncoder(_FilledEncoder):
+    """Numeric columns: values (columns x rows) as float64, NaN for missing."""
+
+    def __init__(self, columns: list[NumericColumn], offsets: list[int]) -> None:
+        self.names = [c.name for c in columns]
+        flagged = [j for j, c in enumerate(columns) if c.missing_indicator]
+        super().__init__(
+            targets=offsets,
+            fills=[c.fill for c in columns],
+            flagged=flagged,
+            indicators=[offsets[j] + 1 for j in flagged],
         )
-    if values.dtype in (pl.String, pl.Categorical):
-        # Counted first, stripped after: the same counts as stripping every row, but the
-        # strings handled are the distinct values (a big upload has millions of rows).
-        counts = (
-            values.drop_nulls()
-            .value_counts(name="n")
-            .with_columns(pl.col(values.name).cast(pl.String).str.strip_chars())
-            .group_by(values.name)
-            .agg(pl.col("n").sum())
-            .sort(["n", values.name], descending=[True, False])
+
+    def read_frame(self, frame: pl.DataFrame) -> np.ndarray:
+        values = np.full((len(self.names), frame.height), np.nan)
+        for j, name in enumerate(self.names):
+            raw = _frame_column(frame, name)
+            if raw is not None:
+                values[j] = parse_numeric(raw, name).to_numpy()
+                check_range(values[j], name, raw)
+        return values
+
+    def read_rows_fast(self, rows: list[dict[str, Any]]) -> np.ndarray | None:
+        # All columns at once: one type check, one conversion, one range check.
+        n, get = len(rows), dict.get
+        raw = [list(map(get, rows, repeat(name, n))) for name in self.names]  # _gather, inlined
+        if not _NUMBERS.issuperset(chain.from_iterable(map(map, repeat(type), raw))):
+            return None  # text, booleans or nested values: read column by column
+        values = np.array(raw, dtype=np.float64).reshape(len(raw), n)
+        if (np.abs(values) > FLOAT32_MAX).any():
+            return None
+        return values
+
+    def read_rows(self, rows: list[dict[str, Any]]) -> np.ndarray:
+        values = self.read_rows_fast(rows)
+        if values is not None:
+            return values
+        values = np.empty((len(self.names), len(rows)))
+        for j, name in enumerate(self.names):
+            raw = _gather(rows, name)
+            if _NUMBERS.issuperset(map(type, raw)):
+                values[j] = np.array(raw, dtype=np.float64)
+            else:
+                first_nested(raw, name)
+                values[j] = [json_number(v, i, name) for i, v in enumerate(raw)]
+            check_range(values[j], name, raw)
+        return values
+
+
+class DatetimeEncoder(_FilledEncoder):
+    """Date columns: values (parts of every column x rows) as float64, NaN for missing."""
+
+    def __init__(self, columns: list[DatetimeColumn], offsets: list[int]) -> None:
+        self.names = [c.name for c in columns]
+        self._columns = columns
+        super().__init__(
+            targets=[
+                o + i for c, o in zip(columns, offsets, strict=True) for i in range(c.width())
+            ],
+            fills=[c.fill[p] for c in columns for p in c.parts],
+            flagged=[],
+            indicators=[],
         )
-    else:
-        counts = (
-            as_category(values)
-            .drop_nulls()
-            .value_counts(sort=True, name="n")
-            .sort(["n", values.name], descending=[True, False])
+
+    def _parts(self, texts: Iterable[pl.Series | None], n: int) -> np.ndarray:
+        """Parse each column in turn (`texts` may be lazy: the first bad column raises)."""
+        values = np.full((len(self._targets), n), np.nan)
+        row = 0
+        for column, raw in zip(self._columns, texts, strict=True):
+            if raw is not None:
+                parts = date_parts(parse_datetime(raw, column.format, column.name), column.parts)
+                for i, part in enumerate(column.parts):
+                    values[row + i] = parts[part]
+            row += column.width()
+        return values
+
+    def read_frame(self, frame: pl.DataFrame) -> np.ndarray:
+        return self._parts((_frame_column(frame, name) for name in self.names), frame.height)
+
+    def read_rows(self, rows: list[dict[str, Any]]) -> np.ndarray:
+        return self._parts((self._text(rows, name) for name in self.names), len(rows))
+
+    @staticmethod
+    def _text(rows: list[dict[str, Any]], name: str) -> pl.Series:
+        raw = _gather(rows, name)
+        first_nested(raw, name)
+        return pl.Series(name, [None if v is None else str(v) for v in raw], dtype=pl.String)
+
+
+class Codes(NamedTuple):
+    """A categorical encoder's values."""
+
+    codes: np.ndarray  # columns x rows: one-hot position of each value, NaN for none
+    shares: np.ndarray  # columns with frequencies x rows: each value's training share
+
+
+class CategoricalEncoder(KindEncoder[Codes]):
+    """Categorical columns: each value's position among its column's categories."""
+
+    def __init__(self, columns: list[CategoricalColumn], offsets: list[int]) -> None:
+        self.names = [c.name for c in columns]
+        # Keyed by any JSON value: a value that is not a training category string misses.
+        self._indexes: list[dict[Any, int]] = [
+            {c: i for i, c in enumerate(col.categories)} for col in columns
+        ]
+        self._offsets = np.array(offsets, dtype=np.intp)
+        self._frequencies = [
+            (j, c.frequencies) for j, c in enumerate(columns) if c.frequencies is not None
+        ]
+        self._frequency_targets = np.array(
+            [offsets[j] + len(columns[j].categories) for j, _ in self._frequencies],
+            dtype=np.intp,
         )
-    floor = max(1.0, min(MIN_CATEGORY_COUNT, _RARE_SHARE * values.len()))
-    frequent = counts.filter(pl.col("n") >= floor)
-    categories = frequent.get_column(values.name).head(MAX_CATEGORIES).to_list()
-    frequencies = None
-    if counts.height > MAX_CATEGORIES:
-        total = float(counts["n"].sum())
-        frequencies = {
-            str(k): round(v / total, 6) for k, v in counts.select(values.name, "n").iter_rows()
-        }
-    return CategoricalColumn(name=values.name, categories=categories, frequencies=frequencies)
+
+    def read_frame(self, frame: pl.DataFrame) -> Codes:
+        n = frame.height
+        texts = []
+        for name in self.names:
+            raw = _frame_column(frame, name)
+            texts.append(None if raw is None else as_category(raw))
+        codes = np.full((len(self.names), n), np.nan)
+        for j, (index, text) in enumerate(zip(self._indexes, texts, strict=True)):
+            if text is not None:
+                found = text.replace_strict(index, default=None, return_dtype=pl.Float64)
+                codes[j] = found.to_numpy()
+        shares = np.zeros((len(self._frequencies), n))
+        for k, (j, frequencies) in enumerate(self._frequencies):
+            text = texts[j]
+            if text is not None:
+                share = text.replace_strict(frequencies, default=0.0, return_dtype=pl.Float64)
+                shares[k] = share.to_numpy()
+        return Codes(codes, shares)
+
+    def read_rows(self, rows: list[dict[str, Any]]) -> Codes:
+        n, get = len(rows), dict.get
+        raw = [list(map(get, rows, repeat(name, n))) for name in self.names]  # _gather, inlined
+        try:
+            # Text as in training hits the index directly (None where it misses).
+            found = [list(map(index.get, r)) for index, r in zip(self._indexes, raw, strict=True)]
+        except TypeError:  # unhashable: an object or an array
+            for name, r in zip(self.names, raw, strict=True):
+                first_nested(r, name)
+            raise
+        codes = np.array(found, dtype=np.float64).reshape(len(found), n)
+        missed = np.isnan(codes)
+        if missed.any():
+            # Unseen, missing, padded with spaces, a number or a boolean: by category key.
+            for j, i in zip(*np.nonzero(missed), strict=True):
+                key = category_key(raw[j][i])
+                code = None if key is None else self._indexes[j].get(key)
+                if code is not None:
+                    codes[j, i] = code
+        shares = np.zeros((len(self._frequencies), n))
+        for k, (j, frequencies) in enumerate(self._frequencies):
+            keys = map(category_key, raw[j])
+            shares[k] = [0.0 if key is None else frequencies.get(key, 0.0) for key in keys]
+        return Codes(codes, shares)
+
+    def write(self, values: Codes, out: np.ndarray) -> None:
+        codes, shares = values
+        columns, rows = np.nonzero(~np.isnan(codes))
+        out[rows, self._offsets[columns] + codes[columns, rows].astype(np.intp)] = 1.0
+        if len(self._frequencies):
+            out[:, self._frequency_targets] = shares.T
+
+
+_ENCODERS: dict[ColumnKind, Callable[[list[Any], list[int]], KindEncoder[Any]]] = {
+    ColumnKind.numeric: NumericEncoder,
+    ColumnKind.categorical: CategoricalEncoder,
+    ColumnKind.datetime: DatetimeEncoder,
+}
+
+
+# Frames up to this many rows are read a kind at a time (one array per kind); larger ones a
+# column at a time, so memory stays that of one column beyond the matrix.
+GROUPED_MAX_ROWS = 8192
+
+
+class CompiledTransform:
+    """A FittedTransform ready to encode, built once (by `FittedTransform.compile`).
+
+    Batches are encoded a kind at a time: all numeric columns as one array, all categorical
+    ones by one scatter, a fixed number of numpy calls whatever the number of columns (which
+    dominates small serving batches). A kind holding a value its fast reading does not take
+    (text in a numeric column, a number out of range, an object, an unreadable date) is read
+    again column by column, in input order, so the error reported is the first bad value of
+    the first bad column, whichever path.
+    """
+
+    def __init__(self, transform: FittedTransform) -> None:
+        columns = transform.columns
+        offsets = np.cumsum([0, *(c.width() for c in columns)]).tolist()
+        self.width: int = offsets[-1]
+        grouped: dict[ColumnKind, tuple[list[Any], list[int]]] = {}
+        for column, offset in zip(columns, offsets, strict=False):
+            members, places = grouped.setdefault(column.kind, ([], []))
+            members.append(column)
+            places.append(offset)
+        kinds = list(grouped)
+        self._by_kind = [_ENCODERS[kind](*grouped[kind]) for kind in kinds]
+        self._by_column = [
+            (kinds.index(c.kind), _ENCODERS[c.kind]([c], [o]))
+            for c, o in zip(columns, offsets, strict=False)
+        ]
+
+    def encode_frame(self, frame: pl.DataFrame) -> np.ndarray:
+        """Raw columns (any dtype, strings included; absent columns = all missing) -> float32.
+
+        Raises InvalidValueError naming the first unreadable value.
+        """
+        return self._encode(
+            frame.height,
+            (lambda e: e.read_frame_fast(frame)) if frame.height <= GROUPED_MAX_ROWS else None,
+            lambda e: e.read_frame(frame),
+        )
+
+    def encode_rows(self, rows: list[dict[str, Any]]) -> np.ndarray:
+        """JSON rows -> float32, the same matrix as `encode_frame(rows_to_frame(rows, ...))`
+        (a test holds the paths together). Raises InvalidValueError (NestedValueError for
+        objects and arrays) naming the first unreadable value."""
+        return self._encode(
+            len(rows), lambda e: e.read_rows_fast(rows), lambda e: e.read_rows(rows)
+        )
+
+    def _encode(
+        self,
+        n: int,
+        fast: Callable[[KindEncoder[Any]], Any] | None,
+        exact: Callable[[KindEncoder[Any]], Any],
+    ) -> np.ndarray:
+        """Read each kind with `fast` (None: that kind needs `exact`), then the kinds left
+        column by column with `exact`; without `fast`, every column with `exact`."""
+        out = np.zeros((n, self.width), dtype=np.float32)
+        slow: set[int] = set()
+        for kind, encoder in enumerate(self._by_kind):
+            values = None if fast is None else fast(encoder)
+            if values is None:
+                slow.add(kind)
+            else:
+                encoder.write(values, out)
+        if slow:
+            for kind, encoder in self._by_column:
+                if kind in slow:
+                    encoder.write(exact(encoder), out)
+        return out
+
+
+class FittedTransform(BaseModel):
+    """Per-column steps in input order; `compile()` makes the encoder that applies them."""
+
+    format_version: int = 1
+    columns: list[Column]
+
+    @property
+    def input_columns(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [name for column in self.columns for name in column.feature_names()]
+
+    def compile(self) -> CompiledTransform:
+        """The encoder of these steps (build it once and keep it to encode many batches)."""
+        return CompiledTransform(self)
+
+    def apply(self, frame: pl.DataFrame) -> np.ndarray:
+        """Encode one frame (`compile().encode_frame(frame)`)."""
+        return self.compile().encode_frame(frame)
 
 
 def rows_to_frame(instances: list[dict[str, Any]], columns: list[str]) -> pl.DataFrame:
@@ -594,7 +598,7 @@ def rows_to_frame(instances: list[dict[str, Any]], columns: list[str]) -> pl.Dat
         kinds = {type(v) for v in values if v is not None}
         try:
             if bool in kinds and len(kinds) > 1:
-                # polars would read true as 1 beside integers; the row fast path reads "true".
+                # polars would read true as 1 beside integers; the row path reads "true".
                 raise TypeError("booleans mixed with other types")
             data[name] = pl.Series(name, values, strict=True)
         except (TypeError, ValueError, OverflowError, pl.exceptions.PolarsError):
@@ -602,7 +606,7 @@ def rows_to_frame(instances: list[dict[str, Any]], columns: list[str]) -> pl.Dat
             data[name] = pl.Series(
                 name,
                 [
-                    _category_key(v) if isinstance(v, bool) else None if v is None else str(v)
+                    category_key(v) if isinstance(v, bool) else None if v is None else str(v)
                     for v in values
                 ],
                 dtype=pl.String,
