@@ -37,7 +37,8 @@ def split_indices(
         parts[0].append(shuffled[:n_train])
         parts[1].append(shuffled[n_train : n_train + n_valid])
         parts[2].append(shuffled[n_train + n_valid :])
-    return tuple(_sorted_concatenation(p) for p in parts)  # type: ignore[return-value]
+    train, validation, test = (_sorted_concatenation(p) for p in parts)
+    return train, validation, test
 
 
 def _sorted_concatenation(pieces: list[np.ndarray]) -> np.ndarray:

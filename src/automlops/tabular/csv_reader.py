@@ -27,6 +27,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import charset_normalizer
 import polars as pl
@@ -629,8 +630,17 @@ def _read_streaming(
     rows = _sample_rows(text, delimiter, quote, truncated=not whole)
     has_header = not _looks_headerless(text, rows, delimiter, quote)
 
-    options = {"separator": delimiter, "quote_char": quote, "has_header": False}
-    first = pl.read_csv(data, n_rows=1, infer_schema=False, **options)  # type: ignore[arg-type]
+    def read(**more: Any) -> pl.DataFrame:
+        return pl.read_csv(
+            data,
+            separator=delimiter,
+            quote_char=quote,
+            has_header=False,
+            infer_schema=False,
+            **more,
+        )
+
+    first = read(n_rows=1)
     if has_header:
         names = _column_names(first.row(0), source)
     else:
@@ -641,9 +651,11 @@ def _read_streaming(
     # into memory for both; a big one is scanned in pieces each time, in bounded memory.
     size = data.stat().st_size if isinstance(data, Path) else len(data)
     if size <= _PARSE_ONCE_BYTES:
-        scan = pl.read_csv(data, infer_schema=False, **options).lazy()  # type: ignore[arg-type]
+        scan = read().lazy()
     else:
-        scan = pl.scan_csv(data, infer_schema=False, **options)  # type: ignore[arg-type]
+        scan = pl.scan_csv(
+            data, separator=delimiter, quote_char=quote, has_header=False, infer_schema=False
+        )
     # Expressions use polars' own column names; the file's names (which could read as a
     # pattern to pl.col, e.g. `^a.*$`) are applied to the result only.
     raw = scan.collect_schema().names()

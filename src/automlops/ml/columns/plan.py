@@ -49,7 +49,8 @@ def _drop_reason(values: pl.Series, kind: ColumnKind) -> str | None:
         return f"ID-like ({unique_share:.0%} of values distinct)"
     integral = kind is ColumnKind.numeric and values.dtype.is_integer()
     if integral and n >= 20 and unique_share >= _ID_UNIQUE_SHARE:
-        span = int(present.max()) - int(present.min()) + 1  # type: ignore[arg-type, operator]
+        # An integer column's max and min are ints (polars types them as any scalar).
+        span = int(cast(int, present.max())) - int(cast(int, present.min())) + 1
         if _looks_like_id_name(values.name) or span == distinct:
             return "ID-like (a distinct integer per row)"
     return None

@@ -18,7 +18,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from enum import StrEnum
 from itertools import chain, repeat
-from typing import TYPE_CHECKING, Annotated, Any, Generic, Literal, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Generic, Literal, NamedTuple, TypeVar, cast
 
 import numpy as np
 import polars as pl
@@ -96,7 +96,7 @@ class NumericColumn(BaseModel):
         median = parsed.median()  # typed as any scalar; a float for a Float64 column
         return cls(
             name=values.name,
-            fill=0.0 if median is None else float(median),  # type: ignore[arg-type]
+            fill=0.0 if median is None else float(cast(float, median)),
             missing_indicator=parsed.null_count() > 0,
         )
 
@@ -208,7 +208,7 @@ class DatetimeColumn(BaseModel):
 
 
 def _float(value: object) -> float | None:
-    return None if value is None else float(value)  # type: ignore[arg-type]  # a number here
+    return None if value is None else float(cast(float, value))  # a number here
 
 
 Column = Annotated[NumericColumn | CategoricalColumn | DatetimeColumn, Field(discriminator="kind")]

@@ -146,6 +146,8 @@ def _deadline(deadline: float) -> Any:
         if time.monotonic() > deadline:
             raise lgb.callback.EarlyStopException(env.iteration, env.evaluation_result_list or [])
 
+    # LightGBM orders callbacks by an `order` attribute it reads off the function object;
+    # mypy knows no attributes on functions.
     callback.order = 50  # type: ignore[attr-defined]
     return callback
 
@@ -159,5 +161,5 @@ def _reporter(on_round: RoundCallback) -> Any:
         if on_round(env.iteration, float(score)):
             raise lgb.callback.EarlyStopException(env.iteration, env.evaluation_result_list)
 
-    callback.order = 40  # type: ignore[attr-defined]
+    callback.order = 40  # type: ignore[attr-defined]  # see _deadline
     return callback
