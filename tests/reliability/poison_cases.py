@@ -17,6 +17,8 @@ from typing import Any
 
 from reliability_support import small_csv
 
+from automlops.local.store import MAX_NAME_BYTES
+
 HEADER = "age,income,colour,y"
 FORMULA = "=cmd|' /C calc'!A0"
 SCRIPT = "<script>alert(1)</script>"
@@ -298,7 +300,7 @@ CASES: list[PoisonCase] = [
         "1,000-byte name (event)",
         "a notification for a key with a 1,000-byte name",
         key="data/p/" + "n" * 996 + ".csv",
-        message="over 255 bytes",
+        message=f"has a name over {MAX_NAME_BYTES} bytes",
     ),
     PoisonCase(
         "spaces in name",
