@@ -13,22 +13,34 @@ import typer
 
 from automlops import keys
 from automlops.aws.ops import aws_app
-from automlops.config import Task
+from automlops.command_line import (
+    AllMessages,
+    DatasetFilter,
+    MessageId,
+    Reason,
+    UploadDataset,
+    UploadDrop,
+    UploadPositive,
+    UploadTarget,
+    UploadTask,
+    UploadTimeBudget,
+    dead_letter_documents,
+    fail,
+    redrive_target,
+    refusals,
+    typer_app,
+    upload_options,
+)
 from automlops.errors import AutomlopsError
 from automlops.local.runlog import RunRecord
 from automlops.local.runtime import LocalRuntime, open_runtime
 from automlops.usecases import dead_letters, promotion
 from automlops.usecases.models import headline, list_models
 from automlops.usecases.runs import list_runs
-from automlops.usecases.upload import UploadOptions, UploadRefused
+from automlops.usecases.upload import UploadRefused
 from automlops.usecases.upload import upload as upload_file
 
-app = typer.Typer(
-    help="Drop a CSV in, get a tuned, evaluated model served over HTTP.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+app = typer_app("Drop a CSV in, get a tuned, evaluated model served over HTTP.")
 dlq_app = typer.Typer(help="Dead-letter queues: list and redrive failed messages.")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(aws_app, name="aws")
@@ -38,11 +50,6 @@ Home = Annotated[
     typer.Option("--home", help="Workspace directory (default $AUTOMLOPS_HOME or ./.automlops)."),
 ]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
-
-
-def _fail(message: str) -> typer.Exit:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    return typer.Exit(code=2)
 
 
 def _runtime(home: Path | None) -> LocalRuntime:
@@ -61,30 +68,19 @@ def init(home: Home = None) -> None:
 @app.command()
 def upload(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
-    dataset: Annotated[str | None, typer.Option(help="Dataset name (default: file stem).")] = None,
-    target: Annotated[str | None, typer.Option(help="Target column.")] = None,
-    positive: Annotated[str | None, typer.Option(help="Positive label (binary).")] = None,
-    task: Annotated[Task | None, typer.Option(help="binary, multiclass or regression.")] = None,
-    drop: Annotated[str | None, typer.Option(help="Columns to drop, comma-separated.")] = None,
-    time_budget: Annotated[
-        float | None, typer.Option("--time-budget", help="Training time budget in seconds.")
-    ] = None,
+    dataset: UploadDataset = None,
+    target: UploadTarget = None,
+    positive: UploadPositive = None,
+    task: UploadTask = None,
+    drop: UploadDrop = None,
+    time_budget: UploadTimeBudget = None,
     home: Home = None,
 ) -> None:
     """Store FILE at data/<dataset>/<file> (this triggers the pipeline) with its manifest."""
     runtime = _runtime(home)
-    options = UploadOptions(
-        dataset=dataset,
-        target=target,
-        positive=positive,
-        task=None if task is None else task.value,
-        drop=None if drop is None else [drop],
-        time_budget_s=time_budget,
-    )
-    try:
+    options = upload_options(dataset, target, positive, task, drop, time_budget)
+    with refusals(UploadRefused):
         done = upload_file(runtime.store, runtime.settings.buckets.data, file.name, file, options)
-    except UploadRefused as exc:
-        raise _fail(str(exc)) from None
     if done.target_detected is not None:
         typer.echo(
             f"target: {done.manifest.target} ({done.target_detected}; "
@@ -157,16 +153,10 @@ def run(
 
 
 @app.command()
-def runs(
-    dataset: Annotated[str | None, typer.Option(help="Only this dataset.")] = None,
-    as_json: AsJson = False,
-    home: Home = None,
-) -> None:
+def runs(dataset: DatasetFilter = None, as_json: AsJson = False, home: Home = None) -> None:
     """Pipeline runs, newest first."""
-    try:
+    with refusals(ValueError):
         records = list_runs(_runtime(home).runlog, dataset)
-    except ValueError as exc:
-        raise _fail(str(exc)) from None
     if as_json:
         items = [
             {
@@ -197,16 +187,10 @@ def runs(
 
 
 @app.command()
-def models(
-    dataset: Annotated[str | None, typer.Option(help="Only this dataset.")] = None,
-    as_json: AsJson = False,
-    home: Home = None,
-) -> None:
+def models(dataset: DatasetFilter = None, as_json: AsJson = False, home: Home = None) -> None:
     """Model versions per dataset with their status and evaluation metrics."""
-    try:
+    with refusals(ValueError):
         listing = list_models(_runtime(home).registry, dataset)
-    except ValueError as exc:
-        raise _fail(str(exc)) from None
     items = [
         {
             "dataset": item.dataset,
@@ -263,10 +247,8 @@ def serve(
     from automlops.serving.lean_imports import import_learner_libraries
 
     import_learner_libraries()  # first, while this process has no other thread
-    try:
+    with refusals(ValueError):
         api_key = None if api_key_env is None else api_key_from_env(api_key_env)
-    except ValueError as exc:
-        raise _fail(str(exc)) from None
     runtime = _runtime(home)
     server = runtime.create_app()
     if api_key is not None:
@@ -313,12 +295,10 @@ def up(
     from automlops.serving.auth import api_key_from_env
     from automlops.ui.up import UpOptions, run_up
 
-    try:
+    with refusals(ValueError):
         api_key = None if api_key_env is None else api_key_from_env(api_key_env)
-    except ValueError as exc:
-        raise _fail(str(exc)) from None
     if protect_ui and api_key is None:
-        raise _fail("--protect-ui needs --api-key-env VAR")
+        raise fail("--protect-ui needs --api-key-env VAR")
     options = UpOptions(
         home=home,
         host=host,
@@ -334,24 +314,20 @@ def up(
 def promote(
     dataset: str,
     version: int,
-    reason: Annotated[str, typer.Option(help="Why, for the record.")] = "promoted by operator",
+    reason: Reason = "promoted by operator",
     home: Home = None,
 ) -> None:
     """Make VERSION the champion of DATASET."""
-    try:
+    with refusals(ValueError, AutomlopsError):
         promotion.promote(_runtime(home).registry, dataset, version, reason)
-    except (ValueError, AutomlopsError) as exc:
-        raise _fail(str(exc)) from None
     typer.echo(f"{dataset} v{version} is champion")
 
 
 @app.command()
 def rollback(dataset: str, home: Home = None) -> None:
     """Serve the previous champion of DATASET again."""
-    try:
+    with refusals(ValueError, AutomlopsError):
         restored = promotion.rollback(_runtime(home).registry, dataset, "rolled back by operator")
-    except (ValueError, AutomlopsError) as exc:
-        raise _fail(str(exc)) from None
     typer.echo(f"{dataset} v{restored.version} is champion again")
 
 
@@ -363,10 +339,8 @@ def lineage(dataset: str, version: int, as_json: AsJson = False, home: Home = No
     from automlops.usecases.lineage import trace
 
     runtime = _runtime(home)
-    try:
+    with refusals(ValueError, AutomlopsError):
         traced = trace(runtime.store, runtime.settings, dataset, version)
-    except (ValueError, AutomlopsError) as exc:
-        raise _fail(str(exc)) from None
     if as_json:
         typer.echo(json.dumps(traced, indent=2, default=str))
     else:
@@ -376,20 +350,10 @@ def lineage(dataset: str, version: int, as_json: AsJson = False, home: Home = No
 @dlq_app.command("list")
 def dlq_list(as_json: AsJson = False, home: Home = None) -> None:
     """Messages in the dead-letter queues."""
-    from automlops.local.sqlite_queue import dlq_name
-
     runtime = _runtime(home)
-    items = [
-        {
-            "id": m.id,
-            "queue": dlq_name(m.source_queue),
-            "source_queue": m.source_queue,
-            "receive_count": m.receive_count,
-            "error": m.error,
-            "body": m.body,
-        }
-        for m in dead_letters.list_dead_letters(runtime.queue, runtime.settings.queues.served)
-    ]
+    items = dead_letter_documents(
+        dead_letters.list_dead_letters(runtime.queue, runtime.settings.queues.served)
+    )
     if as_json:
         typer.echo(json.dumps(items, indent=2))
         return
@@ -400,19 +364,12 @@ def dlq_list(as_json: AsJson = False, home: Home = None) -> None:
 
 
 @dlq_app.command("redrive")
-def dlq_redrive(
-    message_id: Annotated[str | None, typer.Argument(help="One message id.")] = None,
-    all_: Annotated[bool, typer.Option("--all", help="Every dead-lettered message.")] = False,
-    home: Home = None,
-) -> None:
+def dlq_redrive(message_id: MessageId = None, all_: AllMessages = False, home: Home = None) -> None:
     """Move dead-lettered messages back to their queue."""
-    if (message_id is None) == (not all_):
-        raise _fail("give a message id or --all")
+    target = redrive_target(message_id, all_)
     runtime = _runtime(home)
-    try:
-        moved = dead_letters.redrive(runtime.queue, runtime.settings.queues.served, message_id)
-    except AutomlopsError as exc:
-        raise _fail(str(exc)) from None
+    with refusals(AutomlopsError):
+        moved = dead_letters.redrive(runtime.queue, runtime.settings.queues.served, target)
     typer.echo(f"redrove {moved} message(s)")
 
 
