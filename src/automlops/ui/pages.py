@@ -7,7 +7,7 @@ import contextlib
 import json
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from automlops import keys
@@ -56,6 +56,10 @@ def notice(request: Request) -> str | None:
     return NOTICES[code].format(**params)
 
 
+# The index pages that list the datasets, each linking to a dataset's page of its section.
+_DATASET_INDEXES = {"models": "Models", "drift": "Drift"}
+
+
 def build_pages(ui: UiContext) -> APIRouter:
     """The GET routes of the dashboard."""
     router = APIRouter()
@@ -65,10 +69,38 @@ def build_pages(ui: UiContext) -> APIRouter:
     def root() -> RedirectResponse:
         return RedirectResponse(f"{PREFIX}/", status_code=307)
 
-    @router.get("/")
+    @router.get("/api/state")
+    def state(request: Request) -> Response:
+        """The live JSON the pages poll: runs, queued uploads, datasets, a change fingerprint."""
+        if not ui.guard.may_read(request):
+            return JSONResponse({"error": "sign in first"}, status_code=401)
+        return JSONResponse(
+            views.state(runtime, ui.progress), headers={"Cache-Control": "no-store"}
+        )
+
+    # Every page below shows the workspace: reading it needs the key under --protect-ui.
+    pages = APIRouter(dependencies=[Depends(ui.require_read)])
+
+    def dataset_index(section: str, title: str) -> None:
+        def index(request: Request) -> Response:
+            return ui.render(
+                request,
+                f"{section}_index.html",
+                nav=section,
+                live=True,
+                title=title,
+                datasets=views.datasets(runtime),
+            )
+
+        index.__doc__ = f"Datasets, each linking to its {section} page."
+        pages.add_api_route(f"/{section}", index, methods=["GET"], name=f"{section}_index")
+
+    for section, title in _DATASET_INDEXES.items():
+        dataset_index(section, title)
+
+    @pages.get("/")
     def overview(request: Request) -> Response:
         """Datasets with their champion, headline metric, last run and drift flag."""
-        ui.require_read(request)
         return ui.render(
             request,
             "overview.html",
@@ -81,10 +113,9 @@ def build_pages(ui: UiContext) -> APIRouter:
             notice=notice(request),
         )
 
-    @router.get("/runs")
+    @pages.get("/runs")
     def runs(request: Request, dataset: str | None = None) -> Response:
         """Every run as a timeline of its stages, newest first."""
-        ui.require_read(request)
         if dataset:
             valid_dataset(dataset)
         return ui.render(
@@ -101,10 +132,9 @@ def build_pages(ui: UiContext) -> APIRouter:
             notice=notice(request),
         )
 
-    @router.get("/runs/{run_id}")
+    @pages.get("/runs/{run_id}")
     def run_detail(request: Request, run_id: str) -> Response:
         """Stages, errors in full, the run's files, its model's lineage and reports."""
-        ui.require_read(request)
         record = runtime.runlog.get(valid_run_id(run_id))
         if record is None:
             raise UiError(404, "No such run", f"No run {run_id!r} in this workspace.")
@@ -136,10 +166,9 @@ def build_pages(ui: UiContext) -> APIRouter:
             trace=traced,
         )
 
-    @router.get("/runs/{run_id}/files/{name}")
+    @pages.get("/runs/{run_id}/files/{name}")
     def run_file(request: Request, run_id: str, name: str) -> Response:
         """One of a run's JSON files (schema, transform, drift), shown as text."""
-        ui.require_read(request)
         record = runtime.runlog.get(valid_run_id(run_id))
         if record is None or name not in RUN_FILES:
             raise UiError(404, "No such file", f"Run {run_id!r} has no file {name!r} to show.")
@@ -163,23 +192,9 @@ def build_pages(ui: UiContext) -> APIRouter:
             text=text,
         )
 
-    @router.get("/models")
-    def models_index(request: Request) -> Response:
-        """Datasets, each linking to its model versions."""
-        ui.require_read(request)
-        return ui.render(
-            request,
-            "models_index.html",
-            nav="models",
-            live=True,
-            title="Models",
-            datasets=views.datasets(runtime),
-        )
-
-    @router.get("/models/{dataset}")
+    @pages.get("/models/{dataset}")
     def models(request: Request, dataset: str) -> Response:
         """Versions of a dataset: status, learner, metrics, the gate's decision and numbers."""
-        ui.require_read(request)
         name = valid_dataset(dataset)
         return ui.render(
             request,
@@ -192,10 +207,9 @@ def build_pages(ui: UiContext) -> APIRouter:
             notice=notice(request),
         )
 
-    @router.get("/models/{dataset}/versions/{version}/report")
+    @pages.get("/models/{dataset}/versions/{version}/report")
     def report(request: Request, dataset: str, version: int) -> Response:
         """The evaluation report of a version: decision, metrics, comparison and plots."""
-        ui.require_read(request)
         name = valid_dataset(dataset)
         doc = runtime.registry.read(name)
         try:
@@ -230,23 +244,9 @@ def build_pages(ui: UiContext) -> APIRouter:
             comparisons=report.get("comparisons") or [],
         )
 
-    @router.get("/drift")
-    def drift_index(request: Request) -> Response:
-        """Datasets and whether their latest upload drifted."""
-        ui.require_read(request)
-        return ui.render(
-            request,
-            "drift_index.html",
-            nav="drift",
-            live=True,
-            title="Drift",
-            datasets=views.datasets(runtime),
-        )
-
-    @router.get("/drift/{dataset}")
+    @pages.get("/drift/{dataset}")
     def drift(request: Request, dataset: str, run: str | None = None) -> Response:
         """The most drifted columns of an upload, with plots."""
-        ui.require_read(request)
         name = valid_dataset(dataset)
         report = views.drift(runtime, name, valid_run_id(run) if run else None)
         plots: list[dict[str, Any]] = []
@@ -276,10 +276,9 @@ def build_pages(ui: UiContext) -> APIRouter:
             plot_prefix=plot_prefix,
         )
 
-    @router.get("/dlq")
+    @pages.get("/dlq")
     def dead_letters(request: Request) -> Response:
         """Messages that failed every delivery, with their errors; redrive from here."""
-        ui.require_read(request)
         return ui.render(
             request,
             "dlq.html",
@@ -290,25 +289,14 @@ def build_pages(ui: UiContext) -> APIRouter:
             notice=notice(request),
         )
 
-    @router.get("/upload")
+    @pages.get("/upload")
     def upload_form(request: Request) -> Response:
         """The upload form: a CSV and its manifest options."""
-        ui.require_read(request)
         return render_upload(ui, request)
 
-    @router.get("/api/state")
-    def state(request: Request) -> Response:
-        """The live JSON the pages poll: runs, queued uploads, datasets, a change fingerprint."""
-        if not ui.guard.may_read(request):
-            return JSONResponse({"error": "sign in first"}, status_code=401)
-        return JSONResponse(
-            views.state(runtime, ui.progress), headers={"Cache-Control": "no-store"}
-        )
-
-    @router.get("/files/{key:path}")
+    @pages.get("/files/{key:path}")
     def report_file(request: Request, key: str) -> Response:
         """A file of the model-monitoring bucket (reports and plots) and nothing else."""
-        ui.require_read(request)
         suffix = "." + key.rsplit(".", 1)[-1].lower() if "." in key else ""
         media_type = _FILE_TYPES.get(suffix)
         bucket = runtime.settings.buckets.model_monitoring
@@ -320,6 +308,7 @@ def build_pages(ui: UiContext) -> APIRouter:
             raise UiError(404, "No such report file", f"{bucket}/{key} does not exist.") from None
         return Response(data, media_type=media_type, headers=_FILE_HEADERS)
 
+    router.include_router(pages)
     return router
 
 
