@@ -11,36 +11,20 @@ from typing import Annotated, Any
 
 import typer
 
+from automlops import command_line as cl
 from automlops import keys
 from automlops.aws.ops import aws_app
-from automlops.command_line import (
-    AllMessages,
-    DatasetFilter,
-    MessageId,
-    Reason,
-    UploadDataset,
-    UploadDrop,
-    UploadPositive,
-    UploadTarget,
-    UploadTask,
-    UploadTimeBudget,
-    dead_letter_documents,
-    fail,
-    redrive_target,
-    refusals,
-    typer_app,
-    upload_options,
-)
 from automlops.errors import AutomlopsError
 from automlops.local.runlog import RunRecord
 from automlops.local.runtime import LocalRuntime, open_runtime
+from automlops.registry import ModelVersion
 from automlops.usecases import dead_letters, promotion
 from automlops.usecases.models import headline, list_models
 from automlops.usecases.runs import list_runs
 from automlops.usecases.upload import UploadRefused
 from automlops.usecases.upload import upload as upload_file
 
-app = typer_app("Drop a CSV in, get a tuned, evaluated model served over HTTP.")
+app = cl.typer_app("Drop a CSV in, get a tuned, evaluated model served over HTTP.")
 dlq_app = typer.Typer(help="Dead-letter queues: list and redrive failed messages.")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(aws_app, name="aws")
@@ -68,18 +52,18 @@ def init(home: Home = None) -> None:
 @app.command()
 def upload(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
-    dataset: UploadDataset = None,
-    target: UploadTarget = None,
-    positive: UploadPositive = None,
-    task: UploadTask = None,
-    drop: UploadDrop = None,
-    time_budget: UploadTimeBudget = None,
+    dataset: cl.UploadDataset = None,
+    target: cl.UploadTarget = None,
+    positive: cl.UploadPositive = None,
+    task: cl.UploadTask = None,
+    drop: cl.UploadDrop = None,
+    time_budget: cl.UploadTimeBudget = None,
     home: Home = None,
 ) -> None:
     """Store FILE at data/<dataset>/<file> (this triggers the pipeline) with its manifest."""
     runtime = _runtime(home)
-    options = upload_options(dataset, target, positive, task, drop, time_budget)
-    with refusals(UploadRefused):
+    options = cl.upload_options(dataset, target, positive, task, drop, time_budget)
+    with cl.refusals(UploadRefused):
         done = upload_file(runtime.store, runtime.settings.buckets.data, file.name, file, options)
     if done.target_detected is not None:
         typer.echo(
@@ -153,43 +137,38 @@ def run(
 
 
 @app.command()
-def runs(dataset: DatasetFilter = None, as_json: AsJson = False, home: Home = None) -> None:
+def runs(dataset: cl.DatasetFilter = None, as_json: AsJson = False, home: Home = None) -> None:
     """Pipeline runs, newest first."""
-    with refusals(ValueError):
+    with cl.refusals(ValueError):
         records = list_runs(_runtime(home).runlog, dataset)
-    if as_json:
-        items = [
-            {
-                "id": r.id,
-                "dataset": r.dataset,
-                "source": r.source,
-                "status": r.status,
-                "error": r.error,
-                "stages": [
-                    {"name": s.name, "status": s.status, "duration_s": s.duration_s}
-                    for s in r.stages
-                ],
-                "model_version": r.model_version,
-                "duplicate_of": r.duplicate_of,
-                "headline": None
-                if r.headline_metric is None
-                else {"metric": r.headline_metric, "value": r.headline_value},
-                "note": r.note,
-            }
-            for r in records
-        ]
-        typer.echo(json.dumps(items, indent=2))
-        return
-    if not records:
-        typer.echo("no runs yet: `automlops upload FILE` then `automlops run --until-idle`")
-    for record in records:
-        typer.echo(_format_run(record))
+    items = [
+        {
+            "id": r.id,
+            "dataset": r.dataset,
+            "source": r.source,
+            "status": r.status,
+            "error": r.error,
+            "stages": [
+                {"name": s.name, "status": s.status, "duration_s": s.duration_s} for s in r.stages
+            ],
+            "model_version": r.model_version,
+            "duplicate_of": r.duplicate_of,
+            "headline": None
+            if r.headline_metric is None
+            else {"metric": r.headline_metric, "value": r.headline_value},
+            "note": r.note,
+        }
+        for r in records
+    ]
+    lines = (_format_run(record) for record in records)
+    empty = "no runs yet: `automlops upload FILE` then `automlops run --until-idle`"
+    cl.show(items, as_json, lines, empty=empty)
 
 
 @app.command()
-def models(dataset: DatasetFilter = None, as_json: AsJson = False, home: Home = None) -> None:
+def models(dataset: cl.DatasetFilter = None, as_json: AsJson = False, home: Home = None) -> None:
     """Model versions per dataset with their status and evaluation metrics."""
-    with refusals(ValueError):
+    with cl.refusals(ValueError):
         listing = list_models(_runtime(home).registry, dataset)
     items = [
         {
@@ -209,19 +188,17 @@ def models(dataset: DatasetFilter = None, as_json: AsJson = False, home: Home = 
         for item in listing
         for v in item.versions
     ]
-    if as_json:
-        typer.echo(json.dumps(items, indent=2))
-        return
-    if not items:
-        typer.echo("no models yet")
-    for entry in listing:
-        for v in entry.versions:
-            best = headline(v)
-            metric = "" if best is None else f"{best[0]}={best[1]:.4f}"
-            typer.echo(
-                f"{entry.dataset:<16} v{v.version:<3} {v.status.value:<10} "
-                f"{v.learner:<8} {metric}  {v.last_reason or ''}"
-            )
+    lines = (_format_version(entry.dataset, v) for entry in listing for v in entry.versions)
+    cl.show(items, as_json, lines, empty="no models yet")
+
+
+def _format_version(dataset: str, v: ModelVersion) -> str:
+    best = headline(v)
+    metric = "" if best is None else f"{best[0]}={best[1]:.4f}"
+    return (
+        f"{dataset:<16} v{v.version:<3} {v.status.value:<10} "
+        f"{v.learner:<8} {metric}  {v.last_reason or ''}"
+    )
 
 
 @app.command()
@@ -247,7 +224,7 @@ def serve(
     from automlops.serving.lean_imports import import_learner_libraries
 
     import_learner_libraries()  # first, while this process has no other thread
-    with refusals(ValueError):
+    with cl.refusals(ValueError):
         api_key = None if api_key_env is None else api_key_from_env(api_key_env)
     runtime = _runtime(home)
     server = runtime.create_app()
@@ -295,18 +272,16 @@ def up(
     from automlops.serving.auth import api_key_from_env
     from automlops.ui.up import UpOptions, run_up
 
-    with refusals(ValueError):
+    with cl.refusals(ValueError):
         api_key = None if api_key_env is None else api_key_from_env(api_key_env)
-    if protect_ui and api_key is None:
-        raise fail("--protect-ui needs --api-key-env VAR")
-    options = UpOptions(
-        home=home,
-        host=host,
-        port=port,
-        workers=workers,
-        api_key=api_key,
-        protect_ui=protect_ui,
-    )
+        options = UpOptions(
+            home=home,
+            host=host,
+            port=port,
+            workers=workers,
+            api_key=api_key,
+            protect_ui=protect_ui,
+        )
     raise typer.Exit(code=run_up(options, echo=lambda line: typer.echo(line, err=True)))
 
 
@@ -314,11 +289,11 @@ def up(
 def promote(
     dataset: str,
     version: int,
-    reason: Reason = "promoted by operator",
+    reason: cl.Reason = "promoted by operator",
     home: Home = None,
 ) -> None:
     """Make VERSION the champion of DATASET."""
-    with refusals(ValueError, AutomlopsError):
+    with cl.refusals(ValueError, AutomlopsError):
         promotion.promote(_runtime(home).registry, dataset, version, reason)
     typer.echo(f"{dataset} v{version} is champion")
 
@@ -326,7 +301,7 @@ def promote(
 @app.command()
 def rollback(dataset: str, home: Home = None) -> None:
     """Serve the previous champion of DATASET again."""
-    with refusals(ValueError, AutomlopsError):
+    with cl.refusals(ValueError, AutomlopsError):
         restored = promotion.rollback(_runtime(home).registry, dataset, "rolled back by operator")
     typer.echo(f"{dataset} v{restored.version} is champion again")
 
@@ -339,7 +314,7 @@ def lineage(dataset: str, version: int, as_json: AsJson = False, home: Home = No
     from automlops.usecases.lineage import trace
 
     runtime = _runtime(home)
-    with refusals(ValueError, AutomlopsError):
+    with cl.refusals(ValueError, AutomlopsError):
         traced = trace(runtime.store, runtime.settings, dataset, version)
     if as_json:
         typer.echo(json.dumps(traced, indent=2, default=str))
@@ -351,24 +326,21 @@ def lineage(dataset: str, version: int, as_json: AsJson = False, home: Home = No
 def dlq_list(as_json: AsJson = False, home: Home = None) -> None:
     """Messages in the dead-letter queues."""
     runtime = _runtime(home)
-    items = dead_letter_documents(
+    items = cl.dead_letter_documents(
         dead_letters.list_dead_letters(runtime.queue, runtime.settings.queues.served)
     )
-    if as_json:
-        typer.echo(json.dumps(items, indent=2))
-        return
-    if not items:
-        typer.echo("dead-letter queues are empty")
-    for item in items:
-        typer.echo(f"{item['id']}  {item['source_queue']}  {item['error']}")
+    lines = (f"{item['id']}  {item['source_queue']}  {item['error']}" for item in items)
+    cl.show(items, as_json, lines, empty="dead-letter queues are empty")
 
 
 @dlq_app.command("redrive")
-def dlq_redrive(message_id: MessageId = None, all_: AllMessages = False, home: Home = None) -> None:
+def dlq_redrive(
+    message_id: cl.MessageId = None, all_: cl.AllMessages = False, home: Home = None
+) -> None:
     """Move dead-lettered messages back to their queue."""
-    target = redrive_target(message_id, all_)
+    target = cl.redrive_target(message_id, all_)
     runtime = _runtime(home)
-    with refusals(AutomlopsError):
+    with cl.refusals(AutomlopsError):
         moved = dead_letters.redrive(runtime.queue, runtime.settings.queues.served, target)
     typer.echo(f"redrove {moved} message(s)")
 

@@ -3,7 +3,8 @@ how a refused command exits, the options both declare, and the documents both pr
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any
 
@@ -76,6 +77,18 @@ def upload_options(
         drop=drop or None,
         time_budget_s=time_budget,
     )
+
+
+def show(documents: list[Any], as_json: bool, lines: Iterable[str], *, empty: str) -> None:
+    """A listing: `documents` as JSON under --json, else `lines` (or `empty` when there are
+    no documents)."""
+    if as_json:
+        typer.echo(json.dumps(documents, indent=2))
+        return
+    if not documents:
+        typer.echo(empty)
+    for line in lines:
+        typer.echo(line)
 
 
 def redrive_target(message_id: str | None, all_: bool) -> str | None:

@@ -15,25 +15,8 @@ from typing import Annotated, Any
 
 import typer
 
+from automlops import command_line as cl
 from automlops.aws.config import AwsConfig, load_config
-from automlops.command_line import (
-    AllMessages,
-    DatasetFilter,
-    MessageId,
-    Reason,
-    UploadDataset,
-    UploadDrop,
-    UploadPositive,
-    UploadTarget,
-    UploadTask,
-    UploadTimeBudget,
-    dead_letter_documents,
-    fail,
-    redrive_target,
-    refusals,
-    typer_app,
-    upload_options,
-)
 from automlops.errors import AutomlopsError
 from automlops.registry import Registry
 from automlops.usecases import dead_letters, promotion
@@ -143,7 +126,7 @@ def teardown(config: AwsConfig, session: Any, endpoint_url: str | None = None) -
 
 # -- the `automlops aws` commands ------------------------------------------------------------
 
-aws_app = typer_app("Operator commands on a deployed AWS stage (found by its SSM parameters).")
+aws_app = cl.typer_app("Operator commands on a deployed AWS stage (found by its SSM parameters).")
 aws_dlq_app = typer.Typer(help="The stage's dead-letter queues: list and redrive.")
 aws_app.add_typer(aws_dlq_app, name="dlq")
 
@@ -162,33 +145,33 @@ def upload_command(
         Path | None,
         typer.Option("--file", exists=True, dir_okay=False, readable=True, help="Same as FILE."),
     ] = None,
-    dataset: UploadDataset = None,
-    target: UploadTarget = None,
-    positive: UploadPositive = None,
-    task: UploadTask = None,
-    drop: UploadDrop = None,
-    time_budget: UploadTimeBudget = None,
+    dataset: cl.UploadDataset = None,
+    target: cl.UploadTarget = None,
+    positive: cl.UploadPositive = None,
+    task: cl.UploadTask = None,
+    drop: cl.UploadDrop = None,
+    time_budget: cl.UploadTimeBudget = None,
     stage: StageName = "dev",
     endpoint_url: EndpointUrl = None,
 ) -> None:
     """Store FILE's manifest, then FILE under data/<dataset>/ (its arrival starts the run)."""
     path = file or file_option
     if path is None:
-        raise fail("upload needs FILE (or --file)")
+        raise cl.fail("upload needs FILE (or --file)")
     ops = open_stage(stage, endpoint_url)
-    options = upload_options(dataset, target, positive, task, drop, time_budget)
-    with refusals(upload_case.UploadRefused):
+    options = cl.upload_options(dataset, target, positive, task, drop, time_budget)
+    with cl.refusals(upload_case.UploadRefused):
         done = upload_case.upload(ops.store, ops.config.bucket_data, path.name, path, options)
     typer.echo(f"s3://{done.bucket}/{done.key}")
 
 
 @aws_app.command("models")
 def models_command(
-    dataset: DatasetFilter = None, stage: StageName = "dev", endpoint_url: EndpointUrl = None
+    dataset: cl.DatasetFilter = None, stage: StageName = "dev", endpoint_url: EndpointUrl = None
 ) -> None:
     """Each dataset's versions: status, endpoint, metrics, report (JSON)."""
     ops = open_stage(stage, endpoint_url)
-    with refusals(ValueError):
+    with cl.refusals(ValueError):
         listing = model_cases.list_models(ops.registry, dataset)
     typer.echo(json.dumps(models_document(ops.config, listing), indent=1))
 
@@ -197,13 +180,13 @@ def models_command(
 def promote_command(
     dataset: str,
     version: int,
-    reason: Reason = "promoted by operator",
+    reason: cl.Reason = "promoted by operator",
     stage: StageName = "dev",
     endpoint_url: EndpointUrl = None,
 ) -> None:
     """Make VERSION the champion of DATASET."""
     ops = open_stage(stage, endpoint_url)
-    with refusals(ValueError, AutomlopsError):
+    with cl.refusals(ValueError, AutomlopsError):
         promotion.promote(ops.registry, dataset, version, reason)
     typer.echo(f"{dataset} v{version} is champion")
 
@@ -214,7 +197,7 @@ def rollback_command(
 ) -> None:
     """Serve the previous champion of DATASET again."""
     ops = open_stage(stage, endpoint_url)
-    with refusals(ValueError, AutomlopsError):
+    with cl.refusals(ValueError, AutomlopsError):
         restored = promotion.rollback(ops.registry, dataset, "rolled back by operator")
     typer.echo(f"{dataset} v{restored.version} is champion again")
 
@@ -223,7 +206,7 @@ def rollback_command(
 def dlq_list_command(stage: StageName = "dev", endpoint_url: EndpointUrl = None) -> None:
     """Messages in the stage's dead-letter queues (JSON)."""
     ops = open_stage(stage, endpoint_url)
-    items = dead_letter_documents(
+    items = cl.dead_letter_documents(
         dead_letters.list_dead_letters(ops.queue, pipeline_queues(ops.config))
     )
     typer.echo(json.dumps(items, indent=2))
@@ -231,15 +214,15 @@ def dlq_list_command(stage: StageName = "dev", endpoint_url: EndpointUrl = None)
 
 @aws_dlq_app.command("redrive")
 def dlq_redrive_command(
-    message_id: MessageId = None,
-    all_: AllMessages = False,
+    message_id: cl.MessageId = None,
+    all_: cl.AllMessages = False,
     stage: StageName = "dev",
     endpoint_url: EndpointUrl = None,
 ) -> None:
     """Move dead-lettered messages back to their queue."""
-    target = redrive_target(message_id, all_)
+    target = cl.redrive_target(message_id, all_)
     ops = open_stage(stage, endpoint_url)
-    with refusals(AutomlopsError):
+    with cl.refusals(AutomlopsError):
         moved = dead_letters.redrive(ops.queue, pipeline_queues(ops.config), target)
     typer.echo(f"redrove {moved} message(s)")
 
@@ -252,7 +235,7 @@ def teardown_command(
 ) -> None:
     """Delete the stage's endpoints and empty its buckets (before `serverless remove`)."""
     if not yes:
-        raise fail("teardown deletes data, models and endpoints: pass --yes")
+        raise cl.fail("teardown deletes data, models and endpoints: pass --yes")
     ops = open_stage(stage, endpoint_url)
     for line in teardown(ops.config, ops.session, ops.endpoint_url):
         typer.echo(line)
