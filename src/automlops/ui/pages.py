@@ -38,24 +38,6 @@ _FILE_HEADERS = {
     "Cache-Control": "private, max-age=60",
 }
 
-NOTICES = {
-    "promoted": "Version {version} of {dataset} is now the champion.",
-    "rolled-back": "Rolled back: version {version} of {dataset} serves again.",
-    "redriven": "Moved {count} message(s) back to their queue; the worker picks them up next.",
-    "uploaded": "Uploaded {key}. Its run appears below as soon as a worker takes it.",
-    "signed-out": "Signed out.",
-}
-
-
-def notice(request: Request) -> str | None:
-    """The confirmation of the action that redirected here (from fixed texts only)."""
-    code = request.query_params.get("done")
-    if code not in NOTICES:
-        return None
-    params = {k: request.query_params.get(k, "?") for k in ("dataset", "version", "count", "key")}
-    return NOTICES[code].format(**params)
-
-
 # The index pages that list the datasets, each linking to a dataset's page of its section.
 _DATASET_INDEXES = {"models": "Models", "drift": "Drift"}
 
@@ -110,7 +92,6 @@ def build_pages(ui: UiContext) -> APIRouter:
             datasets=views.datasets(runtime),
             runs=views.runs(runtime, ui.progress, limit=5),
             queued=views.queued_uploads(runtime),
-            notice=notice(request),
         )
 
     @pages.get("/runs")
@@ -129,7 +110,6 @@ def build_pages(ui: UiContext) -> APIRouter:
             queued=[
                 q for q in views.queued_uploads(runtime) if not dataset or q["dataset"] == dataset
             ],
-            notice=notice(request),
         )
 
     @pages.get("/runs/{run_id}")
@@ -204,7 +184,6 @@ def build_pages(ui: UiContext) -> APIRouter:
             title=f"Models of {name}",
             registry=views.models(runtime, name),
             runs=views.runs(runtime, ui.progress, name, limit=3),
-            notice=notice(request),
         )
 
     @pages.get("/models/{dataset}/versions/{version}/report")
@@ -286,7 +265,6 @@ def build_pages(ui: UiContext) -> APIRouter:
             live=True,
             title="Dead letters",
             messages=views.dead_letters(runtime),
-            notice=notice(request),
         )
 
     @pages.get("/upload")
