@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -38,8 +40,61 @@ _FILE_HEADERS = {
     "Cache-Control": "private, max-age=60",
 }
 
-# The index pages that list the datasets, each linking to a dataset's page of its section.
-_DATASET_INDEXES = {"models": "Models", "drift": "Drift"}
+
+@dataclass(frozen=True)
+class WorkspacePage:
+    """A live page of the whole workspace: no parameters, its data read through `views`."""
+
+    path: str
+    template: str
+    nav: str
+    title: str
+    doc: str
+    data: Callable[[UiContext], dict[str, Any]]
+
+
+def _datasets(ui: UiContext) -> dict[str, Any]:
+    return {"datasets": views.datasets(ui.runtime)}
+
+
+WORKSPACE_PAGES = (
+    WorkspacePage(
+        "/",
+        "overview.html",
+        "overview",
+        "Overview",
+        "Datasets with their champion, headline metric, last run and drift flag.",
+        lambda ui: {
+            **_datasets(ui),
+            "runs": views.runs(ui.runtime, ui.progress, limit=5),
+            "queued": views.queued_uploads(ui.runtime),
+        },
+    ),
+    WorkspacePage(
+        "/models",
+        "models_index.html",
+        "models",
+        "Models",
+        "Datasets, each linking to its model versions.",
+        _datasets,
+    ),
+    WorkspacePage(
+        "/drift",
+        "drift_index.html",
+        "drift",
+        "Drift",
+        "Datasets and whether their latest upload drifted.",
+        _datasets,
+    ),
+    WorkspacePage(
+        "/dlq",
+        "dlq.html",
+        "dlq",
+        "Dead letters",
+        "Messages that failed every delivery, with their errors; redrive from here.",
+        lambda ui: {"messages": views.dead_letters(ui.runtime)},
+    ),
+)
 
 
 def build_pages(ui: UiContext) -> APIRouter:
@@ -63,36 +118,17 @@ def build_pages(ui: UiContext) -> APIRouter:
     # Every page below shows the workspace: reading it needs the key under --protect-ui.
     pages = APIRouter(dependencies=[Depends(ui.require_read)])
 
-    def dataset_index(section: str, title: str) -> None:
-        def index(request: Request) -> Response:
+    def add_workspace_page(page: WorkspacePage) -> None:
+        def show(request: Request) -> Response:
             return ui.render(
-                request,
-                f"{section}_index.html",
-                nav=section,
-                live=True,
-                title=title,
-                datasets=views.datasets(runtime),
+                request, page.template, nav=page.nav, live=True, title=page.title, **page.data(ui)
             )
 
-        index.__doc__ = f"Datasets, each linking to its {section} page."
-        pages.add_api_route(f"/{section}", index, methods=["GET"], name=f"{section}_index")
+        show.__doc__ = page.doc
+        pages.add_api_route(page.path, show, methods=["GET"], name=page.template)
 
-    for section, title in _DATASET_INDEXES.items():
-        dataset_index(section, title)
-
-    @pages.get("/")
-    def overview(request: Request) -> Response:
-        """Datasets with their champion, headline metric, last run and drift flag."""
-        return ui.render(
-            request,
-            "overview.html",
-            nav="overview",
-            live=True,
-            title="Overview",
-            datasets=views.datasets(runtime),
-            runs=views.runs(runtime, ui.progress, limit=5),
-            queued=views.queued_uploads(runtime),
-        )
+    for page in WORKSPACE_PAGES:
+        add_workspace_page(page)
 
     @pages.get("/runs")
     def runs(request: Request, dataset: str | None = None) -> Response:
@@ -253,18 +289,6 @@ def build_pages(ui: UiContext) -> APIRouter:
             plotted=columns[:DRIFT_COLUMNS_PLOTTED],
             plots=plots,
             plot_prefix=plot_prefix,
-        )
-
-    @pages.get("/dlq")
-    def dead_letters(request: Request) -> Response:
-        """Messages that failed every delivery, with their errors; redrive from here."""
-        return ui.render(
-            request,
-            "dlq.html",
-            nav="dlq",
-            live=True,
-            title="Dead letters",
-            messages=views.dead_letters(runtime),
         )
 
     @pages.get("/upload")
