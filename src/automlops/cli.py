@@ -11,24 +11,20 @@ from typing import Annotated, Any
 
 import typer
 
+from automlops import command_line as cl
 from automlops import keys
 from automlops.aws.ops import aws_app
-from automlops.config import Task
 from automlops.errors import AutomlopsError
 from automlops.local.runlog import RunRecord
 from automlops.local.runtime import LocalRuntime, open_runtime
+from automlops.registry import ModelVersion
 from automlops.usecases import dead_letters, promotion
 from automlops.usecases.models import headline, list_models
 from automlops.usecases.runs import list_runs
-from automlops.usecases.upload import UploadOptions, UploadRefused
+from automlops.usecases.upload import UploadRefused
 from automlops.usecases.upload import upload as upload_file
 
-app = typer.Typer(
-    help="Drop a CSV in, get a tuned, evaluated model served over HTTP.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+app = cl.typer_app("Drop a CSV in, get a tuned, evaluated model served over HTTP.")
 dlq_app = typer.Typer(help="Dead-letter queues: list and redrive failed messages.")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(aws_app, name="aws")
@@ -38,11 +34,6 @@ Home = Annotated[
     typer.Option("--home", help="Workspace directory (default $AUTOMLOPS_HOME or ./.automlops)."),
 ]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
-
-
-def _fail(message: str) -> typer.Exit:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    return typer.Exit(code=2)
 
 
 def _runtime(home: Path | None) -> LocalRuntime:
@@ -61,30 +52,19 @@ def init(home: Home = None) -> None:
 @app.command()
 def upload(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
-    dataset: Annotated[str | None, typer.Option(help="Dataset name (default: file stem).")] = None,
-    target: Annotated[str | None, typer.Option(help="Target column.")] = None,
-    positive: Annotated[str | None, typer.Option(help="Positive label (binary).")] = None,
-    task: Annotated[Task | None, typer.Option(help="binary, multiclass or regression.")] = None,
-    drop: Annotated[str | None, typer.Option(help="Columns to drop, comma-separated.")] = None,
-    time_budget: Annotated[
-        float | None, typer.Option("--time-budget", help="Training time budget in seconds.")
-    ] = None,
+    dataset: cl.UploadDataset = None,
+    target: cl.UploadTarget = None,
+    positive: cl.UploadPositive = None,
+    task: cl.UploadTask = None,
+    drop: cl.UploadDrop = None,
+    time_budget: cl.UploadTimeBudget = None,
     home: Home = None,
 ) -> None:
     """Store FILE at data/<dataset>/<file> (this triggers the pipeline) with its manifest."""
     runtime = _runtime(home)
-    options = UploadOptions(
-        dataset=dataset,
-        target=target,
-        positive=positive,
-        task=None if task is None else task.value,
-        drop=None if drop is None else [drop],
-        time_budget_s=time_budget,
-    )
-    try:
+    options = cl.upload_options(dataset, target, positive, task, drop, time_budget)
+    with cl.refusals(UploadRefused):
         done = upload_file(runtime.store, runtime.settings.buckets.data, file.name, file, options)
-    except UploadRefused as exc:
-        raise _fail(str(exc)) from None
     if done.target_detected is not None:
         typer.echo(
             f"target: {done.manifest.target} ({done.target_detected}; "
@@ -157,56 +137,39 @@ def run(
 
 
 @app.command()
-def runs(
-    dataset: Annotated[str | None, typer.Option(help="Only this dataset.")] = None,
-    as_json: AsJson = False,
-    home: Home = None,
-) -> None:
+def runs(dataset: cl.DatasetFilter = None, as_json: AsJson = False, home: Home = None) -> None:
     """Pipeline runs, newest first."""
-    try:
+    with cl.refusals(ValueError):
         records = list_runs(_runtime(home).runlog, dataset)
-    except ValueError as exc:
-        raise _fail(str(exc)) from None
-    if as_json:
-        items = [
-            {
-                "id": r.id,
-                "dataset": r.dataset,
-                "source": r.source,
-                "status": r.status,
-                "error": r.error,
-                "stages": [
-                    {"name": s.name, "status": s.status, "duration_s": s.duration_s}
-                    for s in r.stages
-                ],
-                "model_version": r.model_version,
-                "duplicate_of": r.duplicate_of,
-                "headline": None
-                if r.headline_metric is None
-                else {"metric": r.headline_metric, "value": r.headline_value},
-                "note": r.note,
-            }
-            for r in records
-        ]
-        typer.echo(json.dumps(items, indent=2))
-        return
-    if not records:
-        typer.echo("no runs yet: `automlops upload FILE` then `automlops run --until-idle`")
-    for record in records:
-        typer.echo(_format_run(record))
+    items = [
+        {
+            "id": r.id,
+            "dataset": r.dataset,
+            "source": r.source,
+            "status": r.status,
+            "error": r.error,
+            "stages": [
+                {"name": s.name, "status": s.status, "duration_s": s.duration_s} for s in r.stages
+            ],
+            "model_version": r.model_version,
+            "duplicate_of": r.duplicate_of,
+            "headline": None
+            if r.headline_metric is None
+            else {"metric": r.headline_metric, "value": r.headline_value},
+            "note": r.note,
+        }
+        for r in records
+    ]
+    lines = (_format_run(record) for record in records)
+    empty = "no runs yet: `automlops upload FILE` then `automlops run --until-idle`"
+    cl.show(items, as_json, lines, empty=empty)
 
 
 @app.command()
-def models(
-    dataset: Annotated[str | None, typer.Option(help="Only this dataset.")] = None,
-    as_json: AsJson = False,
-    home: Home = None,
-) -> None:
+def models(dataset: cl.DatasetFilter = None, as_json: AsJson = False, home: Home = None) -> None:
     """Model versions per dataset with their status and evaluation metrics."""
-    try:
+    with cl.refusals(ValueError):
         listing = list_models(_runtime(home).registry, dataset)
-    except ValueError as exc:
-        raise _fail(str(exc)) from None
     items = [
         {
             "dataset": item.dataset,
@@ -225,19 +188,17 @@ def models(
         for item in listing
         for v in item.versions
     ]
-    if as_json:
-        typer.echo(json.dumps(items, indent=2))
-        return
-    if not items:
-        typer.echo("no models yet")
-    for entry in listing:
-        for v in entry.versions:
-            best = headline(v)
-            metric = "" if best is None else f"{best[0]}={best[1]:.4f}"
-            typer.echo(
-                f"{entry.dataset:<16} v{v.version:<3} {v.status.value:<10} "
-                f"{v.learner:<8} {metric}  {v.last_reason or ''}"
-            )
+    lines = (_format_version(entry.dataset, v) for entry in listing for v in entry.versions)
+    cl.show(items, as_json, lines, empty="no models yet")
+
+
+def _format_version(dataset: str, v: ModelVersion) -> str:
+    best = headline(v)
+    metric = "" if best is None else f"{best[0]}={best[1]:.4f}"
+    return (
+        f"{dataset:<16} v{v.version:<3} {v.status.value:<10} "
+        f"{v.learner:<8} {metric}  {v.last_reason or ''}"
+    )
 
 
 @app.command()
@@ -263,10 +224,8 @@ def serve(
     from automlops.serving.lean_imports import import_learner_libraries
 
     import_learner_libraries()  # first, while this process has no other thread
-    try:
+    with cl.refusals(ValueError):
         api_key = None if api_key_env is None else api_key_from_env(api_key_env)
-    except ValueError as exc:
-        raise _fail(str(exc)) from None
     runtime = _runtime(home)
     server = runtime.create_app()
     if api_key is not None:
@@ -313,20 +272,16 @@ def up(
     from automlops.serving.auth import api_key_from_env
     from automlops.ui.up import UpOptions, run_up
 
-    try:
+    with cl.refusals(ValueError):
         api_key = None if api_key_env is None else api_key_from_env(api_key_env)
-    except ValueError as exc:
-        raise _fail(str(exc)) from None
-    if protect_ui and api_key is None:
-        raise _fail("--protect-ui needs --api-key-env VAR")
-    options = UpOptions(
-        home=home,
-        host=host,
-        port=port,
-        workers=workers,
-        api_key=api_key,
-        protect_ui=protect_ui,
-    )
+        options = UpOptions(
+            home=home,
+            host=host,
+            port=port,
+            workers=workers,
+            api_key=api_key,
+            protect_ui=protect_ui,
+        )
     raise typer.Exit(code=run_up(options, echo=lambda line: typer.echo(line, err=True)))
 
 
@@ -334,24 +289,20 @@ def up(
 def promote(
     dataset: str,
     version: int,
-    reason: Annotated[str, typer.Option(help="Why, for the record.")] = "promoted by operator",
+    reason: cl.Reason = "promoted by operator",
     home: Home = None,
 ) -> None:
     """Make VERSION the champion of DATASET."""
-    try:
+    with cl.refusals(ValueError, AutomlopsError):
         promotion.promote(_runtime(home).registry, dataset, version, reason)
-    except (ValueError, AutomlopsError) as exc:
-        raise _fail(str(exc)) from None
     typer.echo(f"{dataset} v{version} is champion")
 
 
 @app.command()
 def rollback(dataset: str, home: Home = None) -> None:
     """Serve the previous champion of DATASET again."""
-    try:
+    with cl.refusals(ValueError, AutomlopsError):
         restored = promotion.rollback(_runtime(home).registry, dataset, "rolled back by operator")
-    except (ValueError, AutomlopsError) as exc:
-        raise _fail(str(exc)) from None
     typer.echo(f"{dataset} v{restored.version} is champion again")
 
 
@@ -363,10 +314,8 @@ def lineage(dataset: str, version: int, as_json: AsJson = False, home: Home = No
     from automlops.usecases.lineage import trace
 
     runtime = _runtime(home)
-    try:
+    with cl.refusals(ValueError, AutomlopsError):
         traced = trace(runtime.store, runtime.settings, dataset, version)
-    except (ValueError, AutomlopsError) as exc:
-        raise _fail(str(exc)) from None
     if as_json:
         typer.echo(json.dumps(traced, indent=2, default=str))
     else:
@@ -376,43 +325,23 @@ def lineage(dataset: str, version: int, as_json: AsJson = False, home: Home = No
 @dlq_app.command("list")
 def dlq_list(as_json: AsJson = False, home: Home = None) -> None:
     """Messages in the dead-letter queues."""
-    from automlops.local.sqlite_queue import dlq_name
-
     runtime = _runtime(home)
-    items = [
-        {
-            "id": m.id,
-            "queue": dlq_name(m.source_queue),
-            "source_queue": m.source_queue,
-            "receive_count": m.receive_count,
-            "error": m.error,
-            "body": m.body,
-        }
-        for m in dead_letters.list_dead_letters(runtime.queue, runtime.settings.queues.served)
-    ]
-    if as_json:
-        typer.echo(json.dumps(items, indent=2))
-        return
-    if not items:
-        typer.echo("dead-letter queues are empty")
-    for item in items:
-        typer.echo(f"{item['id']}  {item['source_queue']}  {item['error']}")
+    items = cl.dead_letter_documents(
+        dead_letters.list_dead_letters(runtime.queue, runtime.settings.queues.served)
+    )
+    lines = (f"{item['id']}  {item['source_queue']}  {item['error']}" for item in items)
+    cl.show(items, as_json, lines, empty="dead-letter queues are empty")
 
 
 @dlq_app.command("redrive")
 def dlq_redrive(
-    message_id: Annotated[str | None, typer.Argument(help="One message id.")] = None,
-    all_: Annotated[bool, typer.Option("--all", help="Every dead-lettered message.")] = False,
-    home: Home = None,
+    message_id: cl.MessageId = None, all_: cl.AllMessages = False, home: Home = None
 ) -> None:
     """Move dead-lettered messages back to their queue."""
-    if (message_id is None) == (not all_):
-        raise _fail("give a message id or --all")
+    target = cl.redrive_target(message_id, all_)
     runtime = _runtime(home)
-    try:
-        moved = dead_letters.redrive(runtime.queue, runtime.settings.queues.served, message_id)
-    except AutomlopsError as exc:
-        raise _fail(str(exc)) from None
+    with cl.refusals(AutomlopsError):
+        moved = dead_letters.redrive(runtime.queue, runtime.settings.queues.served, target)
     typer.echo(f"redrove {moved} message(s)")
 
 

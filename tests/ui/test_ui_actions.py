@@ -180,6 +180,8 @@ def test_protect_ui_needs_the_key_to_read(
     assert client.get("/ui/", headers={"x-api-key": KEY}).status_code == 200
     logout = client.post("/ui/logout", data={"csrf_token": token}, follow_redirects=False)
     assert logout.status_code == 303
+    # The login page it lands on confirms it (the renderer adds every page's notice).
+    assert "Signed out." in client.get(logout.headers["location"]).text
     assert client.get("/ui/", follow_redirects=False).status_code == 303
 
 

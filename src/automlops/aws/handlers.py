@@ -12,6 +12,7 @@ as the local worker does.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -190,25 +191,29 @@ def handle(stage: Stage, event: dict[str, Any], rt: AwsRuntime | None = None) ->
     raise ValueError(f"unsupported event source {source!r}")
 
 
-@logger.inject_lambda_context(clear_state=True)
-def preprocess(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    """Lambda handler: an uploaded CSV becomes splits, a transform and a schema."""
-    return handle(Stage.preprocess, event)
+def _entry_point(stage: Stage, doc: str) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
+    """The Lambda handler of one stage: `handle` with the invocation's context logged."""
+
+    def entry_point(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        return handle(stage, event)
+
+    # serverless.yml names each handler `automlops.aws.handlers.<stage>`: give it that name.
+    entry_point.__name__ = entry_point.__qualname__ = stage.value
+    entry_point.__doc__ = doc
+    return logger.inject_lambda_context(clear_state=True)(entry_point)
 
 
-@logger.inject_lambda_context(clear_state=True)
-def train(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    """Lambda handler: a schema.json starts training (in-function or a SageMaker job)."""
-    return handle(Stage.train, event)
-
-
-@logger.inject_lambda_context(clear_state=True)
-def deploy(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    """Lambda handler: a model.tar.gz is registered, hosted and queued for evaluation."""
-    return handle(Stage.deploy, event)
-
-
-@logger.inject_lambda_context(clear_state=True)
-def evaluate(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    """Lambda handler: an evaluation message scores the candidate and decides promotion."""
-    return handle(Stage.evaluate, event)
+# The entry points, one per stage (deploy/aws/serverless.yml references them by name).
+preprocess = _entry_point(
+    Stage.preprocess, "Lambda handler: an uploaded CSV becomes splits, a transform and a schema."
+)
+train = _entry_point(
+    Stage.train, "Lambda handler: a schema.json starts training (in-function or a SageMaker job)."
+)
+deploy = _entry_point(
+    Stage.deploy, "Lambda handler: a model.tar.gz is registered, hosted and queued for evaluation."
+)
+evaluate = _entry_point(
+    Stage.evaluate,
+    "Lambda handler: an evaluation message scores the candidate and decides promotion.",
+)

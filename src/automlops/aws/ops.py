@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
+from automlops import command_line as cl
 from automlops.aws.config import AwsConfig, load_config
 from automlops.errors import AutomlopsError
 from automlops.registry import Registry
@@ -125,12 +126,7 @@ def teardown(config: AwsConfig, session: Any, endpoint_url: str | None = None) -
 
 # -- the `automlops aws` commands ------------------------------------------------------------
 
-aws_app = typer.Typer(
-    help="Operator commands on a deployed AWS stage (found by its SSM parameters).",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+aws_app = cl.typer_app("Operator commands on a deployed AWS stage (found by its SSM parameters).")
 aws_dlq_app = typer.Typer(help="The stage's dead-letter queues: list and redrive.")
 aws_app.add_typer(aws_dlq_app, name="dlq")
 
@@ -138,11 +134,6 @@ StageName = Annotated[str, typer.Option("--stage", help="Deployed stage (SSM /au
 EndpointUrl = Annotated[
     str | None, typer.Option("--endpoint-url", hidden=True, help="AWS API endpoint (emulators).")
 ]
-
-
-def _fail(message: str) -> typer.Exit:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    return typer.Exit(code=2)
 
 
 @aws_app.command("upload")
@@ -154,51 +145,34 @@ def upload_command(
         Path | None,
         typer.Option("--file", exists=True, dir_okay=False, readable=True, help="Same as FILE."),
     ] = None,
-    dataset: Annotated[str | None, typer.Option(help="Dataset name (default: file stem).")] = None,
-    target: Annotated[str | None, typer.Option(help="Target column.")] = None,
-    positive: Annotated[str | None, typer.Option(help="Positive label (binary).")] = None,
-    task: Annotated[str | None, typer.Option(help="binary, multiclass or regression.")] = None,
-    drop: Annotated[
-        list[str] | None, typer.Option(help="Columns to drop (comma-separated, repeatable).")
-    ] = None,
-    time_budget: Annotated[
-        float | None, typer.Option("--time-budget", help="Training time budget in seconds.")
-    ] = None,
+    dataset: cl.UploadDataset = None,
+    target: cl.UploadTarget = None,
+    positive: cl.UploadPositive = None,
+    task: cl.UploadTask = None,
+    drop: cl.UploadDrop = None,
+    time_budget: cl.UploadTimeBudget = None,
     stage: StageName = "dev",
     endpoint_url: EndpointUrl = None,
 ) -> None:
     """Store FILE's manifest, then FILE under data/<dataset>/ (its arrival starts the run)."""
     path = file or file_option
     if path is None:
-        raise _fail("upload needs FILE (or --file)")
+        raise cl.fail("upload needs FILE (or --file)")
     ops = open_stage(stage, endpoint_url)
-    options = upload_case.UploadOptions(
-        dataset=dataset,
-        target=target,
-        positive=positive,
-        task=task,
-        drop=drop,
-        time_budget_s=time_budget,
-    )
-    try:
+    options = cl.upload_options(dataset, target, positive, task, drop, time_budget)
+    with cl.refusals(upload_case.UploadRefused):
         done = upload_case.upload(ops.store, ops.config.bucket_data, path.name, path, options)
-    except upload_case.UploadRefused as exc:
-        raise _fail(str(exc)) from None
     typer.echo(f"s3://{done.bucket}/{done.key}")
 
 
 @aws_app.command("models")
 def models_command(
-    dataset: Annotated[str | None, typer.Option(help="Only this dataset.")] = None,
-    stage: StageName = "dev",
-    endpoint_url: EndpointUrl = None,
+    dataset: cl.DatasetFilter = None, stage: StageName = "dev", endpoint_url: EndpointUrl = None
 ) -> None:
     """Each dataset's versions: status, endpoint, metrics, report (JSON)."""
     ops = open_stage(stage, endpoint_url)
-    try:
+    with cl.refusals(ValueError):
         listing = model_cases.list_models(ops.registry, dataset)
-    except ValueError as exc:
-        raise _fail(str(exc)) from None
     typer.echo(json.dumps(models_document(ops.config, listing), indent=1))
 
 
@@ -206,16 +180,14 @@ def models_command(
 def promote_command(
     dataset: str,
     version: int,
-    reason: Annotated[str, typer.Option(help="Why, for the record.")] = "promoted by operator",
+    reason: cl.Reason = "promoted by operator",
     stage: StageName = "dev",
     endpoint_url: EndpointUrl = None,
 ) -> None:
     """Make VERSION the champion of DATASET."""
     ops = open_stage(stage, endpoint_url)
-    try:
+    with cl.refusals(ValueError, AutomlopsError):
         promotion.promote(ops.registry, dataset, version, reason)
-    except (ValueError, AutomlopsError) as exc:
-        raise _fail(str(exc)) from None
     typer.echo(f"{dataset} v{version} is champion")
 
 
@@ -225,10 +197,8 @@ def rollback_command(
 ) -> None:
     """Serve the previous champion of DATASET again."""
     ops = open_stage(stage, endpoint_url)
-    try:
+    with cl.refusals(ValueError, AutomlopsError):
         restored = promotion.rollback(ops.registry, dataset, "rolled back by operator")
-    except (ValueError, AutomlopsError) as exc:
-        raise _fail(str(exc)) from None
     typer.echo(f"{dataset} v{restored.version} is champion again")
 
 
@@ -236,35 +206,24 @@ def rollback_command(
 def dlq_list_command(stage: StageName = "dev", endpoint_url: EndpointUrl = None) -> None:
     """Messages in the stage's dead-letter queues (JSON)."""
     ops = open_stage(stage, endpoint_url)
-    items = [
-        {
-            "id": m.id,
-            "queue": f"{m.source_queue}-dlq",
-            "source_queue": m.source_queue,
-            "receive_count": m.receive_count,
-            "error": m.error,
-            "body": m.body,
-        }
-        for m in dead_letters.list_dead_letters(ops.queue, pipeline_queues(ops.config))
-    ]
+    items = cl.dead_letter_documents(
+        dead_letters.list_dead_letters(ops.queue, pipeline_queues(ops.config))
+    )
     typer.echo(json.dumps(items, indent=2))
 
 
 @aws_dlq_app.command("redrive")
 def dlq_redrive_command(
-    message_id: Annotated[str | None, typer.Argument(help="One message id.")] = None,
-    all_: Annotated[bool, typer.Option("--all", help="Every dead-lettered message.")] = False,
+    message_id: cl.MessageId = None,
+    all_: cl.AllMessages = False,
     stage: StageName = "dev",
     endpoint_url: EndpointUrl = None,
 ) -> None:
     """Move dead-lettered messages back to their queue."""
-    if (message_id is None) == (not all_):
-        raise _fail("give a message id or --all")
+    target = cl.redrive_target(message_id, all_)
     ops = open_stage(stage, endpoint_url)
-    try:
-        moved = dead_letters.redrive(ops.queue, pipeline_queues(ops.config), message_id)
-    except AutomlopsError as exc:
-        raise _fail(str(exc)) from None
+    with cl.refusals(AutomlopsError):
+        moved = dead_letters.redrive(ops.queue, pipeline_queues(ops.config), target)
     typer.echo(f"redrove {moved} message(s)")
 
 
@@ -276,7 +235,7 @@ def teardown_command(
 ) -> None:
     """Delete the stage's endpoints and empty its buckets (before `serverless remove`)."""
     if not yes:
-        raise _fail("teardown deletes data, models and endpoints: pass --yes")
+        raise cl.fail("teardown deletes data, models and endpoints: pass --yes")
     ops = open_stage(stage, endpoint_url)
     for line in teardown(ops.config, ops.session, ops.endpoint_url):
         typer.echo(line)

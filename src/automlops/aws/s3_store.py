@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,18 @@ _MISSING_CODES = {"NoSuchKey", "404", "NotFound"}
 
 def _code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+@contextmanager
+def _existing(bucket: str, key: str) -> Iterator[None]:
+    """Around a call on one object: S3's "no such key" becomes NotFoundError, other errors
+    pass unchanged."""
+    try:
+        yield
+    except ClientError as exc:
+        if _code(exc) in _MISSING_CODES:
+            raise NotFoundError(f"no such object: s3://{bucket}/{key}") from None
+        raise
 
 
 def _etag(raw: str) -> str:
@@ -76,12 +90,8 @@ class S3ObjectStore:
 
     def get(self, bucket: str, key: str) -> bytes:
         """Read an object; NotFoundError when absent."""
-        try:
+        with _existing(bucket, key):
             response = self.client.get_object(Bucket=bucket, Key=key)
-        except ClientError as exc:
-            if _code(exc) in _MISSING_CODES:
-                raise NotFoundError(f"no such object: s3://{bucket}/{key}") from None
-            raise
         return response["Body"].read()
 
     def head(self, bucket: str, key: str) -> ObjectInfo | None:
@@ -113,12 +123,8 @@ class S3ObjectStore:
 
     def get_tags(self, bucket: str, key: str) -> dict[str, str]:
         """The object's tags; NotFoundError when the object is absent."""
-        try:
+        with _existing(bucket, key):
             response = self.client.get_object_tagging(Bucket=bucket, Key=key)
-        except ClientError as exc:
-            if _code(exc) in _MISSING_CODES:
-                raise NotFoundError(f"no such object: s3://{bucket}/{key}") from None
-            raise
         return {tag["Key"]: tag["Value"] for tag in response.get("TagSet", [])}
 
     def local_file(self, bucket: str, key: str) -> Path | None:
@@ -128,9 +134,5 @@ class S3ObjectStore:
     def put_tags(self, bucket: str, key: str, tags: dict[str, str]) -> None:
         """Replace the object's tags (S3 allows at most 10 per object)."""
         tag_set = [{"Key": k, "Value": v} for k, v in sorted(tags.items())]
-        try:
+        with _existing(bucket, key):
             self.client.put_object_tagging(Bucket=bucket, Key=key, Tagging={"TagSet": tag_set})
-        except ClientError as exc:
-            if _code(exc) in _MISSING_CODES:
-                raise NotFoundError(f"no such object: s3://{bucket}/{key}") from None
-            raise

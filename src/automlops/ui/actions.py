@@ -43,16 +43,25 @@ def build_actions(ui: UiContext) -> APIRouter:
     runtime = ui.runtime
     guard = ui.guard
 
-    def authorise(request: Request) -> None:
-        """Before reading the body: the key (when configured) and the request's origin."""
-        if not guard.authenticated(request):
+    def authorise(request: Request, *, signed_in: bool) -> None:
+        """Before reading the body: the key (when configured and `signed_in` is asked for),
+        the request's origin (a key in a header proves it), the body's announced size."""
+        if signed_in and not guard.authenticated(request):
             raise UiError(
                 401,
                 "Sign in to make changes",
                 "This workspace has an API key: sign in with it, then try again.",
             )
-        if not guard.header_authenticated(request) and not same_origin(request):
+        if not (signed_in and guard.header_authenticated(request)) and not same_origin(request):
             raise UiError(403, "Refused", "The request came from another site.")
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > ui.max_upload_bytes:
+            raise too_large()
+
+    def too_large() -> UiError:
+        return UiError(
+            413, "File too large", f"Uploads are limited to {ui.max_upload_bytes:,} bytes."
+        )
 
     def check_token(request: Request, form: FormData) -> None:
         if guard.header_authenticated(request):
@@ -65,10 +74,16 @@ def build_actions(ui: UiContext) -> APIRouter:
                 "The page was open too long or came from elsewhere: reload it and try again.",
             )
 
-    async def form_of(request: Request) -> FormData:
-        authorise(request)
+    async def form_of(request: Request, *, signed_in: bool = True) -> FormData:
+        """An action's form, once its request passed every check (signing in or out needs no
+        key: `signed_in=False`)."""
+        authorise(request, signed_in=signed_in)
         form = await request.form(**_FORM_LIMITS)
-        check_token(request, form)
+        try:
+            check_token(request, form)
+        except UiError:
+            await form.close()  # an uploaded file's spool goes now, not at collection
+            raise
         return form
 
     @router.post("/models/{dataset}/promote")
@@ -124,15 +139,8 @@ def build_actions(ui: UiContext) -> APIRouter:
     @router.post("/upload")
     async def upload(request: Request) -> Response:
         """Store the manifest options, then the CSV (its notification starts the run)."""
-        authorise(request)
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > ui.max_upload_bytes:
-            raise UiError(
-                413, "File too large", f"Uploads are limited to {ui.max_upload_bytes:,} bytes."
-            )
-        form = await request.form(**_FORM_LIMITS)
+        form = await form_of(request)
         try:
-            check_token(request, form)
             file = form.get("file")
             values = {
                 k: str(form.get(k, ""))
@@ -143,9 +151,7 @@ def build_actions(ui: UiContext) -> APIRouter:
                     ui, request, status=400, error="Choose a CSV file to upload.", values=values
                 )
             if file.size is not None and file.size > ui.max_upload_bytes:
-                raise UiError(
-                    413, "File too large", f"Uploads are limited to {ui.max_upload_bytes:,} bytes."
-                )
+                raise too_large()
             data = await file.read()
             upload_form = UploadForm(
                 filename=file.filename,
@@ -171,10 +177,7 @@ def build_actions(ui: UiContext) -> APIRouter:
     @router.post("/login")
     async def login(request: Request) -> Response:
         """Check the key; on success set the session cookie (never the key itself)."""
-        if not same_origin(request):
-            raise UiError(403, "Refused", "The request came from another site.")
-        form = await request.form(**_FORM_LIMITS)
-        check_token(request, form)
+        form = await form_of(request, signed_in=False)
         target = safe_next(str(form.get("next", "")))
         if guard.api_key is None:
             return redirect(target)
@@ -195,10 +198,7 @@ def build_actions(ui: UiContext) -> APIRouter:
     @router.post("/logout")
     async def logout(request: Request) -> Response:
         """Forget the session cookie."""
-        if not same_origin(request):
-            raise UiError(403, "Refused", "The request came from another site.")
-        form = await request.form(**_FORM_LIMITS)
-        check_token(request, form)
+        await form_of(request, signed_in=False)
         response = redirect(_with_query(f"{PREFIX}/login", done="signed-out"))
         response.delete_cookie(SESSION_COOKIE, path=PREFIX)
         return response

@@ -36,6 +36,25 @@ PAGE_HEADERS = {
 }
 
 
+NOTICES = {
+    "promoted": "Version {version} of {dataset} is now the champion.",
+    "rolled-back": "Rolled back: version {version} of {dataset} serves again.",
+    "redriven": "Moved {count} message(s) back to their queue; the worker picks them up next.",
+    "uploaded": "Uploaded {key}. Its run appears below as soon as a worker takes it.",
+    "signed-out": "Signed out.",
+}
+
+
+def notice(request: Request) -> str | None:
+    """The confirmation of the action that redirected here (from fixed texts only); every
+    page shows it."""
+    code = request.query_params.get("done")
+    if code not in NOTICES:
+        return None
+    params = {k: request.query_params.get(k, "?") for k in ("dataset", "version", "count", "key")}
+    return NOTICES[code].format(**params)
+
+
 class UiError(Exception):
     """Answered as an error page (or JSON for API routes) with this status."""
 
@@ -142,6 +161,7 @@ class UiContext:
         # workspace: no path, no counts, no navigation.
         readable = self.guard.may_read(request)
         context.setdefault("nav", "")
+        context.setdefault("notice", notice(request))
         context.setdefault("live", False)
         context["live"] = context["live"] and readable
         html = self.env.get_template(template).render(

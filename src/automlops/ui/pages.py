@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from automlops import keys
@@ -38,22 +40,61 @@ _FILE_HEADERS = {
     "Cache-Control": "private, max-age=60",
 }
 
-NOTICES = {
-    "promoted": "Version {version} of {dataset} is now the champion.",
-    "rolled-back": "Rolled back: version {version} of {dataset} serves again.",
-    "redriven": "Moved {count} message(s) back to their queue; the worker picks them up next.",
-    "uploaded": "Uploaded {key}. Its run appears below as soon as a worker takes it.",
-    "signed-out": "Signed out.",
-}
+
+@dataclass(frozen=True)
+class WorkspacePage:
+    """A live page of the whole workspace: no parameters, its data read through `views`."""
+
+    path: str
+    template: str
+    nav: str
+    title: str
+    doc: str
+    data: Callable[[UiContext], dict[str, Any]]
 
 
-def notice(request: Request) -> str | None:
-    """The confirmation of the action that redirected here (from fixed texts only)."""
-    code = request.query_params.get("done")
-    if code not in NOTICES:
-        return None
-    params = {k: request.query_params.get(k, "?") for k in ("dataset", "version", "count", "key")}
-    return NOTICES[code].format(**params)
+def _datasets(ui: UiContext) -> dict[str, Any]:
+    return {"datasets": views.datasets(ui.runtime)}
+
+
+WORKSPACE_PAGES = (
+    WorkspacePage(
+        "/",
+        "overview.html",
+        "overview",
+        "Overview",
+        "Datasets with their champion, headline metric, last run and drift flag.",
+        lambda ui: {
+            **_datasets(ui),
+            "runs": views.runs(ui.runtime, ui.progress, limit=5),
+            "queued": views.queued_uploads(ui.runtime),
+        },
+    ),
+    WorkspacePage(
+        "/models",
+        "models_index.html",
+        "models",
+        "Models",
+        "Datasets, each linking to its model versions.",
+        _datasets,
+    ),
+    WorkspacePage(
+        "/drift",
+        "drift_index.html",
+        "drift",
+        "Drift",
+        "Datasets and whether their latest upload drifted.",
+        _datasets,
+    ),
+    WorkspacePage(
+        "/dlq",
+        "dlq.html",
+        "dlq",
+        "Dead letters",
+        "Messages that failed every delivery, with their errors; redrive from here.",
+        lambda ui: {"messages": views.dead_letters(ui.runtime)},
+    ),
+)
 
 
 def build_pages(ui: UiContext) -> APIRouter:
@@ -65,26 +106,33 @@ def build_pages(ui: UiContext) -> APIRouter:
     def root() -> RedirectResponse:
         return RedirectResponse(f"{PREFIX}/", status_code=307)
 
-    @router.get("/")
-    def overview(request: Request) -> Response:
-        """Datasets with their champion, headline metric, last run and drift flag."""
-        ui.require_read(request)
-        return ui.render(
-            request,
-            "overview.html",
-            nav="overview",
-            live=True,
-            title="Overview",
-            datasets=views.datasets(runtime),
-            runs=views.runs(runtime, ui.progress, limit=5),
-            queued=views.queued_uploads(runtime),
-            notice=notice(request),
+    @router.get("/api/state")
+    def state(request: Request) -> Response:
+        """The live JSON the pages poll: runs, queued uploads, datasets, a change fingerprint."""
+        if not ui.guard.may_read(request):
+            return JSONResponse({"error": "sign in first"}, status_code=401)
+        return JSONResponse(
+            views.state(runtime, ui.progress), headers={"Cache-Control": "no-store"}
         )
 
-    @router.get("/runs")
+    # Every page below shows the workspace: reading it needs the key under --protect-ui.
+    pages = APIRouter(dependencies=[Depends(ui.require_read)])
+
+    def add_workspace_page(page: WorkspacePage) -> None:
+        def show(request: Request) -> Response:
+            return ui.render(
+                request, page.template, nav=page.nav, live=True, title=page.title, **page.data(ui)
+            )
+
+        show.__doc__ = page.doc
+        pages.add_api_route(page.path, show, methods=["GET"], name=page.template)
+
+    for page in WORKSPACE_PAGES:
+        add_workspace_page(page)
+
+    @pages.get("/runs")
     def runs(request: Request, dataset: str | None = None) -> Response:
         """Every run as a timeline of its stages, newest first."""
-        ui.require_read(request)
         if dataset:
             valid_dataset(dataset)
         return ui.render(
@@ -98,13 +146,11 @@ def build_pages(ui: UiContext) -> APIRouter:
             queued=[
                 q for q in views.queued_uploads(runtime) if not dataset or q["dataset"] == dataset
             ],
-            notice=notice(request),
         )
 
-    @router.get("/runs/{run_id}")
+    @pages.get("/runs/{run_id}")
     def run_detail(request: Request, run_id: str) -> Response:
         """Stages, errors in full, the run's files, its model's lineage and reports."""
-        ui.require_read(request)
         record = runtime.runlog.get(valid_run_id(run_id))
         if record is None:
             raise UiError(404, "No such run", f"No run {run_id!r} in this workspace.")
@@ -136,10 +182,9 @@ def build_pages(ui: UiContext) -> APIRouter:
             trace=traced,
         )
 
-    @router.get("/runs/{run_id}/files/{name}")
+    @pages.get("/runs/{run_id}/files/{name}")
     def run_file(request: Request, run_id: str, name: str) -> Response:
         """One of a run's JSON files (schema, transform, drift), shown as text."""
-        ui.require_read(request)
         record = runtime.runlog.get(valid_run_id(run_id))
         if record is None or name not in RUN_FILES:
             raise UiError(404, "No such file", f"Run {run_id!r} has no file {name!r} to show.")
@@ -163,23 +208,9 @@ def build_pages(ui: UiContext) -> APIRouter:
             text=text,
         )
 
-    @router.get("/models")
-    def models_index(request: Request) -> Response:
-        """Datasets, each linking to its model versions."""
-        ui.require_read(request)
-        return ui.render(
-            request,
-            "models_index.html",
-            nav="models",
-            live=True,
-            title="Models",
-            datasets=views.datasets(runtime),
-        )
-
-    @router.get("/models/{dataset}")
+    @pages.get("/models/{dataset}")
     def models(request: Request, dataset: str) -> Response:
         """Versions of a dataset: status, learner, metrics, the gate's decision and numbers."""
-        ui.require_read(request)
         name = valid_dataset(dataset)
         return ui.render(
             request,
@@ -189,13 +220,11 @@ def build_pages(ui: UiContext) -> APIRouter:
             title=f"Models of {name}",
             registry=views.models(runtime, name),
             runs=views.runs(runtime, ui.progress, name, limit=3),
-            notice=notice(request),
         )
 
-    @router.get("/models/{dataset}/versions/{version}/report")
+    @pages.get("/models/{dataset}/versions/{version}/report")
     def report(request: Request, dataset: str, version: int) -> Response:
         """The evaluation report of a version: decision, metrics, comparison and plots."""
-        ui.require_read(request)
         name = valid_dataset(dataset)
         doc = runtime.registry.read(name)
         try:
@@ -230,23 +259,9 @@ def build_pages(ui: UiContext) -> APIRouter:
             comparisons=report.get("comparisons") or [],
         )
 
-    @router.get("/drift")
-    def drift_index(request: Request) -> Response:
-        """Datasets and whether their latest upload drifted."""
-        ui.require_read(request)
-        return ui.render(
-            request,
-            "drift_index.html",
-            nav="drift",
-            live=True,
-            title="Drift",
-            datasets=views.datasets(runtime),
-        )
-
-    @router.get("/drift/{dataset}")
+    @pages.get("/drift/{dataset}")
     def drift(request: Request, dataset: str, run: str | None = None) -> Response:
         """The most drifted columns of an upload, with plots."""
-        ui.require_read(request)
         name = valid_dataset(dataset)
         report = views.drift(runtime, name, valid_run_id(run) if run else None)
         plots: list[dict[str, Any]] = []
@@ -276,39 +291,14 @@ def build_pages(ui: UiContext) -> APIRouter:
             plot_prefix=plot_prefix,
         )
 
-    @router.get("/dlq")
-    def dead_letters(request: Request) -> Response:
-        """Messages that failed every delivery, with their errors; redrive from here."""
-        ui.require_read(request)
-        return ui.render(
-            request,
-            "dlq.html",
-            nav="dlq",
-            live=True,
-            title="Dead letters",
-            messages=views.dead_letters(runtime),
-            notice=notice(request),
-        )
-
-    @router.get("/upload")
+    @pages.get("/upload")
     def upload_form(request: Request) -> Response:
         """The upload form: a CSV and its manifest options."""
-        ui.require_read(request)
         return render_upload(ui, request)
 
-    @router.get("/api/state")
-    def state(request: Request) -> Response:
-        """The live JSON the pages poll: runs, queued uploads, datasets, a change fingerprint."""
-        if not ui.guard.may_read(request):
-            return JSONResponse({"error": "sign in first"}, status_code=401)
-        return JSONResponse(
-            views.state(runtime, ui.progress), headers={"Cache-Control": "no-store"}
-        )
-
-    @router.get("/files/{key:path}")
+    @pages.get("/files/{key:path}")
     def report_file(request: Request, key: str) -> Response:
         """A file of the model-monitoring bucket (reports and plots) and nothing else."""
-        ui.require_read(request)
         suffix = "." + key.rsplit(".", 1)[-1].lower() if "." in key else ""
         media_type = _FILE_TYPES.get(suffix)
         bucket = runtime.settings.buckets.model_monitoring
@@ -320,6 +310,7 @@ def build_pages(ui: UiContext) -> APIRouter:
             raise UiError(404, "No such report file", f"{bucket}/{key} does not exist.") from None
         return Response(data, media_type=media_type, headers=_FILE_HEADERS)
 
+    router.include_router(pages)
     return router
 
 

@@ -28,8 +28,16 @@ log = logging.getLogger(__name__)
 _OPEN_PATHS = frozenset({"/favicon.ico"})
 
 
+def check_protection(api_key: str | None, protect_ui: bool) -> None:
+    """--protect-ui makes reading need the API key, so it needs one."""
+    if protect_ui and api_key is None:
+        raise ValueError("--protect-ui needs --api-key-env VAR: it needs an API key to ask for")
+
+
 @dataclass
 class UpOptions:
+    """`automlops up`'s options, checked for consistency when built."""
+
     home: Path | None = None
     host: str = "127.0.0.1"
     port: int = 8080
@@ -38,6 +46,9 @@ class UpOptions:
     protect_ui: bool = False
     watch_interval_s: float = 1.0
     stop_grace_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        check_protection(self.api_key, self.protect_ui)
 
 
 def build_app(
@@ -48,8 +59,7 @@ def build_app(
     progress: LiveProgress | None = None,
 ) -> FastAPI:
     """The inference app with the dashboard at /ui; with a key, both need it to act."""
-    if protect_ui and api_key is None:
-        raise ValueError("--protect-ui needs an API key (--api-key-env VAR)")
+    check_protection(api_key, protect_ui)
     app = runtime.create_app()
     mount_ui(
         app, runtime, guard=Guard(api_key=api_key, protect_reads=protect_ui), progress=progress
