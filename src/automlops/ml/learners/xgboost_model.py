@@ -9,7 +9,7 @@ import numpy as np
 import xgboost as xgb
 
 from automlops.config import Task
-from automlops.ml.learners.base import Data, RoundCallback, normalise, positive_weight
+from automlops.ml.learners.base import FitJob, RoundCallback, boosting_params, normalise
 
 MODEL_FILE = "model.ubj"
 REPORT_EVERY = 5
@@ -124,48 +124,31 @@ class XGBoostLearner:
             else False,
         }
 
-    def fit(
-        self,
-        task: Task,
-        n_classes: int,
-        train: Data,
-        validation: Data,
-        params: dict[str, Any],
-        *,
-        seed: int,
-        nthread: int,
-        on_round: RoundCallback | None = None,
-        deadline: float | None = None,
-    ) -> XGBoostModel:
-        params = dict(params)
-        rounds = int(params.pop("rounds", MAX_ROUNDS))
-        balanced = params.pop("balanced", False)
-        if balanced and task is Task.binary:
-            params["scale_pos_weight"] = positive_weight(train[1])
-        has_validation = len(validation[1]) > 0
-        if has_validation or len(train[1]) < _QUANTILE_MIN_ROWS:
-            dtrain = xgb.DMatrix(train[0], label=train[1], nthread=nthread)
+    def fit(self, params: dict[str, Any], job: FitJob) -> XGBoostModel:
+        rounds, params = boosting_params(params, job, MAX_ROUNDS)
+        (x, y), (valid_x, valid_y) = job.train, job.validation
+        nthread, has_validation = job.nthread, job.has_validation
+        if has_validation or len(y) < _QUANTILE_MIN_ROWS:
+            dtrain = xgb.DMatrix(x, label=y, nthread=nthread)
         else:
             # A refit on many rows: the quantised matrix "hist" trains from, built directly,
             # instead of a full copy of the features first (memory and seconds on millions).
-            dtrain = xgb.QuantileDMatrix(train[0], label=train[1], nthread=nthread)
+            dtrain = xgb.QuantileDMatrix(x, label=y, nthread=nthread)
         evals = []
         if has_validation:
-            evals = [
-                (xgb.DMatrix(validation[0], label=validation[1], nthread=nthread), "validation")
-            ]
+            evals = [(xgb.DMatrix(valid_x, label=valid_y, nthread=nthread), "validation")]
         callbacks: list[xgb.callback.TrainingCallback] = (
             []
-            if on_round is None or not has_validation
-            else [_Report(on_round, higher_is_better=False)]  # logloss, mlogloss, rmse
+            if job.on_round is None or not has_validation
+            else [_Report(job.on_round, higher_is_better=False)]  # logloss, mlogloss, rmse
         )
-        if deadline is not None:
-            callbacks.append(_Deadline(deadline))
+        if job.deadline is not None:
+            callbacks.append(_Deadline(job.deadline))
         booster = xgb.train(
             {
-                **objective_params(task, n_classes),
+                **objective_params(job.task, job.n_classes),
                 **params,
-                "seed": seed,
+                "seed": job.seed,
                 "nthread": nthread,
                 "tree_method": "hist",
                 "verbosity": 0,
