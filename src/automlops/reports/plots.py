@@ -56,16 +56,23 @@ def _png(fig: Figure) -> bytes:
     return buffer.getvalue()
 
 
+def _scored_by(
+    p: np.ndarray, champion: np.ndarray | None, version: int | None
+) -> list[tuple[str, np.ndarray, str]]:
+    """(label, scores, colour) of the candidate, and of the champion on the same rows."""
+    series = [("candidate", p, CANDIDATE_COLOR)]
+    if champion is not None:
+        series.append((f"champion v{version}", champion, CHAMPION_COLOR))
+    return series
+
+
 def roc_plot(
     y: np.ndarray, p: np.ndarray, champion: np.ndarray | None, version: int | None
 ) -> bytes:
     """ROC curve of the candidate (and the champion on the same rows)."""
     fig = _figure(fixed=True)
     ax = fig.add_subplot()
-    series = [("candidate", p, CANDIDATE_COLOR)]
-    if champion is not None:
-        series.append((f"champion v{version}", champion, CHAMPION_COLOR))
-    for name, scores, color in series:
+    for name, scores, color in _scored_by(p, champion, version):
         fpr, tpr, _ = roc_curve(y, scores)
         area = float(auc(fpr, tpr))
         ax.plot(fpr, tpr, color=color, label=f"{name} (AUC {area:.3f})")
@@ -81,10 +88,7 @@ def pr_plot(
     """Precision-recall curve with the no-skill line at the positive rate."""
     fig = _figure(fixed=True)
     ax = fig.add_subplot()
-    series = [("candidate", p, CANDIDATE_COLOR)]
-    if champion is not None:
-        series.append((f"champion v{version}", champion, CHAMPION_COLOR))
-    for name, scores, color in series:
+    for name, scores, color in _scored_by(p, champion, version):
         precision, recall, _ = precision_recall_curve(y, scores)
         ax.step(recall, precision, where="post", color=color, label=name)
     rate = float(np.mean(y))
