@@ -119,6 +119,20 @@ class RunLog:
         finally:
             db.close()
 
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction, taken at once (BEGIN IMMEDIATE) so that reads made inside it
+        decide with no other writer in between; committed on leaving, rolled back on error."""
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                if db.in_transaction:  # SQLite may have rolled back already
+                    db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
     def start_stage(
         self,
         run_id: str,
@@ -140,8 +154,7 @@ class RunLog:
         itself, after a crash, is not held back.
         """
         now = time.time()
-        with self._connect() as db:
-            db.execute("BEGIN IMMEDIATE")
+        with self._transaction() as db:
             prior_run = db.execute(
                 "SELECT status, trigger FROM runs WHERE id = ?", (run_id,)
             ).fetchone()
@@ -157,8 +170,7 @@ class RunLog:
                 and prior_run[0] != "failed"
             ):
                 # Decided inside the transaction: two workers given the same bytes at once
-                # cannot both start the run.
-                db.execute("ROLLBACK")
+                # cannot both start the run. Nothing is written on this way out.
                 return PriorState(
                     run_status=prior_run[0],
                     stage_status=None if prior_stage is None else prior_stage[0],
@@ -171,7 +183,6 @@ class RunLog:
                 and prior_stage[1] not in (None, message_id)
                 and (prior_stage[2] or 0) > now - lease_s
             ):
-                db.execute("ROLLBACK")
                 return PriorState(
                     run_status=None if prior_run is None else prior_run[0],
                     stage_status=prior_stage[0],
@@ -193,7 +204,6 @@ class RunLog:
                 "message_id=excluded.message_id",
                 (run_id, stage, "running", now, message_id, now),
             )
-            db.execute("COMMIT")
         return PriorState(
             run_status=None if prior_run is None else prior_run[0],
             stage_status=None if prior_stage is None else prior_stage[0],
@@ -233,8 +243,7 @@ class RunLog:
         the original; recording it again (a redelivered event) changes nothing.
         """
         now = time.time()
-        with self._connect() as db:
-            db.execute("BEGIN IMMEDIATE")
+        with self._transaction() as db:
             original = db.execute(
                 "SELECT model_version FROM runs WHERE id = ?", (duplicate_of,)
             ).fetchone()
@@ -260,7 +269,6 @@ class RunLog:
                 "VALUES (?,?,?,?,?,1) ON CONFLICT(run_id, name) DO NOTHING",
                 (run_id, "preprocess", "skipped", now, now),
             )
-            db.execute("COMMIT")
 
     def fail_abandoned(self, run_id: str, stage: str, error: str) -> bool:
         """Fail a run whose stage was left running or retrying (its message was given up on).
@@ -269,8 +277,7 @@ class RunLog:
         ignored. Returns whether anything changed.
         """
         now = time.time()
-        with self._connect() as db:
-            db.execute("BEGIN IMMEDIATE")
+        with self._transaction() as db:
             changed = db.execute(
                 "UPDATE stages SET status='failed', finished_at=?, error=? WHERE run_id=? "
                 "AND name=? AND status IN ('running', 'retrying')",
@@ -282,7 +289,6 @@ class RunLog:
                     "AND status='running'",
                     (error, now, run_id),
                 )
-            db.execute("COMMIT")
         return bool(changed)
 
     def finish_stage(
@@ -299,8 +305,7 @@ class RunLog:
     ) -> None:
         """Record a stage's outcome, and the run's when it ends here."""
         now = time.time()
-        with self._connect() as db:
-            db.execute("BEGIN IMMEDIATE")
+        with self._transaction() as db:
             db.execute(
                 "UPDATE stages SET status=?, finished_at=?, error=? WHERE run_id=? AND name=?",
                 (status, now, error, run_id, stage),
@@ -323,7 +328,6 @@ class RunLog:
                     run_id,
                 ),
             )
-            db.execute("COMMIT")
 
     def get(self, run_id: str) -> RunRecord | None:
         runs = self._select("WHERE id = ?", (run_id,))
