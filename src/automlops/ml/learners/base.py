@@ -97,6 +97,16 @@ def positive_weight(y: np.ndarray) -> float:
     return float(np.sum(y == 0)) / positives if positives else 1.0
 
 
+def objective(table: dict[Task, dict[str, Any]], task: Task, n_classes: int) -> dict[str, Any]:
+    """A boosting library's objective settings for `task` from its table; multiclass adds the
+    class count. The tables stop early on log loss, not AUC: AUC plateaus at once on small or
+    easy data (ties keep the first best), which stopped boosting after a round or two."""
+    settings = dict(table[task])
+    if task is Task.multiclass:
+        settings["num_class"] = n_classes
+    return settings
+
+
 def boosting_params(
     params: dict[str, Any], job: FitJob, max_rounds: int
 ) -> tuple[int, dict[str, Any]]:

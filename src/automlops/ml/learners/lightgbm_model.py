@@ -15,6 +15,7 @@ from automlops.ml.learners.base import (
     RoundCallback,
     boosting_params,
     normalise,
+    objective,
 )
 
 MODEL_FILE = "model.lgb.txt"
@@ -22,14 +23,12 @@ REPORT_EVERY = 5
 MAX_ROUNDS = 2000
 
 
-def _objective(task: Task, n_classes: int) -> dict[str, Any]:
-    if task is Task.binary:
-        # Early stopping on log loss, not AUC: AUC plateaus at once on small or easy data (ties
-        # keep the first best), which stopped boosting after a round or two.
-        return {"objective": "binary", "metric": "binary_logloss"}
-    if task is Task.multiclass:
-        return {"objective": "multiclass", "num_class": n_classes, "metric": "multi_logloss"}
-    return {"objective": "regression", "metric": "rmse"}
+# Stopping on log loss: see `objective`.
+OBJECTIVES: dict[Task, dict[str, Any]] = {
+    Task.binary: {"objective": "binary", "metric": "binary_logloss"},
+    Task.multiclass: {"objective": "multiclass", "metric": "multi_logloss"},
+    Task.regression: {"objective": "regression", "metric": "rmse"},
+}
 
 
 class LightGBMModel:
@@ -95,7 +94,7 @@ class LightGBMLearner:
     def fit(self, params: dict[str, Any], job: FitJob) -> LightGBMModel:
         rounds, params = boosting_params(params, job, MAX_ROUNDS)
         config = {
-            **_objective(job.task, job.n_classes),
+            **objective(OBJECTIVES, job.task, job.n_classes),
             **params,
             "bagging_freq": 1 if params.get("bagging_fraction", 1.0) < 1.0 else 0,
             "seed": job.seed,

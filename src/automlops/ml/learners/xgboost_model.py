@@ -9,7 +9,7 @@ import numpy as np
 import xgboost as xgb
 
 from automlops.config import Task
-from automlops.ml.learners.base import FitJob, RoundCallback, boosting_params, normalise
+from automlops.ml.learners.base import FitJob, RoundCallback, boosting_params, normalise, objective
 
 MODEL_FILE = "model.ubj"
 REPORT_EVERY = 5
@@ -27,14 +27,12 @@ MAX_ROUNDS = 2000
 _QUANTILE_MIN_ROWS = 200_000
 
 
-def objective_params(task: Task, n_classes: int) -> dict[str, Any]:
-    if task is Task.binary:
-        # Early stopping on log loss, not AUC: AUC plateaus at once on small or easy data (ties
-        # keep the first best), which stopped boosting after a round or two.
-        return {"objective": "binary:logistic", "eval_metric": "logloss"}
-    if task is Task.multiclass:
-        return {"objective": "multi:softprob", "num_class": n_classes, "eval_metric": "mlogloss"}
-    return {"objective": "reg:squarederror", "eval_metric": "rmse"}
+# Stopping on log loss: see `objective`.
+OBJECTIVES: dict[Task, dict[str, Any]] = {
+    Task.binary: {"objective": "binary:logistic", "eval_metric": "logloss"},
+    Task.multiclass: {"objective": "multi:softprob", "eval_metric": "mlogloss"},
+    Task.regression: {"objective": "reg:squarederror", "eval_metric": "rmse"},
+}
 
 
 class _Report(xgb.callback.TrainingCallback):
@@ -146,7 +144,7 @@ class XGBoostLearner:
             callbacks.append(_Deadline(job.deadline))
         booster = xgb.train(
             {
-                **objective_params(job.task, job.n_classes),
+                **objective(OBJECTIVES, job.task, job.n_classes),
                 **params,
                 "seed": job.seed,
                 "nthread": nthread,
