@@ -18,6 +18,12 @@ from automlops.config import Task
 # settings are the better first guess.
 SMALL_DATA_ROWS = 10_000
 
+# Boosting: rounds when the parameters name none (early stopping or a deadline ends sooner),
+# and how often (in rounds) progress goes to a RoundCallback.
+MAX_ROUNDS = 2000
+REPORT_EVERY = 5
+PATIENCE = 30  # early stopping: rounds without a better validation score before it stops
+
 # Called every few boosting rounds with (round, validation score, higher is better);
 # returning True stops training early (pruned trial or budget spent).
 RoundCallback = Callable[[int, float], bool]
@@ -107,13 +113,11 @@ def objective(table: dict[Task, dict[str, Any]], task: Task, n_classes: int) -> 
     return settings
 
 
-def boosting_params(
-    params: dict[str, Any], job: FitJob, max_rounds: int
-) -> tuple[int, dict[str, Any]]:
+def boosting_params(params: dict[str, Any], job: FitJob) -> tuple[int, dict[str, Any]]:
     """A boosting learner's round count and library parameters from trial parameters: `rounds`
-    (default `max_rounds`) comes out, and `balanced` becomes the positive class weight."""
+    (default MAX_ROUNDS) comes out, and `balanced` becomes the positive class weight."""
     params = dict(params)
-    rounds = int(params.pop("rounds", max_rounds))
+    rounds = int(params.pop("rounds", MAX_ROUNDS))
     if params.pop("balanced", False) and job.task is Task.binary:
         params["scale_pos_weight"] = positive_weight(job.train[1])
     return rounds, params

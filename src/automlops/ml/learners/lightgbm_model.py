@@ -10,6 +10,8 @@ import numpy as np
 
 from automlops.config import Task
 from automlops.ml.learners.base import (
+    PATIENCE,
+    REPORT_EVERY,
     SMALL_DATA_ROWS,
     FitJob,
     RoundCallback,
@@ -19,8 +21,6 @@ from automlops.ml.learners.base import (
 )
 
 MODEL_FILE = "model.lgb.txt"
-REPORT_EVERY = 5
-MAX_ROUNDS = 2000
 
 
 # Stopping on log loss: see `objective`.
@@ -92,7 +92,7 @@ class LightGBMLearner:
         }
 
     def fit(self, params: dict[str, Any], job: FitJob) -> LightGBMModel:
-        rounds, params = boosting_params(params, job, MAX_ROUNDS)
+        rounds, params = boosting_params(params, job)
         config = {
             **objective(OBJECTIVES, job.task, job.n_classes),
             **params,
@@ -108,7 +108,7 @@ class LightGBMLearner:
         valid_sets = []
         if job.has_validation:
             valid_sets = [lgb.Dataset(valid_x, label=valid_y, reference=dtrain)]
-            callbacks.append(lgb.early_stopping(30, verbose=False))
+            callbacks.append(lgb.early_stopping(PATIENCE, verbose=False))
             if job.on_round is not None:
                 callbacks.append(_reporter(job.on_round))
         if job.deadline is not None:

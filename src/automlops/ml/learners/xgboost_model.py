@@ -9,10 +9,17 @@ import numpy as np
 import xgboost as xgb
 
 from automlops.config import Task
-from automlops.ml.learners.base import FitJob, RoundCallback, boosting_params, normalise, objective
+from automlops.ml.learners.base import (
+    PATIENCE,
+    REPORT_EVERY,
+    FitJob,
+    RoundCallback,
+    boosting_params,
+    normalise,
+    objective,
+)
 
 MODEL_FILE = "model.ubj"
-REPORT_EVERY = 5
 
 # The reference pipeline's fixed settings: the tuner's first trial.
 REFERENCE_PARAMS: dict[str, Any] = {
@@ -23,7 +30,6 @@ REFERENCE_PARAMS: dict[str, Any] = {
     "subsample": 0.8,
 }
 REFERENCE_ROUNDS = 100
-MAX_ROUNDS = 2000
 _QUANTILE_MIN_ROWS = 200_000
 
 
@@ -123,7 +129,7 @@ class XGBoostLearner:
         }
 
     def fit(self, params: dict[str, Any], job: FitJob) -> XGBoostModel:
-        rounds, params = boosting_params(params, job, MAX_ROUNDS)
+        rounds, params = boosting_params(params, job)
         (x, y), (valid_x, valid_y) = job.train, job.validation
         nthread, has_validation = job.nthread, job.has_validation
         if has_validation or len(y) < _QUANTILE_MIN_ROWS:
@@ -154,7 +160,7 @@ class XGBoostLearner:
             dtrain,
             num_boost_round=rounds,
             evals=evals,
-            early_stopping_rounds=30 if has_validation else None,
+            early_stopping_rounds=PATIENCE if has_validation else None,
             verbose_eval=False,
             callbacks=callbacks,
         )
