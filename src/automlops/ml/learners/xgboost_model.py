@@ -21,15 +21,6 @@ from automlops.ml.learners.base import (
 
 MODEL_FILE = "model.ubj"
 
-# The reference pipeline's fixed settings: the tuner's first trial.
-REFERENCE_PARAMS: dict[str, Any] = {
-    "max_depth": 5,
-    "eta": 0.2,
-    "gamma": 4,
-    "min_child_weight": 6,
-    "subsample": 0.8,
-}
-REFERENCE_ROUNDS = 100
 _QUANTILE_MIN_ROWS = 200_000
 
 
@@ -99,6 +90,7 @@ class XGBoostLearner:
     model_file = MODEL_FILE
 
     def defaults(self, task: Task, n_rows: int) -> dict[str, Any]:
+        # The reference pipeline's fixed settings (its tree shape, rate and sampling).
         return {
             "learner": self.name,
             "xgboost.max_depth": 5,
