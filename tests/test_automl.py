@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from automlops.config import Manifest, Task
 from automlops.local.runtime import LocalRuntime
 from automlops.local.worker import Worker
+from automlops.ml.learners.base import FitJob
 from automlops.ml.learners.catalog import LEARNER_NAMES, learner
 from automlops.ml.tuning.outcome import SelectionData
 from automlops.ml.tuning.search import Tuner
@@ -150,7 +151,9 @@ def test_every_learner_round_trips_through_its_own_format(name: str, task: Task)
     k = 3 if task is Task.multiclass else (2 if task is Task.binary else 0)
     family = learner(name)
     params = {"rounds": 20} if name != "linear" else {}
-    model = family.fit(task, k, (x[:200], y[:200]), (x[200:], y[200:]), params, seed=0, nthread=1)
+    model = family.fit(
+        params, FitJob(task, k, (x[:200], y[:200]), (x[200:], y[200:]), seed=0, nthread=1)
+    )
     data = model.save()
     assert b"pickle" not in data[:100]
     loaded = family.load(data, task, k)

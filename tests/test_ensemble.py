@@ -19,6 +19,7 @@ from automlops.config import Manifest, Task
 from automlops.local.runtime import LocalRuntime
 from automlops.local.worker import Worker
 from automlops.ml.artifact import ModelArtifact
+from automlops.ml.learners.base import FitJob
 from automlops.ml.learners.catalog import learner, load_model
 from automlops.ml.learners.ensemble import EnsembleModel, Member, select_weights
 from automlops.ml.predictor import Predictor
@@ -62,9 +63,9 @@ def fitted_members(task: Task, k: int) -> tuple[np.ndarray, list[Member]]:
     y = (x[:, 0] + 0.5 * x[:, 1] > 0).astype(int) if task is Task.binary else None
     if task is Task.multiclass:
         y = np.digitize(x[:, 0], [-0.5, 0.5])
-    empty = (x[:0], y[:0])
-    lgb = learner("lightgbm").fit(task, k, (x, y), empty, {"rounds": 20}, seed=0, nthread=1)
-    lin = learner("linear").fit(task, k, (x, y), empty, {}, seed=0, nthread=1)
+    job = FitJob(task, k, (x, y), (x[:0], y[:0]), seed=0, nthread=1)
+    lgb = learner("lightgbm").fit({"rounds": 20}, job)
+    lin = learner("linear").fit({}, job)
     return x, [Member(3.0, lgb), Member(1.0, lin)]
 
 

@@ -15,16 +15,15 @@ if sys.argv[1] == "lean":
 
 import numpy as np
 from automlops.config import Task
+from automlops.ml.learners.base import FitJob
 from automlops.ml.learners.catalog import learner
 
 rng = np.random.default_rng(0)
 x = rng.normal(size=(2000, 4)).astype(np.float32)
 y = (x[:, 0] + 0.5 * x[:, 1] > 0).astype(float)
 for name in ("xgboost", "lightgbm"):
-    model = learner(name).fit(
-        Task.binary, 2, (x[:1500], y[:1500]), (x[1500:], y[1500:]), {"rounds": 30},
-        seed=1, nthread=1,
-    )
+    job = FitJob(Task.binary, 2, (x[:1500], y[:1500]), (x[1500:], y[1500:]), seed=1, nthread=1)
+    model = learner(name).fit({"rounds": 30}, job)
     print(name, np.round(model.predict(x[1500:1510]), 6).tolist())
 print(sorted(m for m in ("sklearn", "pandas") if m in sys.modules))
 import sklearn, pandas  # hidden only while the libraries were first imported

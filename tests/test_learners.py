@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from automlops.config import Task
+from automlops.ml.learners.base import FitJob
 from automlops.ml.learners.catalog import learner
 
 
@@ -17,9 +18,8 @@ def test_binary_early_stopping_does_not_stop_at_a_perfect_auc(name: str) -> None
     rng = np.random.default_rng(0)
     x = rng.normal(size=(400, 4)).astype(np.float32)
     y = (x[:, 0] > 0).astype(float)
-    model = learner(name).fit(
-        Task.binary, 2, (x[:300], y[:300]), (x[300:], y[300:]), {"rounds": 60}, seed=1, nthread=1
-    )
+    job = FitJob(Task.binary, 2, (x[:300], y[:300]), (x[300:], y[300:]), seed=1, nthread=1)
+    model = learner(name).fit({"rounds": 60}, job)
     assert model.rounds is not None and model.rounds > 5
     proba = model.predict(x[300:])
     assert ((proba > 0.5) == y[300:]).mean() >= 0.95

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -105,6 +107,7 @@ def test_a_refit_past_its_time_limit_stops_adding_rounds() -> None:
 def test_boosting_stops_at_its_deadline(name: str) -> None:
     import time
 
+    from automlops.ml.learners.base import FitJob
     from automlops.ml.learners.catalog import learner
 
     rng = np.random.default_rng(0)
@@ -115,9 +118,8 @@ def test_boosting_stops_at_its_deadline(name: str) -> None:
     params = {k.split(".", 1)[1]: v for k, v in defaults.items() if "." in k}
     params["rounds"] = 200
     empty = (x[:0], y[:0])
-    model = family.fit(
-        Task.binary, 2, (x, y), empty, params, seed=0, nthread=1, deadline=time.monotonic() - 1
-    )
+    job = FitJob(Task.binary, 2, (x, y), empty, seed=0, nthread=1, deadline=time.monotonic() - 1)
+    model = family.fit(params, job)
     assert model.rounds == 1
 
 
@@ -126,14 +128,15 @@ def test_a_refit_that_ends_early_by_itself_keeps_the_out_of_fold_predictions(
 ) -> None:
     # LightGBM stops adding rounds once no leaf can be split (on small multiclass data it
     # does, e.g. wine); the refit is then shorter than asked for, with no time limit involved.
-    from automlops.ml.learners.lightgbm_model import LightGBMLearner
+    from automlops.ml.learners.base import FitJob
+    from automlops.ml.learners.lightgbm_model import LightGBMLearner, LightGBMModel
 
     fit = LightGBMLearner.fit
 
-    def stops_early(self, task, n_classes, train, validation, params, **kwargs):  # type: ignore[no-untyped-def]
-        if not len(validation[1]):  # the refit on all rows
+    def stops_early(self: LightGBMLearner, params: dict[str, Any], job: FitJob) -> LightGBMModel:
+        if not job.has_validation:  # the refit on all rows
             params = {**params, "rounds": max(1, params["rounds"] // 2)}
-        return fit(self, task, n_classes, train, validation, params, **kwargs)
+        return fit(self, params, job)
 
     monkeypatch.setattr(LightGBMLearner, "fit", stops_early)
     rng = np.random.default_rng(0)

@@ -56,6 +56,15 @@ class ModelVersion(BaseModel):
     def last_reason(self) -> str | None:
         return self.decisions[-1].reason if self.decisions else None
 
+    def decide(
+        self, status: VersionStatus, reason: str, details: dict[str, Any] | None = None
+    ) -> None:
+        """Move to `status`, recording why and when."""
+        self.status = status
+        self.decisions.append(
+            Decision(status=status, reason=reason, at=_now(), details=details or {})
+        )
+
 
 class RegistryDoc(BaseModel):
     dataset: str
@@ -152,21 +161,9 @@ class Registry:
                 return entry
             if doc.champion is not None:
                 previous = doc.get(doc.champion)
-                previous.status = VersionStatus.archived
-                previous.decisions.append(
-                    Decision(
-                        status=VersionStatus.archived,
-                        reason=f"replaced by version {version}",
-                        at=_now(),
-                    )
-                )
+                previous.decide(VersionStatus.archived, f"replaced by version {version}")
                 doc.champion_history.append(doc.champion)
-            entry.status = VersionStatus.champion
-            entry.decisions.append(
-                Decision(
-                    status=VersionStatus.champion, reason=reason, at=_now(), details=details or {}
-                )
-            )
+            entry.decide(VersionStatus.champion, reason, details)
             doc.champion = version
             return entry
 
@@ -179,12 +176,7 @@ class Registry:
             entry = doc.get(version)
             if entry.status is VersionStatus.champion:
                 raise PermanentError(f"version {version} is the champion; roll back instead")
-            entry.status = VersionStatus.rejected
-            entry.decisions.append(
-                Decision(
-                    status=VersionStatus.rejected, reason=reason, at=_now(), details=details or {}
-                )
-            )
+            entry.decide(VersionStatus.rejected, reason, details)
             return entry
 
         return self.update(dataset, change)
@@ -196,18 +188,10 @@ class Registry:
             if doc.champion is None or not doc.champion_history:
                 raise PermanentError(f"dataset {dataset!r} has no earlier champion to roll back to")
             current = doc.get(doc.champion)
-            current.status = VersionStatus.archived
-            current.decisions.append(
-                Decision(status=VersionStatus.archived, reason=reason, at=_now())
-            )
+            current.decide(VersionStatus.archived, reason)
             restored = doc.get(doc.champion_history.pop())
-            restored.status = VersionStatus.champion
-            restored.decisions.append(
-                Decision(
-                    status=VersionStatus.champion,
-                    reason=f"restored by rollback from version {current.version}",
-                    at=_now(),
-                )
+            restored.decide(
+                VersionStatus.champion, f"restored by rollback from version {current.version}"
             )
             doc.champion = restored.version
             return restored

@@ -5,12 +5,11 @@ from __future__ import annotations
 import builtins
 import sqlite3
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from pydantic import BaseModel
 
+from automlops.local.sqlite_connection import connection, transaction
 from automlops.routing import STAGE_ORDER
 
 _SCHEMA = """
@@ -97,7 +96,7 @@ class RunLog:
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
+        with connection(self.path) as db:
             db.executescript(_SCHEMA)
             for table, columns in _ADDED_COLUMNS.items():
                 present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
@@ -109,15 +108,6 @@ class RunLog:
                     except sqlite3.OperationalError as exc:  # another process added it first
                         if "duplicate column" not in str(exc):
                             raise
-
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            yield db
-        finally:
-            db.close()
 
     def start_stage(
         self,
@@ -140,8 +130,7 @@ class RunLog:
         itself, after a crash, is not held back.
         """
         now = time.time()
-        with self._connect() as db:
-            db.execute("BEGIN IMMEDIATE")
+        with transaction(self.path) as db:
             prior_run = db.execute(
                 "SELECT status, trigger FROM runs WHERE id = ?", (run_id,)
             ).fetchone()
@@ -157,8 +146,7 @@ class RunLog:
                 and prior_run[0] != "failed"
             ):
                 # Decided inside the transaction: two workers given the same bytes at once
-                # cannot both start the run.
-                db.execute("ROLLBACK")
+                # cannot both start the run. Nothing is written on this way out.
                 return PriorState(
                     run_status=prior_run[0],
                     stage_status=None if prior_stage is None else prior_stage[0],
@@ -171,7 +159,6 @@ class RunLog:
                 and prior_stage[1] not in (None, message_id)
                 and (prior_stage[2] or 0) > now - lease_s
             ):
-                db.execute("ROLLBACK")
                 return PriorState(
                     run_status=None if prior_run is None else prior_run[0],
                     stage_status=prior_stage[0],
@@ -193,7 +180,6 @@ class RunLog:
                 "message_id=excluded.message_id",
                 (run_id, stage, "running", now, message_id, now),
             )
-            db.execute("COMMIT")
         return PriorState(
             run_status=None if prior_run is None else prior_run[0],
             stage_status=None if prior_stage is None else prior_stage[0],
@@ -202,7 +188,7 @@ class RunLog:
     def renew_lease(self, run_id: str, stage: str, message_id: str) -> None:
         """Say that `message_id` is still running this stage (a heartbeat): the lease of
         `start_stage` counts from the latest renewal, so a long stage is not started twice."""
-        with self._connect() as db:
+        with connection(self.path) as db:
             db.execute(
                 "UPDATE stages SET heartbeat_at = ? WHERE run_id = ? AND name = ? "
                 "AND message_id = ? AND status = 'running'",
@@ -211,7 +197,7 @@ class RunLog:
 
     def run_of_trigger(self, trigger: str) -> str | None:
         """The run an upload event started or was recorded under (None if none)."""
-        with self._connect() as db:
+        with connection(self.path) as db:
             row = db.execute(
                 "SELECT id FROM runs WHERE trigger = ? ORDER BY created_at LIMIT 1", (trigger,)
             ).fetchone()
@@ -233,8 +219,7 @@ class RunLog:
         the original; recording it again (a redelivered event) changes nothing.
         """
         now = time.time()
-        with self._connect() as db:
-            db.execute("BEGIN IMMEDIATE")
+        with transaction(self.path) as db:
             original = db.execute(
                 "SELECT model_version FROM runs WHERE id = ?", (duplicate_of,)
             ).fetchone()
@@ -260,7 +245,6 @@ class RunLog:
                 "VALUES (?,?,?,?,?,1) ON CONFLICT(run_id, name) DO NOTHING",
                 (run_id, "preprocess", "skipped", now, now),
             )
-            db.execute("COMMIT")
 
     def fail_abandoned(self, run_id: str, stage: str, error: str) -> bool:
         """Fail a run whose stage was left running or retrying (its message was given up on).
@@ -269,8 +253,7 @@ class RunLog:
         ignored. Returns whether anything changed.
         """
         now = time.time()
-        with self._connect() as db:
-            db.execute("BEGIN IMMEDIATE")
+        with transaction(self.path) as db:
             changed = db.execute(
                 "UPDATE stages SET status='failed', finished_at=?, error=? WHERE run_id=? "
                 "AND name=? AND status IN ('running', 'retrying')",
@@ -282,7 +265,6 @@ class RunLog:
                     "AND status='running'",
                     (error, now, run_id),
                 )
-            db.execute("COMMIT")
         return bool(changed)
 
     def finish_stage(
@@ -299,8 +281,7 @@ class RunLog:
     ) -> None:
         """Record a stage's outcome, and the run's when it ends here."""
         now = time.time()
-        with self._connect() as db:
-            db.execute("BEGIN IMMEDIATE")
+        with transaction(self.path) as db:
             db.execute(
                 "UPDATE stages SET status=?, finished_at=?, error=? WHERE run_id=? AND name=?",
                 (status, now, error, run_id, stage),
@@ -323,7 +304,6 @@ class RunLog:
                     run_id,
                 ),
             )
-            db.execute("COMMIT")
 
     def get(self, run_id: str) -> RunRecord | None:
         runs = self._select("WHERE id = ?", (run_id,))
@@ -337,7 +317,7 @@ class RunLog:
 
     # `builtins.list`: inside the class body `list` names the method above.
     def _select(self, clause: str, params: tuple[object, ...]) -> builtins.list[RunRecord]:
-        with self._connect() as db:
+        with connection(self.path) as db:
             rows = db.execute(f"SELECT {_RUN_COLUMNS} FROM runs {clause}", params).fetchall()
             records = []
             for row in rows:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from sklearn.calibration import calibration_curve
@@ -56,19 +57,39 @@ def _png(fig: Figure) -> bytes:
     return buffer.getvalue()
 
 
+def _scorer_curves(
+    y: np.ndarray,
+    p: np.ndarray,
+    champion: np.ndarray | None,
+    version: int | None,
+    draw: Callable[[Axes, np.ndarray, np.ndarray, str, str], None],
+) -> tuple[Figure, Axes]:
+    """A figure with one curve per scorer: the candidate, and the champion on the same rows.
+
+    `draw(ax, y, scores, label, colour)` draws one scorer's curve."""
+    fig = _figure(fixed=True)
+    ax = fig.add_subplot()
+    draw(ax, y, p, "candidate", CANDIDATE_COLOR)
+    if champion is not None:
+        draw(ax, y, champion, f"champion v{version}", CHAMPION_COLOR)
+    return fig, ax
+
+
+def _roc_curve(ax: Axes, y: np.ndarray, scores: np.ndarray, label: str, color: str) -> None:
+    fpr, tpr, _ = roc_curve(y, scores)
+    ax.plot(fpr, tpr, color=color, label=f"{label} (AUC {float(auc(fpr, tpr)):.3f})")
+
+
+def _pr_curve(ax: Axes, y: np.ndarray, scores: np.ndarray, label: str, color: str) -> None:
+    precision, recall, _ = precision_recall_curve(y, scores)
+    ax.step(recall, precision, where="post", color=color, label=label)
+
+
 def roc_plot(
     y: np.ndarray, p: np.ndarray, champion: np.ndarray | None, version: int | None
 ) -> bytes:
     """ROC curve of the candidate (and the champion on the same rows)."""
-    fig = _figure(fixed=True)
-    ax = fig.add_subplot()
-    series = [("candidate", p, CANDIDATE_COLOR)]
-    if champion is not None:
-        series.append((f"champion v{version}", champion, CHAMPION_COLOR))
-    for name, scores, color in series:
-        fpr, tpr, _ = roc_curve(y, scores)
-        area = float(auc(fpr, tpr))
-        ax.plot(fpr, tpr, color=color, label=f"{name} (AUC {area:.3f})")
+    fig, ax = _scorer_curves(y, p, champion, version, _roc_curve)
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="chance")
     ax.set(title="ROC curve", xlabel="False positive rate", ylabel="True positive rate")
     ax.legend(loc="lower right")
@@ -79,14 +100,7 @@ def pr_plot(
     y: np.ndarray, p: np.ndarray, champion: np.ndarray | None, version: int | None
 ) -> bytes:
     """Precision-recall curve with the no-skill line at the positive rate."""
-    fig = _figure(fixed=True)
-    ax = fig.add_subplot()
-    series = [("candidate", p, CANDIDATE_COLOR)]
-    if champion is not None:
-        series.append((f"champion v{version}", champion, CHAMPION_COLOR))
-    for name, scores, color in series:
-        precision, recall, _ = precision_recall_curve(y, scores)
-        ax.step(recall, precision, where="post", color=color, label=name)
+    fig, ax = _scorer_curves(y, p, champion, version, _pr_curve)
     rate = float(np.mean(y))
     ax.axhline(rate, linestyle="--", color="grey", label=f"no skill ({rate:.2f})")
     ax.set(title="Precision-recall curve", xlabel="Recall", ylabel="Precision", ylim=(0, 1.02))

@@ -10,26 +10,25 @@ import numpy as np
 
 from automlops.config import Task
 from automlops.ml.learners.base import (
+    PATIENCE,
+    REPORT_EVERY,
     SMALL_DATA_ROWS,
-    Data,
+    FitJob,
     RoundCallback,
+    boosting_params,
     normalise,
-    positive_weight,
+    objective,
 )
 
 MODEL_FILE = "model.lgb.txt"
-REPORT_EVERY = 5
-MAX_ROUNDS = 2000
 
 
-def _objective(task: Task, n_classes: int) -> dict[str, Any]:
-    if task is Task.binary:
-        # Early stopping on log loss, not AUC: AUC plateaus at once on small or easy data (ties
-        # keep the first best), which stopped boosting after a round or two.
-        return {"objective": "binary", "metric": "binary_logloss"}
-    if task is Task.multiclass:
-        return {"objective": "multiclass", "num_class": n_classes, "metric": "multi_logloss"}
-    return {"objective": "regression", "metric": "rmse"}
+# Stopping on log loss: see `objective`.
+OBJECTIVES: dict[Task, dict[str, Any]] = {
+    Task.binary: {"objective": "binary", "metric": "binary_logloss"},
+    Task.multiclass: {"objective": "multiclass", "metric": "multi_logloss"},
+    Task.regression: {"objective": "regression", "metric": "rmse"},
+}
 
 
 class LightGBMModel:
@@ -92,48 +91,34 @@ class LightGBMLearner:
             else False,
         }
 
-    def fit(
-        self,
-        task: Task,
-        n_classes: int,
-        train: Data,
-        validation: Data,
-        params: dict[str, Any],
-        *,
-        seed: int,
-        nthread: int,
-        on_round: RoundCallback | None = None,
-        deadline: float | None = None,
-    ) -> LightGBMModel:
-        params = dict(params)
-        rounds = int(params.pop("rounds", MAX_ROUNDS))
-        if params.pop("balanced", False) and task is Task.binary:
-            params["scale_pos_weight"] = positive_weight(train[1])
+    def fit(self, params: dict[str, Any], job: FitJob) -> LightGBMModel:
+        rounds, params = boosting_params(params, job)
         config = {
-            **_objective(task, n_classes),
+            **objective(OBJECTIVES, job.task, job.n_classes),
             **params,
             "bagging_freq": 1 if params.get("bagging_fraction", 1.0) < 1.0 else 0,
-            "seed": seed,
+            "seed": job.seed,
             "deterministic": True,
-            "num_threads": nthread,
+            "num_threads": job.nthread,
             "verbosity": -1,
         }
-        dtrain = lgb.Dataset(train[0], label=train[1], free_raw_data=True)
+        (x, y), (valid_x, valid_y) = job.train, job.validation
+        dtrain = lgb.Dataset(x, label=y, free_raw_data=True)
         callbacks: list[Any] = []
         valid_sets = []
-        if len(validation[1]):
-            valid_sets = [lgb.Dataset(validation[0], label=validation[1], reference=dtrain)]
-            callbacks.append(lgb.early_stopping(30, verbose=False))
-            if on_round is not None:
-                callbacks.append(_reporter(on_round))
-        if deadline is not None:
-            callbacks.append(_deadline(deadline))
+        if job.has_validation:
+            valid_sets = [lgb.Dataset(valid_x, label=valid_y, reference=dtrain)]
+            callbacks.append(lgb.early_stopping(PATIENCE, verbose=False))
+            if job.on_round is not None:
+                callbacks.append(_reporter(job.on_round))
+        if job.deadline is not None:
+            callbacks.append(_deadline(job.deadline))
         booster = lgb.train(
             config, dtrain, num_boost_round=rounds, valid_sets=valid_sets, callbacks=callbacks
         )
         if booster.best_iteration and booster.best_iteration < booster.current_iteration():
             booster = lgb.Booster(model_str=booster.model_to_string(booster.best_iteration))
-        return LightGBMModel(booster, nthread)
+        return LightGBMModel(booster, job.nthread)
 
     def load(self, data: bytes, task: Task, n_classes: int, *, nthread: int = 1) -> LightGBMModel:
         return LightGBMModel(lgb.Booster(model_str=data.decode()), nthread)

@@ -11,7 +11,7 @@ import numpy as np
 import orjson
 
 from automlops.config import Task
-from automlops.ml.learners.base import Data, RoundCallback, normalise
+from automlops.ml.learners.base import FitJob, normalise
 
 MODEL_FILE = "model.linear.json"
 
@@ -77,22 +77,11 @@ class LinearLearner:
             else False,
         }
 
-    def fit(
-        self,
-        task: Task,
-        n_classes: int,
-        train: Data,
-        validation: Data,
-        params: dict[str, Any],
-        *,
-        seed: int,
-        nthread: int,
-        on_round: RoundCallback | None = None,
-        deadline: float | None = None,
-    ) -> LinearModel:
+    def fit(self, params: dict[str, Any], job: FitJob) -> LinearModel:
         from sklearn.linear_model import LogisticRegression, Ridge
 
-        features, y = train
+        task, n_classes, seed = job.task, job.n_classes, job.seed
+        features, y = job.train
         mean = features.mean(axis=0)
         scale = features.std(axis=0)
         scale[scale == 0] = 1.0

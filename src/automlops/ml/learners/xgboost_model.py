@@ -9,32 +9,27 @@ import numpy as np
 import xgboost as xgb
 
 from automlops.config import Task
-from automlops.ml.learners.base import Data, RoundCallback, normalise, positive_weight
+from automlops.ml.learners.base import (
+    PATIENCE,
+    REPORT_EVERY,
+    FitJob,
+    RoundCallback,
+    boosting_params,
+    normalise,
+    objective,
+)
 
 MODEL_FILE = "model.ubj"
-REPORT_EVERY = 5
 
-# The reference pipeline's fixed settings: the tuner's first trial.
-REFERENCE_PARAMS: dict[str, Any] = {
-    "max_depth": 5,
-    "eta": 0.2,
-    "gamma": 4,
-    "min_child_weight": 6,
-    "subsample": 0.8,
-}
-REFERENCE_ROUNDS = 100
-MAX_ROUNDS = 2000
 _QUANTILE_MIN_ROWS = 200_000
 
 
-def objective_params(task: Task, n_classes: int) -> dict[str, Any]:
-    if task is Task.binary:
-        # Early stopping on log loss, not AUC: AUC plateaus at once on small or easy data (ties
-        # keep the first best), which stopped boosting after a round or two.
-        return {"objective": "binary:logistic", "eval_metric": "logloss"}
-    if task is Task.multiclass:
-        return {"objective": "multi:softprob", "num_class": n_classes, "eval_metric": "mlogloss"}
-    return {"objective": "reg:squarederror", "eval_metric": "rmse"}
+# Stopping on log loss: see `objective`.
+OBJECTIVES: dict[Task, dict[str, Any]] = {
+    Task.binary: {"objective": "binary:logistic", "eval_metric": "logloss"},
+    Task.multiclass: {"objective": "multi:softprob", "eval_metric": "mlogloss"},
+    Task.regression: {"objective": "reg:squarederror", "eval_metric": "rmse"},
+}
 
 
 class _Report(xgb.callback.TrainingCallback):
@@ -95,6 +90,7 @@ class XGBoostLearner:
     model_file = MODEL_FILE
 
     def defaults(self, task: Task, n_rows: int) -> dict[str, Any]:
+        # The reference pipeline's fixed settings (its tree shape, rate and sampling).
         return {
             "learner": self.name,
             "xgboost.max_depth": 5,
@@ -124,48 +120,31 @@ class XGBoostLearner:
             else False,
         }
 
-    def fit(
-        self,
-        task: Task,
-        n_classes: int,
-        train: Data,
-        validation: Data,
-        params: dict[str, Any],
-        *,
-        seed: int,
-        nthread: int,
-        on_round: RoundCallback | None = None,
-        deadline: float | None = None,
-    ) -> XGBoostModel:
-        params = dict(params)
-        rounds = int(params.pop("rounds", MAX_ROUNDS))
-        balanced = params.pop("balanced", False)
-        if balanced and task is Task.binary:
-            params["scale_pos_weight"] = positive_weight(train[1])
-        has_validation = len(validation[1]) > 0
-        if has_validation or len(train[1]) < _QUANTILE_MIN_ROWS:
-            dtrain = xgb.DMatrix(train[0], label=train[1], nthread=nthread)
+    def fit(self, params: dict[str, Any], job: FitJob) -> XGBoostModel:
+        rounds, params = boosting_params(params, job)
+        (x, y), (valid_x, valid_y) = job.train, job.validation
+        nthread, has_validation = job.nthread, job.has_validation
+        if has_validation or len(y) < _QUANTILE_MIN_ROWS:
+            dtrain = xgb.DMatrix(x, label=y, nthread=nthread)
         else:
             # A refit on many rows: the quantised matrix "hist" trains from, built directly,
             # instead of a full copy of the features first (memory and seconds on millions).
-            dtrain = xgb.QuantileDMatrix(train[0], label=train[1], nthread=nthread)
+            dtrain = xgb.QuantileDMatrix(x, label=y, nthread=nthread)
         evals = []
         if has_validation:
-            evals = [
-                (xgb.DMatrix(validation[0], label=validation[1], nthread=nthread), "validation")
-            ]
+            evals = [(xgb.DMatrix(valid_x, label=valid_y, nthread=nthread), "validation")]
         callbacks: list[xgb.callback.TrainingCallback] = (
             []
-            if on_round is None or not has_validation
-            else [_Report(on_round, higher_is_better=False)]  # logloss, mlogloss, rmse
+            if job.on_round is None or not has_validation
+            else [_Report(job.on_round, higher_is_better=False)]  # logloss, mlogloss, rmse
         )
-        if deadline is not None:
-            callbacks.append(_Deadline(deadline))
+        if job.deadline is not None:
+            callbacks.append(_Deadline(job.deadline))
         booster = xgb.train(
             {
-                **objective_params(task, n_classes),
+                **objective(OBJECTIVES, job.task, job.n_classes),
                 **params,
-                "seed": seed,
+                "seed": job.seed,
                 "nthread": nthread,
                 "tree_method": "hist",
                 "verbosity": 0,
@@ -173,7 +152,7 @@ class XGBoostLearner:
             dtrain,
             num_boost_round=rounds,
             evals=evals,
-            early_stopping_rounds=30 if has_validation else None,
+            early_stopping_rounds=PATIENCE if has_validation else None,
             verbose_eval=False,
             callbacks=callbacks,
         )

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from automlops.config import Task
-from automlops.ml.learners.base import Learner, Model
+from automlops.ml.learners.base import FitJob, Learner, Model
 from automlops.ml.learners.ensemble import ENSEMBLE, EnsembleModel, Member
 from automlops.ml.tuning.candidates import Candidate, Weighted
 from automlops.ml.tuning.outcome import EnsembleMember, Refit, RefitStatus
@@ -90,16 +90,16 @@ class Refitter:
     def fit(self, c: Candidate, deadline: float | None = None) -> Model:
         """`c`'s configuration fitted on every row (boosting stops at `deadline` if given)."""
         x, y = self.rows.all_x, self.rows.all_y
-        return self.families[c.learner].fit(
+        job = FitJob(
             self.task,
             self.n_classes,
-            (x, y),
-            (x[:0], y[:0]),
-            refit_params(c, self.rows),
+            train=(x, y),
+            validation=(x[:0], y[:0]),  # no early stopping: the selected round count is kept
             seed=self.seed,
             nthread=self.nthread,
             deadline=deadline,
         )
+        return self.families[c.learner].fit(refit_params(c, self.rows), job)
 
     def single(self, chosen: Candidate) -> FinalModel:
         """The chosen candidate refitted, or its trial model when no time is left."""

@@ -19,7 +19,7 @@ import numpy as np
 import optuna
 
 from automlops.config import Task
-from automlops.ml.learners.base import Data, Learner, Model
+from automlops.ml.learners.base import Data, FitJob, Learner, Model
 from automlops.ml.learners.catalog import LEARNER_NAMES, learner
 from automlops.ml.tuning.candidates import Candidate, CandidatePool
 from automlops.ml.tuning.outcome import Refit, Selection, TrialRecord, TrialState
@@ -98,16 +98,10 @@ class _Search:
         self, family: Learner, params: dict[str, Any], data: Data, held: Data, watch: _RoundWatch
     ) -> Model:
         t = self.tuner
-        return family.fit(
-            t.task,
-            t.n_classes,
-            data,
-            held,
-            params,
-            seed=t.seed,
-            nthread=t.nthread,
-            on_round=watch,
+        job = FitJob(
+            t.task, t.n_classes, data, held, seed=t.seed, nthread=t.nthread, on_round=watch
         )
+        return family.fit(params, job)
 
     def evaluate(self, trial: optuna.Trial, family: Learner, params: dict[str, Any]) -> _Evaluation:
         """Fits and scores one configuration on the validation split or across the folds."""
