@@ -263,9 +263,7 @@ def evaluate(record: SqsRecord, ports: Ports) -> StageResult:
         assert champion is not None
         evidence = _score_champion(ports, message, candidate, scored, champion, manifest)
     previous = None if champion is None or champion.version == entry.version else champion.version
-    gate = decide(scored.metrics, manifest.min_metrics, evidence.comparisons, previous)
-    if evidence.unscorable:
-        gate = replace(gate, promote=False, reason=evidence.unscorable)
+    gate = _decide(scored, manifest, evidence, previous)
     details = gate.details(evidence.row_sets)
     report = _report(ports, message, entry, candidate, scored, evidence, gate, details)
     date = ports.clock().strftime("%Y-%m-%d")
@@ -338,22 +336,33 @@ def _score_champion(
             evidence.unscorable = outcome
         elif outcome is not None:
             pairs.append(outcome)
+    _compare_pairs(evidence, pairs, candidate.meta.task, manifest, ports.settings.seed)
+    return evidence
+
+
+def _compare_pairs(
+    evidence: ChampionEvidence,
+    pairs: list[PairedScores],
+    task: Task,
+    manifest: Manifest,
+    seed: int,
+) -> None:
+    """The gate's comparison of both models on each row set, added to `evidence`."""
     for pair in pairs:
         evidence.comparisons[pair.rows.name] = compare(
-            candidate.meta.task,
+            task,
             pair.rows.y,
             pair.candidate,
             pair.champion,
             margin=manifest.gate_margin,
             confidence=manifest.gate_confidence,
-            seed=ports.settings.seed,
+            seed=seed,
         )
         evidence.row_sets[pair.rows.name] = {
             "title": ROW_SET_TITLES[pair.rows.name],
             "key": pair.rows.key,
             "left_out_rows": pair.rows.left_out,
         }
-    return evidence
 
 
 def _score_champion_split(
@@ -378,7 +387,22 @@ def _score_champion_split(
     return PairedScores(old, cand_old, incumbent.score(ports, old.features))
 
 
+def _decide(
+    scored: CandidateScore,
+    manifest: Manifest,
+    evidence: ChampionEvidence,
+    previous: int | None,
+) -> GateDecision:
+    """The gate's decision; never a promotion when the candidate cannot score the rows of
+    the champion it would replace."""
+    gate = decide(scored.metrics, manifest.min_metrics, evidence.comparisons, previous)
+    if evidence.unscorable:
+        gate = replace(gate, promote=False, reason=evidence.unscorable)
+    return gate
+
+
 def _status(gate: GateDecision) -> VersionStatus:
+    """The status the gate's decision gives the candidate."""
     return VersionStatus.champion if gate.promote else VersionStatus.rejected
 
 
