@@ -17,7 +17,7 @@ from automlops.config import Manifest, Task
 from automlops.errors import PermanentError
 from automlops.ml.evaluation import drift
 from automlops.ports import Ports
-from automlops.registry import Registry
+from automlops.registry import ModelVersion, Registry
 from automlops.tabular.schema import DatasetSchema
 
 # Rows compared per side at most. PSI over deciles and frequent categories is settled long
@@ -52,44 +52,60 @@ def check_drift(
     elif store.head(buckets.automl_data, train_key) is None:
         report.notes.append(f"the champion's training data {train_key} is gone")
     else:
-        baseline, baseline_rows = _read_sample(
-            store.get(buckets.automl_data, train_key), ports.settings.seed
-        )
-        if baseline.height < baseline_rows:
-            report.notes.append(
-                f"the champion's {baseline_rows:,} training rows compared through a seeded "
-                f"sample of {baseline.height:,}"
-            )
-        current = frame
-        if frame.height > DRIFT_MAX_ROWS:
-            current = frame.sample(DRIFT_MAX_ROWS, seed=ports.settings.seed)
-            report.notes.append(
-                f"the upload's {frame.height:,} rows compared through a seeded sample of "
-                f"{DRIFT_MAX_ROWS:,}"
-            )
-        kinds, known, target_kind = _training_view(ports, run.dataset, champion.run_id, baseline)
-        columns, new, vanished, skipped = drift.compare_frames(
-            baseline,
-            current,
-            {k: v for k, v in kinds.items() if k != target},
-            known_columns=known,
-            target=target,
-            target_kind=target_kind,
-        )
-        report.baseline = drift.BaselineRef(
-            version=champion.version,
-            run_id=champion.run_id,
-            train_key=train_key,
-            rows=baseline.height,
-        )
-        report.columns, report.new_columns = columns, new
-        report.vanished_columns, report.skipped = vanished, skipped
-        report.drifted = [c.name for c in columns if c.drifted and c.role == "feature"] + vanished
-    store.put(
-        buckets.automl_data,
-        keys.drift_key(run.dataset, run.run_id),
-        report.model_dump_json(indent=1).encode(),
+        _compare_with_champion(ports, report, champion, train_key, frame, target)
+    drift_key = keys.drift_key(run.dataset, run.run_id)
+    store.put(buckets.automl_data, drift_key, report.model_dump_json(indent=1).encode())
+    return _verdict(report, manifest, source, f"{buckets.automl_data}/{drift_key}")
+
+
+def _compare_with_champion(
+    ports: Ports,
+    report: drift.DriftReport,
+    champion: ModelVersion,
+    train_key: str,
+    frame: pl.DataFrame,
+    target: str,
+) -> None:
+    """Compare the upload with the champion's training split; the findings go into `report`."""
+    seed = ports.settings.seed
+    baseline, baseline_rows = _read_sample(
+        ports.store.get(ports.settings.buckets.automl_data, train_key), seed
     )
+    if baseline.height < baseline_rows:
+        report.notes.append(
+            f"the champion's {baseline_rows:,} training rows compared through a seeded "
+            f"sample of {baseline.height:,}"
+        )
+    current = frame
+    if frame.height > DRIFT_MAX_ROWS:
+        current = frame.sample(DRIFT_MAX_ROWS, seed=seed)
+        report.notes.append(
+            f"the upload's {frame.height:,} rows compared through a seeded sample of "
+            f"{DRIFT_MAX_ROWS:,}"
+        )
+    kinds, known, target_kind = _training_view(ports, report.dataset, champion.run_id, baseline)
+    columns, new, vanished, skipped = drift.compare_frames(
+        baseline,
+        current,
+        {k: v for k, v in kinds.items() if k != target},
+        known_columns=known,
+        target=target,
+        target_kind=target_kind,
+    )
+    report.baseline = drift.BaselineRef(
+        version=champion.version,
+        run_id=champion.run_id,
+        train_key=train_key,
+        rows=baseline.height,
+    )
+    report.columns, report.new_columns = columns, new
+    report.vanished_columns, report.skipped = vanished, skipped
+    report.drifted = [c.name for c in columns if c.drifted and c.role == "feature"] + vanished
+
+
+def _verdict(report: drift.DriftReport, manifest: Manifest, source: str, where: str) -> list[str]:
+    """The manifest's `drift` setting applied: no notes without drift, a note under `warn`,
+    PermanentError under `block` (naming `where` the report is)."""
     if not report.drifted:
         return []
     assert report.baseline is not None
@@ -100,7 +116,7 @@ def check_drift(
     if manifest.drift == "block":
         raise PermanentError(
             f"{source}: {message}. The manifest's drift setting is 'block', so nothing was "
-            f"trained; see {buckets.automl_data}/{keys.drift_key(run.dataset, run.run_id)}"
+            f"trained; see {where}"
         )
     return [message]
 

@@ -10,7 +10,7 @@ report.html and its plots in the model-monitoring bucket.
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -18,13 +18,19 @@ import orjson
 import polars as pl
 
 from automlops import keys
-from automlops.config import Task
+from automlops.config import Manifest, Task
 from automlops.errors import PermanentError
 from automlops.events import EvaluationMessage, SqsRecord
 from automlops.manifests import load_manifest
 from automlops.ml.artifact import ModelArtifact, ModelMetadata
 from automlops.ml.evaluation import metrics
-from automlops.ml.evaluation.gate import ROW_SET_TITLES, Comparison, compare, decide
+from automlops.ml.evaluation.gate import (
+    ROW_SET_TITLES,
+    Comparison,
+    GateDecision,
+    compare,
+    decide,
+)
 from automlops.ports import ModelHost, ObjectStore, Ports
 from automlops.registry import ModelVersion, Registry, VersionStatus
 from automlops.reports.report import (
@@ -188,6 +194,54 @@ def read_rows(store: ObjectStore, bucket: str, key: str, meta: ModelMetadata, na
     return RowSet(name, key, features, y[keep], int((~keep).sum()))
 
 
+@dataclass(frozen=True)
+class ScoredModel:
+    """A model version as evaluate scores it: its endpoint, its artifact, and the metadata its
+    outputs are read with (the champion's is viewed in the candidate's label order)."""
+
+    endpoint: str
+    artifact: ModelArtifact
+    meta: ModelMetadata
+
+    def score(self, ports: Ports, features: pl.DataFrame) -> np.ndarray:
+        """This version's outputs for `features` (see `score_rows`)."""
+        return score_rows(
+            ports.host, self.endpoint, self.artifact, features, self.meta, seed=ports.settings.seed
+        )
+
+
+@dataclass(frozen=True)
+class CandidateScore:
+    """The candidate's outputs and metrics on the new upload's test split."""
+
+    rows: RowSet
+    pred: np.ndarray
+    metrics: dict[str, float]
+    confusion: list[list[int]]
+
+
+@dataclass(frozen=True)
+class PairedScores:
+    """Both models' outputs on one row set."""
+
+    rows: RowSet
+    candidate: np.ndarray
+    champion: np.ndarray
+
+
+@dataclass
+class ChampionEvidence:
+    """What scoring the champion on the same rows found (empty when there is no comparable
+    champion): its summary, its outputs on the new test rows (for the plots), the gate's
+    comparison per row set, and why the candidate cannot replace it, if it cannot."""
+
+    summary: ChampionSummary | None = None
+    pred: np.ndarray | None = None
+    comparisons: dict[str, Comparison] = field(default_factory=dict)
+    row_sets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    unscorable: str | None = None
+
+
 def evaluate(record: SqsRecord, ports: Ports) -> StageResult:
     """Evaluate a candidate, compare it with the champion, write the reports, promote or reject."""
     message = read_message(record)
@@ -200,91 +254,172 @@ def evaluate(record: SqsRecord, ports: Ports) -> StageResult:
         return StageResult(run=run, duplicate=True, model_version=entry.version, final=True)
 
     artifact = _artifact(store, entry)
-    meta = artifact.metadata
+    candidate = ScoredModel(message.endpoint, artifact, artifact.metadata)
     manifest = load_manifest(store, settings.buckets.data, message.dataset)
-    new = read_rows(store, message.bucket, message.test_key, meta, "new_test")
+    scored = _score_candidate(ports, message, candidate)
+    champion = doc.champion_version()
+    evidence = ChampionEvidence()
+    if _comparable(champion, entry, candidate.meta):
+        assert champion is not None
+        evidence = _score_champion(ports, message, candidate, scored, champion, manifest)
+    previous = None if champion is None or champion.version == entry.version else champion.version
+    gate = _decide(scored, manifest, evidence, previous)
+    details = gate.details(evidence.row_sets)
+    report = _report(ports, message, entry, candidate, scored, evidence, gate, details)
+    date = ports.clock().strftime("%Y-%m-%d")
+    prefix = keys.report_prefix(message.dataset, date, run.run_id)
+    report_key = _write_reports(ports, prefix, report, scored.rows.y, scored.pred, evidence.pred)
+    _record_decision(registry, run.dataset, entry, scored.metrics, report_key, gate, details)
+    primary = metrics.PRIMARY_METRIC[candidate.meta.task.value]
+    files = keys.report_files(report_key)
+    return StageResult(
+        run=run,
+        outputs=[files["json"], files["markdown"], files["html"]],
+        model_version=entry.version,
+        headline=(primary, scored.metrics[primary]),
+        final=True,
+        note=f"{_status(gate).value}: {gate.reason}",
+    )
+
+
+def _score_candidate(
+    ports: Ports, message: EvaluationMessage, candidate: ScoredModel
+) -> CandidateScore:
+    """The candidate scored on the new upload's test split; PermanentError when it is empty."""
+    new = read_rows(ports.store, message.bucket, message.test_key, candidate.meta, "new_test")
     if len(new.y) == 0:
         raise PermanentError(f"{message.test_key}: the test split is empty")
-
     ports.progress(f"scoring {len(new.y)} test rows through {message.endpoint}")
-    seed = settings.seed
-    pred = score_rows(ports.host, message.endpoint, artifact, new.features, meta, seed=seed)
-    values, confusion = compute_metrics(meta, new.y, pred)
+    pred = candidate.score(ports, new.features)
+    values, confusion = compute_metrics(candidate.meta, new.y, pred)
+    return CandidateScore(new, pred, values, confusion)
 
-    champion = doc.champion_version()
-    comparable = (
+
+def _comparable(champion: ModelVersion | None, entry: ModelVersion, meta: ModelMetadata) -> bool:
+    """Whether a champion can be scored against this candidate: another version, served, of
+    the same task."""
+    return (
         champion is not None
         and champion.version != entry.version
         and champion.endpoint is not None
         and champion.task == meta.task.value
     )
-    champion_summary: ChampionSummary | None = None
-    champion_pred: np.ndarray | None = None
-    comparisons: dict[str, Comparison] = {}
-    unscorable: str | None = None
-    row_sets: dict[str, dict[str, Any]] = {}
-    if comparable:
-        assert champion is not None and champion.endpoint is not None
-        # The champion's outputs read in the candidate's label order, at its own threshold.
-        champion_artifact = _artifact(store, champion)
-        champion_view = champion_artifact.metadata.model_copy(update={"target": meta.target})
-        ports.progress(f"scoring the same rows through champion v{champion.version}")
-        champion_pred = score_rows(
-            ports.host, champion.endpoint, champion_artifact, new.features, champion_view, seed=seed
-        )
-        champion_values, _ = compute_metrics(champion_view, new.y, champion_pred)
-        champion_summary = ChampionSummary(version=champion.version, metrics=champion_values)
-        sets = [(new, pred, champion_pred)]
-        if champion.test_key != new.key:
-            old = read_rows(store, message.bucket, champion.test_key, meta, "champion_test")
-            if len(old.y):
-                ports.progress(f"scoring champion v{champion.version}'s {len(old.y)} test rows")
-                try:
-                    cand_old = score_rows(
-                        ports.host, message.endpoint, artifact, old.features, meta, seed=seed
-                    )
-                except PermanentError as exc:
-                    # Rows of the kind the champion serves today that the candidate refuses:
-                    # it cannot replace the champion, whatever it scores on its own rows.
-                    unscorable = f"cannot score the champion's own test split: {exc}"
-                else:
-                    champ_old = score_rows(
-                        ports.host,
-                        champion.endpoint,
-                        champion_artifact,
-                        old.features,
-                        champion_view,
-                        seed=seed,
-                    )
-                    sets.append((old, cand_old, champ_old))
-        for rows, cand, champ in sets:
-            comparisons[rows.name] = compare(
-                meta.task,
-                rows.y,
-                cand,
-                champ,
-                margin=manifest.gate_margin,
-                confidence=manifest.gate_confidence,
-                seed=settings.seed,
-            )
-            row_sets[rows.name] = {
-                "title": ROW_SET_TITLES[rows.name],
-                "key": rows.key,
-                "left_out_rows": rows.left_out,
-            }
 
-    gate = decide(
-        values,
-        manifest.min_metrics,
-        comparisons,
-        None if champion is None or champion.version == entry.version else champion.version,
+
+def _score_champion(
+    ports: Ports,
+    message: EvaluationMessage,
+    candidate: ScoredModel,
+    scored: CandidateScore,
+    champion: ModelVersion,
+    manifest: Manifest,
+) -> ChampionEvidence:
+    """Score the champion on the candidate's rows and both models on the champion's own test
+    split, and compare them on each row set."""
+    assert champion.endpoint is not None
+    # The champion's outputs read in the candidate's label order, at its own threshold.
+    champion_artifact = _artifact(ports.store, champion)
+    champion_view = champion_artifact.metadata.model_copy(update={"target": candidate.meta.target})
+    incumbent = ScoredModel(champion.endpoint, champion_artifact, champion_view)
+    new = scored.rows
+    ports.progress(f"scoring the same rows through champion v{champion.version}")
+    champion_pred = incumbent.score(ports, new.features)
+    champion_values, _ = compute_metrics(champion_view, new.y, champion_pred)
+    evidence = ChampionEvidence(
+        summary=ChampionSummary(version=champion.version, metrics=champion_values),
+        pred=champion_pred,
     )
-    if unscorable:
-        gate = replace(gate, promote=False, reason=unscorable)
-    status = VersionStatus.champion if gate.promote else VersionStatus.rejected
-    details = gate.details(row_sets)
-    drift_summary = _drift_summary(store, message.bucket, run)
-    report = EvaluationReport(
+    pairs = [PairedScores(new, scored.pred, champion_pred)]
+    if champion.test_key != new.key:
+        outcome = _score_champion_split(ports, message.bucket, candidate, incumbent, champion)
+        if isinstance(outcome, str):
+            evidence.unscorable = outcome
+        elif outcome is not None:
+            pairs.append(outcome)
+    _compare_pairs(evidence, pairs, candidate.meta.task, manifest, ports.settings.seed)
+    return evidence
+
+
+def _compare_pairs(
+    evidence: ChampionEvidence,
+    pairs: list[PairedScores],
+    task: Task,
+    manifest: Manifest,
+    seed: int,
+) -> None:
+    """The gate's comparison of both models on each row set, added to `evidence`."""
+    for pair in pairs:
+        evidence.comparisons[pair.rows.name] = compare(
+            task,
+            pair.rows.y,
+            pair.candidate,
+            pair.champion,
+            margin=manifest.gate_margin,
+            confidence=manifest.gate_confidence,
+            seed=seed,
+        )
+        evidence.row_sets[pair.rows.name] = {
+            "title": ROW_SET_TITLES[pair.rows.name],
+            "key": pair.rows.key,
+            "left_out_rows": pair.rows.left_out,
+        }
+
+
+def _score_champion_split(
+    ports: Ports,
+    bucket: str,
+    candidate: ScoredModel,
+    incumbent: ScoredModel,
+    champion: ModelVersion,
+) -> PairedScores | str | None:
+    """Both models on the champion's own test split; the reason the candidate cannot replace
+    the champion when it cannot score those rows; None when the split has no usable rows."""
+    old = read_rows(ports.store, bucket, champion.test_key, candidate.meta, "champion_test")
+    if not len(old.y):
+        return None
+    ports.progress(f"scoring champion v{champion.version}'s {len(old.y)} test rows")
+    try:
+        cand_old = candidate.score(ports, old.features)
+    except PermanentError as exc:
+        # Rows of the kind the champion serves today that the candidate refuses:
+        # it cannot replace the champion, whatever it scores on its own rows.
+        return f"cannot score the champion's own test split: {exc}"
+    return PairedScores(old, cand_old, incumbent.score(ports, old.features))
+
+
+def _decide(
+    scored: CandidateScore,
+    manifest: Manifest,
+    evidence: ChampionEvidence,
+    previous: int | None,
+) -> GateDecision:
+    """The gate's decision; never a promotion when the candidate cannot score the rows of
+    the champion it would replace."""
+    gate = decide(scored.metrics, manifest.min_metrics, evidence.comparisons, previous)
+    if evidence.unscorable:
+        gate = replace(gate, promote=False, reason=evidence.unscorable)
+    return gate
+
+
+def _status(gate: GateDecision) -> VersionStatus:
+    """The status the gate's decision gives the candidate."""
+    return VersionStatus.champion if gate.promote else VersionStatus.rejected
+
+
+def _report(
+    ports: Ports,
+    message: EvaluationMessage,
+    entry: ModelVersion,
+    candidate: ScoredModel,
+    scored: CandidateScore,
+    evidence: ChampionEvidence,
+    gate: GateDecision,
+    details: dict[str, Any],
+) -> EvaluationReport:
+    """The evaluation's report: the candidate's scores, the champion's, the decision, lineage."""
+    meta = candidate.meta
+    run = keys.RunRef(message.dataset, message.run_id)
+    return EvaluationReport(
         dataset=message.dataset,
         version=entry.version,
         run_id=run.run_id,
@@ -295,18 +430,18 @@ def evaluate(record: SqsRecord, ports: Ports) -> StageResult:
         refit=meta.refit,
         endpoint=message.endpoint,
         test_key=message.test_key,
-        rows=len(new.y),
+        rows=len(scored.rows.y),
         labels=meta.target.labels,
         threshold=meta.threshold,
-        metrics=values,
-        confusion_matrix=confusion,
-        champion=champion_summary,
+        metrics=scored.metrics,
+        confusion_matrix=scored.confusion,
+        champion=evidence.summary,
         comparison=details["comparisons"].get("new_test"),
         comparisons=list(details["comparisons"].values()),
         floors=details["floors"],
-        decision=DecisionSummary(status=status.value, reason=gate.reason),
-        importances=_importances(artifact),
-        drift=drift_summary,
+        decision=DecisionSummary(status=_status(gate).value, reason=gate.reason),
+        importances=_importances(candidate.artifact),
+        drift=_drift_summary(ports.store, message.bucket, run),
         lineage={
             "source": entry.source_key,
             "source_sha256": entry.source_sha256,
@@ -316,25 +451,23 @@ def evaluate(record: SqsRecord, ports: Ports) -> StageResult:
             "training_run": run.run_id,
         },
     )
-    date = ports.clock().strftime("%Y-%m-%d")
-    prefix = keys.report_prefix(message.dataset, date, run.run_id)
-    report_key = _write_reports(ports, prefix, report, new.y, pred, champion_pred)
 
-    registry.record_evaluation(message.dataset, entry.version, values, report_key)
+
+def _record_decision(
+    registry: Registry,
+    dataset: str,
+    entry: ModelVersion,
+    values: dict[str, float],
+    report_key: str,
+    gate: GateDecision,
+    details: dict[str, Any],
+) -> None:
+    """The evaluation and the gate's decision, in the registry: promoted or rejected."""
+    registry.record_evaluation(dataset, entry.version, values, report_key)
     if gate.promote:
-        registry.promote(message.dataset, entry.version, gate.reason, details)
+        registry.promote(dataset, entry.version, gate.reason, details)
     else:
-        registry.reject(message.dataset, entry.version, gate.reason, details)
-    primary = metrics.PRIMARY_METRIC[meta.task.value]
-    files = keys.report_files(report_key)
-    return StageResult(
-        run=run,
-        outputs=[files["json"], files["markdown"], files["html"]],
-        model_version=entry.version,
-        headline=(primary, values[primary]),
-        final=True,
-        note=f"{status.value}: {gate.reason}",
-    )
+        registry.reject(dataset, entry.version, gate.reason, details)
 
 
 def _artifact(store: ObjectStore, entry: ModelVersion) -> ModelArtifact:

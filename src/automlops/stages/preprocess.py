@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from automlops.errors import DataError, NotFoundError, PermanentError
 from automlops.events import S3EventRecord
 from automlops.manifests import load_manifest
 from automlops.ml.columns.plan import fit_columns
-from automlops.ml.columns.target import default_target, fit_target
+from automlops.ml.columns.target import TargetSpec, default_target, fit_target
 from automlops.ml.columns.transform import FLOAT32_MAX
 from automlops.ml.splits import split_indices
 from automlops.ports import Ports
@@ -129,6 +130,18 @@ def _open_upload(record: S3EventRecord, ports: Ports) -> tuple[Path | bytes, str
     return data, hashlib.sha256(data).hexdigest()
 
 
+@dataclass(frozen=True)
+class UsableRows:
+    """An upload's rows that have a target value, without the columns the manifest drops."""
+
+    frame: pl.DataFrame
+    target_name: str
+    sha256: str  # of the upload, for the lineage
+    total: int  # rows in the upload
+    missing_target: int  # rows left out for want of a target value
+    notes: list[str]
+
+
 def preprocess(record: S3EventRecord, ports: Ports) -> StageResult:
     """Read, profile, split and fit the preprocessing of an uploaded CSV."""
     run, manifest = _named(record, ports)
@@ -136,8 +149,53 @@ def preprocess(record: S3EventRecord, ports: Ports) -> StageResult:
     schema_key = keys.schema_key(run.dataset, run.run_id)
     if store.head(buckets.automl_data, schema_key) is not None:
         return StageResult(run=run, duplicate=True, note="already preprocessed")
-    data, sha256 = _open_upload(record, ports)
+    usable = _read_usable_rows(record, ports, manifest)
+    frame, source = usable.frame, record.key
+    target, y = _fit_target(usable, manifest, source)
+    strata = None if target.task is Task.regression else y
+    splits = split_indices(frame.height, manifest.split, seed=manifest.seed, strata=strata)
+    # Fitted column by column on the training rows, without a copy of the training frame.
+    transform, profiles = fit_columns(frame, target, rows=splits[0])
+    # Before anything is written for training: under `drift: block` a drifted upload stops here.
+    notes = usable.notes + check_drift(ports, run, frame, usable.target_name, manifest, source)
+    split_keys = _write_splits(ports, run, frame, splits)
+    transform_key = keys.transform_key(run.dataset, run.run_id)
+    store.put(buckets.automl_data, transform_key, transform.model_dump_json(indent=1).encode())
 
+    train_idx, valid_idx, test_idx = splits
+    schema = DatasetSchema(
+        dataset=run.dataset,
+        run_id=run.run_id,
+        source_bucket=record.bucket,
+        source_key=source,
+        source_sha256=usable.sha256,
+        created_at=ports.clock().isoformat(),
+        manifest=manifest,
+        target=target,
+        columns=profiles,
+        rows=SplitRows(
+            total=usable.total,
+            train=len(train_idx),
+            validation=len(valid_idx),
+            test=len(test_idx),
+            dropped_missing_target=usable.missing_target,
+        ),
+        split_keys=split_keys,
+        transform_key=transform_key,
+        notes=notes,
+    )
+    # Written last: its ObjectCreated is what starts training.
+    store.put(buckets.automl_data, schema_key, schema.model_dump_json(indent=1).encode())
+    store.put_tags(record.bucket, record.key, {PROCESSED_TAG: run.run_id})
+    return StageResult(run=run, outputs=[*split_keys.values(), transform_key, schema_key])
+
+
+def _read_usable_rows(record: S3EventRecord, ports: Ports, manifest: Manifest) -> UsableRows:
+    """Read the upload; keep the rows with a target value and the columns not dropped.
+
+    DataError when the target is missing or dropped, or too few rows are left.
+    """
+    data, sha256 = _open_upload(record, ports)
     source = record.key
     # Text as Categorical: the same values in a fraction of the memory of strings.
     frame = read_csv_file(data, source, text_as_categorical=True)
@@ -164,7 +222,15 @@ def preprocess(record: S3EventRecord, ports: Ports) -> StageResult:
         notes.append(f"{missing_target} rows without a target value were left out")
     if frame.height < MIN_ROWS:
         raise DataError(source, f"{frame.height} usable rows; at least {MIN_ROWS} are needed")
+    return UsableRows(frame, target_name, sha256, total, missing_target, notes)
 
+
+def _fit_target(
+    usable: UsableRows, manifest: Manifest, source: str
+) -> tuple[TargetSpec, np.ndarray]:
+    """The target's task and labels, and every row's label encoded; DataError when a
+    regression target is constant."""
+    frame, target_name = usable.frame, usable.target_name
     # Class labels are read from the compact column as they are; a regression target given
     # as text is parsed from strings.
     labels = frame.get_column(target_name)
@@ -182,49 +248,20 @@ def preprocess(record: S3EventRecord, ports: Ports) -> StageResult:
         raise DataError(
             source, f"target is {value!r} on every row; nothing to learn", column=target_name
         )
-    y = target.encode(labels, source)
-    del labels
-    strata = None if target.task is Task.regression else y
-    train_idx, valid_idx, test_idx = split_indices(
-        frame.height, manifest.split, seed=manifest.seed, strata=strata
-    )
-    # Fitted column by column on the training rows, without a copy of the training frame.
-    transform, profiles = fit_columns(frame, target, rows=train_idx)
-    # Before anything is written for training: under `drift: block` a drifted upload stops here.
-    notes += check_drift(ports, run, frame, target_name, manifest, source)
+    return target, target.encode(labels, source)
 
+
+def _write_splits(
+    ports: Ports, run: keys.RunRef, frame: pl.DataFrame, splits: tuple[np.ndarray, ...]
+) -> dict[str, str]:
+    """Store each split's rows as Parquet; returns the key of each split by name."""
     split_keys: dict[str, str] = {}
-    for name, idx in zip(keys.SPLITS, (train_idx, valid_idx, test_idx), strict=True):
+    for name, idx in zip(keys.SPLITS, splits, strict=True):
         split_keys[name] = keys.split_key(run.dataset, run.run_id, name)
-        store.put(buckets.automl_data, split_keys[name], _parquet_rows(frame, idx))
-    transform_key = keys.transform_key(run.dataset, run.run_id)
-    store.put(buckets.automl_data, transform_key, transform.model_dump_json(indent=1).encode())
-
-    schema = DatasetSchema(
-        dataset=run.dataset,
-        run_id=run.run_id,
-        source_bucket=record.bucket,
-        source_key=source,
-        source_sha256=sha256,
-        created_at=ports.clock().isoformat(),
-        manifest=manifest,
-        target=target,
-        columns=profiles,
-        rows=SplitRows(
-            total=total,
-            train=len(train_idx),
-            validation=len(valid_idx),
-            test=len(test_idx),
-            dropped_missing_target=missing_target,
-        ),
-        split_keys=split_keys,
-        transform_key=transform_key,
-        notes=notes,
-    )
-    # Written last: its ObjectCreated is what starts training.
-    store.put(buckets.automl_data, schema_key, schema.model_dump_json(indent=1).encode())
-    store.put_tags(record.bucket, record.key, {PROCESSED_TAG: run.run_id})
-    return StageResult(run=run, outputs=[*split_keys.values(), transform_key, schema_key])
+        ports.store.put(
+            ports.settings.buckets.automl_data, split_keys[name], _parquet_rows(frame, idx)
+        )
+    return split_keys
 
 
 def _parquet_rows(frame: pl.DataFrame, rows: np.ndarray) -> bytes:

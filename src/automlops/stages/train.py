@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
@@ -30,6 +31,25 @@ def identify(record: S3EventRecord, ports: Ports) -> keys.RunRef:
     return keys.parse_schema_key(record.key)
 
 
+@dataclass(frozen=True)
+class TrainingData:
+    """What preprocess wrote for a run, loaded: the schema, the fitted transform, and the
+    training and validation splits as (features, encoded labels)."""
+
+    schema: DatasetSchema
+    transform: FittedTransform
+    train: tuple[np.ndarray, np.ndarray]
+    validation: tuple[np.ndarray, np.ndarray]
+
+
+@dataclass(frozen=True)
+class FitScores:
+    """The decision threshold (binary) and the metrics of the fit, per split."""
+
+    threshold: float | None
+    metrics: dict[str, dict[str, float]]
+
+
 def train(record: S3EventRecord, ports: Ports) -> StageResult:
     """Tune learners within the manifest's time budget; write the best model as model.tar.gz."""
     started = time.monotonic()
@@ -39,62 +59,104 @@ def train(record: S3EventRecord, ports: Ports) -> StageResult:
     if store.head(buckets.model_output, model_key) is not None:
         return StageResult(run=run, duplicate=True, note="already trained")
 
+    data = _load(record, ports)
+    budget = data.schema.manifest.time_budget_s
+    search_s = max(_MIN_SEARCH_S, budget * (1 - _OVERHEAD_SHARE) - (time.monotonic() - started))
+    tuner = _tune(ports, data, search_s)
+    scores = _fit_scores(data, tuner)
+    metadata = _metadata(record, ports, run, data, tuner, scores)
+    model = tuner.best_model_
+    artifact = ModelArtifact(metadata=metadata, transform=data.transform, model=model.save())
+    store.put(buckets.model_output, model_key, artifact.to_tar_gz())
+    primary = metrics.PRIMARY_METRIC[data.schema.target.task.value]
+    value = scores.metrics.get("validation", {}).get(primary)
+    completed = sum(t.state is TrialState.complete for t in tuner.trials_)
+    return StageResult(
+        run=run,
+        outputs=[model_key],
+        headline=None if value is None else (f"validation {primary}", value),
+        note=f"{tuner.best_learner_} best of {completed}/{len(tuner.trials_)} trials",
+    )
+
+
+def _load(record: S3EventRecord, ports: Ports) -> TrainingData:
+    """The run's schema and transform, and its training and validation splits transformed."""
+    store = ports.store
     schema = DatasetSchema.model_validate_json(store.get(record.bucket, record.key))
     transform = FittedTransform.model_validate_json(store.get(record.bucket, schema.transform_key))
     target = schema.target
-    manifest = schema.manifest
-    n_classes = len(target.labels)
 
     def load(split: str) -> tuple[np.ndarray, np.ndarray]:
         frame = pl.read_parquet(io.BytesIO(store.get(record.bucket, schema.split_keys[split])))
         return transform.apply(frame), target.encode(frame.get_column(target.name), record.key)
 
-    train_xy, valid_xy = load("train"), load("validation")
-    budget = manifest.time_budget_s
-    search_s = max(_MIN_SEARCH_S, budget * (1 - _OVERHEAD_SHARE) - (time.monotonic() - started))
+    return TrainingData(schema, transform, load("train"), load("validation"))
 
+
+def _tune(ports: Ports, data: TrainingData, search_s: float) -> Tuner:
+    """A tuner fitted on the training split within `search_s` seconds of search."""
+    target, manifest = data.schema.target, data.schema.manifest
     tuner = Tuner(
         target.task,
-        n_classes,
+        len(target.labels),
         budget_s=search_s,
         seed=manifest.seed,
         learners=tuple(manifest.learners),
         ensemble=manifest.ensemble,
         progress=lambda p: ports.progress(_progress_line(p)),
     )
+    rows = len(data.train[1])
     sample = ""
-    if len(train_xy[1]) > tuner.max_train_rows:
+    if rows > tuner.max_train_rows:
         sample = f" (trials on a {tuner.max_train_rows}-row sample, then a refit on all)"
-    ports.progress(f"tuning on {len(train_xy[1])} rows for {search_s:.0f}s{sample}")
-    tuner.fit(train_xy, valid_xy)
-    model = tuner.best_model_
+    ports.progress(f"tuning on {rows} rows for {search_s:.0f}s{sample}")
+    tuner.fit(data.train, data.validation)
+    return tuner
 
+
+def _fit_scores(data: TrainingData, tuner: Tuner) -> FitScores:
+    """The threshold and the fit's metrics on the training rows and the held-out rows."""
+    task, n_classes = data.schema.target.task, len(data.schema.target.labels)
+    model = tuner.best_model_
     # The threshold and the held-out metrics come from out-of-sample predictions (validation
     # split or out-of-fold), never from rows the final model was fitted on.
     held_y, held_pred = tuner.heldout_y_, tuner.heldout_pred_
     threshold = None
-    if target.task is Task.binary and len(np.unique(held_y)) == 2:
-        threshold = metrics.best_threshold(held_y, held_pred, manifest.threshold_metric)
+    if task is Task.binary and len(np.unique(held_y)) == 2:
+        threshold = metrics.best_threshold(held_y, held_pred, data.schema.manifest.threshold_metric)
+    train_x, train_y = data.train
     fit_metrics: dict[str, dict[str, float]] = {
-        "train": _score(target.task, train_xy[1], model.predict(train_xy[0]), threshold, n_classes)
+        "train": _score(task, train_y, model.predict(train_x), threshold, n_classes)
     }
     if len(held_y):
-        fit_metrics["validation"] = _score(target.task, held_y, held_pred, threshold, n_classes)
+        fit_metrics["validation"] = _score(task, held_y, held_pred, threshold, n_classes)
+    return FitScores(threshold, fit_metrics)
 
-    metadata = ModelMetadata(
+
+def _metadata(
+    record: S3EventRecord,
+    ports: Ports,
+    run: keys.RunRef,
+    data: TrainingData,
+    tuner: Tuner,
+    scores: FitScores,
+) -> ModelMetadata:
+    """What the artifact says about its model: task, inputs, tuning, scores and lineage."""
+    schema, transform, model = data.schema, data.transform, tuner.best_model_
+    return ModelMetadata(
         dataset=run.dataset,
         run_id=run.run_id,
         created_at=ports.clock().isoformat(),
-        task=target.task,
-        target=target,
+        task=schema.target.task,
+        target=schema.target,
         inputs=[InputColumn(name=c.name, kind=c.kind) for c in transform.columns],
         feature_names=transform.feature_names,
         learner=tuner.best_learner_,
         model_file=model.model_file,
         params=tuner.best_params_,
         best_iteration=None if model.rounds is None else model.rounds - 1,
-        threshold=threshold,
-        metrics=fit_metrics,
+        threshold=scores.threshold,
+        metrics=scores.metrics,
         trials=[t.model_dump(mode="json") for t in tuner.trials_],
         selection=tuner.selection_,
         refit=tuner.refit_,
@@ -107,17 +169,6 @@ def train(record: S3EventRecord, ports: Ports) -> StageResult:
             split_keys=schema.split_keys,
             training_run=run.run_id,
         ),
-    )
-    artifact = ModelArtifact(metadata=metadata, transform=transform, model=model.save())
-    store.put(buckets.model_output, model_key, artifact.to_tar_gz())
-    primary = metrics.PRIMARY_METRIC[target.task.value]
-    value = fit_metrics.get("validation", {}).get(primary)
-    completed = sum(t.state is TrialState.complete for t in tuner.trials_)
-    return StageResult(
-        run=run,
-        outputs=[model_key],
-        headline=None if value is None else (f"validation {primary}", value),
-        note=f"{tuner.best_learner_} best of {completed}/{len(tuner.trials_)} trials",
     )
 
 
