@@ -379,3 +379,37 @@ def test_every_dataset_name_of_the_rule_maps_to_a_distinct_sagemaker_name() -> N
     for name in built:
         assert len(name) <= 63 and re.fullmatch(r"[a-zA-Z0-9](-*[a-zA-Z0-9])*", name), name
     assert len(set(built)) == len(datasets)
+
+
+def test_aws_dlq_lists_and_redrives_the_stage_queues(aws_stage: Any) -> None:
+    """`automlops aws dlq` over SQS: the queues are found by the stage's names, each dead-letter
+    queue through its redrive policy; a redriven message is back on its own queue, once."""
+    sqs = boto3.client("sqs", region_name=REGION)
+    urls = {}
+    for name in ("st-preprocess", "st-train", "st-deploy", "st-evaluation"):
+        dlq_url = sqs.create_queue(QueueName=f"{name}-dlq")["QueueUrl"]
+        arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])
+        policy = {"deadLetterTargetArn": arn["Attributes"]["QueueArn"], "maxReceiveCount": "4"}
+        urls[name] = (
+            sqs.create_queue(QueueName=name, Attributes={"RedrivePolicy": json.dumps(policy)})[
+                "QueueUrl"
+            ],
+            dlq_url,
+        )
+    sqs.send_message(QueueUrl=urls["st-train"][1], MessageBody='{"poison": 1}')
+
+    listed = cli.invoke(app, ["aws", "dlq", "list", "--stage", STAGE])
+    assert listed.exit_code == 0, listed.output
+    [item] = json.loads(listed.output)
+    assert (item["source_queue"], item["body"]) == ("st-train", '{"poison": 1}')
+
+    moved = cli.invoke(app, ["aws", "dlq", "redrive", item["id"], "--stage", STAGE])
+    assert moved.exit_code == 0, moved.output
+    assert "redrove 1 message(s)" in moved.output
+    back = sqs.receive_message(QueueUrl=urls["st-train"][0], WaitTimeSeconds=1)["Messages"]
+    assert [m["Body"] for m in back] == ['{"poison": 1}']
+    assert json.loads(cli.invoke(app, ["aws", "dlq", "list", "--stage", STAGE]).output) == []
+
+    again = cli.invoke(app, ["aws", "dlq", "redrive", item["id"], "--stage", STAGE])
+    assert again.exit_code == 2
+    assert f"no dead-lettered message {item['id']}" in again.output
