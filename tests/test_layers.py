@@ -27,7 +27,6 @@ LAYER = {
             "ports",
             "manifests",
             "registry",
-            "lineage",
             "dispatch",
         ],
         "core",

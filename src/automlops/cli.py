@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,6 +20,7 @@ from automlops.local.runlog import RunRecord
 from automlops.local.runtime import LocalRuntime, open_runtime
 from automlops.registry import ModelVersion
 from automlops.usecases import dead_letters, promotion
+from automlops.usecases.lineage import Lineage, trace
 from automlops.usecases.models import headline, list_models
 from automlops.usecases.runs import list_runs
 from automlops.usecases.upload import UploadRefused
@@ -310,16 +312,72 @@ def rollback(dataset: str, home: Home = None) -> None:
 def lineage(dataset: str, version: int, as_json: AsJson = False, home: Home = None) -> None:
     """Trace VERSION of DATASET: upload -> splits -> training and trials -> artifact -> reports
     -> decisions."""
-    from automlops.lineage import format_trace
-    from automlops.usecases.lineage import trace
-
     runtime = _runtime(home)
     with cl.refusals(ValueError, AutomlopsError):
         traced = trace(runtime.store, runtime.settings, dataset, version)
     if as_json:
-        typer.echo(json.dumps(traced, indent=2, default=str))
+        typer.echo(json.dumps(traced.model_dump(mode="json"), indent=2))
     else:
-        typer.echo(format_trace(traced), nl=False)
+        typer.echo(_format_lineage(traced), nl=False)
+
+
+def _format_lineage(traced: Lineage) -> str:
+    """The lineage for people: one block per step, in pipeline order."""
+    source, processed = traced.source, traced.processed
+    training, artifact = traced.training, traced.artifact
+    champion = " (serving)" if traced.is_champion else ""
+    lines = [
+        f"{traced.dataset} v{traced.version}: {traced.status.value}{champion}",
+        "",
+        f"source     {source.bucket}/{source.key}",
+        f"           sha256 {source.sha256}",
+        f"processed  {processed.bucket}/{processed.schema_key}",
+    ]
+    lines += [f"           {name:<10} {key}" for name, key in processed.splits.items()]
+    if processed.drift:
+        lines.append(f"           {'drift':<10} {processed.drift}")
+    trials = training.trials
+    states = Counter(str(trial.get("state", "?")) for trial in trials)
+    counts = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
+    lines += [
+        f"training   run {training.run_id} at {training.created_at}",
+        f"           learner {training.learner}, {len(trials)} trials"
+        + (f" ({counts})" if counts else ""),
+    ]
+    members = training.params.get("members") or []
+    if members:
+        lines.append(
+            "           members "
+            + ", ".join(
+                f"{m.get('learner', '?')} #{m.get('trial', '?')} {m.get('weight', 0):.2f}"
+                for m in members
+            )
+        )
+    for trial in trials[:20]:
+        score = trial.get("score")
+        shown = "-" if score is None else f"{score:.4f}"
+        lines.append(
+            f"           #{trial.get('number', '?'):<3} {trial.get('learner', '?'):<9} "
+            f"{trial.get('state', '?'):<9} score {shown}"
+        )
+    if len(trials) > 20:
+        lines.append(f"           … {len(trials) - 20} more (--json lists all)")
+    lines.append(f"artifact   {artifact.bucket}/{artifact.key}")
+    if artifact.endpoint:
+        lines.append(f"           endpoint {artifact.endpoint}")
+    evaluation = traced.evaluation
+    if evaluation:
+        lines.append(f"reports    {evaluation.bucket}/{evaluation.report_html}")
+        lines.append(f"           {evaluation.bucket}/{evaluation.report_json}")
+        lines.append(f"           {len(evaluation.plots)} plots")
+    else:
+        lines.append("reports    not evaluated yet")
+    lines.append("decisions")
+    for decision in traced.decisions:
+        lines.append(f"  {decision.at}  {decision.status.value:<9} {decision.reason}")
+    if not traced.decisions:
+        lines.append("  none yet")
+    return "\n".join(lines) + "\n"
 
 
 @dlq_app.command("list")
