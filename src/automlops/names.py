@@ -9,11 +9,11 @@ An uploaded file's name is sanitised (`object_filename`) rather than refused: un
 become '_' and it is cut to `FILE_MAX` characters, ending in `.csv` (the pipeline's trigger).
 
 Why these bounds fit every store (names are ASCII, so characters are bytes):
-- the local store (`local/store.py`) allows 255 bytes per path segment and 1024 per key. Its
-  longest derived names are a temp file `.<name>.XXXXXXXX.tmp` (name + 14) and the temp file of
-  a tags sidecar `.<name>.tags.json.XXXXXXXX.tmp` (name + 24): a 200-byte file name and a
-  128-byte dataset (in `registry/<dataset>.json`: + 5) stay under 255; the longest key,
-  `data/<dataset>/<file>`, is 334 bytes.
+- the local store (`local/store.py`) takes names of at most `MAX_NAME_BYTES` (245: its tags
+  sidecar `<name>.tags.json` must fit the file system's 255) and keys of 1024 bytes; its temp
+  files have short names of their own. A 200-byte file name and a 128-byte dataset (in
+  `registry/<dataset>.json`: + 5) stay within that; the longest key, `data/<dataset>/<file>`,
+  is 334 bytes.
 - S3 keys may be 1024 bytes.
 - SageMaker resource names (`aws/sagemaker.py: resource_name`, 63 characters) are built from a
   dataset name by cutting it and adding a hash, so any name of this rule maps to a distinct one.
