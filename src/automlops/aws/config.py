@@ -153,8 +153,3 @@ def load_config(
         where = f" or SSM parameters under {prefix}" if prefix else f" (or set {SSM_PREFIX_VAR})"
         raise ValueError(f"aws configuration incomplete: set {', '.join(missing)}{where}")
     return AwsConfig.model_validate(values)
-
-
-def ssm_names() -> dict[str, str]:
-    """SSM parameter name (relative) -> environment variable, for the deployment and docs."""
-    return {ssm_name: env_name for env_name, ssm_name, _ in _KEYS}

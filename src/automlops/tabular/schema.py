@@ -47,7 +47,3 @@ class DatasetSchema(BaseModel):
     split_keys: dict[str, str]
     transform_key: str
     notes: list[str] = Field(default_factory=list)
-
-    @property
-    def feature_columns(self) -> list[ColumnProfile]:
-        return [c for c in self.columns if c.decision.startswith("feature")]
