@@ -83,9 +83,8 @@ def upload(
     if columns:
         _check_columns(manifest, changes.get("drop", []), columns)
         if manifest.target is None:
-            chosen = _default_target(columns)
+            chosen, detected = _detect_target(columns)
             manifest = manifest.model_copy(update={"target": chosen})
-            detected = _how_detected(chosen)
     save_manifest(store, bucket, manifest)
     if isinstance(source, Path):
         store.put_file(bucket, key, source)  # streamed: a big file is never held whole
@@ -179,17 +178,14 @@ def _header(source: Path | bytes, key: str) -> list[str]:
         return []
 
 
-def _default_target(columns: list[str]) -> str:
-    from automlops.ml.columns.target import default_target
+def _detect_target(columns: list[str]) -> tuple[str, str]:
+    """The default target of a file with `columns`, and how it was chosen (for the person)."""
+    from automlops.ml.columns.target import named_target
 
-    return default_target(columns)
-
-
-def _how_detected(target: str) -> str:
-    # Chosen for its name when the rule would pick it even if it were not the last column.
-    if _default_target([target, "\0"]) == target:
-        return f"a column named {target!r}"
-    return "the last column"
+    named = named_target(columns)
+    if named is not None:
+        return named, f"a column named {named!r}"
+    return columns[-1], "the last column"
 
 
 def _first_line(exc: Exception) -> str:

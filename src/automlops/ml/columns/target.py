@@ -15,13 +15,15 @@ _MAX_CLASSES = 100
 _REGRESSION_MIN_UNIQUE = 20
 
 
+def named_target(columns: list[str]) -> str | None:
+    """The column named y/target/label/class (any case, in that order of preference), if any."""
+    lowered = {c.lower(): c for c in columns}
+    return next((lowered[name] for name in _TARGET_NAMES if name in lowered), None)
+
+
 def default_target(columns: list[str]) -> str:
     """A column named y/target/label/class (any case), else the last column."""
-    lowered = {c.lower(): c for c in columns}
-    for name in _TARGET_NAMES:
-        if name in lowered:
-            return lowered[name]
-    return columns[-1]
+    return named_target(columns) or columns[-1]
 
 
 class TargetSpec(BaseModel):
