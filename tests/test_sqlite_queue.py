@@ -67,3 +67,20 @@ def test_dead_letters_keep_their_id(tmp_path: Path) -> None:
     q.dead_letter("q", msg, "boom")
     [dead] = q.dead_letters("q")
     assert dead.id == sent
+
+
+def test_the_local_databases_are_readable_by_their_owner_only(tmp_path: Path) -> None:
+    # Messages and runs name uploads, errors and datasets: no other local user reads them.
+    from automlops.local.runlog import RunLog
+
+    (tmp_path / "old.db").write_bytes(b"")
+    (tmp_path / "old.db").chmod(0o644)  # a database made before this rule is tightened too
+    queue = SqliteQueue(tmp_path / "queue.db")
+    queue.send("q", "body")
+    RunLog(tmp_path / "runs.db")
+    SqliteQueue(tmp_path / "old.db")
+    files = [p for p in tmp_path.iterdir() if p.name.endswith((".db", "-wal", "-shm"))]
+    assert {p.name for p in files} >= {"queue.db", "runs.db", "old.db"}
+    assert {p.name: oct(p.stat().st_mode & 0o777) for p in files} == {
+        p.name: "0o600" for p in files
+    }

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from automlops.local.sqlite_connection import connection, transaction
+from automlops.local.sqlite_connection import connection, create_private, transaction
 from automlops.routing import STAGE_ORDER
 
 _SCHEMA = """
@@ -95,7 +95,7 @@ class RunLog:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        create_private(path)
         with connection(self.path) as db:
             db.executescript(_SCHEMA)
             for table, columns in _ADDED_COLUMNS.items():

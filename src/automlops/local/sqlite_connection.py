@@ -7,12 +7,23 @@ write-ahead so that readers (the dashboard) never block the worker's writes.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 BUSY_TIMEOUT_S = 30.0  # how long a writer waits for another process's lock
+PRIVATE = 0o600  # messages and runs name uploads, datasets and errors: the owner's only
+
+
+def create_private(path: Path) -> None:
+    """Create the database file `path` readable and writable by its owner only, or tighten an
+    existing one to that. SQLite gives its -wal and -shm files the database file's mode."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_CREAT | os.O_WRONLY, PRIVATE))
+    if path.stat().st_mode & 0o777 != PRIVATE:
+        path.chmod(PRIVATE)
 
 
 @contextmanager

@@ -74,7 +74,7 @@ class SqliteQueue:
         self.visibility_timeout_s = visibility_timeout_s
         self.max_receives = max_receives
         self.region = region
-        path.parent.mkdir(parents=True, exist_ok=True)
+        sqlite_connection.create_private(path)
         with self._connect() as db:
             db.executescript(_SCHEMA)
 
