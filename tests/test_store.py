@@ -78,3 +78,28 @@ def test_a_key_cannot_be_an_object_and_a_prefix(tmp_path: Path) -> None:
     with pytest.raises(PermanentError):
         store.put("b", "c/d", b"4")
     assert store.list("b") == ["a/b", "c"]
+
+
+def test_links_out_of_a_bucket_are_never_followed(tmp_path: Path) -> None:
+    # A link placed in the bucket folder (by hand, or by a crafted archive someone unpacked
+    # there) must not make the store read, list or notify a file outside it.
+    secret = tmp_path / "secret.csv"
+    secret.write_text("password,y\nhunter2,1\n")
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "inner.csv").write_text("a,y\n1,0\n")
+    runtime = open_runtime(tmp_path / "home")
+    folder = runtime.home / "data" / "data" / "ds"
+    folder.mkdir(parents=True)
+    (folder / "passwd.csv").symlink_to(secret)
+    (folder / "linked").symlink_to(outside, target_is_directory=True)
+    store = runtime.store
+    assert store.list("data", "data/") == []
+    for key in ("data/ds/passwd.csv", "data/ds/linked/inner.csv"):
+        for read in (store.get, store.head, store.local_file, store.get_tags):
+            with pytest.raises(PermanentError, match="symbolic link"):
+                read("data", key)
+    from automlops.local.watcher import DataWatcher
+
+    assert DataWatcher(runtime, settle_s=0).poll() == []
+    runtime.close()

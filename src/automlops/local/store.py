@@ -67,7 +67,13 @@ class DirectoryStore:
             raise PermanentError(
                 f"object key {key[:60]!r}... has a name over {MAX_NAME_BYTES} bytes"
             )
-        return self.root / bucket / key
+        path = self.root / bucket / key
+        if _through_link(self.root / bucket, path):
+            raise PermanentError(
+                f"object key {key[:60]!r} passes through a symbolic link: the store never "
+                "follows links out of a bucket"
+            )
+        return path
 
     def _meta_path(self, bucket: str, key: str, suffix: str) -> Path:
         self.path(bucket, key)  # validates
@@ -200,7 +206,7 @@ class DirectoryStore:
             raise NotFoundError(f"no such bucket: {bucket!r}")
         keys = []
         for path in base.rglob("*"):
-            if path.is_file() and not _is_temp(path.name):
+            if path.is_file() and not _is_temp(path.name) and not _through_link(base, path):
                 key = path.relative_to(base).as_posix()
                 if key.startswith(prefix):
                     keys.append(key)
@@ -229,3 +235,12 @@ class DirectoryStore:
 def _is_temp(name: str) -> bool:
     """A temp file of an unfinished write (never an object: keys cannot name one)."""
     return name.startswith(".") and name.endswith(".tmp")
+
+
+def _through_link(base: Path, path: Path) -> bool:
+    """Whether `path` (below `base`) or a folder between them is a symbolic link."""
+    while path != base:
+        if path.is_symlink():
+            return True
+        path = path.parent
+    return False
