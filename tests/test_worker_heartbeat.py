@@ -69,3 +69,12 @@ def test_a_renewed_lease_holds_back_a_duplicate_message(tmp_path: Path) -> None:
     time.sleep(0.4)  # no renewal: the lease runs out and another message may take over
     prior = log.start_stage("r1", "d", None, "train", message_id="m2", lease_s=0.3)
     assert prior.busy_with is None
+
+
+def test_a_dead_workers_message_comes_back_within_30_seconds_by_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The local lease: a worker renews it every third while a stage runs, so only a worker
+    # that died lets it lapse, and a new worker takes the message within this time.
+    monkeypatch.delenv("AUTOMLOPS_VISIBILITY_TIMEOUT", raising=False)
+    assert 0 < Settings().visibility_timeout_s <= 30

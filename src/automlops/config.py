@@ -66,10 +66,12 @@ class Settings(BaseModel):
 
     buckets: Buckets = Field(default_factory=Buckets)
     queues: Queues = Field(default_factory=Queues)
-    # How long a received message stays hidden before it is redelivered (a crashed worker's
-    # message comes back after this); $AUTOMLOPS_VISIBILITY_TIMEOUT overrides.
+    # How long a received message stays hidden before it is redelivered: a local worker's lease
+    # on it, renewed every third of it while the stage runs (however long the stage), so only
+    # a dead worker lets it lapse and a new one takes the message within this time;
+    # $AUTOMLOPS_VISIBILITY_TIMEOUT overrides. (On AWS the queue's own timeout applies.)
     visibility_timeout_s: float = Field(
-        default_factory=lambda: _env_number("AUTOMLOPS_VISIBILITY_TIMEOUT", 300.0)
+        default_factory=lambda: _env_number("AUTOMLOPS_VISIBILITY_TIMEOUT", 30.0)
     )
     max_receives: int = 4
     retry_base_s: float = 0.5

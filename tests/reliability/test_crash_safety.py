@@ -100,6 +100,8 @@ def test_kill_9_inside_every_stage_loses_and_doubles_nothing(tmp_path: Path) -> 
         command, env=subprocess_env(**env), capture_output=True, text=True, timeout=300
     )
     assert finished.returncode == 0, finished.stdout + finished.stderr
+    # The run the last kill interrupted says that it resumes, and where.
+    assert f"[{DATASET} evaluate] resumed" in finished.stderr, finished.stderr
 
     runtime = open_runtime(home)
     try:

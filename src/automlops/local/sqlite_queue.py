@@ -66,7 +66,7 @@ class SqliteQueue:
         self,
         path: Path,
         *,
-        visibility_timeout_s: float = 300.0,
+        visibility_timeout_s: float = 30.0,
         max_receives: int = 4,
         region: str = "local",
     ) -> None:

@@ -199,7 +199,14 @@ class Worker:
                 message.message_id,
             )
             return DONE
-        self._progress_fn(run, stage)("started")
+        if message.receive_count > 1 and prior.stage_status == "running":
+            # Its last delivery never finished (the worker died): say which run goes on.
+            self._progress_fn(run, stage)(
+                f"resumed: run {run.run_id}, attempt {message.receive_count} (the one before "
+                "never finished)"
+            )
+        else:
+            self._progress_fn(run, stage)("started")
         ports = Ports(
             store=ports.store,
             queue=ports.queue,
