@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -250,6 +251,44 @@ def test_upload_form_stores_manifest_then_file(
     page = client.get(response.headers["location"]).text
     assert "Waiting for a worker" in page and key in page
     assert f"Uploaded {key}." in page
+
+
+def test_a_form_upload_is_streamed_to_the_store_never_read_whole(
+    tmp_path: Path,
+    client_for: Callable[..., TestClient],
+    open_home: Callable[[Path], LocalRuntime],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The form's file reaches the upload use case as a file on disk (streamed into the store
+    # by put_file, its header read from the first 64 KiB), never as one bytes object: a big
+    # upload must not cost its size in memory, several times over.
+    import automlops.ui.upload as form_upload
+
+    sources: list[object] = []
+    real_upload = form_upload.upload
+
+    def spy(store: Any, bucket: str, filename: str, source: Any, options: Any) -> Any:
+        sources.append(source)
+        return real_upload(store, bucket, filename, source, options)
+
+    monkeypatch.setattr(form_upload, "upload", spy)
+    body = b"a,b,y\n" + b"".join(b"%d,%d,%d\n" % (i, i * 7 % 13, i % 2) for i in range(60_000))
+    home = tmp_path / "w"
+    client = client_for(home)
+    token = csrf_of(client, "/ui/upload")
+    response = client.post(
+        "/ui/upload",
+        data={"csrf_token": token, "dataset": "big"},
+        files={"file": ("big.csv", body, "text/csv")},
+        follow_redirects=False,
+    )
+    assert response.status_code == 303, response.text
+    [source] = sources
+    assert isinstance(source, Path)
+    assert not source.exists()  # the spool is gone once stored
+    runtime = open_home(home)
+    assert runtime.store.get("data", "data/big/big.csv") == body
+    assert load_manifest(runtime.store, "data", "big").target == "y"
 
 
 def test_upload_detects_target_and_keeps_stored_options(

@@ -26,7 +26,7 @@ from automlops.ui.context import (
 )
 from automlops.ui.pages import render_upload
 from automlops.ui.security import CSRF_FIELD, SESSION_COOKIE, keys_match, same_origin
-from automlops.ui.upload import UploadError, UploadForm, store_upload
+from automlops.ui.upload import UploadError, UploadForm, spooled, store_upload
 from automlops.usecases import dead_letters, promotion
 
 _FAILED_LOGIN_DELAY_S = 0.5  # slows guessing; the comparison itself is constant-time
@@ -152,10 +152,11 @@ def build_actions(ui: UiContext) -> APIRouter:
                 )
             if file.size is not None and file.size > ui.max_upload_bytes:
                 raise too_large()
-            data = await file.read()
+            await file.seek(0)
+            source = await asyncio.to_thread(spooled, file.file)
             upload_form = UploadForm(
                 filename=file.filename,
-                data=data,
+                source=source,
                 drop=[str(v) for v in form.getlist("drop")] + [str(form.get("drop_text", ""))],
                 learners=[str(v) for v in form.getlist("learners")],
                 **values,

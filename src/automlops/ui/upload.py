@@ -3,7 +3,12 @@ upload holds every rule: names, manifest merge, header checks, target detection,
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
 
 from automlops.local.runtime import LocalRuntime
 from automlops.usecases.upload import Uploaded, UploadOptions, UploadRefused, upload
@@ -18,7 +23,7 @@ class UploadForm:
     """The form's fields, as submitted (strings; empty means "keep or detect")."""
 
     filename: str
-    data: bytes
+    source: Path  # the uploaded file, spooled to disk (see `spooled`)
     dataset: str = ""
     target: str = ""
     positive: str = ""
@@ -48,12 +53,24 @@ def _options(form: UploadForm) -> UploadOptions:
     )
 
 
+def spooled(upload_file: BinaryIO) -> Path:
+    """Copy a form's uploaded file to a private temporary file in 1 MiB pieces, so that the
+    upload use case streams it into the store and reads only its head: a big upload never
+    sits in memory whole. The caller removes the file (see `store_upload`)."""
+    fd, name = tempfile.mkstemp(prefix="automlops-upload-", suffix=".csv")
+    with os.fdopen(fd, "wb") as out:
+        shutil.copyfileobj(upload_file, out, 1 << 20)
+    return Path(name)
+
+
 def store_upload(runtime: LocalRuntime, form: UploadForm) -> Uploaded:
-    """Validate the form, store the manifest, then the file; the file's write starts the run."""
-    options = _options(form)
+    """Validate the form, store the manifest, then the file (its write starts the run); the
+    spooled file is removed either way."""
     try:
         return upload(
-            runtime.store, runtime.settings.buckets.data, form.filename, form.data, options
+            runtime.store, runtime.settings.buckets.data, form.filename, form.source, _options(form)
         )
     except UploadRefused as exc:
         raise UploadError(str(exc)) from None
+    finally:
+        form.source.unlink(missing_ok=True)
