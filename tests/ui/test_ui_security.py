@@ -31,9 +31,7 @@ def _local_client(runtime: LocalRuntime, **options: object) -> TestClient:
 def _sign_in(client: TestClient) -> str:
     """Sign in with KEY; returns the session cookie's value."""
     token = csrf_of(client, "/ui/login")
-    login = client.post(
-        "/ui/login", data={"csrf_token": token, "key": KEY}, follow_redirects=False
-    )
+    login = client.post("/ui/login", data={"csrf_token": token, "key": KEY}, follow_redirects=False)
     assert login.status_code == 303, login.text
     session = client.cookies.get(SESSION_COOKIE)
     assert session
@@ -99,9 +97,7 @@ def test_non_ascii_cookies_are_treated_as_absent(
     assert login.status_code == 403  # the form's token does not match: refused, not a 500
 
 
-def test_a_session_ends_at_logout(
-    ui_home: Path, open_home: Callable[[Path], LocalRuntime]
-) -> None:
+def test_a_session_ends_at_logout(ui_home: Path, open_home: Callable[[Path], LocalRuntime]) -> None:
     runtime = open_home(ui_home)
     client = _local_client(runtime, api_key=KEY, protect_ui=True)
     session = _sign_in(client)
@@ -130,9 +126,7 @@ def test_secure_cookies_on_request(
     assert "secure" not in login.headers["set-cookie"].lower()
     secure = _local_client(runtime, api_key=KEY, secure_cookies=True)
     token = csrf_of(secure, "/ui/login")
-    login = secure.post(
-        "/ui/login", data={"csrf_token": token, "key": KEY}, follow_redirects=False
-    )
+    login = secure.post("/ui/login", data={"csrf_token": token, "key": KEY}, follow_redirects=False)
     assert all("Secure" in c for c in login.headers.get_list("set-cookie"))
 
 
