@@ -173,3 +173,12 @@ def test_allowed_hosts_include_the_bind_host_and_loopback() -> None:
     with pytest.raises(ValueError, match="host"):
         auth.parse_allowed_hosts("good.example, ,bad host")
     assert auth.parse_allowed_hosts("A.example,*.b.example") == ("a.example", "*.b.example")
+
+
+@pytest.mark.parametrize("command", ["serve", "up"])
+def test_a_malformed_allowed_hosts_option_is_refused(tmp_path: Path, command: str) -> None:
+    result = CliRunner().invoke(
+        cli, [command, "--allowed-hosts", "ok.example,bad host", "--home", str(tmp_path)]
+    )
+    assert result.exit_code == 2
+    assert "'bad host' is not a host name" in result.output

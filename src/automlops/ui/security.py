@@ -221,15 +221,24 @@ class Guard:
 
     def set_cookie(self, request: Request, response: Response, name: str, value: str) -> None:
         """A dashboard cookie: scoped to it, invisible to scripts, never sent cross-site."""
-        response.set_cookie(name, value, **self._cookie_attributes(request))
+        response.set_cookie(
+            name,
+            value,
+            path=COOKIE_PATH,
+            httponly=True,
+            samesite="strict",
+            secure=self.secure(request),
+        )
 
     def delete_cookie(self, request: Request, response: Response, name: str) -> None:
         """Remove a dashboard cookie, with the attributes it was set with."""
-        response.delete_cookie(name, **self._cookie_attributes(request))
+        response.delete_cookie(
+            name, path=COOKIE_PATH, httponly=True, samesite="strict", secure=self.secure(request)
+        )
 
-    def _cookie_attributes(self, request: Request) -> dict[str, object]:
-        secure = self.secure_cookies or request.url.scheme == "https"
-        return {"path": COOKIE_PATH, "httponly": True, "samesite": "strict", "secure": secure}
+    def secure(self, request: Request) -> bool:
+        """Cookies are Secure: asked for (`--secure-cookies`, behind TLS) or over https."""
+        return self.secure_cookies or request.url.scheme == "https"
 
     # -- CSRF --------------------------------------------------------------------------------
 

@@ -19,7 +19,13 @@ from starlette.types import Receive, Scope, Send
 from automlops.local.runtime import LocalRuntime, open_runtime
 from automlops.local.watcher import DataWatcher
 from automlops.local.worker import Worker, WorkerPool
-from automlops.serving.auth import OPEN_PATHS, ApiKeyMiddleware, allow_hosts, default_allowed_hosts
+from automlops.serving.auth import (
+    LOOPBACK_HOSTS,
+    OPEN_PATHS,
+    ApiKeyMiddleware,
+    allow_hosts,
+    default_allowed_hosts,
+)
 from automlops.ui import PREFIX, Guard, LiveProgress, mount_ui
 
 log = logging.getLogger(__name__)
@@ -204,6 +210,11 @@ def run_up(options: UpOptions, echo: Callable[[str], None] = print) -> int:
             f"{options.workers} worker(s); CSVs copied into {runtime.home / 'data' / 'data'}/"
             "<dataset>/ are picked up too. Ctrl-C stops."
         )
+        if options.host in ("0.0.0.0", "::") and options.allowed_hosts == LOOPBACK_HOSTS:
+            echo(
+                "note: only requests to 127.0.0.1/localhost are answered; name the others "
+                "with --allowed-hosts"
+            )
         if options.api_key is None and options.host not in ("127.0.0.1", "localhost", "::1"):
             echo(f"warning: listening on {options.host} without an API key (--api-key-env)")
         background.start()
