@@ -128,6 +128,14 @@ def test_the_internal_model_host_needs_its_token(trained_home: Path) -> None:
         for path in (f"/endpoints/{DEMO_DATASET}", "/openapi.json", "/endpoints"):
             answer = httpx.get(f"{url}{path}")
             assert answer.status_code == 401, (path, answer.text)
+            record(
+                "listeners",
+                {
+                    "listener": "internal model host",
+                    "request": f"GET {path}",
+                    "status": answer.status_code,
+                },
+            )
         stolen = httpx.post(f"{url}/endpoints/{DEMO_DATASET}/versions/1/invocations", json=ROW)
         assert stolen.status_code == 401
         assert httpx.get(f"{url}/ping").status_code == 200
@@ -162,6 +170,10 @@ def test_serve_refuses_a_foreign_host(trained_home: Path) -> None:
                     headers={"host": host, "origin": f"http://{host}"},
                 )
                 assert answer.status_code == 400, host
+                record(
+                    "listeners",
+                    {"listener": "serve", "request": f"Host: {host}", "status": answer.status_code},
+                )
     finally:
         runtime.close()
 
