@@ -203,6 +203,22 @@ def _format_version(dataset: str, v: ModelVersion) -> str:
     )
 
 
+AllowedHosts = Annotated[
+    str | None,
+    typer.Option(
+        "--allowed-hosts",
+        help="Comma-separated Host names to answer (e.g. models.example.com,*.corp.example); "
+        "others get 400. Default: 127.0.0.1, localhost, [::1] and --host.",
+    ),
+]
+
+
+def _allowed_hosts(option: str | None, host: str) -> tuple[str, ...]:
+    from automlops.serving.auth import default_allowed_hosts, parse_allowed_hosts
+
+    return default_allowed_hosts(host) if option is None else parse_allowed_hosts(option)
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
@@ -216,22 +232,25 @@ def serve(
         ),
     ] = None,
     home: Home = None,
+    allowed_hosts: AllowedHosts = None,
 ) -> None:
     """Serve every dataset's champion over HTTP (follows promotions without a restart)."""
     import gc
 
     import uvicorn
 
-    from automlops.serving.auth import api_key_from_env, require_api_key
+    from automlops.serving.auth import allow_hosts, api_key_from_env, require_api_key
     from automlops.serving.lean_imports import import_learner_libraries
 
     import_learner_libraries()  # first, while this process has no other thread
     with cl.refusals(ValueError):
         api_key = None if api_key_env is None else api_key_from_env(api_key_env)
+        hosts = _allowed_hosts(allowed_hosts, host)
     runtime = _runtime(home)
     server = runtime.create_app()
     if api_key is not None:
         require_api_key(server, api_key)
+    allow_hosts(server, hosts)  # added last: the outermost check
     loaded = server.state.models.preload()  # models in memory before the port opens
     gc.freeze()  # start-up objects out of the collector's way: no full scans mid-request
     auth = "API key required" if api_key else "no API key"
@@ -269,6 +288,14 @@ def up(
     protect_ui: Annotated[
         bool, typer.Option("--protect-ui", help="Reading the dashboard needs the key too.")
     ] = False,
+    allowed_hosts: AllowedHosts = None,
+    secure_cookies: Annotated[
+        bool,
+        typer.Option(
+            "--secure-cookies",
+            help="Mark the dashboard's cookies Secure even over http (behind a TLS proxy).",
+        ),
+    ] = False,
 ) -> None:
     """Workers, the inference API and the dashboard at /ui in one process; Ctrl-C stops."""
     from automlops.serving.auth import api_key_from_env
@@ -283,6 +310,8 @@ def up(
             workers=workers,
             api_key=api_key,
             protect_ui=protect_ui,
+            allowed_hosts=_allowed_hosts(allowed_hosts, host),
+            secure_cookies=secure_cookies,
         )
     raise typer.Exit(code=run_up(options, echo=lambda line: typer.echo(line, err=True)))
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from reliability_support import record
@@ -115,3 +117,80 @@ def test_serve_refuses_a_missing_key_variable(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert "AUTOMLOPS_TEST_NO_SUCH_VAR is not set or empty" in result.output
+
+
+def test_the_internal_model_host_needs_its_token(trained_home: Path) -> None:
+    # The embedded server `up` and `run` start for deploys listens on a loopback port any local
+    # user can reach: without the process's own token it must answer nothing but /ping.
+    runtime = open_runtime(trained_home)
+    try:
+        url = runtime.host.base_url()
+        for path in (f"/endpoints/{DEMO_DATASET}", "/openapi.json", "/endpoints"):
+            answer = httpx.get(f"{url}{path}")
+            assert answer.status_code == 401, (path, answer.text)
+            record(
+                "listeners",
+                {
+                    "listener": "internal model host",
+                    "request": f"GET {path}",
+                    "status": answer.status_code,
+                },
+            )
+        stolen = httpx.post(f"{url}/endpoints/{DEMO_DATASET}/versions/1/invocations", json=ROW)
+        assert stolen.status_code == 401
+        assert httpx.get(f"{url}/ping").status_code == 200
+        # The host's own client carries the token: deploying and invoking still work.
+        endpoint = runtime.host.deploy(DEMO_DATASET, 1, "bucket", "key")
+        body = runtime.host.invoke(
+            endpoint,
+            json.dumps(ROW).encode(),
+            content_type="application/json",
+            accept="application/json",
+        )
+        assert "predictions" in json.loads(body)
+    finally:
+        runtime.close()
+
+
+def test_serve_refuses_a_foreign_host(trained_home: Path) -> None:
+    # DNS rebinding: a page on evil.example whose name now resolves to 127.0.0.1 reaches the
+    # server with `Host: evil.example`; only the allow-listed names are answered.
+    runtime = open_runtime(trained_home)
+    try:
+        app = create_app(ModelCache(runtime.store, runtime.registry))
+        auth.allow_hosts(app, auth.default_allowed_hosts("127.0.0.1"))
+        with TestClient(app, base_url="http://127.0.0.1:8080") as local:
+            assert local.get(f"/endpoints/{DEMO_DATASET}").status_code == 200
+            for host in ("localhost:8080", "[::1]:8080", "127.0.0.1"):
+                assert local.get("/ping", headers={"host": host}).status_code == 200, host
+            for host in ("evil.example", "evil.example:8080", "127.0.0.1.evil.example"):
+                answer = local.post(
+                    f"/endpoints/{DEMO_DATASET}/invocations",
+                    json=ROW,
+                    headers={"host": host, "origin": f"http://{host}"},
+                )
+                assert answer.status_code == 400, host
+                record(
+                    "listeners",
+                    {"listener": "serve", "request": f"Host: {host}", "status": answer.status_code},
+                )
+    finally:
+        runtime.close()
+
+
+def test_allowed_hosts_include_the_bind_host_and_loopback() -> None:
+    assert auth.default_allowed_hosts("10.0.0.5") == ("127.0.0.1", "localhost", "[::1]", "10.0.0.5")
+    assert auth.default_allowed_hosts("127.0.0.1") == ("127.0.0.1", "localhost", "[::1]")
+    assert auth.default_allowed_hosts("::1") == ("127.0.0.1", "localhost", "[::1]")
+    with pytest.raises(ValueError, match="host"):
+        auth.parse_allowed_hosts("good.example, ,bad host")
+    assert auth.parse_allowed_hosts("A.example,*.b.example") == ("a.example", "*.b.example")
+
+
+@pytest.mark.parametrize("command", ["serve", "up"])
+def test_a_malformed_allowed_hosts_option_is_refused(tmp_path: Path, command: str) -> None:
+    result = CliRunner().invoke(
+        cli, [command, "--allowed-hosts", "ok.example,bad host", "--home", str(tmp_path)]
+    )
+    assert result.exit_code == 2
+    assert "'bad host' is not a host name" in result.output

@@ -134,6 +134,9 @@ def test_api_key_guards_actions_and_the_inference_api(
     cookie = login.headers["set-cookie"]
     assert SESSION_COOKIE in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie
     assert KEY not in cookie
+    # Signed in, forms carry the session's own token (the one made before no longer acts).
+    assert client.post(ROLLBACK, data={"csrf_token": token}).status_code == 403
+    token = csrf_of(client)
     assert client.post(ROLLBACK, data={"csrf_token": token}).status_code == 200
     assert registry.read(DATASET).champion == 1
     # Signed in, the CSRF token is still required.
@@ -179,6 +182,7 @@ def test_protect_ui_needs_the_key_to_read(
     assert client.get("/ui/").status_code == 200
     assert client.get("/ui/api/state").status_code == 200
     assert client.get("/ui/", headers={"x-api-key": KEY}).status_code == 200
+    token = csrf_of(client)  # the session's token
     logout = client.post("/ui/logout", data={"csrf_token": token}, follow_redirects=False)
     assert logout.status_code == 303
     # The login page it lands on confirms it (the renderer adds every page's notice).

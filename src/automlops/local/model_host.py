@@ -1,7 +1,13 @@
-"""Local model hosting: endpoints are routes of the local inference server, called over HTTP."""
+"""Local model hosting: endpoints are routes of the local inference server, called over HTTP.
+
+The embedded server listens on a loopback port that every local user can reach, so it answers
+only requests carrying a key: the workspace's API key when one is set, else a random token made
+when this process starts and known only to its own client (sent as `X-API-Key`).
+"""
 
 from __future__ import annotations
 
+import secrets
 import socket
 import threading
 import time
@@ -11,6 +17,7 @@ from typing import TYPE_CHECKING
 import httpx
 
 from automlops.errors import PermanentError
+from automlops.serving.auth import allow_hosts, require_api_key
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -49,8 +56,9 @@ class EmbeddedServer:
 class LocalModelHost:
     """Endpoint names are `<dataset>/versions/<n>`; calls go over HTTP to a local server.
 
-    `base_url` points at a running `automlops serve`; without it an embedded server is started
-    on first use from `app_factory`.
+    `base_url` points at a running `automlops serve` (with `api_key` when it needs one); without
+    it an embedded server is started on first use from `app_factory`, requiring `api_key` or,
+    lacking one, a per-process random token.
     """
 
     def __init__(
@@ -58,20 +66,31 @@ class LocalModelHost:
         app_factory: Callable[[], FastAPI],
         *,
         base_url: str | None = None,
+        api_key: str | None = None,
         timeout_s: float = 60.0,
     ) -> None:
         self._app_factory = app_factory
         self._base_url = base_url
         self._server: EmbeddedServer | None = None
-        self._client = httpx.Client(timeout=timeout_s)
+        key = api_key if api_key is not None or base_url is not None else secrets.token_urlsafe(32)
+        self._key = key
+        headers = {} if key is None else {"X-API-Key": key}
+        self._client = httpx.Client(timeout=timeout_s, headers=headers)
         self._lock = threading.Lock()
+
+    def _embedded_app(self) -> FastAPI:
+        app = self._app_factory()
+        assert self._key is not None  # always set when no base_url was given
+        require_api_key(app, self._key)
+        allow_hosts(app, ("127.0.0.1",))  # only ever called by its loopback address
+        return app
 
     def base_url(self) -> str:
         """The server endpoints are called on (starting the embedded one if needed)."""
         if self._base_url is None:
             with self._lock:
                 if self._server is None:
-                    self._server = EmbeddedServer(self._app_factory())
+                    self._server = EmbeddedServer(self._embedded_app())
                     self._server.start()
                 self._base_url = self._server.url
         return self._base_url

@@ -67,8 +67,10 @@ def open_runtime(
     *,
     settings: Settings | None = None,
     server_url: str | None = None,
+    server_key: str | None = None,
 ) -> LocalRuntime:
-    """Open (creating if needed) the workspace at `home`."""
+    """Open (creating if needed) the workspace at `home` (`server_url`: a running `automlops
+    serve` to deploy through instead of an embedded server, `server_key` its API key)."""
     root = resolve_home(home)
     settings = settings or Settings()
     router = Router(settings)
@@ -93,8 +95,11 @@ def open_runtime(
 
     store = DirectoryStore(root, settings.buckets.all(), on_created=notify)
     registry = Registry(store, settings.buckets.model_output)
-    # The host builds the app when it first serves (in-process), or never (`server_url`).
-    host = LocalModelHost(lambda: inference_app(store, registry, settings), base_url=server_url)
+    # The host builds the app when it first serves (in-process, behind a per-process token),
+    # or never (`server_url`).
+    host = LocalModelHost(
+        lambda: inference_app(store, registry, settings), base_url=server_url, api_key=server_key
+    )
     return LocalRuntime(
         home=root,
         settings=settings,

@@ -7,20 +7,28 @@ so the time to refuse does not depend on how much of a guessed key was right.
 
 It is plain ASGI middleware rather than a FastAPI dependency: it also covers routes added later
 (and /docs, /openapi.json), and refuses before a request body is read.
+
+Host allow-list: a server answers only requests whose `Host` names it (loopback names and the
+interface it binds by default), so a page whose DNS name was rebound to 127.0.0.1 gets 400.
 """
 
 from __future__ import annotations
 
 import hmac
 import os
+import re
 from collections.abc import Iterable
 
 from fastapi import FastAPI
 from starlette.datastructures import Headers
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 OPEN_PATHS = frozenset({"/ping"})
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+# A host name, an IPv4 address, a bracketed IPv6 literal, or a `*.domain` wildcard.
+_HOST_PATTERN = re.compile(r"(\*\.)?[a-z0-9_.-]+|\[[0-9a-f:.]+\]")
 _REFUSAL = "missing or wrong API key: send Authorization: Bearer <key> or X-API-Key: <key>"
 
 
@@ -79,3 +87,31 @@ def require_api_key(app: FastAPI, api_key: str, open_paths: Iterable[str] = OPEN
         # Checked here too: Starlette builds middleware on the first request, too late.
         raise ValueError("the API key must not be empty")
     app.add_middleware(ApiKeyMiddleware, api_key=api_key, open_paths=frozenset(open_paths))
+
+
+def default_allowed_hosts(bind_host: str) -> tuple[str, ...]:
+    """The `Host` names a server bound to `bind_host` answers by default: loopback and itself."""
+    name = bind_host.strip().lower()
+    if ":" in name and not name.startswith("["):
+        name = f"[{name}]"  # an IPv6 literal is written bracketed in a Host header
+    if name in ("0.0.0.0", "[::]", "") or name in LOOPBACK_HOSTS:
+        # Listening on every interface says nothing about the names clients use:
+        # `--allowed-hosts` names them.
+        return LOOPBACK_HOSTS
+    return (*LOOPBACK_HOSTS, name)
+
+
+def parse_allowed_hosts(text: str) -> tuple[str, ...]:
+    """`--allowed-hosts`: comma-separated names (`*.example.com` wildcards allowed, or `*` for
+    any host); ValueError naming a bad one."""
+    hosts = tuple(part.strip().lower() for part in text.split(","))
+    for host in hosts:
+        if host != "*" and not _HOST_PATTERN.fullmatch(host):
+            raise ValueError(f"--allowed-hosts: {host!r} is not a host name")
+    return hosts
+
+
+def allow_hosts(app: FastAPI, hosts: Iterable[str]) -> None:
+    """Make `app` answer 400 to requests whose `Host` is not one of `hosts`."""
+    # Starlette's middleware: parses bracketed IPv6 and ports, knows `*.domain` wildcards.
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(hosts), www_redirect=False)

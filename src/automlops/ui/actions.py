@@ -21,15 +21,13 @@ from automlops.ui.context import (
     UiError,
     redirect,
     safe_next,
-    set_cookie,
     valid_dataset,
 )
 from automlops.ui.pages import render_upload
-from automlops.ui.security import CSRF_FIELD, SESSION_COOKIE, keys_match, same_origin
+from automlops.ui.security import CSRF_COOKIE, CSRF_FIELD, SESSION_COOKIE, LoginResult
 from automlops.ui.upload import UploadError, UploadForm, spooled, store_upload
 from automlops.usecases import dead_letters, promotion
 
-_FAILED_LOGIN_DELAY_S = 0.5  # slows guessing; the comparison itself is constant-time
 _FORM_LIMITS: dict[str, Any] = {"max_files": 1, "max_fields": 500, "max_part_size": 64 * 1024}
 
 
@@ -52,7 +50,9 @@ def build_actions(ui: UiContext) -> APIRouter:
                 "Sign in to make changes",
                 "This workspace has an API key: sign in with it, then try again.",
             )
-        if not (signed_in and guard.header_authenticated(request)) and not same_origin(request):
+        if not (signed_in and guard.header_authenticated(request)) and not guard.same_origin(
+            request
+        ):
             raise UiError(403, "Refused", "The request came from another site.")
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > ui.max_upload_bytes:
@@ -177,13 +177,27 @@ def build_actions(ui: UiContext) -> APIRouter:
 
     @router.post("/login")
     async def login(request: Request) -> Response:
-        """Check the key; on success set the session cookie (never the key itself)."""
+        """Check the key (throttled); on success start a session: its id in a cookie (never
+        the key), with the CSRF token bound to it."""
         form = await form_of(request, signed_in=False)
         target = safe_next(str(form.get("next", "")))
         if guard.api_key is None:
             return redirect(target)
-        if not keys_match(str(form.get("key", "")), guard.api_key):
-            await asyncio.sleep(_FAILED_LOGIN_DELAY_S)
+        result = guard.sign_in(str(form.get("key", "")))
+        if result is LoginResult.locked:
+            wait_s = guard.throttle.retry_after_s()
+            page = ui.render(
+                request,
+                "login.html",
+                status=429,
+                title="Sign in",
+                next=target,
+                error=f"Too many wrong keys: signing in is paused for {wait_s} s.",
+            )
+            page.headers["Retry-After"] = str(wait_s)
+            return page
+        if result is LoginResult.wrong:
+            await asyncio.sleep(guard.throttle.delay_s)
             return ui.render(
                 request,
                 "login.html",
@@ -192,16 +206,21 @@ def build_actions(ui: UiContext) -> APIRouter:
                 next=target,
                 error="That key is not the one this server was started with.",
             )
+        guard.sessions.end(request.cookies.get(SESSION_COOKIE))  # a re-login replaces it
+        session = guard.sessions.start()
         response = redirect(target)
-        set_cookie(request, response, SESSION_COOKIE, guard.session_value())
+        guard.set_cookie(request, response, SESSION_COOKIE, session)
+        guard.set_cookie(request, response, CSRF_COOKIE, guard.session_csrf_token(session))
         return response
 
     @router.post("/logout")
     async def logout(request: Request) -> Response:
-        """Forget the session cookie."""
+        """End the session (its cookie opens nothing from now on) and drop both cookies."""
         await form_of(request, signed_in=False)
+        guard.sessions.end(request.cookies.get(SESSION_COOKIE))
         response = redirect(_with_query(f"{PREFIX}/login", done="signed-out"))
-        response.delete_cookie(SESSION_COOKIE, path=PREFIX)
+        guard.delete_cookie(request, response, SESSION_COOKIE)
+        guard.delete_cookie(request, response, CSRF_COOKIE)
         return response
 
     return router

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +19,13 @@ from starlette.types import Receive, Scope, Send
 from automlops.local.runtime import LocalRuntime, open_runtime
 from automlops.local.watcher import DataWatcher
 from automlops.local.worker import Worker, WorkerPool
-from automlops.serving.auth import OPEN_PATHS, ApiKeyMiddleware
+from automlops.serving.auth import (
+    LOOPBACK_HOSTS,
+    OPEN_PATHS,
+    ApiKeyMiddleware,
+    allow_hosts,
+    default_allowed_hosts,
+)
 from automlops.ui import PREFIX, Guard, LiveProgress, mount_ui
 
 log = logging.getLogger(__name__)
@@ -46,9 +52,14 @@ class UpOptions:
     protect_ui: bool = False
     watch_interval_s: float = 1.0
     stop_grace_s: float = 5.0
+    # Host names the server answers (empty: loopback and `host`, serving.auth's default).
+    allowed_hosts: tuple[str, ...] = ()
+    secure_cookies: bool = False
 
     def __post_init__(self) -> None:
         check_protection(self.api_key, self.protect_ui)
+        if not self.allowed_hosts:
+            self.allowed_hosts = default_allowed_hosts(self.host)
 
 
 def build_app(
@@ -57,13 +68,24 @@ def build_app(
     api_key: str | None = None,
     protect_ui: bool = False,
     progress: LiveProgress | None = None,
+    allowed_hosts: Iterable[str] | None = None,
+    secure_cookies: bool = False,
 ) -> FastAPI:
-    """The inference app with the dashboard at /ui; with a key, both need it to act."""
+    """The inference app with the dashboard at /ui; with a key, both need it to act.
+
+    `allowed_hosts`: the Host names answered (400 to others) and that a form's Origin must
+    name; None only for an app reached in-process (tests), `up` always gives them.
+    """
     check_protection(api_key, protect_ui)
+    hosts = None if allowed_hosts is None else frozenset(h.lower() for h in allowed_hosts)
     app = runtime.create_app()
-    mount_ui(
-        app, runtime, guard=Guard(api_key=api_key, protect_reads=protect_ui), progress=progress
+    guard = Guard(
+        api_key=api_key,
+        protect_reads=protect_ui,
+        allowed_hosts=hosts,
+        secure_cookies=secure_cookies,
     )
+    mount_ui(app, runtime, guard=guard, progress=progress)
 
     @app.get("/favicon.ico", include_in_schema=False)
     def favicon() -> Response:
@@ -73,6 +95,8 @@ def build_app(
 
     if api_key is not None:
         _require_key_for_api(app, api_key)
+    if hosts is not None:
+        allow_hosts(app, sorted(hosts))  # added last: the outermost check
     return app
 
 
@@ -160,7 +184,12 @@ def run_up(options: UpOptions, echo: Callable[[str], None] = print) -> int:
     progress = LiveProgress()
     try:
         app = build_app(
-            runtime, api_key=options.api_key, protect_ui=options.protect_ui, progress=progress
+            runtime,
+            api_key=options.api_key,
+            protect_ui=options.protect_ui,
+            progress=progress,
+            allowed_hosts=options.allowed_hosts,
+            secure_cookies=options.secure_cookies,
         )
         background = Background(
             runtime,
@@ -181,6 +210,11 @@ def run_up(options: UpOptions, echo: Callable[[str], None] = print) -> int:
             f"{options.workers} worker(s); CSVs copied into {runtime.home / 'data' / 'data'}/"
             "<dataset>/ are picked up too. Ctrl-C stops."
         )
+        if options.host in ("0.0.0.0", "::") and options.allowed_hosts == LOOPBACK_HOSTS:
+            echo(
+                "note: only requests to 127.0.0.1/localhost are answered; name the others "
+                "with --allowed-hosts"
+            )
         if options.api_key is None and options.host not in ("127.0.0.1", "localhost", "::1"):
             echo(f"warning: listening on {options.host} without an API key (--api-key-env)")
         background.start()
