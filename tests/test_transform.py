@@ -7,7 +7,7 @@ from functools import partial
 import numpy as np
 import polars as pl
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from automlops.ml.columns.transform import (
@@ -160,6 +160,7 @@ _SERVED_VALUES = st.one_of(
         max_size=12,
     )
 )
+@example(rows=[{"cat": False}, {"n1": None, "cat": 1.0}])  # 1.0 beside a bool: the category "1"
 def test_row_paths_agree_with_the_frame_path(rows: list[dict]) -> None:
     """The row path's kind-at-a-time reading (all numbers at once, one scatter for all
     categories) and its column-by-column reading both give the frame path's matrix, or its

@@ -602,13 +602,7 @@ def rows_to_frame(instances: list[dict[str, Any]], columns: list[str]) -> pl.Dat
                 raise TypeError("booleans mixed with other types")
             data[name] = pl.Series(name, values, strict=True)
         except (TypeError, ValueError, OverflowError, pl.exceptions.PolarsError):
-            # Mixed types (e.g. 3 and "3"): compare as text, parsed per column later.
-            data[name] = pl.Series(
-                name,
-                [
-                    category_key(v) if isinstance(v, bool) else None if v is None else str(v)
-                    for v in values
-                ],
-                dtype=pl.String,
-            )
+            # Mixed types (e.g. 3 and "3"): compare as text, parsed per column later; each
+            # value as the row path reads it (1.0 is the category "1", as 1 is).
+            data[name] = pl.Series(name, [category_key(v) for v in values], dtype=pl.String)
     return pl.DataFrame(data, height=len(instances))
