@@ -11,13 +11,13 @@ from typing import Any
 
 import jinja2
 from fastapi import Request
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 
 from automlops.local.runtime import LocalRuntime
 from automlops.names import is_dataset_name
 from automlops.ui import views
 from automlops.ui.progress import LiveProgress
-from automlops.ui.security import CSRF_COOKIE, Guard
+from automlops.ui.security import CSRF_COOKIE, Guard, same_text
 
 PREFIX = "/ui"
 STATIC_DIR = Path(__file__).parent / "static"
@@ -146,7 +146,12 @@ class UiContext:
     env: jinja2.Environment = field(default_factory=_environment)
 
     def csrf_token(self, request: Request) -> tuple[str, bool]:
-        """The request's CSRF token (reused from its cookie when valid) and whether it is new."""
+        """The request's CSRF token (reused from its cookie when valid) and whether it is new.
+        Signed in, it is the session's own token (the only one that acts for the session)."""
+        session = self.guard.session_of(request)
+        if session is not None:
+            token = self.guard.session_csrf_token(session)
+            return token, not same_text(request.cookies.get(CSRF_COOKIE), token)
         current = request.cookies.get(CSRF_COOKIE)
         if current and self.guard.valid_csrf_token(current):
             return current, False
@@ -177,25 +182,13 @@ class UiContext:
         )
         response = HTMLResponse(html, status_code=status, headers=PAGE_HEADERS)
         if fresh:
-            set_cookie(request, response, CSRF_COOKIE, token)
+            self.guard.set_cookie(request, response, CSRF_COOKIE, token)
         return response
 
     def require_read(self, request: Request) -> None:
         """Reading pages needs the key only under --protect-ui."""
         if not self.guard.may_read(request):
             raise LoginRequired()
-
-
-def set_cookie(request: Request, response: Response, name: str, value: str) -> None:
-    """Cookies of the dashboard: scoped to it, invisible to scripts, never sent cross-site."""
-    response.set_cookie(
-        name,
-        value,
-        path=PREFIX,
-        httponly=True,
-        samesite="strict",
-        secure=request.url.scheme == "https",
-    )
 
 
 def safe_next(target: str | None) -> str:
