@@ -21,6 +21,7 @@ from reliability_support import (
 )
 
 from automlops.local.runtime import open_runtime
+from decision_chain import FIRST_MODEL, check_decision_chain, promotions
 from support import upload
 
 WORKERS = 2
@@ -143,5 +144,60 @@ def test_two_workers_two_datasets_uploads_in_flight(tmp_path: Path) -> None:
             "max_champions_seen": watcher.max_champions,
             "max_parallel_stages": parallel,
             "elapsed_s": round(elapsed, 1),
+        },
+    )
+
+
+RACE_PROCESSES = 2
+RACE_UPLOADS = 6
+
+
+def test_two_processes_race_to_decide_one_dataset(tmp_path: Path) -> None:
+    """2 processes x 2 workers on several uploads of one dataset: the decisions form one chain
+    (exactly one "first model", every other promotion compared with the champion it replaced),
+    whoever evaluated what."""
+    home = tmp_path / "home"
+    runtime = open_runtime(home)
+    try:
+        for index in range(RACE_UPLOADS):
+            csv = small_csv(100, seed=60 + index)
+            upload(runtime, fast_manifest("race"), f"r{index}.csv", csv)
+    finally:
+        runtime.close()
+
+    command = automlops_command(
+        "run", "--until-idle", "--workers", str(WORKERS), "--home", str(home)
+    )
+    children = [
+        subprocess.Popen(
+            command, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        for _ in range(RACE_PROCESSES)
+    ]
+    for child in children:
+        out, err = child.communicate(timeout=300)
+        assert child.returncode == 0, out.decode() + err.decode()
+
+    runtime = open_runtime(home)
+    try:
+        runs = runtime.runlog.list()
+        assert len(runs) == RACE_UPLOADS
+        assert all(r.status == "succeeded" for r in runs), [(r.source, r.error) for r in runs]
+        doc = runtime.registry.read("race")
+    finally:
+        runtime.close()
+    check_registry(doc)
+    assert len(doc.versions) == RACE_UPLOADS
+    chain = check_decision_chain(doc)
+    firsts = sum(d.reason.startswith(FIRST_MODEL) for _, d in promotions(doc))
+    record(
+        "concurrency_race",
+        {
+            "processes": RACE_PROCESSES,
+            "workers": WORKERS,
+            "uploads": RACE_UPLOADS,
+            "promotions": len(chain),
+            "first_model_decisions": firsts,
+            "promotions_without_comparison": 0,  # check_decision_chain asserted it
         },
     )
