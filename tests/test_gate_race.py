@@ -14,10 +14,9 @@ import pytest
 
 from automlops.config import Manifest, Task
 from automlops.demo import breast_cancer_csv
-from automlops.errors import ConflictError
 from automlops.local.runtime import LocalRuntime
 from automlops.local.worker import Worker
-from automlops.registry import ChampionChanged, EvaluationOutcome, VersionStatus
+from automlops.registry import VersionStatus
 from automlops.stages import evaluate as evaluate_stage
 from decision_chain import FIRST_MODEL, check_decision_chain
 from support import upload
@@ -96,26 +95,3 @@ def test_a_candidate_is_compared_again_when_the_champion_changed_meanwhile(
     assert f"champion v{b} " in decision.reason, decision.reason
     assert decision.details["comparisons"], "A's decision carries no comparison with B"
     assert len(doc.get(a).decisions) == 1
-
-
-def test_a_decision_on_a_replaced_champion_is_refused(runtime: LocalRuntime) -> None:
-    _deploy_both(runtime)
-    registry = runtime.registry
-    registry.promote(DATASET, 2, "crowned by an operator")
-    outcome = EvaluationOutcome(
-        metrics={"roc_auc": 0.9}, report_key="r.json", promote=True, reason=FIRST_MODEL
-    )
-    with pytest.raises(ChampionChanged) as raised:
-        registry.decide(DATASET, 1, outcome, compared_with=None)
-    assert raised.value.champion == 2
-    assert isinstance(raised.value, ConflictError)  # retried, never a failed run
-    doc = registry.read(DATASET)
-    assert doc.champion == 2 and doc.get(1).decisions == [] and doc.get(1).report_key is None
-
-    crowned = registry.decide(
-        DATASET, 1, outcome.model_copy(update={"reason": "x"}), compared_with=2
-    )
-    assert crowned.status is VersionStatus.champion
-    doc = registry.read(DATASET)
-    assert doc.champion == 1 and doc.get(1).decisions[-1].replaced == 2
-    assert doc.get(1).report_key == "r.json" and doc.get(1).metrics == {"roc_auc": 0.9}
