@@ -8,6 +8,7 @@ then be compared again with B, never crowned as a second "first model".
 from __future__ import annotations
 
 import io
+import json
 
 import polars as pl
 import pytest
@@ -95,3 +96,10 @@ def test_a_candidate_is_compared_again_when_the_champion_changed_meanwhile(
     assert f"champion v{b} " in decision.reason, decision.reason
     assert decision.details["comparisons"], "A's decision carries no comparison with B"
     assert len(doc.get(a).decisions) == 1
+    # A's report is the one of its second comparison: the decision the registry holds.
+    report_key = doc.get(a).report_key
+    assert report_key is not None
+    bucket = runtime.settings.buckets.model_monitoring
+    report = json.loads(runtime.store.get(bucket, report_key))
+    assert report["decision"]["reason"] == decision.reason
+    assert report["champion"]["version"] == b
