@@ -9,11 +9,13 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from reliability_support import (
     automlops_command,
     check_registry,
     check_visible_objects,
     fast_manifest,
+    heavy,
     record,
     registry_docs,
     small_csv,
@@ -150,9 +152,11 @@ def test_two_workers_two_datasets_uploads_in_flight(tmp_path: Path) -> None:
 
 RACE_PROCESSES = 2
 RACE_UPLOADS = 6
+RACE_ROUNDS = 5 if heavy() else 1  # which interleaving happens varies: `make reliability` repeats
 
 
-def test_two_processes_race_to_decide_one_dataset(tmp_path: Path) -> None:
+@pytest.mark.parametrize("round_no", range(1, RACE_ROUNDS + 1))
+def test_two_processes_race_to_decide_one_dataset(tmp_path: Path, round_no: int) -> None:
     """2 processes x 2 workers on several uploads of one dataset: the decisions form one chain
     (exactly one "first model", every other promotion compared with the champion it replaced),
     whoever evaluated what."""
@@ -160,7 +164,7 @@ def test_two_processes_race_to_decide_one_dataset(tmp_path: Path) -> None:
     runtime = open_runtime(home)
     try:
         for index in range(RACE_UPLOADS):
-            csv = small_csv(100, seed=60 + index)
+            csv = small_csv(100, seed=100 * round_no + index)
             upload(runtime, fast_manifest("race"), f"r{index}.csv", csv)
     finally:
         runtime.close()
@@ -193,6 +197,7 @@ def test_two_processes_race_to_decide_one_dataset(tmp_path: Path) -> None:
     record(
         "concurrency_race",
         {
+            "round": round_no,
             "processes": RACE_PROCESSES,
             "workers": WORKERS,
             "uploads": RACE_UPLOADS,
