@@ -1,7 +1,10 @@
 """The model registry: versions per dataset, one champion, decisions and their reasons.
 
 One JSON document per dataset in the model bucket, updated by compare-and-swap on its ETag, so
-concurrent runs cannot lose an update or crown two champions.
+concurrent runs cannot lose an update or crown two champions. An evaluation's decision is a
+second compare-and-swap, on the champion: it lands only if the champion is still the one the
+candidate was compared with (`decide`), so the decisions of a dataset form one chain whatever
+the number of workers and processes.
 """
 
 from __future__ import annotations
@@ -33,6 +36,33 @@ class Decision(BaseModel):
     reason: str
     at: str
     details: dict[str, Any] = Field(default_factory=dict)
+    # For a promotion: the champion it replaced (None: there was none). Read in the same
+    # compare-and-swap that crowned this version, so it is the champion at that moment.
+    replaced: int | None = None
+
+
+class EvaluationOutcome(BaseModel):
+    """What an evaluation concluded about a candidate, recorded in one registry update."""
+
+    metrics: dict[str, float]
+    report_key: str
+    promote: bool
+    reason: str
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class ChampionChanged(ConflictError):
+    """The champion is no longer the one the candidate was compared with: compare again."""
+
+    def __init__(self, dataset: str, compared_with: int | None, champion: int | None) -> None:
+        self.dataset = dataset
+        self.compared_with = compared_with
+        self.champion = champion
+        seen = "no champion" if compared_with is None else f"champion v{compared_with}"
+        now = "none" if champion is None else f"v{champion}"
+        super().__init__(
+            f"{dataset!r}: the candidate was compared with {seen}, the champion is now {now}"
+        )
 
 
 class ModelVersion(BaseModel):
@@ -57,12 +87,19 @@ class ModelVersion(BaseModel):
         return self.decisions[-1].reason if self.decisions else None
 
     def decide(
-        self, status: VersionStatus, reason: str, details: dict[str, Any] | None = None
+        self,
+        status: VersionStatus,
+        reason: str,
+        details: dict[str, Any] | None = None,
+        *,
+        replaced: int | None = None,
     ) -> None:
         """Move to `status`, recording why and when."""
         self.status = status
         self.decisions.append(
-            Decision(status=status, reason=reason, at=_now(), details=details or {})
+            Decision(
+                status=status, reason=reason, at=_now(), details=details or {}, replaced=replaced
+            )
         )
 
 
@@ -83,6 +120,21 @@ class RegistryDoc(BaseModel):
 
     def champion_version(self) -> ModelVersion | None:
         return None if self.champion is None else self.get(self.champion)
+
+    def crown(
+        self, version: int, reason: str, details: dict[str, Any] | None = None
+    ) -> ModelVersion:
+        """Make `version` the champion, archiving the current one (a no-op if it already is)."""
+        entry = self.get(version)
+        if self.champion == version:
+            return entry
+        previous = self.champion
+        if previous is not None:
+            self.get(previous).decide(VersionStatus.archived, f"replaced by version {version}")
+            self.champion_history.append(previous)
+        entry.decide(VersionStatus.champion, reason, details, replaced=previous)
+        self.champion = version
+        return entry
 
 
 def _now() -> str:
@@ -153,18 +205,38 @@ class Registry:
     def promote(
         self, dataset: str, version: int, reason: str, details: dict[str, Any] | None = None
     ) -> ModelVersion:
-        """Make `version` the champion; the previous champion is archived."""
+        """Make `version` the champion, whatever the champion is (an operator's decision);
+        the previous champion is archived. Evaluations use `decide`."""
+        return self.update(dataset, lambda doc: doc.crown(version, reason, details))
+
+    def decide(
+        self,
+        dataset: str,
+        version: int,
+        outcome: EvaluationOutcome,
+        *,
+        compared_with: int | None,
+    ) -> ModelVersion:
+        """Record an evaluation and its decision, if the champion is still `compared_with`.
+
+        One compare-and-swap: the metrics, the report and the promotion or rejection land
+        together, and only while the champion is the one the candidate was compared with
+        (None: there was no champion, so "first model" holds only if there is still none).
+        Otherwise ChampionChanged, and nothing is written: the caller compares again. A
+        candidate an operator crowned meanwhile keeps its status; only its evaluation is added.
+        """
 
         def change(doc: RegistryDoc) -> ModelVersion:
             entry = doc.get(version)
+            if doc.champion not in (compared_with, version):
+                raise ChampionChanged(dataset, compared_with, doc.champion)
+            entry.metrics = outcome.metrics
+            entry.report_key = outcome.report_key
             if doc.champion == version:
                 return entry
-            if doc.champion is not None:
-                previous = doc.get(doc.champion)
-                previous.decide(VersionStatus.archived, f"replaced by version {version}")
-                doc.champion_history.append(doc.champion)
-            entry.decide(VersionStatus.champion, reason, details)
-            doc.champion = version
+            if outcome.promote:
+                return doc.crown(version, outcome.reason, outcome.details)
+            entry.decide(VersionStatus.rejected, outcome.reason, outcome.details)
             return entry
 
         return self.update(dataset, change)
@@ -197,13 +269,3 @@ class Registry:
             return restored
 
         return self.update(dataset, change)
-
-    def record_evaluation(
-        self, dataset: str, version: int, metrics: dict[str, float], report_key: str
-    ) -> None:
-        def change(doc: RegistryDoc) -> None:
-            entry = doc.get(version)
-            entry.metrics = metrics
-            entry.report_key = report_key
-
-        self.update(dataset, change)

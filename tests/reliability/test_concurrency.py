@@ -9,11 +9,13 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from reliability_support import (
     automlops_command,
     check_registry,
     check_visible_objects,
     fast_manifest,
+    heavy,
     record,
     registry_docs,
     small_csv,
@@ -21,6 +23,7 @@ from reliability_support import (
 )
 
 from automlops.local.runtime import open_runtime
+from decision_chain import FIRST_MODEL, check_decision_chain, promotions
 from support import upload
 
 WORKERS = 2
@@ -145,3 +148,73 @@ def test_two_workers_two_datasets_uploads_in_flight(tmp_path: Path) -> None:
             "elapsed_s": round(elapsed, 1),
         },
     )
+
+
+RACE_PROCESSES = 2
+RACE_UPLOADS = 6
+RACE_ROUNDS = 5 if heavy() else 1  # which interleaving happens varies: `make reliability` repeats
+
+
+@pytest.mark.parametrize("round_no", range(1, RACE_ROUNDS + 1))
+def test_two_processes_race_to_decide_one_dataset(tmp_path: Path, round_no: int) -> None:
+    """2 processes x 2 workers on several uploads of one dataset: the decisions form one chain
+    (exactly one "first model", every other promotion compared with the champion it replaced),
+    whoever evaluated what."""
+    home = tmp_path / "home"
+    runtime = open_runtime(home)
+    try:
+        for index in range(RACE_UPLOADS):
+            csv = small_csv(100, seed=100 * round_no + index)
+            upload(runtime, fast_manifest("race"), f"r{index}.csv", csv)
+    finally:
+        runtime.close()
+
+    command = automlops_command(
+        "run", "--until-idle", "--workers", str(WORKERS), "--home", str(home)
+    )
+    children = [
+        subprocess.Popen(
+            command, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        for _ in range(RACE_PROCESSES)
+    ]
+    for child in children:
+        out, err = child.communicate(timeout=300)
+        assert child.returncode == 0, out.decode() + err.decode()
+
+    runtime = open_runtime(home)
+    try:
+        runs = runtime.runlog.list()
+        assert len(runs) == RACE_UPLOADS
+        assert all(r.status == "succeeded" for r in runs), [(r.source, r.error) for r in runs]
+        doc = runtime.registry.read("race")
+    finally:
+        runtime.close()
+    made = promotions(doc)
+    firsts = sum(d.reason.startswith(FIRST_MODEL) for _, d in made)
+    # A promotion is compared when its reason names the champion it replaced (or, for the
+    # first model, when it replaced none).
+    uncompared = [
+        version
+        for version, d in made
+        if not (
+            (d.replaced is None and d.reason.startswith(FIRST_MODEL))
+            or (d.replaced is not None and f"champion v{d.replaced} " in d.reason)
+        )
+    ]
+    record(
+        "concurrency_race",
+        {
+            "round": round_no,
+            "processes": RACE_PROCESSES,
+            "workers": WORKERS,
+            "uploads": RACE_UPLOADS,
+            "promotions": len(made),
+            "first_model_decisions": firsts,
+            "promotions_without_comparison": len(uncompared),
+        },
+    )
+    check_registry(doc)
+    assert len(doc.versions) == RACE_UPLOADS
+    check_decision_chain(doc)
+    assert firsts == 1 and uncompared == []

@@ -19,7 +19,7 @@ import polars as pl
 
 from automlops import keys
 from automlops.config import Manifest, Task
-from automlops.errors import PermanentError
+from automlops.errors import ConflictError, PermanentError
 from automlops.events import EvaluationMessage, SqsRecord
 from automlops.manifests import load_manifest
 from automlops.ml.artifact import ModelArtifact, ModelMetadata
@@ -32,7 +32,14 @@ from automlops.ml.evaluation.gate import (
     decide,
 )
 from automlops.ports import ModelHost, ObjectStore, Ports
-from automlops.registry import ModelVersion, Registry, VersionStatus
+from automlops.registry import (
+    ChampionChanged,
+    EvaluationOutcome,
+    ModelVersion,
+    Registry,
+    RegistryDoc,
+    VersionStatus,
+)
 from automlops.reports.report import (
     ChampionSummary,
     DecisionSummary,
@@ -53,6 +60,9 @@ _AGREEMENT_TOLERANCE = 1e-5
 # Plots draw a seeded sample of this many rows at most (curves look the same; matplotlib does
 # not scale to millions of points). Metrics and the confusion matrix use all rows.
 PLOT_MAX_ROWS = 50_000
+# Comparisons of one candidate when other evaluations keep changing the champion meanwhile;
+# then the message is retried later (ConflictError), never decided on a stale comparison.
+DECISION_ATTEMPTS = 5
 
 
 def identify(record: SqsRecord, ports: Ports) -> keys.RunRef:
@@ -257,19 +267,9 @@ def evaluate(record: SqsRecord, ports: Ports) -> StageResult:
     candidate = ScoredModel(message.endpoint, artifact, artifact.metadata)
     manifest = load_manifest(store, settings.buckets.data, message.dataset)
     scored = _score_candidate(ports, message, candidate)
-    champion = doc.champion_version()
-    evidence = ChampionEvidence()
-    if _comparable(champion, entry, candidate.meta):
-        assert champion is not None
-        evidence = _score_champion(ports, message, candidate, scored, champion, manifest)
-    previous = None if champion is None or champion.version == entry.version else champion.version
-    gate = _decide(scored, manifest, evidence, previous)
-    details = gate.details(evidence.row_sets)
-    report = _report(ports, message, entry, candidate, scored, evidence, gate, details)
-    date = ports.clock().strftime("%Y-%m-%d")
-    prefix = keys.report_prefix(message.dataset, date, run.run_id)
-    report_key = _write_reports(ports, prefix, report, scored.rows.y, scored.pred, evidence.pred)
-    _record_decision(registry, run.dataset, entry, scored.metrics, report_key, gate, details)
+    gate, report_key = _compare_and_decide(
+        ports, registry, doc, message, entry, candidate, scored, manifest
+    )
     primary = metrics.PRIMARY_METRIC[candidate.meta.task.value]
     files = keys.report_files(report_key)
     return StageResult(
@@ -279,6 +279,62 @@ def evaluate(record: SqsRecord, ports: Ports) -> StageResult:
         headline=(primary, scored.metrics[primary]),
         final=True,
         note=f"{_status(gate).value}: {gate.reason}",
+    )
+
+
+def _compare_and_decide(
+    ports: Ports,
+    registry: Registry,
+    doc: RegistryDoc,
+    message: EvaluationMessage,
+    entry: ModelVersion,
+    candidate: ScoredModel,
+    scored: CandidateScore,
+    manifest: Manifest,
+) -> tuple[GateDecision, str]:
+    """Compare the candidate with the champion, report, and record the decision in the
+    registry over that same champion; the decision and the key of report.json.
+
+    When another evaluation changed the champion meanwhile, the decision is refused
+    (ChampionChanged) and the candidate is compared again with the new champion; after
+    DECISION_ATTEMPTS such races, ConflictError (the message is retried later).
+    """
+    date = ports.clock().strftime("%Y-%m-%d")
+    prefix = keys.report_prefix(message.dataset, date, message.run_id)
+    for _ in range(DECISION_ATTEMPTS):
+        champion = doc.champion_version()
+        evidence = ChampionEvidence()
+        if _comparable(champion, entry, candidate.meta):
+            assert champion is not None
+            evidence = _score_champion(ports, message, candidate, scored, champion, manifest)
+        previous = (
+            None if champion is None or champion.version == entry.version else champion.version
+        )
+        gate = _decide(scored, manifest, evidence, previous)
+        details = gate.details(evidence.row_sets)
+        report = _report(ports, message, entry, candidate, scored, evidence, gate, details)
+        # Written before the decision lands: a lost race's report is overwritten by the next
+        # comparison's, under the same keys.
+        report_key = _write_reports(
+            ports, prefix, report, scored.rows.y, scored.pred, evidence.pred
+        )
+        outcome = EvaluationOutcome(
+            metrics=scored.metrics,
+            report_key=report_key,
+            promote=gate.promote,
+            reason=gate.reason,
+            details=details,
+        )
+        try:
+            registry.decide(message.dataset, entry.version, outcome, compared_with=doc.champion)
+        except ChampionChanged as exc:
+            ports.progress(f"{exc}; comparing again")
+            doc = registry.read(message.dataset)
+            continue
+        return gate, report_key
+    raise ConflictError(
+        f"{message.dataset!r}: the champion changed during each of {DECISION_ATTEMPTS} "
+        f"comparisons of version {entry.version}; the evaluation will be retried"
     )
 
 
@@ -451,23 +507,6 @@ def _report(
             "training_run": run.run_id,
         },
     )
-
-
-def _record_decision(
-    registry: Registry,
-    dataset: str,
-    entry: ModelVersion,
-    values: dict[str, float],
-    report_key: str,
-    gate: GateDecision,
-    details: dict[str, Any],
-) -> None:
-    """The evaluation and the gate's decision, in the registry: promoted or rejected."""
-    registry.record_evaluation(dataset, entry.version, values, report_key)
-    if gate.promote:
-        registry.promote(dataset, entry.version, gate.reason, details)
-    else:
-        registry.reject(dataset, entry.version, gate.reason, details)
 
 
 def _artifact(store: ObjectStore, entry: ModelVersion) -> ModelArtifact:
