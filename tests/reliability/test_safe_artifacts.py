@@ -167,6 +167,15 @@ def test_a_pickled_model_never_runs_through_the_pipeline(
     )
 
 
+def test_a_metadata_member_over_its_own_limit_is_refused() -> None:
+    """JSON members are parsed whole in memory: they get a far smaller limit than the model."""
+    big = b'{"pad": "' + b" " * (65 * 1024 * 1024) + b'"}'
+    hostile = _tarball([(METADATA, big), (TRANSFORM, b"{}")])
+    with pytest.raises(PermanentError, match=r"metadata\.json is .* over the limit"):
+        ModelArtifact.from_tar_gz(hostile)
+    record("artifacts", {"attack": "a 65 MiB metadata.json", "result": "refused"})
+
+
 def test_archives_with_too_many_members_are_refused() -> None:
     hostile = _tarball([(f"f{i}", b"x") for i in range(100)])
     with pytest.raises(PermanentError, match="over 64 members"):
