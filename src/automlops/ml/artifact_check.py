@@ -10,14 +10,16 @@ from __future__ import annotations
 import base64
 import binascii
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from automlops.errors import PermanentError
 from automlops.ml.artifact import ModelArtifact
 from automlops.ml.learners.ensemble import ENSEMBLE
-from automlops.ml.predictor import Predictor
+
+if TYPE_CHECKING:  # loading a model is the child's business (ml.artifact_probe)
+    from automlops.ml.predictor import Predictor
 
 
 class InvalidArtifact(PermanentError):

@@ -19,7 +19,6 @@ from pathlib import Path
 from automlops.errors import PermanentError
 from automlops.ml.artifact import ModelArtifact
 from automlops.ml.artifact_check import InvalidArtifact, check_contents, check_loaded
-from automlops.ml.predictor import Predictor
 
 PROBE_TIMEOUT_S = 120.0
 _REFUSED = 3  # the child's exit status when it refused the artifact (reason on stdout)
@@ -75,6 +74,8 @@ def _probe_in_child(data: bytes, source: str, timeout_s: float) -> None:
 
 def _main(source: str) -> int:
     """The child: load the archive on stdin and predict one row; 0 when that worked."""
+    from automlops.ml.predictor import Predictor
+
     try:
         predictor = Predictor(ModelArtifact.from_tar_gz(sys.stdin.buffer.read(), source))
     except PermanentError as exc:
