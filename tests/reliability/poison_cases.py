@@ -324,3 +324,65 @@ CASES: list[PoisonCase] = [
         retried=True,
     ),
 ]
+
+
+# Crafted model archives: each replaces a real artifact's members with hostile ones. Built
+# from a real artifact's members (metadata, transform, model) so that only the attack differs.
+
+
+@dataclass(frozen=True)
+class ArtifactCase:
+    """One kind of crafted model.tar.gz and a fragment of the reason it must be refused with."""
+
+    kind: str
+    description: str
+    message: str
+
+
+ARTIFACT_CASES = [
+    ArtifactCase("truncated", "a model.tar.gz cut in half", "not a readable model archive"),
+    ArtifactCase(
+        "lightgbm-indices",
+        "LightGBM model text whose split_feature indices lie past the transform's width",
+        "split_feature",
+    ),
+    ArtifactCase(
+        "lightgbm-abort",
+        "LightGBM model text that makes the library abort while loading (std::terminate)",
+        "crashed",
+    ),
+    ArtifactCase("pickle", "a pickle as the model file", "could not load"),
+    ArtifactCase(
+        "huge-member", "a model member over the size limit (a gzip bomb)", "over the limit"
+    ),
+]
+
+
+def lightgbm_text(width: int, *, index: int | None = None, pad: bool = False) -> bytes:
+    """A real LightGBM binary model over `width` features, made hostile.
+
+    `index`: every split reads feature `index` (past the width: LightGBM reads out of bounds
+    and crashes at prediction). `pad`: each index gets a leading zero, still in range, so the
+    trees no longer match their recorded byte sizes and LightGBM aborts (std::terminate)
+    while loading.
+    """
+    import lightgbm as lgb
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(200, width))
+    labels = (features[:, 0] > 0).astype(int)
+    params = {"objective": "binary", "verbose": -1, "num_leaves": 4, "min_data_in_leaf": 5}
+    booster = lgb.train(params, lgb.Dataset(features, labels), num_boost_round=3)
+    lines = []
+    for line in booster.model_to_string().splitlines():
+        if line.startswith("tree_sizes=") and not pad:
+            continue  # byte offsets of each tree, which longer indices would shift
+        if line.startswith("split_feature="):
+            found = line.removeprefix("split_feature=").split()
+            line = "split_feature=" + " ".join(
+                f"0{value}" if pad else str(index if index is not None else value)
+                for value in found
+            )
+        lines.append(line)
+    return ("\n".join(lines) + "\n").encode()

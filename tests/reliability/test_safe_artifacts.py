@@ -7,13 +7,23 @@ names only and hands the model bytes to the learner's own format reader (never p
 from __future__ import annotations
 
 import io
+import json
 import os
 import pickle
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
 import pytest
-from reliability_support import files_under, record
+from poison_cases import ARTIFACT_CASES, ArtifactCase, lightgbm_text
+from reliability_support import (
+    automlops_command,
+    files_under,
+    record,
+    registry_docs,
+    subprocess_env,
+)
 
 from automlops import keys
 from automlops.errors import PermanentError
@@ -21,6 +31,7 @@ from automlops.local.runtime import open_runtime
 from automlops.local.worker import Worker
 from automlops.ml.artifact import METADATA, TRANSFORM, ModelArtifact
 from automlops.ml.predictor import Predictor
+from automlops.registry import VersionStatus
 from support import DEMO_DATASET
 
 
@@ -156,8 +167,163 @@ def test_a_pickled_model_never_runs_through_the_pipeline(
     )
 
 
+def test_a_metadata_member_over_its_own_limit_is_refused() -> None:
+    """JSON members are parsed whole in memory: they get a far smaller limit than the model."""
+    big = b'{"pad": "' + b" " * (65 * 1024 * 1024) + b'"}'
+    hostile = _tarball([(METADATA, big), (TRANSFORM, b"{}")])
+    with pytest.raises(PermanentError, match=r"metadata\.json is .* over the limit"):
+        ModelArtifact.from_tar_gz(hostile)
+    record("artifacts", {"attack": "a 65 MiB metadata.json", "result": "refused"})
+
+
 def test_archives_with_too_many_members_are_refused() -> None:
     hostile = _tarball([(f"f{i}", b"x") for i in range(100)])
     with pytest.raises(PermanentError, match="over 64 members"):
         ModelArtifact.from_tar_gz(hostile)
     record("artifacts", {"attack": "100 members (archive bomb)", "result": "refused"})
+
+
+# Crafted artifacts through the real worker and server, each in a child process: a native
+# abort in the model library kills that child, and the test sees it as a signal death.
+
+_SERVE_PROBE = """
+import json, sys
+from fastapi.testclient import TestClient
+from automlops.local.runtime import open_runtime
+runtime = open_runtime(sys.argv[1])
+client = TestClient(runtime.create_app())
+dataset = sys.argv[2]
+codes = [
+    client.get(f"/endpoints/{dataset}/versions/1").status_code,
+    client.post(f"/endpoints/{dataset}/versions/1/invocations", json={"instances": [{}]})
+    .status_code,
+    client.get(f"/endpoints/{dataset}").status_code,
+]
+print(json.dumps(codes))
+"""
+
+
+def _crafted(case: ArtifactCase, artifact: ModelArtifact) -> bytes:
+    """The hostile model.tar.gz of `case`, built from a real artifact's members."""
+    meta = artifact.metadata
+    transform = artifact.transform.model_dump_json().encode()
+    if case.kind == "truncated":
+        whole = artifact.to_tar_gz()
+        return whole[: len(whole) // 2]
+    if case.kind.startswith("lightgbm-"):
+        width = artifact.transform.compile().width
+        metadata = meta.model_copy(update={"learner": "lightgbm", "model_file": "model.lgb.txt"})
+        text = (
+            lightgbm_text(width, pad=True)
+            if case.kind == "lightgbm-abort"
+            else lightgbm_text(width, index=2**31 - 1)
+        )
+        model = ("model.lgb.txt", text)
+    elif case.kind == "pickle":
+        metadata = meta.model_copy(update={"model_file": "model.pkl"})
+        model = ("model.pkl", pickle.dumps({"weights": [1.0, 2.0]}))
+    else:  # huge-member: over the member limit, a few hundred KB compressed
+        metadata = meta
+        return _bomb(metadata.model_dump_json().encode(), transform, meta.model_file)
+    return _tarball(
+        [(METADATA, metadata.model_dump_json().encode()), (TRANSFORM, transform), model]
+    )
+
+
+def _bomb(metadata: bytes, transform: bytes, model_file: str) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=1) as tar:
+        for name, payload in ((METADATA, metadata), (TRANSFORM, transform)):
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+        info = tarfile.TarInfo(model_file)
+        info.size = 513 * 1024 * 1024
+        tar.addfile(info, _Zeros(info.size))
+    return buffer.getvalue()
+
+
+class _Zeros(io.RawIOBase):
+    """`size` zero bytes, read in chunks (never held whole in memory)."""
+
+    def __init__(self, size: int) -> None:
+        self.left = size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]  # bytes-like
+        count = min(len(buffer), self.left)
+        buffer[:count] = bytes(count)
+        self.left -= count
+        return count
+
+
+@pytest.mark.parametrize("case", ARTIFACT_CASES, ids=lambda c: c.kind)
+def test_crafted_artifacts_take_no_process_down(
+    trained_home: Path, tmp_path: Path, case: ArtifactCase
+) -> None:
+    """The worker survives, the run fails with a reason, nothing promotable is registered,
+    the server answers non-5xx for the version and `promote` refuses it."""
+    dataset, run_id = "crafted", "run0000000000001"
+    hostile = _crafted(case, _real_artifact(trained_home))
+    home = tmp_path / "home"
+    runtime = open_runtime(home)
+    try:
+        runtime.store.put("model-output", keys.model_key(dataset, run_id), hostile)
+    finally:
+        runtime.close()
+    env = subprocess_env()
+    worker = subprocess.run(
+        automlops_command("run", "--until-idle", "--home", str(home)),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert worker.returncode >= 0, f"worker died by signal {-worker.returncode}: {worker.stderr}"
+    assert worker.returncode in (0, 1), worker.stderr  # 1: a run failed, as it should
+    runs = json.loads(
+        subprocess.run(
+            automlops_command("runs", "--json", "--home", str(home)),
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    [run] = runs
+    assert run["status"] == "failed" and case.message in (run["error"] or ""), run
+
+    doc = registry_docs(home).get(dataset)
+    promotable = (VersionStatus.candidate, VersionStatus.champion)
+    assert doc is None or all(v.status not in promotable for v in doc.versions)
+
+    serve = subprocess.run(
+        [sys.executable, "-c", _SERVE_PROBE, str(home), dataset],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert serve.returncode == 0, f"server process died ({serve.returncode}): {serve.stderr}"
+    codes = json.loads(serve.stdout.strip().splitlines()[-1])
+    assert all(code < 500 for code in codes), codes
+
+    promote = subprocess.run(
+        automlops_command("promote", dataset, "1", "--home", str(home)),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert promote.returncode != 0, promote.stdout
+    doc = registry_docs(home).get(dataset)
+    assert doc is None or doc.champion is None
+    record(
+        "artifacts",
+        {
+            "attack": case.description,
+            "result": f"refused ({case.message!r}); worker and server alive; not promotable",
+        },
+    )

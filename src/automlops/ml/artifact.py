@@ -21,7 +21,8 @@ from automlops.ml.tuning.outcome import Refit, Selection
 
 METADATA = "metadata.json"
 TRANSFORM = "transform.json"
-_MAX_MEMBER_BYTES = 512 * 1024 * 1024
+_MAX_MEMBER_BYTES = 512 * 1024 * 1024  # the model file
+_MAX_JSON_BYTES = 64 * 1024 * 1024  # metadata.json and transform.json, parsed whole in memory
 _MAX_MEMBERS = 64  # ours have three
 
 
@@ -92,9 +93,9 @@ class ModelArtifact(BaseModel):
 
         Only regular-file members with plain relative names are considered (symlinks, hard
         links, devices, `../` and absolute names are ignored), and only the three members
-        the metadata names are read, each within a size limit, from an archive of at most
-        `_MAX_MEMBERS` members: a hostile archive cannot write outside anything, run code
-        or exhaust memory.
+        the metadata names are read, each within its size limit (checked on the header, before
+        reading), from an archive of at most `_MAX_MEMBERS` members: a hostile archive cannot
+        write outside anything, run code or exhaust memory.
         """
         try:
             with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
@@ -105,10 +106,15 @@ class ModelArtifact(BaseModel):
                             f"{source}: model archive has over {_MAX_MEMBERS} members"
                         )
                     name = member.name.removeprefix("./")
-                    if member.isfile() and member.size <= _MAX_MEMBER_BYTES and _plain(name):
+                    if member.isfile() and _plain(name):
                         members[name] = member
 
-                def read(name: str) -> bytes:
+                def read(name: str, limit: int = _MAX_JSON_BYTES) -> bytes:
+                    if members[name].size > limit:
+                        raise PermanentError(
+                            f"{source}: model archive member {name} is {members[name].size} "
+                            f"bytes, over the limit of {limit}"
+                        )
                     handle = tar.extractfile(members[name])
                     assert handle is not None  # regular files always have contents
                     return handle.read()
@@ -116,7 +122,7 @@ class ModelArtifact(BaseModel):
                 try:
                     metadata = ModelMetadata.model_validate_json(read(METADATA))
                     transform = FittedTransform.model_validate_json(read(TRANSFORM))
-                    model = read(metadata.model_file)
+                    model = read(metadata.model_file, _MAX_MEMBER_BYTES)
                 except KeyError as exc:
                     raise PermanentError(f"{source}: model archive lacks {exc.args[0]}") from None
                 except ValueError as exc:

@@ -26,11 +26,12 @@ from automlops.serving.invocation import (
     invocation_body,
     respond,
 )
-from automlops.serving.models import ModelCache
+from automlops.serving.models import ModelCache, UnservableVersion
 from automlops.serving.wire import EndpointDescription
 
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {
-    404: error_response("No such dataset or version, or no model serves it.")
+    404: error_response("No such dataset or version, or no model serves it."),
+    503: error_response("The version's model cannot be loaded; the error says why."),
 }
 
 
@@ -118,6 +119,8 @@ def _champion(models: ModelCache, dataset: str) -> tuple[int, Predictor]:
         return models.champion(dataset)
     except NotFoundError as exc:
         raise ApiError(404, str(exc)) from None
+    except UnservableVersion as exc:
+        raise ApiError(503, str(exc)) from None
 
 
 def _version(models: ModelCache, dataset: str, version: int) -> Predictor:
@@ -127,3 +130,5 @@ def _version(models: ModelCache, dataset: str, version: int) -> Predictor:
         return models.version(dataset, version)
     except NotFoundError as exc:
         raise ApiError(404, str(exc)) from None
+    except UnservableVersion as exc:
+        raise ApiError(503, str(exc)) from None

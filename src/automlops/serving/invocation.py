@@ -98,6 +98,7 @@ INVOCATION_RESPONSES: dict[int | str, dict[str, Any]] = {
     404: error_response("No such dataset or version, or no model serves it."),
     413: error_response("The body is over the size limit."),
     415: error_response("A content type other than JSON or CSV."),
+    503: error_response("The version's model cannot be loaded; the error says why."),
 }
 
 

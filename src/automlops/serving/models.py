@@ -13,6 +13,10 @@ from automlops.ports import ObjectStore
 from automlops.registry import Registry
 
 
+class UnservableVersion(AutomlopsError):
+    """A registered version whose artifact cannot be loaded; the message says why."""
+
+
 @dataclass
 class _Champion:
     version: int | None
@@ -46,22 +50,42 @@ class ModelCache:
         self.keep_others = keep_others
         self._predictors: dict[tuple[str, int], Predictor] = {}
         self._champions: dict[str, _Champion] = {}
+        self._unservable: dict[tuple[str, int], str] = {}  # why each one failed to load
         self._lock = threading.Lock()
 
     def version(self, dataset: str, version: int) -> Predictor:
-        """The predictor of one version (loaded on first use)."""
+        """The predictor of one version (loaded on first use); NotFoundError when the registry
+        has no such version, UnservableVersion when its artifact cannot be loaded."""
         cached = self._predictors.get((dataset, version))
         if cached is not None:
             return cached
         with self._lock:
             cached = self._predictors.get((dataset, version))
             if cached is None:
-                entry = self.registry.read(dataset).get(version)
-                data = self.store.get(entry.artifact_bucket, entry.artifact_key)
-                cached = Predictor.from_bytes(data, entry.artifact_key)
+                cached = self._load(dataset, version)
                 self._predictors[(dataset, version)] = cached
                 self._evict(keep=(dataset, version))
         return cached
+
+    def _load(self, dataset: str, version: int) -> Predictor:
+        """Load one version. Called under the lock. An artifact that fails to load is
+        remembered (artifacts are immutable) so it is not parsed again on every request."""
+        reason = self._unservable.get((dataset, version))
+        if reason is not None:
+            raise UnservableVersion(reason)
+        entry = self.registry.read(dataset).get(version)
+        try:
+            data = self.store.get(entry.artifact_bucket, entry.artifact_key)
+        except (AutomlopsError, OSError) as exc:  # missing or unreadable now; maybe not later
+            raise UnservableVersion(
+                f"version {version} of {dataset!r} cannot be loaded: {exc}"
+            ) from None
+        try:
+            return Predictor.from_bytes(data, entry.artifact_key)
+        except Exception as exc:
+            reason = f"version {version} of {dataset!r} cannot be loaded: {exc}"[:1000]
+            self._unservable[(dataset, version)] = reason
+            raise UnservableVersion(reason) from None
 
     def loaded(self) -> list[tuple[str, int]]:
         """The (dataset, version) pairs in memory, oldest load first."""

@@ -1,10 +1,10 @@
-"""Stage 3: a new model.tar.gz is registered, made servable and queued for evaluation."""
+"""Stage 3: a new model.tar.gz is checked, registered, made servable and queued for evaluation."""
 
 from __future__ import annotations
 
 from automlops import keys
 from automlops.events import EvaluationMessage, S3EventRecord
-from automlops.ml.artifact import ModelArtifact
+from automlops.ml.artifact_probe import checked_artifact
 from automlops.ports import Ports
 from automlops.registry import ModelVersion, Registry, VersionStatus
 from automlops.stages.result import StageResult
@@ -16,10 +16,15 @@ def identify(record: S3EventRecord, ports: Ports) -> keys.RunRef:
 
 
 def deploy(record: S3EventRecord, ports: Ports) -> StageResult:
-    """Register the artifact as a candidate version, host it, and ask for its evaluation."""
+    """Register the artifact as a candidate version, host it, and ask for its evaluation.
+
+    The artifact is untrusted until it passed `checked_artifact` (structure, sizes, feature
+    indices, a load and a test prediction in a child process): one that fails fails the run
+    with the reason and is never registered, so there is no version to serve or promote.
+    """
     run = identify(record, ports)
     settings = ports.settings
-    artifact = ModelArtifact.from_tar_gz(ports.store.get(record.bucket, record.key), record.key)
+    artifact = checked_artifact(ports.store.get(record.bucket, record.key), record.key)
     meta = artifact.metadata
     registry = Registry(ports.store, settings.buckets.model_output)
     entry = registry.register(
