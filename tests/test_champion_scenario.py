@@ -10,7 +10,6 @@ import io
 import json
 import time
 
-import httpx
 import numpy as np
 import polars as pl
 from typer.testing import CliRunner
@@ -20,6 +19,7 @@ from automlops.config import Manifest, Task
 from automlops.demo import breast_cancer_csv
 from automlops.local.runtime import LocalRuntime
 from automlops.local.worker import Worker
+from automlops.serving import wire
 from support import upload
 
 DATASET = "scenario"
@@ -56,23 +56,19 @@ def _models(runtime: LocalRuntime) -> dict[int, dict]:
     return {item["version"]: item for item in json.loads(result.output)}
 
 
-def _served(runtime: LocalRuntime, expected: int) -> int:
-    """The version the endpoint reports (the server re-reads the champion within a second)."""
-    url = f"{runtime.host.base_url()}/endpoints/{DATASET}"
+def _served(runtime: LocalRuntime, expected: int, rows: list[dict]) -> int:
+    """The version the endpoint answers with (the server re-reads the champion within a
+    second); through the host's own client, which carries the embedded server's token."""
     deadline = time.monotonic() + 5
     while True:
-        version = httpx.get(url).json()["version"]
+        version = _predicted_by(runtime, rows)
         if version == expected or time.monotonic() > deadline:
             return version
         time.sleep(0.1)
 
 
 def _predicted_by(runtime: LocalRuntime, rows: list[dict]) -> int:
-    response = httpx.post(
-        f"{runtime.host.base_url()}/endpoints/{DATASET}/invocations", json={"instances": rows}
-    )
-    response.raise_for_status()
-    return int(response.json()["model_version"])  # the API sends it as a string
+    return int(wire.invoke(runtime.host, DATASET, rows).model_version)  # sent as a string
 
 
 def test_champion_challenger_rollback(runtime: LocalRuntime) -> None:
@@ -85,7 +81,7 @@ def test_champion_challenger_rollback(runtime: LocalRuntime) -> None:
     models = _models(runtime)
     assert models[1]["status"] == "champion"
     assert "first model" in models[1]["reason"]
-    assert _served(runtime, 1) == 1
+    assert _served(runtime, 1, rows) == 1
 
     # 2. The same rows with shuffled labels: rejected, v1 keeps serving, the reason says why.
     shuffled = good.with_columns(pl.col("diagnosis").shuffle(seed=3))
@@ -96,7 +92,7 @@ def test_champion_challenger_rollback(runtime: LocalRuntime) -> None:
     reason = models[2]["reason"]
     assert "worse than champion v1 beyond noise" in reason
     assert "the champion's own test split" in reason  # its proven rows caught the bad labels
-    assert _served(runtime, 1) == 1
+    assert _served(runtime, 1, rows) == 1
     assert _predicted_by(runtime, rows) == 1
     details = runtime.registry.read(DATASET).get(2).decisions[-1].details
     on_champion_rows = details["comparisons"]["champion_test"]
@@ -111,7 +107,7 @@ def test_champion_challenger_rollback(runtime: LocalRuntime) -> None:
     assert "not worse than champion v1" in models[3]["reason"]
     assert models[1]["status"] == "archived"
     assert models[1]["reason"] == "replaced by version 3"
-    assert _served(runtime, 3) == 3
+    assert _served(runtime, 3, rows) == 3
     assert _predicted_by(runtime, rows) == 3
     report = json.loads(runtime.store.get("model-monitoring", models[3]["report"]))
     assert [c["rows_set"] for c in report["comparisons"]] == ["new_test", "champion_test"]
@@ -124,7 +120,7 @@ def test_champion_challenger_rollback(runtime: LocalRuntime) -> None:
     assert models[1]["reason"] == "restored by rollback from version 3"
     assert models[3]["status"] == "archived"
     assert models[2]["status"] == "rejected"
-    assert _served(runtime, 1) == 1
+    assert _served(runtime, 1, rows) == 1
     assert _predicted_by(runtime, rows) == 1
 
     # The lineage of the rejected version: from its upload to its decision.

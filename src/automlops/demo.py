@@ -6,7 +6,6 @@ import io
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
 import polars as pl
 from sklearn.datasets import load_breast_cancer
 
@@ -65,15 +64,9 @@ def run_demo(home: Path, echo: Callable[[str], None] = print) -> int:
         echo(f"champion: v{champion.version}{primary}  f1={champion.metrics.get('f1', 0):.4f}")
         # Raw rows as a caller would send them: the CSV's columns minus the target.
         rows = pl.read_csv(io.BytesIO(data)).drop("diagnosis").head(3).to_dicts()
-        url = runtime.host.base_url()
-        response = httpx.post(
-            f"{url}/endpoints/{dataset}/invocations",
-            content=wire.json_body(rows),
-            headers={"content-type": wire.JSON},
-        )
-        response.raise_for_status()
-        echo(f"POST {url}/endpoints/{dataset}/invocations ->")
-        answer = wire.read_response(response.content)
+        # Through the local model host: the server it started takes only its own token.
+        answer = wire.invoke(runtime.host, dataset, rows)
+        echo(f"POST {runtime.host.base_url()}/endpoints/{dataset}/invocations ->")
         for label, probability in zip(
             answer.labels(), answer.probability("malignant"), strict=True
         ):

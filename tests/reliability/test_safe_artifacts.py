@@ -31,7 +31,7 @@ from automlops.local.runtime import open_runtime
 from automlops.local.worker import Worker
 from automlops.ml.artifact import METADATA, TRANSFORM, ModelArtifact
 from automlops.ml.predictor import Predictor
-from automlops.registry import VersionStatus
+from automlops.registry import ModelVersion, VersionStatus
 from support import DEMO_DATASET
 
 
@@ -327,3 +327,48 @@ def test_crafted_artifacts_take_no_process_down(
             "result": f"refused ({case.message!r}); worker and server alive; not promotable",
         },
     )
+
+
+def test_a_version_registered_before_the_checks_cannot_be_promoted(
+    trained_home: Path, tmp_path: Path
+) -> None:
+    # A version in the registry whose artifact would crash a loader (registered before deploy
+    # checked artifacts, or its file replaced since): promotion checks it first and refuses.
+    artifact = _real_artifact(trained_home)
+    [case] = [c for c in ARTIFACT_CASES if c.kind == "lightgbm-indices"]
+    runtime = open_runtime(tmp_path / "home")
+    try:
+        key = keys.model_key("old", "run0000000000000")
+        runtime.store.put("model-output", key, _crafted(case, artifact))
+        runtime.registry.register(
+            "old",
+            ModelVersion(
+                version=0,
+                run_id="run0000000000000",
+                created_at="2026-01-01T00:00:00+00:00",
+                task=artifact.metadata.task.value,
+                learner="lightgbm",
+                artifact_bucket="model-output",
+                artifact_key=key,
+                source_key="data/old/old.csv",
+                source_sha256="0" * 64,
+                test_key="automl/old/run0000000000000/test.parquet",
+            ),
+        )
+    finally:
+        runtime.close()
+    home = str(tmp_path / "home")
+    refused = subprocess.run(
+        automlops_command("promote", "old", "1", "--home", home),
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert case.message in refused.stderr
+    runtime = open_runtime(tmp_path / "home")
+    try:
+        assert runtime.registry.read("old").champion is None
+    finally:
+        runtime.close()

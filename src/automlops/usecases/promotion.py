@@ -8,8 +8,16 @@ from automlops.registry import ModelVersion, Registry
 
 
 def promote(registry: Registry, dataset: str, version: int, reason: str) -> ModelVersion:
-    """Make `version` the champion of `dataset`; AutomlopsError when it cannot be."""
-    return registry.promote(check_dataset_name(dataset), version, reason)
+    """Make `version` the champion of `dataset`; AutomlopsError when it cannot be, InvalidArtifact
+    when its model file fails the checks deploy makes (a version registered before deploy
+    checked artifacts, or whose file was replaced since, must not reach serving)."""
+    from automlops.ml.artifact_probe import checked_artifact  # a child process: only here
+
+    entry = registry.read(check_dataset_name(dataset)).get(version)
+    checked_artifact(
+        registry.store.get(entry.artifact_bucket, entry.artifact_key), entry.artifact_key
+    )
+    return registry.promote(dataset, version, reason)
 
 
 def rollback(registry: Registry, dataset: str, reason: str) -> ModelVersion:
