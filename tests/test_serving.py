@@ -7,14 +7,21 @@ import io
 import json
 import math
 import shutil
+import socket
+import threading
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import polars as pl
 import pytest
+import uvicorn
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -473,6 +480,98 @@ def test_default_body_limit_is_10_mb(client: TestClient) -> None:
     content = b'{"instances": [' + b" " * (10 * 1024 * 1024) + b"]}"
     assert_client_error(client.post(CANCER_INVOKE, content=content, headers=JSON), 413)
     assert_ok(client)
+
+
+def test_instances_over_the_cap_are_413_naming_it(cancer_runtime: LocalRuntime) -> None:
+    """A body may hold at most `max_instances` rows, JSON or CSV; more is a 413 naming the cap."""
+    app = create_app(ModelCache(cancer_runtime.store, cancer_runtime.registry), max_instances=100)
+    small = TestClient(app, raise_server_exceptions=False)
+    assert len(predict(small, CANCER_INVOKE, [{}] * 100)) == 100
+    body = assert_client_error(post_json(small, CANCER_INVOKE, {"instances": [{}] * 101}), 413)
+    assert "100" in body["error"] and "instances" in body["error"]
+    csv_rows = b"mean_radius\n" + b"14.1\n" * 101
+    body = assert_client_error(small.post(CANCER_INVOKE, content=csv_rows, headers=CSV), 413)
+    assert "100" in body["error"]
+    assert len(predict(small, CANCER_INVOKE, [{}])) == 1
+
+
+def test_default_cap_refuses_three_million_instances(client: TestClient) -> None:
+    """9 MB of `{}` (under the body limit) is refused by the default 100,000-instance cap."""
+    content = b'{"instances": [' + b"{}," * 3_000_000 + b"{}]}"
+    assert len(content) < 10 * 1024 * 1024
+    body = assert_client_error(client.post(CANCER_INVOKE, content=content, headers=JSON), 413)
+    assert "100000" in body["error"].replace(",", "")
+    assert_ok(client)
+
+
+def test_instance_cap_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """$AUTOMLOPS_MAX_INSTANCES sets the cap of the runtime's app and the container's."""
+    from automlops.config import Settings
+
+    assert Settings().max_instances == 100_000
+    monkeypatch.setenv("AUTOMLOPS_MAX_INSTANCES", "7")
+    assert Settings().max_instances == 7
+
+
+@contextmanager
+def serving(app: FastAPI) -> Iterator[str]:
+    """`app` behind a real uvicorn server on a free loopback port, in a thread."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def test_ping_answers_while_a_big_batch_is_predicted(
+    cancer_runtime: LocalRuntime, cancer_rows: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A big batch is parsed and predicted off the event loop: while one is held inside the
+    model, `/ping` and a single-row request still answer (ordering, not a timing)."""
+    models = ModelCache(cancer_runtime.store, cancer_runtime.registry)
+    _, predictor = models.champion(DEMO_DATASET)
+    inside, release = threading.Event(), threading.Event()
+    real_predict_rows = predictor.predict_rows
+
+    def held(rows: list[dict[str, Any]]) -> Any:
+        if len(rows) > 1:  # the big batch waits in the model until the test lets it go
+            inside.set()
+            release.wait(60)
+        return real_predict_rows(rows)
+
+    monkeypatch.setattr(predictor, "predict_rows", held)
+    rows = (cancer_rows * (5_000 // len(cancer_rows) + 1))[:5_000]
+    big = wire.json_body(rows)
+    answers: dict[str, httpx.Response] = {}
+    with serving(create_app(models)) as url:
+
+        def send_big() -> None:
+            answers["big"] = httpx.post(url + CANCER_INVOKE, content=big, headers=JSON, timeout=90)
+
+        sender = threading.Thread(target=send_big)
+        sender.start()
+        try:
+            assert inside.wait(60), "the big batch never reached the model"
+            ping = httpx.get(url + "/ping", timeout=20)
+            one = httpx.post(url + CANCER_INVOKE, json={"instances": rows[:1]}, timeout=20)
+            assert sender.is_alive() and "big" not in answers  # still in flight meanwhile
+        finally:
+            release.set()
+            sender.join(90)
+    assert ping.status_code == 200 and ping.json() == {"status": "ok"}
+    assert one.status_code == 200 and len(one.json()["predictions"]) == 1
+    assert answers["big"].status_code == 200, answers["big"].text[:300]
+    assert len(answers["big"].json()["predictions"]) == 5_000
 
 
 JSON_VALUES = st.recursive(

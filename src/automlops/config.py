@@ -61,6 +61,18 @@ def _env_number(name: str, default: float) -> float:
         raise ValueError(f"${name} must be a number, not {raw!r}") from None
 
 
+def max_instances_setting() -> int:
+    """Most rows one invocation may carry: $AUTOMLOPS_MAX_INSTANCES, else 100,000.
+
+    The body limit alone bounds bytes, not work: 10 MB of `{}` is 3 million rows, seconds of
+    CPU and a quarter-gigabyte answer. One place, read by `Settings` and by the serving apps.
+    """
+    value = int(_env_number("AUTOMLOPS_MAX_INSTANCES", 100_000))
+    if value < 1:
+        raise ValueError(f"$AUTOMLOPS_MAX_INSTANCES must be at least 1, not {value}")
+    return value
+
+
 class Settings(BaseModel):
     """Runtime settings shared by the local and AWS runtimes."""
 
@@ -76,6 +88,8 @@ class Settings(BaseModel):
     max_receives: int = 4
     retry_base_s: float = 0.5
     max_body_bytes: int = 10 * 1024 * 1024
+    # Rows per invocation request (more: 413 naming the cap); $AUTOMLOPS_MAX_INSTANCES overrides.
+    max_instances: int = Field(default_factory=max_instances_setting, ge=1)
     # Largest upload preprocess reads (it streams a clean file, but holds the typed table:
     # about 1-1.5x the file): bigger ones fail at once, judged by the object's size before a
     # byte is read; $AUTOMLOPS_MAX_UPLOAD_BYTES overrides.

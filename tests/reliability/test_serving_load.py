@@ -362,3 +362,71 @@ def _served_version(server: Server) -> int:
         if described["version"] == champion or time.monotonic() > deadline:
             return int(described["version"])
         time.sleep(0.1)
+
+
+MAX_INSTANCES = 100_000  # the default cap of `automlops serve`
+
+
+def _huge_bodies(expected: dict[str, Any]) -> dict[str, tuple[bytes, int]]:
+    """The two big bodies of issue 14 (item 8) and the status each must get."""
+    three_million = b'{"instances": [' + b"{}," * 2_999_999 + b"{}]}"
+    rows = expected["rows"]
+    at_cap = wire.json_body((rows * (MAX_INSTANCES // len(rows) + 1))[:MAX_INSTANCES])
+    return {"3,000,000 {} instances": (three_million, 413), "100,000 rows": (at_cap, 200)}
+
+
+@pytest.mark.parametrize("kind", ["3,000,000 {} instances", "100,000 rows"])
+def test_ping_answers_while_a_huge_body_is_worked(
+    server: Server, expected: dict[str, Any], kind: str
+) -> None:
+    """A body under the byte limit but with millions of rows is refused naming the row cap
+    (413), one at the cap is predicted; either way it is parsed and predicted off the event
+    loop, so `/ping` keeps answering while it is in flight. The slowest ping is recorded."""
+    content, status = _huge_bodies(expected)[kind]
+    assert len(content) < 10 * 1024 * 1024  # under the body limit: only the row cap stops it
+    done = threading.Event()
+    answers: dict[str, httpx.Response] = {}
+
+    def send() -> None:
+        try:
+            answers["big"] = httpx.post(
+                f"{server.url}/endpoints/{SERVED_DATASET}/invocations",
+                content=content,
+                headers={"x-api-key": KEY, "content-type": wire.JSON},
+                timeout=300,
+            )
+        finally:
+            done.set()
+
+    sender = threading.Thread(target=send)
+    started = time.perf_counter()
+    sender.start()
+    during: list[float] = []  # ms of each ping answered while the big request was in flight
+    with httpx.Client(base_url=server.url, timeout=120) as client:
+        while not done.is_set():
+            begin = time.perf_counter()
+            assert client.get("/ping").status_code == 200
+            if not done.is_set():
+                during.append((time.perf_counter() - begin) * 1000)
+            time.sleep(0.005)
+    sender.join()
+    big_s = time.perf_counter() - started
+    big = answers["big"]
+    assert big.status_code == status, big.text[:300]
+    if status == 413:
+        assert str(MAX_INSTANCES) in big.json()["error"]
+    else:
+        assert len(wire.read_response(big.content).predictions) == MAX_INSTANCES
+    assert during, "no /ping was answered while the big request was in flight"
+    record(
+        "big_body",
+        {
+            "body": kind,
+            "body_mb": round(len(content) / 1e6, 1),
+            "status": big.status_code,
+            "request_s": round(big_s, 2),
+            "pings_during": len(during),
+            "slowest_ping_ms": round(max(during), 1),
+            "median_ping_ms": round(statistics.median(during), 1),
+        },
+    )

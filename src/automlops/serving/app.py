@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 
+from automlops.config import max_instances_setting
 from automlops.errors import NotFoundError
 from automlops.ml.predictor import Predictor
 from automlops.names import is_dataset_name
@@ -19,6 +20,7 @@ from automlops.serving.auth import require_api_key
 from automlops.serving.invocation import (
     INVOCATION_RESPONSES,
     ApiError,
+    InvocationLimits,
     OrjsonResponse,
     describe,
     error_response,
@@ -55,17 +57,27 @@ class EndpointList(BaseModel):
 
 
 def create_app(
-    models: ModelCache, *, max_body_bytes: int = 10 * 1024 * 1024, api_key: str | None = None
+    models: ModelCache,
+    *,
+    max_body_bytes: int = 10 * 1024 * 1024,
+    max_instances: int | None = None,
+    api_key: str | None = None,
 ) -> FastAPI:
-    """The HTTP app over a model cache; with `api_key`, every route but /ping requires it."""
+    """The HTTP app over a model cache; with `api_key`, every route but /ping requires it.
+
+    `max_instances` (default $AUTOMLOPS_MAX_INSTANCES, else 100,000) caps rows per request.
+    """
     app = FastAPI(title="automlops inference API", default_response_class=OrjsonResponse)
+    limits = InvocationLimits(
+        max_body_bytes, max_instances if max_instances is not None else max_instances_setting()
+    )
     app.state.models = models
     if api_key is not None:
         require_api_key(app, api_key)
     handle_api_errors(app)
 
     @app.get("/ping")
-    def ping() -> Status:
+    async def ping() -> Status:  # async: answered on the loop, needing no pool thread
         """Liveness: 200 when the server is up."""
         return Status(status="ok")
 
@@ -97,7 +109,7 @@ def create_app(
     async def invoke_champion(dataset: str, request: Request) -> Response:
         """Predict raw rows with the dataset's champion: JSON `{"instances": [...]}` or CSV."""
         version, predictor = _champion(models, dataset)
-        return await respond(request, version, predictor, max_body_bytes)
+        return await respond(request, version, predictor, limits)
 
     @app.post(
         "/endpoints/{dataset}/versions/{version}/invocations",
@@ -107,7 +119,7 @@ def create_app(
     async def invoke_version(dataset: str, version: int, request: Request) -> Response:
         """Predict raw rows with one specific version (candidates are evaluated this way)."""
         predictor = _version(models, dataset, version)
-        return await respond(request, version, predictor, max_body_bytes)
+        return await respond(request, version, predictor, limits)
 
     return app
 

@@ -16,12 +16,14 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 
+from automlops.config import max_instances_setting
 from automlops.errors import PermanentError
 from automlops.ml.artifact import METADATA, TRANSFORM, ModelArtifact, ModelMetadata
 from automlops.ml.columns.transform import FittedTransform
 from automlops.ml.predictor import Predictor
 from automlops.serving.invocation import (
     INVOCATION_RESPONSES,
+    InvocationLimits,
     OrjsonResponse,
     describe,
     handle_api_errors,
@@ -74,11 +76,13 @@ def create_sagemaker_app(
     *,
     version: int | str | None = None,
     max_body_bytes: int = 6 * 1024 * 1024,
+    max_instances: int | None = None,
 ) -> FastAPI:
     """The contract app over one model, loaded now so a broken model fails the container start.
 
     `version` (default $AUTOMLOPS_MODEL_VERSION, set by the deploy stage) is echoed as
     `model_version` in responses. 6 MB is above SageMaker's own payload limits.
+    `max_instances` (default $AUTOMLOPS_MAX_INSTANCES, else 100,000) caps rows per request.
     """
     directory = model_dir(path)
     predictor = load_model_dir(directory)
@@ -89,10 +93,13 @@ def create_sagemaker_app(
         title="automlops model (SageMaker contract)", default_response_class=OrjsonResponse
     )
     app.state.predictor = predictor
+    limits = InvocationLimits(
+        max_body_bytes, max_instances if max_instances is not None else max_instances_setting()
+    )
     handle_api_errors(app)
 
     @app.get("/ping")
-    def ping() -> ContainerStatus:
+    async def ping() -> ContainerStatus:  # async: answered on the loop, needing no pool thread
         """Health check: 200 once the model is loaded (it is, or the app would not exist)."""
         return ContainerStatus(status="ok", dataset=dataset, model_version=label)
 
@@ -104,7 +111,7 @@ def create_sagemaker_app(
     @app.post("/invocations", openapi_extra=invocation_body(), responses=INVOCATION_RESPONSES)
     async def invocations(request: Request) -> Response:
         """Predict raw rows: JSON `{"instances": [...]}` or CSV with a header."""
-        return await respond(request, numeric, predictor, max_body_bytes)
+        return await respond(request, numeric, predictor, limits)
 
     return app
 

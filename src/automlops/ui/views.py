@@ -18,6 +18,7 @@ from automlops.events import S3Event
 from automlops.local.runlog import RunRecord
 from automlops.local.runtime import LocalRuntime
 from automlops.local.sqlite_queue import dlq_name
+from automlops.names import is_dataset_name
 from automlops.registry import ModelVersion
 from automlops.ui.progress import LiveProgress
 from automlops.usecases import dead_letters as dead_letter_cases
@@ -117,11 +118,13 @@ def queued_uploads(runtime: LocalRuntime) -> list[dict[str, Any]]:
 
 def dataset_names(runtime: LocalRuntime) -> list[str]:
     """Every dataset the workspace knows: registered or uploaded (every run starts with an
-    upload, so the data bucket's folders name the datasets of all runs)."""
+    upload, so the data bucket's folders name the datasets of all runs). A folder whose name
+    breaks the name rule (an object put there by hand) names no dataset: its run failed, and
+    its registry key may not even be storable (a 245-byte name plus `.json`)."""
     names = set(runtime.registry.datasets())
     for key in runtime.store.list(runtime.settings.buckets.data, "data/"):
         parts = key.split("/")
-        if len(parts) == 3:
+        if len(parts) == 3 and is_dataset_name(parts[1]):
             names.add(parts[1])
     return sorted(names)
 
