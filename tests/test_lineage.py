@@ -45,7 +45,9 @@ STEP_KEYS: dict[str, list[str] | None] = {
     "evaluation": ["bucket", "report_json", "report_md", "report_html", "plots", "metrics"],
     "decisions": None,
 }
-DECISION_KEYS = ["status", "reason", "at", "details"]
+# The registry's own decision record; `replaced` (the champion a promotion replaced) was added
+# to it after the document's first shape, at its end.
+DECISION_KEYS = ["status", "reason", "at", "details", "replaced"]
 
 
 def _lineage_json(home: Path, version: int = 1) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from automlops.ui import views
 from automlops.ui.up import build_app
 from automlops.usecases.models import list_models
 from automlops.usecases.upload import UploadOptions, UploadRefused, upload
+from support import DEMO_DATASET
 
 cli = CliRunner()
 STAGE = "dev"
@@ -319,7 +320,7 @@ def test_bad_options_are_refused_before_any_write(
 
 
 def test_python_m_automlops_aws_is_the_same_sub_app_with_the_old_options(
-    tmp_path: Path, aws_stage: Any
+    tmp_path: Path, aws_stage: Any, trained_home: Path
 ) -> None:
     """The CI workflows' and README's `python -m automlops.aws upload --file F --stage S ...`
     still works, through the same upload use case; promote and rollback work on the stage."""
@@ -339,9 +340,19 @@ def test_python_m_automlops_aws_is_the_same_sub_app_with_the_old_options(
     body = aws_stage.get_object(Bucket=AWS_BUCKETS["buckets/data"], Key="data/bank/manifest.json")
     assert Manifest.model_validate_json(body["Body"].read()).drop == ["age", "city"]
 
-    registry = Registry(_s3_store(), AWS_BUCKETS["buckets/model-output"])
+    # Promotion checks a version's model file as deploy does: give both a real one.
+    local = open_runtime(trained_home)
+    try:
+        trained = local.registry.read(DEMO_DATASET).versions[0]
+        model = local.store.get(trained.artifact_bucket, trained.artifact_key)
+    finally:
+        local.close()
+    bucket = AWS_BUCKETS["buckets/model-output"]
+    registry = Registry(_s3_store(), bucket)
     for n in (1, 2):
-        registry.register("bank", _version(n, "binary", 0.5))
+        version = _version(n, "binary", 0.5).model_copy(update={"artifact_bucket": bucket})
+        aws_stage.put_object(Bucket=bucket, Key=version.artifact_key, Body=model)
+        registry.register("bank", version)
     assert cli.invoke(aws_app, ["promote", "bank", "1", "--stage", STAGE]).exit_code == 0
     assert cli.invoke(aws_app, ["promote", "bank", "2", "--stage", STAGE]).exit_code == 0
     result = cli.invoke(aws_app, ["rollback", "bank", "--stage", STAGE])

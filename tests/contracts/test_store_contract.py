@@ -104,6 +104,10 @@ def test_a_missing_object_is_not_found(seeded: Seed) -> None:
     with pytest.raises(NotFoundError):
         store.get_tags(B, "absent")
     assert store.get_tags(B, "present") == {}
+    # A bucket that does not exist (a misconfigured stage) is "not found" too, never a raw
+    # library error.
+    with pytest.raises(NotFoundError):
+        store.get("no-such-bucket-here", "present")
 
 
 def test_keys_of_any_text_round_trip(seeded: Seed) -> None:

@@ -31,6 +31,8 @@ def _existing(bucket: str, key: str) -> Iterator[None]:
     except ClientError as exc:
         if _code(exc) in _MISSING_CODES:
             raise NotFoundError(f"no such object: s3://{bucket}/{key}") from None
+        if _code(exc) == "NoSuchBucket":
+            raise NotFoundError(f"no such bucket: s3://{bucket} (for {key})") from None
         raise
 
 
