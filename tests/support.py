@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from automlops import keys
-from automlops.config import Manifest
+from automlops.config import Manifest, Task
 from automlops.local.runtime import LocalRuntime
 from automlops.manifests import save_manifest
 
@@ -30,6 +30,19 @@ def shared_file(name: str) -> Path:
             "or where AUTOMLOPS_SHARED_DATA points)"
         )
     return path
+
+
+def linear_cancer_manifest(dataset: str) -> Manifest:
+    """The demo's breast-cancer data as a fast, steady binary task (a linear model, 1 s): for
+    tests where the gate, not the model, is under test."""
+    return Manifest(
+        dataset=dataset,
+        target="diagnosis",
+        positive="malignant",
+        task=Task.binary,
+        time_budget_s=1,
+        learners=["linear"],
+    )
 
 
 def upload(runtime: LocalRuntime, manifest: Manifest, filename: str, data: bytes) -> str:

@@ -15,22 +15,15 @@ import polars as pl
 from typer.testing import CliRunner
 
 from automlops.cli import app
-from automlops.config import Manifest, Task
+from automlops.config import Manifest
 from automlops.demo import breast_cancer_csv
 from automlops.local.runtime import LocalRuntime
 from automlops.local.worker import Worker
 from automlops.serving import wire
-from support import upload
+from support import linear_cancer_manifest, upload
 
 DATASET = "scenario"
-MANIFEST = Manifest(
-    dataset=DATASET,
-    target="diagnosis",
-    positive="malignant",
-    task=Task.binary,
-    time_budget_s=1,
-    learners=["linear"],  # fast and steady; the gate is what is under test here
-)
+MANIFEST = linear_cancer_manifest(DATASET)
 cli = CliRunner()
 
 

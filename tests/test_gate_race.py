@@ -13,24 +13,16 @@ import json
 import polars as pl
 import pytest
 
-from automlops.config import Manifest, Task
 from automlops.demo import breast_cancer_csv
 from automlops.local.runtime import LocalRuntime
 from automlops.local.worker import Worker
 from automlops.registry import VersionStatus
 from automlops.stages import evaluate as evaluate_stage
 from decision_chain import FIRST_MODEL, check_decision_chain
-from support import upload
+from support import linear_cancer_manifest, upload
 
 DATASET = "race"
-MANIFEST = Manifest(
-    dataset=DATASET,
-    target="diagnosis",
-    positive="malignant",
-    task=Task.binary,
-    time_budget_s=1,
-    learners=["linear"],
-)
+MANIFEST = linear_cancer_manifest(DATASET)
 
 
 def _halves() -> tuple[bytes, bytes]:
