@@ -96,7 +96,10 @@ def build_actions(ui: UiContext) -> APIRouter:
         except ValueError:
             raise UiError(400, "Which version?", "The form did not name a version.") from None
         try:
-            promotion.promote(runtime.registry, name, version, "promoted from the dashboard")
+            # Promotion loads the model in a child process first: off the event loop.
+            await asyncio.to_thread(
+                promotion.promote, runtime.registry, name, version, "promoted from the dashboard"
+            )
         except AutomlopsError as exc:
             raise UiError(409, "Cannot promote", str(exc)) from None
         return redirect(
