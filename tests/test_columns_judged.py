@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import polars as pl
 import pytest
@@ -9,6 +11,7 @@ import pytest
 from automlops.config import Manifest, Task
 from automlops.errors import DataError
 from automlops.local.runtime import LocalRuntime
+from automlops.local.store import DirectoryStore
 from automlops.local.worker import Worker
 from automlops.ml.artifact import ModelArtifact
 from automlops.ml.columns.plan import fit_columns
@@ -16,6 +19,8 @@ from automlops.ml.columns.target import TargetSpec, fit_target
 from automlops.ml.predictor import Predictor
 from automlops.ml.splits import split_indices
 from automlops.tabular.schema import DatasetSchema
+from automlops.usecases.upload import UploadOptions, UploadRefused
+from automlops.usecases.upload import upload as upload_file
 from support import upload
 
 BINARY = TargetSpec(name="y", task=Task.binary, labels=["no", "yes"], positive="yes")
@@ -151,3 +156,28 @@ def test_a_messy_export_gives_a_binary_model_blind_to_the_row_number(
     rows = [{"rownames": i, "a": 0.3, "b": -0.2} for i in (1, 150, 300, 10_000)]
     proba = predictor.predict_rows(rows).proba
     assert proba is not None and np.ptp(proba[:, 1]) == 0.0
+
+
+def test_upload_checks_the_positive_label_only_where_the_head_can_tell(tmp_path: Path) -> None:
+    store = DirectoryStore(tmp_path, ["data"])
+    # Both labels in view: a positive label that is neither is refused, any spelling of one
+    # is accepted.
+    two = b"x,y\n1, Yes\n2,no\n3,YES\n"
+    with pytest.raises(UploadRefused, match=r"'maybe' is not among the labels of 'y'"):
+        upload_file(store, "data", "a.csv", two, UploadOptions(positive="maybe"))
+    assert upload_file(store, "data", "b.csv", two, UploadOptions(positive="yes")).manifest
+    three = b"x,y\n1,a\n2,b\n3,c\n"
+    with pytest.raises(UploadRefused, match="needs a binary target; the first rows of 'y'"):
+        upload_file(store, "data", "c.csv", three, UploadOptions(positive="a"))
+    # One label in view (a class-sorted file): only the run can tell.
+    one = b"x,y\n1,no\n2,no\n"
+    assert upload_file(store, "data", "d.csv", one, UploadOptions(positive="maybe")).manifest
+
+
+def test_a_new_target_forgets_the_old_targets_positive_label(tmp_path: Path) -> None:
+    store = DirectoryStore(tmp_path, ["data"])
+    data = b"x,churn,plan\n1,yes,a\n2,no,b\n3,no,c\n"
+    options = UploadOptions(dataset="d", target="churn", positive="yes")
+    assert upload_file(store, "data", "f.csv", data, options).manifest.positive == "yes"
+    moved = upload_file(store, "data", "f.csv", data, UploadOptions(dataset="d", target="plan"))
+    assert moved.manifest.target == "plan" and moved.manifest.positive is None

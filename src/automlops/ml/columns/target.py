@@ -163,6 +163,12 @@ def _merged_labels(present: pl.Series) -> tuple[list[str], dict[str, str]]:
     return sorted(labels), spellings
 
 
+def sample_labels(values: pl.Series) -> list[str]:
+    """The distinct labels of some target values (spellings merged as `fit_target` does)."""
+    present = values.drop_nulls()
+    return _merged_labels(present)[0] if present.len() else []
+
+
 def merged_note(target: TargetSpec) -> str | None:
     """A sentence for the schema's notes when spellings of labels were merged, else None."""
     if not target.spellings:
