@@ -47,28 +47,32 @@ def row_identifier_reason(values: pl.Series) -> str | None:
     A row identifier has a distinct value on every row, and either an identifier's name, or
     integers in file order, or integers whose range is close to the row count (row numbers of
     a file sorted by something else). Judged before any split: the training part of a row
-    number is a scattered sample, neither contiguous nor in order.
+    number is a scattered sample, neither contiguous nor in order. The cheap tests come
+    first, so that most columns of a big file cost no pass over distinct values.
     """
     n = values.len()
-    if n < MIN_ID_ROWS or values.null_count() or values.n_unique() != n:
+    if n < MIN_ID_ROWS or values.null_count():
         return None
+    named = _looks_like_id_name(values.name)
     if values.dtype == pl.Categorical or values.dtype == pl.String:
-        return (
-            "ID-like (a distinct value on every row, named as an identifier)"
-            if (_looks_like_id_name(values.name))
-            else None
-        )
+        if named and values.n_unique() == n:
+            return "ID-like (a distinct value on every row, named as an identifier)"
+        return None
     if not values.dtype.is_integer():
         return None
     # An integer column's max and min are ints (polars types them as any scalar).
     span = int(cast(int, values.max())) - int(cast(int, values.min())) + 1
-    if _looks_like_id_name(values.name):
+    if span < n:
+        return None  # fewer possible values than rows: some repeat
+    ordered = values.is_sorted() or values.is_sorted(descending=True)
+    close = span <= _ID_SPAN_RATIO * n
+    if not (named or ordered or close) or values.n_unique() != n:
+        return None
+    if named:
         return "ID-like (a distinct integer on every row, named as an identifier)"
-    if values.is_sorted() or values.is_sorted(descending=True):
+    if ordered:
         return "ID-like (a distinct integer on every row, in file order)"
-    if span <= _ID_SPAN_RATIO * n:
-        return f"ID-like (a distinct integer on every row, range {span:,} for {n:,} rows)"
-    return None
+    return f"ID-like (a distinct integer on every row, range {span:,} for {n:,} rows)"
 
 
 def _drop_reason(values: pl.Series, kind: ColumnKind) -> str | None:
