@@ -18,6 +18,7 @@ from automlops.ml.columns.plan import fit_columns
 from automlops.ml.columns.target import TargetSpec, fit_target
 from automlops.ml.predictor import Predictor
 from automlops.ml.splits import split_indices
+from automlops.tabular.csv_reader import read_csv_bytes
 from automlops.tabular.schema import DatasetSchema
 from automlops.usecases.upload import UploadOptions, UploadRefused
 from automlops.usecases.upload import upload as upload_file
@@ -43,7 +44,7 @@ def decisions_of(frame: pl.DataFrame, target: TargetSpec = BINARY, **kwargs) -> 
     return {p.name: p.decision for p in plan.profiles} | {"notes": " | ".join(plan.notes)}
 
 
-@pytest.mark.parametrize("name", ["rownames", "seqn", "Unnamed: 0", "n"])
+@pytest.mark.parametrize("name", ["rownames", "seqn", "Unnamed: 0", "column_1", "n"])
 def test_a_row_number_of_a_class_sorted_file_is_dropped(name: str) -> None:
     frame = class_sorted()
     # Row numbers starting at 1, as R writes them; on the training part they have gaps.
@@ -198,3 +199,14 @@ def test_a_new_target_forgets_the_old_targets_positive_label(tmp_path: Path) -> 
     assert upload_file(store, "data", "f.csv", data, options).manifest.positive == "yes"
     moved = upload_file(store, "data", "f.csv", data, UploadOptions(dataset="d", target="plan"))
     assert moved.manifest.target == "plan" and moved.manifest.positive is None
+
+
+def test_r_row_names_under_a_blank_header_are_an_identifier_even_shuffled() -> None:
+    # write.csv(df) in R: a blank first header over the row names; here the rows were
+    # shuffled after numbering, so the numbers are neither in order nor checked by range only.
+    frame = class_sorted(200).sample(fraction=1.0, shuffle=True, seed=5)
+    rows = np.random.default_rng(6).permutation(np.arange(1, 5 * frame.height, 5))
+    text = frame.with_columns(pl.Series("", rows)).select("", "a", "b", "y").write_csv()
+    read = read_csv_bytes(text.encode(), "f.csv")
+    assert read.columns[0] == "column_1"
+    assert decisions_of(read)["column_1"].startswith("dropped: ID-like (a distinct integer")

@@ -21,8 +21,9 @@ from automlops.ml.columns.transform import ColumnKind, FittedTransform, fit_colu
 from automlops.tabular.schema import ColumnProfile
 
 _ID_WORDS = {"id", "uuid", "guid", "key", "number", "no", "nr", "index", "num", "rownames", "seqn"}
-# Whole names of row identifiers as exports write them (R's write.csv, pandas' to_csv index).
-_ID_NAMES = {"", "rownames", "row.names", "unnamed: 0", "seqn", "row", "rowid", "row_id", "#"}
+# Whole names of row identifiers as exports write them: R's write.csv and pandas' to_csv give
+# the row names a blank header, which the CSV reader names column_1 (or pandas "Unnamed: 0").
+_ID_NAMES = {"column_1", "rownames", "row.names", "unnamed: 0", "seqn", "row", "rowid", "#"}
 _WORD = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+")
 MIN_ID_ROWS = 20  # fewer rows say too little to call a column an identifier
 _ID_UNIQUE_SHARE = 0.95  # share of distinct values above which a text or integer column is an ID
