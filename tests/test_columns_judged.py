@@ -192,6 +192,19 @@ def test_upload_checks_the_positive_label_only_where_the_head_can_tell(tmp_path:
     assert upload_file(store, "data", "d.csv", one, UploadOptions(positive="maybe")).manifest
 
 
+def test_keep_is_checked_like_drop(tmp_path: Path) -> None:
+    store = DirectoryStore(tmp_path, ["data"])
+    data = b"rownames,x,y\n1,3,a\n2,4,b\n"
+    with pytest.raises(
+        UploadRefused, match=r"'rowname' not in the file's header; did you mean 'rownames'\?"
+    ):
+        upload_file(store, "data", "f.csv", data, UploadOptions(keep=["rowname"]))
+    with pytest.raises(UploadRefused, match="'x' cannot be both dropped and kept"):
+        upload_file(store, "data", "f.csv", data, UploadOptions(keep=["x"], drop=["x"]))
+    kept = upload_file(store, "data", "f.csv", data, UploadOptions(keep=["rownames"]))
+    assert kept.manifest.keep == ["rownames"]
+
+
 def test_a_new_target_forgets_the_old_targets_positive_label(tmp_path: Path) -> None:
     store = DirectoryStore(tmp_path, ["data"])
     data = b"x,churn,plan\n1,yes,a\n2,no,b\n3,no,c\n"

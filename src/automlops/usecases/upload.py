@@ -166,6 +166,10 @@ def _check_columns(manifest: Manifest, changes: dict[str, Any], columns: list[st
             )
     if manifest.target is not None and manifest.target in manifest.drop:
         raise UploadRefused(f"the target column {manifest.target!r} cannot also be dropped")
+    both = [c for c in manifest.keep if c in manifest.drop]
+    if both:
+        listed = ", ".join(repr(c) for c in both)
+        raise UploadRefused(f"column(s) {listed} cannot be both dropped and kept")
 
 
 def _check_positive(positive: str | None, values: pl.Series) -> None:
