@@ -223,3 +223,17 @@ def test_r_row_names_under_a_blank_header_are_an_identifier_even_shuffled() -> N
     read = read_csv_bytes(text.encode(), "f.csv")
     assert read.columns[0] == "column_1"
     assert decisions_of(read)["column_1"].startswith("dropped: ID-like (a distinct integer")
+
+
+def test_a_positive_label_the_upload_could_not_check_fails_the_run_naming_the_labels(
+    runtime: LocalRuntime,
+) -> None:
+    frame = class_sorted(100)  # sorted by class: the head shows "no" only
+    manifest = Manifest(dataset="sorted", target="y", positive="maybe", time_budget_s=1)
+    upload(runtime, manifest, "sorted.csv", frame.write_csv().encode())
+    finished: list = []
+    Worker(runtime, on_run_end=finished.append).run_until_idle()
+    [run] = finished
+    assert run.status == "failed"
+    assert "positive label 'maybe' is not among the target's labels ('no', 'yes')" in run.error
+    assert runtime.registry.read("sorted").versions == []
