@@ -149,6 +149,9 @@ def test_a_name_the_stores_cannot_hold_is_refused_identically_before_any_write(
         ({"drop": "cty"}, "'cty' not in the file's header"),
         ({"target": "yy"}, "target column 'yy' is not in the file's header"),
         ({"target": "y", "drop": "age,y"}, "cannot also be dropped"),
+        ({"target": "Age"}, "'Age' is not in the file's header; did you mean 'age'?"),
+        ({"drop": "cty,ag"}, "not in the file's header; did you mean 'city' or 'age'?"),
+        ({"positive": "maybe"}, "positive label 'maybe' is not among the labels of 'y' ('no', "),
     ],
 )
 def test_a_misspelled_column_is_refused_identically_before_any_write(

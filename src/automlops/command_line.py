@@ -46,14 +46,39 @@ AllMessages = Annotated[bool, typer.Option("--all", help="Every dead-lettered me
 UploadDataset = Annotated[
     str | None, typer.Option("--dataset", help="Dataset name (default: file stem).")
 ]
-UploadTarget = Annotated[str | None, typer.Option("--target", help="Target column.")]
-UploadPositive = Annotated[str | None, typer.Option("--positive", help="Positive label (binary).")]
+UploadTarget = Annotated[
+    str | None,
+    typer.Option(
+        "--target",
+        help="Target column (checked against the header). A new target for a dataset starts "
+        "a new model line: its first model is not compared with the other target's champion.",
+    ),
+]
+UploadPositive = Annotated[
+    str | None,
+    typer.Option(
+        "--positive",
+        help="Positive label (binary; case and surrounding space ignored). Checked against "
+        "the labels: at upload when the first rows show two, else when the run starts.",
+    ),
+]
 UploadTask = Annotated[
     Task | None, typer.Option("--task", help="binary, multiclass or regression.")
 ]
 UploadDrop = Annotated[
     list[str] | None,
-    typer.Option("--drop", help="Columns to drop (comma-separated, repeatable)."),
+    typer.Option(
+        "--drop",
+        help="Columns to drop (comma-separated, repeatable; checked against the header).",
+    ),
+]
+UploadKeep = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--keep",
+        help="Columns to keep as features though they look like row IDs or target leaks "
+        "(comma-separated, repeatable).",
+    ),
 ]
 UploadTimeBudget = Annotated[
     float | None, typer.Option("--time-budget", help="Training time budget in seconds.")
@@ -67,6 +92,7 @@ def upload_options(
     task: Task | None,
     drop: list[str] | None,
     time_budget: float | None,
+    keep: list[str] | None = None,
 ) -> UploadOptions:
     """The upload options of a command line (the use case splits and checks `drop`)."""
     return UploadOptions(
@@ -76,6 +102,7 @@ def upload_options(
         task=None if task is None else task.value,
         drop=drop or None,
         time_budget_s=time_budget,
+        keep=keep or None,
     )
 
 

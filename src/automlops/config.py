@@ -114,6 +114,8 @@ class Manifest(BaseModel):
     positive: str | None = None
     task: Task | None = None
     drop: list[str] = Field(default_factory=list)
+    # Columns kept as features though they look like row identifiers or target leaks.
+    keep: list[str] = Field(default_factory=list)
     time_budget_s: float = Field(default=60.0, gt=0, le=MAX_TIME_BUDGET_S)
     split: tuple[float, float, float] = (0.7, 0.2, 0.1)
     seed: int = 42

@@ -71,6 +71,9 @@ class ModelVersion(BaseModel):
     status: VersionStatus = VersionStatus.candidate
     created_at: str
     task: str
+    # The target column the version predicts; None for versions registered before it was
+    # recorded (their artifact's metadata says it).
+    target: str | None = None
     learner: str
     artifact_bucket: str
     artifact_key: str

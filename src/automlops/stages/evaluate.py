@@ -304,13 +304,15 @@ def _compare_and_decide(
     for _ in range(DECISION_ATTEMPTS):
         champion = doc.champion_version()
         evidence = ChampionEvidence()
-        if _comparable(champion, entry, candidate.meta):
-            assert champion is not None
-            evidence = _score_champion(ports, message, candidate, scored, champion, manifest)
         previous = (
             None if champion is None or champion.version == entry.version else champion.version
         )
-        gate = _decide(scored, manifest, evidence, previous)
+        incomparable = None
+        if champion is not None and previous is not None:
+            incomparable = _incomparable(ports.store, champion, candidate.meta)
+            if incomparable is None:
+                evidence = _score_champion(ports, message, candidate, scored, champion, manifest)
+        gate = _decide(scored, manifest, evidence, previous, incomparable)
         details = gate.details(evidence.row_sets)
         report = _report(ports, message, entry, candidate, scored, evidence, gate, details)
         # Written before the decision lands: a lost race's report is overwritten by the next
@@ -351,15 +353,22 @@ def _score_candidate(
     return CandidateScore(new, pred, values, confusion)
 
 
-def _comparable(champion: ModelVersion | None, entry: ModelVersion, meta: ModelMetadata) -> bool:
-    """Whether a champion can be scored against this candidate: another version, served, of
-    the same task."""
-    return (
-        champion is not None
-        and champion.version != entry.version
-        and champion.endpoint is not None
-        and champion.task == meta.task.value
-    )
+def _incomparable(store: ObjectStore, champion: ModelVersion, meta: ModelMetadata) -> str | None:
+    """Why the champion cannot be scored against this candidate (not served, another task,
+    another target), or None when it can. A model of another target answers another
+    question: its scores say nothing about this one, so the candidate starts a new line."""
+    if champion.endpoint is None:
+        return "it has no endpoint"
+    if champion.task != meta.task.value:
+        return f"it is a {champion.task} model, this one {meta.task.value}"
+    # Versions registered before the registry recorded the target: their metadata has it.
+    target = champion.target or _artifact(store, champion).metadata.target.name
+    if target != meta.target.name:
+        return (
+            f"it predicts {target!r}, this candidate {meta.target.name!r}: "
+            "a new target starts a new model line"
+        )
+    return None
 
 
 def _score_champion(
@@ -448,10 +457,17 @@ def _decide(
     manifest: Manifest,
     evidence: ChampionEvidence,
     previous: int | None,
+    incomparable: str | None = None,
 ) -> GateDecision:
     """The gate's decision; never a promotion when the candidate cannot score the rows of
     the champion it would replace."""
-    gate = decide(scored.metrics, manifest.min_metrics, evidence.comparisons, previous)
+    gate = decide(
+        scored.metrics,
+        manifest.min_metrics,
+        evidence.comparisons,
+        previous,
+        incomparable=incomparable,
+    )
     if evidence.unscorable:
         gate = replace(gate, promote=False, reason=evidence.unscorable)
     return gate

@@ -17,7 +17,7 @@ from automlops.errors import DataError, NotFoundError, PermanentError
 from automlops.events import S3EventRecord
 from automlops.manifests import load_manifest
 from automlops.ml.columns.plan import fit_columns
-from automlops.ml.columns.target import TargetSpec, default_target, fit_target
+from automlops.ml.columns.target import TargetSpec, default_target, fit_target, merged_note
 from automlops.ml.columns.transform import FLOAT32_MAX
 from automlops.ml.splits import split_indices
 from automlops.ports import Ports
@@ -154,10 +154,14 @@ def preprocess(record: S3EventRecord, ports: Ports) -> StageResult:
     target, y = _fit_target(usable, manifest, source)
     strata = None if target.task is Task.regression else y
     splits = split_indices(frame.height, manifest.split, seed=manifest.seed, strata=strata)
-    # Fitted column by column on the training rows, without a copy of the training frame.
-    transform, profiles = fit_columns(frame, target, rows=splits[0])
+    # Fitted column by column on the training rows, without a copy of the training frame;
+    # row identifiers are judged on every row (a row number is only one in file order).
+    plan = fit_columns(frame, target, rows=splits[0], y=y[splits[0]], keep=manifest.keep)
+    transform, profiles = plan.transform, plan.profiles
+    merged = merged_note(target)
+    notes = usable.notes + ([merged] if merged else []) + plan.notes
     # Before anything is written for training: under `drift: block` a drifted upload stops here.
-    notes = usable.notes + check_drift(ports, run, frame, usable.target_name, manifest, source)
+    notes += check_drift(ports, run, frame, usable.target_name, manifest, source)
     split_keys = _write_splits(ports, run, frame, splits)
     transform_key = keys.transform_key(run.dataset, run.run_id)
     store.put(buckets.automl_data, transform_key, transform.model_dump_json(indent=1).encode())

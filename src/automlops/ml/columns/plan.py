@@ -1,36 +1,83 @@
 """What preprocessing does with each column: a feature of some kind, or dropped and why.
 
-Decided on the training rows only; every decision is recorded in the schema JSON.
+Row identifiers are judged on the whole file (a row number is only recognisable with every row
+in view: on a shuffled training part it is neither contiguous nor in order); everything else is
+decided on the training rows only. Every decision is recorded in the schema JSON.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
+from dataclasses import dataclass, field
 from typing import cast
 
 import numpy as np
 import polars as pl
 
+from automlops.ml.columns.leaks import DROP_SCORE, LeakProbe
 from automlops.ml.columns.target import TargetSpec
 from automlops.ml.columns.transform import ColumnKind, FittedTransform, fit_column, infer_kind
 from automlops.tabular.schema import ColumnProfile
 
-_ID_WORDS = {"id", "uuid", "guid", "key", "number", "no", "nr", "index", "num"}
+_ID_WORDS = {"id", "uuid", "guid", "key", "number", "no", "nr", "index", "num", "rownames", "seqn"}
+# Whole names of row identifiers as exports write them: R's write.csv and pandas' to_csv give
+# the row names a blank header, which the CSV reader names column_1 (or pandas "Unnamed: 0").
+_ID_NAMES = {"column_1", "rownames", "row.names", "unnamed: 0", "seqn", "row", "rowid", "#"}
 _WORD = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+")
+MIN_ID_ROWS = 20  # fewer rows say too little to call a column an identifier
 _ID_UNIQUE_SHARE = 0.95  # share of distinct values above which a text or integer column is an ID
 _TEXT_MIN_WORDS = 4.0  # mean words per value from which a many-valued text column is free text
 _TEXT_UNIQUE_SHARE = 0.5
 
 
 def _looks_like_id_name(name: str) -> bool:
-    """customer_id, EmployeeNumber, ID, row-no: the name of a row identifier."""
+    """customer_id, EmployeeNumber, ID, row-no, rownames, Unnamed: 0: a row identifier's name."""
+    if name.strip().lower() in _ID_NAMES:
+        return True
     words = [w.lower() for w in _WORD.findall(name)]
     return bool(words) and (words[-1] in _ID_WORDS or words[0] == "id")
 
 
-def _drop_reason(values: pl.Series, kind: ColumnKind) -> str | None:
-    """Why a column should not be a feature, or None when it should."""
+_ID_SPAN_RATIO = 1.5  # a row number's range is close to the row count (gaps: rows left out)
+
+
+def row_identifier_reason(values: pl.Series) -> str | None:
+    """Why a column of the whole file is a row identifier, or None.
+
+    A row identifier has a distinct value on every row, and either an identifier's name, or
+    integers in file order, or integers whose range is close to the row count (row numbers of
+    a file sorted by something else). Judged before any split: the training part of a row
+    number is a scattered sample, neither contiguous nor in order. The cheap tests come
+    first, so that most columns of a big file cost no pass over distinct values.
+    """
     n = values.len()
+    if n < MIN_ID_ROWS or values.null_count():
+        return None
+    named = _looks_like_id_name(values.name)
+    if values.dtype == pl.Categorical or values.dtype == pl.String:
+        if named and values.n_unique() == n:
+            return "ID-like (a distinct value on every row, named as an identifier)"
+        return None
+    if not values.dtype.is_integer():
+        return None
+    # An integer column's max and min are ints (polars types them as any scalar).
+    span = int(cast(int, values.max())) - int(cast(int, values.min())) + 1
+    if span < n:
+        return None  # fewer possible values than rows: some repeat
+    ordered = values.is_sorted() or values.is_sorted(descending=True)
+    close = span <= _ID_SPAN_RATIO * n
+    if not (named or ordered or close) or values.n_unique() != n:
+        return None
+    if named:
+        return "ID-like (a distinct integer on every row, named as an identifier)"
+    if ordered:
+        return "ID-like (a distinct integer on every row, in file order)"
+    return f"ID-like (a distinct integer on every row, range {span:,} for {n:,} rows)"
+
+
+def _drop_reason(values: pl.Series, kind: ColumnKind) -> str | None:
+    """Why a column should not be a feature (empty, constant, free text), or None."""
     present = values.drop_nulls()
     if present.len() == 0:
         return "no values in training data"
@@ -45,29 +92,60 @@ def _drop_reason(values: pl.Series, kind: ColumnKind) -> str | None:
         words = float(cast(float, mean) or 0.0)
         if words >= _TEXT_MIN_WORDS:
             return f"free text ({unique_share:.0%} distinct values, {words:.1f} words on average)"
-    if kind is ColumnKind.categorical and unique_share >= _ID_UNIQUE_SHARE and n >= 20:
+    return None
+
+
+def _training_id_reason(values: pl.Series, kind: ColumnKind) -> str | None:
+    """Why a column of the training rows is an identifier (nearly every value distinct), or
+    None. Whole-file row numbers are caught before (`row_identifier_reason`)."""
+    n = values.len()
+    present = values.drop_nulls()
+    if n < MIN_ID_ROWS or present.len() == 0:
+        return None
+    distinct = present.n_unique()
+    unique_share = distinct / present.len()
+    if kind is ColumnKind.categorical and unique_share >= _ID_UNIQUE_SHARE:
         return f"ID-like ({unique_share:.0%} of values distinct)"
     integral = kind is ColumnKind.numeric and values.dtype.is_integer()
-    if integral and n >= 20 and unique_share >= _ID_UNIQUE_SHARE:
-        # An integer column's max and min are ints (polars types them as any scalar).
+    if integral and unique_share >= _ID_UNIQUE_SHARE:
         span = int(cast(int, present.max())) - int(cast(int, present.min())) + 1
         if _looks_like_id_name(values.name) or span == distinct:
             return "ID-like (a distinct integer per row)"
     return None
 
 
+@dataclass
+class ColumnPlan:
+    """What preprocessing does with the columns: the fitted features, one profile per column
+    (its `decision` says feature/target/dropped and why) and notes for the schema."""
+
+    transform: FittedTransform
+    profiles: list[ColumnProfile]
+    notes: list[str] = field(default_factory=list)
+
+
 def fit_columns(
-    train: pl.DataFrame, target: TargetSpec, *, rows: np.ndarray | None = None
-) -> tuple[FittedTransform, list[ColumnProfile]]:
+    train: pl.DataFrame,
+    target: TargetSpec,
+    *,
+    rows: np.ndarray | None = None,
+    y: np.ndarray | None = None,
+    keep: Collection[str] = (),
+) -> ColumnPlan:
     """Decide and fit every column of the training rows.
 
     With `rows`, the training rows are those rows of `train`, taken one column at a time (a
     big upload is never copied whole for its training part). Categorical columns are text
-    stored compactly and are profiled as String.
+    stored compactly and are profiled as String. With `y` (the training rows' encoded
+    target), features that alone predict it are flagged, and above `leaks.DROP_SCORE`
+    dropped. Columns in `keep` stay features when they look like identifiers or leaks (the
+    note says so); nothing keeps an empty, constant or duplicate column.
     """
     fitted = []
     profiles = []
+    notes: list[str] = []
     seen: dict[int, str] = {}  # hash of a column's values -> first column with them
+    probe = None if y is None else LeakProbe(y, target.task)
 
     def training_values(name: str) -> pl.Series:
         values = train.get_column(name)
@@ -83,9 +161,9 @@ def fit_columns(
             missing=values.null_count(),
             unique=values.n_unique(),
         )
+        profiles.append(profile)
         if name == target.name:
             profile.decision = "target"
-            profiles.append(profile)
             continue
         kind = infer_kind(values) if values.null_count() < values.len() else ColumnKind.numeric
         if kind is not ColumnKind.categorical and values.dtype == pl.Categorical:
@@ -95,13 +173,28 @@ def fit_columns(
         if reason is None and digest in seen and values.equals(training_values(seen[digest])):
             reason = f"duplicate of column {seen[digest]!r}"
         seen.setdefault(digest, name)
+        if reason is None:
+            # Judged on every row, before the split (see `row_identifier_reason`).
+            reason = row_identifier_reason(train.get_column(name)) or _training_id_reason(
+                values, kind
+            )
+            if reason is None and probe is not None:
+                leak = probe.score(values, numeric=kind is ColumnKind.numeric)
+                if leak is not None and leak.drop:
+                    reason = f"target leak: {leak.describe()}"
+                elif leak is not None and leak.flagged:
+                    notes.append(
+                        f"column {name!r} {leak.describe()}: kept (below the {DROP_SCORE} at "
+                        "which a leak is dropped); check it is known when predicting"
+                    )
+            if reason is not None and name in keep:
+                notes.append(f"column {name!r} kept as the manifest asks, though {reason}")
+                reason = None
         if reason is not None:
             profile.decision = f"dropped: {reason}"
-            profiles.append(profile)
             continue
         column = fit_column(values, kind)
         profile.kind = kind.value
         column.describe(values, profile)
         fitted.append(column)
-        profiles.append(profile)
-    return FittedTransform(columns=fitted), profiles
+    return ColumnPlan(FittedTransform(columns=fitted), profiles, notes)

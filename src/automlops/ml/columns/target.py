@@ -27,12 +27,15 @@ def default_target(columns: list[str]) -> str:
 
 
 class TargetSpec(BaseModel):
-    """How target values become model outputs. `labels` are strings, in class-index order."""
+    """How target values become model outputs. `labels` are strings, in class-index order;
+    `spellings` maps each other spelling of a label in the file (case, surrounding space) to
+    the label it was merged into."""
 
     name: str
     task: Task
     labels: list[str] = []
     positive: str | None = None
+    spellings: dict[str, str] = {}
 
     def encode(self, values: pl.Series, source: str) -> np.ndarray:
         """Target values to class indices (classification) or floats (regression)."""
@@ -44,6 +47,7 @@ class TargetSpec(BaseModel):
                 )
             return numbers.to_numpy()
         index = {label: i for i, label in enumerate(self.labels)}
+        index.update({raw: index[label] for raw, label in self.spellings.items()})
         codes = _as_labels(values).replace_strict(index, default=-1, return_dtype=pl.Int32)
         return codes.to_numpy()
 
@@ -70,6 +74,9 @@ def fit_target(
     if present.len() == 0:
         raise DataError(source, "target column has no values", column=name)
     n_unique = present.n_unique()
+    if not present.dtype.is_numeric():
+        # Text labels: spellings of one label (" Yes", "YES") count once in detecting the task.
+        n_unique = len(_merged_labels(present)[0])
     if task is None:
         numeric = present.dtype.is_numeric()
         integral = numeric and bool((present.cast(pl.Float64) % 1 == 0).all())
@@ -82,9 +89,16 @@ def fit_target(
     if task is Task.regression:
         if not present.dtype.is_numeric() and present.cast(pl.Float64, strict=False).null_count():
             raise DataError(source, "regression target has non-numeric values", column=name)
+        if positive is not None:
+            raise DataError(
+                source,
+                f"a positive label ({positive!r}) needs a binary target; this target "
+                "is a number (regression)",
+                column=name,
+            )
         return TargetSpec(name=name, task=task)
 
-    labels = sorted(_as_labels(present).unique().to_list())
+    labels, spellings = _merged_labels(present)
     if len(labels) < 2:
         raise DataError(
             source, f"target has a single class ({labels[0]!r}); nothing to learn", column=name
@@ -95,13 +109,24 @@ def fit_target(
                 source, f"binary task needs 2 classes, target has {len(labels)}", column=name
             )
         if positive is None:
-            positive = _guess_positive(present, labels)
-        elif positive not in labels:
-            raise DataError(
-                source, f"positive label {positive!r} not among target values {labels}", column=name
-            )
+            positive = _guess_positive(present, labels, spellings)
+        else:
+            positive = matching_label(positive, labels, source=source, column=name)
         negative = labels[0] if labels[1] == positive else labels[1]
-        return TargetSpec(name=name, task=task, labels=[negative, positive], positive=positive)
+        return TargetSpec(
+            name=name,
+            task=task,
+            labels=[negative, positive],
+            positive=positive,
+            spellings=spellings,
+        )
+    if positive is not None:
+        raise DataError(
+            source,
+            f"a positive label ({positive!r}) needs a binary target; this target has "
+            f"{len(labels)} classes ({_shown(labels)})",
+            column=name,
+        )
     if len(labels) > _MAX_CLASSES:
         raise DataError(
             source,
@@ -109,14 +134,85 @@ def fit_target(
             "pass --task regression if it is a number",
             column=name,
         )
-    return TargetSpec(name=name, task=Task.multiclass, labels=labels)
+    return TargetSpec(name=name, task=Task.multiclass, labels=labels, spellings=spellings)
 
 
-def _guess_positive(values: pl.Series, labels: list[str]) -> str:
+def label_key(label: str) -> str:
+    """What two spellings of one label share: `" Yes"`, `yes` and `YES` are one label."""
+    return label.strip().casefold()
+
+
+def _merged_labels(present: pl.Series) -> tuple[list[str], dict[str, str]]:
+    """The sorted labels of the present target values, spellings that differ only in case or
+    surrounding space merged into one label (its most frequent spelling, stripped), and the
+    map of every other spelling to its label."""
+    counts = _as_labels(present).value_counts(name="n")
+    by_key: dict[str, list[tuple[int, str]]] = {}
+    for raw, n in counts.with_columns(pl.first().cast(pl.String)).iter_rows():
+        by_key.setdefault(label_key(raw), []).append((n, raw))
+    spellings: dict[str, str] = {}
+    labels = []
+    for group in by_key.values():
+        if len(group) == 1 and group[0][1].strip() == group[0][1]:
+            labels.append(group[0][1])  # one clean spelling: kept as it is
+            continue
+        # The most frequent spelling names the label (ties: the first in sorted order).
+        label = min(group, key=lambda item: (-item[0], item[1].strip()))[1].strip()
+        labels.append(label)
+        spellings.update({raw: label for _, raw in group if raw != label})
+    return sorted(labels), spellings
+
+
+def sample_labels(values: pl.Series) -> list[str]:
+    """The distinct labels of some target values (spellings merged as `fit_target` does)."""
+    present = values.drop_nulls()
+    return _merged_labels(present)[0] if present.len() else []
+
+
+def merged_note(target: TargetSpec) -> str | None:
+    """A sentence for the schema's notes when spellings of labels were merged, else None."""
+    if not target.spellings:
+        return None
+    groups: dict[str, list[str]] = {}
+    for raw, label in sorted(target.spellings.items()):
+        groups.setdefault(label, []).append(raw)
+    merged = "; ".join(
+        f"{label!r} also spelt {', '.join(repr(r) for r in raws)}" for label, raws in groups.items()
+    )
+    return (
+        f"target {target.name!r}: labels differing only in case or surrounding space were "
+        f"merged ({merged}); {len(target.labels)} classes"
+    )
+
+
+def matching_label(positive: str, labels: list[str], *, source: str, column: str) -> str:
+    """The label `positive` names (exactly, else ignoring case and surrounding space);
+    DataError naming the labels when none matches."""
+    if positive in labels:
+        return positive
+    matches = [label for label in labels if label_key(label) == label_key(positive)]
+    if len(matches) == 1:
+        return matches[0]
+    raise DataError(
+        source,
+        f"positive label {positive!r} is not among the target's labels ({_shown(labels)})",
+        column=column,
+    )
+
+
+def _shown(labels: list[str], limit: int = 10) -> str:
+    listed = ", ".join(repr(label) for label in labels[:limit])
+    return listed + (", ..." if len(labels) > limit else "")
+
+
+def _guess_positive(values: pl.Series, labels: list[str], spellings: dict[str, str]) -> str:
     for label in labels:
         if label.lower() in _POSITIVE_WORDS:
             return label
     counts = _as_labels(values).value_counts().with_columns(pl.col(values.name).cast(pl.String))
+    if spellings:  # counted per label, every spelling of it together
+        column = pl.col(values.name)
+        counts = counts.with_columns(column.replace(spellings)).group_by(values.name).sum()
     # The minority class is usually the one of interest (fraud, churn, a "yes").
     minority = counts.sort(["count", values.name], descending=[False, False]).row(0)[0]
     return str(minority)

@@ -309,8 +309,14 @@ def decide(
     floors: dict[str, float],
     comparisons: dict[str, Comparison],
     champion_version: int | None,
+    *,
+    incomparable: str | None = None,
 ) -> GateDecision:
-    """The gate: all floors pass, and on no row set is the candidate worse beyond noise."""
+    """The gate: all floors pass, and on no row set is the candidate worse beyond noise.
+
+    Without comparisons the floors decide alone: for the first model of a dataset, and when
+    the champion cannot be compared (`incomparable` says why: another task, another target,
+    no endpoint), the candidate then starts a new model line."""
     checks = check_floors(values, floors)
     failed = [c for c in checks if not c.passed]
     if failed:
@@ -320,8 +326,8 @@ def decide(
         reason = (
             "first model for this dataset; passes the thresholds"
             if champion_version is None
-            else f"champion v{champion_version} could not be compared (another task or no "
-            "endpoint); passes the thresholds"
+            else f"champion v{champion_version} could not be compared "
+            f"({incomparable or 'another task or no endpoint'}); passes the thresholds"
         )
         if checks:
             reason += ": " + "; ".join(c.describe() for c in checks)
