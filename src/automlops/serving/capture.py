@@ -11,8 +11,10 @@ normal shutdown (the app's lifespan) writes it.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import logging
+import os
 import random
 import re
 import threading
@@ -53,7 +55,7 @@ def inference_id(headers: Headers) -> str:
     given = headers.get(wire.INFERENCE_ID_HEADER)
     if given is not None and _CALLER_ID.fullmatch(given):
         return given
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()  # as random as uuid4, a quarter of its cost
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,9 +91,20 @@ def _encoding(content_type: str) -> str:
     return "CSV" if media in (wire.CSV, "application/csv") else "JSON"
 
 
-def capture_line(item: Captured) -> bytes:
+@functools.lru_cache(maxsize=4)
+def _iso_second(second: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+
+
+def _iso_time(epoch: float) -> str:
+    """ISO 8601 UTC with microseconds, as SageMaker writes `inferenceTime` (the second's text
+    cached: a flush formats thousands of times within a few seconds)."""
+    second = int(epoch)
+    return f"{_iso_second(second)}.{int((epoch - second) * 1e6):06d}Z"
+
+
+def capture_line(item: Captured, event_id: str) -> bytes:
     """One JSONL line in the `wire.CaptureRecord` shape."""
-    at = datetime.fromtimestamp(item.time, UTC)
     body = item.body if item.answer is not None else item.body[:ERROR_BODY_BYTES]
     record: dict[str, Any] = {
         "captureData": {
@@ -103,9 +116,9 @@ def capture_line(item: Captured) -> bytes:
             }
         },
         "eventMetadata": {
-            "eventId": uuid.uuid4().hex,
+            "eventId": event_id,
             "inferenceId": item.inference_id,
-            "inferenceTime": at.isoformat(timespec="microseconds").replace("+00:00", "Z"),
+            "inferenceTime": _iso_time(item.time),
             "dataset": item.dataset,
             "modelVersion": item.version,
             "status": item.status,
@@ -227,7 +240,10 @@ class CaptureWriter:
                 at = datetime.fromtimestamp(hour * 3600, UTC)
                 part = f"{time.strftime('%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:12]}"
                 key = keys.capture_key(dataset, version, at, part)
-                data = gzip.compress(b"".join(capture_line(i) for i in items), compresslevel=5)
+                lines = b"".join(capture_line(i, f"{part}-{n}") for n, i in enumerate(items))
+                # Level 1: a few times faster than the default for 20 % more bytes (JSONL of
+                # repeated column names compresses to about 5 % either way).
+                data = gzip.compress(lines, compresslevel=1)
                 try:
                     self.store.put(self.bucket, key, data)
                 except Exception:  # any store failure: the server keeps serving regardless
