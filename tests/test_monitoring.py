@@ -15,8 +15,10 @@ import polars as pl
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from typer.testing import CliRunner
 
 from automlops import keys
+from automlops.cli import app as cli_app
 from automlops.config import CaptureSettings, Settings
 from automlops.demo import breast_cancer_csv
 from automlops.local.runtime import LocalRuntime, open_runtime
@@ -24,7 +26,7 @@ from automlops.serving import wire
 from automlops.serving.app import create_app
 from automlops.serving.capture import CaptureWriter
 from automlops.serving.models import ModelCache
-from automlops.stages.monitor import monitor
+from automlops.stages.monitor import monitor, monitor_all
 from automlops.stages.traffic import LabelJoin, read_labels
 from support import DEMO_DATASET
 
@@ -214,3 +216,19 @@ def test_the_monitor_flags_shifted_traffic_and_not_stable_traffic(runtime: Local
     written = runtime.store.get(bucket, result.json_key)
     assert set(SHIFTED) <= set(json.loads(written)["data_drift"]["drifted"])
     assert b"data drift" in runtime.store.get(bucket, result.html_key)
+
+
+def test_monitor_command_and_schedule_entry(runtime: LocalRuntime) -> None:
+    app = serve(runtime)
+    send(TestClient(app), cancer_rows(3, seed=6), per_request=1)
+    writer(app).flush()
+    shown = CliRunner().invoke(cli_app, ["monitor", DEMO_DATASET, "--home", str(runtime.home)])
+    assert shown.exit_code == 0, shown.output
+    assert f"{DEMO_DATASET} v1: 3 requests, 3 rows, 0 refused" in shown.output
+    as_json = CliRunner().invoke(
+        cli_app, ["monitor", DEMO_DATASET, "--json", "--home", str(runtime.home)]
+    )
+    assert json.loads(as_json.output)["rows"] == 3
+    refused = CliRunner().invoke(cli_app, ["monitor", "nope", "--home", str(runtime.home)])
+    assert refused.exit_code != 0 and "no champion" in refused.output
+    assert list(monitor_all(runtime.ports())) == [DEMO_DATASET]

@@ -159,6 +159,17 @@ def monitor(
     return MonitorResult(report=report, json_key=json_key, html_key=html_key)
 
 
+def monitor_all(ports: Ports, *, since: datetime | None = None) -> dict[str, MonitorResult]:
+    """`monitor` every dataset that has a champion (what a schedule runs: `automlops up`
+    every N minutes, an EventBridge rule on AWS)."""
+    registry = Registry(ports.store, ports.settings.buckets.model_output)
+    return {
+        dataset: monitor(ports, dataset, since=since)
+        for dataset in registry.datasets()
+        if registry.read(dataset).champion is not None
+    }
+
+
 def _volume(report: MonitorReport, traffic: Traffic) -> None:
     rows_by_hour: dict[str, int] = {}
     for hour in traffic.hours:
