@@ -19,7 +19,7 @@ from automlops.ml.predictor import Predictor
 from automlops.names import is_dataset_name
 from automlops.serving.auth import require_api_key
 from automlops.serving.capture import capture_writer, respond_captured
-from automlops.serving.feedback import feedback_body, read_feedback, store_feedback
+from automlops.serving.feedback import accept_feedback, feedback_body
 from automlops.serving.invocation import (
     INVOCATION_RESPONSES,
     ApiError,
@@ -144,11 +144,12 @@ def create_app(
     async def feedback(dataset: str, request: Request) -> FeedbackReceipt:
         """Ground truth for answered rows: `[{"id": <inference id>, "label" | "value": ...}]`,
         stored as a labels batch the monitor joins with the captured traffic by id."""
-        if not is_dataset_name(dataset) or dataset not in models.registry.datasets():
+        if not is_dataset_name(dataset):
             raise ApiError(404, f"unknown dataset {dataset!r}")
-        items = read_feedback(await read_body(request, limits.max_body_bytes))
+        body = await read_body(request, limits.max_body_bytes)
+        # Parsing up to max_body_bytes and the store's I/O: off the event loop.
         return await anyio.to_thread.run_sync(
-            store_feedback, models.store, settings.buckets.model_monitoring, dataset, items
+            accept_feedback, models, settings.buckets.model_monitoring, dataset, body
         )
 
     return app

@@ -7,6 +7,10 @@ buffer every `flush_interval_s` as gzip JSONL objects, one per dataset, version 
 buffer drops the request and counts it: capture never makes a caller wait. What is lost when
 the process is killed: at most the buffer, i.e. the last `flush_interval_s` of traffic; a
 normal shutdown (the app's lifespan) writes it.
+
+Only the champion route (`/endpoints/{dataset}/invocations`) is captured: that is the live
+traffic; calls by version number are evaluations and tests (the evaluate stage scores test
+splits that way), which would pass for traffic otherwise.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from automlops import keys
 from automlops.ports import ObjectStore
 from automlops.serving import wire
 from automlops.serving.invocation import ApiError
+from automlops.serving.models import ModelCache
 
 
 def feedback_body() -> dict[str, Any]:
@@ -27,6 +28,16 @@ def feedback_body() -> dict[str, Any]:
             "content": {wire.JSON: {"schema": wire.FeedbackBatch.model_json_schema()}},
         }
     }
+
+
+def accept_feedback(
+    models: ModelCache, bucket: str, dataset: str, body: bytes
+) -> wire.FeedbackReceipt:
+    """Check and store one feedback body for `dataset` (404 when the registry does not know
+    it, 400 for a bad body)."""
+    if dataset not in models.registry.datasets():
+        raise ApiError(404, f"unknown dataset {dataset!r}")
+    return store_feedback(models.store, bucket, dataset, read_feedback(body))
 
 
 def read_feedback(body: bytes) -> list[wire.FeedbackItem]:
