@@ -232,3 +232,16 @@ def test_monitor_command_and_schedule_entry(runtime: LocalRuntime) -> None:
     refused = CliRunner().invoke(cli_app, ["monitor", "nope", "--home", str(runtime.home)])
     assert refused.exit_code != 0 and "no champion" in refused.output
     assert list(monitor_all(runtime.ports())) == [DEMO_DATASET]
+
+
+def test_unreadable_capture_records_are_counted_not_fatal(runtime: LocalRuntime) -> None:
+    bucket = runtime.settings.buckets.model_monitoring
+    now = datetime.now(UTC)
+    broken = b'not json\n{"eventMetadata": {"inferenceTime": "%s"}}\n' % now.isoformat().encode()
+    runtime.store.put(
+        bucket, keys.capture_key(DEMO_DATASET, 1, now, "broken"), gzip.compress(broken)
+    )
+    runtime.store.put(bucket, keys.capture_key(DEMO_DATASET, 1, now, "torn"), b"\x1f\x8b\x08")
+    report = monitor(runtime.ports(), DEMO_DATASET).report
+    assert (report.unreadable, report.rows) == (3, 0)
+    assert any("could not be read" in note for note in report.notes)
