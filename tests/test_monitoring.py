@@ -245,3 +245,15 @@ def test_unreadable_capture_records_are_counted_not_fatal(runtime: LocalRuntime)
     report = monitor(runtime.ports(), DEMO_DATASET).report
     assert (report.unreadable, report.rows) == (3, 0)
     assert any("could not be read" in note for note in report.notes)
+
+
+def test_feedback_needs_the_api_key_like_the_other_routes(runtime: LocalRuntime) -> None:
+    app = create_app(
+        ModelCache(runtime.store, runtime.registry),
+        api_key="sekrit",
+        settings=Settings(capture=CaptureSettings(enabled=False)),
+    )
+    client = TestClient(app)
+    body = [{"id": "a1", "label": "benign"}]
+    assert client.post(FEEDBACK, json=body).status_code == 401
+    assert client.post(FEEDBACK, json=body, headers={"X-API-Key": "sekrit"}).status_code == 200
