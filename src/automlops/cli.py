@@ -338,6 +338,46 @@ def rollback(dataset: str, home: Home = None) -> None:
 
 
 @app.command()
+def monitor(
+    dataset: str,
+    hours: Annotated[
+        float, typer.Option(min=0.01, help="Look at the captured traffic of the last HOURS.")
+    ] = 24.0,
+    as_json: AsJson = False,
+    home: Home = None,
+) -> None:
+    """Compare DATASET's served traffic and returned labels with what its champion learned
+    (drift, volume, refusals, live metrics); the report goes to the monitoring bucket."""
+    from datetime import timedelta
+
+    from automlops.stages.monitor import monitor as run_monitor
+
+    runtime = _runtime(home)
+    ports = runtime.ports()
+    with cl.refusals(ValueError, AutomlopsError):
+        result = run_monitor(ports, dataset, since=ports.clock() - timedelta(hours=hours))
+    report = result.report
+    if as_json:
+        typer.echo(report.model_dump_json(indent=2))
+        return
+    typer.echo(
+        f"{dataset} v{report.champion}: {report.requests} requests, {report.rows} rows, "
+        f"{report.errors} refused; labels {report.labels.matched} matched, "
+        f"{report.labels.duplicates} duplicates, {report.labels.unknown} unknown ids"
+    )
+    if report.live is not None:
+        live = report.live
+        typer.echo(
+            f"live {live.metric} {live.value:.4f} [{live.low:.4f}, {live.high:.4f}] on "
+            f"{live.rows} rows (test split: {live.test_value})"
+        )
+    for line in report.alerts or ["no alerts"]:
+        typer.echo(f"  {line}")
+    bucket = runtime.settings.buckets.model_monitoring
+    typer.echo(f"report: {runtime.home / bucket / result.html_key}")
+
+
+@app.command()
 def lineage(dataset: str, version: int, as_json: AsJson = False, home: Home = None) -> None:
     """Trace VERSION of DATASET: upload -> splits -> training and trials -> artifact -> reports
     -> decisions."""

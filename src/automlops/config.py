@@ -73,6 +73,35 @@ def max_instances_setting() -> int:
     return value
 
 
+class CaptureSettings(BaseModel):
+    """What the inference server records of the traffic it serves (the monitor's input).
+
+    On by default at 100 %: the loop (monitor, live metrics) needs every answer a label may come
+    back for, and the cost is small (measured in `bench/capture.py`). Each knob has an
+    environment variable, so `automlops serve` and `up` are tuned without code.
+    """
+
+    # $AUTOMLOPS_CAPTURE=0 turns capture off.
+    enabled: bool = Field(default_factory=lambda: _env_number("AUTOMLOPS_CAPTURE", 1.0) != 0)
+    # Share of requests captured, 0..1 ($AUTOMLOPS_CAPTURE_RATE).
+    sample_rate: float = Field(
+        default_factory=lambda: _env_number("AUTOMLOPS_CAPTURE_RATE", 1.0), ge=0.0, le=1.0
+    )
+    # Requests and bytes held before a write; beyond either, requests are dropped and counted,
+    # never waited for ($AUTOMLOPS_CAPTURE_BUFFER, $AUTOMLOPS_CAPTURE_BUFFER_BYTES).
+    buffer_size: int = Field(
+        default_factory=lambda: int(_env_number("AUTOMLOPS_CAPTURE_BUFFER", 20_000)), ge=1
+    )
+    buffer_bytes: int = Field(
+        default_factory=lambda: int(_env_number("AUTOMLOPS_CAPTURE_BUFFER_BYTES", 64 * 1024**2)),
+        ge=1,
+    )
+    # Seconds between writes: what a killed server can lose ($AUTOMLOPS_CAPTURE_FLUSH_S).
+    flush_interval_s: float = Field(
+        default_factory=lambda: _env_number("AUTOMLOPS_CAPTURE_FLUSH_S", 5.0), gt=0
+    )
+
+
 class Settings(BaseModel):
     """Runtime settings shared by the local and AWS runtimes."""
 
@@ -97,6 +126,7 @@ class Settings(BaseModel):
         default_factory=lambda: int(_env_number("AUTOMLOPS_MAX_UPLOAD_BYTES", 1024**3))
     )
     seed: int = 42
+    capture: CaptureSettings = Field(default_factory=CaptureSettings)
 
 
 def resolve_home(home: str | Path | None) -> Path:

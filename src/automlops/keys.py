@@ -11,12 +11,19 @@
                    registry/<dataset>.json              versions and champion
 [model-monitoring] <dataset>/<date>/<run>/report.{json,md,html}  one evaluation (json last)
                    <dataset>/<date>/<run>/<plot>.png         the plots report.html shows
+                   capture/<dataset>/v<version>/<yyyy-mm-dd>/<hh>/<part>.jsonl.gz
+                       what the champion served, one gzip JSONL object per write and hour (UTC)
+                   labels/<dataset>/<yyyymmddThhmmss.ffffffZ>-<source>.jsonl
+                       ground truth as received (API or CSV), in arrival order: last wins
+                   monitoring/<dataset>/<yyyymmddThhmmssZ>/monitor.{json,html}  one monitor run
+[data]             feedback/<dataset>/<file>.csv        labels dropped as CSV (id,label|value)
 ```
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from automlops.errors import PermanentError
 
@@ -70,6 +77,54 @@ def report_files(report_key: str) -> dict[str, str]:
     """The sibling files of an evaluation's report.json, by kind."""
     prefix = report_key.removesuffix("report.json")
     return {"json": report_key, "markdown": prefix + "REPORT.md", "html": prefix + "report.html"}
+
+
+CAPTURE_SUFFIX = ".jsonl.gz"
+
+
+def capture_prefix(dataset: str, version: int | None = None) -> str:
+    """Captured traffic of a dataset, or of one of its versions."""
+    base = f"capture/{dataset}/"
+    return base if version is None else f"{base}v{version}/"
+
+
+def capture_hour_prefix(dataset: str, version: int, hour: datetime) -> str:
+    """Captured traffic of one version in one UTC hour."""
+    return f"{capture_prefix(dataset, version)}{hour:%Y-%m-%d}/{hour:%H}/"
+
+
+def capture_key(dataset: str, version: int, hour: datetime, part: str) -> str:
+    """One write of captured requests: capture/<dataset>/v<version>/<yyyy-mm-dd>/<hh>/<part>."""
+    return f"{capture_hour_prefix(dataset, version, hour)}{part}{CAPTURE_SUFFIX}"
+
+
+def capture_key_hour(key: str) -> str | None:
+    """The `<yyyy-mm-dd>/<hh>` a capture key was written for (None: not a capture key), which
+    sorts as time does."""
+    parts = key.split("/")
+    if len(parts) != 6 or parts[0] != "capture" or not key.endswith(CAPTURE_SUFFIX):
+        return None
+    return f"{parts[3]}/{parts[4]}"
+
+
+def labels_prefix(dataset: str) -> str:
+    """Ground-truth batches of a dataset (monitoring bucket); keys sort in arrival order."""
+    return f"labels/{dataset}/"
+
+
+def labels_key(dataset: str, received: datetime, source: str) -> str:
+    """One batch of labels, named by when it arrived and where from (`api-<id>`, `csv-<etag>`)."""
+    return f"{labels_prefix(dataset)}{received:%Y%m%dT%H%M%S.%fZ}-{source}.jsonl"
+
+
+def feedback_prefix(dataset: str) -> str:
+    """Where label CSVs of a dataset are dropped (data bucket)."""
+    return f"feedback/{dataset}/"
+
+
+def monitor_prefix(dataset: str, at: datetime) -> str:
+    """One monitor run's report files (monitoring bucket)."""
+    return f"monitoring/{dataset}/{at:%Y%m%dT%H%M%SZ}/"
 
 
 @dataclass(frozen=True)

@@ -8,15 +8,18 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 
-from automlops.config import max_instances_setting
+from automlops.config import Settings, max_instances_setting
 from automlops.errors import NotFoundError
 from automlops.ml.predictor import Predictor
 from automlops.names import is_dataset_name
 from automlops.serving.auth import require_api_key
+from automlops.serving.capture import capture_writer, respond_captured
+from automlops.serving.feedback import accept_feedback, feedback_body
 from automlops.serving.invocation import (
     INVOCATION_RESPONSES,
     ApiError,
@@ -26,10 +29,11 @@ from automlops.serving.invocation import (
     error_response,
     handle_api_errors,
     invocation_body,
+    read_body,
     respond,
 )
 from automlops.serving.models import ModelCache, UnservableVersion
-from automlops.serving.wire import EndpointDescription
+from automlops.serving.wire import EndpointDescription, FeedbackReceipt
 
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: error_response("No such dataset or version, or no model serves it."),
@@ -62,10 +66,13 @@ def create_app(
     max_body_bytes: int = 10 * 1024 * 1024,
     max_instances: int | None = None,
     api_key: str | None = None,
+    settings: Settings | None = None,
 ) -> FastAPI:
     """The HTTP app over a model cache; with `api_key`, every route but /ping requires it.
 
     `max_instances` (default $AUTOMLOPS_MAX_INSTANCES, else 100,000) caps rows per request.
+    `settings` (default: from the environment) names the monitoring bucket the champion's
+    traffic is captured to, and how (`settings.capture`).
     """
     app = FastAPI(title="automlops inference API", default_response_class=OrjsonResponse)
     limits = InvocationLimits(
@@ -75,6 +82,11 @@ def create_app(
     if api_key is not None:
         require_api_key(app, api_key)
     handle_api_errors(app)
+    settings = settings if settings is not None else Settings()
+    capture = capture_writer(models.store, settings.buckets.model_monitoring, settings.capture)
+    app.state.capture = capture
+    if capture is not None:
+        app.router.lifespan_context = capture.lifespan(app.router.lifespan_context)
 
     @app.get("/ping")
     async def ping() -> Status:  # async: answered on the loop, needing no pool thread
@@ -109,7 +121,7 @@ def create_app(
     async def invoke_champion(dataset: str, request: Request) -> Response:
         """Predict raw rows with the dataset's champion: JSON `{"instances": [...]}` or CSV."""
         version, predictor = _champion(models, dataset)
-        return await respond(request, version, predictor, limits)
+        return await respond_captured(capture, dataset, request, version, predictor, limits)
 
     @app.post(
         "/endpoints/{dataset}/versions/{version}/invocations",
@@ -120,6 +132,25 @@ def create_app(
         """Predict raw rows with one specific version (candidates are evaluated this way)."""
         predictor = _version(models, dataset, version)
         return await respond(request, version, predictor, limits)
+
+    @app.post(
+        "/endpoints/{dataset}/feedback",
+        openapi_extra=feedback_body(),
+        responses={
+            400: error_response("A body that is not a list of feedback items."),
+            **_NOT_FOUND,
+        },
+    )
+    async def feedback(dataset: str, request: Request) -> FeedbackReceipt:
+        """Ground truth for answered rows: `[{"id": <inference id>, "label" | "value": ...}]`,
+        stored as a labels batch the monitor joins with the captured traffic by id."""
+        if not is_dataset_name(dataset):
+            raise ApiError(404, f"unknown dataset {dataset!r}")
+        body = await read_body(request, limits.max_body_bytes)
+        # Parsing up to max_body_bytes and the store's I/O: off the event loop.
+        return await anyio.to_thread.run_sync(
+            accept_feedback, models, settings.buckets.model_monitoring, dataset, body
+        )
 
     return app
 

@@ -19,11 +19,11 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import numpy as np
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, RootModel, model_validator
 
 if TYPE_CHECKING:
     import polars as pl
@@ -166,3 +166,117 @@ def invoke(host: ModelHost, endpoint: str, rows: Iterable[Mapping[str, Any]]) ->
     """Predict `rows` through a model host's endpoint, JSON both ways."""
     answer = host.invoke(endpoint, json_body(rows), content_type=JSON, accept=JSON)
     return read_response(answer)
+
+
+# Ground truth: `POST /endpoints/{dataset}/feedback` takes a list of FeedbackItem. An id names
+# what was answered: the inference id of a one-row request (the `X-Amzn-SageMaker-Inference-Id`
+# header of its answer), `<inference id>#<row>` for row `<row>` (0-based) of a bigger one.
+INFERENCE_ID_HEADER = "X-Amzn-SageMaker-Inference-Id"
+MAX_ID_CHARS = 256
+MAX_FEEDBACK_ITEMS = 100_000
+
+
+class FeedbackItem(BaseModel):
+    """The true outcome of one answered row: `label` (classification) or `value` (regression)."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"id": "3f2a...", "label": "yes"}]}
+    )
+
+    id: str = Field(min_length=1, max_length=MAX_ID_CHARS)
+    label: str | int | bool | None = None
+    value: float | None = None
+
+    @model_validator(mode="after")
+    def _one_outcome(self) -> FeedbackItem:
+        if (self.label is None) == (self.value is None):
+            raise ValueError("give exactly one of 'label' (classification) or 'value'")
+        return self
+
+
+class FeedbackBatch(RootModel[Annotated[list[FeedbackItem], Field(max_length=MAX_FEEDBACK_ITEMS)]]):
+    """A feedback request body: `[{"id": ..., "label" | "value": ...}, ...]`."""
+
+
+class FeedbackReceipt(BaseModel):
+    """What `POST /endpoints/{dataset}/feedback` answers: how many labels were stored, where."""
+
+    dataset: str
+    received: int
+    key: str = Field(description="The stored batch (monitoring bucket); joined by the monitor.")
+
+
+class LabelRecord(BaseModel):
+    """One stored label (a line of a labels batch): the item, when and how it arrived."""
+
+    id: str
+    label: str | None = None
+    value: float | None = None
+    received_at: str
+    source: str
+
+
+def label_lines(items: Iterable[LabelRecord]) -> bytes:
+    """A labels batch as JSONL."""
+    return b"".join(item.model_dump_json(exclude_none=True).encode() + b"\n" for item in items)
+
+
+def read_label_lines(content: bytes) -> list[LabelRecord]:
+    """The records of a labels batch, in order."""
+    return [LabelRecord.model_validate_json(line) for line in content.splitlines() if line.strip()]
+
+
+def label_text(label: str | int | bool) -> str:
+    """A label as the models name labels: text, booleans as the CSV reader writes them."""
+    return str(label).lower() if isinstance(label, bool) else str(label)
+
+
+# Captured traffic: one JSON line per request, in the shape SageMaker's data capture writes
+# (captureData.endpointInput/endpointOutput with the body as text, eventMetadata), so the
+# monitor reads local capture and a SageMaker endpoint's alike. Local capture adds the dataset,
+# model version, HTTP status and error to eventMetadata; a record of a refused request has no
+# endpointOutput.
+
+
+class CapturedData(BaseModel):
+    """A request or answer body as captured."""
+
+    observedContentType: str  # SageMaker's field names, camel case
+    mode: str  # INPUT | OUTPUT
+    data: str
+    encoding: str  # JSON | CSV | BASE64
+
+
+class CaptureData(BaseModel):
+    endpointInput: CapturedData
+    endpointOutput: CapturedData | None = None
+
+
+class CaptureMetadata(BaseModel):
+    eventId: str
+    inferenceId: str | None = None
+    inferenceTime: str
+    dataset: str | None = None
+    modelVersion: int | None = None
+    status: int = 200
+    error: str | None = None
+
+
+class CaptureRecord(BaseModel):
+    """One captured request (a line of a capture object)."""
+
+    captureData: CaptureData
+    eventMetadata: CaptureMetadata
+    eventVersion: str = "0"
+
+
+def read_capture_lines(content: bytes) -> list[CaptureRecord]:
+    """The records of a (decompressed) capture object, in order; ValueError for a line that
+    is not one."""
+    # orjson first: validating the parsed dict is about 1.5x as fast as pydantic's own JSON
+    # parsing of these lines, whose long `data` strings dominate (measured).
+    return [
+        CaptureRecord.model_validate(orjson.loads(line))
+        for line in content.splitlines()
+        if line.strip()
+    ]
