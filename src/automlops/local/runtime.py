@@ -59,7 +59,9 @@ def inference_app(store: DirectoryStore, registry: Registry, settings: Settings)
     from automlops.serving.app import create_app
     from automlops.serving.models import ModelCache
 
-    return create_app(ModelCache(store, registry), max_body_bytes=settings.max_body_bytes)
+    return create_app(
+        ModelCache(store, registry), max_body_bytes=settings.max_body_bytes, settings=settings
+    )
 
 
 def open_runtime(

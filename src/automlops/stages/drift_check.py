@@ -68,7 +68,7 @@ def _compare_with_champion(
 ) -> None:
     """Compare the upload with the champion's training split; the findings go into `report`."""
     seed = ports.settings.seed
-    baseline, baseline_rows = _read_sample(
+    baseline, baseline_rows = read_sample(
         ports.store.get(ports.settings.buckets.automl_data, train_key), seed
     )
     if baseline.height < baseline_rows:
@@ -83,7 +83,7 @@ def _compare_with_champion(
             f"the upload's {frame.height:,} rows compared through a seeded sample of "
             f"{DRIFT_MAX_ROWS:,}"
         )
-    kinds, known, target_kind = _training_view(ports, report.dataset, champion.run_id, baseline)
+    kinds, known, target_kind = training_view(ports, report.dataset, champion.run_id, baseline)
     columns, new, vanished, skipped = drift.compare_frames(
         baseline,
         current,
@@ -121,7 +121,7 @@ def _verdict(report: drift.DriftReport, manifest: Manifest, source: str, where: 
     return [message]
 
 
-def _read_sample(data: bytes, seed: int) -> tuple[pl.DataFrame, int]:
+def read_sample(data: bytes, seed: int) -> tuple[pl.DataFrame, int]:
     """A Parquet split (or a seeded sample of about DRIFT_MAX_ROWS of its rows when it is
     bigger) and its row count.
 
@@ -140,7 +140,7 @@ def _read_sample(data: bytes, seed: int) -> tuple[pl.DataFrame, int]:
     return pl.concat(parts), total
 
 
-def _training_view(
+def training_view(
     ports: Ports, dataset: str, run_id: str, baseline: pl.DataFrame
 ) -> tuple[dict[str, str], list[str], drift.Kind]:
     """Feature kinds as training decided them, every column training saw, the target's kind."""

@@ -33,9 +33,8 @@ from automlops.registry import ModelVersion, Registry
 from automlops.reports.escaping import html_finalize, inert_json
 from automlops.serving import wire
 
-# Private there: the monitor reads the champion's training data as the upload check does.
-from automlops.stages.drift_check import _read_sample as read_sample
-from automlops.stages.drift_check import _training_view as training_view
+# The monitor reads the champion's training data as the upload's drift check does.
+from automlops.stages.drift_check import read_sample, training_view
 from automlops.stages.traffic import (
     LabelJoin,
     Traffic,
