@@ -22,6 +22,7 @@ so operators, CI workflows and the training container can find a stack by its st
 | AUTOMLOPS_SERVERLESS_MEMORY_MB       | endpoint/memory-mb               |
 | AUTOMLOPS_SERVERLESS_MAX_CONCURRENCY | endpoint/max-concurrency         |
 | AUTOMLOPS_ENDPOINT_WAIT_S            | endpoint/wait-seconds            |
+| AUTOMLOPS_KEEP_VERSIONS              | endpoint/keep-versions           |
 | AUTOMLOPS_MAX_RECEIVES               | queues/max-receives              |
 | AUTOMLOPS_RETRY_BASE_S               | queues/retry-base-seconds        |
 
@@ -62,6 +63,7 @@ _KEYS: tuple[tuple[str, str, str], ...] = (
         "serverless_max_concurrency",
     ),
     ("AUTOMLOPS_ENDPOINT_WAIT_S", "endpoint/wait-seconds", "endpoint_wait_s"),
+    ("AUTOMLOPS_KEEP_VERSIONS", "endpoint/keep-versions", "keep_versions"),
     ("AUTOMLOPS_MAX_RECEIVES", "queues/max-receives", "max_receives"),
     ("AUTOMLOPS_RETRY_BASE_S", "queues/retry-base-seconds", "retry_base_s"),
 )
@@ -91,6 +93,8 @@ class AwsConfig(BaseModel):
     serverless_memory_mb: int = 2048
     serverless_max_concurrency: int = 5
     endpoint_wait_s: float = 720.0
+    # Earlier champions whose model and endpoint config are kept for a rollback.
+    keep_versions: int = 2
     max_receives: int = 4
     retry_base_s: float = 30.0
 

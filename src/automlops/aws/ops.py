@@ -53,6 +53,20 @@ class Stage:
     def registry(self) -> Registry:
         return Registry(self.store, self.config.bucket_model_output)
 
+    def reconcile_hosting(self, dataset: str) -> str:
+        """Make the dataset's endpoint serve its champion (UpdateEndpoint), retire the rest;
+        returns what it did, for the operator."""
+        from automlops.aws.runtime import hosting_lifecycle
+        from automlops.aws.sagemaker import SageMakerModelHost
+
+        host = SageMakerModelHost(
+            self.config,
+            self.session.client("sagemaker", endpoint_url=self.endpoint_url),
+            self.session.client("sagemaker-runtime", endpoint_url=self.endpoint_url),
+        )
+        done = hosting_lifecycle(self.config, host, self.store).reconcile(dataset)
+        return f"{done.live} serves v{done.serving}"
+
 
 def open_stage(stage: str, endpoint_url: str | None = None) -> Stage:
     """Find a deployed stage by its SSM parameters and connect to its bucket and queues."""
@@ -107,11 +121,14 @@ def teardown(config: AwsConfig, session: Any, endpoint_url: str | None = None) -
     host = SageMakerModelHost(config, sagemaker, None)
     done: list[str] = []
     prefix = config.name_prefix + "-"
-    for page in sagemaker.get_paginator("list_endpoints").paginate(NameContains=prefix):
-        for endpoint in page["Endpoints"]:
-            if endpoint["EndpointName"].startswith(prefix):
-                host.delete(endpoint["EndpointName"])
-                done.append(f"endpoint {endpoint['EndpointName']}")
+    for name in host.names("endpoint", prefix):
+        if name.startswith(prefix):
+            host.delete_endpoint(name)
+            done.append(f"endpoint {name}")
+    names = set(host.names("endpoint-config", prefix)) | set(host.names("model", prefix))
+    for name in sorted(n for n in names if n.startswith(prefix)):
+        host.delete_version(name)
+        done.append(f"model and endpoint config {name}")
     s3 = session.resource("s3", endpoint_url=endpoint_url)
     for name in (
         config.bucket_data,
@@ -188,18 +205,20 @@ def promote_command(
     ops = open_stage(stage, endpoint_url)
     with cl.refusals(ValueError, AutomlopsError):
         promotion.promote(ops.registry, dataset, version, reason)
-    typer.echo(f"{dataset} v{version} is champion")
+        served = ops.reconcile_hosting(dataset)
+    typer.echo(f"{dataset} v{version} is champion; {served}")
 
 
 @aws_app.command("rollback")
 def rollback_command(
     dataset: str, stage: StageName = "dev", endpoint_url: EndpointUrl = None
 ) -> None:
-    """Serve the previous champion of DATASET again."""
+    """Serve the previous champion of DATASET again (its endpoint is updated back)."""
     ops = open_stage(stage, endpoint_url)
     with cl.refusals(ValueError, AutomlopsError):
         restored = promotion.rollback(ops.registry, dataset, "rolled back by operator")
-    typer.echo(f"{dataset} v{restored.version} is champion again")
+        served = ops.reconcile_hosting(dataset)
+    typer.echo(f"{dataset} v{restored.version} is champion again; {served}")
 
 
 @aws_dlq_app.command("list")
