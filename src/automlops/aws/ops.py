@@ -1,5 +1,5 @@
 """Operator commands on a deployed stage, found by its SSM parameters: `automlops aws upload |
-models | promote | rollback | dlq list | dlq redrive | teardown`.
+models | runs | promote | rollback | dlq list | dlq redrive | teardown`.
 
 The use cases are the local CLI's (`automlops.usecases`) over the S3 store and SQS queue; only
 finding the stage and tearing it down are AWS's own. `python -m automlops.aws` runs this
@@ -17,6 +17,7 @@ import typer
 
 from automlops import command_line as cl
 from automlops.aws.config import AwsConfig, load_config
+from automlops.aws.training_failures import TrainingJobFailure, list_failures
 from automlops.errors import AutomlopsError
 from automlops.registry import Registry
 from automlops.usecases import dead_letters, promotion
@@ -86,12 +87,23 @@ def open_stage(stage: str, endpoint_url: str | None = None) -> Stage:
     )
 
 
-def models_document(config: AwsConfig, listing: list[model_cases.DatasetModels]) -> list[Any]:
-    """`aws models` output: each dataset's versions with status, endpoint, metrics, report."""
+def models_document(
+    config: AwsConfig,
+    listing: list[model_cases.DatasetModels],
+    failures: list[TrainingJobFailure] | None = None,
+) -> list[Any]:
+    """`aws models` output: each dataset's versions with status, endpoint, metrics, report,
+    and its runs whose training job failed (with SageMaker's reason)."""
+    failed: dict[str, list[dict[str, Any]]] = {}
+    for failure in failures or []:
+        failed.setdefault(failure.dataset, []).append(failure.model_dump())
+    known = {item.dataset for item in listing}
+    unlisted = [model_cases.DatasetModels(d, None, None, []) for d in sorted(set(failed) - known)]
     return [
         {
             "dataset": item.dataset,
             "champion": item.champion,
+            "failed_runs": failed.get(item.dataset, []),
             "versions": [
                 {
                     "version": v.version,
@@ -105,7 +117,7 @@ def models_document(config: AwsConfig, listing: list[model_cases.DatasetModels])
                 for v in item.versions
             ],
         }
-        for item in listing
+        for item in [*listing, *unlisted]
     ]
 
 
@@ -190,7 +202,18 @@ def models_command(
     ops = open_stage(stage, endpoint_url)
     with cl.refusals(ValueError):
         listing = model_cases.list_models(ops.registry, dataset)
-    typer.echo(json.dumps(models_document(ops.config, listing), indent=1))
+    failures = list_failures(ops.store, ops.config.bucket_model_output, dataset)
+    typer.echo(json.dumps(models_document(ops.config, listing, failures), indent=1))
+
+
+@aws_app.command("runs")
+def runs_command(
+    dataset: cl.DatasetFilter = None, stage: StageName = "dev", endpoint_url: EndpointUrl = None
+) -> None:
+    """Runs whose SageMaker training job failed or was stopped, with the reason (JSON)."""
+    ops = open_stage(stage, endpoint_url)
+    failures = list_failures(ops.store, ops.config.bucket_model_output, dataset)
+    typer.echo(json.dumps([f.model_dump() for f in failures], indent=1))
 
 
 @aws_app.command("promote")

@@ -78,8 +78,8 @@ def limit_checked(what: str, exc: ClientError) -> Exception:
     if _code(exc) == "ResourceLimitExceeded":
         return PermanentError(
             f"SageMaker quota reached creating {what}: {_message(exc)[:300]}. Retire unused "
-            "endpoints (automlops aws models shows what is served) or ask for a quota increase "
-            "in Service Quotas, then redrive the message"
+            "endpoints or ask for a quota increase in Service Quotas; a version whose hosting "
+            "failed so can be served later with `automlops aws promote`"
         )
     return exc
 
