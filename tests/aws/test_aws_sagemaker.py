@@ -16,7 +16,7 @@ from aws_stack import ACCOUNT, REGION, Stack, allowed
 from moto.sagemaker.models import sagemaker_backends
 
 from automlops import keys
-from automlops.aws.container import train_in_job
+from automlops.aws.container import ChannelStore, train_in_job
 from automlops.aws.runtime import AwsRuntime
 from automlops.aws.s3_store import S3ObjectStore
 from automlops.aws.sagemaker import (
@@ -30,6 +30,7 @@ from automlops.config import Manifest, Task
 from automlops.demo import breast_cancer_csv
 from automlops.errors import PermanentError
 from automlops.local.model_host import EmbeddedServer
+from automlops.ml.artifact import ModelArtifact
 from automlops.registry import RegistryDoc
 from automlops.serving.sagemaker import create_sagemaker_app
 
@@ -133,6 +134,14 @@ def test_large_data_trains_as_a_sagemaker_job_whose_output_deploys(
     key = _emulate_training_job(sm, s3, job, tmp_path / "opt" / "ml", rt.store)
     assert key == f"cancer/{run_id}/output/model.tar.gz"
     assert rt.store.head(config.bucket_model_output, key) is not None
+    # A duplicate training of the run (another attempt finishing later) writes with
+    # If-None-Match and leaves the model file deploy may already have registered as it is.
+    written = rt.store.get(config.bucket_model_output, key)
+    artifact = ModelArtifact.from_tar_gz(written)
+    other = artifact.model_copy(update={"model": artifact.model + b" "}).to_tar_gz()
+    duplicate = ChannelStore({}, tmp_path / "dup", (config.bucket_model_output, key), rt.store)
+    duplicate.put(config.bucket_model_output, key, other)
+    assert rt.store.get(config.bucket_model_output, key) == written
     _check_contract_app(tmp_path / "opt" / "ml" / "model")
     invoker.run_until_idle()
     doc = RegistryDoc.model_validate_json(
