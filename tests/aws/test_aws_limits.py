@@ -92,3 +92,20 @@ def test_the_time_budget_guard_holds_for_every_compute_choice() -> None:
     short = _config(training_max_runtime_s=600)
     with pytest.raises(PermanentError, match="maximum runtime"):
         choose_compute(_schema(1200), 0, short, "sagemaker")  # type: ignore[arg-type]
+
+
+def test_the_upload_limit_follows_the_function_memory() -> None:
+    from automlops.aws.config import load_config
+
+    env = {
+        "AUTOMLOPS_BUCKET_DATA": "d",
+        "AUTOMLOPS_BUCKET_AUTOML_DATA": "a",
+        "AUTOMLOPS_BUCKET_MODEL_OUTPUT": "m",
+        "AUTOMLOPS_BUCKET_MODEL_MONITORING": "r",
+        "AUTOMLOPS_QUEUE_EVALUATION": "q",
+    }
+    assert load_config(env).settings().max_upload_bytes == 1024**3
+    small = load_config({**env, "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "1024"})
+    assert small.settings().max_upload_bytes == 1024 * 1024**2 // 3
+    big = load_config({**env, "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "10240"})
+    assert big.settings().max_upload_bytes == 1024**3  # never above the general limit
