@@ -56,9 +56,13 @@ class Stage:
 
     def reconcile_hosting(self, dataset: str) -> str:
         """Make the dataset's endpoint serve its champion (UpdateEndpoint), retire the rest;
-        returns what it did, for the operator."""
+        returns what it did, for the operator. A stage without SageMaker hosting configured
+        (no serving image or role in its parameters) has only its registry changed."""
         from automlops.aws.runtime import hosting_lifecycle
         from automlops.aws.sagemaker import SageMakerModelHost
+
+        if not self.config.sagemaker_image or not self.config.sagemaker_role_arn:
+            return "no SageMaker hosting configured for this stage: registry only"
 
         host = SageMakerModelHost(
             self.config,
