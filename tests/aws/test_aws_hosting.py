@@ -21,6 +21,7 @@ from automlops.aws.runtime import AwsRuntime
 from automlops.aws.sagemaker import live_endpoint_name, resource_name
 from automlops.aws.training_failures import list_failures
 from automlops.demo import breast_cancer_csv
+from automlops.errors import PermanentError
 from automlops.manifests import save_manifest
 from automlops.registry import EvaluationOutcome, ModelVersion, Registry, VersionStatus
 from automlops.serving import wire
@@ -293,3 +294,42 @@ def test_lifecycle_keeps_undecided_candidates(deployed: Deployed) -> None:
     done = lifecycle.reconcile("tiny")
     assert done.deleted_endpoints == [] and done.deleted_versions == [] and done.live is None
     assert rt.host.endpoint_config(endpoint) == endpoint
+
+
+def test_a_champion_failing_its_canary_is_switched_back_and_rolled_back(
+    deployed: Deployed, session: boto3.session.Session, moto: str
+) -> None:
+    rt, invoker, _, _ = deployed
+    trained = _trained(rt, invoker)
+    sm = session.client("sagemaker", endpoint_url=moto)
+    lifecycle = rt.lifecycle()
+    registry = lifecycle.registry
+    live = live_endpoint_name(PREFIX, DATASET)
+    first = _register(rt, trained, 1)
+    registry.promote(DATASET, first.version, "first")
+    lifecycle.reconcile(DATASET)
+    second = _register(rt, trained, 2)
+    # Version 2's model, as SageMaker holds it, is not what the registry says (it answers as
+    # another version): the canary after the switch catches it.
+    rt.host.ensure_version(DATASET, 2, second.artifact_bucket, second.artifact_key)
+    name = resource_name(PREFIX, DATASET, 2)
+    sm.delete_model(ModelName=name)
+    sm.create_model(
+        ModelName=name,
+        ExecutionRoleArn=rt.config.sagemaker_role_arn,
+        PrimaryContainer={
+            "Image": rt.config.sagemaker_image,
+            "ModelDataUrl": f"s3://{second.artifact_bucket}/{second.artifact_key}",
+            "Environment": {"AUTOMLOPS_DATASET": DATASET, "AUTOMLOPS_MODEL_VERSION": "7"},
+        },
+    )
+    registry.promote(DATASET, 2, "operator's choice")
+    with pytest.raises(PermanentError, match="failed its canary"):
+        lifecycle.reconcile(DATASET)
+    assert sm.describe_endpoint(EndpointName=live)["EndpointConfigName"] == resource_name(
+        PREFIX, DATASET, 1
+    )
+    doc = registry.read(DATASET)
+    assert doc.champion == 1
+    assert "failed its canary" in (doc.get(2).last_reason or "")
+    assert wire.invoke(rt.host, live, [{"mean_radius": 14.1}]).model_version == "1"
