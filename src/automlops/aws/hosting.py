@@ -113,25 +113,39 @@ class EndpointLifecycle:
             self.host.wait_in_service(live)
             return
         candidate = resource_name(self.prefix, dataset, champion.version)
-        if self.host.endpoint_config(candidate) == config_name:
-            # Before the switch: the config answers on the endpoint it was evaluated on.
-            self._canary(candidate, champion)
         tags = {"automlops:dataset": dataset, "automlops:role": "live"}
-        previous = self.host.switch(live, config_name, tags)
-        done.switched_from = previous
         try:
+            if self.host.endpoint_config(candidate) == config_name:
+                # Before the switch: the config answers on the endpoint it was evaluated on.
+                self._canary(candidate, champion)
+            done.switched_from = self.host.switch(live, config_name, tags)
             self._canary(live, champion)
         except PermanentError as exc:
-            if previous is not None:
+            self._give_up(dataset, doc, champion, live, current, tags, str(exc))
+
+    def _give_up(
+        self,
+        dataset: str,
+        doc: RegistryDoc,
+        champion: ModelVersion,
+        live: str,
+        previous: str | None,
+        tags: dict[str, str],
+        error: str,
+    ) -> None:
+        """A champion that cannot be served: the live endpoint goes back to the config it ran
+        (if it was switched), the registry back to the previous champion (if there is one),
+        and the failure is raised (permanent: the run, or the operator's command, fails)."""
+        outcome = f"version {champion.version} failed its canary on {live}: {error}"
+        if previous is not None and self.host.endpoint_config(live) != previous:
+            try:
                 self.host.switch(live, previous, tags)
-            if doc.champion_history:
-                self.registry.rollback(
-                    dataset, f"version {champion.version} failed its canary on {live}: {exc}"
-                )
-            raise PermanentError(
-                f"{live} switched back to {previous}: version {champion.version} failed its "
-                f"canary: {exc}"
-            ) from None
+            except Exception as exc:  # reported with the original failure
+                outcome += f"; switching {live} back to {previous} failed too: {exc}"
+        if doc.champion_history:
+            self.registry.rollback(dataset, outcome)
+            outcome += "; the previous champion is restored"
+        raise PermanentError(outcome)
 
     def _canary(self, endpoint: str, entry: ModelVersion) -> None:
         """One test row through `endpoint` must be answered by `entry`'s version."""
