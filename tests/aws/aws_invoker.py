@@ -4,10 +4,13 @@
   maps to a function, calls the function's handler with the exact Lambda SQS event, deletes the
   messages not reported in `batchItemFailures`.
 - `LocalSageMakerRuntime` plays a SageMaker endpoint: moto records endpoints but runs no
-  container, so for `InvokeEndpoint` it unpacks the endpoint's ModelDataUrl from (moto) S3 as
-  SageMaker would into /opt/ml/model, serves it with the project's SageMaker-contract app on a
-  loopback port and POSTs /invocations. Everything else (CreateModel, CreateEndpointConfig,
-  CreateEndpoint, DescribeEndpoint) goes to moto.
+  container, so for `InvokeEndpoint` it unpacks the ModelDataUrl of the model the endpoint runs
+  now from (moto) S3 as SageMaker would into /opt/ml/model, serves it with the project's
+  SageMaker-contract app on a loopback port and POSTs /invocations. Everything else
+  (CreateModel, CreateEndpointConfig, CreateEndpoint, DescribeEndpoint, deletes) goes to moto.
+- `emulate_update_endpoint` plays UpdateEndpoint, which moto (5.2) does not implement: the
+  endpoint is switched to the new config in moto's own state, as SageMaker does once the new
+  config is in service.
 - `CallRecorder` notes every AWS call a function makes, as IAM action + resource, so the tests
   can check the function's role allows it.
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import importlib
 import io
+import json
 import tarfile
 import time
 import uuid
@@ -28,6 +32,7 @@ from typing import Any
 import httpx
 from aws_stack import ACCOUNT, REGION, Call, Stack
 from botocore.exceptions import ClientError
+from moto.sagemaker.models import sagemaker_backends
 
 from automlops.local.model_host import EmbeddedServer
 from automlops.serving.sagemaker import create_sagemaker_app
@@ -84,10 +89,17 @@ def _iam_calls(service: str, operation: str, p: dict[str, Any]) -> list[Call]:
                 )
             ]
         action = {"HeadObject": "GetObject"}.get(operation, operation)
-        return [Call(f"s3:{action}", f"arn:aws:s3:::{p['Bucket']}/{p['Key']}")]
+        calls = [Call(f"s3:{action}", f"arn:aws:s3:::{p['Bucket']}/{p['Key']}")]
+        if operation == "HeadObject":
+            # S3's rule: a HEAD of a missing object answers 404 only to a caller allowed
+            # s3:ListBucket on the bucket (else 403), and a HEAD carries no s3:prefix.
+            calls.append(Call("s3:ListBucket", f"arn:aws:s3:::{p['Bucket']}"))
+        return calls
     if service == "sqs":
         name = p.get("QueueName") or p["QueueUrl"].rsplit("/", 1)[-1]
         return [Call(f"sqs:{operation}", f"arn:aws:sqs:{REGION}:{ACCOUNT}:{name}")]
+    if service == "sagemaker" and operation.startswith("List"):
+        return [Call(f"sagemaker:{operation}", "*")]  # list calls take no resource ARN
     if service == "sagemaker":
         kinds = {
             "Model": ("model", "ModelName"),
@@ -119,7 +131,7 @@ class LocalSageMakerRuntime:
         self.s3 = s3
         self.workdir = workdir
         self.recorder = recorder
-        self.servers: dict[str, EmbeddedServer] = {}
+        self.servers: dict[str, EmbeddedServer] = {}  # by model name: endpoints switch models
         self.client = httpx.Client(timeout=60)
 
     def invoke_endpoint(
@@ -131,7 +143,7 @@ class LocalSageMakerRuntime:
                 f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:endpoint/{EndpointName.lower()}",
             )
         )
-        server = self.servers.get(EndpointName) or self._start(EndpointName)
+        server = self._server(EndpointName)
         response = self.client.post(
             f"{server.url}/invocations",
             content=Body,
@@ -152,21 +164,29 @@ class LocalSageMakerRuntime:
         }
 
     def ping(self, endpoint: str) -> int:
-        server = self.servers.get(endpoint) or self._start(endpoint)
-        return self.client.get(f"{server.url}/ping").status_code
+        return self.client.get(f"{self._server(endpoint).url}/ping").status_code
 
-    def _start(self, endpoint: str) -> EmbeddedServer:
-        described = self.sagemaker.describe_endpoint(EndpointName=endpoint)
+    def _server(self, endpoint: str) -> EmbeddedServer:
+        """The container serving the model `endpoint` runs now (started on first use)."""
+        try:
+            described = self.sagemaker.describe_endpoint(EndpointName=endpoint)
+        except ClientError as exc:
+            # What the runtime API answers for an endpoint that does not exist.
+            raise ClientError(
+                {"Error": {"Code": "ValidationError", "Message": str(exc)}}, "InvokeEndpoint"
+            ) from None
         assert described["EndpointStatus"] == "InService"
         config = self.sagemaker.describe_endpoint_config(
             EndpointConfigName=described["EndpointConfigName"]
         )
         (variant,) = config["ProductionVariants"]
-        container = self.sagemaker.describe_model(ModelName=variant["ModelName"])[
-            "PrimaryContainer"
-        ]
+        model = variant["ModelName"]
+        return self.servers.get(model) or self._start(model)
+
+    def _start(self, model: str) -> EmbeddedServer:
+        container = self.sagemaker.describe_model(ModelName=model)["PrimaryContainer"]
         bucket, key = container["ModelDataUrl"].removeprefix("s3://").split("/", 1)
-        model_dir = self.workdir / endpoint / "opt" / "ml" / "model"
+        model_dir = self.workdir / model / "opt" / "ml" / "model"
         model_dir.mkdir(parents=True)
         data = self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
@@ -174,13 +194,41 @@ class LocalSageMakerRuntime:
         version = container["Environment"]["AUTOMLOPS_MODEL_VERSION"]
         server = EmbeddedServer(create_sagemaker_app(model_dir, version=version))
         server.start()
-        self.servers[endpoint] = server
+        self.servers[model] = server
         return server
 
     def close(self) -> None:
         self.client.close()
         for server in self.servers.values():
             server.stop()
+
+
+@dataclass
+class _Answered:
+    """The HTTP response botocore sees for a call a `before-call` hook answered."""
+
+    status_code: int = 200
+    headers: dict[str, str] | None = None
+
+
+def _update_endpoint(params: dict[str, Any], **_: Any) -> tuple[_Answered, dict[str, Any]]:
+    body = json.loads(params["body"])
+    backend = sagemaker_backends[ACCOUNT][REGION]
+    endpoint = backend.endpoints.get(body["EndpointName"])
+    if endpoint is None:
+        raise ClientError(
+            {"Error": {"Code": "ValidationException", "Message": "Could not find endpoint"}},
+            "UpdateEndpoint",
+        )
+    config = backend.describe_endpoint_config(body["EndpointConfigName"])
+    endpoint.endpoint_config_name = body["EndpointConfigName"]
+    endpoint.production_variants = config["ProductionVariants"]
+    return _Answered(headers={}), {"EndpointArn": endpoint.arn}
+
+
+def emulate_update_endpoint(client: Any) -> None:
+    """Answer a SageMaker client's UpdateEndpoint calls in moto's state (see the module)."""
+    client.meta.events.register("before-call.sagemaker.UpdateEndpoint", _update_endpoint)
 
 
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]

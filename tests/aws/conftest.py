@@ -11,7 +11,12 @@ from typing import Any
 import boto3
 import httpx
 import pytest
-from aws_invoker import CallRecorder, LambdaInvoker, LocalSageMakerRuntime
+from aws_invoker import (
+    CallRecorder,
+    LambdaInvoker,
+    LocalSageMakerRuntime,
+    emulate_update_endpoint,
+)
 from aws_packaging import package
 from aws_stack import REGION, Stack
 from moto.server import ThreadedMotoServer
@@ -93,6 +98,7 @@ def deployed(
     rt = build_runtime(config, session=session, endpoint_url=moto, runtime_client=sagemaker_runtime)
     for client in (rt.store.client, rt.queue.client, rt.host.sagemaker):
         recorder.attach(client)
+    emulate_update_endpoint(rt.host.sagemaker)
     handlers.configure(rt)
     invoker = LambdaInvoker(stack, session.client("sqs", endpoint_url=moto), recorder)
     try:

@@ -22,6 +22,8 @@ FUNCTIONS = {
     "DeployLambdaFunction": Stage.deploy,
     "EvaluateLambdaFunction": Stage.evaluate,
 }
+# Not a stage: EventBridge's training job state changes (a failed job fails its run).
+TRAINING_JOB_STATE = "TrainingJobStateLambdaFunction"
 
 
 def test_cfn_lint_finds_no_errors(packaged_dir: Path) -> None:
@@ -40,7 +42,7 @@ def test_cfn_lint_finds_no_errors(packaged_dir: Path) -> None:
 
 
 def test_packaging_needs_digest_pinned_images_only(stack: Stack) -> None:
-    for function in FUNCTIONS:
+    for function in [*FUNCTIONS, TRAINING_JOB_STATE]:
         uri = stack.resources[function]["Properties"]["Code"]["ImageUri"]
         assert "@sha256:" in uri, uri
 
@@ -59,10 +61,27 @@ def _function_stage(stack: Stack, function: str) -> Stage:
 
 
 def test_every_function_runs_its_own_stage_handler(stack: Stack) -> None:
-    functions = stack.of_type("AWS::Lambda::Function")
+    functions = set(stack.of_type("AWS::Lambda::Function")) - {TRAINING_JOB_STATE}
     assert {f: _function_stage(stack, f) for f in functions} == FUNCTIONS
-    for function in functions:
+    for function in [*functions, TRAINING_JOB_STATE]:
         assert callable(load_handler(stack.handler_of(function)))
+
+
+def test_failed_training_jobs_of_this_stack_reach_their_handler(stack: Stack) -> None:
+    assert stack.handler_of(TRAINING_JOB_STATE) == "automlops.aws.handlers.training_job_state"
+    (rule,) = stack.of_type("AWS::Events::Rule").values()
+    pattern = rule["Properties"]["EventPattern"]
+    assert pattern["source"] == ["aws.sagemaker"]
+    assert pattern["detail-type"] == ["SageMaker Training Job State Change"]
+    assert set(pattern["detail"]["TrainingJobStatus"]) == {"Failed", "Stopped"}
+    # Only this stack's jobs ("automlops-dev-<run>-a<n>"), not another stage's in the account.
+    assert pattern["detail"]["TrainingJobName"] == [{"prefix": "automlops-dev-"}]
+    (target,) = rule["Properties"]["Targets"]
+    assert target["Arn"]["Fn::GetAtt"][0] == TRAINING_JOB_STATE
+    # Events the handler could not take after Lambda's retries are kept, not dropped.
+    (invoke_config,) = stack.of_type("AWS::Lambda::EventInvokeConfig").values()
+    destination = invoke_config["Properties"]["DestinationConfig"]["OnFailure"]["Destination"]
+    assert destination["Fn::GetAtt"][0] == "TrainingJobStateDeadLetterQueue"
 
 
 def test_triggers_match_the_routing_table_exactly(stack: Stack) -> None:
@@ -138,10 +157,20 @@ def test_every_consumed_queue_has_a_dead_letter_queue(stack: Stack) -> None:
         props = queues[queue]["Properties"]
         dlq = props["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][0]
         assert "RedrivePolicy" not in queues[dlq]["Properties"]
-        assert int(props["RedrivePolicy"]["maxReceiveCount"]) >= 2
+        # AWS's advice for Lambda event sources: maxReceiveCount >= 5, visibility >= 6x the
+        # function's timeout.
+        assert int(props["RedrivePolicy"]["maxReceiveCount"]) >= 5
         timeout = stack.resources[function]["Properties"]["Timeout"]
-        assert int(props["VisibilityTimeout"]) > timeout, queue
+        assert int(props["VisibilityTimeout"]) >= 6 * timeout, queue
         assert props["SqsManagedSseEnabled"] is True
+
+
+def test_every_event_source_bounds_its_concurrency(stack: Stack) -> None:
+    mappings = stack.of_type("AWS::Lambda::EventSourceMapping").values()
+    assert len(mappings) == len(FUNCTIONS)
+    for mapping in mappings:
+        limit = mapping["Properties"]["ScalingConfig"]["MaximumConcurrency"]
+        assert 2 <= int(limit) <= 5, mapping
 
 
 # -- IAM ---------------------------------------------------------------------------------------
@@ -150,13 +179,21 @@ def test_every_consumed_queue_has_a_dead_letter_queue(stack: Stack) -> None:
 def test_each_function_has_its_own_role_and_no_shared_role_exists(stack: Stack) -> None:
     roles = stack.of_type("AWS::IAM::Role")
     assert "IamRoleLambdaExecution" not in roles
-    function_roles = {stack.role_of(f) for f in FUNCTIONS}
-    assert len(function_roles) == len(FUNCTIONS)
+    functions = [*FUNCTIONS, TRAINING_JOB_STATE]
+    function_roles = {stack.role_of(f) for f in functions}
+    assert len(function_roles) == len(functions)
     assert set(roles) == function_roles | {"SageMakerExecutionRole"}
 
 
 def test_no_wildcard_actions_and_no_unscoped_resources(stack: Stack) -> None:
-    unscoped_ok = {"ecr:GetAuthorizationToken", "cloudwatch:PutMetricData"}
+    # Actions that take no resource ARN (IAM's service reference): "*" is their only scope.
+    unscoped_ok = {
+        "ecr:GetAuthorizationToken",
+        "cloudwatch:PutMetricData",
+        "sagemaker:ListModels",
+        "sagemaker:ListEndpointConfigs",
+        "sagemaker:ListEndpoints",
+    }
     for role in stack.of_type("AWS::IAM::Role"):
         for statement in stack.statements(role):
             actions = statement["Action"]
@@ -206,11 +243,16 @@ def _probes(stack: Stack) -> dict[str, Call]:
         ),
         "start training": Call(
             "sagemaker:CreateTrainingJob",
-            _arn("sagemaker", "training-job/abc"),
+            _arn("sagemaker", "training-job/automlops-dev-abc-a1"),
             {"aws:RequestTag/automlops:stack": "automlops-dev"},
         ),
         "start foreign training": Call(
-            "sagemaker:CreateTrainingJob", _arn("sagemaker", "training-job/abc"), {}
+            "sagemaker:CreateTrainingJob", _arn("sagemaker", "training-job/automlops-dev-abc"), {}
+        ),
+        "start another stack's training": Call(
+            "sagemaker:CreateTrainingJob",
+            _arn("sagemaker", "training-job/automlops-prod-abc-a1"),
+            {"aws:RequestTag/automlops:stack": "automlops-dev"},
         ),
         "create endpoint": Call(
             "sagemaker:CreateEndpoint", _arn("sagemaker", "endpoint/automlops-dev-d-v1")
@@ -221,6 +263,23 @@ def _probes(stack: Stack) -> dict[str, Call]:
         "invoke endpoint": Call(
             "sagemaker:InvokeEndpoint", _arn("sagemaker", "endpoint/automlops-dev-d-v1")
         ),
+        "switch endpoint": Call(
+            "sagemaker:UpdateEndpoint", _arn("sagemaker", "endpoint/automlops-dev-d-live")
+        ),
+        "retire version": Call(
+            "sagemaker:DeleteEndpointConfig",
+            _arn("sagemaker", "endpoint-config/automlops-dev-d-v1"),
+        ),
+        "retire foreign version": Call(
+            "sagemaker:DeleteModel", _arn("sagemaker", "model/other-d-v1")
+        ),
+        "record run failure": Call(
+            "s3:PutObject",
+            f"arn:aws:s3:::{name['ModelOutputBucket']}/runs/d/r/training-failure.json",
+        ),
+        # A HEAD of a missing key answers 404 only with ListBucket (no s3:prefix on a HEAD).
+        "see missing split": Call("s3:ListBucket", f"arn:aws:s3:::{name['AutomlDataBucket']}"),
+        "see missing model": Call("s3:ListBucket", f"arn:aws:s3:::{name['ModelOutputBucket']}"),
         "pass sagemaker role": pass_role,
         "pass role to lambda": Call(
             "iam:PassRole", pass_role.resource, {"iam:PassedToService": "lambda.amazonaws.com"}
@@ -230,21 +289,46 @@ def _probes(stack: Stack) -> dict[str, Call]:
 
 
 # What each function may do among the probes; every other probe must be denied.
+HOSTING = {
+    "create endpoint",
+    "invoke endpoint",
+    "switch endpoint",
+    "retire version",
+    "pass sagemaker role",
+}
 EXPECTED: dict[str, set[str]] = {
-    "PreprocessLambdaFunction": {"read upload", "write split", "read split"},
+    "PreprocessLambdaFunction": {
+        "read upload",
+        "write split",
+        "read split",
+        "see missing split",
+        "see missing model",
+    },
     "TrainLambdaFunction": {
         "read split",
         "write model",
         "start training",
         "pass sagemaker role",
+        "see missing split",
+        "see missing model",
     },
     "DeployLambdaFunction": {
+        "read split",
         "write registry",
-        "create endpoint",
-        "pass sagemaker role",
         "queue evaluation",
+        "see missing split",
+        "see missing model",
+        *HOSTING,
     },
-    "EvaluateLambdaFunction": {"read split", "write registry", "write report", "invoke endpoint"},
+    "EvaluateLambdaFunction": {
+        "read split",
+        "write registry",
+        "write report",
+        "see missing split",
+        "see missing model",
+        *HOSTING,
+    },
+    TRAINING_JOB_STATE: {"record run failure"},
 }
 
 
@@ -258,7 +342,7 @@ def test_function_roles_allow_exactly_their_stage(stack: Stack, function: str) -
 def test_sagemaker_role_reads_channels_and_writes_models_only(stack: Stack) -> None:
     statements = stack.statements("SageMakerExecutionRole")
     granted = {name for name, call in _probes(stack).items() if allowed(statements, call)}
-    assert granted == {"read split", "write model"}
+    assert granted == {"read split", "write model", "see missing split", "see missing model"}
 
 
 def test_ssm_parameters_name_the_stack(stack: Stack) -> None:

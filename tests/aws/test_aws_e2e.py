@@ -86,9 +86,14 @@ def test_bank_upload_with_spaces_and_accents_ends_served_and_reported(
     assert doc.champion == 1
     champion = doc.get(1)
     assert champion.source_key == KEY
-    assert champion.endpoint == "automlops-dev-bank-v1"
+    # The dataset's one endpoint, running the champion's config; the candidate's own endpoint
+    # was deleted once it was decided.
+    assert champion.endpoint == "automlops-dev-bank-live"
     sm = session.client("sagemaker", endpoint_url=moto)
-    config = sm.describe_endpoint_config(EndpointConfigName=champion.endpoint)
+    served = sm.describe_endpoint(EndpointName=champion.endpoint)["EndpointConfigName"]
+    assert served == "automlops-dev-bank-v1"
+    assert [e["EndpointName"] for e in sm.list_endpoints()["Endpoints"]] == [champion.endpoint]
+    config = sm.describe_endpoint_config(EndpointConfigName=served)
     assert config["ProductionVariants"][0]["ServerlessConfig"] == {
         "MemorySizeInMB": 2048,
         "MaxConcurrency": 5,
@@ -131,7 +136,9 @@ def test_bank_upload_with_spaces_and_accents_ends_served_and_reported(
         statements = stack.statements(stack.role_of(function))
         denied = [call for call in calls if not allowed(statements, call)]
         assert denied == [], (function, denied)
-    assert set(by_functions) == set(stack.of_type("AWS::Lambda::Function"))
+    # Every stage's function ran (a run whose training job fails: test_aws_hosting).
+    stages = set(stack.of_type("AWS::Lambda::Function")) - {"TrainingJobStateLambdaFunction"}
+    assert set(by_functions) == stages
 
 
 def test_ssm_parameters_give_the_same_configuration(

@@ -12,15 +12,25 @@ import boto3
 import httpx
 import pytest
 from aws_invoker import CallRecorder, LambdaInvoker, LocalSageMakerRuntime
-from aws_stack import Stack, allowed
+from aws_stack import ACCOUNT, REGION, Stack, allowed
+from moto.sagemaker.models import sagemaker_backends
 
-from automlops.aws.container import train_in_job
+from automlops import keys
+from automlops.aws.container import ChannelStore, train_in_job
 from automlops.aws.runtime import AwsRuntime
-from automlops.aws.sagemaker import resource_name
+from automlops.aws.s3_store import S3ObjectStore
+from automlops.aws.sagemaker import (
+    MAX_ATTEMPTS,
+    TrainingJobLauncher,
+    live_endpoint_name,
+    resource_name,
+    training_job_name,
+)
 from automlops.config import Manifest, Task
 from automlops.demo import breast_cancer_csv
 from automlops.errors import PermanentError
 from automlops.local.model_host import EmbeddedServer
+from automlops.ml.artifact import ModelArtifact
 from automlops.registry import RegistryDoc
 from automlops.serving.sagemaker import create_sagemaker_app
 
@@ -30,8 +40,18 @@ MANIFEST = Manifest(
 )
 
 
-def _emulate_training_job(sm: object, s3: object, job: dict, opt_ml: Path) -> str:
-    """What SageMaker does for a job: channels in, `train`, /opt/ml/model packed to S3."""
+def _job_state(name: str, status: str, reason: str | None = None) -> None:
+    """Set a training job's state in moto (which completes every job at once)."""
+    job = sagemaker_backends[ACCOUNT][REGION].training_jobs[name]
+    job.training_job_status = status
+    job.failure_reason = reason
+
+
+def _emulate_training_job(
+    sm: object, s3: object, job: dict, opt_ml: Path, store: S3ObjectStore
+) -> str:
+    """What SageMaker does for a job: channels in, `train` (which writes the run's model file
+    with the job's role), /opt/ml/model packed to the job's output path. Returns the model key."""
     for channel in job["InputDataConfig"]:
         uri = channel["DataSource"]["S3DataSource"]["S3Uri"]
         bucket, key = uri.removeprefix("s3://").split("/", 1)
@@ -41,16 +61,17 @@ def _emulate_training_job(sm: object, s3: object, job: dict, opt_ml: Path) -> st
     config = opt_ml / "input" / "config" / "hyperparameters.json"
     config.parent.mkdir(parents=True)
     config.write_text(json.dumps(job["HyperParameters"]))
-    train_in_job(opt_ml)
+    train_in_job(opt_ml, fallback=store)
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
         for path in sorted((opt_ml / "model").iterdir()):
             tar.add(path, arcname=path.name)
     out = job["OutputDataConfig"]["S3OutputPath"].removeprefix("s3://")
     bucket, prefix = out.split("/", 1)
-    key = f"{prefix}/{job['TrainingJobName']}/output/model.tar.gz"
-    s3.put_object(Bucket=bucket, Key=key, Body=buffer.getvalue())  # type: ignore[attr-defined]
-    return key
+    job_output = f"{prefix}/{job['TrainingJobName']}/output/model.tar.gz"
+    s3.put_object(Bucket=bucket, Key=job_output, Body=buffer.getvalue())  # type: ignore[attr-defined]
+    params = job["HyperParameters"]
+    return keys.model_key(params["dataset"], params["run_id"])
 
 
 def test_large_data_trains_as_a_sagemaker_job_whose_output_deploys(
@@ -75,43 +96,60 @@ def test_large_data_trains_as_a_sagemaker_job_whose_output_deploys(
     sm = session.client("sagemaker", endpoint_url=moto)
     (summary,) = sm.list_training_jobs()["TrainingJobSummaries"]
     job = sm.describe_training_job(TrainingJobName=summary["TrainingJobName"])
-    schema_key = f"automl/cancer/{job['TrainingJobName']}/schema.json"
-    assert rt.store.head(config.bucket_automl_data, schema_key) is not None  # named after the run
+    run_id = job["HyperParameters"]["run_id"]
+    # Named after the stack, the run and the attempt: unique in the account, forever.
+    assert job["TrainingJobName"] == training_job_name("automlops-dev", run_id, 1)
+    schema_key = f"automl/cancer/{run_id}/schema.json"
+    assert rt.store.head(config.bucket_automl_data, schema_key) is not None
     assert job["AlgorithmSpecification"]["TrainingImage"] == config.sagemaker_image
     assert "@sha256:" in config.sagemaker_image
     assert job["RoleArn"] == config.sagemaker_role_arn
     channels = {
         c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in job["InputDataConfig"]
     }
-    run = f"s3://{config.bucket_automl_data}/automl/cancer/{job['TrainingJobName']}"
+    run = f"s3://{config.bucket_automl_data}/automl/cancer/{run_id}"
     assert channels == {
         "train": f"{run}/train.parquet",
         "validation": f"{run}/validation.parquet",
         "schema": f"{run}/schema.json",
         "transform": f"{run}/transform.json",
     }
-    assert job["OutputDataConfig"]["S3OutputPath"] == f"s3://{config.bucket_model_output}/cancer"
+    # SageMaker's own copy of the model goes where no notification listens.
+    assert job["OutputDataConfig"]["S3OutputPath"] == (
+        f"s3://{config.bucket_automl_data}/training-jobs/cancer"
+    )
     assert job["ResourceConfig"]["InstanceType"] == "ml.m5.xlarge"
     assert {"Key": "automlops:stack", "Value": "automlops-dev"} in sm.list_tags(
         ResourceArn=job["TrainingJobArn"]
     )["Tags"]
     assert rt.store.list(config.bucket_model_output) == []  # nothing trained in the function
 
-    # A redelivered schema event finds the job and launches nothing new.
+    # A redelivered schema event finds the job (running) and launches nothing new.
+    _job_state(job["TrainingJobName"], "InProgress")
     launched = rt.launcher.launch(_schema(rt, schema_key), config.bucket_automl_data, schema_key)
     assert not launched.created
 
     # SageMaker runs the image's `train`; its model.tar.gz lands where deploy listens.
     s3 = session.client("s3", endpoint_url=moto)
-    key = _emulate_training_job(sm, s3, job, tmp_path / "opt" / "ml")
-    assert key == f"cancer/{job['TrainingJobName']}/output/model.tar.gz"
+    key = _emulate_training_job(sm, s3, job, tmp_path / "opt" / "ml", rt.store)
+    assert key == f"cancer/{run_id}/output/model.tar.gz"
+    assert rt.store.head(config.bucket_model_output, key) is not None
+    # A duplicate training of the run (another attempt finishing later) writes with
+    # If-None-Match and leaves the model file deploy may already have registered as it is.
+    written = rt.store.get(config.bucket_model_output, key)
+    artifact = ModelArtifact.from_tar_gz(written)
+    other = artifact.model_copy(update={"model": artifact.model + b" "}).to_tar_gz()
+    duplicate = ChannelStore({}, tmp_path / "dup", (config.bucket_model_output, key), rt.store)
+    duplicate.put(config.bucket_model_output, key, other)
+    assert rt.store.get(config.bucket_model_output, key) == written
     _check_contract_app(tmp_path / "opt" / "ml" / "model")
     invoker.run_until_idle()
     doc = RegistryDoc.model_validate_json(
         rt.store.get(config.bucket_model_output, "registry/cancer.json")
     )
     assert doc.champion == 1
-    model = sm.describe_model(ModelName=doc.get(1).endpoint)
+    assert doc.get(1).endpoint == live_endpoint_name("automlops-dev", "cancer")
+    model = sm.describe_model(ModelName=resource_name("automlops-dev", "cancer", 1))
     assert model["PrimaryContainer"]["Image"] == config.sagemaker_image
     assert model["PrimaryContainer"]["ModelDataUrl"] == f"s3://{config.bucket_model_output}/{key}"
     assert model["ExecutionRoleArn"] == config.sagemaker_role_arn
@@ -128,27 +166,58 @@ def _schema(rt: AwsRuntime, key: str):
     return DatasetSchema.model_validate_json(rt.store.get(rt.config.bucket_automl_data, key))
 
 
-def test_a_failed_training_job_fails_the_run(
-    deployed: Deployed, session: boto3.session.Session, moto: str
-) -> None:
-    rt, _, _, _ = deployed
-    job = {"TrainingJobStatus": "Failed", "FailureReason": "out of memory"}
-    rt.launcher._describe = lambda name: {  # type: ignore[method-assign]
-        **job,
-        "OutputDataConfig": {"S3OutputPath": f"s3://{rt.config.bucket_model_output}/d"},
-    }
-    schema = type(
+def _tiny_schema(run_id: str = "0123456789abcdef"):
+    return type(
         "S",
         (),
         {
-            "run_id": "r1",
+            "run_id": run_id,
             "dataset": "d",
             "split_keys": {"train": "a", "validation": "b"},
             "transform_key": "t",
         },
     )()
-    with pytest.raises(PermanentError, match="out of memory"):
-        rt.launcher.launch(schema, rt.config.bucket_automl_data, "automl/d/r1/schema.json")  # type: ignore[arg-type]
+
+
+def test_a_failed_training_job_is_retried_as_a_new_attempt_then_refused(
+    deployed: Deployed,
+) -> None:
+    rt = deployed[0]
+    schema = _tiny_schema()
+    bucket, key = rt.config.bucket_automl_data, "automl/d/0123456789abcdef/schema.json"
+    first = rt.launcher.launch(schema, bucket, key)  # type: ignore[arg-type]
+    assert first.created and first.job_name.endswith("-a1")
+    _job_state(first.job_name, "Failed", "AlgorithmError: out of memory")
+    second = rt.launcher.launch(schema, bucket, key)  # type: ignore[arg-type]
+    assert second.created and second.job_name == training_job_name(
+        "automlops-dev", "0123456789abcdef", 2
+    )
+    _job_state(second.job_name, "InProgress")
+    assert not rt.launcher.launch(schema, bucket, key).created  # type: ignore[arg-type]
+    for attempt in range(2, MAX_ATTEMPTS + 1):
+        _job_state(training_job_name("automlops-dev", "0123456789abcdef", attempt), "Stopped")
+        if attempt < MAX_ATTEMPTS:
+            assert rt.launcher.launch(schema, bucket, key).created  # type: ignore[arg-type]
+    with pytest.raises(PermanentError, match=f"already had {MAX_ATTEMPTS} training jobs"):
+        rt.launcher.launch(schema, bucket, key)  # type: ignore[arg-type]
+
+
+def test_two_stacks_in_one_account_train_the_same_run_without_collision(
+    deployed: Deployed,
+) -> None:
+    rt = deployed[0]
+    staging = TrainingJobLauncher(
+        rt.config.model_copy(update={"name_prefix": "automlops-staging"}), rt.host.sagemaker
+    )
+    schema = _tiny_schema()
+    key = "automl/d/0123456789abcdef/schema.json"
+    dev_job = rt.launcher.launch(schema, rt.config.bucket_automl_data, key)  # type: ignore[arg-type]
+    staging_job = staging.launch(schema, rt.config.bucket_automl_data, key)  # type: ignore[arg-type]
+    assert dev_job.created and staging_job.created
+    assert dev_job.job_name.startswith("automlops-dev-")
+    assert staging_job.job_name.startswith("automlops-staging-")
+    long = training_job_name("automlops-staging", "r" * 80, 12)
+    assert len(long) <= 63 and long.endswith("-a12")
 
 
 @pytest.mark.parametrize(

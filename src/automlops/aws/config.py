@@ -22,6 +22,7 @@ so operators, CI workflows and the training container can find a stack by its st
 | AUTOMLOPS_SERVERLESS_MEMORY_MB       | endpoint/memory-mb               |
 | AUTOMLOPS_SERVERLESS_MAX_CONCURRENCY | endpoint/max-concurrency         |
 | AUTOMLOPS_ENDPOINT_WAIT_S            | endpoint/wait-seconds            |
+| AUTOMLOPS_KEEP_VERSIONS              | endpoint/keep-versions           |
 | AUTOMLOPS_MAX_RECEIVES               | queues/max-receives              |
 | AUTOMLOPS_RETRY_BASE_S               | queues/retry-base-seconds        |
 
@@ -62,10 +63,14 @@ _KEYS: tuple[tuple[str, str, str], ...] = (
         "serverless_max_concurrency",
     ),
     ("AUTOMLOPS_ENDPOINT_WAIT_S", "endpoint/wait-seconds", "endpoint_wait_s"),
+    ("AUTOMLOPS_KEEP_VERSIONS", "endpoint/keep-versions", "keep_versions"),
     ("AUTOMLOPS_MAX_RECEIVES", "queues/max-receives", "max_receives"),
     ("AUTOMLOPS_RETRY_BASE_S", "queues/retry-base-seconds", "retry_base_s"),
 )
 SSM_PREFIX_VAR = "AUTOMLOPS_SSM_PREFIX"
+LAMBDA_MEMORY_VAR = "AWS_LAMBDA_FUNCTION_MEMORY_SIZE"
+# An upload may take at most this fraction (1/n) of the function's memory.
+UPLOAD_MEMORY_SHARE = 3
 
 
 class AwsConfig(BaseModel):
@@ -91,12 +96,25 @@ class AwsConfig(BaseModel):
     serverless_memory_mb: int = 2048
     serverless_max_concurrency: int = 5
     endpoint_wait_s: float = 720.0
-    max_receives: int = 4
+    # Earlier champions whose model and endpoint config are kept for a rollback.
+    keep_versions: int = 2
+    max_receives: int = 5
     retry_base_s: float = 30.0
+    # The function's memory (Lambda sets AWS_LAMBDA_FUNCTION_MEMORY_SIZE); bounds the uploads
+    # preprocess accepts. None outside Lambda.
+    function_memory_mb: int | None = None
+
+    def max_upload_bytes(self, default: int) -> int:
+        """The largest upload preprocess takes here: `default`, and at most a third of the
+        function's memory (preprocess holds the typed table, 1-1.5x the file, and its splits)."""
+        if self.function_memory_mb is None:
+            return default
+        return min(default, self.function_memory_mb * 1024 * 1024 // UPLOAD_MEMORY_SHARE)
 
     def settings(self) -> Settings:
         """The runtime Settings the stages see."""
         return Settings(
+            max_upload_bytes=self.max_upload_bytes(Settings().max_upload_bytes),
             buckets=Buckets(
                 data=self.bucket_data,
                 automl_data=self.bucket_automl_data,
@@ -144,6 +162,8 @@ def load_config(
             values[field] = environ[env_name]
         elif ssm_name in from_ssm:
             values[field] = from_ssm[ssm_name]
+    if environ.get(LAMBDA_MEMORY_VAR, "").isdigit():
+        values["function_memory_mb"] = int(environ[LAMBDA_MEMORY_VAR])
     missing = [
         env_name
         for env_name, ssm_name, field in _KEYS

@@ -18,7 +18,7 @@ from typing import Any
 
 from automlops import keys
 from automlops.config import Buckets, Queues, Settings
-from automlops.errors import NotFoundError, PermanentError
+from automlops.errors import ConflictError, NotFoundError, PermanentError
 from automlops.events import SqsRecord, object_created
 from automlops.ml.artifact import METADATA, TRANSFORM, ModelArtifact
 from automlops.ports import DeadLetter, ObjectInfo, ObjectStore, Ports
@@ -33,7 +33,7 @@ class ChannelStore:
 
     Reads of the channel keys come from the channel files; any other read goes to `fallback`
     (S3 with the job's role) when given. The one write allowed is the run's model artifact,
-    unpacked into the model directory.
+    unpacked into the model directory and written to `fallback` only if absent there.
     """
 
     def __init__(
@@ -90,6 +90,13 @@ class ChannelStore:
         }
         for name, payload in members.items():
             (self.model_dir / Path(name).name).write_bytes(payload)
+        if self.fallback is not None:
+            try:
+                return self.fallback.put_if(bucket, key, data, if_match=None)
+            except ConflictError:
+                # Another attempt of this run wrote its model first: that one stays (deploy
+                # may already have registered it), this one is not needed.
+                print(f"s3://{bucket}/{key} already exists; kept as it is", flush=True)
         return self._info(bucket, key, data)
 
     def put_file(self, bucket: str, key: str, source: Path) -> ObjectInfo:

@@ -217,3 +217,26 @@ evaluate = _entry_point(
     Stage.evaluate,
     "Lambda handler: an evaluation message scores the candidate and decides promotion.",
 )
+
+
+@logger.inject_lambda_context(clear_state=True)
+def training_job_state(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Lambda handler (EventBridge): a failed or stopped SageMaker training job fails its run.
+
+    The failure is recorded with SageMaker's reason where `automlops aws models` / `aws runs`
+    show it, and logged as the run's failure. An event that is not a training job's state
+    change raises: Lambda retries it, then its on-failure destination keeps it.
+    """
+    from automlops.aws.training_failures import failure_of, record_failure
+
+    rt = current_runtime()
+    failure = failure_of(event)
+    if failure is None:
+        return {"recorded": None}
+    logger.append_keys(dataset=failure.dataset, run_id=failure.run_id, stage="train")
+    key = record_failure(rt.store, rt.config.bucket_model_output, failure)
+    logger.error(
+        "run failed: its training job failed",
+        extra={"job": failure.job_name, "status": failure.status, "error": failure.reason},
+    )
+    return {"recorded": key}

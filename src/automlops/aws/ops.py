@@ -1,5 +1,5 @@
 """Operator commands on a deployed stage, found by its SSM parameters: `automlops aws upload |
-models | promote | rollback | dlq list | dlq redrive | teardown`.
+models | runs | promote | rollback | dlq list | dlq redrive | teardown`.
 
 The use cases are the local CLI's (`automlops.usecases`) over the S3 store and SQS queue; only
 finding the stage and tearing it down are AWS's own. `python -m automlops.aws` runs this
@@ -17,6 +17,7 @@ import typer
 
 from automlops import command_line as cl
 from automlops.aws.config import AwsConfig, load_config
+from automlops.aws.training_failures import TrainingJobFailure, list_failures
 from automlops.errors import AutomlopsError
 from automlops.registry import Registry
 from automlops.usecases import dead_letters, promotion
@@ -53,6 +54,24 @@ class Stage:
     def registry(self) -> Registry:
         return Registry(self.store, self.config.bucket_model_output)
 
+    def reconcile_hosting(self, dataset: str) -> str:
+        """Make the dataset's endpoint serve its champion (UpdateEndpoint), retire the rest;
+        returns what it did, for the operator. A stage without SageMaker hosting configured
+        (no serving image or role in its parameters) has only its registry changed."""
+        from automlops.aws.runtime import hosting_lifecycle
+        from automlops.aws.sagemaker import SageMakerModelHost
+
+        if not self.config.sagemaker_image or not self.config.sagemaker_role_arn:
+            return "no SageMaker hosting configured for this stage: registry only"
+
+        host = SageMakerModelHost(
+            self.config,
+            self.session.client("sagemaker", endpoint_url=self.endpoint_url),
+            self.session.client("sagemaker-runtime", endpoint_url=self.endpoint_url),
+        )
+        done = hosting_lifecycle(self.config, host, self.store).reconcile(dataset)
+        return f"{done.live} serves v{done.serving}"
+
 
 def open_stage(stage: str, endpoint_url: str | None = None) -> Stage:
     """Find a deployed stage by its SSM parameters and connect to its bucket and queues."""
@@ -72,12 +91,23 @@ def open_stage(stage: str, endpoint_url: str | None = None) -> Stage:
     )
 
 
-def models_document(config: AwsConfig, listing: list[model_cases.DatasetModels]) -> list[Any]:
-    """`aws models` output: each dataset's versions with status, endpoint, metrics, report."""
+def models_document(
+    config: AwsConfig,
+    listing: list[model_cases.DatasetModels],
+    failures: list[TrainingJobFailure] | None = None,
+) -> list[Any]:
+    """`aws models` output: each dataset's versions with status, endpoint, metrics, report,
+    and its runs whose training job failed (with SageMaker's reason)."""
+    failed: dict[str, list[dict[str, Any]]] = {}
+    for failure in failures or []:
+        failed.setdefault(failure.dataset, []).append(failure.model_dump())
+    known = {item.dataset for item in listing}
+    unlisted = [model_cases.DatasetModels(d, None, None, []) for d in sorted(set(failed) - known)]
     return [
         {
             "dataset": item.dataset,
             "champion": item.champion,
+            "failed_runs": failed.get(item.dataset, []),
             "versions": [
                 {
                     "version": v.version,
@@ -91,7 +121,7 @@ def models_document(config: AwsConfig, listing: list[model_cases.DatasetModels])
                 for v in item.versions
             ],
         }
-        for item in listing
+        for item in [*listing, *unlisted]
     ]
 
 
@@ -107,11 +137,14 @@ def teardown(config: AwsConfig, session: Any, endpoint_url: str | None = None) -
     host = SageMakerModelHost(config, sagemaker, None)
     done: list[str] = []
     prefix = config.name_prefix + "-"
-    for page in sagemaker.get_paginator("list_endpoints").paginate(NameContains=prefix):
-        for endpoint in page["Endpoints"]:
-            if endpoint["EndpointName"].startswith(prefix):
-                host.delete(endpoint["EndpointName"])
-                done.append(f"endpoint {endpoint['EndpointName']}")
+    for name in host.names("endpoint", prefix):
+        if name.startswith(prefix):
+            host.delete_endpoint(name)
+            done.append(f"endpoint {name}")
+    names = set(host.names("endpoint-config", prefix)) | set(host.names("model", prefix))
+    for name in sorted(n for n in names if n.startswith(prefix)):
+        host.delete_version(name)
+        done.append(f"model and endpoint config {name}")
     s3 = session.resource("s3", endpoint_url=endpoint_url)
     for name in (
         config.bucket_data,
@@ -173,7 +206,18 @@ def models_command(
     ops = open_stage(stage, endpoint_url)
     with cl.refusals(ValueError):
         listing = model_cases.list_models(ops.registry, dataset)
-    typer.echo(json.dumps(models_document(ops.config, listing), indent=1))
+    failures = list_failures(ops.store, ops.config.bucket_model_output, dataset)
+    typer.echo(json.dumps(models_document(ops.config, listing, failures), indent=1))
+
+
+@aws_app.command("runs")
+def runs_command(
+    dataset: cl.DatasetFilter = None, stage: StageName = "dev", endpoint_url: EndpointUrl = None
+) -> None:
+    """Runs whose SageMaker training job failed or was stopped, with the reason (JSON)."""
+    ops = open_stage(stage, endpoint_url)
+    failures = list_failures(ops.store, ops.config.bucket_model_output, dataset)
+    typer.echo(json.dumps([f.model_dump() for f in failures], indent=1))
 
 
 @aws_app.command("promote")
@@ -188,18 +232,20 @@ def promote_command(
     ops = open_stage(stage, endpoint_url)
     with cl.refusals(ValueError, AutomlopsError):
         promotion.promote(ops.registry, dataset, version, reason)
-    typer.echo(f"{dataset} v{version} is champion")
+        served = ops.reconcile_hosting(dataset)
+    typer.echo(f"{dataset} v{version} is champion; {served}")
 
 
 @aws_app.command("rollback")
 def rollback_command(
     dataset: str, stage: StageName = "dev", endpoint_url: EndpointUrl = None
 ) -> None:
-    """Serve the previous champion of DATASET again."""
+    """Serve the previous champion of DATASET again (its endpoint is updated back)."""
     ops = open_stage(stage, endpoint_url)
     with cl.refusals(ValueError, AutomlopsError):
         restored = promotion.rollback(ops.registry, dataset, "rolled back by operator")
-    typer.echo(f"{dataset} v{restored.version} is champion again")
+        served = ops.reconcile_hosting(dataset)
+    typer.echo(f"{dataset} v{restored.version} is champion again; {served}")
 
 
 @aws_dlq_app.command("list")

@@ -7,13 +7,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from automlops.aws.config import AwsConfig, load_config
+from automlops.aws.hosting import EndpointLifecycle
 from automlops.aws.s3_store import S3ObjectStore
 from automlops.aws.sagemaker import SageMakerModelHost, TrainingJobLauncher
 from automlops.aws.sqs_queue import SqsQueue
 from automlops.aws.training import TrainDispatcher
+from automlops.errors import PermanentError
 from automlops.ports import Ports, ProgressFn
+from automlops.registry import Registry, VersionStatus
 from automlops.routing import Router, Stage
 from automlops.stages import STAGES, StageResult
+from automlops.stages.evaluate import read_message
 
 StageRunner = Callable[[Any, Ports], StageResult]
 
@@ -33,6 +37,10 @@ class AwsRuntime:
     def router(self) -> Router:
         return Router(self.config.settings())
 
+    def lifecycle(self) -> EndpointLifecycle:
+        """The endpoint lifecycle over this runtime's host and registry."""
+        return hosting_lifecycle(self.config, self.host, self.store)
+
     def ports(self, progress: ProgressFn | None = None) -> Ports:
         """Ports for one stage run."""
         ports = Ports(
@@ -41,6 +49,58 @@ class AwsRuntime:
         if progress is not None:
             ports.progress = progress
         return ports
+
+
+def hosting_lifecycle(
+    config: AwsConfig, host: SageMakerModelHost, store: S3ObjectStore
+) -> EndpointLifecycle:
+    """The endpoint lifecycle of a stack (the functions' and the operator commands')."""
+    return EndpointLifecycle(
+        host,
+        store,
+        Registry(store, config.bucket_model_output),
+        keep=config.keep_versions,
+        canary_bucket=config.bucket_automl_data,
+    )
+
+
+class ReconcilingRunner:
+    """A stage runner (deploy, evaluate) followed by the hosting reconciliation of its dataset,
+    so decided candidates' endpoints go and the champion is served by the dataset's endpoint.
+
+    An evaluation that fails permanently rejects its candidate first (with the reason), so no
+    candidate and no endpoint is left waiting forever for a decision that cannot come.
+    """
+
+    def __init__(self, stage: Stage, runner: StageRunner, lifecycle: EndpointLifecycle) -> None:
+        self.stage = stage
+        self.runner = runner
+        self.lifecycle = lifecycle
+
+    def __call__(self, event: Any, ports: Ports) -> StageResult:
+        """Run the stage, then reconcile (after a success or a permanent failure)."""
+        run = STAGES[self.stage].identify(event, ports)
+        try:
+            result = self.runner(event, ports)
+        except PermanentError as exc:
+            if self.stage is Stage.evaluate:
+                self._reject(event, str(exc))
+            self.lifecycle.reconcile(run.dataset)
+            raise
+        done = self.lifecycle.reconcile(run.dataset)
+        if done.switched_from is not None or done.deleted_endpoints or done.deleted_versions:
+            ports.progress(
+                f"hosting: {done.live} serves v{done.serving}; deleted endpoints "
+                f"{done.deleted_endpoints or 'none'}, versions {done.deleted_versions or 'none'}"
+            )
+        return result
+
+    def _reject(self, event: Any, reason: str) -> None:
+        message = read_message(event)
+        registry = self.lifecycle.registry
+        entry = registry.read(message.dataset).get(message.version)
+        if entry.status is VersionStatus.candidate:
+            registry.reject(message.dataset, message.version, f"evaluation failed: {reason}")
 
 
 def _client_config() -> Any:
@@ -77,11 +137,16 @@ def build_runtime(
     runners: dict[Stage, StageRunner] = {stage: spec.run for stage, spec in STAGES.items()}
     # Training runs in the function or as a SageMaker job, as the config says.
     runners[Stage.train] = TrainDispatcher(config, launcher)
+    store = S3ObjectStore(session.client("s3", **options))
+    host = SageMakerModelHost(config, sagemaker, runtime)
+    lifecycle = hosting_lifecycle(config, host, store)
+    for stage in (Stage.deploy, Stage.evaluate):
+        runners[stage] = ReconcilingRunner(stage, runners[stage], lifecycle)
     return AwsRuntime(
         config=config,
-        store=S3ObjectStore(session.client("s3", **options)),
+        store=store,
         queue=SqsQueue(session.client("sqs", **options)),
-        host=SageMakerModelHost(config, sagemaker, runtime),
+        host=host,
         launcher=launcher,
         runners=runners,
     )

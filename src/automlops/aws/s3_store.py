@@ -100,13 +100,20 @@ class S3ObjectStore:
         """Size and ETag, or None when absent.
 
         Needs s3:ListBucket on the bucket: without it S3 answers 403 for a missing key, which
-        is raised rather than mistaken for "absent".
+        is never mistaken for "absent": it is a PermanentError naming the missing grant
+        (retrying cannot change a policy).
         """
         try:
             response = self.client.head_object(Bucket=bucket, Key=key)
         except ClientError as exc:
             if _code(exc) in _MISSING_CODES:
                 return None
+            if _code(exc) in ("403", "Forbidden", "AccessDenied"):
+                raise PermanentError(
+                    f"HEAD s3://{bucket}/{key} was refused (403): the object is missing or "
+                    "unreadable, and S3 tells which only to a role with s3:GetObject on it and "
+                    "s3:ListBucket on the bucket"
+                ) from None
             raise
         return ObjectInfo(
             bucket=bucket,

@@ -16,6 +16,7 @@ import orjson
 from automlops import keys
 from automlops.aws.config import AwsConfig
 from automlops.aws.sagemaker import TrainingJobLauncher
+from automlops.errors import PermanentError
 from automlops.events import S3EventRecord
 from automlops.ports import ObjectStore, Ports
 from automlops.routing import Stage
@@ -23,6 +24,8 @@ from automlops.stages import STAGES, StageResult
 from automlops.tabular.schema import DatasetSchema
 
 Compute = Literal["function", "sagemaker"]
+# Time a training job needs besides tuning: start, read the channels, refit, write the model.
+_JOB_MARGIN_S = 300
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,29 @@ def requested_compute(store: ObjectStore, bucket: str, dataset: str) -> str | No
 def choose_compute(
     schema: DatasetSchema, processed_bytes: int, config: AwsConfig, requested: str | None
 ) -> ComputeChoice:
-    """Apply the manifest request, the stack's mode, then the size rule."""
+    """Apply the manifest request, the stack's mode, then the size rule; PermanentError when
+    the manifest's time budget cannot fit the chosen compute."""
+    choice = _choice(schema, processed_bytes, config, requested)
+    budget = schema.manifest.time_budget_s
+    # The budget guard holds whatever chose the compute: a run that cannot finish is refused
+    # with the reason now, not timed out on every delivery.
+    if choice.compute == "function" and budget > config.function_max_seconds:
+        raise PermanentError(
+            f"time budget {budget:.0f}s is more than in-function training allows "
+            f"({config.function_max_seconds:.0f}s of Lambda's 900 s): ask for "
+            '"compute": "sagemaker" or "auto" in the manifest, or a smaller budget'
+        )
+    if choice.compute == "sagemaker" and budget + _JOB_MARGIN_S > config.training_max_runtime_s:
+        raise PermanentError(
+            f"time budget {budget:.0f}s does not fit a training job's maximum runtime "
+            f"({config.training_max_runtime_s}s, with {_JOB_MARGIN_S}s to load and save)"
+        )
+    return choice
+
+
+def _choice(
+    schema: DatasetSchema, processed_bytes: int, config: AwsConfig, requested: str | None
+) -> ComputeChoice:
     mode = requested or config.training_mode
     if mode == "function":
         return ComputeChoice("function", "requested in-function training")

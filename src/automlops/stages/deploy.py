@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from automlops import keys
+from automlops.errors import PermanentError
 from automlops.events import EvaluationMessage, S3EventRecord
 from automlops.ml.artifact_probe import checked_artifact
 from automlops.ports import Ports
@@ -20,7 +21,8 @@ def deploy(record: S3EventRecord, ports: Ports) -> StageResult:
 
     The artifact is untrusted until it passed `checked_artifact` (structure, sizes, feature
     indices, a load and a test prediction in a child process): one that fails fails the run
-    with the reason and is never registered, so there is no version to serve or promote.
+    with the reason and is never registered, so there is no version to serve or promote. A
+    version whose hosting fails for good is rejected with the reason.
     """
     run = identify(record, ports)
     settings = ports.settings
@@ -45,7 +47,13 @@ def deploy(record: S3EventRecord, ports: Ports) -> StageResult:
     if entry.report_key is not None or entry.status is not VersionStatus.candidate:
         # A redelivered event for a version already evaluated: nothing left to do.
         return StageResult(run=run, duplicate=True, model_version=entry.version)
-    endpoint = ports.host.deploy(run.dataset, entry.version, record.bucket, record.key)
+    try:
+        endpoint = ports.host.deploy(run.dataset, entry.version, record.bucket, record.key)
+    except PermanentError as exc:
+        # Hosting cannot succeed (the endpoint failed, a quota is reached): the version is
+        # rejected with the reason, so no candidate waits forever for an evaluation.
+        registry.reject(run.dataset, entry.version, f"hosting failed: {exc}")
+        raise
     registry.set_endpoint(run.dataset, entry.version, endpoint)
     message = EvaluationMessage(
         dataset=run.dataset,

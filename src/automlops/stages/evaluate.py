@@ -10,6 +10,7 @@ report.html and its plots in the model-monitoring bucket.
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -48,6 +49,10 @@ from automlops.reports.report import (
 from automlops.serving import wire
 from automlops.stages.result import StageResult
 
+# Requests to an endpoint are sized by their JSON bytes, not only by rows: serverless
+# endpoints take bodies up to 4 MB (instances 6 MB), and 1,000 rows of a wide file pass that.
+# 3.5 MB leaves headroom for the runtime API's own framing.
+MAX_REQUEST_BYTES = 3_500_000
 BATCH_ROWS = 1000
 _IMPORTANCES_KEPT = 30
 # Test splits up to this many rows are scored wholly through the endpoints. Bigger ones (a
@@ -90,8 +95,7 @@ def score_endpoint(
     Returns P(positive) (binary), probabilities in `meta`'s label order (multiclass) or values.
     """
     outputs: list[np.ndarray] = []
-    for start in range(0, features.height, BATCH_ROWS):
-        rows = features.slice(start, BATCH_ROWS).to_dicts()
+    for rows in request_batches(features.to_dicts()):
         answer = wire.invoke(host, endpoint, rows)
         if meta.task is Task.regression:
             outputs.append(answer.values())
@@ -102,6 +106,35 @@ def score_endpoint(
     if not outputs:
         return np.empty(0)
     return np.concatenate(outputs)
+
+
+def request_batches(
+    rows: list[dict[str, Any]],
+    *,
+    max_bytes: int = MAX_REQUEST_BYTES,
+    max_rows: int = BATCH_ROWS,
+) -> Iterator[list[dict[str, Any]]]:
+    """Consecutive runs of `rows` whose JSON invocation body (`wire.json_body`) is at most
+    `max_bytes` long and holds at most `max_rows` rows; PermanentError for a row that alone
+    is too big to send."""
+    envelope = len(wire.json_body([]))
+    batch: list[dict[str, Any]] = []
+    size = envelope
+    for row in rows:
+        # The row as json_body encodes it, and the comma before it.
+        row_bytes = len(orjson.dumps(row, option=orjson.OPT_SERIALIZE_NUMPY)) + 1
+        if envelope + row_bytes > max_bytes:
+            raise PermanentError(
+                f"a test row takes {row_bytes} bytes as JSON: more than the {max_bytes} an "
+                "endpoint request may hold"
+            )
+        if batch and (size + row_bytes > max_bytes or len(batch) >= max_rows):
+            yield batch
+            batch, size = [], envelope
+        batch.append(row)
+        size += row_bytes
+    if batch:
+        yield batch
 
 
 def score_rows(

@@ -1,0 +1,107 @@
+"""Training jobs that fail loudly: a failed or stopped SageMaker training job, announced by
+EventBridge, is recorded as the failure of its run, with SageMaker's reason.
+
+The record is a small JSON document in the model-output bucket, `runs/<dataset>/<run>/
+training-failure.json` (no notification listens there); `automlops aws models` and
+`automlops aws runs` show it. A later attempt of the same run that succeeds makes it moot:
+listings leave out failures of runs that have a model file.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from automlops import keys
+from automlops.errors import PermanentError
+from automlops.ports import ObjectStore
+
+FAILED_STATES = ("Failed", "Stopped")
+_PREFIX = "runs/"
+_FILE = "training-failure.json"
+
+
+class TrainingJobFailure(BaseModel):
+    """A run whose training job failed or was stopped."""
+
+    dataset: str
+    run_id: str
+    job_name: str
+    status: str
+    reason: str
+    at: str
+
+
+class TrainingJobDetail(BaseModel):
+    """The part of EventBridge's "SageMaker Training Job State Change" detail read here (the
+    detail is the job's DescribeTrainingJob answer)."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+
+    job_name: str = Field(alias="TrainingJobName")
+    status: str = Field(alias="TrainingJobStatus")
+    failure_reason: str | None = Field(default=None, alias="FailureReason")
+    hyper_parameters: dict[str, str] = Field(default_factory=dict, alias="HyperParameters")
+
+
+class TrainingJobStateChange(BaseModel):
+    """An EventBridge event of a SageMaker training job's state change."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+
+    source: str
+    detail_type: str = Field(alias="detail-type")
+    time: str
+    detail: TrainingJobDetail
+
+
+def failure_key(dataset: str, run_id: str) -> str:
+    """Where a run's training failure is recorded (model-output bucket)."""
+    return f"{_PREFIX}{dataset}/{run_id}/{_FILE}"
+
+
+def failure_of(event: dict[str, Any]) -> TrainingJobFailure | None:
+    """The failure an EventBridge event announces; None for another state (the rule only
+    sends Failed and Stopped, but a wider rule must not record successes). PermanentError when
+    the event is not a training job state change of this project's jobs."""
+    try:
+        change = TrainingJobStateChange.model_validate(event)
+    except ValidationError as exc:
+        raise PermanentError(f"not a SageMaker training job state change: {exc}") from None
+    detail = change.detail
+    if detail.status not in FAILED_STATES:
+        return None
+    params = detail.hyper_parameters
+    if "dataset" not in params or "run_id" not in params:
+        raise PermanentError(f"training job {detail.job_name} names no dataset and run")
+    return TrainingJobFailure(
+        dataset=params["dataset"],
+        run_id=params["run_id"],
+        job_name=detail.job_name,
+        status=detail.status,
+        reason=detail.failure_reason or f"the job was {detail.status.lower()}",
+        at=change.time,
+    )
+
+
+def record_failure(store: ObjectStore, bucket: str, failure: TrainingJobFailure) -> str:
+    """Record a run's training failure (the latest attempt's wins); returns its key."""
+    key = failure_key(failure.dataset, failure.run_id)
+    store.put(bucket, key, failure.model_dump_json(indent=1).encode())
+    return key
+
+
+def list_failures(
+    store: ObjectStore, bucket: str, dataset: str | None = None
+) -> list[TrainingJobFailure]:
+    """Recorded training failures of runs that have no model file (newest first)."""
+    prefix = _PREFIX if dataset is None else f"{_PREFIX}{dataset}/"
+    found: list[TrainingJobFailure] = []
+    for key in store.list(bucket, prefix):
+        if not key.endswith("/" + _FILE):
+            continue
+        failure = TrainingJobFailure.model_validate_json(store.get(bucket, key))
+        if store.head(bucket, keys.model_key(failure.dataset, failure.run_id)) is None:
+            found.append(failure)
+    return sorted(found, key=lambda f: f.at, reverse=True)
