@@ -43,6 +43,7 @@ from automlops.ml.predictor import Predictions, Predictor
 from automlops.serving import wire
 from automlops.serving.columns import ColumnMatchError, match_columns
 from automlops.tabular.csv_reader import DELIMITERS
+from automlops.tabular.spelling import looks_like_a_value
 
 
 class ApiError(Exception):
@@ -243,7 +244,8 @@ def answer(
 
 
 class _Inputs(NamedTuple):
-    """A model's input columns, in order and as a set."""
+    """A model's input columns, in order, and the names a body may hold without being told
+    they are unknown: the inputs and the target (rows copied from the training file hold it)."""
 
     names: list[str]
     known: frozenset[str]
@@ -257,7 +259,8 @@ def _inputs(predictor: Predictor) -> _Inputs:
     inputs = _INPUTS.get(predictor)
     if inputs is None:
         names = predictor.input_columns
-        inputs = _INPUTS[predictor] = _Inputs(names, frozenset(names))
+        known = frozenset([*names, predictor.metadata.target.name])
+        inputs = _INPUTS[predictor] = _Inputs(names, known)
     return inputs
 
 
@@ -370,7 +373,7 @@ def _parse_csv(body: bytes, inputs: _Inputs) -> tuple[pl.DataFrame, list[str]]:
     if match.renames:
         frame = frame.rename(match.renames)
     if frame.width and inputs.known.isdisjoint(frame.columns):
-        data = [name for name in frame.columns if _is_number(name)]
+        data = [name for name in frame.columns if looks_like_a_value(name)]
         if data:
             raise ApiError(
                 400,
@@ -397,14 +400,6 @@ def _delimiter(header: str, inputs: _Inputs) -> str:
         if delimiter == "," and score[0] == len(fields):
             break  # every field an input: the common case, settled
     return best
-
-
-def _is_number(name: str) -> bool:
-    try:
-        float(name.strip().replace(",", "."))
-    except ValueError:
-        return False
-    return True
 
 
 def _as_items(predictions: Predictions, predictor: Predictor) -> list[dict[str, Any]]:

@@ -34,6 +34,7 @@ __all__ = [
     "boolean_pair",
     "detect_spelling",
     "judge_decimal",
+    "looks_like_a_value",
 ]
 
 # Cells read as missing, in training and in serving (compared after stripping spaces).
@@ -116,6 +117,17 @@ class NumberSpelling(BaseModel):
 
 
 _PLAIN = NumberSpelling()
+
+
+def looks_like_a_value(text: str) -> bool:
+    """Whether a cell reads as a number (as people write them), a boolean or a missing value:
+    data, not a column's name."""
+    text = text.strip()
+    return (
+        text in MISSING_SET
+        or _LOOSE.fullmatch(text) is not None
+        or boolean_pair([text]) is not None
+    )
 
 
 def boolean_pair(words: Iterable[str]) -> tuple[str, str] | None:
