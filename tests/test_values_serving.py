@@ -170,8 +170,8 @@ def test_csv_bodies_need_a_header(client: TestClient, rows: list[dict[str, Any]]
     response = client.post(INVOKE, content=headerless.encode(), headers=CSV)
     assert response.status_code == 400
     assert "no header" in response.json()["error"] and "amount" in response.json()["error"]
-    headerless = b"1,2,3,4,5,north\n6,7,8,9,10,south\n"
-    response = client.post(INVOKE, content=headerless, headers=CSV)
+    numbers = b"1,2,3,4,5,north\n6,7,8,9,10,south\n"
+    response = client.post(INVOKE, content=numbers, headers=CSV)
     assert response.status_code == 400 and "no header" in response.json()["error"]
     unknown = b"colour,size\nred,3\n"
     response = client.post(INVOKE, content=unknown, headers=CSV)
