@@ -17,6 +17,7 @@ from automlops.local.runtime import LocalRuntime, open_runtime
 from automlops.local.worker import Worker
 from automlops.ml.columns.transform import NumericColumn
 from automlops.serving import wire
+from automlops.serving.columns import ColumnMatchError, match_columns
 from automlops.serving.models import ModelCache
 from automlops.tabular.schema import DatasetSchema
 from support import upload
@@ -189,3 +190,30 @@ def test_csv_bodies_need_a_header(client: TestClient, rows: list[dict[str, Any]]
 def test_openapi_declares_unknown_columns(client: TestClient) -> None:
     schemas = client.get("/openapi.json").json()["components"]["schemas"]
     assert "unknown_columns" in schemas["InvocationResponse"]["properties"]
+
+
+@pytest.mark.parametrize(
+    ("names", "renames", "unknown"),
+    [
+        (["amount", "rate"], {}, []),
+        (["Amount", " RATE "], {"Amount": "amount", " RATE ": "rate"}, []),
+        (["mean radius", "x"], {"mean radius": "mean_radius"}, ["x"]),
+    ],
+)
+def test_match_columns(names: list[str], renames: dict[str, str], unknown: list[str]) -> None:
+    inputs = ["amount", "rate", "mean_radius"]
+    match = match_columns(names, inputs, frozenset(inputs))
+    assert (match.renames, match.unknown) == (renames, unknown)
+
+
+@pytest.mark.parametrize(
+    ("names", "inputs"),
+    [
+        (["AGE"], ["age", "Age"]),  # fits two inputs
+        (["Age", "AGE"], ["age"]),  # two names for one input
+        (["Age", "age"], ["age"]),  # the input sent under its own name as well
+    ],
+)
+def test_ambiguous_names_are_refused(names: list[str], inputs: list[str]) -> None:
+    with pytest.raises(ColumnMatchError):
+        match_columns(names, inputs, frozenset(inputs))

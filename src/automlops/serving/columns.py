@@ -1,14 +1,16 @@
 """The columns of an invocation body matched to a model's input columns, as in training.
 
 A caller writes column names as the uploaded file did, or nearly: `Age` for `age`, ` job` for
-`job`. A name that is not an input is matched when it equals exactly one input once case and
-surrounding spaces are ignored, and that input is not sent as well; two names that could both
+`job`, `mean radius` for `mean_radius`. A name that is not an input is matched when it equals
+exactly one input once case, surrounding spaces and the choice of space, `_`, `-` or `.` between
+words are ignored, and that input is not sent as well; two names that could both
 be one input are refused rather than guessed. Names that match nothing are reported back to
 the caller, never silently dropped.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -27,8 +29,11 @@ class ColumnMatch:
     unknown: list[str] = field(default_factory=list)  # body names no input matches, sorted
 
 
+_SEPARATORS = re.compile(r"[\s_\-.]+")
+
+
 def _key(name: str) -> str:
-    return name.strip().casefold()
+    return _SEPARATORS.sub("_", name.strip().casefold())
 
 
 def match_columns(
@@ -36,9 +41,9 @@ def match_columns(
 ) -> ColumnMatch:
     """Match body column `names` against the model's `inputs` (`known`: the same, as a set).
 
-    Exact names need nothing; others are matched ignoring case and surrounding spaces when that
-    names one input, not sent under its own name. ColumnMatchError when a name fits several
-    inputs or several names fit one input.
+    Exact names need nothing; others are matched ignoring case, surrounding spaces and word
+    separators (`_`, `-`, `.`, spaces) when that names one input, not sent under its own name.
+    ColumnMatchError when a name fits several inputs or several names fit one input.
     """
     sent = set(names)
     strangers = sorted(sent - known)
