@@ -221,7 +221,9 @@ def test_describe_binary(description: dict[str, Any], cancer_rows: list[dict[str
     """The champion's version, task, every feature column with its type, and the labels."""
     assert description["version"] == 1
     assert description["task"] == "binary"
-    assert description["features"] == [{"name": c, "type": "numeric"} for c in cancer_rows[0]]
+    assert description["features"] == [
+        {"name": c, "type": "numeric", "spelling": None} for c in cancer_rows[0]
+    ]
     assert description["labels"] == ["benign", "malignant"]
     threshold = description["threshold"]
     assert threshold is None or 0.0 < threshold < 1.0

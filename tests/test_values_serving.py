@@ -187,6 +187,12 @@ def test_csv_bodies_need_a_header(client: TestClient, rows: list[dict[str, Any]]
     assert response.status_code == 200 and response.json()["unknown_columns"] == ["note"]
 
 
+def test_description_names_each_spelling(client: TestClient) -> None:
+    features = {f["name"]: f for f in client.get("/endpoints/euro").json()["features"]}
+    assert features["rate"]["spelling"] == "decimal comma, percent (12% -> 12)"
+    assert features["region"]["spelling"] is None
+
+
 def test_openapi_declares_unknown_columns(client: TestClient) -> None:
     schemas = client.get("/openapi.json").json()["components"]["schemas"]
     assert "unknown_columns" in schemas["InvocationResponse"]["properties"]

@@ -38,7 +38,7 @@ from fastapi.responses import JSONResponse, Response
 
 from automlops.config import Task
 from automlops.errors import PermanentError
-from automlops.ml.columns.transform import InvalidValueError
+from automlops.ml.columns.transform import InvalidValueError, NumericColumn
 from automlops.ml.predictor import Predictions, Predictor
 from automlops.serving import wire
 from automlops.serving.columns import ColumnMatchError, match_columns
@@ -121,12 +121,20 @@ INVOCATION_RESPONSES: dict[int | str, dict[str, Any]] = {
 def describe(dataset: str, version: int, predictor: Predictor) -> wire.EndpointDescription:
     """The model's version, task, input columns and labels, as `GET /endpoints/{dataset}`."""
     meta = predictor.metadata
+    spellings = {
+        c.name: c.spelling.describe()
+        for c in predictor.transform.columns
+        if isinstance(c, NumericColumn) and c.spelling is not None
+    }
     return wire.EndpointDescription(
         dataset=dataset,
         version=version,
         task=meta.task.value,
         target=meta.target.name,
-        features=[wire.Feature(name=c.name, type=c.kind) for c in meta.inputs],
+        features=[
+            wire.Feature(name=c.name, type=c.kind, spelling=spellings.get(c.name))
+            for c in meta.inputs
+        ],
         labels=meta.target.labels,
         positive_label=meta.target.positive,
         threshold=meta.threshold,

@@ -116,6 +116,12 @@ class Feature(BaseModel):
 
     name: str
     type: str = Field(description="numeric, categorical, datetime, ...")
+    spelling: str | None = Field(
+        default=None,
+        description="How the uploaded file wrote this column's values when not plainly "
+        "(e.g. 'decimal comma, '.' thousands separator, currency €'); such values and plain "
+        "numbers are both accepted.",
+    )
 
 
 class EndpointDescription(BaseModel):
