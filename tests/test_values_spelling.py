@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import random
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -13,9 +14,15 @@ import pytest
 from automlops.config import Task
 from automlops.ml.columns.plan import fit_columns
 from automlops.ml.columns.target import TargetSpec
-from automlops.ml.columns.transform import ColumnKind, InvalidValueError, NumericColumn
+from automlops.ml.columns.transform import (
+    ColumnKind,
+    FittedTransform,
+    InvalidValueError,
+    NumericColumn,
+)
 from automlops.ml.columns.values import json_number, parse_numeric
 from automlops.tabular.csv_reader import read_csv_bytes, read_csv_file
+from automlops.tabular.schema import ColumnProfile
 from automlops.tabular.spelling import (
     NumberSpelling,
     SpellingReader,
@@ -168,6 +175,15 @@ def messy_rows(seed: int = 5) -> list[dict[str, object]]:
     return rows
 
 
+def plan(frame: pl.DataFrame, target: TargetSpec) -> tuple[FittedTransform, list[ColumnProfile]]:
+    """`fit_columns`' transform and profiles, whether it answers a pair (this branch) or a
+    `ColumnPlan` (main since the columns13 merge), so this module survives the merge."""
+    result: Any = fit_columns(frame, target)
+    if isinstance(result, tuple):
+        return result[0], result[1]
+    return result.transform, result.profiles
+
+
 TARGET = TargetSpec(name="y", task=Task.binary, labels=["bad", "good"], positive="good")
 _NA = ["NA", "-", "?", "N/A", "null"]
 
@@ -230,7 +246,7 @@ def test_messy_file_reads_as_numbers(variant: object, path: str) -> None:
     assert frame.height == N
     assert frame["score"].null_count() == sum(r["score"] is None for r in rows)
 
-    fitted, profiles = fit_columns(frame, TARGET)
+    fitted, profiles = plan(frame, TARGET)
     by_name = {c.name: c for c in fitted.columns}
     for name in ("amount", "rate", "active", "member", "score"):
         assert isinstance(by_name[name], NumericColumn), name
@@ -259,7 +275,7 @@ def test_thousands_in_a_decimal_comma_file_are_not_decimals() -> None:
     """`1.234` in a file whose other cells show decimal commas is one thousand two hundred."""
     data = b"count;price;y\n" + b"1.234;1,5;a\n12.500;2,25;b\n7;3,0;a\n" * 10
     frame = read_csv_bytes(data, "de.csv")
-    fitted, _ = fit_columns(frame, TargetSpec(name="y", task=Task.binary, labels=["a", "b"]))
+    fitted, _ = plan(frame, TargetSpec(name="y", task=Task.binary, labels=["a", "b"]))
     count = fitted.columns[0]
     assert isinstance(count, NumericColumn)
     assert fitted.apply(frame)[:3, 0].tolist() == [1234.0, 12500.0, 7.0]
