@@ -102,6 +102,7 @@ def test_schema_and_transform_remember_how_the_file_was_written(runtime: LocalRu
     assert records["active"].parse == "booleans (true/false in any case -> 1/0)"
     assert records["member"].parse == "booleans (yes/no in any case -> 1/0)"
     assert records["region"].kind == "categorical" and records["y"].action == "target"
+    assert {"NA", "N/A", "-", "?", "null", ""} <= set(schema.missing_values)
     document = json.loads(schema.model_dump_json())
     assert set(document["columns"][0]["record"]) == {"action", "kind", "parse", "reason"}
 

@@ -8,6 +8,7 @@ from pydantic import BaseModel, Field, computed_field
 
 from automlops.config import Manifest
 from automlops.ml.columns.target import TargetSpec
+from automlops.tabular.spelling import MISSING_VALUES
 
 
 class ColumnDecision(BaseModel):
@@ -81,3 +82,8 @@ class DatasetSchema(BaseModel):
     split_keys: dict[str, str]
     transform_key: str
     notes: list[str] = Field(default_factory=list)
+    missing_values: list[str] = Field(
+        default_factory=lambda: list(MISSING_VALUES),
+        description="Cell spellings read as missing (stripped; the empty cell included), in "
+        "training and serving alike.",
+    )
