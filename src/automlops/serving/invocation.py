@@ -9,6 +9,12 @@ value checked once by the transform that encodes it (a pydantic pass per row wou
 than the prediction). Their schemas, declared in `serving.wire`, reach `/openapi.json` through
 `invocation_body()` and `INVOCATION_RESPONSES`.
 
+Column names are matched to the model's inputs as `serving.columns` says (case and word
+separators forgiven when unambiguous); columns no input matches come back in the JSON answer's
+`unknown_columns`, and a row of unknown columns only is refused. A CSV body must start with a
+header; its delimiter (`, ; tab |`) is the one whose split of the header names the model's
+columns, and values are read in each column's training spelling (`tabular.spelling`).
+
 Work per request is bounded: a body holds at most `InvocationLimits.max_instances` rows, and
 a body over `INLINE_BODY_BYTES` is parsed and predicted in a worker thread, so `/ping` and
 small requests keep being answered while a big batch runs. A thread helps as far as the work
