@@ -221,7 +221,9 @@ def test_describe_binary(description: dict[str, Any], cancer_rows: list[dict[str
     """The champion's version, task, every feature column with its type, and the labels."""
     assert description["version"] == 1
     assert description["task"] == "binary"
-    assert description["features"] == [{"name": c, "type": "numeric"} for c in cancer_rows[0]]
+    assert description["features"] == [
+        {"name": c, "type": "numeric", "spelling": None} for c in cancer_rows[0]
+    ]
     assert description["labels"] == ["benign", "malignant"]
     threshold = description["threshold"]
     assert threshold is None or 0.0 < threshold < 1.0
@@ -303,7 +305,8 @@ def test_strings_for_numbers(client: TestClient, cancer_rows: list[dict[str, Any
 def test_missing_and_null_values_are_imputed(
     client: TestClient, cancer_runtime: LocalRuntime, cancer_rows: list[dict[str, Any]]
 ) -> None:
-    """An empty row, nulls, empty strings and NaN all mean "missing": the training fill."""
+    """An empty row, nulls, empty strings, NaN and the file's missing spellings (NA, N/A, -, ?)
+    all mean "missing": the training fill. A row of unknown columns only is refused."""
     predictor = ModelCache(cancer_runtime.store, cancer_runtime.registry).version(DEMO_DATASET, 1)
     fills = {c.name: c.fill for c in predictor.transform.columns}  # type: ignore[union-attr]
     columns = list(cancer_rows[0])
@@ -312,10 +315,18 @@ def test_missing_and_null_values_are_imputed(
         dict.fromkeys(columns),
         dict.fromkeys(columns, ""),
         dict.fromkeys(columns, "NaN"),
-        {"not_a_column": 3},
+        dict.fromkeys(columns, "NA"),
+        dict.fromkeys(columns, " n/a "),
+        dict.fromkeys(columns, "-"),
+        dict.fromkeys(columns, "?"),
+        {**dict.fromkeys(columns), "not_a_column": 3},
     ]
     (filled,) = predict(client, CANCER_INVOKE, [fills])
     assert_same(predict(client, CANCER_INVOKE, missing), [filled] * len(missing))
+    body = assert_client_error(
+        post_json(client, CANCER_INVOKE, {"instances": [{}, {"not_a_column": 3}]})
+    )
+    assert body["row"] == 1 and "not_a_column" in body["error"] and columns[0] in body["error"]
     # One missing column in a real row: as if that column held its fill.
     row = cancer_rows[15]
     partial = [{k: v for k, v in row.items() if k != c} for c in columns]

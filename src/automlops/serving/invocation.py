@@ -9,6 +9,12 @@ value checked once by the transform that encodes it (a pydantic pass per row wou
 than the prediction). Their schemas, declared in `serving.wire`, reach `/openapi.json` through
 `invocation_body()` and `INVOCATION_RESPONSES`.
 
+Column names are matched to the model's inputs as `serving.columns` says (case and word
+separators forgiven when unambiguous); columns no input matches come back in the JSON answer's
+`unknown_columns`, and a row of unknown columns only is refused. A CSV body must start with a
+header; its delimiter (`, ; tab |`) is the one whose split of the header names the model's
+columns, and values are read in each column's training spelling (`tabular.spelling`).
+
 Work per request is bounded: a body holds at most `InvocationLimits.max_instances` rows, and
 a body over `INLINE_BODY_BYTES` is parsed and predicted in a worker thread, so `/ping` and
 small requests keep being answered while a big batch runs. A thread helps as far as the work
@@ -20,11 +26,13 @@ body can hold), so that is the longest a `/ping` can wait.
 from __future__ import annotations
 
 import copy
+import csv
 import io
 import os
 import time
+import weakref
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import anyio
 import anyio.to_thread
@@ -36,9 +44,12 @@ from fastapi.responses import JSONResponse, Response
 
 from automlops.config import Task
 from automlops.errors import PermanentError
-from automlops.ml.columns.transform import InvalidValueError
+from automlops.ml.columns.transform import InvalidValueError, NumericColumn
 from automlops.ml.predictor import Predictions, Predictor
 from automlops.serving import wire
+from automlops.serving.columns import ColumnMatchError, match_columns
+from automlops.tabular.csv_reader import DELIMITERS
+from automlops.tabular.spelling import looks_like_a_value
 
 
 class ApiError(Exception):
@@ -116,12 +127,20 @@ INVOCATION_RESPONSES: dict[int | str, dict[str, Any]] = {
 def describe(dataset: str, version: int, predictor: Predictor) -> wire.EndpointDescription:
     """The model's version, task, input columns and labels, as `GET /endpoints/{dataset}`."""
     meta = predictor.metadata
+    spellings = {
+        c.name: c.spelling.describe()
+        for c in predictor.transform.columns
+        if isinstance(c, NumericColumn) and c.spelling is not None
+    }
     return wire.EndpointDescription(
         dataset=dataset,
         version=version,
         task=meta.task.value,
         target=meta.target.name,
-        features=[wire.Feature(name=c.name, type=c.kind) for c in meta.inputs],
+        features=[
+            wire.Feature(name=c.name, type=c.kind, spelling=spellings.get(c.name))
+            for c in meta.inputs
+        ],
         labels=meta.target.labels,
         positive_label=meta.target.positive,
         threshold=meta.threshold,
@@ -215,7 +234,7 @@ def answer(
     Everything of a request but HTTP itself, so it can also be timed in-process. More rows
     than `max_instances` (None: no cap) is a 413, checked before anything is predicted.
     """
-    parsed = _parse(body, content_type, max_instances)
+    parsed, unknown = _parse(body, content_type, max_instances, _inputs(predictor))
     try:
         if isinstance(parsed, pl.DataFrame):
             predictions = predictor.predict(parsed)
@@ -229,23 +248,84 @@ def answer(
     if wire.CSV in accept and wire.JSON not in accept:
         return _as_csv(predictions, predictor), wire.CSV
     # Built as plain data (the shape of wire.InvocationResponse): no model objects per row.
-    document = {"model_version": str(version), "predictions": _as_items(predictions, predictor)}
+    document: dict[str, Any] = {
+        "model_version": str(version),
+        "predictions": _as_items(predictions, predictor),
+    }
+    if unknown:
+        document["unknown_columns"] = unknown
     return orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY), wire.JSON
 
 
+class _Inputs(NamedTuple):
+    """A model's input columns, in order, and the names a body may hold without being told
+    they are unknown: the inputs and the target (rows copied from the training file hold it)."""
+
+    names: list[str]
+    known: frozenset[str]
+
+
+_INPUTS: weakref.WeakKeyDictionary[Predictor, _Inputs] = weakref.WeakKeyDictionary()
+
+
+def _inputs(predictor: Predictor) -> _Inputs:
+    """The input columns of a loaded model (worked out once per model)."""
+    inputs = _INPUTS.get(predictor)
+    if inputs is None:
+        names = predictor.input_columns
+        known = frozenset([*names, predictor.metadata.target.name])
+        inputs = _INPUTS[predictor] = _Inputs(names, known)
+    return inputs
+
+
 def _parse(
-    body: bytes, content_type: str, max_instances: int | None
-) -> pl.DataFrame | list[dict[str, Any]]:
-    """A CSV body as a frame, a JSON body as its validated rows; 413 over `max_instances`."""
+    body: bytes, content_type: str, max_instances: int | None, inputs: _Inputs
+) -> tuple[pl.DataFrame | list[dict[str, Any]], list[str]]:
+    """A CSV body as a frame, a JSON body as its validated rows, with column names matched to
+    the model's inputs (`serving.columns`), and the body's columns the model does not know;
+    413 over `max_instances`."""
     media = content_type.split(";")[0].strip().lower()
-    if media in (wire.CSV, "application/csv"):
-        frame = _parse_csv(body)
-        if max_instances is not None and frame.height > max_instances:
-            raise _too_many(frame.height, max_instances)
-        return frame
-    if media in (wire.JSON, "") or media.endswith("+json"):
-        return _parse_json(body, max_instances)
+    try:
+        if media in (wire.CSV, "application/csv"):
+            frame, unknown = _parse_csv(body, inputs)
+            if max_instances is not None and frame.height > max_instances:
+                raise _too_many(frame.height, max_instances)
+            return frame, unknown
+        if media in (wire.JSON, "") or media.endswith("+json"):
+            return _match_rows(_parse_json(body, max_instances), inputs)
+    except ColumnMatchError as exc:
+        raise ApiError(400, str(exc)) from None
     raise ApiError(415, f"unsupported content type {media!r}; send application/json or text/csv")
+
+
+def _expected(inputs: _Inputs) -> str:
+    names = inputs.names
+    shown = ", ".join(names[:30]) + (f", ... ({len(names)} in all)" if len(names) > 30 else "")
+    return f"the model's columns are: {shown}"
+
+
+def _match_rows(
+    instances: list[dict[str, Any]], inputs: _Inputs
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """JSON rows with their column names matched; 400 for a row none of whose columns is an
+    input. The common case (every name an input) costs one set union, in C."""
+    names = set().union(*instances)
+    if names <= inputs.known:
+        return instances, []
+    match = match_columns(names, inputs.names, inputs.known)
+    if match.renames:
+        renames = match.renames
+        instances = [{renames.get(k, k): v for k, v in row.items()} for row in instances]
+    unknown = frozenset(match.unknown)
+    for i, row in enumerate(instances):
+        if row and unknown.issuperset(row):
+            raise ApiError(
+                400,
+                f"row {i}: none of its columns ({', '.join(sorted(row))}) is an input of the "
+                f"model; {_expected(inputs)}",
+                row=i,
+            )
+    return instances, match.unknown
 
 
 def _too_many(rows: int, max_instances: int) -> ApiError:
@@ -278,18 +358,62 @@ def _parse_json(body: bytes, max_instances: int | None) -> list[dict[str, Any]]:
     return instances
 
 
-def _parse_csv(body: bytes) -> pl.DataFrame:
+def _parse_csv(body: bytes, inputs: _Inputs) -> tuple[pl.DataFrame, list[str]]:
+    """A CSV body with a header row as a frame of text, its names matched to the model's
+    inputs, and the columns the model does not know.
+
+    The delimiter is the one of `, ; tab |` whose split of the header names the most inputs;
+    old Mac line ends (CR only) are read as lines. 400 for a body whose first row is data, or
+    whose columns are none of the model's.
+    """
     if not body.strip():
         raise ApiError(400, "CSV body is empty; send a header row and data rows")
     try:
-        body.decode("utf-8")  # polars reads a header with bad bytes lossily, losing the column
+        text = body.decode("utf-8")  # polars reads a header with bad bytes lossily
     except UnicodeDecodeError as exc:
         raise ApiError(400, f"CSV body is not UTF-8 (bad byte at offset {exc.start})") from None
+    if "\n" not in text and "\r" in text:
+        body = body.replace(b"\r", b"\n")
+        text = text.replace("\r", "\n")
+    delimiter = _delimiter(text.lstrip("\ufeff").split("\n", 1)[0], inputs)
     try:
-        return pl.read_csv(io.BytesIO(body), infer_schema=False, null_values=[""])
+        frame = pl.read_csv(
+            io.BytesIO(body), separator=delimiter, infer_schema=False, null_values=[""]
+        )
     except (pl.exceptions.PolarsError, UnicodeDecodeError, ValueError) as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ApiError(400, f"body is not a readable CSV with a header: {message}") from None
+    match = match_columns(frame.columns, inputs.names, inputs.known)
+    if match.renames:
+        frame = frame.rename(match.renames)
+    if frame.width and inputs.known.isdisjoint(frame.columns):
+        data = [name for name in frame.columns if looks_like_a_value(name)]
+        if data:
+            raise ApiError(
+                400,
+                f"CSV body has no header row: its first row reads as data ({', '.join(data[:5])}"
+                f"); the first row must name the columns; {_expected(inputs)}",
+            )
+        raise ApiError(
+            400,
+            f"none of the CSV body's columns ({', '.join(frame.columns[:30])}) is an input of "
+            f"the model; {_expected(inputs)}",
+        )
+    return frame, match.unknown
+
+
+def _delimiter(header: str, inputs: _Inputs) -> str:
+    """The delimiter of a CSV body: the one whose split of the header names the most model
+    inputs, then gives the most fields (a comma when nothing tells)."""
+    best, best_score = ",", (-1, -1)
+    for delimiter in DELIMITERS:
+        fields = next(csv.reader([header], delimiter=delimiter), [])
+        score = (len(inputs.known.intersection(f.strip() for f in fields)), len(fields))
+        if score > best_score:
+            best, best_score = delimiter, score
+        if delimiter == "," and score[0] == len(fields):
+            break  # every field an input: the common case, settled
+    return best
 
 
 def _as_items(predictions: Predictions, predictor: Predictor) -> list[dict[str, Any]]:

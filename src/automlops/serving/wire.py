@@ -3,7 +3,8 @@
 `POST /endpoints/{dataset}/invocations` (and the SageMaker container's `/invocations`) take
 `{"instances": [{column: value, ...}, ...]}` as JSON, or CSV with a header row, and answer
 `{"model_version": "<n>", "predictions": [...]}`: a classification item is
-`{"label": ..., "probabilities": {label: p}}`, a regression item `{"value": x}`. With
+`{"label": ..., "probabilities": {label: p}}`, a regression item `{"value": x}`; body columns
+the model does not know are listed in `unknown_columns` (absent when there are none). With
 `Accept: text/csv` the answer is one line per row: P(positive) (binary), the label
 (multiclass) or the value (regression).
 
@@ -40,7 +41,10 @@ Value = str | int | float | bool | None
 class InvocationRequest(BaseModel):
     """A JSON invocation body: raw rows, columns as in the uploaded CSV (the target left out).
 
-    Columns the model does not use are ignored; missing ones are imputed as in training.
+    Names are matched as in training, ignoring case and surrounding spaces when that names one
+    column. Values may be written as in the uploaded file (`1.234,5`, `$12`, `12%`, `TRUE`,
+    `NA`) or plainly. Missing columns are imputed as in training; columns the model does not use
+    are listed in the answer's `unknown_columns`, and a row with no known column is refused.
     """
 
     model_config = ConfigDict(
@@ -68,6 +72,11 @@ class InvocationResponse(BaseModel):
 
     model_version: str = Field(description="The model version that answered, as a string.")
     predictions: list[ClassPrediction | ValuePrediction]
+    unknown_columns: list[str] = Field(
+        default_factory=list,
+        description="Columns of the body that are no input of the model (so not used), sorted; "
+        "absent from the answer when there are none.",
+    )
 
     def values(self) -> np.ndarray:
         """Regression values as float64, one per row."""
@@ -107,6 +116,12 @@ class Feature(BaseModel):
 
     name: str
     type: str = Field(description="numeric, categorical, datetime, ...")
+    spelling: str | None = Field(
+        default=None,
+        description="How the uploaded file wrote this column's values when not plainly "
+        "(e.g. 'decimal comma, '.' thousands separator, currency €'); such values and plain "
+        "numbers are both accepted.",
+    )
 
 
 class EndpointDescription(BaseModel):

@@ -33,10 +33,11 @@ import charset_normalizer
 import polars as pl
 
 from automlops.errors import DataError
+from automlops.tabular.spelling import MISSING_VALUES, judge_decimal
 
 __all__ = ["DELIMITERS", "NULL_VALUES", "read_csv_bytes", "read_csv_file"]
 
-NULL_VALUES = ["", "NA", "N/A", "NaN", "nan", "null", "NULL", "None", "?"]
+NULL_VALUES = list(MISSING_VALUES)  # the spellings of a missing value, here and in serving
 DELIMITERS = (",", ";", "\t", "|")
 
 # Enough rows to sniff the dialect and the header, small enough to parse in pure Python.
@@ -94,6 +95,7 @@ def read_csv_bytes(data: bytes, source: str) -> pl.DataFrame:
     _check_width(text, delimiter, quote, source)
     rows = _sample_rows(sample, delimiter, quote, truncated=len(sample) < len(text))
     has_header = not _looks_headerless(sample, rows, delimiter, quote)
+    decimal = _decimal_mark(rows, delimiter)
 
     layout = _Layout(source, text, delimiter, quote, has_header, skipped_lines)
     raw, layout = _read_strings(layout, sample)
@@ -112,7 +114,7 @@ def read_csv_bytes(data: bytes, source: str) -> pl.DataFrame:
     frame = _clean_cells(body)
     if frame.height == 0:
         raise DataError(source, "has no data rows")
-    return _infer_types(frame)
+    return _infer_types(frame, decimal)
 
 
 def _check_width(text: str, delimiter: str, quote: str, source: str) -> None:
@@ -510,11 +512,16 @@ def _clean_cells(frame: pl.DataFrame) -> pl.DataFrame:
     return cleaned.filter(~pl.all_horizontal(pl.all().is_null()))
 
 
-def _infer_types(frame: pl.DataFrame) -> pl.DataFrame:
+def _decimal_mark(rows: list[list[str]], delimiter: str) -> str:
+    """The file's decimal mark, judged once from the sample's cells and the delimiter."""
+    return judge_decimal((cell for row in rows for cell in row), delimiter=delimiter)
+
+
+def _infer_types(frame: pl.DataFrame, decimal: str = ".") -> pl.DataFrame:
     """Each column becomes Int64, else Float64, else stays String, judged on every value."""
     names = frame.columns
     stats = frame.select(_type_counts(names)).row(0, named=True)
-    return frame.select(_typed_columns(names, stats, frame.height))
+    return frame.select(_typed_columns(names, stats, frame.height, decimal=decimal))
 
 
 def _type_counts(names: list[str]) -> list[pl.Expr]:
@@ -534,11 +541,19 @@ def _type_counts(names: list[str]) -> list[pl.Expr]:
 
 
 def _typed_columns(
-    names: list[str], stats: dict[str, int], rows: int, text: pl.DataType | None = None
+    names: list[str],
+    stats: dict[str, int],
+    rows: int,
+    text: pl.DataType | None = None,
+    *,
+    decimal: str = ".",
 ) -> list[pl.Expr]:
     """Each column as Int64 when every present value reads as one, else Float64, else text
     (cast to `text` when given); an all-null column stays as it is. `stats` from
-    `_type_counts` over `rows` rows."""
+    `_type_counts` over `rows` rows.
+
+    In a file of decimal commas nothing is read as Float64 (`1.234` is a thousand there): such
+    columns stay text, and the columns step reads them in the file's spelling."""
     columns = []
     for i in range(len(names)):
         nulls = stats[f"n{i}"]
@@ -546,7 +561,7 @@ def _typed_columns(
             columns.append(pl.nth(i))  # all null: nothing to infer from
         elif stats[f"i{i}"] == nulls:
             columns.append(pl.nth(i).cast(pl.Int64))
-        elif stats[f"f{i}"] == nulls:
+        elif stats[f"f{i}"] == nulls and decimal == ".":
             columns.append(pl.nth(i).cast(pl.Float64))
         else:
             columns.append(pl.nth(i) if text is None else pl.nth(i).cast(text))
@@ -629,6 +644,7 @@ def _read_streaming(
     _check_width(text, delimiter, quote, source)
     rows = _sample_rows(text, delimiter, quote, truncated=not whole)
     has_header = not _looks_headerless(text, rows, delimiter, quote)
+    decimal = _decimal_mark(rows, delimiter)
 
     def read(**more: Any) -> pl.DataFrame:
         return pl.read_csv(
@@ -688,6 +704,6 @@ def _read_streaming(
 
     # Blank rows count in every column's nulls alike, so all rows are the reference here.
     text_type: pl.DataType | None = pl.Categorical() if text_as_categorical else None
-    columns = _typed_columns(raw, stats, stats["rows"], text_type)
+    columns = _typed_columns(raw, stats, stats["rows"], text_type, decimal=decimal)
     typed = scan.with_columns(cleaned).filter(~blank).select(columns)
     return typed.collect(engine="streaming").rename(dict(zip(raw, names, strict=True)))

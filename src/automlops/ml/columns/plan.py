@@ -18,6 +18,7 @@ import polars as pl
 from automlops.ml.columns.leaks import DROP_SCORE, LeakProbe
 from automlops.ml.columns.target import TargetSpec
 from automlops.ml.columns.transform import ColumnKind, FittedTransform, fit_column, infer_kind
+from automlops.ml.columns.values import frame_decimal
 from automlops.tabular.schema import ColumnProfile
 
 _ID_WORDS = {"id", "uuid", "guid", "key", "number", "no", "nr", "index", "num", "rownames", "seqn"}
@@ -146,6 +147,7 @@ def fit_columns(
     notes: list[str] = []
     seen: dict[int, str] = {}  # hash of a column's values -> first column with them
     probe = None if y is None else LeakProbe(y, target.task)
+    decimal = frame_decimal(train)  # judged once per file, never per column or cell
 
     def training_values(name: str) -> pl.Series:
         values = train.get_column(name)
@@ -165,7 +167,8 @@ def fit_columns(
         if name == target.name:
             profile.decision = "target"
             continue
-        kind = infer_kind(values) if values.null_count() < values.len() else ColumnKind.numeric
+        present = values.null_count() < values.len()
+        kind = infer_kind(values, decimal=decimal) if present else ColumnKind.numeric
         if kind is not ColumnKind.categorical and values.dtype == pl.Categorical:
             values = values.cast(pl.String)  # numbers or dates spelt out: parsed from text
         digest = hash((str(values.dtype), *values.head(5000).hash(seed=7).to_list()))
@@ -193,7 +196,7 @@ def fit_columns(
         if reason is not None:
             profile.decision = f"dropped: {reason}"
             continue
-        column = fit_column(values, kind)
+        column = fit_column(values, kind, decimal=decimal)
         profile.kind = kind.value
         column.describe(values, profile)
         fitted.append(column)

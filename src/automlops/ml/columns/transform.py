@@ -26,6 +26,7 @@ from pydantic import BaseModel, Field
 
 from automlops.ml.columns.values import (
     FLOAT32_MAX,
+    PLAIN,
     InvalidValueError,
     NestedValueError,
     as_category,
@@ -39,6 +40,7 @@ from automlops.ml.columns.values import (
     parse_datetime,
     parse_numeric,
 )
+from automlops.tabular.spelling import NumberSpelling, detect_spelling
 
 if TYPE_CHECKING:
     from automlops.tabular.schema import ColumnProfile
@@ -83,29 +85,43 @@ class ColumnKind(StrEnum):
 
 class NumericColumn(BaseModel):
     """A number; missing values take the training median, plus a 0/1 feature saying so when
-    training had missing values."""
+    training had missing values.
+
+    `spelling` is how the file wrote the numbers when not plain (`1.234,5`, `$12`, `12%`,
+    `TRUE`): serving reads that spelling and plain numbers alike.
+    """
 
     kind: Literal[ColumnKind.numeric] = ColumnKind.numeric
     name: str
     fill: float
     missing_indicator: bool = False
+    spelling: NumberSpelling | None = None
 
     @classmethod
-    def fit(cls, values: pl.Series) -> NumericColumn:
-        parsed = parse_numeric(values, values.name)
+    def fit(cls, values: pl.Series, decimal: Literal[".", ","] = ".") -> NumericColumn:
+        spelling = None
+        if values.dtype in (pl.String, pl.Categorical):
+            spelling = detect_spelling(values, decimal)
+            if spelling is not None and spelling.plain:
+                spelling = None
+        parsed = parse_numeric(values, values.name, spelling)
         median = parsed.median()  # typed as any scalar; a float for a Float64 column
         return cls(
             name=values.name,
             fill=0.0 if median is None else float(cast(float, median)),
             missing_indicator=parsed.null_count() > 0,
+            spelling=spelling,
         )
 
     def describe(self, values: pl.Series, profile: ColumnProfile) -> None:
         """Fill the schema's profile of this feature from its training values."""
-        numbers = values.cast(pl.Float64, strict=False)
+        numbers = parse_numeric(values, self.name, self.spelling)
         profile.min, profile.max = _float(numbers.min()), _float(numbers.max())
         profile.mean = _float(numbers.mean())
+        profile.parse = (self.spelling or PLAIN).describe()
         profile.decision = "feature: numeric"
+        if self.spelling is not None:
+            profile.decision += f" (read as {profile.parse})"
         if profile.missing:
             profile.decision += f", missing -> median {self.fill:g} + indicator"
 
@@ -163,6 +179,7 @@ class CategoricalColumn(BaseModel):
         """Fill the schema's profile of this feature from its training values."""
         counts = values.value_counts(sort=True, name="n").drop_nulls()
         profile.top = [(str(v), int(c)) for v, c in counts.head(10).iter_rows()]
+        profile.parse = "text"
         kept = len(self.categories)
         profile.decision = f"feature: one-hot of {kept} categories"
         if profile.unique - (profile.missing > 0) > kept:
@@ -198,6 +215,7 @@ class DatetimeColumn(BaseModel):
 
     def describe(self, values: pl.Series, profile: ColumnProfile) -> None:
         """Fill the schema's profile of this feature from its training values."""
+        profile.parse = f"dates ({self.format})"
         profile.decision = f"feature: date ({self.format}) -> {', '.join(self.parts)}"
 
     def width(self) -> int:
@@ -220,14 +238,18 @@ _KINDS: dict[ColumnKind, type[NumericColumn] | type[CategoricalColumn] | type[Da
 }
 
 
-def fit_column(values: pl.Series, kind: ColumnKind) -> Column:
-    """Learn one column's steps from training values."""
+def fit_column(values: pl.Series, kind: ColumnKind, *, decimal: Literal[".", ","] = ".") -> Column:
+    """Learn one column's steps from training values (`decimal`: the file's decimal mark,
+    `values.frame_decimal`)."""
+    if kind is ColumnKind.numeric:
+        return NumericColumn.fit(values, decimal)
     return _KINDS[kind].fit(values)
 
 
-def infer_kind(values: pl.Series) -> ColumnKind:
-    """Numeric when every present value reads as a number, datetime when (nearly) every one
-    reads as a date in one format, else categorical."""
+def infer_kind(values: pl.Series, *, decimal: Literal[".", ","] = ".") -> ColumnKind:
+    """Numeric when every present value reads as a number (plain, or as people write them in a
+    file of this decimal mark: `1.234,5`, `$1,234.50`, `12%`, `TRUE`), datetime when (nearly)
+    every one reads as a date in one format, else categorical."""
     if values.dtype.is_numeric() or values.dtype == pl.Boolean:
         return ColumnKind.numeric
     if values.dtype in (pl.Datetime, pl.Date):
@@ -239,6 +261,8 @@ def infer_kind(values: pl.Series) -> ColumnKind:
         return ColumnKind.numeric  # booleans spelt out
     if present.len() and present.cast(pl.Float64, strict=False).null_count() == 0:
         return ColumnKind.numeric
+    if present.len() and detect_spelling(present, decimal) is not None:
+        return ColumnKind.numeric  # numbers written for people
     text = values if values.dtype in (pl.String, pl.Categorical) else values.cast(pl.String)
     if present.len() and detect_date_format(text) is not None:
         return ColumnKind.datetime
@@ -325,6 +349,7 @@ class NumericEncoder(_FilledEncoder):
 
     def __init__(self, columns: list[NumericColumn], offsets: list[int]) -> None:
         self.names = [c.name for c in columns]
+        self._spellings = [c.spelling for c in columns]
         flagged = [j for j, c in enumerate(columns) if c.missing_indicator]
         super().__init__(
             targets=offsets,
@@ -335,10 +360,10 @@ class NumericEncoder(_FilledEncoder):
 
     def read_frame(self, frame: pl.DataFrame) -> np.ndarray:
         values = np.full((len(self.names), frame.height), np.nan)
-        for j, name in enumerate(self.names):
+        for j, (name, spelling) in enumerate(zip(self.names, self._spellings, strict=True)):
             raw = _frame_column(frame, name)
             if raw is not None:
-                values[j] = parse_numeric(raw, name).to_numpy()
+                values[j] = parse_numeric(raw, name, spelling).to_numpy()
                 check_range(values[j], name, raw)
         return values
 
@@ -358,13 +383,13 @@ class NumericEncoder(_FilledEncoder):
         if values is not None:
             return values
         values = np.empty((len(self.names), len(rows)))
-        for j, name in enumerate(self.names):
+        for j, (name, spelling) in enumerate(zip(self.names, self._spellings, strict=True)):
             raw = _gather(rows, name)
             if _NUMBERS.issuperset(map(type, raw)):
                 values[j] = np.array(raw, dtype=np.float64)
             else:
                 first_nested(raw, name)
-                values[j] = [json_number(v, i, name) for i, v in enumerate(raw)]
+                values[j] = [json_number(v, i, name, spelling) for i, v in enumerate(raw)]
             check_range(values[j], name, raw)
         return values
 

@@ -1,24 +1,34 @@
 """Reading raw values as numbers, categories and dates: from polars columns (CSV, training) and
 from JSON values (serving), with the same result for the same value.
 
+Numbers are read in their column's `NumberSpelling` (decimal comma, thousands, currency,
+percent, spelt-out booleans in any case; see `tabular.spelling`) and as plain numbers; the
+file's missing spellings (`NA`, `N/A`, `-`, ...) are missing everywhere.
+
 The error for a value that cannot be read names its row and column.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import polars as pl
 
 from automlops.errors import PermanentError
+from automlops.tabular.spelling import (
+    MISSING_SET,
+    MISSING_VALUES,
+    NumberSpelling,
+    SpellingReader,
+    boolean_pair,
+    judge_decimal,
+)
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)  # models read float32 features
-
-_TRUE_FALSE = {"true": "1", "false": "0", "yes": "1", "no": "0"}
-# Both spellings: lower case from CSVs and Python's str(True) from JSON bodies.
-_TRUE_FALSE_CASED = {**_TRUE_FALSE, **{k.capitalize(): v for k, v in _TRUE_FALSE.items()}}
+PLAIN = NumberSpelling()
+_DECIMAL_SAMPLE = 5000  # rows of each text column looked at to judge a frame's decimal mark
 
 # Formats tried, in order, when a text column may hold dates; the first that reads (nearly)
 # every training value is stored, so serving parses exactly as training did.
@@ -81,21 +91,36 @@ def first_nested(raw: list[Any], name: str) -> None:
 # --- numbers
 
 
-def parse_numeric(values: pl.Series, name: str) -> pl.Series:
-    """A column as Float64 with nulls for missing; strings are parsed strictly."""
+def parse_numeric(
+    values: pl.Series, name: str, spelling: NumberSpelling | None = None
+) -> pl.Series:
+    """A column as Float64 with nulls for missing; text is read strictly in `spelling` (plain
+    numbers when None), then as plain numbers; missing spellings are missing."""
     if values.dtype.is_numeric() or values.dtype == pl.Boolean or values.dtype == pl.Null:
         return values.cast(pl.Float64).fill_nan(None)
     text = values.cast(pl.String).str.strip_chars()
-    text = pl.Series(name, text).replace(_TRUE_FALSE_CASED)
-    parsed = text.cast(pl.Float64, strict=False)
-    bad = parsed.is_null() & text.is_not_null() & (text != "")
+    spelling = spelling or PLAIN
+    if spelling.decimal == ".":
+        # The common case first, a few vectorised calls: plain numbers and blanks only.
+        parsed = text.cast(pl.Float64, strict=False)
+        if not (parsed.is_null() & text.is_not_null() & (text != "")).any():
+            return parsed.fill_nan(None)
+    reader = SpellingReader.of(spelling)
+    text = text.replace(list(MISSING_VALUES), None)
+    booleans = text.str.to_lowercase().replace_strict(
+        reader.booleans, default=None, return_dtype=pl.Float64
+    )
+    parsed = pl.select(
+        pl.coalesce(booleans, reader.read(text), text.cast(pl.Float64, strict=False))
+    ).to_series()
+    bad = parsed.is_null() & text.is_not_null()
     if bad.any():
         row = int(bad.arg_true()[0])
         raise InvalidValueError(row, name, values[row])
-    return parsed.fill_nan(None)
+    return parsed.fill_nan(None).alias(name)
 
 
-def json_number(value: Any, row: int, name: str) -> float:
+def json_number(value: Any, row: int, name: str, spelling: NumberSpelling | None = None) -> float:
     """One JSON value as `parse_numeric` reads it (NaN for missing)."""
     if value is None:
         return math.nan
@@ -104,11 +129,15 @@ def json_number(value: Any, row: int, name: str) -> float:
     if isinstance(value, int | float):
         return float(value)
     text = str(value).strip()
-    if text == "":
+    if text in MISSING_SET:
         return math.nan
-    mapped = _TRUE_FALSE_CASED.get(text)
+    reader = SpellingReader.of(spelling or PLAIN)
+    mapped = reader.booleans.get(text.lower())
     if mapped is not None:
-        return float(mapped)
+        return mapped
+    spelled = reader.read_text(text)
+    if spelled is not None:
+        return spelled
     if "_" not in text:  # Python reads 1_000; CSV parsers (and polars) do not
         try:
             return float(text)
@@ -117,9 +146,26 @@ def json_number(value: Any, row: int, name: str) -> float:
     raise InvalidValueError(row, name, value)
 
 
+def frame_decimal(frame: pl.DataFrame) -> Literal[".", ","]:
+    """The decimal mark of the file a frame was read from (`tabular.spelling.judge_decimal`),
+    judged on the first distinct values of its text columns.
+
+    The CSV reader makes a column Float64 only in a file of decimal points, so a Float64
+    column is evidence for the point.
+    """
+    cells: list[str] = []
+    for column in frame.iter_columns():
+        if column.dtype.is_float():
+            cells.append("0.5")
+        elif column.dtype in (pl.String, pl.Categorical):
+            head = column.head(_DECIMAL_SAMPLE).drop_nulls().cast(pl.String).unique()
+            cells.extend(head.head(200).to_list())
+    return judge_decimal(cells)
+
+
 def looks_boolean(text: pl.Series) -> bool:
-    """Every value (lower case, stripped, present) is a spelt-out boolean."""
-    return bool(text.len()) and bool(text.str.to_lowercase().is_in(list(_TRUE_FALSE)).all())
+    """Every value (stripped, present) is a spelt-out boolean, in any case."""
+    return bool(text.len()) and boolean_pair(text.unique().to_list()) is not None
 
 
 # --- categories
@@ -159,9 +205,9 @@ def parse_datetime(values: pl.Series, fmt: str, name: str) -> pl.Series:
     """Text to Datetime with one format; a non-empty value that does not parse is an error."""
     if values.dtype in (pl.Datetime, pl.Date):
         return values.cast(pl.Datetime)
-    text = values.cast(pl.String).str.strip_chars()
+    text = values.cast(pl.String).str.strip_chars().replace(list(MISSING_VALUES), None)
     parsed = text.str.to_datetime(fmt, strict=False)
-    bad = parsed.is_null() & text.is_not_null() & (text != "")
+    bad = parsed.is_null() & text.is_not_null()
     if bad.any():
         row = int(bad.arg_true()[0])
         raise InvalidValueError(row, name, values[row], f"a date ({fmt})")
