@@ -4,13 +4,20 @@ models' own predictions on every learner and task."""
 from __future__ import annotations
 
 import functools
+import io
+import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import polars as pl
 import pytest
+from fastapi.testclient import TestClient
 
 from automlops.config import Task
+from automlops.demo import breast_cancer_csv
+from automlops.local.runtime import open_runtime
 from automlops.ml.artifact import InputColumn, Lineage, ModelArtifact, ModelMetadata
 from automlops.ml.columns.target import TargetSpec
 from automlops.ml.columns.transform import ColumnKind, FittedTransform, fit_column
@@ -23,6 +30,10 @@ from automlops.ml.learners.ensemble import EnsembleModel, Member
 from automlops.ml.learners.lightgbm_model import LightGBMModel
 from automlops.ml.learners.xgboost_model import XGBoostModel
 from automlops.ml.predictor import Predictor
+from automlops.reports.plots import contribution_plot
+from automlops.serving import wire
+from automlops.serving.invocation import ApiError, answer
+from support import DEMO_DATASET
 
 N_ROWS = 400
 LABELS = {Task.binary: ["no", "yes"], Task.multiclass: ["a", "b", "c"], Task.regression: []}
@@ -251,3 +262,116 @@ def test_rows_and_frame_paths_agree_and_empty_batches_explain_nothing() -> None:
     np.testing.assert_allclose(a.values, b.values, atol=1e-6)
     empty = predictor.explain_rows([], k=3).explanation
     assert empty.values.shape == (0, 1, 4) and empty.order.shape == (0, 1, 3)
+
+
+# -- serving ---------------------------------------------------------------------------------
+
+
+def invoke(predictor: Predictor, payload: Any, accept: str = wire.JSON) -> Any:
+    content, _ = answer(predictor, 1, orjson.dumps(payload), wire.JSON, accept)
+    return orjson.loads(content)
+
+
+def test_explain_in_the_body_answers_with_each_rows_contributions() -> None:
+    predictor, _ = fitted(Task.multiclass, "xgboost")
+    rows = raw_frame(seed=9, n=3).to_dicts()
+    plain = invoke(predictor, {"instances": rows})["predictions"]
+    assert all("explanation" not in item for item in plain)
+    answered = invoke(predictor, {"instances": rows, "explain": 2})["predictions"]
+    full = invoke(predictor, {"instances": rows, "explain": True})["predictions"]
+    for item, whole, probabilities in zip(answered, full, plain, strict=True):
+        assert item["probabilities"] == probabilities["probabilities"]
+        why = wire.Explanation.model_validate(item["explanation"])
+        assert why.raw_score == "softmax logit" and why.exact
+        assert list(why.outputs) == ["a", "b", "c"]
+        scores = []
+        for label, output in wire.Explanation.model_validate(whole["explanation"]).outputs.items():
+            assert [c.value for c in why.outputs[label].contributions] == [
+                c.value for c in output.contributions[:2]
+            ]
+            assert {c.column for c in output.contributions} == set(KINDS)
+            scores.append(output.base + sum(c.value for c in output.contributions))
+        softmax = np.exp(scores) / np.exp(scores).sum()
+        np.testing.assert_allclose(
+            softmax, list(probabilities["probabilities"].values()), atol=1e-6
+        )
+    # The client builds such bodies and reads such answers.
+    body = wire.json_body(rows, explain=2)
+    assert wire.read_response(answer(predictor, 1, body, wire.JSON, wire.JSON)[0]).predictions
+
+
+@pytest.mark.parametrize("value", [0, -1, 2.5, "3", [1]])
+def test_a_bad_explain_value_is_refused(value: Any) -> None:
+    predictor, _ = fitted(Task.regression, "linear")
+    with pytest.raises(ApiError) as refused:
+        invoke(predictor, {"instances": [{"amount": 1}], "explain": value})
+    assert refused.value.status == 400 and "explain" in str(refused.value)
+
+
+def test_explain_is_not_asked_by_false_null_or_a_column_named_explain() -> None:
+    predictor, _ = fitted(Task.regression, "linear")
+    for payload in (
+        {"instances": [{"amount": 1}], "explain": False},
+        {"instances": [{"amount": 1}], "explain": None},
+        {"instances": [{"amount": 1, "explain": 3}]},
+    ):
+        assert "explanation" not in invoke(predictor, payload)["predictions"][0]
+    with pytest.raises(ApiError, match="JSON answer"):
+        invoke(predictor, {"instances": [{"amount": 1}], "explain": True}, accept=wire.CSV)
+
+
+def test_the_http_api_explains_and_documents_it(trained_home: Path) -> None:
+    runtime = open_runtime(trained_home)
+    try:
+        client = TestClient(runtime.create_app(), raise_server_exceptions=False)
+        rows = pl.read_csv(io.BytesIO(breast_cancer_csv())).drop("diagnosis").head(2).to_dicts()
+        path = f"/endpoints/{DEMO_DATASET}/invocations"
+        response = client.post(path, json={"instances": rows, "explain": 3})
+        assert response.status_code == 200, response.text
+        for item in wire.read_response(response.content).predictions:
+            assert isinstance(item, wire.ClassPrediction) and item.explanation is not None
+            assert item.explanation.raw_score == "log-odds"
+            [(label, output)] = item.explanation.outputs.items()
+            assert label == "malignant" and len(output.contributions) == 3
+        whole = client.post(path, json={"instances": rows, "explain": True}).json()
+        for item in whole["predictions"]:
+            output = item["explanation"]["outputs"]["malignant"]
+            score = output["base"] + sum(c["value"] for c in output["contributions"])
+            p = item["probabilities"]["malignant"]
+            assert 1 / (1 + math.exp(-score)) == pytest.approx(p, abs=1e-6)
+        assert client.post(path, json={"instances": rows, "explain": 0}).status_code == 400
+        document = client.get("/openapi.json").json()
+        route = document["paths"]["/endpoints/{dataset}/invocations"]
+        body = route["post"]["requestBody"]["content"][wire.JSON]["schema"]
+        assert "explain" in body["properties"]
+        schemas = document["components"]["schemas"]
+        assert {"Explanation", "OutputExplanation", "Contribution"} <= set(schemas)
+        assert "explanation" in schemas["ClassPrediction"]["properties"]
+    finally:
+        runtime.close()
+
+
+# -- the report ------------------------------------------------------------------------------
+
+
+def test_the_report_shows_mean_contributions_per_column(trained_home: Path) -> None:
+    runtime = open_runtime(trained_home)
+    try:
+        entry = runtime.registry.read(DEMO_DATASET).get(1)
+        assert entry.report_key is not None
+        report = orjson.loads(runtime.store.get("model-monitoring", entry.report_key))
+        png = entry.report_key.replace("report.json", "contributions.png")
+        assert runtime.store.get("model-monitoring", png).startswith(b"\x89PNG")
+    finally:
+        runtime.close()
+    [(label, means)] = report["contributions"].items()
+    assert label == "malignant" and report["contributions_unit"] == "log-odds"
+    assert len(means) > 5 and list(means.values()) == sorted(means.values(), reverse=True)
+    assert {p["filename"] for p in report["plots"]} >= {"contributions.png"}
+
+
+def test_the_per_class_contribution_plot_draws() -> None:
+    predictor, _ = fitted(Task.multiclass, "lightgbm")
+    importance = mean_abs(predictor.explain_frame(raw_frame(seed=10, n=50)).explanation)
+    assert set(importance) == {"a", "b", "c"}
+    assert contribution_plot(importance, "softmax logit").startswith(b"\x89PNG")
