@@ -24,6 +24,7 @@ from automlops.ml.columns.transform import ColumnKind, FittedTransform, fit_colu
 from automlops.ml.explain.gap import additivity_gap, linked, raw_scores
 from automlops.ml.explain.importance import mean_abs
 from automlops.ml.explain.records import RawScore, rank
+from automlops.ml.explain.table import explanation_frame
 from automlops.ml.learners.base import FitJob, Model
 from automlops.ml.learners.catalog import learner
 from automlops.ml.learners.ensemble import EnsembleModel, Member
@@ -375,3 +376,23 @@ def test_the_per_class_contribution_plot_draws() -> None:
     importance = mean_abs(predictor.explain_frame(raw_frame(seed=10, n=50)).explanation)
     assert set(importance) == {"a", "b", "c"}
     assert contribution_plot(importance, "softmax logit").startswith(b"\x89PNG")
+
+
+def test_an_explanation_as_table_columns() -> None:
+    predictor, _ = fitted(Task.multiclass, "xgboost")
+    explanation = predictor.explain_frame(raw_frame(seed=11, n=4), k=2).explanation
+    table = explanation_frame(explanation)
+    assert table.height == 4 and table.columns[:5] == [
+        "base[a]",
+        "column_1[a]",
+        "contribution_1[a]",
+        "column_2[a]",
+        "contribution_2[a]",
+    ]
+    order, kept = explanation.top()
+    assert table["column_1[b]"].to_list() == [list(KINDS)[i] for i in order[:, 1, 0]]
+    np.testing.assert_allclose(table["contribution_2[c]"].to_numpy(), kept[:, 2, 1])
+    binary = explanation_frame(
+        fitted(Task.binary, "linear")[0].explain_frame(raw_frame(n=3), k=1).explanation
+    )
+    assert binary.columns == ["base", "column_1", "contribution_1"] and binary.height == 3
