@@ -33,7 +33,7 @@ from automlops.ml.learners.xgboost_model import XGBoostModel
 from automlops.ml.predictor import Predictor
 from automlops.reports.plots import contribution_plot
 from automlops.serving import wire
-from automlops.serving.invocation import ApiError, answer
+from automlops.serving.invocation import INLINE_EXPLAIN_BYTES, ApiError, answer
 from support import DEMO_DATASET
 
 N_ROWS = 400
@@ -334,7 +334,11 @@ def test_the_http_api_explains_and_documents_it(trained_home: Path) -> None:
             assert item.explanation.raw_score == "log-odds"
             [(label, output)] = item.explanation.outputs.items()
             assert label == "malignant" and len(output.contributions) == 3
-        whole = client.post(path, json={"instances": rows, "explain": True}).json()
+        # More rows than INLINE_EXPLAIN_BYTES holds: answered in a worker thread.
+        more = pl.read_csv(io.BytesIO(breast_cancer_csv())).drop("diagnosis").head(8).to_dicts()
+        assert len(orjson.dumps({"instances": more})) > INLINE_EXPLAIN_BYTES
+        whole = client.post(path, json={"instances": more, "explain": True}).json()
+        assert len(whole["predictions"]) == 8
         for item in whole["predictions"]:
             output = item["explanation"]["outputs"]["malignant"]
             score = output["base"] + sum(c["value"] for c in output["contributions"])
