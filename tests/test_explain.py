@@ -301,7 +301,7 @@ def test_explain_in_the_body_answers_with_each_rows_contributions() -> None:
     assert wire.read_response(answer(predictor, 1, body, wire.JSON, wire.JSON)[0]).predictions
 
 
-@pytest.mark.parametrize("value", [0, -1, 2.5, "3", [1]])
+@pytest.mark.parametrize("value", [0, -1, 2.5, "3", [1], list(range(1000))])
 def test_a_bad_explain_value_is_refused(value: Any) -> None:
     predictor, _ = fitted(Task.regression, "linear")
     with pytest.raises(ApiError) as refused:

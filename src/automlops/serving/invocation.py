@@ -275,7 +275,8 @@ def explain_request(body: bytes) -> ExplainRequest | None:
         return ExplainRequest(None)
     if isinstance(value, int) and value >= 1:
         return ExplainRequest(value)
-    raise ApiError(400, f"explain must be true, false or a whole number >= 1, not {value!r}")
+    shown = repr(value) if len(repr(value)) <= 40 else type(value).__name__
+    raise ApiError(400, f"explain must be true, false or a whole number >= 1, not {shown}")
 
 
 def _explanation_items(explanation: Explanation) -> list[dict[str, Any]]:
