@@ -11,8 +11,11 @@ import polars as pl
 from automlops.config import Task
 from automlops.ml.artifact import ModelArtifact, ModelMetadata
 from automlops.ml.columns.transform import CompiledTransform, FittedTransform
+from automlops.ml.explain.columns import ColumnGrouping
+from automlops.ml.explain.records import Explanation, FeatureContributions, RawScore
 from automlops.ml.learners.base import Model
 from automlops.ml.learners.catalog import load_model
+from automlops.ml.learners.ensemble import ENSEMBLE
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,21 @@ class Predictions:
     values: np.ndarray | None = None
 
 
+@dataclass(frozen=True)
+class ExplainedPredictions:
+    """Predictions for a batch of rows and, for the same rows, why (by raw input column)."""
+
+    predictions: Predictions
+    explanation: Explanation
+
+
+_RAW_SCORES = {
+    Task.regression: RawScore.value,
+    Task.binary: RawScore.log_odds,
+    Task.multiclass: RawScore.softmax_logit,
+}
+
+
 class Predictor:
     """Holds one model version ready to answer."""
 
@@ -42,6 +60,7 @@ class Predictor:
         )
         self.labels = artifact.metadata.target.labels
         self.threshold = artifact.metadata.threshold
+        self.grouping = ColumnGrouping(self.transform.feature_columns, self.input_columns)
 
     @classmethod
     def from_bytes(cls, data: bytes, source: str = "model.tar.gz") -> Predictor:
@@ -59,11 +78,45 @@ class Predictor:
         """Predict JSON rows; the same answers as `predict`, faster for small batches."""
         return self._predict(self.encoder.encode_rows(rows))
 
+    def explain_frame(self, frame: pl.DataFrame, k: int | None = None) -> ExplainedPredictions:
+        """Predict raw rows and explain each: contributions per input column to the raw score
+        (see `automlops.ml.explain.records`), each row's top `k` by |contribution| ranked in
+        `explanation.order` (None: every column). Batch scoring calls it chunk by chunk."""
+        return self._explain(self.encoder.encode_frame(frame), k)
+
+    def explain_rows(
+        self, rows: list[dict[str, Any]], k: int | None = None
+    ) -> ExplainedPredictions:
+        """`explain_frame` for JSON rows (as `predict_rows` is to `predict`)."""
+        return self._explain(self.encoder.encode_rows(rows), k)
+
+    def _explain(self, features: np.ndarray, k: int | None) -> ExplainedPredictions:
+        task = self.metadata.task
+        features = self._matrix(features)
+        outputs = {
+            Task.regression: [self.metadata.target.name],
+            Task.binary: self.labels[-1:],  # the positive label: log-odds of P(positive)
+            Task.multiclass: self.labels,
+        }[task]
+        if len(features):
+            contributions = self.model.contributions(features, task)
+        else:  # no rows: nothing to ask the model (boosters refuse empty matrices)
+            empty = np.zeros((0, len(outputs), features.shape[1]))
+            exact = task is Task.regression or self.model.learner != ENSEMBLE  # as if rows
+            contributions = FeatureContributions(empty, empty[:, :, 0], exact=exact)
+        explanation = self.grouping.explain(
+            contributions, outputs=outputs, raw_score=_RAW_SCORES[task], k=k
+        )
+        return ExplainedPredictions(self._predict(features), explanation)
+
+    def _matrix(self, features: np.ndarray) -> np.ndarray:
+        # An empty batch still has the model's width (the models check it).
+        return features if len(features) else np.zeros((0, self.encoder.width), np.float32)
+
     def _predict(self, features: np.ndarray) -> Predictions:
         task = self.metadata.task
         n = len(features)
-        if n == 0:
-            features = np.zeros((0, self.encoder.width), dtype=np.float32)
+        features = self._matrix(features)
         raw = self.model.predict(features) if n else np.zeros((0,))
         if task is Task.regression:
             return Predictions(task=task, values=raw.reshape(-1))

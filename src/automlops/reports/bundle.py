@@ -41,6 +41,9 @@ def report_bundle(
         made.append(plots.Plot(filename, title, png))
         refs.append(PlotRef(filename=filename, title=title, section=section))
 
+    if report.contributions:
+        png = plots.contribution_plot(report.contributions, report.contributions_unit)
+        add("contributions.png", "Mean |contribution| per column", "model", png)
     if report.comparisons:
         add(
             "comparison.png",

@@ -331,3 +331,34 @@ def model_plots(
             ("importance.png", "Feature importance", lambda: importance_plot(importances, learner))
         )
     return [Plot(filename, title, draw()) for filename, title, draw in made]
+
+
+def contribution_plot(importance: dict[str, dict[str, float]], raw_score: str = "") -> bytes:
+    """Global importance from per-row explanations: each raw column's mean |contribution| on
+    the test rows, largest on top. `importance` is output -> column -> mean |contribution|;
+    with several outputs (multiclass) each class is a bar segment, so a column's bar shows
+    both its total and which classes it moves."""
+    outputs = list(importance)
+    totals: dict[str, float] = {}
+    for per_column in importance.values():
+        for column, value in per_column.items():
+            totals[column] = totals.get(column, 0.0) + value
+    top = sorted(totals, key=lambda c: totals[c], reverse=True)[:TOP_FEATURES][::-1]
+    fig = _figure(6.0, 1.2 + 0.3 * max(len(top), 1) + (0.3 if len(outputs) > 1 else 0.0))
+    ax = fig.add_subplot()
+    left = np.zeros(len(top))
+    for output in outputs:
+        widths = np.array([importance[output].get(column, 0.0) for column in top])
+        label = plot_text(output) if len(outputs) > 1 else None
+        ax.barh(range(len(top)), widths, left=left, label=label)
+        left += widths
+    ax.set_yticks(range(len(top)), [plot_text(column) for column in top])
+    unit = f" ({plot_text(raw_score)})" if raw_score else ""
+    ax.set(
+        title="Mean |contribution| per column on the test rows",
+        xlabel=f"Mean |contribution| to the raw score{unit}",
+        ylabel="Column",
+    )
+    if len(outputs) > 1:
+        ax.legend(title="class", loc="lower right")
+    return _png(fig)

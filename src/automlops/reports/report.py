@@ -56,6 +56,10 @@ class EvaluationReport(BaseModel):
     floors: list[dict[str, Any]] = Field(default_factory=list)
     decision: DecisionSummary
     importances: dict[str, float] = Field(default_factory=dict)  # top features, largest first
+    # Mean |contribution| of each raw column on the test rows, per output (class), and the
+    # units (explain.records.RawScore); empty when not computed.
+    contributions: dict[str, dict[str, float]] = Field(default_factory=dict)
+    contributions_unit: str = ""
     drift: dict[str, Any] | None = None  # summary of the run's drift.json
     plots: list[PlotRef] = Field(default_factory=list)
     lineage: dict[str, Any] = Field(default_factory=dict)

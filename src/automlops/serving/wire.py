@@ -6,7 +6,8 @@
 `{"label": ..., "probabilities": {label: p}}`, a regression item `{"value": x}`; body columns
 the model does not know are listed in `unknown_columns` (absent when there are none). With
 `Accept: text/csv` the answer is one line per row: P(positive) (binary), the label
-(multiclass) or the value (regression).
+(multiclass) or the value (regression). A JSON body with `"explain": true` (or a number K)
+gets an `explanation` in each item: why that row got its score (`Explanation`).
 
 The pydantic models below are what `/openapi.json` shows. The server does not validate bodies
 through them (it parses with orjson and checks each value in the same pass that encodes it, see
@@ -52,6 +53,47 @@ class InvocationRequest(BaseModel):
     )
 
     instances: list[dict[str, Value]] = Field(description="One object per row: column -> value.")
+    explain: bool | int = Field(
+        default=False,
+        description="true: each prediction also carries its `explanation`, every input "
+        "column's contribution; an integer K >= 1: only the K largest by |contribution|.",
+    )
+
+
+class Contribution(BaseModel):
+    """One input column's share of a row's raw score."""
+
+    column: str
+    value: float
+
+
+class OutputExplanation(BaseModel):
+    """One output's raw score taken apart: `base` + the sum of every column's contribution
+    (all columns; with `explain: K` only the top K are listed, so the listed ones sum to
+    less)."""
+
+    base: float = Field(description="The raw score with no column contributing.")
+    contributions: list[Contribution] = Field(description="Largest |value| first.")
+
+
+class Explanation(BaseModel):
+    """Why a row got its prediction: additive contributions of the raw input columns (one-hot
+    categories and date parts summed back into their column) to the model's raw score.
+
+    `raw_score` names the units: `value` (regression), `log-odds` of the positive label
+    (binary: P = 1 / (1 + exp(-score))), `softmax logit` per class (multiclass: the
+    probabilities are the softmax of the scores). Boosted trees give exact TreeSHAP values,
+    the linear model coefficient x (value - training mean). `exact` is false for an ensemble
+    of classifiers: it averages probabilities, and its contributions (the members', weighted)
+    sum to the weighted mean of the members' raw scores, an approximation of its own.
+    """
+
+    raw_score: str
+    exact: bool
+    outputs: dict[str, OutputExplanation] = Field(
+        description="By output: the target (regression), the positive label (binary) or "
+        "each label (multiclass)."
+    )
 
 
 class ClassPrediction(BaseModel):
@@ -59,12 +101,14 @@ class ClassPrediction(BaseModel):
 
     label: str
     probabilities: dict[str, float]
+    explanation: Explanation | None = Field(default=None, description="With `explain` only.")
 
 
 class ValuePrediction(BaseModel):
     """A regression answer for one row."""
 
     value: float
+    explanation: Explanation | None = Field(default=None, description="With `explain` only.")
 
 
 class InvocationResponse(BaseModel):
@@ -152,9 +196,13 @@ def _item(prediction: BaseModel, kind: type[_T]) -> _T:
     return prediction
 
 
-def json_body(rows: Iterable[Mapping[str, Any]]) -> bytes:
-    """A JSON invocation body for `rows` (numpy scalars and dates encoded as orjson does)."""
-    return orjson.dumps({"instances": list(rows)}, option=orjson.OPT_SERIALIZE_NUMPY)
+def json_body(rows: Iterable[Mapping[str, Any]], explain: bool | int = False) -> bytes:
+    """A JSON invocation body for `rows` (numpy scalars and dates encoded as orjson does);
+    `explain` as `InvocationRequest.explain`."""
+    document: dict[str, Any] = {"instances": list(rows)}
+    if explain is not False:
+        document["explain"] = explain
+    return orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def csv_body(frame: pl.DataFrame) -> bytes:

@@ -606,6 +606,11 @@ class FittedTransform(BaseModel):
     def feature_names(self) -> list[str]:
         return [name for column in self.columns for name in column.feature_names()]
 
+    @property
+    def feature_columns(self) -> list[str]:
+        """The input column each feature is encoded from, in feature order."""
+        return [column.name for column in self.columns for _ in range(column.width())]
+
     def compile(self) -> CompiledTransform:
         """The encoder of these steps (build it once and keep it to encode many batches)."""
         return CompiledTransform(self)

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from automlops.config import Task
+from automlops.ml.explain.records import FeatureContributions
 
 # Below this many rows data is "small": selected by cross-validation, where regularised
 # settings are the better first guess.
@@ -59,6 +60,12 @@ class Model(Protocol):
         ...
 
     def save(self) -> bytes: ...
+
+    def contributions(self, features: np.ndarray, task: Task) -> FeatureContributions:
+        """Each row's additive contributions per feature to the raw score (see
+        `automlops.ml.explain.records`): base + sum = log-odds (binary), softmax logits
+        (multiclass) or the value (regression)."""
+        ...
 
     def importances(self, feature_names: list[str]) -> dict[str, float]:
         """Relative importance per feature name (sums to 1 when any is non-zero)."""

@@ -22,6 +22,7 @@ import numpy as np
 import orjson
 
 from automlops.config import Task
+from automlops.ml.explain.records import FeatureContributions
 from automlops.ml.learners.base import Model, normalise
 
 ENSEMBLE = "ensemble"
@@ -63,6 +64,20 @@ class EnsembleModel:
         for member in self.members[1:]:
             out = out + member.weight * member.model.predict(features).reshape(out.shape)
         return out
+
+    def contributions(self, features: np.ndarray, task: Task) -> FeatureContributions:
+        """The members' contributions, weighted as their predictions are.
+
+        Exact for regression (the ensemble averages values, which are the raw scores). A
+        classifier ensemble averages probabilities: these contributions sum to the weighted
+        mean of the members' log-odds (softmax logits), which approximates the log-odds of the
+        mean probability (equal when the members agree; `explain.gap` measures the difference).
+        """
+        parts = [(m.weight, m.model.contributions(features, task)) for m in self.members]
+        values = sum((w * c.values for w, c in parts), np.zeros_like(parts[0][1].values))
+        base = sum((w * c.base for w, c in parts), np.zeros_like(parts[0][1].base))
+        exact = task is Task.regression and all(c.exact for _, c in parts)
+        return FeatureContributions(values=values, base=base, exact=exact)
 
     def save(self) -> bytes:
         return orjson.dumps(

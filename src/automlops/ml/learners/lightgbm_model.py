@@ -9,6 +9,7 @@ import lightgbm as lgb
 import numpy as np
 
 from automlops.config import Task
+from automlops.ml.explain.records import FeatureContributions
 from automlops.ml.learners.base import (
     PATIENCE,
     REPORT_EVERY,
@@ -49,6 +50,13 @@ class LightGBMModel:
 
     def save(self) -> bytes:
         return self.booster.model_to_string().encode()
+
+    def contributions(self, features: np.ndarray, task: Task) -> FeatureContributions:
+        """Exact TreeSHAP values from LightGBM itself (`pred_contrib`), on the raw score."""
+        out = self.booster.predict(features, pred_contrib=True, num_threads=self.nthread)
+        # (rows, outputs * (features + 1)), class by class; the last of each block is the bias.
+        out = np.asarray(out, dtype=np.float64).reshape(len(features), -1, features.shape[1] + 1)
+        return FeatureContributions(values=out[:, :, :-1], base=out[:, :, -1])
 
     def importances(self, feature_names: list[str]) -> dict[str, float]:
         gains = self.booster.feature_importance(importance_type="gain")

@@ -11,6 +11,7 @@ import numpy as np
 import orjson
 
 from automlops.config import Task
+from automlops.ml.explain.records import FeatureContributions
 from automlops.ml.learners.base import FitJob, normalise
 
 MODEL_FILE = "model.linear.json"
@@ -44,6 +45,14 @@ class LinearModel:
         z = z - z.max(axis=1, keepdims=True)
         e = np.exp(z)
         return e / e.sum(axis=1, keepdims=True)
+
+    def contributions(self, features: np.ndarray, task: Task) -> FeatureContributions:
+        """Coefficient x the value centred on its training mean (in standard units, as the
+        coefficients are); the base is the intercept, the score of the training means."""
+        standard = (features - self.mean) / self.scale
+        values = standard[:, None, :] * self.coef[None, :, :]
+        base = np.broadcast_to(self.intercept, values.shape[:2]).astype(np.float64)
+        return FeatureContributions(values=values.astype(np.float64), base=base)
 
     def save(self) -> bytes:
         return orjson.dumps(

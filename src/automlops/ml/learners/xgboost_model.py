@@ -9,6 +9,7 @@ import numpy as np
 import xgboost as xgb
 
 from automlops.config import Task
+from automlops.ml.explain.records import FeatureContributions
 from automlops.ml.learners.base import (
     PATIENCE,
     REPORT_EVERY,
@@ -71,6 +72,15 @@ class XGBoostModel:
 
     def save(self) -> bytes:
         return bytes(self.booster.save_raw(raw_format="ubj"))
+
+    def contributions(self, features: np.ndarray, task: Task) -> FeatureContributions:
+        """Exact TreeSHAP values from XGBoost itself (`pred_contribs`), on the margin."""
+        # One thread to build the matrix (a copy); the booster predicts with its own threads.
+        matrix = xgb.DMatrix(features, nthread=1)
+        # strict_shape: (rows, outputs, features + 1) for every objective; the last is the bias.
+        out = self.booster.predict(matrix, pred_contribs=True, strict_shape=True)
+        out = np.asarray(out, dtype=np.float64)
+        return FeatureContributions(values=out[:, :, :-1], base=out[:, :, -1])
 
     def importances(self, feature_names: list[str]) -> dict[str, float]:
         gains = self.booster.get_score(importance_type="total_gain")
