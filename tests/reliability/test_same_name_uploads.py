@@ -11,14 +11,18 @@ import hashlib
 import json
 from pathlib import Path
 
+import pytest
 from reliability_support import check_registry, fast_manifest, record, small_csv
 from typer.testing import CliRunner
 
-from automlops import keys
+from automlops import keys, names
 from automlops.cli import app
+from automlops.errors import PermanentError
 from automlops.local.runtime import open_runtime
+from automlops.local.store import MAX_NAME_BYTES
 from automlops.local.worker import Worker, run_workers
 from automlops.manifests import save_manifest
+from automlops.ports import MAX_KEY_BYTES
 from automlops.usecases.upload import UploadOptions, upload
 
 
@@ -91,3 +95,32 @@ def test_same_name_uploads_are_two_runs_and_lose_nothing(tmp_path: Path) -> None
             "shown_as": shown[0],
         },
     )
+
+
+def test_both_key_layouts_parse_and_dot_parts_are_refused() -> None:
+    assert keys.parse_source_key("data/d/x.csv") == keys.SourceRef("d", "x.csv")
+    assert keys.parse_source_key("data/d/u1/x.csv") == keys.SourceRef("d", "x.csv", "u1")
+    for bad in ("data/d/../x.csv", "data/d/./x.csv", "data/d//x.csv", "data/d/a/b/x.csv"):
+        with pytest.raises(PermanentError, match=r"data/<dataset>/<file>\.csv"):
+            keys.parse_source_key(bad)
+
+
+def test_the_longest_upload_key_fits_every_store(tmp_path: Path) -> None:
+    """A longest dataset name and file name, in an upload's folder: within the local store's
+    name limit (its temp and sidecar files included) and S3's 1,024-byte keys."""
+    ids = {names.new_upload_id() for _ in range(100)}
+    assert len(ids) == 100 and {len(i) for i in ids} == {names.UPLOAD_ID_LEN}
+    dataset = "d" * names.DATASET_MAX
+    filename = names.object_filename("f" * 500 + ".csv")
+    key = keys.source_key(dataset, filename, ids.pop())
+    assert len(key.encode()) <= MAX_KEY_BYTES
+    assert all(len(part) <= MAX_NAME_BYTES for part in key.split("/"))
+    runtime = open_runtime(tmp_path / "home")
+    try:
+        bucket = runtime.settings.buckets.data
+        runtime.store.put(bucket, key, b"a,y\n1,2\n")
+        runtime.store.put_tags(bucket, key, {"k": "v"})  # the sidecar file fits too
+        assert runtime.store.get(bucket, key) == b"a,y\n1,2\n"
+        assert keys.parse_source_key(key).filename == filename
+    finally:
+        runtime.close()
