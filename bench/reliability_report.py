@@ -41,6 +41,14 @@ NOTES = [
     "- **One version per distinct input.** A run's id is a hash of the dataset, the bytes and "
     "the manifest; the registry registers a run once, by compare-and-swap on its ETag. The "
     "same bytes uploaded again are recorded as a run with `duplicate_of` and do no work.",
+    "- **An upload is never replaced before it is processed.** Every upload through automlops "
+    "(CLI, dashboard, `aws upload`) is stored at a key of its own, "
+    "`data/<dataset>/<upload>/<file>.csv`; a file a person copies into the data folder keeps "
+    "the key they chose, and its run checks that the bytes are still the ones its "
+    "notification announced (ETag).",
+    "- **Bounded work per request.** A JSON body's instances are counted on its bytes before "
+    "it is parsed, so a body over the cap (`AUTOMLOPS_MAX_INSTANCES`) is a 413 without a "
+    "parse; bigger bodies are parsed and predicted in worker threads, off the event loop.",
     "- **Messages that kill their worker.** The queue moves a message received `max_receives` "
     "times to the dead-letter queue; the worker then marks its run failed, naming the DLQ "
     "message (`automlops dlq redrive ID`).",
