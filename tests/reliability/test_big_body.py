@@ -68,8 +68,9 @@ def test_a_body_of_another_shape_has_no_count(body: bytes) -> None:
     assert count_instances(body, 10) is None
 
 
+@pytest.mark.parametrize("instance", [b"{}", b"[]"])
 def test_three_million_instances_are_refused_without_a_parse(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, instance: bytes
 ) -> None:
     parsed: list[int] = []
     real_loads = orjson.loads
@@ -80,7 +81,9 @@ def test_three_million_instances_are_refused_without_a_parse(
 
     monkeypatch.setattr(invocation.orjson, "loads", loads)
     with pytest.raises(invocation.ApiError) as refused:
-        invocation._parse(THREE_MILLION, "application/json", 100_000)
+        invocation._parse(
+            THREE_MILLION.replace(b"{},", instance + b","), "application/json", 100_000
+        )
     assert refused.value.status == 413
     assert "100000" in str(refused.value) and "AUTOMLOPS_MAX_INSTANCES" in str(refused.value)
     assert parsed == []  # refused on its bytes: orjson never parsed it
@@ -88,3 +91,19 @@ def test_three_million_instances_are_refused_without_a_parse(
     at_cap = b'{"instances": [' + b"{}," * 99_999 + b"{}]}"
     assert len(invocation._parse(at_cap, "application/json", 100_000)) == 100_000
     assert parsed == [len(at_cap)]
+
+
+def test_rows_within_the_cap_are_not_scanned(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Counting brackets tells a body of rows at the cap cannot be over it: no scan."""
+    scanned: list[int] = []
+    monkeypatch.setattr(
+        invocation, "count_instances", lambda body, limit: scanned.append(limit) or None
+    )
+    rows = [{"age": i, "job": "technician", "note": "n" * 60} for i in range(1_000)]
+    body = orjson.dumps({"instances": rows})
+    assert len(body) > invocation.INLINE_BODY_BYTES
+    assert len(invocation._parse(body, "application/json", 1_000)) == 1_000
+    assert scanned == []
+    with pytest.raises(invocation.ApiError, match="at most 999"):
+        invocation._parse(body, "application/json", 999)
+    assert scanned == [999]

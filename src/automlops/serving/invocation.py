@@ -263,7 +263,11 @@ def _too_many(rows: int, max_instances: int, *, at_least: bool = False) -> ApiEr
 def _parse_json(body: bytes, max_instances: int | None) -> list[dict[str, Any]]:
     """The instances of a JSON body; objects and arrays as values are refused later, by the
     transform, in the same pass that reads each column."""
-    if max_instances is not None and len(body) > INLINE_BODY_BYTES:
+    if (
+        max_instances is not None
+        and len(body) > INLINE_BODY_BYTES
+        and _may_be_over(body, max_instances)
+    ):
         # Counted before parsing: a parse of millions of rows would hold the GIL (see above).
         counted = count_instances(body, max_instances)
         if counted is not None and counted > max_instances:
@@ -285,6 +289,15 @@ def _parse_json(body: bytes, max_instances: int | None) -> list[dict[str, Any]]:
         if not isinstance(row, dict):
             raise ApiError(400, f"row {i}: each instance must be a JSON object", row=i)
     return instances
+
+
+def _may_be_over(body: bytes, max_instances: int) -> bool:
+    """Whether a JSON body may hold more instances than the cap, as far as a count of its
+    brackets can tell (a few milliseconds for 10 MB): each instance is an object, so a body
+    with no more `{` and `[` than the cap (and its own) cannot be over it, and a body of
+    rows near the cap is not scanned. Instances that are not objects are refused after the
+    parse (400); their parse costs a fraction of that of as many `{}` or `[]`."""
+    return body.count(b"{") + body.count(b"[") - 2 > max_instances
 
 
 def _parse_csv(body: bytes) -> pl.DataFrame:
