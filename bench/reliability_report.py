@@ -41,6 +41,14 @@ NOTES = [
     "- **One version per distinct input.** A run's id is a hash of the dataset, the bytes and "
     "the manifest; the registry registers a run once, by compare-and-swap on its ETag. The "
     "same bytes uploaded again are recorded as a run with `duplicate_of` and do no work.",
+    "- **An upload is never replaced before it is processed.** Every upload through automlops "
+    "(CLI, dashboard, `aws upload`) is stored at a key of its own, "
+    "`data/<dataset>/<upload>/<file>.csv`; a file a person copies into the data folder keeps "
+    "the key they chose, and its run checks that the bytes are still the ones its "
+    "notification announced (ETag).",
+    "- **Bounded work per request.** A JSON body's instances are counted on its bytes before "
+    "it is parsed, so a body over the cap (`AUTOMLOPS_MAX_INSTANCES`) is a 413 without a "
+    "parse; bigger bodies are parsed and predicted in worker threads, off the event loop.",
     "- **Messages that kill their worker.** The queue moves a message received `max_receives` "
     "times to the dead-letter queue; the worker then marks its run failed, naming the DLQ "
     "message (`automlops dlq redrive ID`).",
@@ -90,6 +98,10 @@ def render(tables: dict[str, list[Row]], outcomes: dict[str, Row], meta: dict[st
     poison = tables.get("poison", [])
     fuzz = tables.get("fuzz", [])
     load_rows = tables.get("load", [])
+    races = tables.get("concurrency_race", [])
+    same_name = tables.get("same_name_uploads", [])
+    artifacts = tables.get("artifacts", [])
+    big_body = tables.get("big_body", [])
     lines = [
         "# Reliability and security: what was tried and what happened",
         "",
@@ -111,6 +123,15 @@ def render(tables: dict[str, list[Row]], outcomes: dict[str, Row], meta: dict[st
             f"{r['errors']} errors, p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms"
             for r in load_rows
         ),
+        f"- gate races: {len(races)} run; "
+        f"{sum(r['promotions_without_comparison'] for r in races)} promotions without comparison",
+        f"- same-name uploads: {sum(r['uploads'] for r in same_name)} uploaded; "
+        f"{sum(r['uploads_lost'] for r in same_name)} lost",
+        f"- crafted model artifacts: {len(artifacts)} tried; "
+        f"{sum(r.get('process_deaths', 0) for r in artifacts)} process deaths",
+        f"- 5xx answers: {_server_errors(tables)} (fuzzing, crafted artifacts, long names)",
+        "- slowest `/ping` during a big body: "
+        + ("; ".join(f"{r['slowest_ping_ms']} ms ({r['body']})" for r in big_body) or "not run"),
         "",
     ]
     lines += NOTES
@@ -201,6 +222,40 @@ def render(tables: dict[str, list[Row]], outcomes: dict[str, Row], meta: dict[st
             ),
         ]
 
+    if same_name:
+        lines += ["", "## Same-name uploads", ""]
+        lines += [
+            "Files of one name uploaded into one dataset before any worker ran (two different "
+            "files, then the first again): each upload has its own key, so none replaced "
+            "another; runs are named after content, so the same bytes again are a duplicate.",
+            "",
+        ]
+        lines += table(
+            [
+                "uploads",
+                "distinct files",
+                "runs that did work",
+                "duplicates recorded",
+                "model versions",
+                "uploads lost",
+                "a run's source",
+                "result",
+            ],
+            (
+                [
+                    r["uploads"],
+                    r["distinct_files"],
+                    r["runs_with_work"],
+                    r["duplicates_recorded"],
+                    r["model_versions"],
+                    r["uploads_lost"],
+                    f"`{r['shown_as']}`",
+                    result(r, outcomes),
+                ]
+                for r in same_name
+            ),
+        )
+
     lines += ["", "## Poison inputs", ""]
     for r in tables.get("poison_summary", []):
         lines += [
@@ -229,9 +284,36 @@ def render(tables: dict[str, list[Row]], outcomes: dict[str, Row], meta: dict[st
 
     lines += ["", "## Safe model artifacts", ""]
     lines += table(
-        ["hostile archive", "what happened", "result"],
-        ([r["attack"], r["result"], result(r, outcomes)] for r in tables.get("artifacts", [])),
+        ["hostile archive", "what happened", "process deaths", "5xx answers", "result"],
+        (
+            [
+                r["attack"],
+                r["result"],
+                r.get("process_deaths", "-"),
+                r.get("server_errors", "-"),
+                result(r, outcomes),
+            ]
+            for r in artifacts
+        ),
     )
+
+    long_names = tables.get("long_names", [])
+    if long_names:
+        lines += ["", "## Long names", ""]
+        lines += table(
+            ["lengths", "keys stored", "keys refused", "pages asked", "5xx answers", "result"],
+            (
+                [
+                    r["lengths"],
+                    r["keys_stored"],
+                    r["refused"],
+                    r.get("pages", "-"),
+                    r.get("server_errors", "-"),
+                    result(r, outcomes),
+                ]
+                for r in long_names
+            ),
+        )
 
     lines += ["", "## Hostile names in reports", ""]
     escaping = [(t, o) for t, o in outcomes.items() if "report_" in t and "test_poison_inputs" in t]
@@ -251,6 +333,23 @@ def render(tables: dict[str, list[Row]], outcomes: dict[str, Row], meta: dict[st
         "`hmac.compare_digest`.",
         "",
     ]
+
+    listeners = tables.get("listeners", [])
+    if listeners:
+        lines += [
+            "Every listener refuses what it must not answer: the internal model host of "
+            "`up`/`run` without its per-process token, `serve` for a foreign `Host` "
+            "(DNS rebinding).",
+            "",
+            *table(
+                ["listener", "request", "status", "result"],
+                (
+                    [r["listener"], r["request"], r["status"], result(r, outcomes)]
+                    for r in listeners
+                ),
+            ),
+            "",
+        ]
 
     lines += ["## Fuzzing", ""]
     lines += table(
@@ -308,6 +407,39 @@ def render(tables: dict[str, list[Row]], outcomes: dict[str, Row], meta: dict[st
             for r in load_rows
         ),
     )
+    if big_body:
+        lines += [
+            "",
+            "A body under the byte limit with millions of rows, sent while `/ping` was asked "
+            "every 5 ms: over the instance cap it is refused on its bytes, before a parse; at "
+            "the cap it is parsed and predicted off the event loop.",
+            "",
+            *table(
+                [
+                    "body",
+                    "MB",
+                    "status",
+                    "request s",
+                    "pings meanwhile",
+                    "median ping ms",
+                    "slowest ping ms",
+                    "result",
+                ],
+                (
+                    [
+                        r["body"],
+                        r["body_mb"],
+                        r["status"],
+                        r["request_s"],
+                        r["pings_during"],
+                        r["median_ping_ms"],
+                        r["slowest_ping_ms"],
+                        result(r, outcomes),
+                    ]
+                    for r in big_body
+                ),
+            ),
+        ]
     for r in tables.get("server_kill", []):
         lines += [
             "",
@@ -361,6 +493,41 @@ def render(tables: dict[str, list[Row]], outcomes: dict[str, Row], meta: dict[st
             ),
         ]
 
+    if races:
+        lines += [
+            "",
+            "## The gate under racing workers",
+            "",
+            "Several worker processes on one workspace, uploads of one dataset: every "
+            "promotion must name the champion it replaced (or be the only first model).",
+            "",
+            *table(
+                [
+                    "round",
+                    "processes",
+                    "workers each",
+                    "uploads",
+                    "promotions",
+                    "first-model decisions",
+                    "promotions without comparison",
+                    "result",
+                ],
+                (
+                    [
+                        r["round"],
+                        r["processes"],
+                        r["workers"],
+                        r["uploads"],
+                        r["promotions"],
+                        r["first_model_decisions"],
+                        r["promotions_without_comparison"],
+                        result(r, outcomes),
+                    ]
+                    for r in races
+                ),
+            ),
+        ]
+
     huge = tables.get("huge_upload", [])
     lines += ["", "## A 2 GB upload", ""]
     if huge:
@@ -380,6 +547,15 @@ def render(tables: dict[str, list[Row]], outcomes: dict[str, Row], meta: dict[st
     else:
         lines.append("Not run (`make reliability` runs it).")
     return "\n".join(lines) + "\n"
+
+
+def _server_errors(tables: dict[str, list[Row]]) -> int:
+    """5xx answers the tests counted, wherever they asked an HTTP server."""
+    return sum(
+        row.get("server_errors", 0)
+        for name in ("fuzz", "artifacts", "long_names")
+        for row in tables.get(name, [])
+    )
 
 
 def main(argv: list[str]) -> int:

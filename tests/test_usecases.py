@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from moto import mock_aws
 from typer.testing import CliRunner
 
-from automlops import names
+from automlops import keys, names
 from automlops.cli import app
 from automlops.config import Manifest
 from automlops.local.runtime import LocalRuntime, open_runtime
@@ -179,14 +179,14 @@ def test_the_same_upload_lands_under_the_same_key_with_the_same_manifest(
         None,
         None,
     ]
-    key = "data/ppl/new_data_.csv"
+    # Each front end stores the sanitised name in the upload's own folder.
     local = open_runtime(tmp_path / "cli-home")
-    assert local.store.list("data") == ["data/ppl/manifest.json", key]
-    assert runtime.store.list("data") == ["data/ppl/manifest.json", key]
-    assert sorted(_s3_keys(aws_stage, AWS_BUCKETS["buckets/data"])) == [
-        "data/ppl/manifest.json",
-        key,
-    ]
+    for stored in (
+        local.store.list("data"),
+        runtime.store.list("data"),
+        sorted(_s3_keys(aws_stage, AWS_BUCKETS["buckets/data"])),
+    ):
+        assert [_upload_name(k) for k in stored] == [("ppl", "new_data_.csv"), "manifest"]
     # The second upload only changes the time budget: the stored positive label stays.
     assert _all_three(tmp_path, runtime, aws_stage, file, dataset="ppl", time_budget="7") == [
         None,
@@ -204,6 +204,15 @@ def test_the_same_upload_lands_under_the_same_key_with_the_same_manifest(
     assert parsed[0] == parsed[1] == parsed[2]
     assert parsed[0].positive == "yes" and parsed[0].time_budget_s == 7 and parsed[0].target == "y"
     local.close()
+
+
+def _upload_name(key: str) -> tuple[str, str] | str:
+    """(dataset, file name) of an upload in its own folder; "manifest" for a manifest."""
+    if key.endswith("/manifest.json"):
+        return "manifest"
+    source = keys.parse_source_key(key)
+    assert source.upload_id is not None, key
+    return source.dataset, source.filename
 
 
 def _version(n: int, task: str, auc: float) -> ModelVersion:
@@ -339,7 +348,9 @@ def test_python_m_automlops_aws_is_the_same_sub_app_with_the_old_options(
         ["upload", "--stage", STAGE, "--file", str(file), "--drop", "age", "--drop", "city"],
     )
     assert result.exit_code == 0, result.output
-    assert result.output.strip() == f"s3://{AWS_BUCKETS['buckets/data']}/data/bank/bank.csv"
+    prefix = f"s3://{AWS_BUCKETS['buckets/data']}/"
+    assert result.output.strip().startswith(prefix)
+    assert _upload_name(result.output.strip().removeprefix(prefix)) == ("bank", "bank.csv")
     body = aws_stage.get_object(Bucket=AWS_BUCKETS["buckets/data"], Key="data/bank/manifest.json")
     assert Manifest.model_validate_json(body["Body"].read()).drop == ["age", "city"]
 

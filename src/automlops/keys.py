@@ -1,7 +1,10 @@
 """The object key layout, in one place.
 
 ```
-[data]             data/<dataset>/<file>.csv            uploads (trigger preprocess)
+[data]             data/<dataset>/<upload>/<file>.csv   an upload through automlops (CLI, dashboard,
+                                                        `aws upload`): triggers preprocess
+                   data/<dataset>/<file>.csv            a file a person put there (cp, aws s3 cp):
+                                                        triggers preprocess too
                    data/<dataset>/manifest.json         the dataset's manifest
 [automl-data]      automl/<dataset>/<run>/{train,validation,test}.parquet
                    automl/<dataset>/<run>/transform.json
@@ -18,6 +21,12 @@
                    monitoring/<dataset>/<yyyymmddThhmmssZ>/monitor.{json,html}  one monitor run
 [data]             feedback/<dataset>/<file>.csv        labels dropped as CSV (id,label|value)
 ```
+
+Each upload through automlops gets a folder of its own (`<upload>`: when and a random part), so
+a second upload of the same file name never replaces the first before a worker has read it.
+A file a person puts straight into `data/<dataset>/` is at a key of their choosing: replacing it
+before its run starts is theirs to do, and preprocess refuses to name the new bytes after the
+old notification (it checks the ETag the event announced).
 """
 
 from __future__ import annotations
@@ -32,8 +41,11 @@ SCHEMA_FILE = "schema.json"
 MODEL_FILE = "output/model.tar.gz"
 
 
-def source_key(dataset: str, filename: str) -> str:
-    return f"data/{dataset}/{filename}"
+def source_key(dataset: str, filename: str, upload_id: str | None = None) -> str:
+    """Where an upload is stored: in its upload's own folder when it has an id."""
+    if upload_id is None:
+        return f"data/{dataset}/{filename}"
+    return f"data/{dataset}/{upload_id}/{filename}"
 
 
 def manifest_key(dataset: str) -> str:
@@ -129,10 +141,11 @@ def monitor_prefix(dataset: str, at: datetime) -> str:
 
 @dataclass(frozen=True)
 class SourceRef:
-    """An uploaded file: data/<dataset>/<file>."""
+    """An uploaded file: data/<dataset>/[<upload>/]<file>."""
 
     dataset: str
-    filename: str
+    filename: str  # the file's own name (as upload sanitised it), without its folder
+    upload_id: str | None = None  # None for a file put straight into the dataset's folder
 
 
 @dataclass(frozen=True)
@@ -144,11 +157,19 @@ class RunRef:
 
 
 def parse_source_key(key: str) -> SourceRef:
-    """Split data/<dataset>/<file> into its parts."""
+    """Split data/<dataset>/[<upload>/]<file> into its parts."""
     parts = key.split("/")
-    if len(parts) != 3 or parts[0] != "data" or not parts[1] or not parts[2]:
-        raise PermanentError(f"{key}: uploads must be stored as data/<dataset>/<file>.csv")
-    return SourceRef(dataset=parts[1], filename=parts[2])
+    if (
+        len(parts) not in (3, 4)
+        or parts[0] != "data"
+        or any(part in ("", ".", "..") for part in parts[1:])
+    ):
+        raise PermanentError(
+            f"{key}: uploads must be stored as data/<dataset>/<file>.csv "
+            "(or data/<dataset>/<upload>/<file>.csv)"
+        )
+    upload_id = parts[2] if len(parts) == 4 else None
+    return SourceRef(dataset=parts[1], filename=parts[-1], upload_id=upload_id)
 
 
 def parse_schema_key(key: str) -> RunRef:

@@ -7,24 +7,30 @@ and is at most `DATASET_MAX` characters.
 
 An uploaded file's name is sanitised (`object_filename`) rather than refused: unsafe characters
 become '_' and it is cut to `FILE_MAX` characters, ending in `.csv` (the pipeline's trigger).
+Each upload is stored in a folder of its own, named by `new_upload_id` (`UPLOAD_ID_LEN`
+characters), so two uploads of one file name are two objects (see `keys.source_key`).
 
 Why these bounds fit every store (names are ASCII, so characters are bytes):
 - the local store (`local/store.py`) takes names of at most `MAX_NAME_BYTES` (245: its tags
   sidecar `<name>.tags.json` must fit the file system's 255) and keys of 1024 bytes; its temp
   files have short names of their own. A 200-byte file name and a 128-byte dataset (in
-  `registry/<dataset>.json`: + 5) stay within that; the longest key, `data/<dataset>/<file>`,
-  is 334 bytes.
+  `registry/<dataset>.json`: + 5) and a 24-byte upload id stay within that; the longest key,
+  `data/<dataset>/<upload>/<file>`, is 359 bytes.
 - S3 keys may be 1024 bytes.
 - SageMaker resource names (`aws/sagemaker.py: resource_name`, 63 characters) are built from a
-  dataset name by cutting it and adding a hash, so any name of this rule maps to a distinct one.
+  dataset name by cutting it and adding a hash, so any name of this rule maps to a distinct one;
+  run ids are content hashes of 16 characters, whatever the upload's key.
 """
 
 from __future__ import annotations
 
 import re
+import secrets
+from datetime import UTC, datetime
 
 DATASET_MAX = 128
 FILE_MAX = 200  # characters of an uploaded file's name in its key, `.csv` included
+UPLOAD_ID_LEN = 24  # characters of an upload's folder name: see `new_upload_id`
 CSV_SUFFIX = ".csv"
 
 _DATASET = re.compile(rf"[A-Za-z0-9_][A-Za-z0-9_.-]{{0,{DATASET_MAX - 1}}}")
@@ -73,3 +79,10 @@ def object_filename(filename: str) -> str:
         name = name[: -len(CSV_SUFFIX)]
     name = name[: FILE_MAX - len(CSV_SUFFIX)] or "upload"
     return f"{name}{CSV_SUFFIX}"
+
+
+def new_upload_id(now: datetime | None = None) -> str:
+    """The name of a new upload's folder: its UTC time (so a listing is in upload order) and
+    32 random bits (so uploads in the same second differ), e.g. `20261130-125517-3fa2c1d4`."""
+    stamp = (now or datetime.now(UTC)).astimezone(UTC).strftime("%Y%m%d-%H%M%S")
+    return f"{stamp}-{secrets.token_hex(4)}"

@@ -137,11 +137,14 @@ def test_long_object_keys_are_refused_or_processed(home: Path) -> None:
         assert stored and refused  # both sides of the 245-byte name limit were exercised
         Worker(runtime).run_until_idle()
         client = TestClient(build_app(runtime), base_url="http://testserver")
+        statuses = []
         for page in PAGES:
             response = client.get(page)
+            statuses.append(response.status_code)
             assert response.status_code == 200, (page, response.status_code, response.text[:300])
         for length in (200, 245, 300):  # a page of a name over the rule: 4xx, not 5xx
             response = client.get(f"/ui/models/{_name(length)}")
+            statuses.append(response.status_code)
             assert 400 <= response.status_code < 500, (length, response.status_code)
         runs = runtime.runlog.list(limit=1000)
         trained_long = [r for r in runs if len(r.dataset) >= 200 and r.status != "failed"]
@@ -153,4 +156,13 @@ def test_long_object_keys_are_refused_or_processed(home: Path) -> None:
         assert not [e for e in errors if "Errno" in e or "OSError" in e], errors[:3]
     finally:
         runtime.close()
-    record("long_names", {"lengths": "200-300 bytes", "keys_stored": stored, "refused": refused})
+    record(
+        "long_names",
+        {
+            "lengths": "200-300 bytes",
+            "keys_stored": stored,
+            "refused": refused,
+            "pages": len(statuses),
+            "server_errors": sum(status >= 500 for status in statuses),
+        },
+    )

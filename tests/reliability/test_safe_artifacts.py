@@ -325,6 +325,8 @@ def test_crafted_artifacts_take_no_process_down(
         {
             "attack": case.description,
             "result": f"refused ({case.message!r}); worker and server alive; not promotable",
+            "process_deaths": int(worker.returncode < 0) + int(serve.returncode != 0),
+            "server_errors": sum(code >= 500 for code in codes),
         },
     )
 

@@ -243,9 +243,12 @@ def test_upload_form_stores_manifest_then_file(
         follow_redirects=False,
     )
     assert response.status_code == 303
-    key = "data/my-data-1/my_data_1_.csv"
     assert response.headers["location"].startswith("/ui/runs?done=uploaded")
     runtime = open_home(home)
+    # The sanitised file name, in the upload's own folder.
+    [key] = [k for k in runtime.store.list("data", "data/my-data-1/") if k.endswith(".csv")]
+    source = keys.parse_source_key(key)
+    assert (source.dataset, source.filename) == ("my-data-1", "my_data_1_.csv")
     manifest = load_manifest(runtime.store, "data", "my-data-1")
     assert manifest.target == "y" and manifest.positive == "1" and manifest.task == "binary"
     assert manifest.drop == ["b", "c", "d"] and manifest.learners == ["linear"]
@@ -291,7 +294,8 @@ def test_a_form_upload_is_streamed_to_the_store_never_read_whole(
     assert isinstance(source, Path)
     assert not source.exists()  # the spool is gone once stored
     runtime = open_home(home)
-    assert runtime.store.get("data", "data/big/big.csv") == body
+    [key] = [k for k in runtime.store.list("data", "data/big/") if k.endswith("/big.csv")]
+    assert runtime.store.get("data", key) == body
     assert load_manifest(runtime.store, "data", "big").target == "y"
 
 
@@ -317,10 +321,10 @@ def test_upload_detects_target_and_keeps_stored_options(
     )
     second = load_manifest(runtime.store, "data", "t")
     assert second.time_budget_s == 5 and second.learners == ["linear"] and second.positive == "a"
-    assert runtime.store.list("data", keys.source_key("t", "")) == [
-        "data/t/manifest.json",
-        "data/t/t.csv",
-    ]
+    # Two uploads of t.csv: two objects, each in its upload's own folder, none replaced.
+    stored = runtime.store.list("data", keys.source_key("t", ""))
+    assert stored[-1] == "data/t/manifest.json" and len(stored) == 3
+    assert [keys.parse_source_key(k).filename for k in stored[:2]] == ["t.csv", "t.csv"]
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,11 @@
 """Notice CSVs copied straight into the data bucket folder and notify them as a put would.
 
 `automlops upload` and the dashboard put files through the store, which sends the ObjectCreated
-notification; a file copied with `cp` into `<home>/data/data/<dataset>/` bypasses the store.
+notification (each at a key of its own, `data/<dataset>/<upload>/<file>.csv`); a file copied
+with `cp` into `<home>/data/data/<dataset>/` bypasses the store. Such a file is at a key the
+person chose: copying another file over it before a worker ran replaces the first, whose run
+then fails saying so (preprocess checks the ETag its notification announced), and the new
+file's own notification runs the new bytes.
 The watcher polls the bucket folder and sends the same S3-shaped event (through
 `LocalRuntime.notify_created`) for every upload key the routing table names that nobody has
 notified yet.

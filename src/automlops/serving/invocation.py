@@ -19,8 +19,10 @@ Work per request is bounded: a body holds at most `InvocationLimits.max_instance
 a body over `INLINE_BODY_BYTES` is parsed and predicted in a worker thread, so `/ping` and
 small requests keep being answered while a big batch runs. A thread helps as far as the work
 lets go of the GIL: polars and the boosters do, Python loops do every few milliseconds, but
-orjson holds it for a whole parse (about half a second for 3 million `{}`, the worst a 10 MB
-body can hold), so that is the longest a `/ping` can wait.
+orjson holds it for a whole parse (0.2 s or more for 3 million `{}`, the most a 10 MB body can
+hold). So the instances of a big JSON body are counted on its bytes first
+(`serving.instance_count`, a chunked numpy scan that stops past the cap), and a body over the
+cap is refused before orjson sees it; what orjson parses holds at most the cap's rows.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from automlops.ml.explain.records import Explanation
 from automlops.ml.predictor import Predictions, Predictor
 from automlops.serving import wire
 from automlops.serving.columns import ColumnMatchError, match_columns
+from automlops.serving.instance_count import count_instances
 from automlops.tabular.csv_reader import DELIMITERS
 from automlops.tabular.spelling import looks_like_a_value
 
@@ -395,10 +398,11 @@ def _match_rows(
     return instances, match.unknown
 
 
-def _too_many(rows: int, max_instances: int) -> ApiError:
+def _too_many(rows: int, max_instances: int, *, at_least: bool = False) -> ApiError:
+    counted = f"over {max_instances}" if at_least else f"{rows}"
     return ApiError(
         413,
-        f"{rows} instances in one request; at most {max_instances} are allowed "
+        f"{counted} instances in one request; at most {max_instances} are allowed "
         "(AUTOMLOPS_MAX_INSTANCES): send them in several requests",
     )
 
@@ -406,6 +410,15 @@ def _too_many(rows: int, max_instances: int) -> ApiError:
 def _parse_json(body: bytes, max_instances: int | None) -> list[dict[str, Any]]:
     """The instances of a JSON body; objects and arrays as values are refused later, by the
     transform, in the same pass that reads each column."""
+    if (
+        max_instances is not None
+        and len(body) > INLINE_BODY_BYTES
+        and _may_be_over(body, max_instances)
+    ):
+        # Counted before parsing: a parse of millions of rows would hold the GIL (see above).
+        counted = count_instances(body, max_instances)
+        if counted is not None and counted > max_instances:
+            raise _too_many(counted, max_instances, at_least=True)
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -423,6 +436,15 @@ def _parse_json(body: bytes, max_instances: int | None) -> list[dict[str, Any]]:
         if not isinstance(row, dict):
             raise ApiError(400, f"row {i}: each instance must be a JSON object", row=i)
     return instances
+
+
+def _may_be_over(body: bytes, max_instances: int) -> bool:
+    """Whether a JSON body may hold more instances than the cap, as far as a count of its
+    brackets can tell (a few milliseconds for 10 MB): each instance is an object, so a body
+    with no more `{` and `[` than the cap (and its own) cannot be over it, and a body of
+    rows near the cap is not scanned. Instances that are not objects are refused after the
+    parse (400); their parse costs a fraction of that of as many `{}` or `[]`."""
+    return body.count(b"{") + body.count(b"[") - 2 > max_instances
 
 
 def _parse_csv(body: bytes, inputs: _Inputs) -> tuple[pl.DataFrame, list[str]]:

@@ -62,7 +62,9 @@ def identify(record: S3EventRecord, ports: Ports) -> keys.RunRef:
     of the same bytes, which must stay a duplicate.
 
     The name is only true for the bytes the event announced: `preprocess` checks that the
-    object it reads still has that ETag (see `_open_upload`).
+    object it reads still has that ETag (see `_open_upload`). An upload through automlops has
+    a key of its own (`keys.source_key`), so it is never replaced before its run; the check
+    guards the files people put into a dataset's folder themselves, at keys they reuse.
     """
     return _named(record, ports)[0]
 
@@ -97,7 +99,9 @@ def _open_upload(record: S3EventRecord, ports: Ports) -> tuple[Path | bytes, str
 
     Refuses an oversized upload by its size before reading it, and an object replaced since
     its notification (another ETag): this run was named after the announced bytes, and the
-    replacement's own notification starts the run of the new bytes.
+    replacement's own notification starts the run of the new bytes. Only a file a person put
+    at a key they reused can be replaced so (automlops gives each upload its own key): the
+    replaced bytes were theirs to overwrite, and the failed run says what happened.
     """
     store, limit = ports.store, ports.settings.max_upload_bytes
     local = store.local_file(record.bucket, record.key)

@@ -1,5 +1,5 @@
 """Upload: a CSV file and its options become the dataset's manifest, then an object in the data
-bucket (whose arrival starts the pipeline).
+bucket (whose arrival starts the pipeline), at a key of its own (`data/<dataset>/<upload>/<file>`).
 
 Everything is checked before anything is written: the dataset name, the options merged over the
 stored manifest, the target, dropped and kept columns against the file's header (a misspelling
@@ -89,7 +89,8 @@ def upload(
     except (ValueError, AutomlopsError) as exc:
         raise UploadRefused(_first_line(exc)) from None
 
-    key = keys.source_key(name, names.object_filename(filename))
+    # A folder of its own: a later upload of the same file name never replaces this one.
+    key = keys.source_key(name, names.object_filename(filename), names.new_upload_id())
     head = _head(source, key)
     detected = None
     if head is not None:
