@@ -81,15 +81,13 @@ def test_three_million_instances_are_refused_without_a_parse(
 
     monkeypatch.setattr(invocation.orjson, "loads", loads)
     with pytest.raises(invocation.ApiError) as refused:
-        invocation._parse(
-            THREE_MILLION.replace(b"{},", instance + b","), "application/json", 100_000
-        )
+        invocation._parse_json(THREE_MILLION.replace(b"{},", instance + b","), 100_000)
     assert refused.value.status == 413
     assert "100000" in str(refused.value) and "AUTOMLOPS_MAX_INSTANCES" in str(refused.value)
     assert parsed == []  # refused on its bytes: orjson never parsed it
     # At the cap, the body is parsed (once) and its rows returned.
     at_cap = b'{"instances": [' + b"{}," * 99_999 + b"{}]}"
-    assert len(invocation._parse(at_cap, "application/json", 100_000)) == 100_000
+    assert len(invocation._parse_json(at_cap, 100_000)) == 100_000
     assert parsed == [len(at_cap)]
 
 
@@ -102,8 +100,8 @@ def test_rows_within_the_cap_are_not_scanned(monkeypatch: pytest.MonkeyPatch) ->
     rows = [{"age": i, "job": "technician", "note": "n" * 60} for i in range(1_000)]
     body = orjson.dumps({"instances": rows})
     assert len(body) > invocation.INLINE_BODY_BYTES
-    assert len(invocation._parse(body, "application/json", 1_000)) == 1_000
+    assert len(invocation._parse_json(body, 1_000)) == 1_000
     assert scanned == []
     with pytest.raises(invocation.ApiError, match="at most 999"):
-        invocation._parse(body, "application/json", 999)
+        invocation._parse_json(body, 999)
     assert scanned == [999]
