@@ -35,7 +35,10 @@ _WRITE_CHUNK_ROWS = 256 * 1024
 def run_identity(dataset: str, etag: str, size: int, manifest: Manifest) -> str:
     """A run is named after what it processes: the dataset, the content (as the store's ETag
     and size of the upload tell it; see `identify`) and the manifest."""
-    material = f"{dataset}\0etag:{_bare(etag)}:{size}\0{manifest.model_dump_json()}"
+    # Options left at their defaults are not hashed: a field added to the manifest later leaves
+    # the runs of earlier uploads their names (a re-sent upload stays a duplicate).
+    options = manifest.model_dump_json(exclude_defaults=True)
+    material = f"{dataset}\0etag:{_bare(etag)}:{size}\0{options}"
     return hashlib.sha256(material.encode()).hexdigest()[:16]
 
 
