@@ -5,6 +5,8 @@ Prediction is plain numpy on the stored numbers, so loading runs no library code
 
 from __future__ import annotations
 
+import time
+import warnings
 from typing import Any
 
 import numpy as np
@@ -14,6 +16,11 @@ from automlops.config import Task
 from automlops.ml.learners.base import FitJob, normalise
 
 MODEL_FILE = "model.linear.json"
+
+MAX_ITER = 300  # L-BFGS iterations of a logistic fit
+# With a deadline the logistic fit runs in chunks of this many iterations (warm-started) and
+# stops between chunks once the next would end past it: its iteration cap is the time left.
+ITER_CHUNK = 25
 
 
 class LinearModel:
@@ -95,9 +102,11 @@ class LinearLearner:
             model = LogisticRegression(
                 C=c,
                 class_weight="balanced" if params.get("balanced") else None,
-                max_iter=300,
+                max_iter=MAX_ITER if job.deadline is None else ITER_CHUNK,
+                warm_start=job.deadline is not None,
                 random_state=seed,
-            ).fit(standard, y)
+            )
+            _fit_until(model, standard, y, job.deadline)
             coef, intercept = model.coef_, model.intercept_
             if task is Task.multiclass and coef.shape[0] != n_classes:
                 coef, intercept = _all_classes(model.classes_, coef, intercept, n_classes)
@@ -112,6 +121,31 @@ class LinearLearner:
             np.asarray(raw["coef"]),
             np.asarray(raw["intercept"]),
         )
+
+
+def _fit_until(model: Any, x: np.ndarray, y: np.ndarray, deadline: float | None) -> None:
+    """Fits `model` (a warm-starting LogisticRegression when `deadline` is set) until it
+    converges, reaches MAX_ITER, or the next chunk of iterations would end past `deadline`
+    (the last chunk's duration is the estimate). The first chunk always runs: a model cut
+    short still predicts, from coefficients a few iterations in."""
+    from sklearn.exceptions import ConvergenceWarning
+
+    done = 0
+    with warnings.catch_warnings():
+        # A capped fit is expected under a deadline; the search scores what it gives.
+        if deadline is not None:
+            warnings.simplefilter("ignore", ConvergenceWarning)
+        while True:
+            began = time.monotonic()
+            model.fit(x, y)
+            done += model.max_iter
+            converged = int(np.max(model.n_iter_)) < model.max_iter
+            if deadline is None or converged or done >= MAX_ITER:
+                return
+            now = time.monotonic()
+            if now + (now - began) > deadline:
+                return
+            model.max_iter = min(ITER_CHUNK, MAX_ITER - done)
 
 
 def _all_classes(
