@@ -191,15 +191,10 @@ class Refitter:
                 model = self.fit(c)
                 refit = Refit(status=RefitStatus.all_rows, rows=len(self.rows.all_y))
                 wanted = refit_params(c, self.rows).get("rounds")
-                if wanted is not None and model.rounds is not None and model.rounds < wanted:
-                    if self._cut():
-                        refit = refit.model_copy(
-                            update={
-                                "status": RefitStatus.time_limit,
-                                "rounds": model.rounds,
-                                "wanted_rounds": wanted,
-                            }
-                        )
+                short = wanted is not None and model.rounds is not None and model.rounds < wanted
+                if short and self._cut():
+                    update = {"rounds": model.rounds, "wanted_rounds": wanted}
+                    refit = refit.model_copy(update={"status": RefitStatus.time_limit, **update})
             fitted.append(Member(weight, model))
             described.append(
                 EnsembleMember(
