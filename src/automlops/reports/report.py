@@ -198,10 +198,10 @@ def render_markdown(report: EvaluationReport) -> str:
         lines += ["", "## Columns: what preprocessing decided", ""]
         lines += ["| column | type | read as | decision | reason | missing | distinct |"]
         lines += ["|---|---|---|---|---|---|---|"]
-        for c in facts.columns:
+        for row in facts.columns:
             lines.append(
-                f"| {md(c.name)} | {md(c.dtype)} | {md(c.kind or '')} | {md(c.action)} "
-                f"| {md(c.reason)} | {c.missing} | {c.unique} |"
+                f"| {md(row.name)} | {md(row.dtype)} | {md(row.kind or '')} | {md(row.action)} "
+                f"| {md(row.reason)} | {row.missing} | {row.unique} |"
             )
     if report.lineage:
         lines += ["", "## Lineage", ""]
