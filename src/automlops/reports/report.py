@@ -198,10 +198,11 @@ def render_markdown(report: EvaluationReport) -> str:
         lines += ["", "## Columns: what preprocessing decided", ""]
         lines += ["| column | type | read as | decision | reason | missing | distinct |"]
         lines += ["|---|---|---|---|---|---|---|"]
-        for row in facts.columns:
+        for column in facts.columns:
             lines.append(
-                f"| {md(row.name)} | {md(row.dtype)} | {md(row.kind or '')} | {md(row.action)} "
-                f"| {md(row.reason)} | {row.missing} | {row.unique} |"
+                f"| {md(column.name)} | {md(column.dtype)} | {md(column.kind or '')} "
+                f"| {md(column.action)} "
+                f"| {md(column.reason)} | {column.missing} | {column.unique} |"
             )
     if report.lineage:
         lines += ["", "## Lineage", ""]
