@@ -18,9 +18,12 @@ from automlops.ml.learners.base import FitJob, normalise
 MODEL_FILE = "model.linear.json"
 
 MAX_ITER = 300  # L-BFGS iterations of a logistic fit
-# With a deadline the logistic fit runs in chunks of this many iterations (warm-started) and
-# stops between chunks once the next would end past it: its iteration cap is the time left.
-ITER_CHUNK = 25
+# With a deadline the logistic fit runs in chunks of iterations (warm-started), the first
+# of FIRST_CHUNK, each next one twice the last up to MAX_CHUNK, and stops between chunks once
+# the next would end past it: its iteration cap is the time left. A small first chunk keeps
+# the overrun of a slow one small; doubling keeps the restarts few.
+FIRST_CHUNK = 5
+MAX_CHUNK = 80
 
 
 class LinearModel:
@@ -102,7 +105,7 @@ class LinearLearner:
             model = LogisticRegression(
                 C=c,
                 class_weight="balanced" if params.get("balanced") else None,
-                max_iter=MAX_ITER if job.deadline is None else ITER_CHUNK,
+                max_iter=MAX_ITER if job.deadline is None else FIRST_CHUNK,
                 warm_start=job.deadline is not None,
                 random_state=seed,
             )
@@ -126,8 +129,10 @@ class LinearLearner:
 def _fit_until(model: Any, x: np.ndarray, y: np.ndarray, deadline: float | None) -> None:
     """Fits `model` (a warm-starting LogisticRegression when `deadline` is set) until it
     converges, reaches MAX_ITER, or the next chunk of iterations would end past `deadline`
-    (the last chunk's duration is the estimate). The first chunk always runs: a model cut
-    short still predicts, from coefficients a few iterations in."""
+    (the last chunk's duration, scaled to the next one's size, is the estimate). The first
+    chunk always runs: a model cut short still predicts, from a few iterations' coefficients.
+    Chunks restart L-BFGS's curvature memory, so a bounded fit converges to the same optimum
+    as an unbounded one, not through the same iterates."""
     from sklearn.exceptions import ConvergenceWarning
 
     done = 0
@@ -142,10 +147,11 @@ def _fit_until(model: Any, x: np.ndarray, y: np.ndarray, deadline: float | None)
             converged = int(np.max(model.n_iter_)) < model.max_iter
             if deadline is None or converged or done >= MAX_ITER:
                 return
+            chunk = min(2 * model.max_iter, MAX_CHUNK, MAX_ITER - done)
             now = time.monotonic()
-            if now + (now - began) > deadline:
+            if now + (now - began) * chunk / model.max_iter > deadline:
                 return
-            model.max_iter = min(ITER_CHUNK, MAX_ITER - done)
+            model.max_iter = chunk
 
 
 def _all_classes(

@@ -5,8 +5,9 @@ The budget covers the refit. Its cost is estimated from the trial's measured dur
 (`RefitCost`) and kept back from the search; a trial is stopped early enough that its own
 refit would still fit. A sampled search keeps a fixed share of the budget back instead, and
 refits on as many of all rows as that time allows at the trial's measured seconds per row
-(never fewer than the trial saw). Every refit stops adding boosting rounds (or logistic
-iterations) at the deadline, plus a small grace for the estimate's error.
+(never fewer than the trial saw; when not even those fit, the trial's own model is kept).
+Every refit stops adding boosting rounds (or logistic iterations) at the deadline, plus a
+small grace for the estimate's error.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ class RefitCost:
     def of(cls, rows: SearchRowSet, budget_s: float, sampled_share: float) -> RefitCost:
         ratio = len(rows.all_y) / max(len(rows.train[1]), 1)
         if rows.sampled:
-            return cls(ratio, required=True, reserved_s=sampled_share * budget_s)
+            return cls(ratio, reserved_s=sampled_share * budget_s)
         if rows.use_cv:
             return cls(_CV_REFIT_SHARE, required=True)
         return cls(ratio)
@@ -108,8 +109,11 @@ class Refitter:
 
     def no_time(self, c: Candidate) -> bool:
         """Holdout mode keeps each trial's model to fall back on when its refit would end
-        late; cross-validation and sampled searches always refit."""
-        late = time.monotonic() + self.cost.seconds([c]) > self.deadline
+        late (a sampled search's, when even a refit on as many rows as the trial saw would);
+        cross-validation always refits."""
+        every = len(self.rows.all_y)
+        least = len(self.rows.train[1]) if self.rows.sampled else every
+        late = time.monotonic() + self.cost.seconds([c]) * least / every > self.deadline
         return not self.cost.required and c.model is not None and late
 
     def affordable_rows(self, c: Candidate) -> int:
