@@ -121,7 +121,10 @@ def _tune(ports: Ports, data: TrainingData, search_s: float) -> Tuner:
     rows = len(data.train[1])
     sample = ""
     if rows > tuner.max_train_rows:
-        sample = f" (trials on a {tuner.max_train_rows}-row sample, then a refit on all)"
+        sample = (
+            f" (trials on a {tuner.max_train_rows}-row sample, then a refit on as many rows "
+            "as the budget allows)"
+        )
     ports.progress(f"tuning on {rows} rows for {search_s:.0f}s{sample}")
     tuner.fit(data.train, data.validation)
     return tuner
