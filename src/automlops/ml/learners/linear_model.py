@@ -30,6 +30,7 @@ class LinearModel:
     learner = "linear"
     model_file = MODEL_FILE
     rounds = None
+    capped = False  # set by a fit whose iterations stopped for its deadline, not convergence
 
     def __init__(
         self,
@@ -97,6 +98,7 @@ class LinearLearner:
         scale[scale == 0] = 1.0
         standard = (features - mean) / scale
         c = float(params.get("C", 1.0))
+        capped = False  # Ridge is solved in one step: nothing to cap
         if task is Task.regression:
             model = Ridge(alpha=1.0 / c, random_state=seed).fit(standard, y)
             coef = np.atleast_2d(model.coef_)
@@ -109,11 +111,13 @@ class LinearLearner:
                 warm_start=job.deadline is not None,
                 random_state=seed,
             )
-            _fit_until(model, standard, y, job.deadline)
+            capped = _fit_until(model, standard, y, job.deadline)
             coef, intercept = model.coef_, model.intercept_
             if task is Task.multiclass and coef.shape[0] != n_classes:
                 coef, intercept = _all_classes(model.classes_, coef, intercept, n_classes)
-        return LinearModel(task, mean, scale, np.asarray(coef), np.asarray(intercept))
+        fitted = LinearModel(task, mean, scale, np.asarray(coef), np.asarray(intercept))
+        fitted.capped = capped
+        return fitted
 
     def load(self, data: bytes, task: Task, n_classes: int, *, nthread: int = 1) -> LinearModel:
         raw = orjson.loads(data)
@@ -126,13 +130,13 @@ class LinearLearner:
         )
 
 
-def _fit_until(model: Any, x: np.ndarray, y: np.ndarray, deadline: float | None) -> None:
+def _fit_until(model: Any, x: np.ndarray, y: np.ndarray, deadline: float | None) -> bool:
     """Fits `model` (a warm-starting LogisticRegression when `deadline` is set) until it
     converges, reaches MAX_ITER, or the next chunk of iterations would end past `deadline`
     (the last chunk's duration, scaled to the next one's size, is the estimate). The first
     chunk always runs: a model cut short still predicts, from a few iterations' coefficients.
     Chunks restart L-BFGS's curvature memory, so a bounded fit converges to the same optimum
-    as an unbounded one, not through the same iterates."""
+    as an unbounded one, not through the same iterates. True when the deadline stopped it."""
     from sklearn.exceptions import ConvergenceWarning
 
     done = 0
@@ -146,11 +150,11 @@ def _fit_until(model: Any, x: np.ndarray, y: np.ndarray, deadline: float | None)
             done += model.max_iter
             converged = int(np.max(model.n_iter_)) < model.max_iter
             if deadline is None or converged or done >= MAX_ITER:
-                return
+                return False
             chunk = min(2 * model.max_iter, MAX_CHUNK, MAX_ITER - done)
             now = time.monotonic()
             if now + (now - began) * chunk / model.max_iter > deadline:
-                return
+                return True
             model.max_iter = chunk
 
 

@@ -120,7 +120,10 @@ class _Search:
             deadline=deadline,
         )
         model = family.fit(params, job)
-        watch.cut = watch.cut or time.monotonic() > deadline
+        # Boosting stops after its deadline; the logistic fit just before it (between chunks
+        # of iterations) and says so.
+        capped = bool(getattr(model, "capped", False))
+        watch.cut = watch.cut or capped or time.monotonic() > deadline
         return model
 
     def evaluate(self, trial: optuna.Trial, family: Learner, params: dict[str, Any]) -> _Evaluation:
