@@ -77,7 +77,7 @@ class _Search:
         self.pool = CandidatePool()
         self.records: list[TrialRecord] = []
         self.reserve = self.cost.reserve([])  # time kept back for the final refit(s)
-        # A sampled search's refit on all rows is long and bounded separately: one model only.
+        # A sampled search's refit is sized to its fixed reserve: one model only.
         self.ensemble = tuner.ensemble and not rows.sampled
 
     def over(self) -> bool:
@@ -272,7 +272,13 @@ class Tuner:
     rows; or, when `ensemble` is set and averaging the best trials scores higher on the
     held-out predictions, builds a weighted ensemble of them.
 
-    The sampler is seeded, so the sequence of trials is reproducible; how many run depends
+    The budget covers the refit: every fit of a trial stops at a deadline that leaves time
+    for the refits (`refit.RefitCost`); a sampled search keeps `refit_budget_share` of the
+    budget for its refit, on as many rows as fit in it. Trials a deadline cut short are
+    marked `cut` in `trials_`.
+
+    The sampler is seeded, so the sequence of trials is reproducible up to the first trial a
+    deadline cut short; how many run depends
     on the budget, unless `max_trials` ends the search first (then, given time, the outcome
     does not depend on the machine's speed). Fitted attributes (set by `fit`): `best_model_`,
     `best_learner_`, `best_params_`, `best_score_`, `selection_`, `refit_`, `heldout_y_`,
