@@ -133,6 +133,8 @@ def test_a_tiny_runs_report_shows_what_a_reader_needs(tmp_path: Path) -> None:
         importances=predictor.importances(),
         facts=facts,
     )
+    # report.json keeps the facts typed: a reader of the file gets them back.
+    assert EvaluationReport.model_validate_json(report.model_dump_json()) == report
     majority = f"{max(np.mean(y), 1 - np.mean(y)):.4f}"
     trials = facts.trials
     assert trials is not None and trials.total == len(meta.trials) > 0
