@@ -113,7 +113,11 @@ class Refitter:
         cross-validation always refits."""
         every = len(self.rows.all_y)
         least = len(self.rows.train[1]) if self.rows.sampled else every
-        late = time.monotonic() + self.cost.seconds([c]) * least / every > self.deadline
+        # The grace too: the search stops once the time left falls to the reserve, which is
+        # this estimate, so without it a refit the search kept time for would never happen.
+        late = (
+            time.monotonic() + self.cost.seconds([c]) * least / every > self.deadline + self.grace_s
+        )
         return not self.cost.required and c.model is not None and late
 
     def affordable_rows(self, c: Candidate) -> int:
