@@ -20,6 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import automl_vs_flaml
+import budget
 import reference_recipe
 import scale
 import serving
@@ -166,6 +167,10 @@ def main() -> int:
     # 6. Serving: our server vs MLflow's under wrk, side by side (bench/serving.py).
     serving_section = serving.run(work / "serving", ROOT / "docs" / "benchmarks-raw" / "serving")
 
+    # 7. The time budget: the train stage against --time-budget per data set (bench/budget.py).
+    (work / "budget").mkdir()
+    budget_section = budget.run(work / "budget")
+
     report = f"""# Benchmarks
 
 Produced by `make bench` (`bench/run.py`); every figure below comes from one run, baseline and
@@ -219,7 +224,9 @@ verdict is on the mean; the bank file's one split has 4,118 test rows.
 
 {scale_section}
 
-{serving_section}"""
+{serving_section}
+
+{budget_section}"""
     (ROOT / "docs").mkdir(exist_ok=True)
     (ROOT / "docs" / "benchmarks.md").write_text(report)
     print("wrote docs/benchmarks.md")

@@ -182,11 +182,17 @@ def test_search_is_reproducible_for_a_seed() -> None:
     # The budget decides how many trials run; the ones both runs made are the same.
     common = min(len(r.trials_) for r in runs)
     assert common >= 2
-    first, second = ([(t.learner, t.params) for t in r.trials_[:common]] for r in runs)
+    # Every trial stops at its deadline: one that either run cut short scores differently,
+    # and the sampler's later suggestions follow from that score.
+    pairs = list(zip(runs[0].trials_[:common], runs[1].trials_[:common], strict=True))
+    uncut = next((i for i, (a, b) in enumerate(pairs) if a.cut or b.cut), common)
+    suggested = min(common, uncut + 1)
+    first, second = ([(t.learner, t.params) for t in r.trials_[:suggested]] for r in runs)
     assert first == second
     # Scores too, but for the last common trial, which the deadline may have cut short.
-    assert [t.score for t in runs[0].trials_[: common - 1]] == [
-        t.score for t in runs[1].trials_[: common - 1]
+    scored = min(common - 1, uncut)
+    assert [t.score for t in runs[0].trials_[:scored]] == [
+        t.score for t in runs[1].trials_[:scored]
     ]
     assert runs[0].selection_.data is SelectionData.cross_validation
     assert runs[0].selection_.folds == 5

@@ -54,12 +54,15 @@ def test_a_big_training_set_is_tuned_on_a_sample_and_refitted_on_all_rows() -> N
     result = Tuner(
         Task.binary,
         2,
-        budget_s=2,
+        budget_s=4,
         seed=3,
         nthread=1,
         learners=("xgboost",),
         max_train_rows=3000,
         max_valid_rows=1000,
+        # Half the budget kept for the refit: ample for 14,000 rows (the refit is sized to
+        # what is left, so a tighter reserve would refit on a sample of them).
+        refit_budget_share=0.5,
     ).fit((x[:10_000], y[:10_000]), (x[10_000:], y[10_000:]))
     selection = result.selection_
     assert selection.search_rows == SearchRows(train=3000, validation=1000)
@@ -72,35 +75,49 @@ def test_a_big_training_set_is_tuned_on_a_sample_and_refitted_on_all_rows() -> N
 
 
 def test_a_refit_past_its_time_limit_stops_adding_rounds() -> None:
+    import time
+
+    from automlops.ml.learners.catalog import learner
+    from automlops.ml.tuning.candidates import Candidate
+    from automlops.ml.tuning.refit import RefitCost, Refitter
+    from automlops.ml.tuning.rows import SearchRowSet
+
     rng = np.random.default_rng(5)
     x = rng.normal(size=(12_000, 6)).astype(np.float32)
-    # An additive signal: trees need many rounds for it, so the trials keep many.
     y = (x.sum(axis=1) + rng.normal(0, 0.5, 12_000) > 0).astype(int)
-    result = Tuner(
+    rows = SearchRowSet.of(
         Task.binary,
-        2,
-        budget_s=2,
-        seed=1,
-        nthread=1,
-        learners=("xgboost",),
+        (x[:9000], y[:9000]),
+        (x[9000:], y[9000:]),
         max_train_rows=3000,
         max_valid_rows=1000,
-        refit_budget_share=0.0,  # the refit is due at once
-    ).fit((x[:9000], y[:9000]), (x[9000:], y[9000:]))
-    assert (
-        result.best_model_.rounds is not None
-        and result.best_model_.rounds < result.best_params_["rounds"]
+        seed=1,
     )
-    refit = result.refit_
+    family = learner("xgboost")
+    defaults = family.defaults(Task.binary, 12_000)
+    params = {k.split(".", 1)[1]: v for k, v in defaults.items() if "." in k}
+    chosen = Candidate(0, 0.9, "xgboost", params, 90, np.zeros(1000), None, duration_s=1.0)
+    refitter = Refitter(
+        Task.binary,
+        2,
+        {"xgboost": family},
+        rows,
+        RefitCost.of(rows, budget_s=2, sampled_share=0.3),
+        seed=1,
+        nthread=1,
+        deadline=time.monotonic() - 1,  # the refit is due at once
+        grace_s=0.0,
+    )
+    final = refitter.single(chosen)
+    refit = final.refit
     assert refit is not None and refit.status is RefitStatus.time_limit
-    assert (refit.rounds, refit.wanted_rounds) == (
-        result.best_model_.rounds,
-        result.best_params_["rounds"],
-    )
+    wanted = final.params["rounds"]
+    assert (refit.rounds, refit.wanted_rounds) == (final.model.rounds, wanted) and wanted > 1
+    # No time for all rows: as many as the trial itself saw, out of all of them.
+    assert (refit.rows, refit.of_rows) == (3000, 12_000)
     # The threshold is then tuned on the shorter model's own predictions of the validation
-    # sample (the one tune drew: seed + 1).
-    sample_x, _ = search_sample(Task.binary, (x[9000:], y[9000:]), 1000, seed=2)
-    np.testing.assert_allclose(result.heldout_pred_, result.best_model_.predict(sample_x))
+    # sample rather than on the trial's.
+    np.testing.assert_allclose(final.heldout_pred, final.model.predict(rows.validation[0]))
 
 
 @pytest.mark.parametrize("name", ["xgboost", "lightgbm"])

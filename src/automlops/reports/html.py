@@ -14,11 +14,16 @@ from functools import cache
 import jinja2
 
 from automlops.reports.escaping import html_finalize
-from automlops.reports.report import EvaluationReport, fmt
+from automlops.reports.report import (
+    EvaluationReport,
+    baseline_note,
+    baseline_value,
+    fmt,
+    top_importances,
+)
 from automlops.reports.tuning_text import chosen_by, fitted_on
 
 TEMPLATE = "report.html"
-_TOP_IMPORTANCES = 15
 
 
 @cache
@@ -38,7 +43,6 @@ def render_html(report: EvaluationReport) -> str:
     sections: dict[str, list] = {"model": [], "comparison": [], "drift": []}
     for plot in report.plots:
         sections.setdefault(plot.section, []).append(plot)
-    top = sorted(report.importances.items(), key=lambda kv: kv[1], reverse=True)
     return (
         _environment()
         .get_template(TEMPLATE)
@@ -49,7 +53,10 @@ def render_html(report: EvaluationReport) -> str:
             nan=float("nan"),
             decision_class="ok" if report.decision.status == "champion" else "bad",
             confusion_rows=list(zip(report.labels, report.confusion_matrix, strict=False)),
-            top_importances=top[:_TOP_IMPORTANCES],
+            top_importances=top_importances(report),
+            facts=report.facts,
+            baseline=lambda name: baseline_value(report, name),
+            baseline_note=baseline_note(report.task),
             chosen_by=chosen_by(report.selection),
             fitted_on=fitted_on(report.selection, report.refit),
         )

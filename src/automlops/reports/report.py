@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 
 from automlops.ml.tuning.outcome import Refit, Selection
 from automlops.reports.escaping import markdown_text
+from automlops.reports.model_facts import ModelFacts
 from automlops.reports.tuning_text import chosen_by, fitted_on
 
 
@@ -63,9 +64,15 @@ class EvaluationReport(BaseModel):
     drift: dict[str, Any] | None = None  # summary of the run's drift.json
     plots: list[PlotRef] = Field(default_factory=list)
     lineage: dict[str, Any] = Field(default_factory=dict)
+    # The baseline, the threshold's reason, the trial counts and the column decisions (absent
+    # from reports written before they were added).
+    facts: ModelFacts | None = None
 
 
 _COUNTS = {"n", "tp", "fp", "tn", "fn"}
+# Metrics whose baseline says nothing (the row count, the trivial model's fixed 0.5).
+_NO_BASELINE = {"n", "threshold"}
+TOP_IMPORTANCES = 15  # rows of the importance table
 
 
 def fmt(value: Any, name: str = "") -> str:
@@ -75,6 +82,19 @@ def fmt(value: Any, name: str = "") -> str:
     if isinstance(value, float):
         return "n/a" if math.isnan(value) else f"{value:.4f}"
     return str(value)
+
+
+def baseline_value(report: EvaluationReport, name: str) -> str:
+    """The trivial baseline's value of metric `name`, formatted ("" when there is none)."""
+    if report.facts is None or name in _NO_BASELINE or name not in report.facts.baseline:
+        return ""
+    return fmt(report.facts.baseline[name], name)
+
+
+def top_importances(report: EvaluationReport) -> list[tuple[str, float]]:
+    """The largest feature importances, largest first."""
+    ranked = sorted(report.importances.items(), key=lambda kv: kv[1], reverse=True)
+    return ranked[:TOP_IMPORTANCES]
 
 
 def render_markdown(report: EvaluationReport) -> str:
@@ -97,8 +117,14 @@ def render_markdown(report: EvaluationReport) -> str:
         f"- evaluated at: {md(report.created_at)}",
         "- with plots: [report.html](report.html)",
     ]
+    facts = report.facts
     if report.threshold is not None:
-        lines.append(f"- decision threshold on P({md(report.labels[-1])}): {report.threshold:.4f}")
+        why = f"{report.threshold:.4f}"
+        if facts is not None and facts.threshold is not None:
+            why = facts.threshold.reason()
+        lines.append(f"- decision threshold on P({md(report.labels[-1])}): {md(why)}")
+    if facts is not None and facts.trials is not None:
+        lines.append(f"- search: {md(facts.trials.text())}")
     lines += [
         "",
         f"## Decision: {md(report.decision.status)}",
@@ -109,15 +135,24 @@ def render_markdown(report: EvaluationReport) -> str:
         "",
     ]
     champion = report.champion.metrics if report.champion else {}
+    baseline = facts is not None and bool(facts.baseline)
     header = "| metric | candidate |" + (
         f" champion v{report.champion.version} |" if report.champion else ""
     )
-    lines += [header, "|---|---|" + ("---|" if report.champion else "")]
+    header += " trivial baseline |" if baseline else ""
+    lines += [
+        header,
+        "|---|---|" + ("---|" if report.champion else "") + ("---|" if baseline else ""),
+    ]
     for name, value in report.metrics.items():
         row = f"| {md(name)} | {fmt(value, name)} |"
         if report.champion:
             row += f" {fmt(champion.get(name, float('nan')), name)} |"
+        if baseline:
+            row += f" {baseline_value(report, name)} |"
         lines.append(row)
+    if baseline:
+        lines += ["", md(baseline_note(report.task))]
     if report.confusion_matrix:
         labels = [md(label) for label in report.labels]
         lines += ["", "## Confusion matrix (rows: actual, columns: predicted)", ""]
@@ -125,6 +160,7 @@ def render_markdown(report: EvaluationReport) -> str:
         lines.append("|---|" + "---|" * len(labels))
         for label, counts in zip(labels, report.confusion_matrix, strict=True):
             lines.append(f"| {label} | " + " | ".join(str(v) for v in counts) + " |")
+    lines += _importance_lines(report)
     if report.comparisons:
         lines += [
             "",
@@ -162,7 +198,41 @@ def render_markdown(report: EvaluationReport) -> str:
             for col in d.get("columns", [])[:10]:
                 why = ", ".join(md(reason) for reason in col["reasons"]) or "stable"
                 lines.append(f"- column {md(col['name'])}: PSI {col['psi']:.3f} ({why})")
+    if facts is not None and facts.columns:
+        lines += ["", "## Columns: what preprocessing decided", ""]
+        lines += ["| column | type | read as | decision | reason | missing | distinct |"]
+        lines += ["|---|---|---|---|---|---|---|"]
+        for column in facts.columns:
+            lines.append(
+                f"| {md(column.name)} | {md(column.dtype)} | {md(column.kind or '')} "
+                f"| {md(column.action)} "
+                f"| {md(column.reason)} | {column.missing} | {column.unique} |"
+            )
     if report.lineage:
         lines += ["", "## Lineage", ""]
         lines += [f"- {md(k)}: {md(v)}" for k, v in report.lineage.items()]
     return "\n".join(lines) + "\n"
+
+
+# What the trivial baseline is, per task.
+_BASELINE_NOTE = {
+    "binary": "The trivial baseline predicts the test rows' positive rate for every row (so the "
+    "majority class at threshold 0.5): a model must beat it to have learnt anything.",
+    "multiclass": "The trivial baseline predicts the test rows' class shares for every row (so "
+    "always the majority class): a model must beat it to have learnt anything.",
+    "regression": "The trivial baseline predicts the test rows' mean for every row: a model "
+    "must beat it to have learnt anything.",
+}
+
+
+def baseline_note(task: str) -> str:
+    """What the trivial baseline column holds, for `task`."""
+    return _BASELINE_NOTE.get(task, "")
+
+
+def _importance_lines(report: EvaluationReport) -> list[str]:
+    top = top_importances(report)
+    if not top:
+        return []
+    lines = ["", "## Most important features", "", "| feature | share |", "|---|---|"]
+    return lines + [f"| {markdown_text(name)} | {value:.3f} |" for name, value in top]

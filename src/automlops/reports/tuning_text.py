@@ -48,6 +48,11 @@ def _single(refit: Refit) -> str:
     if refit.status is RefitStatus.no_time:
         return f"the {refit.rows} training rows only (no time left to refit on all rows)"
     text = f"all {refit.rows} training and validation rows"
+    if refit.of_rows is not None:
+        text = (
+            f"a sample of {refit.rows} of the {refit.of_rows} training and validation rows "
+            "(as many as the time budget allowed)"
+        )
     if refit.status is RefitStatus.no_further_split:
         text += f"; {refit.rounds} of {refit.wanted_rounds} rounds (no further split possible)"
     elif refit.status is RefitStatus.time_limit:

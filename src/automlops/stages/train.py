@@ -15,15 +15,20 @@ from automlops.events import S3EventRecord
 from automlops.ml.artifact import InputColumn, Lineage, ModelArtifact, ModelMetadata
 from automlops.ml.columns.transform import FittedTransform
 from automlops.ml.evaluation import metrics
+from automlops.ml.splits import sample_indices
 from automlops.ml.tuning.outcome import TrialState
 from automlops.ml.tuning.search import Tuner, TuningProgress
 from automlops.ports import Ports
 from automlops.stages.result import StageResult
 from automlops.tabular.schema import DatasetSchema
 
-# Part of the budget kept for loading data, the threshold and writing the artifact.
+# Part of the budget kept for loading data, the threshold and writing the artifact: the
+# search (its refit included) gets what is left, so the stage ends close to the budget.
 _OVERHEAD_SHARE = 0.1
 _MIN_SEARCH_S = 1.0
+# The training rows' metrics are computed on a seeded sample of at most this many rows:
+# predicting millions of rows would take seconds outside any budget.
+_TRAIN_METRIC_ROWS = 100_000
 
 
 def identify(record: S3EventRecord, ports: Ports) -> keys.RunRef:
@@ -70,13 +75,21 @@ def train(record: S3EventRecord, ports: Ports) -> StageResult:
     store.put(buckets.model_output, model_key, artifact.to_tar_gz())
     primary = metrics.PRIMARY_METRIC[data.schema.target.task.value]
     value = scores.metrics.get("validation", {}).get(primary)
-    completed = sum(t.state is TrialState.complete for t in tuner.trials_)
     return StageResult(
         run=run,
         outputs=[model_key],
         headline=None if value is None else (f"validation {primary}", value),
-        note=f"{tuner.best_learner_} best of {completed}/{len(tuner.trials_)} trials",
+        note=_trials_note(tuner),
     )
+
+
+def _trials_note(tuner: Tuner) -> str:
+    """E.g. "lightgbm best of 7/9 trials (2 cut short by the time budget)"."""
+    trials = tuner.trials_
+    completed = sum(t.state is TrialState.complete for t in trials)
+    cut = sum(t.cut for t in trials)
+    note = f"{tuner.best_learner_} best of {completed}/{len(trials)} trials"
+    return note + (f" ({cut} cut short by the time budget)" if cut else "")
 
 
 def _load(record: S3EventRecord, ports: Ports) -> TrainingData:
@@ -108,7 +121,10 @@ def _tune(ports: Ports, data: TrainingData, search_s: float) -> Tuner:
     rows = len(data.train[1])
     sample = ""
     if rows > tuner.max_train_rows:
-        sample = f" (trials on a {tuner.max_train_rows}-row sample, then a refit on all)"
+        sample = (
+            f" (trials on a {tuner.max_train_rows}-row sample, then a refit on as many rows "
+            "as the budget allows)"
+        )
     ports.progress(f"tuning on {rows} rows for {search_s:.0f}s{sample}")
     tuner.fit(data.train, data.validation)
     return tuner
@@ -125,6 +141,10 @@ def _fit_scores(data: TrainingData, tuner: Tuner) -> FitScores:
     if task is Task.binary and len(np.unique(held_y)) == 2:
         threshold = metrics.best_threshold(held_y, held_pred, data.schema.manifest.threshold_metric)
     train_x, train_y = data.train
+    if len(train_y) > _TRAIN_METRIC_ROWS:
+        strata = None if task is Task.regression else train_y
+        rows = sample_indices(len(train_y), _TRAIN_METRIC_ROWS, seed=0, strata=strata)
+        train_x, train_y = train_x[rows], train_y[rows]
     fit_metrics: dict[str, dict[str, float]] = {
         "train": _score(task, train_y, model.predict(train_x), threshold, n_classes)
     }

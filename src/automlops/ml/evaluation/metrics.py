@@ -203,6 +203,25 @@ def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, floa
     return out
 
 
+def baseline_metrics(task: Task, y_true: np.ndarray, n_classes: int = 2) -> dict[str, float]:
+    """The trivial model's scores on these rows, for a reader to judge a model's against: the
+    class prior as every row's probabilities (so the majority class as every prediction; for
+    binary, at threshold 0.5) for classification, the mean for regression.
+
+    The prior and the mean are those of `y_true` itself: the best constant on these rows, so
+    a model that does not beat it has learnt nothing a constant could not.
+    """
+    if task is Task.regression:
+        y = _as_1d(y_true, "y_true").astype(np.float64)
+        return regression_metrics(y, np.full(y.size, float(y.mean())))
+    if task is Task.binary:
+        y, _ = _binary_inputs(y_true, np.zeros(len(y_true)))
+        return binary_metrics(y, np.full(y.size, float(y.mean())), 0.5)
+    y = _class_indices(_as_1d(y_true, "y_true"), n_classes, "y_true")
+    prior = np.bincount(y, minlength=n_classes) / y.size
+    return multiclass_metrics(y, np.tile(prior, (y.size, 1)))
+
+
 def best_threshold(y_true: np.ndarray, p_positive: np.ndarray, metric: str = "f1") -> float:
     """The decision threshold maximising `metric` ("f1", "balanced_accuracy" or "accuracy").
 

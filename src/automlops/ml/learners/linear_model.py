@@ -5,6 +5,8 @@ Prediction is plain numpy on the stored numbers, so loading runs no library code
 
 from __future__ import annotations
 
+import time
+import warnings
 from typing import Any
 
 import numpy as np
@@ -16,11 +18,20 @@ from automlops.ml.learners.base import FitJob, normalise
 
 MODEL_FILE = "model.linear.json"
 
+MAX_ITER = 300  # L-BFGS iterations of a logistic fit
+# With a deadline the logistic fit runs in chunks of iterations (warm-started), the first
+# of FIRST_CHUNK, each next one twice the last up to MAX_CHUNK, and stops between chunks once
+# the next would end past it: its iteration cap is the time left. A small first chunk keeps
+# the overrun of a slow one small; doubling keeps the restarts few.
+FIRST_CHUNK = 5
+MAX_CHUNK = 80
+
 
 class LinearModel:
     learner = "linear"
     model_file = MODEL_FILE
     rounds = None
+    capped = False  # set by a fit whose iterations stopped for its deadline, not convergence
 
     def __init__(
         self,
@@ -76,6 +87,12 @@ class LinearLearner:
     model_file = MODEL_FILE
 
     def defaults(self, task: Task, n_rows: int) -> dict[str, Any]:
+        # A search asks for defaults before its first trial: scikit-learn's solvers are
+        # imported now (seconds on a busy machine), not inside the first linear trial, whose
+        # duration the time kept back for its refit is estimated from. Loading a model for
+        # serving never comes here and never imports them.
+        import sklearn.linear_model  # noqa: F401
+
         return {"learner": self.name, "linear.C": 1.0, "linear.balanced": False}
 
     def suggest(self, trial: Any, task: Task, n_rows: int) -> dict[str, Any]:
@@ -96,6 +113,7 @@ class LinearLearner:
         scale[scale == 0] = 1.0
         standard = (features - mean) / scale
         c = float(params.get("C", 1.0))
+        capped = False  # Ridge is solved in one step: nothing to cap
         if task is Task.regression:
             model = Ridge(alpha=1.0 / c, random_state=seed).fit(standard, y)
             coef = np.atleast_2d(model.coef_)
@@ -104,13 +122,17 @@ class LinearLearner:
             model = LogisticRegression(
                 C=c,
                 class_weight="balanced" if params.get("balanced") else None,
-                max_iter=300,
+                max_iter=MAX_ITER if job.deadline is None else FIRST_CHUNK,
+                warm_start=job.deadline is not None,
                 random_state=seed,
-            ).fit(standard, y)
+            )
+            capped = _fit_until(model, standard, y, job.deadline)
             coef, intercept = model.coef_, model.intercept_
             if task is Task.multiclass and coef.shape[0] != n_classes:
                 coef, intercept = _all_classes(model.classes_, coef, intercept, n_classes)
-        return LinearModel(task, mean, scale, np.asarray(coef), np.asarray(intercept))
+        fitted = LinearModel(task, mean, scale, np.asarray(coef), np.asarray(intercept))
+        fitted.capped = capped
+        return fitted
 
     def load(self, data: bytes, task: Task, n_classes: int, *, nthread: int = 1) -> LinearModel:
         raw = orjson.loads(data)
@@ -121,6 +143,34 @@ class LinearLearner:
             np.asarray(raw["coef"]),
             np.asarray(raw["intercept"]),
         )
+
+
+def _fit_until(model: Any, x: np.ndarray, y: np.ndarray, deadline: float | None) -> bool:
+    """Fits `model` (a warm-starting LogisticRegression when `deadline` is set) until it
+    converges, reaches MAX_ITER, or the next chunk of iterations would end past `deadline`
+    (the last chunk's duration, scaled to the next one's size, is the estimate). The first
+    chunk always runs: a model cut short still predicts, from a few iterations' coefficients.
+    Chunks restart L-BFGS's curvature memory, so a bounded fit converges to the same optimum
+    as an unbounded one, not through the same iterates. True when the deadline stopped it."""
+    from sklearn.exceptions import ConvergenceWarning
+
+    done = 0
+    with warnings.catch_warnings():
+        # A capped fit is expected under a deadline; the search scores what it gives.
+        if deadline is not None:
+            warnings.simplefilter("ignore", ConvergenceWarning)
+        while True:
+            began = time.monotonic()
+            model.fit(x, y)
+            done += model.max_iter
+            converged = int(np.max(model.n_iter_)) < model.max_iter
+            if deadline is None or converged or done >= MAX_ITER:
+                return False
+            chunk = min(2 * model.max_iter, MAX_CHUNK, MAX_ITER - done)
+            now = time.monotonic()
+            if now + (now - began) * chunk / model.max_iter > deadline:
+                return True
+            model.max_iter = chunk
 
 
 def _all_classes(

@@ -27,6 +27,9 @@ class TrialRecord(BaseModel):
     duration_s: float
     rounds: int | None = None
     error: str | None = None
+    # Stopped by the time budget (boosting rounds or linear iterations cut short): its score
+    # is that of a shorter fit than its parameters asked for.
+    cut: bool = False
 
 
 class SelectionData(StrEnum):
@@ -44,6 +47,9 @@ class RefitStatus(StrEnum):
     # Refitted on all rows but with fewer boosting rounds than selected:
     time_limit = "time_limit"  # stopped at the refit's time limit
     no_further_split = "no_further_split"  # the booster ended by itself (no leaf to split)
+    # A sampled search's refit on as many of all rows as the time left allows (sized from its
+    # trial's measured seconds per row), with the selected round count:
+    row_sample = "row_sample"
 
 
 class Refit(BaseModel):
@@ -51,6 +57,7 @@ class Refit(BaseModel):
 
     status: RefitStatus
     rows: int  # rows it was fitted on
+    of_rows: int | None = None  # all training and validation rows, when `rows` is a sample
     rounds: int | None = None  # boosting rounds it has, when short of `wanted_rounds`
     wanted_rounds: int | None = None
 

@@ -1,10 +1,13 @@
 """The final model: the chosen configuration (or each ensemble member) refitted on every
 training and validation row, unless no time is left for it.
 
-The budget is the search's: a refit on all rows is estimated from the trial's duration and
-kept back from the search (`RefitCost`). A sampled search keeps nothing back: its refit on
-all rows comes after the budget, bounded by `refit_budget_share` times the budget (boosting
-stops adding rounds there), and always happens (its trials saw a sample only).
+The budget covers the refit. Its cost is estimated from the trial's measured duration
+(`RefitCost`) and kept back from the search; a trial is stopped early enough that its own
+refit would still fit. A sampled search keeps a fixed share of the budget back instead, and
+refits on as many of all rows as that time allows at the trial's measured seconds per row
+(never fewer than the trial saw; when not even those fit, the trial's own model is kept).
+Every refit stops adding boosting rounds (or logistic iterations) at the deadline, plus a
+small grace for the estimate's error.
 """
 
 from __future__ import annotations
@@ -18,27 +21,51 @@ import numpy as np
 from automlops.config import Task
 from automlops.ml.learners.base import FitJob, Learner, Model
 from automlops.ml.learners.ensemble import ENSEMBLE, EnsembleModel, Member
+from automlops.ml.splits import sample_indices
 from automlops.ml.tuning.candidates import Candidate, Weighted
 from automlops.ml.tuning.outcome import EnsembleMember, Refit, RefitStatus
 from automlops.ml.tuning.rows import CV_FOLDS, SearchRowSet
 
+# One fit on all rows against CV_FOLDS fits on (CV_FOLDS - 1) / CV_FOLDS of them, with a
+# margin for the extra rounds a refit on more rows is given.
+_CV_REFIT_SHARE = 1.3 / CV_FOLDS
+
 
 @dataclass(frozen=True)
 class RefitCost:
-    """Time a refit on all rows takes, as a share of its trial's time."""
+    """What a refit on all rows costs, for one search: `share` seconds per second of its
+    trial; `required` when there is no trial model to fall back on (cross-validation);
+    `reserved_s`, a sampled search's fixed reserve (its refit is sized to fit it)."""
 
     share: float
+    required: bool = False
+    reserved_s: float = 0.0
 
     @classmethod
-    def of(cls, rows: SearchRowSet) -> RefitCost:
+    def of(cls, rows: SearchRowSet, budget_s: float, sampled_share: float) -> RefitCost:
+        ratio = len(rows.all_y) / max(len(rows.train[1]), 1)
         if rows.sampled:
-            return cls(0.0)  # refitted after the budget, bounded separately
+            return cls(ratio, reserved_s=sampled_share * budget_s)
         if rows.use_cv:
-            return cls(1.0 / CV_FOLDS * 1.3)  # one fit on all rows vs CV_FOLDS on 4/5 of them
-        return cls(len(rows.all_y) / max(len(rows.train[1]), 1))
+            return cls(_CV_REFIT_SHARE, required=True)
+        return cls(ratio)
 
     def seconds(self, candidates: list[Candidate]) -> float:
+        """Estimated seconds to refit `candidates` on all rows."""
         return sum(c.duration_s for c in candidates) * self.share
+
+    def reserve(self, candidates: list[Candidate]) -> float:
+        """Seconds the search keeps back for refitting `candidates`."""
+        return self.reserved_s or self.seconds(candidates)
+
+    def trial_deadline(self, now: float, deadline: float, reserve: float) -> float:
+        """When a trial starting `now` stops adding rounds: before the current reserve, and,
+        when its refit is required and not sized to a fixed reserve, early enough that its
+        own refit (`share` of its duration) still ends by `deadline`."""
+        end = deadline - reserve
+        if self.required and not self.reserved_s:
+            end = min(end, now + (deadline - now) / (1.0 + self.share))
+        return max(end, now)
 
 
 def refit_params(candidate: Candidate, rows: SearchRowSet) -> dict[str, Any]:
@@ -77,19 +104,43 @@ class Refitter:
     cost: RefitCost
     seed: int
     nthread: int
-    deadline: float  # the search's
-    budget_s: float
-    refit_budget_share: float
+    deadline: float  # the search's: refits stop adding rounds at it (plus `grace_s`)
+    grace_s: float
 
     def no_time(self, c: Candidate) -> bool:
-        """Holdout mode keeps each trial's model to fall back on; a sampled search always
-        refits (after the budget, bounded separately)."""
-        late = time.monotonic() + self.cost.seconds([c]) > self.deadline
-        return not self.rows.sampled and c.model is not None and late
+        """Holdout mode keeps each trial's model to fall back on when its refit would end
+        late (a sampled search's, when even a refit on as many rows as the trial saw would);
+        cross-validation always refits."""
+        every = len(self.rows.all_y)
+        least = len(self.rows.train[1]) if self.rows.sampled else every
+        # The grace too: the search stops once the time left falls to the reserve, which is
+        # this estimate, so without it a refit the search kept time for would never happen.
+        late = (
+            time.monotonic() + self.cost.seconds([c]) * least / every > self.deadline + self.grace_s
+        )
+        return not self.cost.required and c.model is not None and late
 
-    def fit(self, c: Candidate, deadline: float | None = None) -> Model:
-        """`c`'s configuration fitted on every row (boosting stops at `deadline` if given)."""
+    def affordable_rows(self, c: Candidate) -> int:
+        """Rows a refit of `c` can use: all of them, or, for a sampled search short of time,
+        as many as the time left allows at its trial's seconds per row (at least as many as
+        the trial itself fitted on)."""
+        every = len(self.rows.all_y)
+        if not self.rows.sampled:
+            return every
+        left = self.deadline + self.grace_s - time.monotonic()
+        estimate = self.cost.seconds([c])
+        if estimate <= left:
+            return every
+        return min(every, max(len(self.rows.train[1]), int(every * max(left, 0.0) / estimate)))
+
+    def fit(self, c: Candidate, rows: int | None = None) -> Model:
+        """`c`'s configuration fitted on every row (or a seeded sample of `rows` of them),
+        stopping at the deadline."""
         x, y = self.rows.all_x, self.rows.all_y
+        if rows is not None and rows < len(y):
+            strata = None if self.task is Task.regression else y
+            picked = sample_indices(len(y), rows, seed=self.seed, strata=strata)
+            x, y = x[picked], y[picked]
         job = FitJob(
             self.task,
             self.n_classes,
@@ -97,9 +148,12 @@ class Refitter:
             validation=(x[:0], y[:0]),  # no early stopping: the selected round count is kept
             seed=self.seed,
             nthread=self.nthread,
-            deadline=deadline,
+            deadline=self.deadline + self.grace_s,
         )
         return self.families[c.learner].fit(refit_params(c, self.rows), job)
+
+    def _cut(self) -> bool:
+        return time.monotonic() > self.deadline + self.grace_s
 
     def single(self, chosen: Candidate) -> FinalModel:
         """The chosen candidate refitted, or its trial model when no time is left."""
@@ -108,25 +162,25 @@ class Refitter:
             assert chosen.model is not None  # no_time holds only for holdout trial models
             refit = Refit(status=RefitStatus.no_time, rows=len(self.rows.train[1]))
             return FinalModel(chosen.model, chosen.learner, params, refit, chosen.pred, [])
-        # The refit of a sampled search comes after the budget and may take
-        # refit_budget_share of it again; boosting stops adding rounds there.
-        deadline = None
-        if self.rows.sampled:
-            deadline = time.monotonic() + self.refit_budget_share * self.budget_s
-        model = self.fit(chosen, deadline)
-        refit = Refit(status=RefitStatus.all_rows, rows=len(self.rows.all_y))
+        every = len(self.rows.all_y)
+        rows = self.affordable_rows(chosen)
+        model = self.fit(chosen, rows)
+        refit = Refit(status=RefitStatus.all_rows, rows=rows)
+        if rows < every:
+            refit = Refit(status=RefitStatus.row_sample, rows=rows, of_rows=every)
         pred = chosen.pred
         wanted = params.get("rounds")
         if wanted is not None and model.rounds is not None and model.rounds < wanted:
             # LightGBM ends by itself once no leaf can be split: a whole model, whose
             # held-out predictions are still the selected trial's.
             status = RefitStatus.no_further_split
-            if deadline is not None:
+            if self._cut():
                 status = RefitStatus.time_limit
                 # A shorter model's probabilities differ: the threshold is tuned on its own
                 # predictions of the validation rows (seen in the refit, but few rounds
                 # overfit little) rather than on the selected trial's.
-                pred = model.predict(self.rows.validation[0])
+                if not self.rows.use_cv:
+                    pred = model.predict(self.rows.validation[0])
             refit = refit.model_copy(
                 update={"status": status, "rounds": model.rounds, "wanted_rounds": wanted}
             )
@@ -144,6 +198,11 @@ class Refitter:
             else:
                 model = self.fit(c)
                 refit = Refit(status=RefitStatus.all_rows, rows=len(self.rows.all_y))
+                wanted = refit_params(c, self.rows).get("rounds")
+                short = wanted is not None and model.rounds is not None and model.rounds < wanted
+                if short and self._cut():
+                    update = {"rounds": model.rounds, "wanted_rounds": wanted}
+                    refit = refit.model_copy(update={"status": RefitStatus.time_limit, **update})
             fitted.append(Member(weight, model))
             described.append(
                 EnsembleMember(

@@ -30,8 +30,11 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 TUNE_MAX_TRAIN_ROWS = 100_000  # trials fit on a stratified sample of this many rows at most
 TUNE_MAX_VALID_ROWS = 50_000  # and are scored on this many validation rows at most
-ENSEMBLE_GRACE_SHARE = 0.03  # an ensemble's refits may end this share of the budget late
-REFIT_BUDGET_SHARE = 2.0  # a sampled search's refit on all rows may take this share of the budget
+# Refits may end this share of the budget late: estimates err, and a refit cut short is a
+# weaker model (the train stage keeps a tenth of its budget outside the search for this and
+# for its own overhead, so it still ends within its budget and a little).
+REFIT_GRACE_SHARE = 0.1
+REFIT_BUDGET_SHARE = 0.3  # a sampled search keeps this share of the budget for its refit
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,7 @@ class _Evaluation:
     rounds: int | None
     model: Model | None  # holdout mode only
     pruned: bool
+    cut: bool = False  # a fit of it was stopped by its deadline
 
 
 class _Search:
@@ -72,62 +76,88 @@ class _Search:
         self.tuner, self.rows, self.families = tuner, rows, families
         self.start = start
         self.deadline = self.start + tuner.budget_s
-        self.cost = RefitCost.of(rows)
+        self.cost = RefitCost.of(rows, tuner.budget_s, tuner.refit_budget_share)
         self.pool = CandidatePool()
         self.records: list[TrialRecord] = []
-        self.reserve = 0.0  # time kept back for the final refit(s)
-        # A sampled search's refit on all rows is long and bounded separately: one model only.
+        self.reserve = self.cost.reserve([])  # time kept back for the final refit(s)
+        # A sampled search's refit is sized to its fixed reserve: one model only.
         self.ensemble = tuner.ensemble and not rows.sampled
 
     def over(self) -> bool:
-        """Out of time (less left than the refits need); the first trial always completes:
-        a model slightly late beats no model."""
+        """Out of time (less left than the refits need); the first trial always completes,
+        its fits cut short at their deadline: a weak model beats no model."""
         return bool(self.pool) and time.monotonic() > self.deadline - self.reserve
+
+    def trial_deadline(self) -> float:
+        """When a trial starting now must stop fitting (see `RefitCost.trial_deadline`)."""
+        return self.cost.trial_deadline(time.monotonic(), self.deadline, self.reserve)
 
     def keep(self, candidate: Candidate) -> None:
         self.pool.keep(candidate)
         # Cross-validation leaves no trial model to fall back on, so an ensemble's refits
         # are reserved for in advance (each family's best: the likely members).
         members = self.pool.family_bests() if self.ensemble and self.rows.use_cv else []
-        self.reserve = self.cost.seconds(members or [self.pool.best])
+        self.reserve = self.cost.reserve(members or [self.pool.best])
 
     def score(self, y: np.ndarray, pred: np.ndarray) -> float:
         return validation_score(self.tuner.task, y, pred, self.tuner.n_classes)
 
     def _fit(
-        self, family: Learner, params: dict[str, Any], data: Data, held: Data, watch: _RoundWatch
+        self,
+        family: Learner,
+        params: dict[str, Any],
+        data: Data,
+        held: Data,
+        watch: _RoundWatch,
+        deadline: float,
     ) -> Model:
         t = self.tuner
         job = FitJob(
-            t.task, t.n_classes, data, held, seed=t.seed, nthread=t.nthread, on_round=watch
+            t.task,
+            t.n_classes,
+            data,
+            held,
+            seed=t.seed,
+            nthread=t.nthread,
+            on_round=watch,
+            deadline=deadline,
         )
-        return family.fit(params, job)
+        model = family.fit(params, job)
+        # Boosting stops after its deadline; the logistic fit just before it (between chunks
+        # of iterations) and says so.
+        capped = bool(getattr(model, "capped", False))
+        watch.cut = watch.cut or capped or time.monotonic() > deadline
+        return model
 
     def evaluate(self, trial: optuna.Trial, family: Learner, params: dict[str, Any]) -> _Evaluation:
-        """Fits and scores one configuration on the validation split or across the folds."""
+        """Fits and scores one configuration on the validation split or across the folds,
+        every fit stopped at the trial's deadline (each fold at its share of the time left)."""
         watch = _RoundWatch(self, trial)
         rows = self.rows
+        deadline = self.trial_deadline()
         if not rows.use_cv:
-            model = self._fit(family, params, rows.train, rows.validation, watch)
+            model = self._fit(family, params, rows.train, rows.validation, watch, deadline)
             pred = model.predict(rows.validation[0])
             score = self.score(rows.validation[1], pred)
-            return _Evaluation(score, pred, model.rounds, model, watch.pruned)
+            return _Evaluation(score, pred, model.rounds, model, watch.pruned, watch.cut)
         x, y = rows.all_x, rows.all_y
         multiclass = self.tuner.task is Task.multiclass
         oof = np.zeros((len(y), self.tuner.n_classes) if multiclass else len(y))
         rounds = []
         for i, (fit_idx, held_idx) in enumerate(rows.folds):
             fold, held = (x[fit_idx], y[fit_idx]), (x[held_idx], y[held_idx])
-            model = self._fit(family, params, fold, held, watch)
+            now = time.monotonic()
+            fold_deadline = now + max(deadline - now, 0.0) / (len(rows.folds) - i)
+            model = self._fit(family, params, fold, held, watch, fold_deadline)
             oof[held_idx] = model.predict(x[held_idx]).reshape(oof[held_idx].shape)
             if model.rounds is not None:
                 rounds.append(model.rounds)
             seen = np.concatenate([h for _, h in rows.folds[: i + 1]])
             trial.report(self.score(y[seen], oof[seen]), i)
             if i < len(rows.folds) - 1 and (trial.should_prune() or self.over()):
-                return _Evaluation(math.nan, oof, None, None, True)
+                return _Evaluation(math.nan, oof, None, None, True, watch.cut)
         mean_rounds = int(np.mean(rounds)) if rounds else None
-        return _Evaluation(self.score(y, oof), oof, mean_rounds, None, watch.pruned)
+        return _Evaluation(self.score(y, oof), oof, mean_rounds, None, watch.pruned, watch.cut)
 
     def objective(self, trial: optuna.Trial) -> float:
         """Optuna's objective: suggest a family and its parameters, evaluate, record."""
@@ -162,6 +192,7 @@ class _Search:
                 score=score,
                 duration_s=duration,
                 rounds=ev.rounds,
+                cut=ev.cut,
             )
         )
         if not ev.pruned and math.isfinite(ev.score):
@@ -199,7 +230,7 @@ class _Search:
         """Holdout mode can always fall back on the trial models; cross-validation must refit.
         The search stopped as the time left fell below the reserve, so a refit costing the
         reserve overruns by a moment: a small grace allows for that."""
-        grace = ENSEMBLE_GRACE_SHARE * self.tuner.budget_s
+        grace = REFIT_GRACE_SHARE * self.tuner.budget_s
         late = time.monotonic() + self.cost.seconds(candidates) > self.deadline + grace
         return not self.rows.use_cv or not late
 
@@ -215,6 +246,7 @@ class _RoundWatch:
     search: _Search
     trial: optuna.Trial
     pruned: bool = False
+    cut: bool = False  # a fit ran to its deadline
 
     def __call__(self, step: int, score: float) -> bool:
         if self.search.over():
@@ -243,7 +275,13 @@ class Tuner:
     rows; or, when `ensemble` is set and averaging the best trials scores higher on the
     held-out predictions, builds a weighted ensemble of them.
 
-    The sampler is seeded, so the sequence of trials is reproducible; how many run depends
+    The budget covers the refit: every fit of a trial stops at a deadline that leaves time
+    for the refits (`refit.RefitCost`); a sampled search keeps `refit_budget_share` of the
+    budget for its refit, on as many rows as fit in it. Trials a deadline cut short are
+    marked `cut` in `trials_`.
+
+    The sampler is seeded, so the sequence of trials is reproducible up to the first trial a
+    deadline cut short; how many run depends
     on the budget, unless `max_trials` ends the search first (then, given time, the outcome
     does not depend on the machine's speed). Fitted attributes (set by `fit`): `best_model_`,
     `best_learner_`, `best_params_`, `best_score_`, `selection_`, `refit_`, `heldout_y_`,
@@ -320,8 +358,7 @@ class Tuner:
             self.seed,
             self.nthread,
             search.deadline,
-            self.budget_s,
-            self.refit_budget_share,
+            REFIT_GRACE_SHARE * self.budget_s,
         )
         if len(members) == 1:
             final, score = refitter.single(search.pool.best), search.pool.best.score
