@@ -67,7 +67,13 @@ def test_demo_data_becomes_a_champion_with_correct_metrics(trained_home) -> None
     assert champion is not None and champion.status is VersionStatus.champion
     report = json.loads(runtime.store.get("model-monitoring", champion.report_key))
     md_key = champion.report_key.replace("report.json", "REPORT.md")
-    assert "Confusion matrix" in runtime.store.get("model-monitoring", md_key).decode()
+    markdown = runtime.store.get("model-monitoring", md_key).decode()
+    assert "Confusion matrix" in markdown
+    # What a reader needs to judge it: the trivial baseline, why this threshold, the columns.
+    assert "trivial baseline" in markdown
+    assert "decision threshold on P(malignant)" in markdown
+    assert "## Columns: what preprocessing decided" in markdown
+    assert "## Most important features" in markdown
 
     # Recompute the report's metrics in-process with scikit-learn on the same test rows.
     artifact_bytes = runtime.store.get(champion.artifact_bucket, champion.artifact_key)

@@ -41,6 +41,7 @@ from automlops.registry import (
     RegistryDoc,
     VersionStatus,
 )
+from automlops.reports.model_facts import model_facts
 from automlops.reports.report import (
     ChampionSummary,
     DecisionSummary,
@@ -48,6 +49,7 @@ from automlops.reports.report import (
 )
 from automlops.serving import wire
 from automlops.stages.result import StageResult
+from automlops.tabular.schema import DatasetSchema
 
 # Requests to an endpoint are sized by their JSON bytes, not only by rows: serverless
 # endpoints take bodies up to 4 MB (instances 6 MB), and 1,000 rows of a wide file pass that.
@@ -550,6 +552,7 @@ def _report(
         floors=details["floors"],
         decision=DecisionSummary(status=_status(gate).value, reason=gate.reason),
         importances=_importances(candidate.artifact),
+        facts=model_facts(meta, _schema(ports, meta), scored.rows.y, scored.pred),
         **_contributions(candidate.artifact, scored.rows.features, ports.settings.seed),
         drift=_drift_summary(ports.store, message.bucket, run),
         lineage={
@@ -561,6 +564,14 @@ def _report(
             "training_run": run.run_id,
         },
     )
+
+
+def _schema(ports: Ports, meta: ModelMetadata) -> DatasetSchema | None:
+    """The schema document of the model's run (its column decisions), None when gone."""
+    bucket, key = ports.settings.buckets.automl_data, meta.lineage.schema_key
+    if not key or ports.store.head(bucket, key) is None:
+        return None
+    return DatasetSchema.model_validate_json(ports.store.get(bucket, key))
 
 
 def _artifact(store: ObjectStore, entry: ModelVersion) -> ModelArtifact:
