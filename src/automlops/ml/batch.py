@@ -303,6 +303,11 @@ class BatchScorer:
         self.options = options
         if options.id_column is not None and options.id_column not in input_names:
             raise PermanentError(f"id column {options.id_column!r} is not in the file")
+        if not set(predictor.input_columns) & set(input_names):
+            raise PermanentError(
+                "the file has none of the model's input columns "
+                f"({', '.join(predictor.input_columns[:5])}...): nothing to score"
+            )
         self.kept = [options.id_column] if options.id_column is not None else list(input_names)
         self.output_names = _prediction_names(predictor, set(self.kept))
 
