@@ -16,6 +16,8 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import queue
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
@@ -31,13 +33,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from automlops.config import Task
 from automlops.errors import DataError, NotFoundError, PermanentError
+from automlops.ml.columns.transform import ColumnKind
 from automlops.ml.columns.values import InvalidValueError
 from automlops.ml.predictor import Predictions, Predictor
 from automlops.registry import ModelVersion, Registry
 from automlops.tabular.csv_reader import DELIMITERS, NULL_VALUES
 
 CHUNK_ROWS = 200_000
-_CSV_BLOCK_BYTES = 8 << 20
+_CSV_BLOCK_BYTES = 4 << 20
 MAX_EXPLAIN = 50
 
 
@@ -157,6 +160,15 @@ class TableReader:
     chunks: Iterator[Chunk]
     skipped: list[RowError]
     estimated_rows: int  # exact for Parquet, from the first lines' length for CSV
+    format: OutputFormat
+
+
+@dataclass(frozen=True)
+class OutputFormat:
+    """How the output is written: the input's format (and a CSV's delimiter)."""
+
+    kind: TableFormat
+    delimiter: str = ","
 
 
 def open_table(source: Path, fmt: TableFormat, chunk_rows: int = CHUNK_ROWS) -> TableReader:
@@ -169,10 +181,47 @@ def open_table(source: Path, fmt: TableFormat, chunk_rows: int = CHUNK_ROWS) -> 
             raise DataError(source.name, f"is not a readable Parquet file: {exc}") from None
         names = parquet.schema_arrow.names
         rows = parquet.metadata.num_rows
-        return TableReader(names, _rechunk(source.name, batches, chunk_rows), [], rows)
-    reader, names, skipped = _open_csv(source)
+        chunks = _rechunk(source.name, batches, chunk_rows)
+        return TableReader(names, chunks, [], rows, OutputFormat(fmt))
+    reader, header, skipped = _open_csv(source)
     chunks = _rechunk(source.name, reader, chunk_rows)
-    return TableReader(names, chunks, skipped, _estimate_rows(source))
+    output = OutputFormat(fmt, header.delimiter)
+    return TableReader(header.names, chunks, skipped, _estimate_rows(source), output)
+
+
+def read_ahead(chunks: Iterator[Chunk], depth: int = 1) -> Iterator[Chunk]:
+    """`chunks`, read on a thread of its own up to `depth` chunks ahead of the consumer."""
+    ahead: queue.Queue[Chunk | BaseException | None] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def offer(item: Chunk | BaseException | None) -> bool:
+        """Hand an item over unless the consumer stopped (then False)."""
+        while not stop.is_set():
+            try:
+                ahead.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for chunk in chunks:
+                if not offer(chunk):
+                    return
+            offer(None)
+        except BaseException as exc:  # handed to the consumer, raised there
+            offer(exc)
+
+    thread = threading.Thread(target=produce, name="automlops-read-ahead", daemon=True)
+    thread.start()
+    try:
+        while (item := ahead.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
 
 
 def _estimate_rows(source: Path) -> int:
@@ -199,7 +248,7 @@ def progress_share(text: str) -> float | None:
         return None
 
 
-def _open_csv(source: Path) -> tuple[pa_csv.CSVStreamingReader, list[str], list[RowError]]:
+def _open_csv(source: Path) -> tuple[pa_csv.CSVStreamingReader, _Header, list[RowError]]:
     """A streaming reader of a CSV file with every cell as text, and the list it appends the
     rows it skips to (a field count unlike the header's)."""
     header = _header(source)
@@ -228,7 +277,7 @@ def _open_csv(source: Path) -> tuple[pa_csv.CSVStreamingReader, list[str], list[
         )
     except pa.ArrowException as exc:
         raise DataError(source.name, f"cannot be read as CSV: {exc}") from None
-    return reader, header.names, skipped
+    return reader, header, skipped
 
 
 @dataclass(frozen=True)
@@ -310,16 +359,22 @@ class BatchScorer:
             )
         self.kept = [options.id_column] if options.id_column is not None else list(input_names)
         self.output_names = _prediction_names(predictor, set(self.kept))
+        self.numeric = {c.name for c in predictor.transform.columns if c.kind is ColumnKind.numeric}
 
     def score(self, chunk: Chunk, skipped: list[RowError]) -> ScoredChunk:
         """Predictions for the readable rows of a chunk, and the rows it could not read
         (`skipped`: the rows the parser left out so far, to number the rows of the file)."""
         table = chunk.table
-        frame = _model_frame(table, self.predictor.input_columns)
+        present = [c for c in self.predictor.input_columns if c in table.column_names]
+        raw = pl.from_arrow(table.select(present))
+        assert isinstance(raw, pl.DataFrame)
         errors: list[RowError] = []
         try:
-            predictions = self._predict(frame)
+            predictions = self._predict(_typed(raw, self.numeric))
         except InvalidValueError:
+            # Null tokens ("NA", "?"...) read as missing, as in training; then what still
+            # fails is a bad value: found row by row.
+            frame = _with_nulls(raw)
             bad = _unreadable(self.predictor, frame, 0)
             errors = [
                 RowError(data_row(skipped, chunk.first_row + r), column, message)
@@ -376,22 +431,32 @@ def _prediction_names(predictor: Predictor, taken: set[str]) -> list[str]:
 _NULLS = pl.Series(NULL_VALUES)
 
 
-def _model_frame(table: pa.Table, columns: list[str]) -> pl.DataFrame:
-    """The model's input columns of a chunk; text cells stripped, null tokens made null (as
-    the upload's CSV reader does before training)."""
-    present = [c for c in columns if c in table.column_names]
-    frame = pl.from_arrow(table.select(present))
-    assert isinstance(frame, pl.DataFrame)
+def _typed(frame: pl.DataFrame, numeric: set[str]) -> pl.DataFrame:
+    """Numeric columns read as text cast to numbers where every present value is a plain
+    number (the common case, and the encoder's fast path); any other column as it was, for
+    the encoder to read (and refuse) exactly as serving does."""
+    casts = []
+    for name, dtype in frame.schema.items():
+        if name in numeric and dtype == pl.String:
+            text = frame.get_column(name)
+            number = text.cast(pl.Float64, strict=False)
+            if number.null_count() == text.null_count():
+                casts.append(number)
+    return frame.with_columns(casts) if casts else frame
+
+
+def _with_nulls(frame: pl.DataFrame) -> pl.DataFrame:
+    """Text cells stripped and null tokens made null, as the upload's CSV reader does."""
     text = [c for c, t in frame.schema.items() if t == pl.String]
-    if text:
-        frame = frame.with_columns(
-            pl.when(pl.col(c).str.strip_chars().is_in(_NULLS.implode()))
-            .then(None)
-            .otherwise(pl.col(c).str.strip_chars())
-            .alias(c)
-            for c in text
-        )
-    return frame
+    if not text:
+        return frame
+    return frame.with_columns(
+        pl.when(pl.col(c).str.strip_chars().is_in(_NULLS.implode()))
+        .then(None)
+        .otherwise(pl.col(c).str.strip_chars())
+        .alias(c)
+        for c in text
+    )
 
 
 def _unreadable(
@@ -415,13 +480,14 @@ def _unreadable(
 # -- writing ------------------------------------------------------------------------------------
 
 
-def table_bytes(table: pa.Table, fmt: TableFormat) -> bytes:
+def table_bytes(table: pa.Table, fmt: OutputFormat) -> bytes:
     """One chunk's output in the input's format (CSV with a header line)."""
     sink = io.BytesIO()
-    if fmt is TableFormat.parquet:
+    if fmt.kind is TableFormat.parquet:
         pq.write_table(table, sink)
     else:
-        pa_csv.write_csv(table, sink, pa_csv.WriteOptions(quoting_style="needed"))
+        options = pa_csv.WriteOptions(quoting_style="needed", delimiter=fmt.delimiter)
+        pa_csv.write_csv(table, sink, options)
     return sink.getvalue()
 
 

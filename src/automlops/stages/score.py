@@ -19,6 +19,7 @@ import hashlib
 import json
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +31,9 @@ from automlops.errors import NotFoundError, PermanentError
 from automlops.events import S3EventRecord
 from automlops.ml.batch import (
     BatchScorer,
+    OutputFormat,
     RowError,
+    ScoredChunk,
     ScoreLineage,
     ScoreOptions,
     TableFormat,
@@ -39,6 +42,7 @@ from automlops.ml.batch import (
     join_parts,
     open_table,
     progress_text,
+    read_ahead,
     score_run_id,
     scoring_version,
     table_bytes,
@@ -125,32 +129,55 @@ class _Tally:
 
 
 def _write_parts(job: ScoreJob, predictor: Predictor, reader: TableReader, ports: Ports) -> _Tally:
-    """Score every chunk not written yet and write it as a part; count all of them."""
+    """Score every chunk not written yet and write it as a part; count all of them.
+
+    Reading the next chunk and writing the last one's part run on threads of their own while
+    a chunk is scored (Arrow, polars and XGBoost release the GIL): at most one chunk is read
+    ahead and one part is in flight, so memory stays that of a few chunks.
+    """
     store, bucket, run = ports.store, ports.settings.buckets.model_output, job.run
     written = set(store.list(bucket, keys.predictions_prefix(run.dataset, run.run_id)))
     scorer = BatchScorer(predictor, job.options, reader.names)
     tally = _Tally(skipped=reader.skipped)
-    for chunk in reader.chunks:
-        part = keys.prediction_part_key(run.dataset, run.run_id, chunk.index, job.fmt.value)
-        errors_part = keys.prediction_part_key(run.dataset, run.run_id, chunk.index, "errors.csv")
-        if part in written:  # done before a crash: only its errors are needed
-            errors = _read_errors(store, bucket, errors_part) if errors_part in written else []
-        else:
-            scored = scorer.score(chunk, reader.skipped)
-            errors = scored.errors
-            if errors:
-                store.put(bucket, errors_part, errors_bytes(errors))
-            store.put(bucket, part, table_bytes(scored.table, job.fmt))
-        tally.parts.append(part)
-        tally.rows += chunk.table.num_rows
-        tally.scored += chunk.table.num_rows - len(errors)
-        tally.errors.extend(errors)
-        _check_bad_share(job, tally)
-        ports.progress(progress_text(tally.rows + len(tally.skipped), reader.estimated_rows))
+    in_flight: Future[None] | None = None
+    with ThreadPoolExecutor(1, thread_name_prefix="automlops-score-write") as writer:
+        for chunk in read_ahead(reader.chunks):
+            part = keys.prediction_part_key(run.dataset, run.run_id, chunk.index, job.fmt.value)
+            errors_part = keys.prediction_part_key(
+                run.dataset, run.run_id, chunk.index, "errors.csv"
+            )
+            if part in written:  # done before a crash: only its errors are needed
+                errors = _read_errors(store, bucket, errors_part) if errors_part in written else []
+            else:
+                scored = scorer.score(chunk, reader.skipped)
+                errors = scored.errors
+                if in_flight is not None:
+                    in_flight.result()  # parts are written in order; a failed write stops here
+                in_flight = writer.submit(
+                    _write_part, store, bucket, (part, errors_part), scored, reader.format
+                )
+            tally.parts.append(part)
+            tally.rows += chunk.table.num_rows
+            tally.scored += chunk.table.num_rows - len(errors)
+            tally.errors.extend(errors)
+            _check_bad_share(job, tally)
+            ports.progress(progress_text(tally.rows + len(tally.skipped), reader.estimated_rows))
+        if in_flight is not None:
+            in_flight.result()
     _check_bad_share(job, tally)
     if tally.rows == 0 and not tally.skipped:
         raise PermanentError(f"{job.source.filename}: has no data rows to score")
     return tally
+
+
+def _write_part(
+    store: ObjectStore, bucket: str, keys_: tuple[str, str], scored: ScoredChunk, fmt: OutputFormat
+) -> None:
+    """A chunk's errors, then its predictions (the part's presence commits the chunk)."""
+    part, errors_part = keys_
+    if scored.errors:
+        store.put(bucket, errors_part, errors_bytes(scored.errors))
+    store.put(bucket, part, table_bytes(scored.table, fmt))
 
 
 def _check_bad_share(job: ScoreJob, tally: _Tally) -> None:
