@@ -18,7 +18,7 @@ import hashlib
 import io
 import queue
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -500,18 +500,30 @@ def errors_bytes(errors: list[RowError]) -> bytes:
     return text.getvalue().encode()
 
 
-def join_parts(parts: Iterable[bytes], fmt: TableFormat, out: BinaryIO) -> None:
-    """Write chunk outputs as one file: CSV parts keep the first header only; Parquet parts
-    are rewritten as row groups of one file."""
-    if fmt is TableFormat.csv:
-        for i, part in enumerate(parts):  # a part at a time: memory stays that of one
-            out.write(part if i == 0 else part[part.index(b"\n") + 1 :])
-        return
-    writer: pq.ParquetWriter | None = None
-    for part in parts:
-        table = pq.read_table(pa.BufferReader(part))
-        if writer is None:
-            writer = pq.ParquetWriter(out, table.schema)
-        writer.write_table(table)
-    if writer is not None:
-        writer.close()
+class JoinedOutput:
+    """The output file, built from the chunks' parts in order: CSV parts keep the first
+    header only; Parquet parts become row groups of one file. A part at a time: memory stays
+    that of one."""
+
+    def __init__(self, path: Path, fmt: OutputFormat) -> None:
+        self.path = path
+        self.fmt = fmt
+        self._out: BinaryIO = open(path, "wb")  # noqa: SIM115 (closed by `close`)
+        self._parquet: pq.ParquetWriter | None = None
+        self._parts = 0
+
+    def add(self, part: bytes) -> None:
+        """Append one chunk's output (as `table_bytes` made it)."""
+        if self.fmt.kind is TableFormat.csv:
+            self._out.write(part if self._parts == 0 else part[part.index(b"\n") + 1 :])
+        else:
+            table = pq.read_table(pa.BufferReader(part))
+            if self._parquet is None:
+                self._parquet = pq.ParquetWriter(self._out, table.schema)
+            self._parquet.write_table(table)
+        self._parts += 1
+
+    def close(self) -> None:
+        if self._parquet is not None:
+            self._parquet.close()
+        self._out.close()

@@ -18,10 +18,11 @@ import csv
 import hashlib
 import json
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -31,7 +32,7 @@ from automlops.errors import NotFoundError, PermanentError
 from automlops.events import S3EventRecord
 from automlops.ml.batch import (
     BatchScorer,
-    OutputFormat,
+    JoinedOutput,
     RowError,
     ScoredChunk,
     ScoreLineage,
@@ -39,7 +40,6 @@ from automlops.ml.batch import (
     TableFormat,
     TableReader,
     errors_bytes,
-    join_parts,
     open_table,
     progress_text,
     read_ahead,
@@ -109,11 +109,19 @@ def score(record: S3EventRecord, ports: Ports) -> StageResult:
         return _result(job, done, duplicate=True)
     artifact = ports.store.get(job.version.artifact_bucket, job.version.artifact_key)
     predictor = Predictor.from_bytes(artifact, job.version.artifact_key)
-    with _input_file(ports.store, record) as path:
-        digest = _sha256(path)
+    with (
+        _input_file(ports.store, record) as path,
+        tempfile.TemporaryDirectory(prefix="automlops-score-") as scratch,
+        ThreadPoolExecutor(1, thread_name_prefix="automlops-score-hash") as hasher,
+    ):
+        digest = hasher.submit(_sha256, path)  # beside the scoring, which reads the file too
         reader = open_table(path, job.fmt)
-        tally = _write_parts(job, predictor, reader, ports)
-    lineage = _commit(job, record, digest, tally, ports)
+        joined = JoinedOutput(Path(scratch) / job.source.filename, reader.format)
+        try:
+            tally = _write_parts(job, predictor, reader, joined, ports)
+        finally:
+            joined.close()
+        lineage = _commit(job, record, digest.result(), tally, joined.path, ports)
     return _result(job, lineage, duplicate=False)
 
 
@@ -128,8 +136,11 @@ class _Tally:
     skipped: list[RowError] = field(default_factory=list)  # unparseable lines
 
 
-def _write_parts(job: ScoreJob, predictor: Predictor, reader: TableReader, ports: Ports) -> _Tally:
-    """Score every chunk not written yet and write it as a part; count all of them.
+def _write_parts(
+    job: ScoreJob, predictor: Predictor, reader: TableReader, joined: JoinedOutput, ports: Ports
+) -> _Tally:
+    """Score every chunk not written yet and write it as a part, and every part to `joined`
+    (in order); count all of them.
 
     Reading the next chunk and writing the last one's part run on threads of their own while
     a chunk is scored (Arrow, polars and XGBoost release the GIL): at most one chunk is read
@@ -146,16 +157,17 @@ def _write_parts(job: ScoreJob, predictor: Predictor, reader: TableReader, ports
             errors_part = keys.prediction_part_key(
                 run.dataset, run.run_id, chunk.index, "errors.csv"
             )
+            write: Callable[[], None]
             if part in written:  # done before a crash: only its errors are needed
                 errors = _read_errors(store, bucket, errors_part) if errors_part in written else []
+                write = partial(_join_written, store, bucket, part, joined)
             else:
                 scored = scorer.score(chunk, reader.skipped)
                 errors = scored.errors
-                if in_flight is not None:
-                    in_flight.result()  # parts are written in order; a failed write stops here
-                in_flight = writer.submit(
-                    _write_part, store, bucket, (part, errors_part), scored, reader.format
-                )
+                write = partial(_write_part, store, bucket, (part, errors_part), scored, joined)
+            if in_flight is not None:
+                in_flight.result()  # parts are written in order; a failed write stops here
+            in_flight = writer.submit(write)
             tally.parts.append(part)
             tally.rows += chunk.table.num_rows
             tally.scored += chunk.table.num_rows - len(errors)
@@ -170,14 +182,24 @@ def _write_parts(job: ScoreJob, predictor: Predictor, reader: TableReader, ports
     return tally
 
 
+def _join_written(store: ObjectStore, bucket: str, part: str, joined: JoinedOutput) -> None:
+    joined.add(store.get(bucket, part))
+
+
 def _write_part(
-    store: ObjectStore, bucket: str, keys_: tuple[str, str], scored: ScoredChunk, fmt: OutputFormat
+    store: ObjectStore,
+    bucket: str,
+    keys_: tuple[str, str],
+    scored: ScoredChunk,
+    joined: JoinedOutput,
 ) -> None:
     """A chunk's errors, then its predictions (the part's presence commits the chunk)."""
     part, errors_part = keys_
     if scored.errors:
         store.put(bucket, errors_part, errors_bytes(scored.errors))
-    store.put(bucket, part, table_bytes(scored.table, fmt))
+    data = table_bytes(scored.table, joined.fmt)
+    store.put(bucket, part, data)
+    joined.add(data)
 
 
 def _check_bad_share(job: ScoreJob, tally: _Tally) -> None:
@@ -197,16 +219,12 @@ def _read_errors(store: ObjectStore, bucket: str, key: str) -> list[RowError]:
 
 
 def _commit(
-    job: ScoreJob, record: S3EventRecord, digest: str, tally: _Tally, ports: Ports
+    job: ScoreJob, record: S3EventRecord, digest: str, tally: _Tally, joined: Path, ports: Ports
 ) -> ScoreLineage:
-    """Join the parts into the output file, write the errors, then the lineage (last)."""
+    """Store the joined output file, then the errors, then the lineage (last)."""
     store, bucket, run = ports.store, ports.settings.buckets.model_output, job.run
     output_key = keys.predictions_key(run.dataset, run.run_id, job.source.filename)
-    with tempfile.TemporaryDirectory(prefix="automlops-score-") as scratch:
-        joined = Path(scratch) / job.source.filename
-        with open(joined, "wb") as out:
-            join_parts((store.get(bucket, part) for part in tally.parts), job.fmt, out)
-        store.put_file(bucket, output_key, joined)
+    store.put_file(bucket, output_key, joined)
     errors = sorted(tally.errors + tally.skipped, key=lambda e: e.row)
     errors_key = keys.prediction_errors_key(run.dataset, run.run_id)
     store.put(bucket, errors_key, errors_bytes(errors))
