@@ -217,3 +217,6 @@ evaluate = _entry_point(
     Stage.evaluate,
     "Lambda handler: an evaluation message scores the candidate and decides promotion.",
 )
+score = _entry_point(
+    Stage.score, "Lambda handler: a file under score/<dataset>/ is scored by the champion."
+)
