@@ -515,7 +515,8 @@ class JoinedOutput:
     def add(self, part: bytes) -> None:
         """Append one chunk's output (as `table_bytes` made it)."""
         if self.fmt.kind is TableFormat.csv:
-            self._out.write(part if self._parts == 0 else part[part.index(b"\n") + 1 :])
+            body = memoryview(part)  # sliced without a copy of the part
+            self._out.write(body if self._parts == 0 else body[part.index(b"\n") + 1 :])
         else:
             table = pq.read_table(pa.BufferReader(part))
             if self._parquet is None:
