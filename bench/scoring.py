@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -120,8 +121,29 @@ def train_ours(home: Path) -> None:
         runtime.close()
 
 
+def model_only_home(home: Path, target: Path) -> Path:
+    """A fresh workspace holding only the bank champion (registry and model file), so that
+    every measurement scores for real (the same file scored again is a duplicate run)."""
+    from automlops import keys
+    from automlops.local.runtime import open_runtime
+
+    shutil.rmtree(target, ignore_errors=True)
+    source, copy = open_runtime(home), open_runtime(target)
+    try:
+        entry = source.registry.read(DATASET).champion_version()
+        assert entry is not None
+        registry = (source.registry.bucket, keys.registry_key(DATASET))
+        for bucket, key in (registry, (entry.artifact_bucket, entry.artifact_key)):
+            copy.store.put(bucket, key, source.store.get(bucket, key))
+    finally:
+        source.close()
+        copy.close()
+    return target
+
+
 def score_ours(home: Path, csv_path: Path, rows: int, out: Path) -> Measured:
     """`automlops predict` in a child process, and the score stage's time from the run log."""
+    home = model_only_home(home, home.parent / "score-home")
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     command = [sys.executable, "-m", "automlops.cli", "predict", str(csv_path)]
     command += ["--dataset", DATASET, "--home", str(home), "--output", str(out)]

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from fastapi.testclient import TestClient
 
 from automlops import keys
 from automlops.demo import breast_cancer_csv
@@ -21,6 +22,7 @@ from automlops.local.worker import Worker
 from automlops.ml.batch import ScoreOptions
 from automlops.ml.predictor import Predictor
 from automlops.ports import ObjectInfo
+from automlops.ui.up import build_app
 from support import DEMO_DATASET
 
 ROWS = 569  # the demo's breast-cancer rows
@@ -88,6 +90,12 @@ def test_a_dropped_csv_is_scored_by_the_champion_with_a_run_and_lineage(
     assert run.id == lineage["run_id"] and run.status == "succeeded"
     assert run.source == keys.score_key(DEMO_DATASET, "customers.csv")
     assert [s.name for s in run.stages] == ["score"] and run.model_version == 1
+
+    # On the dashboard like any other run.
+    client = TestClient(build_app(scoring), base_url="http://testserver")
+    assert run.id in client.get("/ui/runs").text
+    detail = client.get(f"/ui/runs/{run.id}")
+    assert detail.status_code == 200 and "score" in detail.text
 
 
 def test_the_same_file_again_is_the_same_run_and_writes_nothing_twice(
