@@ -97,11 +97,15 @@ class Chunk:
 
 @dataclass(frozen=True)
 class ScoredChunk:
-    """The predictions of one chunk and the rows it could not score."""
+    """The predictions of one chunk: one row per readable row (`ROW_COLUMN` holds its place
+    in the chunk), and the rows it could not score."""
 
     index: int
-    table: pa.Table
+    predictions: pa.Table
     errors: list[RowError]
+
+
+ROW_COLUMN = "__row"  # a prediction's row in its chunk (0-based), in a stored part
 
 
 class ScoreLineage(BaseModel):
@@ -369,6 +373,7 @@ class BatchScorer:
         raw = pl.from_arrow(table.select(present))
         assert isinstance(raw, pl.DataFrame)
         errors: list[RowError] = []
+        keep = np.ones(table.num_rows, dtype=bool)
         try:
             predictions = self._predict(_typed(raw, self.numeric))
         except InvalidValueError:
@@ -380,14 +385,20 @@ class BatchScorer:
                 RowError(data_row(skipped, chunk.first_row + r), column, message)
                 for r, column, message in bad
             ]
-            keep = np.ones(table.num_rows, dtype=bool)
             keep[[r for r, _, _ in bad]] = False
-            table = table.filter(pa.array(keep))
             predictions = self._predict(frame.filter(pl.Series(keep)))
-        out = table.select(self.kept)
-        for name, column in zip(self.output_names, self._columns(predictions), strict=True):
-            out = out.append_column(name, column)
-        return ScoredChunk(index=chunk.index, table=out, errors=errors)
+        rows = pa.array(np.flatnonzero(keep), pa.int64())
+        columns = [rows, *self._columns(predictions)]
+        table = pa.Table.from_arrays(columns, names=[ROW_COLUMN, *self.output_names])
+        return ScoredChunk(index=chunk.index, predictions=table, errors=errors)
+
+    def output(self, chunk: Chunk, predictions: pa.Table) -> pa.Table:
+        """The output rows of a chunk: its kept input columns of the rows `predictions`
+        answers (by `ROW_COLUMN`), then the prediction columns."""
+        out = chunk.table.select(self.kept).take(predictions.column(ROW_COLUMN))
+        for name in self.output_names:
+            out = out.append_column(name, predictions.column(name))
+        return out
 
     def _predict(self, frame: pl.DataFrame) -> Predictions:
         if self.options.explain is not None:
@@ -478,6 +489,18 @@ def _unreadable(
 
 
 # -- writing ------------------------------------------------------------------------------------
+
+
+def predictions_bytes(predictions: pa.Table) -> bytes:
+    """A chunk's predictions as a stored part (Parquet: exact and small)."""
+    sink = io.BytesIO()
+    pq.write_table(predictions, sink)
+    return sink.getvalue()
+
+
+def predictions_of(part: bytes) -> pa.Table:
+    """The predictions a stored part holds."""
+    return pq.read_table(pa.BufferReader(part))
 
 
 def table_bytes(table: pa.Table, fmt: OutputFormat) -> bytes:

@@ -32,6 +32,7 @@ from automlops.errors import NotFoundError, PermanentError
 from automlops.events import S3EventRecord
 from automlops.ml.batch import (
     BatchScorer,
+    Chunk,
     JoinedOutput,
     RowError,
     ScoredChunk,
@@ -41,6 +42,8 @@ from automlops.ml.batch import (
     TableReader,
     errors_bytes,
     open_table,
+    predictions_bytes,
+    predictions_of,
     progress_text,
     read_ahead,
     score_run_id,
@@ -153,18 +156,19 @@ def _write_parts(
     in_flight: Future[None] | None = None
     with ThreadPoolExecutor(1, thread_name_prefix="automlops-score-write") as writer:
         for chunk in read_ahead(reader.chunks):
-            part = keys.prediction_part_key(run.dataset, run.run_id, chunk.index, job.fmt.value)
+            part = keys.prediction_part_key(run.dataset, run.run_id, chunk.index, "parquet")
             errors_part = keys.prediction_part_key(
                 run.dataset, run.run_id, chunk.index, "errors.csv"
             )
             write: Callable[[], None]
-            if part in written:  # done before a crash: only its errors are needed
+            if part in written:  # done before a crash: joined from its stored predictions
                 errors = _read_errors(store, bucket, errors_part) if errors_part in written else []
-                write = partial(_join_written, store, bucket, part, joined)
+                write = partial(_join_written, store, bucket, part, scorer, chunk, joined)
             else:
                 scored = scorer.score(chunk, reader.skipped)
                 errors = scored.errors
-                write = partial(_write_part, store, bucket, (part, errors_part), scored, joined)
+                parts = (part, errors_part)
+                write = partial(_write_part, store, bucket, parts, scorer, chunk, scored, joined)
             if in_flight is not None:
                 in_flight.result()  # parts are written in order; a failed write stops here
             in_flight = writer.submit(write)
@@ -182,24 +186,35 @@ def _write_parts(
     return tally
 
 
-def _join_written(store: ObjectStore, bucket: str, part: str, joined: JoinedOutput) -> None:
-    joined.add(store.get(bucket, part))
+def _join_written(
+    store: ObjectStore,
+    bucket: str,
+    part: str,
+    scorer: BatchScorer,
+    chunk: Chunk,
+    joined: JoinedOutput,
+) -> None:
+    predictions = predictions_of(store.get(bucket, part))
+    joined.add(table_bytes(scorer.output(chunk, predictions), joined.fmt))
 
 
 def _write_part(
     store: ObjectStore,
     bucket: str,
     keys_: tuple[str, str],
+    scorer: BatchScorer,
+    chunk: Chunk,
     scored: ScoredChunk,
     joined: JoinedOutput,
 ) -> None:
-    """A chunk's errors, then its predictions (the part's presence commits the chunk)."""
+    """A chunk's errors, then its predictions (the part's presence commits the chunk), then
+    its output rows to the joined file. Parts hold predictions only: a resumed run joins them
+    to the input rows it reads again, so the input's columns are never stored twice."""
     part, errors_part = keys_
     if scored.errors:
         store.put(bucket, errors_part, errors_bytes(scored.errors))
-    data = table_bytes(scored.table, joined.fmt)
-    store.put(bucket, part, data)
-    joined.add(data)
+    store.put(bucket, part, predictions_bytes(scored.predictions))
+    joined.add(table_bytes(scorer.output(chunk, scored.predictions), joined.fmt))
 
 
 def _check_bad_share(job: ScoreJob, tally: _Tally) -> None:
