@@ -75,3 +75,16 @@ def test_bad_requests_exit_non_zero_with_a_clear_error(
 def test_a_missing_file_is_refused(home: Path, tmp_path: Path) -> None:
     result = _predict(home, str(tmp_path / "absent.csv"), "--dataset", DEMO_DATASET)
     assert result.exit_code == 2 and "no such file" in result.output
+
+
+def test_a_dataset_without_champion_is_refused(home: Path, tmp_path: Path) -> None:
+    from automlops.local.runtime import open_runtime
+
+    runtime = open_runtime(home)
+    runtime.registry.update(DEMO_DATASET, lambda doc: setattr(doc, "champion", None))
+    runtime.close()
+    source = tmp_path / "in.csv"
+    source.write_bytes(breast_cancer_csv())
+    result = _predict(home, str(source), "--dataset", DEMO_DATASET)
+    assert result.exit_code == 2 and "has no champion" in result.output
+    assert "Traceback" not in result.output

@@ -132,7 +132,6 @@ def score(record: S3EventRecord, ports: Ports) -> StageResult:
 class _Tally:
     """What the chunks of a run added up to."""
 
-    parts: list[str] = field(default_factory=list)
     rows: int = 0  # rows parsed
     scored: int = 0
     errors: list[RowError] = field(default_factory=list)  # unreadable values
@@ -172,7 +171,6 @@ def _write_parts(
             if in_flight is not None:
                 in_flight.result()  # parts are written in order; a failed write stops here
             in_flight = writer.submit(write)
-            tally.parts.append(part)
             tally.rows += chunk.table.num_rows
             tally.scored += chunk.table.num_rows - len(errors)
             tally.errors.extend(errors)
