@@ -8,7 +8,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from automlops.cli import app
 from automlops.demo import breast_cancer_csv
@@ -22,7 +22,7 @@ def home(trained_home: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(trained_home, tmp_path / "home"))
 
 
-def _predict(home: Path, *args: str):
+def _predict(home: Path, *args: str) -> Result:
     return cli.invoke(app, ["predict", *args, "--home", str(home)])
 
 

@@ -10,6 +10,7 @@ import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -37,7 +38,9 @@ def scoring(trained_home: Path, tmp_path: Path) -> Iterator[LocalRuntime]:
     runtime.close()
 
 
-def _drop(runtime: LocalRuntime, filename: str, data: bytes, options: ScoreOptions | None = None):
+def _drop(
+    runtime: LocalRuntime, filename: str, data: bytes, options: ScoreOptions | None = None
+) -> ObjectInfo:
     bucket = runtime.settings.buckets.data
     if options is not None:
         key = keys.score_options_key(DEMO_DATASET, filename)
@@ -45,7 +48,7 @@ def _drop(runtime: LocalRuntime, filename: str, data: bytes, options: ScoreOptio
     return runtime.store.put(bucket, keys.score_key(DEMO_DATASET, filename), data)
 
 
-def _lineage(runtime: LocalRuntime) -> dict:
+def _lineage(runtime: LocalRuntime) -> dict[str, Any]:
     bucket = runtime.settings.buckets.model_output
     found = [k for k in runtime.store.list(bucket, "predictions/") if k.endswith("lineage.json")]
     assert len(found) == 1, found
@@ -177,7 +180,7 @@ class _FailingStore:
                 raise OSError("disk went away")
         return self.inner.put(bucket, key, data)
 
-    def __getattr__(self, name: str):
+    def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
 
