@@ -7,6 +7,8 @@ import json
 import sys
 import tempfile
 from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -136,6 +138,89 @@ def run(
         runtime.close()
     if failed:
         raise typer.Exit(code=1)
+
+
+@app.command()
+def predict(
+    file: Annotated[Path, typer.Argument(dir_okay=False, help="CSV or Parquet file to score.")],
+    dataset: Annotated[str, typer.Option("--dataset", help="Dataset whose model scores it.")],
+    version: Annotated[
+        int | None, typer.Option("--version", min=1, help="Model version (default: champion).")
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", help="Where to write the predictions (default: beside FILE)."),
+    ] = None,
+    explain: Annotated[
+        int | None,
+        typer.Option("--explain", min=1, help="Top-K feature contributions per row."),
+    ] = None,
+    home: Home = None,
+) -> None:
+    """Score FILE through the bucket (score/<dataset>/) and write its predictions."""
+    from automlops.local.worker import Worker
+    from automlops.ml.batch import ScoreOptions, progress_share
+    from automlops.usecases import scoring
+
+    runtime = _runtime(home)
+    try:
+        with cl.refusals(scoring.ScoreRefused):
+            if not file.is_file():
+                raise scoring.ScoreRefused(f"{file}: no such file")
+            options = ScoreOptions(version=version, explain=explain)
+            sub = scoring.submit(runtime.store, runtime.settings, file, dataset, options)
+        typer.echo(f"scoring {file} with {dataset} v{sub.version} (run {sub.run.run_id})", err=True)
+        with _share_bar("scoring") as advance:
+
+            def on_progress(run_ref: keys.RunRef, stage: Any, text: str) -> None:
+                share = progress_share(text)
+                if run_ref.run_id == sub.run.run_id and share is not None:
+                    advance(share)
+
+            Worker(runtime, on_progress=on_progress).run_until_idle()
+            done = scoring.outcome(runtime.store, runtime.settings, runtime.runlog, sub)
+            if done.lineage is not None:
+                advance(1.0)
+    finally:
+        runtime.close()
+    if done.lineage is None:
+        raise cl.fail(f"scoring {file} {done.status}: {done.error or 'no predictions'}")
+    target = output or scoring.default_output(file)
+    scoring.save(runtime.store, done.lineage, target)
+    lineage = done.lineage
+    typer.echo(
+        f"{lineage.output_rows:,} predictions -> {target}"
+        + (
+            f" ({lineage.error_rows:,} unreadable rows: see {lineage.errors_key})"
+            if lineage.error_rows
+            else ""
+        )
+    )
+
+
+@contextmanager
+def _share_bar(label: str) -> Iterator[Callable[[float], None]]:
+    """Progress on stderr driven by the share done (0..1): a bar on a terminal, else a line
+    per percent (logs, pipes); yields the setter."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        said: set[int] = set()
+
+        def say(share: float) -> None:
+            percent = int(share * 100)
+            if percent not in said:
+                said.add(percent)
+                typer.echo(f"{label}: {percent}%", err=True)
+
+        yield say
+        return
+    columns = (BarColumn(), TaskProgressColumn(), TimeElapsedColumn())
+    with Progress(f"[bold]{label}", *columns, console=console) as bar:
+        task = bar.add_task(label, total=1.0)
+        yield lambda share: bar.update(task, completed=share)
 
 
 @app.command()

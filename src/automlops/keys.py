@@ -6,12 +6,19 @@
                    data/<dataset>/<file>.csv            a file a person put there (cp, aws s3 cp):
                                                         triggers preprocess too
                    data/<dataset>/manifest.json         the dataset's manifest
+                   score/<dataset>/<file>.{csv,parquet} files to score (trigger score)
+                   score/<dataset>/<file>.json          its options (version...), written first
 [automl-data]      automl/<dataset>/<run>/{train,validation,test}.parquet
                    automl/<dataset>/<run>/transform.json
                    automl/<dataset>/<run>/drift.json    the upload vs the champion's training data
                    automl/<dataset>/<run>/schema.json   written last (triggers train)
 [model-output]     <dataset>/<run>/output/model.tar.gz  (triggers deploy)
                    registry/<dataset>.json              versions and champion
+                   predictions/<dataset>/<run>/<file>   a scored file, in the input's format
+                   predictions/<dataset>/<run>/errors.csv    rows that could not be read
+                   predictions/<dataset>/<run>/lineage.json  input hash -> version -> output
+                                                        (written last: the run is done)
+                   predictions/<dataset>/<run>/parts/<n>.<ext>  chunks written so far
 [model-monitoring] <dataset>/<date>/<run>/report.{json,md,html}  one evaluation (json last)
                    <dataset>/<date>/<run>/<plot>.png         the plots report.html shows
                    capture/<dataset>/v<version>/<yyyy-mm-dd>/<hh>/<part>.jsonl.gz
@@ -154,6 +161,51 @@ class RunRef:
 
     dataset: str
     run_id: str
+
+
+SCORE_PREFIX = "score/"
+SCORE_OPTIONS_SUFFIX = ".json"
+
+
+def score_key(dataset: str, filename: str) -> str:
+    """Where a file to score is dropped (its write triggers the score stage)."""
+    return f"{SCORE_PREFIX}{dataset}/{filename}"
+
+
+def score_options_key(dataset: str, filename: str) -> str:
+    """The sidecar of a file to score: its options, written before the file."""
+    return score_key(dataset, filename) + SCORE_OPTIONS_SUFFIX
+
+
+def predictions_prefix(dataset: str, run_id: str) -> str:
+    return f"predictions/{dataset}/{run_id}/"
+
+
+def predictions_key(dataset: str, run_id: str, filename: str) -> str:
+    """The scored file of a scoring run (named like its input)."""
+    return f"{predictions_prefix(dataset, run_id)}{filename}"
+
+
+def prediction_errors_key(dataset: str, run_id: str) -> str:
+    return f"{predictions_prefix(dataset, run_id)}errors.csv"
+
+
+def prediction_lineage_key(dataset: str, run_id: str) -> str:
+    """Written last by a scoring run: its presence means the run's outputs are complete."""
+    return f"{predictions_prefix(dataset, run_id)}lineage.json"
+
+
+def prediction_part_key(dataset: str, run_id: str, index: int, suffix: str) -> str:
+    """Chunk `index` of a scoring run's output (`suffix`: its extension or `errors.csv`)."""
+    return f"{predictions_prefix(dataset, run_id)}parts/{index:06d}.{suffix}"
+
+
+def parse_score_key(key: str) -> SourceRef:
+    """Split score/<dataset>/<file> into its parts."""
+    parts = key.split("/")
+    if len(parts) != 3 or parts[0] + "/" != SCORE_PREFIX or not parts[1] or not parts[2]:
+        raise PermanentError(f"{key}: files to score must be stored as score/<dataset>/<file>")
+    return SourceRef(dataset=parts[1], filename=parts[2])
 
 
 def parse_source_key(key: str) -> SourceRef:

@@ -17,9 +17,16 @@ class Stage(StrEnum):
     train = "train"
     deploy = "deploy"
     evaluate = "evaluate"
+    score = "score"  # batch scoring: a run of its own, not a step of the training pipeline
 
 
-STAGE_ORDER: tuple[Stage, ...] = (Stage.preprocess, Stage.train, Stage.deploy, Stage.evaluate)
+STAGE_ORDER: tuple[Stage, ...] = (
+    Stage.preprocess,
+    Stage.train,
+    Stage.deploy,
+    Stage.evaluate,
+    Stage.score,
+)
 
 
 @dataclass(frozen=True)
@@ -44,6 +51,9 @@ OBJECT_TRIGGERS: tuple[ObjectTrigger, ...] = (
     ObjectTrigger(Stage.preprocess, "data", "data/", ".csv"),
     ObjectTrigger(Stage.train, "automl_data", "automl/", "/schema.json"),
     ObjectTrigger(Stage.deploy, "model_output", "", "/output/model.tar.gz"),
+    # One per format (an S3 filter takes one suffix); the options sidecar (.json) fires nothing.
+    ObjectTrigger(Stage.score, "data", "score/", ".csv"),
+    ObjectTrigger(Stage.score, "data", "score/", ".parquet"),
 )
 QUEUE_TRIGGERS: tuple[QueueTrigger, ...] = (QueueTrigger(Stage.evaluate, "evaluation"),)
 

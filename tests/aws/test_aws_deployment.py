@@ -21,6 +21,7 @@ FUNCTIONS = {
     "TrainLambdaFunction": Stage.train,
     "DeployLambdaFunction": Stage.deploy,
     "EvaluateLambdaFunction": Stage.evaluate,
+    "ScoreLambdaFunction": Stage.score,
 }
 # Not a stage: EventBridge's training job state changes (a failed job fails its run).
 TRAINING_JOB_STATE = "TrainingJobStateLambdaFunction"
@@ -113,9 +114,10 @@ def test_triggers_match_the_routing_table_exactly(stack: Stack) -> None:
         if queue not in notified_queues
     }
     assert declared_queues == {(t.queue_role, t.stage) for t in QUEUE_TRIGGERS}
-    # Nothing extra: one mapping per trigger, each reporting partial batch failures.
+    # Nothing extra: one mapping per stage's queue (a stage's triggers share its queue: score
+    # has one per file format), each reporting partial batch failures.
     mappings = stack.of_type("AWS::Lambda::EventSourceMapping")
-    assert len(mappings) == len(OBJECT_TRIGGERS) + len(QUEUE_TRIGGERS)
+    assert len(mappings) == len({t.stage for t in OBJECT_TRIGGERS}) + len(QUEUE_TRIGGERS)
     for mapping in mappings.values():
         assert mapping["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
 
@@ -285,6 +287,12 @@ def _probes(stack: Stack) -> dict[str, Call]:
             "iam:PassRole", pass_role.resource, {"iam:PassedToService": "lambda.amazonaws.com"}
         ),
         "queue evaluation": Call("sqs:SendMessage", _arn("sqs", name["EvaluationQueue"])),
+        "read file to score": Call(
+            "s3:GetObject", f"arn:aws:s3:::{name['DataBucket']}/score/d/f.csv"
+        ),
+        "write predictions": Call(
+            "s3:PutObject", f"arn:aws:s3:::{name['ModelOutputBucket']}/predictions/d/r/f.csv"
+        ),
     }
 
 
@@ -329,6 +337,7 @@ EXPECTED: dict[str, set[str]] = {
         *HOSTING,
     },
     TRAINING_JOB_STATE: {"record run failure"},
+    "ScoreLambdaFunction": {"read file to score", "write predictions"},
 }
 
 

@@ -217,6 +217,9 @@ evaluate = _entry_point(
     Stage.evaluate,
     "Lambda handler: an evaluation message scores the candidate and decides promotion.",
 )
+score = _entry_point(
+    Stage.score, "Lambda handler: a file under score/<dataset>/ is scored by the champion."
+)
 
 
 @logger.inject_lambda_context(clear_state=True)

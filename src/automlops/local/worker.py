@@ -165,7 +165,7 @@ class Worker:
             runlog.start_stage(run.run_id, run.dataset, source, stage.value, trigger=trigger)
             return self._fail(run, stage, exc, message)
 
-        if stage is not Stage.preprocess:
+        if stage not in (Stage.preprocess, Stage.score):
             source = None  # the run's source was recorded by its first stage
         prior = runlog.start_stage(
             run.run_id,

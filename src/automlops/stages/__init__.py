@@ -1,4 +1,4 @@
-"""The four pipeline stages and the one table the runtimes dispatch through."""
+"""The four pipeline stages, batch scoring, and the one table the runtimes dispatch through."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 from automlops.keys import RunRef
 from automlops.ports import Ports
 from automlops.routing import Stage
-from automlops.stages import deploy, evaluate, preprocess, train
+from automlops.stages import deploy, evaluate, preprocess, score, train
 from automlops.stages.result import StageResult
 
 # The event a stage runs on: an S3 event record, or an SQS record for a queue-triggered stage.
@@ -36,6 +36,7 @@ STAGES: dict[Stage, StageSpec] = {
     Stage.train: StageSpec(identify=train.identify, run=train.train),
     Stage.deploy: StageSpec(identify=deploy.identify, run=deploy.deploy),
     Stage.evaluate: StageSpec(identify=evaluate.identify, run=evaluate.evaluate),
+    Stage.score: StageSpec(identify=score.identify, run=score.score),
 }
 
 __all__ = ["STAGES", "StageResult", "StageSpec"]

@@ -1,0 +1,553 @@
+"""Batch scoring of a whole table: chunks of raw rows in, chunks of predictions out.
+
+A file is read a chunk of `chunk_rows` rows at a time (CSV cells as text, exactly as written;
+Parquet columns as stored), each chunk is encoded and predicted by the same `Predictor` that
+serves HTTP requests, and leaves as an Arrow table: the input's columns (or one id column)
+followed by the prediction columns. Memory stays that of a few chunks, whatever the file's size.
+
+A row that cannot be read (a field count unlike the header's, a value its column's type cannot
+take) is left out of the predictions and reported as a `RowError`; the caller decides how many
+it tolerates. Chunk boundaries depend only on the file and `chunk_rows`, so a resumed run sees
+the same chunks and can skip the ones already written.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import queue
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict, Field
+
+from automlops.config import Task
+from automlops.errors import DataError, NotFoundError, PermanentError
+from automlops.ml.columns.transform import ColumnKind
+from automlops.ml.columns.values import InvalidValueError
+from automlops.ml.predictor import Predictions, Predictor
+from automlops.registry import ModelVersion, Registry
+from automlops.tabular.csv_reader import DELIMITERS, NULL_VALUES
+
+CHUNK_ROWS = 100_000  # ~15 MB of bank text: memory stays far below 1 GB with two in flight
+_CSV_BLOCK_BYTES = 4 << 20
+MAX_EXPLAIN = 50
+
+
+class ScoreOptions(BaseModel):
+    """How to score one file (the sidecar `score/<dataset>/<file>.json`; all optional)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: int | None = Field(default=None, ge=1, description="Version (default: champion).")
+    explain: int | None = Field(
+        default=None, ge=1, le=MAX_EXPLAIN, description="Top-K contributions per row."
+    )
+    id_column: str | None = Field(
+        default=None, description="Keep only this input column beside the predictions."
+    )
+    max_bad_share: float = Field(
+        default=0.1, ge=0.0, le=1.0, description="Share of unreadable rows that fails the file."
+    )
+
+
+class TableFormat(StrEnum):
+    csv = "csv"
+    parquet = "parquet"
+
+    @classmethod
+    def of(cls, filename: str) -> TableFormat:
+        """The format a file name announces; PermanentError for any other."""
+        suffix = filename.rsplit(".", 1)[-1].lower() if "." in filename else ""
+        try:
+            return cls(suffix)
+        except ValueError:
+            raise PermanentError(
+                f"{filename}: only .csv and .parquet files can be scored"
+            ) from None
+
+
+@dataclass(frozen=True)
+class RowError:
+    """An input row left out: its 1-based data row number, the column at fault (if one)."""
+
+    row: int
+    column: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Rows `first_row` (0-based, among the rows the parser kept) onwards of the input."""
+
+    index: int
+    first_row: int
+    table: pa.Table
+
+
+@dataclass(frozen=True)
+class ScoredChunk:
+    """The predictions of one chunk: one row per readable row (`ROW_COLUMN` holds its place
+    in the chunk), and the rows it could not score."""
+
+    index: int
+    predictions: pa.Table
+    errors: list[RowError]
+
+
+ROW_COLUMN = "__row"  # a prediction's row in its chunk (0-based), in a stored part
+
+
+class ScoreLineage(BaseModel):
+    """`lineage.json` of a scoring run: what was scored, by what, into what."""
+
+    dataset: str
+    run_id: str
+    input_bucket: str
+    input_key: str
+    input_sha256: str
+    input_rows: int  # data rows in the file, readable or not
+    model_version: int
+    model_run_id: str
+    model_artifact_key: str
+    options: ScoreOptions
+    output_bucket: str
+    output_key: str
+    output_rows: int
+    errors_key: str
+    error_rows: int
+    scored_at: str
+
+
+def score_run_id(dataset: str, etag: str, size: int, version: int, options: ScoreOptions) -> str:
+    """A scoring run is named after its input's content, the version and the options."""
+    bare = etag.strip('"')
+    material = f"score\0{dataset}\0{bare}:{size}\0v{version}\0"
+    material += options.model_dump_json(exclude={"version"})
+    return hashlib.sha256(material.encode()).hexdigest()[:16]
+
+
+def scoring_version(registry: Registry, dataset: str, version: int | None) -> ModelVersion:
+    """The version that scores a file: `version`, else the dataset's champion."""
+    doc = registry.read(dataset)
+    if not doc.versions:
+        raise PermanentError(f"dataset {dataset!r} has no model versions")
+    if version is not None:
+        try:
+            return doc.get(version)
+        except NotFoundError as exc:
+            raise PermanentError(str(exc)) from None
+    champion = doc.champion_version()
+    if champion is None:
+        raise PermanentError(f"dataset {dataset!r} has no champion to score with")
+    return champion
+
+
+# -- reading ------------------------------------------------------------------------------------
+
+
+@dataclass
+class TableReader:
+    """A file's rows in chunks; `skipped` lists the rows parsing left out so far."""
+
+    names: list[str]
+    chunks: Iterator[Chunk]
+    skipped: list[RowError]
+    estimated_rows: int  # exact for Parquet, from the first lines' length for CSV
+    format: OutputFormat
+
+
+@dataclass(frozen=True)
+class OutputFormat:
+    """How the output is written: the input's format (and a CSV's delimiter)."""
+
+    kind: TableFormat
+    delimiter: str = ","
+
+
+def open_table(source: Path, fmt: TableFormat, chunk_rows: int = CHUNK_ROWS) -> TableReader:
+    """Read a file `chunk_rows` rows at a time (the last chunk may be shorter)."""
+    if fmt is TableFormat.parquet:
+        try:
+            parquet = pq.ParquetFile(source)
+            batches = parquet.iter_batches(batch_size=chunk_rows)
+        except (pa.ArrowException, OSError) as exc:
+            raise DataError(source.name, f"is not a readable Parquet file: {exc}") from None
+        names = parquet.schema_arrow.names
+        rows = parquet.metadata.num_rows
+        chunks = _rechunk(source.name, batches, chunk_rows)
+        return TableReader(names, chunks, [], rows, OutputFormat(fmt))
+    reader, header, skipped = _open_csv(source)
+    chunks = _rechunk(source.name, reader, chunk_rows)
+    output = OutputFormat(fmt, header.delimiter)
+    return TableReader(header.names, chunks, skipped, _estimate_rows(source), output)
+
+
+def read_ahead(chunks: Iterator[Chunk], depth: int = 1) -> Iterator[Chunk]:
+    """`chunks`, read on a thread of its own up to `depth` chunks ahead of the consumer."""
+    ahead: queue.Queue[Chunk | BaseException | None] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def offer(item: Chunk | BaseException | None) -> bool:
+        """Hand an item over unless the consumer stopped (then False)."""
+        while not stop.is_set():
+            try:
+                ahead.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for chunk in chunks:
+                if not offer(chunk):
+                    return
+            offer(None)
+        except BaseException as exc:  # handed to the consumer, raised there
+            offer(exc)
+
+    thread = threading.Thread(target=produce, name="automlops-read-ahead", daemon=True)
+    thread.start()
+    try:
+        while (item := ahead.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+
+
+def _estimate_rows(source: Path) -> int:
+    """Data rows of a CSV file, guessed from the length of its first lines (for progress)."""
+    with open(source, "rb") as handle:
+        sample = handle.read(1 << 20)
+    lines = max(sample.count(b"\n"), 1)
+    return max(round(source.stat().st_size * lines / max(len(sample), 1)) - 1, 1)
+
+
+def progress_text(rows: int, estimated: int) -> str:
+    """How a scoring run reports its progress (`progress_share` reads it back)."""
+    share = min(rows / max(estimated, 1), 1.0)
+    return f"scored {rows:,} rows ({share:.0%})"
+
+
+def progress_share(text: str) -> float | None:
+    """The share done a `progress_text` says (None for any other text)."""
+    if not text.startswith("scored ") or not text.endswith("%)"):
+        return None
+    try:
+        return float(text.rsplit("(", 1)[1].rstrip("%)")) / 100
+    except ValueError:
+        return None
+
+
+def _open_csv(source: Path) -> tuple[pa_csv.CSVStreamingReader, _Header, list[RowError]]:
+    """A streaming reader of a CSV file with every cell as text, and the list it appends the
+    rows it skips to (a field count unlike the header's)."""
+    header = _header(source)
+    skipped: list[RowError] = []
+
+    def skip(row: pa_csv.InvalidRow) -> str:
+        line = row.number if row.number is not None else 0
+        skipped.append(
+            RowError(
+                line - 1,  # the header is line 1; assumes no line breaks inside quotes
+                "",
+                f"has {row.actual_columns} fields, the header {row.expected_columns}",
+            )
+        )
+        return "skip"
+
+    try:
+        reader = pa_csv.open_csv(
+            source,
+            read_options=pa_csv.ReadOptions(block_size=_CSV_BLOCK_BYTES, use_threads=False),
+            parse_options=pa_csv.ParseOptions(delimiter=header.delimiter, invalid_row_handler=skip),
+            convert_options=pa_csv.ConvertOptions(
+                column_types={name: pa.string() for name in header.names},
+                strings_can_be_null=False,
+            ),
+        )
+    except pa.ArrowException as exc:
+        raise DataError(source.name, f"cannot be read as CSV: {exc}") from None
+    return reader, header, skipped
+
+
+@dataclass(frozen=True)
+class _Header:
+    names: list[str]
+    delimiter: str
+
+
+def _header(source: Path) -> _Header:
+    """The column names and delimiter of a CSV file, from its first line."""
+    with open(source, "rb") as handle:
+        first = handle.readline(1 << 20)
+    try:
+        line = first.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise DataError(source.name, "is not UTF-8 text", line=1) from None
+    if not line.strip():
+        raise DataError(source.name, "has no header line", line=1)
+    delimiter = max(DELIMITERS, key=line.count)
+    names = next(csv.reader([line.rstrip("\r\n")], delimiter=delimiter))
+    if len(set(names)) != len(names):
+        raise DataError(source.name, "has duplicate column names", line=1)
+    return _Header(names=names, delimiter=delimiter)
+
+
+def _rechunk(
+    source: str,
+    batches: Iterator[pa.RecordBatch] | pa_csv.CSVStreamingReader,
+    chunk_rows: int,
+) -> Iterator[Chunk]:
+    """Regroup record batches into chunks of exactly `chunk_rows` rows (the last: the rest)."""
+    pending: list[pa.RecordBatch] = []
+    held = index = 0
+    iterator = iter(batches)
+    while True:
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            break
+        except pa.ArrowException as exc:
+            raise DataError(source, f"cannot be read: {exc}") from None
+        pending.append(batch)
+        held += batch.num_rows
+        while held >= chunk_rows:
+            table = pa.Table.from_batches(pending)
+            yield Chunk(index, index * chunk_rows, table.slice(0, chunk_rows))
+            rest = table.slice(chunk_rows)
+            pending, held = rest.to_batches(), rest.num_rows
+            index += 1
+    if held:
+        yield Chunk(index, index * chunk_rows, pa.Table.from_batches(pending))
+
+
+def data_row(skipped: list[RowError], parsed: int) -> int:
+    """The 1-based data row number of the `parsed`-th (0-based) row the parser kept, given
+    the rows it skipped so far (all of those before it: parsing is sequential)."""
+    row = parsed + 1
+    for skipped_row in sorted(e.row for e in skipped):
+        if skipped_row <= row:
+            row += 1
+    return row
+
+
+# -- scoring ------------------------------------------------------------------------------------
+
+
+class BatchScorer:
+    """Scores chunks with one predictor: the serving code path, without HTTP."""
+
+    def __init__(self, predictor: Predictor, options: ScoreOptions, input_names: list[str]):
+        self.predictor = predictor
+        self.options = options
+        if options.id_column is not None and options.id_column not in input_names:
+            raise PermanentError(f"id column {options.id_column!r} is not in the file")
+        if not set(predictor.input_columns) & set(input_names):
+            raise PermanentError(
+                "the file has none of the model's input columns "
+                f"({', '.join(predictor.input_columns[:5])}...): nothing to score"
+            )
+        self.kept = [options.id_column] if options.id_column is not None else list(input_names)
+        self.output_names = _prediction_names(predictor, set(self.kept))
+        self.numeric = {c.name for c in predictor.transform.columns if c.kind is ColumnKind.numeric}
+
+    def score(self, chunk: Chunk, skipped: list[RowError]) -> ScoredChunk:
+        """Predictions for the readable rows of a chunk, and the rows it could not read
+        (`skipped`: the rows the parser left out so far, to number the rows of the file)."""
+        table = chunk.table
+        present = [c for c in self.predictor.input_columns if c in table.column_names]
+        raw = pl.from_arrow(table.select(present))
+        assert isinstance(raw, pl.DataFrame)
+        errors: list[RowError] = []
+        keep = np.ones(table.num_rows, dtype=bool)
+        try:
+            predictions = self._predict(_typed(raw, self.numeric))
+        except InvalidValueError:
+            # Null tokens ("NA", "?"...) read as missing, as in training; then what still
+            # fails is a bad value: found row by row.
+            frame = _with_nulls(raw)
+            bad = _unreadable(self.predictor, frame, 0)
+            errors = [
+                RowError(data_row(skipped, chunk.first_row + r), column, message)
+                for r, column, message in bad
+            ]
+            keep[[r for r, _, _ in bad]] = False
+            predictions = self._predict(frame.filter(pl.Series(keep)))
+        rows = pa.array(np.flatnonzero(keep), pa.int64())
+        columns = [rows, *self._columns(predictions)]
+        table = pa.Table.from_arrays(columns, names=[ROW_COLUMN, *self.output_names])
+        return ScoredChunk(index=chunk.index, predictions=table, errors=errors)
+
+    def output(self, chunk: Chunk, predictions: pa.Table) -> pa.Table:
+        """The output rows of a chunk: its kept input columns of the rows `predictions`
+        answers (by `ROW_COLUMN`), then the prediction columns."""
+        out = chunk.table.select(self.kept).take(predictions.column(ROW_COLUMN))
+        for name in self.output_names:
+            out = out.append_column(name, predictions.column(name))
+        return out
+
+    def _predict(self, frame: pl.DataFrame) -> Predictions:
+        if self.options.explain is not None:
+            explain_seam(self.predictor, frame, self.options.explain)
+        return self.predictor.predict(frame)
+
+    def _columns(self, predictions: Predictions) -> list[pa.Array]:
+        labels = self.predictor.labels
+        if predictions.task is Task.regression:
+            assert predictions.values is not None
+            return [pa.array(predictions.values, pa.float64())]
+        assert predictions.proba is not None and predictions.label_index is not None
+        names = pa.array([str(label) for label in labels], pa.string())
+        chosen = names.take(pa.array(predictions.label_index))
+        return [chosen] + [pa.array(predictions.proba[:, k]) for k in range(len(labels))]
+
+
+def explain_seam(predictor: Predictor, frame: pl.DataFrame, k: int) -> None:
+    """Where per-row explanations (top-`k` contributions by raw column and the base value)
+    join the output once the predictor can compute them; until then `explain` is refused."""
+    raise PermanentError(
+        f"explanations (explain={k}) are not available in this version: the predictor has no "
+        "per-row contributions yet"
+    )
+
+
+def _prediction_names(predictor: Predictor, taken: set[str]) -> list[str]:
+    """`prediction` (label or value), then `probability_<label>` per class, made unique."""
+    names = ["prediction"]
+    if predictor.metadata.task is not Task.regression:
+        names += [f"probability_{label}" for label in predictor.labels]
+    unique = []
+    for name in names:
+        while name in taken:
+            name += "_"
+        taken.add(name)
+        unique.append(name)
+    return unique
+
+
+_NULLS = pl.Series(NULL_VALUES)
+
+
+def _typed(frame: pl.DataFrame, numeric: set[str]) -> pl.DataFrame:
+    """Numeric columns read as text cast to numbers where every present value is a plain
+    number (the common case, and the encoder's fast path); any other column as it was, for
+    the encoder to read (and refuse) exactly as serving does."""
+    casts = []
+    for name, dtype in frame.schema.items():
+        if name in numeric and dtype == pl.String:
+            text = frame.get_column(name)
+            number = text.cast(pl.Float64, strict=False)
+            if number.null_count() == text.null_count():
+                casts.append(number)
+    return frame.with_columns(casts) if casts else frame
+
+
+def _with_nulls(frame: pl.DataFrame) -> pl.DataFrame:
+    """Text cells stripped and null tokens made null, as the upload's CSV reader does."""
+    text = [c for c, t in frame.schema.items() if t == pl.String]
+    if not text:
+        return frame
+    return frame.with_columns(
+        pl.when(pl.col(c).str.strip_chars().is_in(_NULLS.implode()))
+        .then(None)
+        .otherwise(pl.col(c).str.strip_chars())
+        .alias(c)
+        for c in text
+    )
+
+
+def _unreadable(
+    predictor: Predictor, frame: pl.DataFrame, offset: int
+) -> list[tuple[int, str, str]]:
+    """(row, column, message) of every row the transform cannot encode, found by halving the
+    rows around each failure (a clean chunk costs one encoding, as it would anyway)."""
+    try:
+        predictor.encoder.encode_frame(frame)
+    except InvalidValueError as exc:
+        if frame.height == 1:
+            message = str(exc).split(": ", 1)[-1]
+            return [(offset, exc.column, message)]
+        half = frame.height // 2
+        return _unreadable(predictor, frame.slice(0, half), offset) + _unreadable(
+            predictor, frame.slice(half), offset + half
+        )
+    return []
+
+
+# -- writing ------------------------------------------------------------------------------------
+
+
+def predictions_bytes(predictions: pa.Table) -> bytes:
+    """A chunk's predictions as a stored part (Parquet: exact and small)."""
+    sink = io.BytesIO()
+    pq.write_table(predictions, sink)
+    return sink.getvalue()
+
+
+def predictions_of(part: bytes) -> pa.Table:
+    """The predictions a stored part holds."""
+    return pq.read_table(pa.BufferReader(part))
+
+
+def table_bytes(table: pa.Table, fmt: OutputFormat) -> bytes:
+    """One chunk's output in the input's format (CSV with a header line)."""
+    sink = io.BytesIO()
+    if fmt.kind is TableFormat.parquet:
+        pq.write_table(table, sink)
+    else:
+        options = pa_csv.WriteOptions(quoting_style="needed", delimiter=fmt.delimiter)
+        pa_csv.write_csv(table, sink, options)
+    return sink.getvalue()
+
+
+def errors_bytes(errors: list[RowError]) -> bytes:
+    """Row errors as CSV: row, column, message."""
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["row", "column", "message"])
+    writer.writerows((e.row, e.column, e.message) for e in errors)
+    return text.getvalue().encode()
+
+
+class JoinedOutput:
+    """The output file, built from the chunks' parts in order: CSV parts keep the first
+    header only; Parquet parts become row groups of one file. A part at a time: memory stays
+    that of one."""
+
+    def __init__(self, path: Path, fmt: OutputFormat) -> None:
+        self.path = path
+        self.fmt = fmt
+        self._out: BinaryIO = open(path, "wb")  # noqa: SIM115 (closed by `close`)
+        self._parquet: pq.ParquetWriter | None = None
+        self._parts = 0
+
+    def add(self, part: bytes) -> None:
+        """Append one chunk's output (as `table_bytes` made it)."""
+        if self.fmt.kind is TableFormat.csv:
+            body = memoryview(part)  # sliced without a copy of the part
+            self._out.write(body if self._parts == 0 else body[part.index(b"\n") + 1 :])
+        else:
+            table = pq.read_table(pa.BufferReader(part))
+            if self._parquet is None:
+                self._parquet = pq.ParquetWriter(self._out, table.schema)
+            self._parquet.write_table(table)
+        self._parts += 1
+
+    def close(self) -> None:
+        if self._parquet is not None:
+            self._parquet.close()
+        self._out.close()

@@ -1,0 +1,303 @@
+"""Batch scoring: a file dropped under score/<dataset>/ is scored by a model version.
+
+The version is the one the file's options name (the sidecar `score/<dataset>/<file>.json`,
+written before the file), else the dataset's champion. The run is named after the file's
+content (ETag and size), the version and the options, so a redelivered event, or the same
+bytes dropped again, is the same run and writes nothing twice.
+
+Each chunk of rows is written as a part (its errors first, then its predictions: the part
+is the chunk's commit), so a run that crashed goes on from the first chunk not written.
+The parts are then joined into `predictions/<dataset>/<run>/<file>`, the row errors into
+`errors.csv`, and `lineage.json` (input hash -> model version -> output) is written last:
+its presence means the run is complete.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import tempfile
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from automlops import keys
+from automlops.errors import NotFoundError, PermanentError
+from automlops.events import S3EventRecord
+from automlops.ml.batch import (
+    BatchScorer,
+    Chunk,
+    JoinedOutput,
+    RowError,
+    ScoredChunk,
+    ScoreLineage,
+    ScoreOptions,
+    TableFormat,
+    TableReader,
+    errors_bytes,
+    open_table,
+    predictions_bytes,
+    predictions_of,
+    progress_text,
+    read_ahead,
+    score_run_id,
+    scoring_version,
+    table_bytes,
+)
+from automlops.ml.predictor import Predictor
+from automlops.ports import ObjectStore, Ports
+from automlops.registry import ModelVersion, Registry
+from automlops.stages.result import StageResult
+
+
+@dataclass(frozen=True)
+class ScoreJob:
+    """What an event asks for: which file, scored by which version, how."""
+
+    run: keys.RunRef
+    source: keys.SourceRef
+    fmt: TableFormat
+    options: ScoreOptions
+    version: ModelVersion
+
+
+def read_options(store: ObjectStore, bucket: str, source: keys.SourceRef) -> ScoreOptions:
+    """The options sidecar of a file to score (defaults when there is none)."""
+    try:
+        data = store.get(bucket, keys.score_options_key(source.dataset, source.filename))
+    except NotFoundError:
+        return ScoreOptions()
+    try:
+        return ScoreOptions.model_validate_json(data)
+    except ValidationError as exc:
+        raise PermanentError(f"{source.filename}.json: invalid scoring options: {exc}") from None
+
+
+def plan(record: S3EventRecord, ports: Ports) -> ScoreJob:
+    """Read the small documents an event needs (options, registry) and name its run."""
+    source = keys.parse_score_key(record.key)
+    fmt = TableFormat.of(source.filename)
+    options = read_options(ports.store, record.bucket, source)
+    registry = Registry(ports.store, ports.settings.buckets.model_output)
+    version = scoring_version(registry, source.dataset, options.version)
+    etag, size = record.s3.object.e_tag, record.s3.object.size
+    if not etag:  # a hand-made event: ask the store
+        info = ports.store.head(record.bucket, record.key)
+        if info is None:
+            raise PermanentError(f"{record.key}: no such file to score")
+        etag, size = info.etag, info.size
+    run_id = score_run_id(source.dataset, etag, size, version.version, options)
+    return ScoreJob(keys.RunRef(source.dataset, run_id), source, fmt, options, version)
+
+
+def identify(record: S3EventRecord, ports: Ports) -> keys.RunRef:
+    """The scoring run an event belongs to (see `plan`)."""
+    return plan(record, ports).run
+
+
+def score(record: S3EventRecord, ports: Ports) -> StageResult:
+    """Score the file an event announces; a run already complete is reported, not redone."""
+    job = plan(record, ports)
+    bucket = ports.settings.buckets.model_output
+    run = job.run
+    lineage_key = keys.prediction_lineage_key(run.dataset, run.run_id)
+    if ports.store.head(bucket, lineage_key) is not None:
+        done = ScoreLineage.model_validate_json(ports.store.get(bucket, lineage_key))
+        return _result(job, done, duplicate=True)
+    artifact = ports.store.get(job.version.artifact_bucket, job.version.artifact_key)
+    predictor = Predictor.from_bytes(artifact, job.version.artifact_key)
+    with (
+        _input_file(ports.store, record) as path,
+        tempfile.TemporaryDirectory(prefix="automlops-score-") as scratch,
+        ThreadPoolExecutor(1, thread_name_prefix="automlops-score-hash") as hasher,
+    ):
+        digest = hasher.submit(_sha256, path)  # beside the scoring, which reads the file too
+        reader = open_table(path, job.fmt)
+        joined = JoinedOutput(Path(scratch) / job.source.filename, reader.format)
+        try:
+            tally = _write_parts(job, predictor, reader, joined, ports)
+        finally:
+            joined.close()
+        lineage = _commit(job, record, digest.result(), tally, joined.path, ports)
+    return _result(job, lineage, duplicate=False)
+
+
+@dataclass
+class _Tally:
+    """What the chunks of a run added up to."""
+
+    rows: int = 0  # rows parsed
+    scored: int = 0
+    errors: list[RowError] = field(default_factory=list)  # unreadable values
+    skipped: list[RowError] = field(default_factory=list)  # unparseable lines
+
+
+def _write_parts(
+    job: ScoreJob, predictor: Predictor, reader: TableReader, joined: JoinedOutput, ports: Ports
+) -> _Tally:
+    """Score every chunk not written yet and write it as a part, and every part to `joined`
+    (in order); count all of them.
+
+    Reading the next chunk and writing the last one's part run on threads of their own while
+    a chunk is scored (Arrow, polars and XGBoost release the GIL): at most one chunk is read
+    ahead and one part is in flight, so memory stays that of a few chunks.
+    """
+    store, bucket, run = ports.store, ports.settings.buckets.model_output, job.run
+    written = set(store.list(bucket, keys.predictions_prefix(run.dataset, run.run_id)))
+    scorer = BatchScorer(predictor, job.options, reader.names)
+    tally = _Tally(skipped=reader.skipped)
+    in_flight: Future[None] | None = None
+    with ThreadPoolExecutor(1, thread_name_prefix="automlops-score-write") as writer:
+        for chunk in read_ahead(reader.chunks):
+            part = keys.prediction_part_key(run.dataset, run.run_id, chunk.index, "parquet")
+            errors_part = keys.prediction_part_key(
+                run.dataset, run.run_id, chunk.index, "errors.csv"
+            )
+            write: Callable[[], None]
+            if part in written:  # done before a crash: joined from its stored predictions
+                errors = _read_errors(store, bucket, errors_part) if errors_part in written else []
+                write = partial(_join_written, store, bucket, part, scorer, chunk, joined)
+            else:
+                scored = scorer.score(chunk, reader.skipped)
+                errors = scored.errors
+                parts = (part, errors_part)
+                write = partial(_write_part, store, bucket, parts, scorer, chunk, scored, joined)
+            if in_flight is not None:
+                in_flight.result()  # parts are written in order; a failed write stops here
+            in_flight = writer.submit(write)
+            tally.rows += chunk.table.num_rows
+            tally.scored += chunk.table.num_rows - len(errors)
+            tally.errors.extend(errors)
+            _check_bad_share(job, tally)
+            ports.progress(progress_text(tally.rows + len(tally.skipped), reader.estimated_rows))
+        if in_flight is not None:
+            in_flight.result()
+    _check_bad_share(job, tally)
+    if tally.rows == 0 and not tally.skipped:
+        raise PermanentError(f"{job.source.filename}: has no data rows to score")
+    return tally
+
+
+def _join_written(
+    store: ObjectStore,
+    bucket: str,
+    part: str,
+    scorer: BatchScorer,
+    chunk: Chunk,
+    joined: JoinedOutput,
+) -> None:
+    predictions = predictions_of(store.get(bucket, part))
+    joined.add(table_bytes(scorer.output(chunk, predictions), joined.fmt))
+
+
+def _write_part(
+    store: ObjectStore,
+    bucket: str,
+    keys_: tuple[str, str],
+    scorer: BatchScorer,
+    chunk: Chunk,
+    scored: ScoredChunk,
+    joined: JoinedOutput,
+) -> None:
+    """A chunk's errors, then its predictions (the part's presence commits the chunk), then
+    its output rows to the joined file. Parts hold predictions only: a resumed run joins them
+    to the input rows it reads again, so the input's columns are never stored twice."""
+    part, errors_part = keys_
+    if scored.errors:
+        store.put(bucket, errors_part, errors_bytes(scored.errors))
+    store.put(bucket, part, predictions_bytes(scored.predictions))
+    joined.add(table_bytes(scorer.output(chunk, scored.predictions), joined.fmt))
+
+
+def _check_bad_share(job: ScoreJob, tally: _Tally) -> None:
+    bad = len(tally.errors) + len(tally.skipped)
+    total = tally.rows + len(tally.skipped)
+    if bad and bad > job.options.max_bad_share * total:
+        first = min(tally.errors + tally.skipped, key=lambda e: e.row)
+        raise PermanentError(
+            f"{job.source.filename}: {bad:,} of the first {total:,} rows cannot be read (more "
+            f"than {job.options.max_bad_share:.0%}); the first, row {first.row}: {first.message}"
+        )
+
+
+def _read_errors(store: ObjectStore, bucket: str, key: str) -> list[RowError]:
+    lines = store.get(bucket, key).decode().splitlines()[1:]
+    return [RowError(int(row), column, message) for row, column, message in csv.reader(lines)]
+
+
+def _commit(
+    job: ScoreJob, record: S3EventRecord, digest: str, tally: _Tally, joined: Path, ports: Ports
+) -> ScoreLineage:
+    """Store the joined output file, then the errors, then the lineage (last)."""
+    store, bucket, run = ports.store, ports.settings.buckets.model_output, job.run
+    output_key = keys.predictions_key(run.dataset, run.run_id, job.source.filename)
+    store.put_file(bucket, output_key, joined)
+    errors = sorted(tally.errors + tally.skipped, key=lambda e: e.row)
+    errors_key = keys.prediction_errors_key(run.dataset, run.run_id)
+    store.put(bucket, errors_key, errors_bytes(errors))
+    lineage = ScoreLineage(
+        dataset=run.dataset,
+        run_id=run.run_id,
+        input_bucket=record.bucket,
+        input_key=record.key,
+        input_sha256=digest,
+        input_rows=tally.rows + len(tally.skipped),
+        model_version=job.version.version,
+        model_run_id=job.version.run_id,
+        model_artifact_key=job.version.artifact_key,
+        options=job.options,
+        output_bucket=bucket,
+        output_key=output_key,
+        output_rows=tally.scored,
+        errors_key=errors_key,
+        error_rows=len(errors),
+        scored_at=ports.clock().isoformat(),
+    )
+    lineage_key = keys.prediction_lineage_key(run.dataset, run.run_id)
+    store.put(bucket, lineage_key, json.dumps(lineage.model_dump(mode="json"), indent=2).encode())
+    return lineage
+
+
+def _result(job: ScoreJob, lineage: ScoreLineage, *, duplicate: bool) -> StageResult:
+    note = (
+        f"scored {lineage.output_rows:,} rows ({lineage.error_rows:,} unreadable) with version "
+        f"{lineage.model_version}: {lineage.output_bucket}/{lineage.output_key}"
+    )
+    return StageResult(
+        run=job.run,
+        outputs=[lineage.output_key, lineage.errors_key],
+        duplicate=duplicate,
+        model_version=lineage.model_version,
+        final=True,
+        note=note,
+    )
+
+
+@contextmanager
+def _input_file(store: ObjectStore, record: S3EventRecord) -> Iterator[Path]:
+    """The file to score as a local file: the store's own where it keeps files, else a copy
+    (S3: the file is downloaded; it must fit the function's disk)."""
+    local = store.local_file(record.bucket, record.key)
+    if local is not None:
+        yield local
+        return
+    try:
+        data = store.get(record.bucket, record.key)
+    except NotFoundError:
+        raise PermanentError(f"{record.key}: the file to score is gone") from None
+    with tempfile.TemporaryDirectory(prefix="automlops-score-") as scratch:
+        path = Path(scratch) / Path(record.key).name
+        path.write_bytes(data)
+        del data
+        yield path
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
