@@ -337,7 +337,7 @@ EXPECTED: dict[str, set[str]] = {
         *HOSTING,
     },
     TRAINING_JOB_STATE: {"record run failure"},
-    "ScoreLambdaFunction": {"read file to score", "write predictions"},
+    "ScoreLambdaFunction": {"read file to score", "write predictions", "see missing model"},
 }
 
 
