@@ -64,6 +64,9 @@ class Stack:
     def ref(self, logical: str) -> str:
         if logical in PSEUDO:
             return PSEUDO[logical]
+        if logical in self.template.get("Parameters", {}):
+            # A stack parameter: its default (the value `serverless package` was given).
+            return str(self.template["Parameters"][logical].get("Default", ""))
         kind = self.resources[logical]["Type"]
         name = self.names[logical]
         if kind == "AWS::SQS::Queue":
