@@ -31,6 +31,11 @@ read -r key_id secret session < <(
     --query '[Credentials.AccessKeyId, Credentials.SecretAccessKey, Credentials.SessionToken]' \
     --output text
 )
+# (A failure inside the process substitution leaves these empty rather than stopping the script.)
+if [[ -z "${key_id:-}" || -z "${secret:-}" || -z "${session:-}" ]]; then
+  echo "::error::could not assume ${AWS_DEPLOY_ROLE_ARN} (is the role trusting this branch?)" >&2
+  exit 1
+fi
 echo "::add-mask::${key_id}"
 echo "::add-mask::${secret}"
 echo "::add-mask::${session}"
