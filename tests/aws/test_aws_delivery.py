@@ -139,6 +139,7 @@ def test_kms_condition_is_set_by_the_key_parameter(template: dict[str, Any]) -> 
     }
     parameter = template["Parameters"]["KmsKeyArn"]
     assert parameter["Default"] == ""  # dev packaged without --param kmsKey
+    assert not Stack(template).condition("UseKmsKey")
     allowed = re.compile(parameter["AllowedPattern"])
     assert allowed.match(KEY_ARN) and allowed.match("")
     assert not allowed.match("alias/aws/s3") and not allowed.match("1234abcd")
@@ -181,12 +182,12 @@ def test_every_role_may_use_the_key_when_there_is_one(stack: Stack) -> None:
 def test_the_kms_param_reaches_the_stack(tmp_path: Path) -> None:
     result = package("staging", tmp_path / "staging", f"kmsKey={KEY_ARN}")
     assert result.returncode == 0, result.stdout + result.stderr
-    state = json.loads((tmp_path / "staging" / "serverless-state.json").read_text())
-    parameters = {
-        p["ParameterKey"]: p["ParameterValue"]
-        for p in state["service"]["provider"]["stackParameters"]
-    }
-    assert parameters == {"KmsKeyArn": KEY_ARN, "AlarmEmail": ""}
+    packaged = tmp_path / "staging" / "cloudformation-template-update-stack.json"
+    parameters = json.loads(packaged.read_text())["Parameters"]
+    # The defaults carry the values (a deployment passes no stack parameters).
+    assert parameters["KmsKeyArn"]["Default"] == KEY_ARN
+    assert parameters["AlarmEmail"]["Default"] == ""
+    assert Stack(json.loads(packaged.read_text())).condition("UseKmsKey")
 
 
 def test_sagemaker_role_is_assumed_only_for_this_account(stack: Stack) -> None:
