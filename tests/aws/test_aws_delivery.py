@@ -255,7 +255,7 @@ def test_workflows_are_live_pinned_and_keyless() -> None:
             runs = [s.get("run", "") for s in steps]
             assert ".github/scripts/aws-credentials.sh" in runs, name
     assert set(_triggers(workflows["deploy"])) == {"push", "workflow_dispatch"}
-    assert _triggers(workflows["deploy"])["push"] == {"branches": ["main"]}
+    assert _triggers(workflows["deploy"])["push"]["branches"] == ["main"]
     assert set(_triggers(workflows["remove"])) == {"workflow_dispatch"}
     assert _triggers(workflows["upload-data"])["push"]["paths"] == ["datasets/**"]
     deploy_steps = json.dumps(workflows["deploy"])
