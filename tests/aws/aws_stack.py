@@ -25,6 +25,9 @@ PSEUDO = {
     "AWS::URLSuffix": "amazonaws.com",
 }
 
+# What {"Ref": "AWS::NoValue"} resolves to before `resolve` drops the property holding it.
+NO_VALUE = object()
+
 
 class Stack:
     """A packaged template with its resources' names resolved."""
@@ -61,9 +64,14 @@ class Stack:
             return f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{name}"
         raise KeyError(f"{logical}.{attr}")
 
-    def ref(self, logical: str) -> str:
+    def ref(self, logical: str) -> Any:
+        if logical == "AWS::NoValue":
+            return NO_VALUE  # dropped by resolve, as CloudFormation drops the property
         if logical in PSEUDO:
             return PSEUDO[logical]
+        if logical in self.template.get("Parameters", {}):
+            # A stack parameter: its default (the value `serverless package` was given).
+            return str(self.template["Parameters"][logical].get("Default", ""))
         kind = self.resources[logical]["Type"]
         name = self.names[logical]
         if kind == "AWS::SQS::Queue":
@@ -88,7 +96,25 @@ class Stack:
                 return sep.join(str(self.resolve(p)) for p in parts)
             if fn == "Fn::Sub":
                 return re.sub(r"\$\{([^}]+)\}", lambda m: self._sub(m.group(1)), arg)
-        return {k: self.resolve(v) for k, v in value.items()}
+            if fn == "Fn::If":
+                condition, when_true, when_false = arg
+                return self.resolve(when_true if self.condition(condition) else when_false)
+        resolved = {k: self.resolve(v) for k, v in value.items()}
+        return {k: v for k, v in resolved.items() if v is not NO_VALUE}
+
+    def condition(self, name: str) -> bool:
+        """A template condition, evaluated with the stack parameters' defaults."""
+        return self._true(self.template["Conditions"][name])
+
+    def _true(self, expression: dict[str, Any]) -> bool:
+        ((fn, arg),) = expression.items()
+        if fn == "Fn::Not":
+            return not self._true(arg[0])
+        if fn == "Fn::Equals":
+            return bool(self.resolve(arg[0]) == self.resolve(arg[1]))
+        if fn == "Condition":
+            return self.condition(arg)
+        raise KeyError(fn)
 
     def _sub(self, name: str) -> str:
         if name in PSEUDO:
