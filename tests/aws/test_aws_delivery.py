@@ -31,11 +31,17 @@ NO_VALUE = {"Ref": "AWS::NoValue"}
 
 
 def _dead_letter_queues(stack: Stack) -> set[str]:
-    return {
+    """Queues' redrive targets and functions' on-failure destinations: where failures wait."""
+    redrive = {
         q["Properties"]["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][0]
         for q in stack.of_type("AWS::SQS::Queue").values()
         if "RedrivePolicy" in q["Properties"]
     }
+    on_failure = {
+        c["Properties"]["DestinationConfig"]["OnFailure"]["Destination"]["Fn::GetAtt"][0]
+        for c in stack.of_type("AWS::Lambda::EventInvokeConfig").values()
+    }
+    return redrive | on_failure
 
 
 def test_every_dead_letter_queue_raises_an_alarm_on_its_first_message(stack: Stack) -> None:
@@ -84,7 +90,12 @@ def _training_event(status: str, stack_tag: str) -> dict[str, Any]:
 
 
 def test_failed_training_jobs_of_this_stack_alarm(stack: Stack) -> None:
-    (rule_id,) = stack.of_type("AWS::Events::Rule")
+    # The rule whose target is the alarm topic (another one sends the event to its handler).
+    (rule_id,) = [
+        name
+        for name, r in stack.of_type("AWS::Events::Rule").items()
+        if {"Ref": "AlarmTopic"} in [t["Arn"] for t in r["Properties"]["Targets"]]
+    ]
     rule = stack.resources[rule_id]["Properties"]
     pattern = rule["EventPattern"]
     # The tag the train function must put on its jobs: the IAM condition on CreateTrainingJob.

@@ -69,7 +69,15 @@ def test_every_function_runs_its_own_stage_handler(stack: Stack) -> None:
 
 def test_failed_training_jobs_of_this_stack_reach_their_handler(stack: Stack) -> None:
     assert stack.handler_of(TRAINING_JOB_STATE) == "automlops.aws.handlers.training_job_state"
-    (rule,) = stack.of_type("AWS::Events::Rule").values()
+    # The rule whose target is the handler (another one sends failures to the alarm topic).
+    (rule,) = [
+        r
+        for r in stack.of_type("AWS::Events::Rule").values()
+        if any(
+            t["Arn"].get("Fn::GetAtt", [None])[0] == TRAINING_JOB_STATE
+            for t in r["Properties"]["Targets"]
+        )
+    ]
     pattern = rule["Properties"]["EventPattern"]
     assert pattern["source"] == ["aws.sagemaker"]
     assert pattern["detail-type"] == ["SageMaker Training Job State Change"]
