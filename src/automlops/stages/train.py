@@ -11,6 +11,7 @@ import polars as pl
 
 from automlops import keys
 from automlops.config import Task
+from automlops.errors import ConflictError
 from automlops.events import S3EventRecord
 from automlops.ml.artifact import InputColumn, Lineage, ModelArtifact, ModelMetadata
 from automlops.ml.columns.transform import FittedTransform
@@ -72,7 +73,12 @@ def train(record: S3EventRecord, ports: Ports) -> StageResult:
     metadata = _metadata(record, ports, run, data, tuner, scores)
     model = tuner.best_model_
     artifact = ModelArtifact(metadata=metadata, transform=data.transform, model=model.save())
-    store.put(buckets.model_output, model_key, artifact.to_tar_gz())
+    try:
+        # Only if absent: a second worker training the same run meanwhile (a redelivery)
+        # must not replace the model file the first one's deploy is reading.
+        store.put_if(buckets.model_output, model_key, artifact.to_tar_gz(), if_match=None)
+    except ConflictError:
+        return StageResult(run=run, duplicate=True, note="trained meanwhile by another worker")
     primary = metrics.PRIMARY_METRIC[data.schema.target.task.value]
     value = scores.metrics.get("validation", {}).get(primary)
     return StageResult(
