@@ -59,12 +59,14 @@ def upload(
     positive: cl.UploadPositive = None,
     task: cl.UploadTask = None,
     drop: cl.UploadDrop = None,
+    keep: cl.UploadKeep = None,
     time_budget: cl.UploadTimeBudget = None,
     home: Home = None,
 ) -> None:
-    """Store FILE at data/<dataset>/<file> (this triggers the pipeline) with its manifest."""
+    """Store FILE at data/<dataset>/<upload>/<file> (this triggers the pipeline) with its
+    manifest."""
     runtime = _runtime(home)
-    options = cl.upload_options(dataset, target, positive, task, drop, time_budget)
+    options = cl.upload_options(dataset, target, positive, task, drop, time_budget, keep)
     with cl.refusals(UploadRefused):
         done = upload_file(runtime.store, runtime.settings.buckets.data, file.name, file, options)
     if done.target_detected is not None:
