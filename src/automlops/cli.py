@@ -140,6 +140,17 @@ def run(
         raise typer.Exit(code=1)
 
 
+def _upload_filename(source: str | None) -> str | None:
+    """The person's own file name of a run's upload key (None when the run has no source or
+    its source is not an upload's key)."""
+    if source is None:
+        return None
+    try:
+        return keys.parse_source_key(source).filename
+    except AutomlopsError:
+        return None
+
+
 @app.command()
 def runs(dataset: cl.DatasetFilter = None, as_json: AsJson = False, home: Home = None) -> None:
     """Pipeline runs, newest first."""
@@ -161,6 +172,7 @@ def runs(dataset: cl.DatasetFilter = None, as_json: AsJson = False, home: Home =
             if r.headline_metric is None
             else {"metric": r.headline_metric, "value": r.headline_value},
             "note": r.note,
+            "filename": _upload_filename(r.source),  # last: earlier keys keep their order
         }
         for r in records
     ]

@@ -68,6 +68,8 @@ def test_runs_timeline_and_run_detail(
         assert run.id in page
     assert page.count('class="seg seg-succeeded"') >= 8  # two runs of four stages
     assert "usable rows" in page  # the failed run's error, in full
+    # Each run names its upload by the file's name, the full key on hover.
+    assert '<code class="source" title="data/cancer/first.csv">first.csv</code>' in page
 
     done = next(r for r in runs if r.dataset == DATASET and r.model_version == 2)
     detail = client.get(f"/ui/runs/{done.id}").text

@@ -40,6 +40,17 @@ def iso(ts: float | None) -> str | None:
 # -- runs ---------------------------------------------------------------------------------------
 
 
+def source_filename(source: str | None) -> str | None:
+    """The person's own file name of an upload's key (`data/<dataset>/[<upload>/]<file>`), or
+    the key itself when it is not such a key (a run recorded before uploads had folders)."""
+    if source is None:
+        return None
+    try:
+        return keys.parse_source_key(source).filename
+    except AutomlopsError:
+        return source
+
+
 def run_view(run: RunRecord, progress: LiveProgress | None = None) -> dict[str, Any]:
     """A run with its stages, their share of the run's time (timeline bars) and live text."""
     live = (progress.snapshot() if progress else {}).get(run.id)
@@ -62,6 +73,7 @@ def run_view(run: RunRecord, progress: LiveProgress | None = None) -> dict[str, 
         "id": run.id,
         "dataset": run.dataset,
         "source": run.source,
+        "filename": source_filename(run.source),
         "status": run.status,
         "error": run.error,
         "created_at": iso(run.created_at),
@@ -123,9 +135,12 @@ def dataset_names(runtime: LocalRuntime) -> list[str]:
     its registry key may not even be storable (a 245-byte name plus `.json`)."""
     names = set(runtime.registry.datasets())
     for key in runtime.store.list(runtime.settings.buckets.data, "data/"):
-        parts = key.split("/")
-        if len(parts) == 3 and is_dataset_name(parts[1]):
-            names.add(parts[1])
+        try:
+            dataset = keys.parse_source_key(key).dataset  # a manifest's key parses too
+        except AutomlopsError:
+            continue
+        if is_dataset_name(dataset):
+            names.add(dataset)
     return sorted(names)
 
 
