@@ -66,7 +66,7 @@ def upload(
     """Store FILE at data/<dataset>/<upload>/<file> (this triggers the pipeline) with its
     manifest."""
     runtime = _runtime(home)
-    options = cl.upload_options(dataset, target, positive, task, drop, time_budget, keep)
+    options = cl.upload_options(dataset, target, positive, task, drop, time_budget, keep=keep)
     with cl.refusals(UploadRefused):
         done = upload_file(runtime.store, runtime.settings.buckets.data, file.name, file, options)
     if done.target_detected is not None:

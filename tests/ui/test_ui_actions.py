@@ -343,6 +343,7 @@ def test_upload_detects_target_and_keeps_stored_options(
         ({"time_budget": "nan"}, "time budget"),
         ({"task": "clustering"}, "task must be"),
         ({"learners": ["pickle"]}, "unknown learner"),
+        ({"keep": f"a, {HOSTILE}"}, "keep column(s)"),
     ],
 )
 def test_upload_refusals_are_explained_and_escaped(
@@ -364,6 +365,19 @@ def test_upload_refusals_are_explained_and_escaped(
     assert message in response.text
     assert HOSTILE not in response.text
     assert open_home(home).store.list("data") == []
+
+
+def test_a_refused_upload_refills_the_columns_to_keep(
+    tmp_path: Path, client_for: Callable[..., TestClient]
+) -> None:
+    client = client_for(tmp_path / "w")
+    response = client.post(
+        "/ui/upload",
+        data={"csrf_token": csrf_of(client, "/ui/upload"), "keep": "ag"},
+        files={"file": ("f.csv", b"age,y\n1,0\n", "text/csv")},
+    )
+    assert response.status_code == 400 and "did you mean &#39;age&#39;?" in response.text
+    assert '<input id="keep" name="keep" type="text" value="ag"' in response.text
 
 
 def test_upload_without_file_too_large_or_without_token(

@@ -193,7 +193,7 @@ def upload_command(
     if path is None:
         raise cl.fail("upload needs FILE (or --file)")
     ops = open_stage(stage, endpoint_url)
-    options = cl.upload_options(dataset, target, positive, task, drop, time_budget, keep)
+    options = cl.upload_options(dataset, target, positive, task, drop, time_budget, keep=keep)
     with cl.refusals(upload_case.UploadRefused):
         done = upload_case.upload(ops.store, ops.config.bucket_data, path.name, path, options)
     typer.echo(f"s3://{done.bucket}/{done.key}")
