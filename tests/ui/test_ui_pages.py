@@ -139,6 +139,7 @@ def test_drift_page_lists_most_shifted_columns(
     assert "badge-drift" in page
     assert 'class="bar bar-current"' in page
     assert re.search(r'<img src="/ui/files/[^"]+drift[^"]*\.png"', page)
+    assert '<code class="source" title="data/cancer/second.csv">second.csv</code>' in page
     assert "drift" in client.get("/ui/drift").text
 
 
