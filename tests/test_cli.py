@@ -119,6 +119,9 @@ def test_run_runs_models_promote_rollback(tmp_path: Path) -> None:
     assert [s["name"] for s in ok["stages"]] == ["preprocess", "train", "deploy", "evaluate"]
     assert all(s["status"] == "succeeded" and s["duration_s"] >= 0 for s in ok["stages"])
     assert set(ok) >= {"id", "dataset", "source", "status", "error", "stages", "model_version"}
+    # The person's file name, not the upload's key; added last (earlier keys keep their place).
+    assert ok["filename"] == "cancer.csv" and ok["source"].endswith("/cancer.csv")
+    assert ok["source"] != "data/cancer/cancer.csv" and list(ok)[-1] == "filename"
 
     # A second version from a subset of the rows, then manual control.
     subset = tmp_path / "cancer-2.csv"

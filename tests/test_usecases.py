@@ -143,6 +143,21 @@ def test_a_name_the_stores_cannot_hold_is_refused_identically_before_any_write(
         assert _s3_keys(aws_stage, bucket) == []
 
 
+def test_a_reserved_name_is_refused_identically_before_any_write(
+    tmp_path: Path, runtime: LocalRuntime, aws_stage: Any
+) -> None:
+    """`labels` is a top-level folder of the monitoring bucket: no dataset may take it (in any
+    case), whichever front end is asked."""
+    file = tmp_path / "people.csv"
+    file.write_bytes(CSV)
+    cli_msg, ui_msg, aws_msg = _all_three(tmp_path, runtime, aws_stage, file, dataset="Labels")
+    assert cli_msg is not None and "dataset name 'Labels' is reserved" in cli_msg
+    assert aws_msg == cli_msg
+    assert ui_msg is not None and cli_msg in ui_msg
+    assert runtime.store.list(runtime.settings.buckets.data) == []
+    assert _s3_keys(aws_stage, AWS_BUCKETS["buckets/data"]) == []
+
+
 @pytest.mark.parametrize(
     ("fields", "words"),
     [
@@ -152,6 +167,8 @@ def test_a_name_the_stores_cannot_hold_is_refused_identically_before_any_write(
         ({"target": "Age"}, "'Age' is not in the file's header; did you mean 'age'?"),
         ({"drop": "cty,ag"}, "not in the file's header; did you mean 'city' or 'age'?"),
         ({"positive": "maybe"}, "positive label 'maybe' is not among the labels of 'y' ('no', "),
+        ({"keep": "cty"}, "keep column(s) 'cty' not in the file's header; did you mean 'city'?"),
+        ({"keep": "age", "drop": "age"}, "column(s) 'age' cannot be both dropped and kept"),
     ],
 )
 def test_a_misspelled_column_is_refused_identically_before_any_write(
@@ -171,14 +188,12 @@ def test_the_same_upload_lands_under_the_same_key_with_the_same_manifest(
     tmp_path: Path, runtime: LocalRuntime, aws_stage: Any
 ) -> None:
     """A file name with unsafe characters is sanitised the same way by every front end, and
-    options given on top of a stored manifest override it everywhere (aws included)."""
+    options given on top of a stored manifest override it everywhere (aws included); the
+    first upload's options (its kept column too) stay when the second does not repeat them."""
     file = tmp_path / "new data é.csv"
     file.write_bytes(CSV)
-    assert _all_three(tmp_path, runtime, aws_stage, file, dataset="ppl", positive="yes") == [
-        None,
-        None,
-        None,
-    ]
+    first = {"dataset": "ppl", "positive": "yes", "keep": "age"}
+    assert _all_three(tmp_path, runtime, aws_stage, file, **first) == [None, None, None]
     # Each front end stores the sanitised name in the upload's own folder.
     local = open_runtime(tmp_path / "cli-home")
     for stored in (
@@ -203,6 +218,7 @@ def test_the_same_upload_lands_under_the_same_key_with_the_same_manifest(
     parsed = [Manifest.model_validate_json(m) for m in manifests]
     assert parsed[0] == parsed[1] == parsed[2]
     assert parsed[0].positive == "yes" and parsed[0].time_budget_s == 7 and parsed[0].target == "y"
+    assert parsed[0].keep == ["age"]  # `--keep` (the dashboard's `keep` field) stored by all
     local.close()
 
 
@@ -288,6 +304,17 @@ def test_the_longest_names_fit_the_local_store_with_its_temp_and_sidecar_files(
     registry = Registry(store, "model-output")
     registry.register(dataset, _version(1, "binary", 0.5))
     assert list_models(registry)[0].dataset == dataset
+
+
+def test_the_buckets_top_level_folders_are_no_dataset_names() -> None:
+    for reserved in ("capture", "labels", "monitoring", "score", "feedback", "Registry"):
+        assert not names.is_dataset_name(reserved)
+        with pytest.raises(ValueError, match=f"dataset name '{reserved}' is reserved"):
+            Manifest(dataset=reserved)
+        # A file of that name still gets a default dataset, named after it.
+        default = names.dataset_from_filename(f"{reserved}.csv")
+        assert default == f"{reserved}-data" and names.is_dataset_name(default)
+    assert names.is_dataset_name("labels2") and names.is_dataset_name("capture-2026")
 
 
 def test_default_names_come_from_the_file_and_obey_the_rule() -> None:

@@ -61,12 +61,14 @@ def upload(
     positive: cl.UploadPositive = None,
     task: cl.UploadTask = None,
     drop: cl.UploadDrop = None,
+    keep: cl.UploadKeep = None,
     time_budget: cl.UploadTimeBudget = None,
     home: Home = None,
 ) -> None:
-    """Store FILE at data/<dataset>/<file> (this triggers the pipeline) with its manifest."""
+    """Store FILE at data/<dataset>/<upload>/<file> (this triggers the pipeline) with its
+    manifest."""
     runtime = _runtime(home)
-    options = cl.upload_options(dataset, target, positive, task, drop, time_budget)
+    options = cl.upload_options(dataset, target, positive, task, drop, time_budget, keep=keep)
     with cl.refusals(UploadRefused):
         done = upload_file(runtime.store, runtime.settings.buckets.data, file.name, file, options)
     if done.target_detected is not None:
@@ -138,6 +140,17 @@ def run(
         runtime.close()
     if failed:
         raise typer.Exit(code=1)
+
+
+def _upload_filename(source: str | None) -> str | None:
+    """The person's own file name of a run's upload key (None when the run has no source or
+    its source is not an upload's key)."""
+    if source is None:
+        return None
+    try:
+        return keys.parse_source_key(source).filename
+    except AutomlopsError:
+        return None
 
 
 @app.command()
@@ -244,6 +257,7 @@ def runs(dataset: cl.DatasetFilter = None, as_json: AsJson = False, home: Home =
             if r.headline_metric is None
             else {"metric": r.headline_metric, "value": r.headline_value},
             "note": r.note,
+            "filename": _upload_filename(r.source),  # last: earlier keys keep their order
         }
         for r in records
     ]

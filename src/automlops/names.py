@@ -3,7 +3,13 @@ validates, what serving and the dashboard route.
 
 A dataset name becomes part of object keys, file names in the local store and AWS resource
 names, so it is ASCII letters, digits, '_', '-' and '.', starts with a letter, digit or '_',
-and is at most `DATASET_MAX` characters.
+and is at most `DATASET_MAX` characters. It is none of `RESERVED` (in any case): a bucket's
+top-level folders. The monitoring bucket keeps a dataset's reports at `<dataset>/...` beside
+`capture/`, `labels/` and `monitoring/`, so a dataset of such a name would mix its reports into
+another dataset's captured traffic or labels (and `capture/<date>/...` is a listing of both);
+the data bucket's `feedback/` and `score/` and the model bucket's `registry/` are kept out for
+the same reason. Case is ignored because a local store on a case-insensitive file system (macOS)
+holds `Labels` and `labels` in one folder.
 
 An uploaded file's name is sanitised (`object_filename`) rather than refused: unsafe characters
 become '_' and it is cut to `FILE_MAX` characters, ending in `.csv` (the pipeline's trigger).
@@ -33,6 +39,9 @@ FILE_MAX = 200  # characters of an uploaded file's name in its key, `.csv` inclu
 UPLOAD_ID_LEN = 24  # characters of an upload's folder name: see `new_upload_id`
 CSV_SUFFIX = ".csv"
 
+# Top-level folders of the buckets (see keys.py): never a dataset's name.
+RESERVED = frozenset({"capture", "labels", "monitoring", "feedback", "score", "registry"})
+
 _DATASET = re.compile(rf"[A-Za-z0-9_][A-Za-z0-9_.-]{{0,{DATASET_MAX - 1}}}")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
@@ -43,11 +52,16 @@ class InvalidName(ValueError):
 
 def is_dataset_name(name: str) -> bool:
     """True when `name` may name a dataset (no exception: for routes that answer 404)."""
-    return _DATASET.fullmatch(name) is not None
+    return _DATASET.fullmatch(name) is not None and name.lower() not in RESERVED
 
 
 def check_dataset_name(name: str) -> str:
     """`name` when it may name a dataset, else InvalidName saying why."""
+    if name.lower() in RESERVED:
+        raise InvalidName(
+            f"dataset name {name!r} is reserved: the buckets use "
+            f"{', '.join(sorted(RESERVED))} as top-level folders; choose another name"
+        )
     if not is_dataset_name(name):
         raise InvalidName(
             f"dataset name {name[:80]!r} must be 1 to {DATASET_MAX} ASCII letters, digits, "
@@ -63,11 +77,14 @@ def _basename(filename: str) -> str:
 
 def dataset_from_filename(filename: str) -> str:
     """The default dataset name of an upload: the file's stem, unsafe characters replaced by
-    '-', cut to `DATASET_MAX`; always a valid dataset name."""
+    '-', cut to `DATASET_MAX`, with `-data` after a reserved name (`labels.csv` makes
+    `labels-data`); always a valid dataset name."""
     stem = _basename(filename)
     if stem.lower().endswith(CSV_SUFFIX):
         stem = stem[: -len(CSV_SUFFIX)]
     name = _UNSAFE.sub("-", stem)[:DATASET_MAX].strip("-.")
+    if name.lower() in RESERVED:
+        name = f"{name}-data"
     return name if is_dataset_name(name) else "dataset"
 
 

@@ -3,6 +3,7 @@ refusals; --protect-ui; the inference API behind the key."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -243,7 +244,9 @@ def test_upload_form_stores_manifest_then_file(
         follow_redirects=False,
     )
     assert response.status_code == 303
-    assert response.headers["location"].startswith("/ui/runs?done=uploaded")
+    assert response.headers["location"] == (
+        "/ui/runs?done=uploaded&key=my_data_1_.csv&dataset=my-data-1"
+    )
     runtime = open_home(home)
     # The sanitised file name, in the upload's own folder.
     [key] = [k for k in runtime.store.list("data", "data/my-data-1/") if k.endswith(".csv")]
@@ -256,8 +259,12 @@ def test_upload_form_stores_manifest_then_file(
     assert runtime.store.head("data", key) is not None
     # The notification is queued: the runs page shows the upload at once, before any worker.
     page = client.get(response.headers["location"]).text
-    assert "Waiting for a worker" in page and key in page
-    assert f"Uploaded {key}." in page
+    # ... by the person's file name, the full key on hover; the notice names the file too.
+    assert "Waiting for a worker" in page
+    assert f'<code class="source" title="{key}">my_data_1_.csv</code>' in page
+    notice = re.search(r'<p class="notice" role="status">(.*?)</p>', page)
+    assert notice and notice.group(1).startswith("Uploaded my_data_1_.csv")
+    assert source.upload_id is not None and source.upload_id not in notice.group(1)
 
 
 def test_a_form_upload_is_streamed_to_the_store_never_read_whole(
@@ -336,6 +343,7 @@ def test_upload_detects_target_and_keeps_stored_options(
         ({"time_budget": "nan"}, "time budget"),
         ({"task": "clustering"}, "task must be"),
         ({"learners": ["pickle"]}, "unknown learner"),
+        ({"keep": f"a, {HOSTILE}"}, "keep column(s)"),
     ],
 )
 def test_upload_refusals_are_explained_and_escaped(
@@ -357,6 +365,19 @@ def test_upload_refusals_are_explained_and_escaped(
     assert message in response.text
     assert HOSTILE not in response.text
     assert open_home(home).store.list("data") == []
+
+
+def test_a_refused_upload_refills_the_columns_to_keep(
+    tmp_path: Path, client_for: Callable[..., TestClient]
+) -> None:
+    client = client_for(tmp_path / "w")
+    response = client.post(
+        "/ui/upload",
+        data={"csrf_token": csrf_of(client, "/ui/upload"), "keep": "ag"},
+        files={"file": ("f.csv", b"age,y\n1,0\n", "text/csv")},
+    )
+    assert response.status_code == 400 and "did you mean &#39;age&#39;?" in response.text
+    assert '<input id="keep" name="keep" type="text" value="ag"' in response.text
 
 
 def test_upload_without_file_too_large_or_without_token(

@@ -68,6 +68,8 @@ def test_runs_timeline_and_run_detail(
         assert run.id in page
     assert page.count('class="seg seg-succeeded"') >= 8  # two runs of four stages
     assert "usable rows" in page  # the failed run's error, in full
+    # Each run names its upload by the file's name, the full key on hover.
+    assert '<code class="source" title="data/cancer/first.csv">first.csv</code>' in page
 
     done = next(r for r in runs if r.dataset == DATASET and r.model_version == 2)
     detail = client.get(f"/ui/runs/{done.id}").text
@@ -137,6 +139,7 @@ def test_drift_page_lists_most_shifted_columns(
     assert "badge-drift" in page
     assert 'class="bar bar-current"' in page
     assert re.search(r'<img src="/ui/files/[^"]+drift[^"]*\.png"', page)
+    assert '<code class="source" title="data/cancer/second.csv">second.csv</code>' in page
     assert "drift" in client.get("/ui/drift").text
 
 

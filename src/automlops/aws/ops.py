@@ -183,6 +183,7 @@ def upload_command(
     positive: cl.UploadPositive = None,
     task: cl.UploadTask = None,
     drop: cl.UploadDrop = None,
+    keep: cl.UploadKeep = None,
     time_budget: cl.UploadTimeBudget = None,
     stage: StageName = "dev",
     endpoint_url: EndpointUrl = None,
@@ -192,7 +193,7 @@ def upload_command(
     if path is None:
         raise cl.fail("upload needs FILE (or --file)")
     ops = open_stage(stage, endpoint_url)
-    options = cl.upload_options(dataset, target, positive, task, drop, time_budget)
+    options = cl.upload_options(dataset, target, positive, task, drop, time_budget, keep=keep)
     with cl.refusals(upload_case.UploadRefused):
         done = upload_case.upload(ops.store, ops.config.bucket_data, path.name, path, options)
     typer.echo(f"s3://{done.bucket}/{done.key}")

@@ -36,6 +36,9 @@ def deploy(record: S3EventRecord, ports: Ports) -> StageResult:
             run_id=run.run_id,
             created_at=ports.clock().isoformat(),
             task=meta.task.value,
+            # Recorded so that evaluate tells a champion of another target from the registry
+            # alone, without loading the champion's model file.
+            target=meta.target.name,
             learner=meta.learner,
             artifact_bucket=record.bucket,
             artifact_key=record.key,

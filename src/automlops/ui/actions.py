@@ -14,6 +14,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.datastructures import FormData, UploadFile
 
+from automlops import keys
 from automlops.errors import AutomlopsError, NotFoundError
 from automlops.ui.context import (
     PREFIX,
@@ -149,9 +150,11 @@ def build_actions(ui: UiContext) -> APIRouter:
                 k: str(form.get(k, ""))
                 for k in ("dataset", "target", "positive", "task", "time_budget")
             }
+            keep = [str(v) for v in form.getlist("keep")]
+            shown = {**values, "keep": ", ".join(k for k in keep if k.strip())}  # refilled
             if not isinstance(file, UploadFile) or not file.filename:
                 return render_upload(
-                    ui, request, status=400, error="Choose a CSV file to upload.", values=values
+                    ui, request, status=400, error="Choose a CSV file to upload.", values=shown
                 )
             if file.size is not None and file.size > ui.max_upload_bytes:
                 raise too_large()
@@ -161,6 +164,7 @@ def build_actions(ui: UiContext) -> APIRouter:
                 filename=file.filename,
                 source=source,
                 drop=[str(v) for v in form.getlist("drop")] + [str(form.get("drop_text", ""))],
+                keep=keep,
                 learners=[str(v) for v in form.getlist("learners")],
                 **values,
             )
@@ -168,10 +172,14 @@ def build_actions(ui: UiContext) -> APIRouter:
                 # The store writes and fsyncs: keep the event loop free for the live pages.
                 done = await asyncio.to_thread(store_upload, runtime, upload_form)
             except UploadError as exc:
-                return render_upload(ui, request, status=400, error=str(exc), values=values)
+                return render_upload(ui, request, status=400, error=str(exc), values=shown)
         finally:
             await form.close()
-        return redirect(_with_query(f"{PREFIX}/runs", done="uploaded", key=done.key))
+        # The notice names the person's file and its dataset, not the upload's internal folder.
+        filename = keys.parse_source_key(done.key).filename
+        return redirect(
+            _with_query(f"{PREFIX}/runs", done="uploaded", key=filename, dataset=done.dataset)
+        )
 
     @router.get("/login")
     def login_form(request: Request, next: str | None = None) -> Response:

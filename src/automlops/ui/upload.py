@@ -29,6 +29,7 @@ class UploadForm:
     positive: str = ""
     task: str = ""
     drop: list[str] = field(default_factory=list)
+    keep: list[str] = field(default_factory=list)  # each item may list several, comma-separated
     time_budget: str = ""
     learners: list[str] = field(default_factory=list)
 
@@ -42,12 +43,14 @@ def _options(form: UploadForm) -> UploadOptions:
         except ValueError:
             raise UploadError("the time budget must be a number of seconds") from None
     drops = [item for item in form.drop if item.strip()]
+    keeps = [item for item in form.keep if item.strip()]
     return UploadOptions(
         dataset=form.dataset or None,
         target=form.target or None,
         positive=form.positive or None,
         task=form.task or None,
         drop=drops or None,  # nothing ticked or typed keeps the stored manifest's list
+        keep=keeps or None,  # likewise
         time_budget_s=budget,
         learners=form.learners or None,
     )

@@ -203,7 +203,8 @@ def drift(runtime: LocalRuntime, dataset: str, run_id: str | None = None) -> dic
             doc = json.loads(runtime.store.get(bucket, key))
         except (ValueError, AutomlopsError):
             continue
-        return {"key": key, "run_id": rid, **doc}
+        filename = source_filename(doc.get("source_key"))
+        return {"key": key, "run_id": rid, **doc, "filename": filename}
     return None
 
 
