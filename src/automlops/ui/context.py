@@ -40,7 +40,8 @@ NOTICES = {
     "promoted": "Version {version} of {dataset} is now the champion.",
     "rolled-back": "Rolled back: version {version} of {dataset} serves again.",
     "redriven": "Moved {count} message(s) back to their queue; the worker picks them up next.",
-    "uploaded": "Uploaded {key}. Its run appears below as soon as a worker takes it.",
+    "uploaded": "Uploaded {key} to dataset {dataset}. Its run appears below as soon as a worker "
+    "takes it.",
     "signed-out": "Signed out.",
 }
 
