@@ -350,6 +350,7 @@ EXPECTED: dict[str, set[str]] = {
     },
     TRAINING_JOB_STATE: {"record run failure"},
     "ScoreLambdaFunction": {"read file to score", "write predictions", "see missing model"},
+    MONITOR: {"read split", "see missing split", "see missing model"},
 }
 
 
