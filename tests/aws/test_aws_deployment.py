@@ -24,6 +24,8 @@ FUNCTIONS = {
 }
 # Not a stage: EventBridge's training job state changes (a failed job fails its run).
 TRAINING_JOB_STATE = "TrainingJobStateLambdaFunction"
+# Not a stage: the monitor on its schedule (tests/aws/test_aws_monitoring.py).
+MONITOR = "MonitorLambdaFunction"
 
 
 def test_cfn_lint_finds_no_errors(packaged_dir: Path) -> None:
@@ -61,23 +63,17 @@ def _function_stage(stack: Stack, function: str) -> Stage:
 
 
 def test_every_function_runs_its_own_stage_handler(stack: Stack) -> None:
-    functions = set(stack.of_type("AWS::Lambda::Function")) - {TRAINING_JOB_STATE}
+    functions = set(stack.of_type("AWS::Lambda::Function")) - {TRAINING_JOB_STATE, MONITOR}
     assert {f: _function_stage(stack, f) for f in functions} == FUNCTIONS
-    for function in [*functions, TRAINING_JOB_STATE]:
+    for function in [*functions, TRAINING_JOB_STATE, MONITOR]:
         assert callable(load_handler(stack.handler_of(function)))
 
 
 def test_failed_training_jobs_of_this_stack_reach_their_handler(stack: Stack) -> None:
     assert stack.handler_of(TRAINING_JOB_STATE) == "automlops.aws.handlers.training_job_state"
-    # The rule whose target is the handler (another one sends failures to the alarm topic).
-    (rule,) = [
-        r
-        for r in stack.of_type("AWS::Events::Rule").values()
-        if any(
-            t["Arn"].get("Fn::GetAtt", [None])[0] == TRAINING_JOB_STATE
-            for t in r["Properties"]["Targets"]
-        )
-    ]
+    (rule,) = (
+        r for r in stack.of_type("AWS::Events::Rule").values() if _targets(r, TRAINING_JOB_STATE)
+    )
     pattern = rule["Properties"]["EventPattern"]
     assert pattern["source"] == ["aws.sagemaker"]
     assert pattern["detail-type"] == ["SageMaker Training Job State Change"]
@@ -87,9 +83,19 @@ def test_failed_training_jobs_of_this_stack_reach_their_handler(stack: Stack) ->
     (target,) = rule["Properties"]["Targets"]
     assert target["Arn"]["Fn::GetAtt"][0] == TRAINING_JOB_STATE
     # Events the handler could not take after Lambda's retries are kept, not dropped.
-    (invoke_config,) = stack.of_type("AWS::Lambda::EventInvokeConfig").values()
+    (invoke_config,) = (
+        c
+        for c in stack.of_type("AWS::Lambda::EventInvokeConfig").values()
+        if c["Properties"]["FunctionName"]["Ref"] == TRAINING_JOB_STATE
+    )
     destination = invoke_config["Properties"]["DestinationConfig"]["OnFailure"]["Destination"]
     assert destination["Fn::GetAtt"][0] == "TrainingJobStateDeadLetterQueue"
+
+
+def _targets(rule: dict[str, Any], function: str) -> bool:
+    return any(
+        t["Arn"].get("Fn::GetAtt", [None])[0] == function for t in rule["Properties"]["Targets"]
+    )
 
 
 def test_triggers_match_the_routing_table_exactly(stack: Stack) -> None:
@@ -191,7 +197,7 @@ def test_every_event_source_bounds_its_concurrency(stack: Stack) -> None:
 def test_each_function_has_its_own_role_and_no_shared_role_exists(stack: Stack) -> None:
     roles = stack.of_type("AWS::IAM::Role")
     assert "IamRoleLambdaExecution" not in roles
-    functions = [*FUNCTIONS, TRAINING_JOB_STATE]
+    functions = [*FUNCTIONS, TRAINING_JOB_STATE, MONITOR]
     function_roles = {stack.role_of(f) for f in functions}
     assert len(function_roles) == len(functions)
     assert set(roles) == function_roles | {"SageMakerExecutionRole"}
@@ -348,6 +354,7 @@ EXPECTED: dict[str, set[str]] = {
     },
     TRAINING_JOB_STATE: {"record run failure"},
     "ScoreLambdaFunction": {"read file to score", "write predictions", "see missing model"},
+    MONITOR: {"read split", "see missing split", "see missing model"},
 }
 
 

@@ -243,3 +243,42 @@ def training_job_state(event: dict[str, Any], context: Any) -> dict[str, Any]:
         extra={"job": failure.job_name, "status": failure.status, "error": failure.reason},
     )
     return {"recorded": key}
+
+
+@logger.inject_lambda_context(clear_state=True)
+def monitor(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Lambda handler (EventBridge schedule): monitor every dataset's champion.
+
+    `stages.monitor.monitor_all` over the last 24 hours of captured traffic, feedback CSVs
+    under feedback/<dataset>/ of the data bucket ingested on the way (no S3 notification is
+    needed for them), one report per dataset in the monitoring bucket. A failure raises: the
+    next scheduled run looks again.
+    """
+    from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent
+
+    from automlops.stages.monitor import monitor_all
+
+    # A scheduled event names its rule; an operator's `aws lambda invoke` may send `{}`.
+    scheduled = EventBridgeEvent(event)
+    logger.append_keys(stage="monitor", rule=",".join(scheduled.get("resources") or []) or None)
+    rt = current_runtime()
+    results = monitor_all(rt.ports(progress=lambda text: logger.info(text)))
+    for dataset, result in results.items():
+        report = result.report
+        logger.info(
+            "monitored",
+            extra={
+                "dataset": dataset,
+                "champion": report.champion,
+                "requests": report.requests,
+                "rows": report.rows,
+                "labels_matched": report.labels.matched,
+                "alerts": report.alerts,
+                "report": result.json_key,
+            },
+        )
+    return {
+        "scheduled_at": scheduled.get("time"),
+        "reports": {dataset: result.json_key for dataset, result in results.items()},
+        "alerts": {dataset: len(result.report.alerts) for dataset, result in results.items()},
+    }

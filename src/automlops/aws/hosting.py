@@ -13,21 +13,29 @@ rollback (it is idempotent: running it twice changes nothing):
 - candidate endpoints of decided versions are deleted;
 - models and endpoint configs are kept for the champion, the last `keep` earlier champions
   (what a rollback restores) and undecided candidates; the others are deleted.
+
+Data capture (`data_capture_config`): SageMaker's own capture writes under the version's
+capture prefix of the monitoring bucket, where the monitor reads it (`stages.traffic`). It
+exists for instance-backed variants only: serverless endpoints, the ones this stack creates,
+do not support data capture (SageMaker's serverless feature exclusions).
 """
 
 from __future__ import annotations
 
 import io
 from dataclasses import dataclass, field
+from typing import Any
 
 import polars as pl
 
+from automlops import keys
 from automlops.aws.sagemaker import (
     SageMakerModelHost,
     live_endpoint_name,
     resource_name,
     version_of,
 )
+from automlops.config import CaptureSettings
 from automlops.errors import PermanentError
 from automlops.ml.artifact import ModelArtifact
 from automlops.ports import ObjectStore
@@ -36,6 +44,32 @@ from automlops.serving import wire
 
 # Earlier champions whose model and endpoint config stay for a rollback.
 DEFAULT_KEEP = 2
+# Bodies of these types are captured as text (others as base64), as the monitor reads them.
+CAPTURED_CONTENT_TYPES = {"CsvContentTypes": [wire.CSV], "JsonContentTypes": [wire.JSON]}
+
+
+def data_capture_config(
+    variant: dict[str, Any],
+    bucket: str,
+    dataset: str,
+    version: int,
+    capture: CaptureSettings,
+) -> dict[str, Any] | None:
+    """The `DataCaptureConfig` of a version's endpoint config with this production variant:
+    requests and answers, the sampled share of `capture`, to the version's capture prefix of
+    `bucket`. None when capture is off or the variant is serverless (SageMaker refuses capture
+    there), so a caller may add it to every endpoint config it creates."""
+    if "ServerlessConfig" in variant or not capture.enabled or capture.sample_rate <= 0:
+        return None
+    prefix = keys.capture_prefix(dataset, version).rstrip("/")
+    return {
+        "EnableCapture": True,
+        # SageMaker takes whole percents: a positive rate captures at least 1 %.
+        "InitialSamplingPercentage": max(1, round(capture.sample_rate * 100)),
+        "DestinationS3Uri": f"s3://{bucket}/{prefix}",
+        "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+        "CaptureContentTypeHeader": CAPTURED_CONTENT_TYPES,
+    }
 
 
 @dataclass

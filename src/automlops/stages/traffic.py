@@ -1,7 +1,16 @@
 """What a champion served and what came back: captured traffic read, labels ingested and joined.
 
-Captured requests (`keys.capture_key`, `wire.CaptureRecord` lines, local capture or SageMaker
-data capture alike) become rows with an id each: the inference id of a one-row request,
+Captured requests are read from two key layouts under `keys.capture_prefix(dataset, version)`
+of the monitoring bucket, both holding `wire.CaptureRecord` lines:
+
+- the inference server's own (`serving.capture`): `<yyyy-mm-dd>/<hh>/<part>.jsonl.gz`;
+- SageMaker data capture, whose endpoint config names that prefix as its destination
+  (`aws.hosting.data_capture_config`), SageMaker adding its own layout beneath:
+  `<endpoint>/<variant>/<yyyy>/<mm>/<dd>/<hh>/<file>.jsonl`, plain JSONL whose bodies may be
+  base64 (a content type the config does not list as CSV or JSON).
+
+The prefix names the dataset and version, so both map to them alike. Captured requests
+become rows with an id each: the inference id of a one-row request,
 `<inference id>#<row>` in a bigger one (the ids `POST .../feedback` takes). Labels arrive as
 batches in the monitoring bucket (the feedback route) or as CSVs under `feedback/<dataset>/`
 of the data bucket, which `ingest_feedback_files` turns into batches once per file content.
@@ -9,8 +18,11 @@ of the data bucket, which `ingest_feedback_files` turns into batches once per fi
 
 from __future__ import annotations
 
+import base64
+import binascii
 import gzip
 import io
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,6 +37,30 @@ from automlops.ports import ObjectStore
 from automlops.serving import wire
 
 _LISTED_IDS = 20  # unknown ids named in a report
+# SageMaker's layout under the destination: <endpoint>/<variant>/<yyyy>/<mm>/<dd>/<hh>/<file>.
+_SAGEMAKER_TAIL = re.compile(r"([^/]+)/[^/]+/(\d{4})/(\d{2})/(\d{2})/(\d{2})/[^/]+\.jsonl")
+
+
+@dataclass(frozen=True)
+class CaptureObject:
+    """What a capture object's key says: its UTC hour and who wrote it."""
+
+    hour: str  # yyyy-mm-dd/hh, which sorts as time does
+    endpoint: str | None  # the SageMaker endpoint (None: the inference server's own capture)
+    compressed: bool
+
+
+def capture_object(key: str, prefix: str) -> CaptureObject | None:
+    """Read a key under `prefix` (a version's capture prefix) in either layout; None for a key
+    in neither."""
+    hour = keys.capture_key_hour(key)
+    if hour is not None:
+        return CaptureObject(hour=hour, endpoint=None, compressed=True)
+    match = _SAGEMAKER_TAIL.fullmatch(key.removeprefix(prefix)) if key.startswith(prefix) else None
+    if match is None:
+        return None
+    endpoint, year, month, day, hh = match.groups()
+    return CaptureObject(hour=f"{year}-{month}-{day}/{hh}", endpoint=endpoint, compressed=False)
 
 
 @dataclass
@@ -63,8 +99,14 @@ def read_traffic(
     since: datetime,
     until: datetime,
     task: str,
+    *,
+    endpoint: str | None = None,
 ) -> Traffic:
-    """Every captured request of `version` with since <= time < until.
+    """Every captured request of `version` with since <= time < until, in either layout.
+
+    `endpoint`, when given, keeps only the SageMaker captures of that endpoint: a version's
+    endpoint config is also the one its candidate endpoint ran under evaluation, whose test
+    rows are not traffic (the server's own capture records the champion route only).
 
     Lines are read as plain JSON in the `wire.CaptureRecord` shape, not validated into the
     model: on a day of traffic the validation cost more than everything else together
@@ -72,13 +114,17 @@ def read_traffic(
     """
     traffic = Traffic()
     first, last = f"{since:%Y-%m-%d/%H}", f"{until:%Y-%m-%d/%H}"
-    for key in store.list(bucket, keys.capture_prefix(dataset, version)):
-        hour = keys.capture_key_hour(key)
-        if hour is None or not first <= hour <= last:
+    prefix = keys.capture_prefix(dataset, version)
+    for key in store.list(bucket, prefix):
+        found = capture_object(key, prefix)
+        if found is None or not first <= found.hour <= last:
+            continue
+        if endpoint is not None and found.endpoint not in (None, endpoint):
             continue
         traffic.objects += 1
         try:
-            lines = gzip.decompress(store.get(bucket, key)).splitlines()
+            data = store.get(bucket, key)
+            lines = (gzip.decompress(data) if found.compressed else data).splitlines()
         except (OSError, EOFError):
             traffic.unreadable += 1
             continue
@@ -105,9 +151,8 @@ def _add(traffic: Traffic, record: dict[str, Any], at: datetime, task: str) -> N
         traffic.requests[hour] += 1
         traffic.errors[hour] += 1
         return
-    request = data["endpointInput"]
-    rows = _input_rows(request["encoding"], request["data"])
-    answers = _answers(output["encoding"], output["data"], task)
+    rows = _input_rows(*_decoded(data["endpointInput"]))
+    answers = _answers(*_decoded(output), task)
     if len(answers) != len(rows):
         raise ValueError("a captured answer does not have one prediction per row")
     traffic.requests[hour] += 1
@@ -121,6 +166,20 @@ def _add(traffic: Traffic, record: dict[str, Any], at: datetime, task: str) -> N
         traffic.values.append(value)
         traffic.probabilities.append(probabilities)
         traffic.p_positive.append(p)
+
+
+def _decoded(captured: dict[str, Any]) -> tuple[str, str]:
+    """(CSV or JSON, the body as text) of a captured body; SageMaker writes a body whose
+    content type its config does not list as BASE64, told apart by the observed type."""
+    encoding, data = captured["encoding"], captured["data"]
+    if encoding != "BASE64":
+        return encoding, data
+    try:
+        text = base64.b64decode(data, validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        raise ValueError("a captured body is not base64 text") from None
+    media = str(captured.get("observedContentType", "")).split(";")[0].strip().lower()
+    return ("CSV" if media in (wire.CSV, "application/csv") else "JSON"), text
 
 
 def _input_rows(encoding: str, data: str) -> list[dict[str, object]]:

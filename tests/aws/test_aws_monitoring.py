@@ -1,0 +1,303 @@
+"""The monitor on AWS (moto): captured traffic in both key layouts (the inference server's own
+capture written to S3, SageMaker data capture's), feedback CSVs under feedback/<dataset>/ of
+the data bucket, and the scheduled monitor function, run as EventBridge runs it, with only the
+calls its role allows."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import polars as pl
+from aws_invoker import CallRecorder, FakeContext, LambdaInvoker, LocalSageMakerRuntime
+from aws_stack import ACCOUNT, REGION, Call, Stack, allowed
+from fastapi.testclient import TestClient
+
+from automlops import keys
+from automlops.aws import handlers
+from automlops.aws.hosting import data_capture_config
+from automlops.aws.runtime import AwsRuntime
+from automlops.aws.sagemaker import VARIANT, live_endpoint_name, resource_name
+from automlops.config import CaptureSettings
+from automlops.demo import breast_cancer_csv
+from automlops.local.runtime import open_runtime
+from automlops.registry import Registry, RegistryDoc
+from automlops.serving import wire
+from automlops.serving.app import create_app
+from automlops.serving.capture import CaptureWriter
+from automlops.serving.models import ModelCache
+from automlops.stages.traffic import read_traffic
+from support import DEMO_DATASET
+
+Deployed = tuple[AwsRuntime, LambdaInvoker, LocalSageMakerRuntime, CallRecorder]
+MONITOR = "MonitorLambdaFunction"
+TARGET = "diagnosis"
+SHIFTED = ["mean_radius", "mean_area", "worst_perimeter", "mean_texture"]
+
+
+def _copy_trained(trained_home: Path, rt: AwsRuntime, invoker: LambdaInvoker) -> None:
+    """The trained workspace's processed data, model files and registry, as the AWS pipeline
+    would leave them (v1 champion); the notifications of the copy are dropped."""
+    local = open_runtime(trained_home)
+    buckets = rt.config.settings().buckets
+    try:
+        source = local.settings.buckets.automl_data
+        for key in local.store.list(source):
+            rt.store.put(buckets.automl_data, key, local.store.get(source, key))
+        doc = local.registry.read(DEMO_DATASET)
+        for version in doc.versions:
+            data = local.store.get(version.artifact_bucket, version.artifact_key)
+            rt.store.put(buckets.model_output, version.artifact_key, data)
+            version.artifact_bucket = buckets.model_output
+        registry = keys.registry_key(DEMO_DATASET)
+        rt.store.put(buckets.model_output, registry, doc.model_dump_json().encode())
+    finally:
+        local.close()
+    assert RegistryDoc.model_validate_json(rt.store.get(buckets.model_output, registry)).champion
+    for _, url, _, _ in invoker.sources:
+        invoker.sqs.purge_queue(QueueUrl=url)
+
+
+def _rows(n: int, seed: int) -> pl.DataFrame:
+    return pl.read_csv(io.BytesIO(breast_cancer_csv())).sample(n, seed=seed)
+
+
+def _body(captured: bytes, content_type: str, encoding: str, mode: str) -> dict[str, str]:
+    data = base64.b64encode(captured).decode() if encoding == "BASE64" else captured.decode()
+    return {"observedContentType": content_type, "mode": mode, "data": data, "encoding": encoding}
+
+
+def _sagemaker_line(
+    request: bytes, answer: bytes, at: datetime, encoding: str, ident: str | None
+) -> bytes:
+    """One request as SageMaker data capture writes it (no dataset, version or status)."""
+    metadata = {"eventId": str(uuid.uuid4()), "inferenceTime": at.strftime("%Y-%m-%dT%H:%M:%SZ")}
+    if ident is not None:
+        metadata["inferenceId"] = ident
+    record = {
+        "captureData": {
+            "endpointInput": _body(request, wire.JSON, encoding, "INPUT"),
+            "endpointOutput": _body(answer, wire.JSON, encoding, "OUTPUT"),
+        },
+        "eventMetadata": metadata,
+        "eventVersion": "0",
+    }
+    return orjson.dumps(record) + b"\n"
+
+
+def _sagemaker_key(endpoint: str, at: datetime) -> str:
+    """SageMaker's key under the destination `data_capture_config` gives it."""
+    stem = keys.capture_prefix(DEMO_DATASET, 1)
+    return f"{stem}{endpoint}/{VARIANT}/{at:%Y/%m/%d/%H}/{at:%M-%S-%f}-{uuid.uuid4()}.jsonl"
+
+
+def _serve_from_s3(rt: AwsRuntime) -> tuple[TestClient, CaptureWriter]:
+    """The inference server over the stack's buckets, capturing to the monitoring bucket."""
+    settings = rt.config.settings()
+    settings.capture = CaptureSettings(flush_interval_s=3600)
+    registry = Registry(rt.store, settings.buckets.model_output)
+    app = create_app(ModelCache(rt.store, registry), settings=settings)
+    assert isinstance(app.state.capture, CaptureWriter)
+    return TestClient(app), app.state.capture
+
+
+def _scheduled_event() -> dict[str, Any]:
+    """What an EventBridge schedule sends its target."""
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": ACCOUNT,
+        "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "region": REGION,
+        "resources": [f"arn:aws:events:{REGION}:{ACCOUNT}:rule/automlops-dev-monitor"],
+        "detail": {},
+    }
+
+
+def test_the_scheduled_monitor_reads_both_capture_layouts_and_the_feedback_prefix(
+    deployed: Deployed, trained_home: Path, stack: Stack
+) -> None:
+    rt, invoker, _, recorder = deployed
+    _copy_trained(trained_home, rt, invoker)
+    buckets = rt.config.settings().buckets
+
+    # The inference server's own capture, written to S3: 40 rows in 2 requests.
+    client, writer = _serve_from_s3(rt)
+    served = _rows(40, seed=11)
+    server_ids: list[str] = []
+    for start in (0, 20):
+        chunk = served.slice(start, 20).drop(TARGET)
+        answer = client.post(
+            f"/endpoints/{DEMO_DATASET}/invocations",
+            content=wire.json_body(chunk.to_dicts()),
+            headers={"content-type": wire.JSON},
+        )
+        assert answer.status_code == 200, answer.text
+        ident = answer.headers[wire.INFERENCE_ID_HEADER]
+        server_ids += [f"{ident}#{i}" for i in range(chunk.height)]
+    assert writer.flush() == 2
+
+    # SageMaker data capture of the live endpoint: 60 shifted rows in 3 requests, bodies as
+    # text and as base64, one with the caller's InferenceId; answers from the same model.
+    live = live_endpoint_name(rt.config.name_prefix, DEMO_DATASET)
+    shifted = _rows(60, seed=12).with_columns(pl.col(c) * 3 for c in SHIFTED)
+    now = datetime.now(UTC).replace(microsecond=0)
+    lines = b""
+    for n, encoding in enumerate(("JSON", "BASE64", "BASE64")):
+        chunk = shifted.slice(20 * n, 20).drop(TARGET)
+        request = wire.json_body(chunk.to_dicts())
+        answer = client.post(
+            f"/endpoints/{DEMO_DATASET}/versions/1/invocations",  # not captured by the app
+            content=request,
+            headers={"content-type": wire.JSON},
+        )
+        assert answer.status_code == 200, answer.text
+        ident = "caller-7" if n == 2 else None
+        lines += _sagemaker_line(
+            request, answer.content, now - timedelta(minutes=n), encoding, ident
+        )
+    rt.store.put(buckets.model_monitoring, _sagemaker_key(live, now), lines)
+
+    # Labels as a CSV dropped under feedback/<dataset>/: no notification routes it anywhere.
+    truth = shifted[TARGET].to_list()
+    labelled = [(f"caller-7#{i}", truth[40 + i]) for i in range(20)]
+    labelled += list(zip(server_ids, served[TARGET].to_list(), strict=True))
+    csv = "id,label\n" + "".join(f"{i},{y}\n" for i, y in labelled)
+    feedback_key = keys.feedback_prefix(DEMO_DATASET) + "labels day 1.csv"
+    rt.store.put(buckets.data, feedback_key, csv.encode())
+    assert invoker.pending() == 0
+
+    recorder.function = MONITOR
+    try:
+        result = handlers.monitor(_scheduled_event(), FakeContext(function_name=MONITOR))
+    finally:
+        recorder.function = "test"
+
+    key = result["reports"][DEMO_DATASET]
+    report = json.loads(rt.store.get(buckets.model_monitoring, key))
+    assert key.startswith(f"monitoring/{DEMO_DATASET}/") and report["champion"] == 1
+    assert (report["requests"], report["rows"], report["errors"], report["unreadable"]) == (
+        5,
+        100,
+        0,
+        0,
+    )
+    assert report["labels"]["files_ingested"] == [feedback_key]
+    assert (report["labels"]["matched"], report["labels"]["unknown"]) == (60, 0)
+    assert set(SHIFTED) & set(report["data_drift"]["drifted"])
+    assert result["alerts"][DEMO_DATASET] == len(report["alerts"]) > 0
+
+    # The monitor's role allowed every call it made.
+    statements = stack.statements(stack.role_of(MONITOR))
+    calls = recorder.calls[MONITOR]
+    assert calls and [c for c in calls if not allowed(statements, c)] == []
+
+
+def test_the_monitor_role_and_schedule(stack: Stack) -> None:
+    (rule,) = (
+        r
+        for r in stack.of_type("AWS::Events::Rule").values()
+        if r["Properties"]["Targets"][0]["Arn"]["Fn::GetAtt"][0] == MONITOR
+    )
+    assert rule["Properties"]["ScheduleExpression"] == "rate(1 hour)"
+    assert stack.handler_of(MONITOR) == "automlops.aws.handlers.monitor"
+    statements = stack.statements(stack.role_of(MONITOR))
+    bucket = stack.names
+
+    def may(action: str, bucket_id: str, key: str) -> bool:
+        return allowed(statements, Call(action, f"arn:aws:s3:::{bucket[bucket_id]}/{key}"))
+
+    assert may("s3:GetObject", "ModelMonitoringBucket", "capture/d/v1/x/AllTraffic/f.jsonl")
+    assert may("s3:PutObject", "ModelMonitoringBucket", "monitoring/d/20260101T000000Z/m.json")
+    assert may("s3:PutObject", "ModelMonitoringBucket", "labels/d/x-csv-etag.jsonl")
+    assert may("s3:GetObject", "DataBucket", "feedback/d/f.csv")
+    # Reads only: no capture written, no upload read, no registry or model touched.
+    assert not may("s3:PutObject", "ModelMonitoringBucket", "capture/d/v1/x.jsonl.gz")
+    assert not may("s3:GetObject", "DataBucket", "data/d/f.csv")
+    assert not may("s3:PutObject", "ModelOutputBucket", "registry/d.json")
+    assert not may("s3:GetObject", "ModelOutputBucket", "d/r/output/model.tar.gz")
+
+
+def test_one_reader_two_layouts_and_the_endpoint_filter(deployed: Deployed) -> None:
+    rt = deployed[0]
+    bucket = rt.config.bucket_model_monitoring
+    prefix, at = rt.config.name_prefix, datetime.now(UTC).replace(microsecond=0)
+    live = live_endpoint_name(prefix, DEMO_DATASET)
+    candidate = resource_name(prefix, DEMO_DATASET, 1)
+    rows = [{"mean_radius": "1.5"}, {"mean_radius": "2.5"}]
+    request = wire.json_body(rows)
+    answer = b'{"model_version": "1", "predictions": [{"value": 1.0}, {"value": 2.0}]}'
+    csv_request, csv_answer = b"mean_radius\n3.5\n", b"7.0\n"
+    line = _sagemaker_line(request, answer, at, "BASE64", "a")
+    csv_line = orjson.loads(_sagemaker_line(csv_request, csv_answer, at, "JSON", "b"))
+    for part in ("endpointInput", "endpointOutput"):
+        csv_line["captureData"][part]["encoding"] = "CSV"
+    rt.store.put(bucket, _sagemaker_key(live, at), line + orjson.dumps(csv_line) + b"\n")
+    rt.store.put(
+        bucket, _sagemaker_key(candidate, at), _sagemaker_line(request, answer, at, "JSON", "c")
+    )
+    # Neither layout, or outside the window: not read.
+    rt.store.put(bucket, keys.capture_prefix(DEMO_DATASET, 1) + "stray.json", b"{}")
+    old = at - timedelta(days=3)
+    rt.store.put(
+        bucket, _sagemaker_key(live, old), _sagemaker_line(request, answer, old, "JSON", "d")
+    )
+
+    def read(endpoint: str | None) -> Any:
+        since, until = at - timedelta(hours=1), at + timedelta(seconds=1)
+        return read_traffic(
+            rt.store, bucket, DEMO_DATASET, 1, since, until, "regression", endpoint=endpoint
+        )
+
+    everything, live_only = read(None), read(live)
+    assert (everything.objects, sum(everything.requests.values())) == (2, 3)
+    assert (live_only.objects, sum(live_only.requests.values())) == (1, 2)
+    assert live_only.ids == ["a#0", "a#1", "b"]
+    assert live_only.values == [1.0, 2.0, 7.0]
+    assert live_only.frame()["mean_radius"].to_list() == ["1.5", "2.5", "3.5"]
+    assert live_only.unreadable == 0
+
+
+def test_the_live_config_captures_to_the_version_prefix_where_sagemaker_allows(
+    deployed: Deployed,
+) -> None:
+    rt = deployed[0]
+    bucket, capture = rt.config.bucket_model_monitoring, CaptureSettings(sample_rate=0.25)
+    serverless = {"VariantName": VARIANT, "ModelName": "m", "ServerlessConfig": {}}
+    assert data_capture_config(serverless, bucket, DEMO_DATASET, 3, capture) is None
+    instances = {
+        "VariantName": VARIANT,
+        "ModelName": "m",
+        "InstanceType": "ml.m5.large",
+        "InitialInstanceCount": 1,
+    }
+    off = CaptureSettings(enabled=False)
+    assert data_capture_config(instances, bucket, DEMO_DATASET, 3, off) is None
+    config = data_capture_config(instances, bucket, DEMO_DATASET, 3, capture)
+    assert config is not None
+    assert config["DestinationS3Uri"] == f"s3://{bucket}/capture/{DEMO_DATASET}/v3"
+    assert config["InitialSamplingPercentage"] == 25
+    assert {o["CaptureMode"] for o in config["CaptureOptions"]} == {"Input", "Output"}
+    # SageMaker's API takes it as is.
+    rt.host.sagemaker.create_model(
+        ModelName="m",
+        ExecutionRoleArn=f"arn:aws:iam::{ACCOUNT}:role/sagemaker",
+        PrimaryContainer={"Image": rt.config.sagemaker_image or "image"},
+    )
+    rt.host.sagemaker.create_endpoint_config(
+        EndpointConfigName="automlops-dev-capture",
+        ProductionVariants=[instances],
+        DataCaptureConfig=config,
+    )
+    described = rt.host.sagemaker.describe_endpoint_config(
+        EndpointConfigName="automlops-dev-capture"
+    )
+    assert described["DataCaptureConfig"]["DestinationS3Uri"] == config["DestinationS3Uri"]
