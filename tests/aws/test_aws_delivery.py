@@ -40,6 +40,7 @@ def _dead_letter_queues(stack: Stack) -> set[str]:
     on_failure = {
         c["Properties"]["DestinationConfig"]["OnFailure"]["Destination"]["Fn::GetAtt"][0]
         for c in stack.of_type("AWS::Lambda::EventInvokeConfig").values()
+        if "OnFailure" in c["Properties"].get("DestinationConfig", {})
     }
     return redrive | on_failure
 

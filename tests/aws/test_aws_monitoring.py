@@ -205,7 +205,7 @@ def test_the_monitor_role_and_schedule(stack: Stack) -> None:
     (rule,) = (
         r
         for r in stack.of_type("AWS::Events::Rule").values()
-        if r["Properties"]["Targets"][0]["Arn"]["Fn::GetAtt"][0] == MONITOR
+        if r["Properties"]["Targets"][0]["Arn"].get("Fn::GetAtt", [None])[0] == MONITOR
     )
     assert rule["Properties"]["ScheduleExpression"] == "rate(1 hour)"
     assert stack.handler_of(MONITOR) == "automlops.aws.handlers.monitor"
