@@ -193,7 +193,9 @@ def test_demo_loop_drift_flags_retrains_and_the_gate_promotes(
     assert v2.source_key == decision.upload_key
     found = retrain_policy.decision_of(runtime.store, runtime.settings, DEMO_DATASET, v2.source_key)
     assert found == decision
-    assert trace(runtime.store, runtime.settings, DEMO_DATASET, 2).source.key == v2.source_key
+    traced = trace(runtime.store, runtime.settings, DEMO_DATASET, 2)
+    assert traced.source.key == v2.source_key and traced.trigger == decision
+    assert trace(runtime.store, runtime.settings, DEMO_DATASET, 1).trigger is None
     # Another look within the cool-down holds the retrain back.
     again = loop_scenario(runtime, DEMO_DATASET, breast_cancer_csv(), lines.append, rows=40)
     assert again.drifted.upload is None
