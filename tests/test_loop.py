@@ -12,10 +12,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 
 from automlops.config import Manifest, RetrainPolicy
 from automlops.demo import breast_cancer_csv, loop_scenario
 from automlops.local.runtime import LocalRuntime, open_runtime
+from automlops.ui.loop import notify_run
+from automlops.ui.up import build_app, monitor_schedule
 from automlops.usecases import retrain_policy
 from automlops.usecases.alerts import Alert, AlertKind, AlertSender, Delivery, deliver
 from automlops.usecases.lineage import trace
@@ -201,3 +204,40 @@ def test_demo_loop_drift_flags_retrains_and_the_gate_promotes(
     assert again.drifted.upload is None
     kinds = [body["kind"] for body in webhook.bodies]
     assert {"drift", "quality", "retrain", "gate"} <= set(kinds), kinds
+    # The dashboard's Monitoring page shows each step.
+    client = TestClient(build_app(runtime))
+    page = client.get(f"/ui/monitoring/{DEMO_DATASET}")
+    assert page.status_code == 200
+    text = page.text
+    assert "drift in key column(s) mean_radius, mean_area" in text
+    assert decision.upload_key is not None and decision.upload_key in text
+    assert "Live vs test metrics" in text and "<polyline" in text
+    index = client.get("/ui/monitoring")
+    assert index.status_code == 200 and f"/ui/monitoring/{DEMO_DATASET}" in index.text
+    assert client.get("/ui/monitoring/nope").status_code == 200  # not monitored yet
+    assert "Not monitored yet" in client.get("/ui/monitoring/nope").text
+
+
+def test_up_runs_the_monitor_on_its_schedule_and_alerts_on_run_ends(
+    runtime: LocalRuntime, webhook: Webhook
+) -> None:
+    sender = AlertSender(webhook.url)
+    stop = threading.Event()
+    schedule = threading.Thread(target=monitor_schedule, args=(runtime, stop, 0.05, sender))
+    schedule.start()
+    bucket = runtime.settings.buckets.model_monitoring
+    try:
+        for _ in range(400):  # a turn writes monitor.json; give a busy machine 20 s
+            if any(k.endswith("monitor.json") for k in runtime.store.list(bucket, "monitoring/")):
+                break
+            stop.wait(0.05)
+    finally:
+        stop.set()
+        schedule.join()
+    assert any(k.endswith("monitor.json") for k in runtime.store.list(bucket, "monitoring/"))
+    failed = runtime.runlog.list(DEMO_DATASET, limit=1)[0].model_copy(
+        update={"status": "failed", "error": "boom"}
+    )
+    notify_run(runtime.ports(), sender, failed)
+    sender.close()
+    assert webhook.bodies[-1]["kind"] == "run_failed" and "boom" in str(webhook.bodies[-1])
