@@ -201,7 +201,8 @@ def test_demo_loop_drift_flags_retrains_and_the_gate_promotes(
     assert trace(runtime.store, runtime.settings, DEMO_DATASET, 1).trigger is None
     # Another look within the cool-down holds the retrain back.
     again = loop_scenario(runtime, DEMO_DATASET, breast_cancer_csv(), lines.append, rows=40)
-    assert again.drifted.upload is None
+    assert again.drifted.upload is None and again.drifted.decision is not None
+    assert "cooling down" in (again.drifted.decision.held_back or "")
     kinds = [body["kind"] for body in webhook.bodies]
     assert {"drift", "quality", "retrain", "gate"} <= set(kinds), kinds
     # The dashboard's Monitoring page shows each step.

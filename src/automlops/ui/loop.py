@@ -102,8 +102,8 @@ def _retrain(ports: Ports, done: LoopTurn, policy: RetrainPolicy) -> None:
     last = retrain_policy.last_retrain(ports.store, settings, dataset)
     start = datetime.fromisoformat(report.window_start)
     until = datetime.fromisoformat(report.window_end)
-    if last is not None and last > start:
-        start = last  # rows before the last retrain were its data
+    if last is not None and last.rows_until > start:
+        start = last.rows_until  # rows up to there were the last retrain's data
     target = schema.target
     rows = labelled_rows(ports, dataset, champion, target.name, target.task, start, until)
     decision = RetrainDecision(
@@ -114,7 +114,9 @@ def _retrain(ports: Ports, done: LoopTurn, policy: RetrainPolicy) -> None:
         window_end=until.isoformat(),
         monitor_report=done.monitor.json_key,
     )
-    decision = retrain_policy.decide(policy, signals(report, rows.height), decision, last)
+    decision = retrain_policy.decide(
+        policy, signals(report, rows.height), decision, None if last is None else last.decided_at
+    )
     if decision.triggered:
         decided_at = datetime.fromisoformat(report.created_at)
         if policy.with_training_file:

@@ -12,6 +12,7 @@ window -> upload -> run -> version). The newest such upload starts the cool-down
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from pydantic import BaseModel, Field
@@ -128,11 +129,26 @@ def decided_at_of(source_key: str) -> datetime | None:
     return datetime.strptime(match.group(1), _STAMP).replace(tzinfo=UTC)
 
 
-def last_retrain(store: ObjectStore, settings: Settings, dataset: str) -> datetime | None:
-    """When the newest retrain upload of `dataset` was decided (None: never)."""
+@dataclass(frozen=True)
+class LastRetrain:
+    """The newest retrain of a dataset: when it was decided (the cool-down runs from it) and
+    the end of the traffic window its rows came from (later rows are new)."""
+
+    decided_at: datetime
+    rows_until: datetime
+
+
+def last_retrain(store: ObjectStore, settings: Settings, dataset: str) -> LastRetrain | None:
+    """The newest retrain upload of `dataset` and its decision (None: never retrained)."""
     prefix = keys.source_key(dataset, _UPLOAD_PREFIX)
-    stamps = [decided_at_of(key) for key in store.list(settings.buckets.data, prefix)]
-    return max((s for s in stamps if s is not None), default=None)
+    uploads = [(decided_at_of(k), k) for k in store.list(settings.buckets.data, prefix)]
+    stamped = [(at, key) for at, key in uploads if at is not None]
+    if not stamped:
+        return None
+    at, key = max(stamped)
+    decision = decision_of(store, settings, dataset, key)
+    until = at if decision is None else datetime.fromisoformat(decision.window_end)
+    return LastRetrain(decided_at=at, rows_until=until)
 
 
 def start_retrain(
