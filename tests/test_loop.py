@@ -3,6 +3,7 @@ the real server, the pipeline and the gate."""
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import threading
@@ -11,13 +12,16 @@ from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import polars as pl
 import pytest
 from fastapi.testclient import TestClient
 
 from automlops.config import Manifest, RetrainPolicy
 from automlops.demo import breast_cancer_csv, loop_scenario
 from automlops.local.runtime import LocalRuntime, open_runtime
-from automlops.ui.loop import notify_run
+from automlops.manifests import load_manifest, save_manifest
+from automlops.serving import wire
+from automlops.ui.loop import notify_run, turn
 from automlops.ui.up import build_app, monitor_schedule
 from automlops.usecases import retrain_policy
 from automlops.usecases.alerts import Alert, AlertKind, AlertSender, Delivery, deliver
@@ -242,3 +246,28 @@ def test_up_runs_the_monitor_on_its_schedule_and_alerts_on_run_ends(
     notify_run(runtime.ports(), sender, failed)
     sender.close()
     assert webhook.bodies[-1]["kind"] == "run_failed" and "boom" in str(webhook.bodies[-1])
+
+
+def test_a_refused_retrain_upload_is_recorded_not_raised(runtime: LocalRuntime) -> None:
+    bucket = runtime.settings.buckets.data
+    manifest = load_manifest(runtime.store, bucket, DEMO_DATASET)
+    # The manifest now names a target the captured rows do not have: the upload is refused.
+    changed = {"retrain": RetrainPolicy(every_labels=3), "target": "outcome"}
+    save_manifest(runtime.store, bucket, manifest.model_copy(update=changed))
+    app = runtime.create_app()
+    frame = pl.read_csv(io.BytesIO(breast_cancer_csv())).head(3)
+    with TestClient(app) as client:
+        ids = [
+            client.post(
+                f"/endpoints/{DEMO_DATASET}/invocations", json={"instances": [row]}
+            ).headers[wire.INFERENCE_ID_HEADER]
+            for row in frame.drop("diagnosis").to_dicts()
+        ]
+        body = [{"id": i, "label": y} for i, y in zip(ids, frame["diagnosis"], strict=True)]
+        assert client.post(f"/endpoints/{DEMO_DATASET}/feedback", json=body).status_code == 200
+    done = turn(runtime.ports(), DEMO_DATASET)
+    assert done.upload is None and done.decision is not None and not done.decision.triggered
+    assert done.decision.reasons == ["3 new labelled rows (every 3)"]
+    assert "the upload was refused: target column 'outcome'" in (done.decision.held_back or "")
+    stored = runtime.store.get(runtime.settings.buckets.model_monitoring, done.decision_key or "")
+    assert RetrainDecision.model_validate_json(stored) == done.decision

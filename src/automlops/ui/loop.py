@@ -25,7 +25,7 @@ from automlops.tabular.schema import DatasetSchema
 from automlops.usecases import retrain_policy
 from automlops.usecases.alerts import Alert, AlertKind, AlertSender
 from automlops.usecases.retrain_policy import RetrainDecision, Signals
-from automlops.usecases.upload import Uploaded
+from automlops.usecases.upload import Uploaded, UploadRefused
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,13 @@ def _retrain(ports: Ports, done: LoopTurn, policy: RetrainPolicy) -> None:
             decision.with_training_file = champion.source_key
         else:
             csv = to_csv(rows)
-        done.upload = retrain_policy.start_retrain(ports.store, settings, decision, csv)
+        try:
+            done.upload = retrain_policy.start_retrain(ports.store, settings, decision, csv)
+        except UploadRefused as exc:  # e.g. a manifest changed since: recorded, not raised
+            decision.triggered, decision.held_back = False, f"the upload was refused: {exc}"
+            done.decision = decision
+            done.decision_key = retrain_policy.record(ports.store, settings, decision)
+            return
         decision.upload_key = done.upload.key
         done.alerts.append(
             Alert(
