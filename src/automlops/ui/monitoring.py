@@ -42,6 +42,8 @@ class Series:
     high: float | None
     last: float | None
     reference: str = ""  # a horizontal line's points (the test-split value), "" for none
+    dots: tuple[tuple[float, float], ...] = ()  # each measured run (one run draws no line)
+    counts: bool = False  # whole numbers (shown without decimals)
 
 
 def monitor_runs(runtime: LocalRuntime, dataset: str, limit: int = MAX_RUNS) -> list[MonitorRun]:
@@ -69,13 +71,14 @@ def series(
     reference: float | None = None,
     width: int = 320,
     height: int = 80,
+    counts: bool = False,
 ) -> Series:
     """`values` (one per run, None where unmeasured) scaled into a width x height box."""
     known = [v for v in values if v is not None]
     if reference is not None:
         known.append(reference)
     if not known:
-        return Series(title, "", None, None, None)
+        return Series(title, "", None, None, None, counts=counts)
     low, high = min(known), max(known)
     span = (high - low) or 1.0
     step = width / max(len(values) - 1, 1)
@@ -83,10 +86,11 @@ def series(
     def y(v: float) -> float:
         return round(height - (v - low) / span * height, 1)
 
-    points = " ".join(f"{round(i * step, 1)},{y(v)}" for i, v in enumerate(values) if v is not None)
+    dots = tuple((round(i * step, 1), y(v)) for i, v in enumerate(values) if v is not None)
+    points = " ".join(f"{x},{y_}" for x, y_ in dots)
     line = "" if reference is None else f"0,{y(reference)} {width},{y(reference)}"
     last = next((v for v in reversed(values) if v is not None), None)
-    return Series(title, points, low, high, last, line)
+    return Series(title, points, low, high, last, line, dots, counts)
 
 
 def monitoring_view(runtime: LocalRuntime, dataset: str) -> dict[str, Any]:
@@ -97,11 +101,12 @@ def monitoring_view(runtime: LocalRuntime, dataset: str) -> dict[str, Any]:
     test = next((x.test_value for x in reversed(live) if x is not None), None)
     metric = next((x.metric for x in reversed(live) if x is not None), None)
     charts = [
-        series("Rows served", [float(r.rows) for r in reports]),
+        series("Rows served", [float(r.rows) for r in reports], counts=True),
         series("Refused share", [r.error_rate for r in reports]),
         series(
             "Drifted columns",
             [None if r.data_drift is None else float(len(r.data_drift.drifted)) for r in reports],
+            counts=True,
         ),
         series(
             f"Live {metric or 'metric'} (line: test split)",
