@@ -183,6 +183,7 @@ def test_demo_loop_drift_flags_retrains_and_the_gate_promotes(
     # Stable traffic: nothing flagged, the policy looked and held still.
     assert stable.monitor.report.alerts == [] and stable.upload is None
     assert stable.decision is not None and not stable.decision.triggered
+    assert stable.monitor.json_key != outcome.drifted.monitor.json_key  # each step's report
     # Drifted traffic: the key columns drift, the live metric drops, a retrain starts.
     report = drifted.monitor.report
     assert report.data_drift is not None

@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -212,6 +213,10 @@ def loop_scenario(
         server.flush_capture()
         first = turn(ports, dataset, since=started, sender=sender)
         echo(_describe("stable traffic", first))
+        # A monitor run's folder is named to the second (keys.monitor_prefix): the next run
+        # waits for a new second so it cannot overwrite this one's report.
+        while ports.clock().replace(microsecond=0) <= _stamped(first):
+            time.sleep(0.05)
         shifted_from = ports.clock()
         shifted = drifted(frame.sample(rows, seed=2))
         _label(client, dataset, _send(client, dataset, shifted), shifted[TARGET].to_list())
@@ -229,6 +234,11 @@ def loop_scenario(
     after = runtime.registry.read(dataset).champion
     echo(f"champion: v{before} -> v{after}")
     return LoopOutcome(stable=first, drifted=second, champion_before=before, champion_after=after)
+
+
+def _stamped(done: LoopTurn) -> datetime:
+    """The second a turn's monitor run is filed under."""
+    return datetime.fromisoformat(done.monitor.report.created_at).replace(microsecond=0)
 
 
 def _describe(phase: str, done: LoopTurn) -> str:
