@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup browser wrk demo test lint bench clean aws-node aws-validate test-aws screenshots reliability
+.PHONY: setup browser wrk demo demo-loop test lint bench clean aws-node aws-validate test-aws screenshots reliability
 
 $(BIN)/automlops: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,11 @@ setup: $(BIN)/automlops
 
 demo: setup
 	$(BIN)/automlops demo
+
+# The closed loop: serve, send traffic, drift it, send labels, the monitor flags it, the policy
+# retrains and the gate promotes a new champion (ALERT_WEBHOOK=url also POSTs the alerts).
+demo-loop: setup
+	$(BIN)/automlops demo --loop $(if $(ALERT_WEBHOOK),--alert-webhook $(ALERT_WEBHOOK))
 
 # Headless Chromium for the report.html test: Debian's package, installed once (a no-op when
 # present). Where it cannot be installed the note says so and the browser tests skip.

@@ -44,6 +44,9 @@ STEP_KEYS: dict[str, list[str] | None] = {
     "artifact": ["bucket", "key", "endpoint"],
     "evaluation": ["bucket", "report_json", "report_md", "report_html", "plots", "metrics"],
     "decisions": None,
+    # Added after the document's first shape, at its end: the retrain decision behind a
+    # version the loop uploaded (null for a person's upload).
+    "trigger": None,
 }
 # The registry's own decision record; `replaced` (the champion a promotion replaced) was added
 # to it after the document's first shape, at its end.

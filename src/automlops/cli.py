@@ -38,6 +38,14 @@ Home = Annotated[
     typer.Option("--home", help="Workspace directory (default $AUTOMLOPS_HOME or ./.automlops)."),
 ]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+AlertWebhook = Annotated[
+    str | None,
+    typer.Option(
+        "--alert-webhook",
+        help="URL that alerts are POSTed to as JSON (drift, quality, retrains, gate decisions, "
+        "failed runs) for datasets whose manifest names none.",
+    ),
+]
 
 
 def _runtime(home: Path | None) -> LocalRuntime:
@@ -93,6 +101,8 @@ def _format_run(run: RunRecord) -> str:
         parts.append(f"{run.headline_metric}={run.headline_value:.4f}")
     if run.note and run.status == "succeeded":
         parts.append(run.note.split(":")[0])
+    if run.source and run.source.rsplit("/", 1)[-1].startswith("retrain-"):
+        parts.append(f"(retrain: {run.source.rsplit('/', 1)[-1]})")
     line = "  ".join(parts)
     if run.error:
         line += f"\n    error: {run.error}"
@@ -395,6 +405,15 @@ def up(
             help="Mark the dashboard's cookies Secure even over http (behind a TLS proxy).",
         ),
     ] = False,
+    monitor_every: Annotated[
+        float | None,
+        typer.Option(
+            "--monitor-every",
+            help="Minutes between monitor runs over every champion (drift, live quality, "
+            "alerts, retrain policy); off when not given.",
+        ),
+    ] = None,
+    alert_webhook: AlertWebhook = None,
 ) -> None:
     """Workers, the inference API and the dashboard at /ui in one process; Ctrl-C stops."""
     from automlops.serving.auth import api_key_from_env
@@ -411,6 +430,8 @@ def up(
             protect_ui=protect_ui,
             allowed_hosts=_allowed_hosts(allowed_hosts, host),
             secure_cookies=secure_cookies,
+            monitor_every_min=monitor_every,
+            alert_webhook=alert_webhook,
         )
     raise typer.Exit(code=run_up(options, echo=lambda line: typer.echo(line, err=True)))
 
@@ -443,18 +464,26 @@ def monitor(
         float, typer.Option(min=0.01, help="Look at the captured traffic of the last HOURS.")
     ] = 24.0,
     as_json: AsJson = False,
+    alert_webhook: AlertWebhook = None,
     home: Home = None,
 ) -> None:
     """Compare DATASET's served traffic and returned labels with what its champion learned
-    (drift, volume, refusals, live metrics); the report goes to the monitoring bucket."""
+    (drift, volume, refusals, live metrics); the report goes to the monitoring bucket. Alerts
+    go to the webhook, and the manifest's retrain policy may start a retrain."""
     from datetime import timedelta
 
-    from automlops.stages.monitor import monitor as run_monitor
+    from automlops.ui.loop import turn
+    from automlops.usecases.alerts import AlertSender
 
     runtime = _runtime(home)
     ports = runtime.ports()
-    with cl.refusals(ValueError, AutomlopsError):
-        result = run_monitor(ports, dataset, since=ports.clock() - timedelta(hours=hours))
+    sender = AlertSender(alert_webhook)
+    try:
+        with cl.refusals(ValueError, AutomlopsError):
+            done = turn(ports, dataset, since=ports.clock() - timedelta(hours=hours), sender=sender)
+    finally:
+        sender.close()
+    result = done.monitor
     report = result.report
     if as_json:
         typer.echo(report.model_dump_json(indent=2))
@@ -472,6 +501,14 @@ def monitor(
         )
     for line in report.alerts or ["no alerts"]:
         typer.echo(f"  {line}")
+    decision = done.decision
+    if decision is not None:
+        for reason in decision.reasons:
+            typer.echo(f"  retrain trigger: {reason}")
+        if decision.held_back:
+            typer.echo(f"  retrain held back: {decision.held_back}")
+    if done.upload is not None:
+        typer.echo(f"retraining: uploaded {done.upload.bucket}/{done.upload.key}")
     bucket = runtime.settings.buckets.model_monitoring
     typer.echo(f"report: {runtime.home / bucket / result.html_key}")
 
@@ -494,9 +531,17 @@ def _format_lineage(traced: Lineage) -> str:
     source, processed = traced.source, traced.processed
     training, artifact = traced.training, traced.artifact
     champion = " (serving)" if traced.is_champion else ""
-    lines = [
-        f"{traced.dataset} v{traced.version}: {traced.status.value}{champion}",
-        "",
+    lines = [f"{traced.dataset} v{traced.version}: {traced.status.value}{champion}", ""]
+    trigger = traced.trigger
+    if trigger is not None:
+        lines.append(
+            f"retrain    v{trigger.champion}'s traffic {trigger.window_start} to "
+            f"{trigger.window_end}: {trigger.labelled_rows} labelled rows"
+        )
+        lines += [f"           because {reason}" for reason in trigger.reasons]
+        if trigger.monitor_report:
+            lines.append(f"           monitor {trigger.monitor_report}")
+    lines += [
         f"source     {source.bucket}/{source.key}",
         f"           sha256 {source.sha256}",
         f"processed  {processed.bucket}/{processed.schema_key}",
@@ -576,11 +621,22 @@ def demo(
     home: Annotated[
         Path | None, typer.Option("--home", help="Workspace (default: a new temporary one).")
     ] = None,
+    loop: Annotated[
+        bool,
+        typer.Option(
+            "--loop",
+            help="Then close the loop: serve, send traffic, drift it, send labels, monitor, "
+            "retrain by policy and let the gate promote a new champion.",
+        ),
+    ] = False,
+    alert_webhook: AlertWebhook = None,
 ) -> None:
     """Self-contained demo: sample data -> pipeline -> served model -> predictions."""
-    from automlops.demo import run_demo
+    from automlops.demo import run_demo, run_demo_loop
 
     workspace = home or Path(tempfile.mkdtemp(prefix="automlops-demo-"))
+    if loop:
+        sys.exit(run_demo_loop(workspace, echo=typer.echo, alert_webhook=alert_webhook))
     sys.exit(run_demo(workspace, echo=typer.echo))
 
 

@@ -136,6 +136,29 @@ def resolve_home(home: str | Path | None) -> Path:
     return Path(home).expanduser().resolve()
 
 
+class RetrainPolicy(BaseModel):
+    """When the monitor writes the labelled captured rows back as a new upload of the dataset
+    (so the pipeline and the gate decide again). Every trigger is off by default."""
+
+    # Drift of any of these columns triggers ("*": any column).
+    on_drift: list[str] = Field(default_factory=list)
+    # The live primary metric worse than the champion's test-split value by more than this
+    # (absolute), measured on at least `min_labels` labelled rows.
+    on_metric_drop: float | None = Field(default=None, ge=0)
+    min_labels: int = Field(default=100, ge=1)
+    # Every this many new labelled rows since the last retrain (None: off).
+    every_labels: int | None = Field(default=None, ge=1)
+    # Append the labelled rows to the champion's training upload rather than train on them alone.
+    with_training_file: bool = False
+    # No new retrain this soon after the last one: the run it started must be judged first.
+    cooldown_hours: float = Field(default=24.0, ge=0)
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any trigger is on."""
+        return bool(self.on_drift) or self.on_metric_drop is not None or bool(self.every_labels)
+
+
 class Manifest(BaseModel):
     """How to learn from a dataset; stored once per dataset and reused by later uploads."""
 
@@ -164,11 +187,22 @@ class Manifest(BaseModel):
     # Data drift against the champion's training data: `warn` records it (drift.json, report,
     # schema notes); `block` stops the run in preprocess, before training.
     drift: Literal["warn", "block"] = "warn"
+    # The loop: when a monitor run retrains, and where its alerts go (a URL that takes a JSON
+    # POST; `--alert-webhook` sets one for every dataset).
+    retrain: RetrainPolicy = Field(default_factory=RetrainPolicy)
+    alert_webhook: str | None = None
 
     @field_validator("dataset")
     @classmethod
     def _safe_name(cls, value: str) -> str:
         return check_dataset_name(value)  # the one rule serving and the dashboard route by
+
+    @field_validator("alert_webhook")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("alert_webhook must be an http:// or https:// URL")
+        return value
 
     @field_validator("split")
     @classmethod

@@ -107,37 +107,55 @@ def _iso_time(epoch: float) -> str:
     return f"{_iso_second(second)}.{int((epoch - second) * 1e6):06d}Z"
 
 
+@functools.lru_cache(maxsize=64)
+def _channel_head(mode: str, content_type: str) -> bytes:
+    """The constant part of an endpointInput/endpointOutput object, up to its `data` value."""
+    head = {"observedContentType": content_type, "mode": mode, "encoding": _encoding(content_type)}
+    return orjson.dumps(head)[:-1] + b',"data":'
+
+
+def _text(data: bytes) -> bytes:
+    """`data` as a JSON string (UTF-8; an invalid byte becomes U+FFFD)."""
+    return orjson.dumps(data.decode("utf-8", errors="replace"))
+
+
 def capture_line(item: Captured, event_id: str) -> bytes:
-    """One JSONL line in the `wire.CaptureRecord` shape."""
+    """One JSONL line in the `wire.CaptureRecord` shape.
+
+    Assembled from bytes rather than dumped from a dict: this runs on the writer thread, which
+    holds the GIL the request handlers need, once per captured request; only the request and
+    answer text are escaped (measured: a third of the dict route's time). The ids need no
+    escaping: generated ones are hex, a caller's matches `_CALLER_ID` (no quote, no backslash).
+    """
     body = item.body if item.answer is not None else item.body[:ERROR_BODY_BYTES]
-    record: dict[str, Any] = {
-        "captureData": {
-            "endpointInput": {
-                "observedContentType": item.content_type,
-                "mode": "INPUT",
-                "data": body.decode("utf-8", errors="replace"),
-                "encoding": _encoding(item.content_type),
-            }
-        },
-        "eventMetadata": {
-            "eventId": event_id,
-            "inferenceId": item.inference_id,
-            "inferenceTime": _iso_time(item.time),
-            "dataset": item.dataset,
-            "modelVersion": item.version,
-            "status": item.status,
-            "error": item.error,
-        },
-        "eventVersion": "0",
-    }
+    parts = [
+        b'{"captureData":{"endpointInput":',
+        _channel_head("INPUT", item.content_type),
+        _text(body),
+        b"}",
+    ]
     if item.answer is not None:
-        record["captureData"]["endpointOutput"] = {
-            "observedContentType": item.answer_type,
-            "mode": "OUTPUT",
-            "data": item.answer.decode("utf-8", errors="replace"),
-            "encoding": _encoding(item.answer_type),
-        }
-    return orjson.dumps(record) + b"\n"
+        parts += [
+            b',"endpointOutput":',
+            _channel_head("OUTPUT", item.answer_type),
+            _text(item.answer),
+            b"}",
+        ]
+    error = b"null" if item.error is None else orjson.dumps(item.error)
+    parts.append(
+        b'},"eventMetadata":{"eventId":"%s","inferenceId":"%s","inferenceTime":"%s",'
+        b'"dataset":"%s","modelVersion":%d,"status":%d,"error":%s},"eventVersion":"0"}\n'
+        % (
+            event_id.encode(),
+            item.inference_id.encode(),
+            _iso_time(item.time).encode(),
+            item.dataset.encode(),
+            item.version,
+            item.status,
+            error,
+        )
+    )
+    return b"".join(parts)
 
 
 class CaptureWriter:

@@ -20,6 +20,7 @@ from automlops.ui.context import (
     redirect,
     safe_next,
 )
+from automlops.ui.monitoring import build_monitoring_pages
 from automlops.ui.pages import build_pages
 from automlops.ui.progress import LiveProgress
 from automlops.ui.security import Guard
@@ -52,6 +53,7 @@ def mount_ui(
     if max_upload_bytes is not None:
         ui.max_upload_bytes = max_upload_bytes
     app.include_router(build_pages(ui), prefix=PREFIX, include_in_schema=False)
+    app.include_router(build_monitoring_pages(ui), prefix=PREFIX, include_in_schema=False)
     app.include_router(build_actions(ui), prefix=PREFIX, include_in_schema=False)
     app.mount(f"{PREFIX}/static", StaticFiles(directory=STATIC_DIR), name="ui-static")
 

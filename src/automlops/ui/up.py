@@ -1,6 +1,6 @@
-"""`automlops up`: worker threads, the data-folder watcher, the inference API and the dashboard,
-in one process on one port. Ctrl-C stops it; a message a worker held is redelivered later by
-the queue (visibility timeout), so nothing is lost."""
+"""`automlops up`: worker threads, the data-folder watcher, the inference API, the dashboard and
+(with --monitor-every) the monitor's schedule, in one process on one port. Ctrl-C stops it; a
+message a worker held is redelivered later by the queue (visibility timeout), so nothing is lost."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from fastapi.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from automlops.local.runlog import RunRecord
 from automlops.local.runtime import LocalRuntime, open_runtime
 from automlops.local.watcher import DataWatcher
 from automlops.local.worker import Worker, WorkerPool
@@ -27,6 +28,8 @@ from automlops.serving.auth import (
     default_allowed_hosts,
 )
 from automlops.ui import PREFIX, Guard, LiveProgress, mount_ui
+from automlops.ui.loop import notify_run, turn_all
+from automlops.usecases.alerts import AlertSender
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +58,19 @@ class UpOptions:
     # Host names the server answers (empty: loopback and `host`, serving.auth's default).
     allowed_hosts: tuple[str, ...] = ()
     secure_cookies: bool = False
+    # Minutes between monitor turns over every champion (None: no schedule).
+    monitor_every_min: float | None = None
+    # Where alerts go for datasets whose manifest names no webhook (None: nowhere).
+    alert_webhook: str | None = None
 
     def __post_init__(self) -> None:
         check_protection(self.api_key, self.protect_ui)
+        if self.monitor_every_min is not None and not self.monitor_every_min > 0:
+            raise ValueError("--monitor-every must be a positive number of minutes")
+        if self.alert_webhook is not None and not self.alert_webhook.startswith(
+            ("http://", "https://")
+        ):
+            raise ValueError("--alert-webhook must be an http:// or https:// URL")
         if not self.allowed_hosts:
             self.allowed_hosts = default_allowed_hosts(self.host)
 
@@ -118,8 +131,23 @@ def _require_key_for_api(app: FastAPI, api_key: str) -> None:
     )
 
 
+def monitor_schedule(
+    runtime: LocalRuntime, stop: threading.Event, every_s: float, sender: AlertSender
+) -> None:
+    """Run a loop turn (monitor, alerts, retrain policy) over every champion each `every_s`
+    seconds until `stop` is set; the first turn comes one period after start."""
+    while not stop.wait(every_s):
+        try:
+            turns = turn_all(runtime.ports(), sender=sender)
+        except Exception:  # the schedule outlives a bad turn (turn_all logs per dataset)
+            log.exception("the monitor's turn failed")
+            continue
+        retrains = [d for d, t in turns.items() if t.upload is not None]
+        log.info("monitored %d dataset(s); retraining %s", len(turns), retrains or "none")
+
+
 class Background:
-    """The worker pool and the watcher, stopped together."""
+    """The worker pool, the watcher and the monitor's schedule, stopped together."""
 
     def __init__(
         self,
@@ -128,32 +156,59 @@ class Background:
         workers: int,
         progress: LiveProgress,
         watch_interval_s: float = 1.0,
+        monitor_every_s: float | None = None,
+        sender: AlertSender | None = None,
     ) -> None:
         self.stop_event = threading.Event()
+        self.sender = sender or AlertSender()
+        ports = runtime.ports()
+
+        def on_run_end(record: RunRecord) -> None:
+            progress.finished(record)
+            notify_run(ports, self.sender, record)  # queued: never holds the worker up
+
         self.pool = WorkerPool(
             [
-                Worker(runtime, on_run_end=progress.finished, on_progress=progress.update)
+                Worker(runtime, on_run_end=on_run_end, on_progress=progress.update)
                 for _ in range(workers)
             ]
         )
         watcher = DataWatcher(runtime)
-        self.watcher = threading.Thread(
-            target=watcher.run,
-            args=(self.stop_event, watch_interval_s),
-            name="automlops-watcher",
-            daemon=True,
-        )
+        self.threads = [
+            threading.Thread(
+                target=watcher.run,
+                args=(self.stop_event, watch_interval_s),
+                name="automlops-watcher",
+                daemon=True,
+            )
+        ]
+        if monitor_every_s is not None:
+            self.threads.append(
+                threading.Thread(
+                    target=monitor_schedule,
+                    args=(runtime, self.stop_event, monitor_every_s, self.sender),
+                    name="automlops-monitor",
+                    daemon=True,
+                )
+            )
+
+    @property
+    def watcher(self) -> threading.Thread:
+        return self.threads[0]
 
     def start(self) -> None:
         self.pool.start()
-        self.watcher.start()
+        for thread in self.threads:
+            thread.start()
 
     def stop(self, grace_s: float = 5.0) -> list[str]:
         """Ask every thread to stop; returns the names of those still busy after `grace_s`."""
         self.stop_event.set()
         busy = self.pool.stop(grace_s)
-        self.watcher.join(timeout=grace_s / (len(self.pool.workers) + 1))
-        return busy + ([self.watcher.name] if self.watcher.is_alive() else [])
+        for thread in self.threads:
+            thread.join(timeout=grace_s / (len(self.pool.workers) + len(self.threads)))
+        self.sender.close(timeout_s=grace_s / 2)
+        return busy + [t.name for t in self.threads if t.is_alive()]
 
 
 def _serve(server: uvicorn.Server) -> None:
@@ -196,6 +251,10 @@ def run_up(options: UpOptions, echo: Callable[[str], None] = print) -> int:
             workers=options.workers,
             progress=progress,
             watch_interval_s=options.watch_interval_s,
+            monitor_every_s=None
+            if options.monitor_every_min is None
+            else options.monitor_every_min * 60,
+            sender=AlertSender(options.alert_webhook),
         )
         config = uvicorn.Config(
             app, host=options.host, port=options.port, log_level="warning", access_log=False
@@ -210,6 +269,11 @@ def run_up(options: UpOptions, echo: Callable[[str], None] = print) -> int:
             f"{options.workers} worker(s); CSVs copied into {runtime.home / 'data' / 'data'}/"
             "<dataset>/ are picked up too. Ctrl-C stops."
         )
+        if options.monitor_every_min is not None:
+            echo(
+                f"monitor: every {options.monitor_every_min:g} min (drift, live quality, "
+                "retrain policy)"
+            )
         if options.host in ("0.0.0.0", "::") and options.allowed_hosts == LOOPBACK_HOSTS:
             echo(
                 "note: only requests to 127.0.0.1/localhost are answered; name the others "

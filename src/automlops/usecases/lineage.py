@@ -19,6 +19,7 @@ from automlops.errors import AutomlopsError
 from automlops.names import check_dataset_name
 from automlops.ports import ObjectStore
 from automlops.registry import Decision, ModelVersion, Registry, VersionStatus
+from automlops.usecases.retrain_policy import RetrainDecision, decision_of
 
 if TYPE_CHECKING:
     from automlops.ml.artifact import ModelMetadata
@@ -91,6 +92,9 @@ class Lineage(BaseModel):
     artifact: ArtifactStep
     evaluation: EvaluationStep | None  # None until the version is evaluated
     decisions: list[Decision]
+    # The retrain decision whose upload the version was trained from (capture window, reasons);
+    # None for a version uploaded by a person.
+    trigger: RetrainDecision | None = None
 
 
 def trace(store: ObjectStore, settings: Settings, dataset: str, version: int) -> Lineage:
@@ -116,6 +120,7 @@ def trace(store: ObjectStore, settings: Settings, dataset: str, version: int) ->
         ),
         evaluation=_evaluation(store, settings, entry),
         decisions=list(entry.decisions),
+        trigger=decision_of(store, settings, dataset, entry.source_key),
     )
 
 
