@@ -6,6 +6,7 @@ import hashlib
 import io
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import polars as pl
@@ -18,12 +19,14 @@ from automlops.manifests import load_manifest
 from automlops.ml.columns.plan import fit_columns
 from automlops.ml.columns.target import TargetSpec, default_target, fit_target, merged_note
 from automlops.ml.columns.transform import FLOAT32_MAX
+from automlops.ml.columns.values import frame_decimal, parse_numeric
 from automlops.ml.splits import split_indices
 from automlops.ports import Ports
 from automlops.stages.drift_check import check_drift
 from automlops.stages.result import StageResult
 from automlops.tabular.csv_reader import read_csv_file
 from automlops.tabular.schema import DatasetSchema, SplitRows
+from automlops.tabular.spelling import detect_spelling
 
 MIN_ROWS = 20
 PROCESSED_TAG = "automlops-processed-run"
@@ -236,7 +239,7 @@ def _fit_target(
     regression target is constant."""
     frame, target_name = usable.frame, usable.target_name
     # Class labels are read from the compact column as they are; a regression target given
-    # as text is parsed from strings.
+    # as text is parsed from strings (in its spelling when written for people: `$1,234`).
     labels = frame.get_column(target_name)
     if labels.dtype == pl.Categorical and manifest.task is Task.regression:
         labels = labels.cast(pl.String)
@@ -246,6 +249,7 @@ def _fit_target(
         task=manifest.task,
         positive=manifest.positive,
         source=source,
+        decimal=frame_decimal(frame),  # a regression target may be written `1.234,5`
     )
     if target.task is Task.regression and frame.get_column(target_name).n_unique() < 2:
         value = frame.get_column(target_name)[0]
@@ -279,17 +283,39 @@ def _write_splits(
 
 def _check_magnitudes(frame: pl.DataFrame, source: str) -> None:
     """Refuse numbers a model cannot read (inf, 1e309, beyond float32) here, naming the data
-    row and column of the upload; later they would fail training on a shuffled split."""
+    row and column of the upload; later they would fail training on a shuffled split. Numbers
+    written for people (`1.234.567,8`, `$1,234`, `12%`) are read in their column's spelling,
+    as the columns step will read them."""
+    decimal = frame_decimal(frame)
     for name, dtype in frame.schema.items():
-        if not dtype.is_float():
+        column = frame.get_column(name)
+        if dtype.is_float():
+            beyond = column.abs() > FLOAT32_MAX  # null and NaN: missing, fine
+        elif dtype in (pl.String, pl.Categorical):
+            spelled = _spelled_beyond(column, decimal)
+            if spelled is None:
+                continue
+            beyond = spelled
+        else:
             continue
-        beyond = frame.get_column(name).abs() > FLOAT32_MAX  # null and NaN: missing, fine
         if beyond.any():
             row = int(beyond.arg_true()[0])
-            value = frame.get_column(name)[row]
+            value = column[row]
             raise DataError(
                 source,
                 f"data row {row + 1}: {value!r} is not a usable number "
                 f"(numbers must lie within ±{FLOAT32_MAX:.4g})",
                 column=name,
             )
+
+
+def _spelled_beyond(column: pl.Series, decimal: Literal[".", ","]) -> pl.Series | None:
+    """For a text column of numbers (as people write them, in the file's decimal mark): which
+    rows hold one beyond float32; None for any other text column. Read on the distinct values."""
+    distinct = column.drop_nulls().unique().cast(pl.String)
+    spelling = detect_spelling(distinct, decimal)
+    if spelling is None or spelling.booleans is not None:
+        return None
+    numbers = parse_numeric(distinct.str.strip_chars(), column.name, spelling)
+    beyond = distinct.filter(numbers.abs() > FLOAT32_MAX)
+    return column.cast(pl.String).is_in(beyond) if beyond.len() else None
