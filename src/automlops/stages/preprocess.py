@@ -24,7 +24,7 @@ from automlops.ml.splits import split_indices
 from automlops.ports import Ports
 from automlops.stages.drift_check import check_drift
 from automlops.stages.result import StageResult
-from automlops.tabular.csv_reader import read_csv_file
+from automlops.tabular.csv_reader import file_decimal, read_csv_file
 from automlops.tabular.schema import DatasetSchema, SplitRows
 from automlops.tabular.spelling import detect_spelling
 
@@ -143,6 +143,7 @@ class UsableRows:
     total: int  # rows in the upload
     missing_target: int  # rows left out for want of a target value
     notes: list[str]
+    decimal: Literal[".", ","]  # the file's decimal mark, as the reader judged it
 
 
 def preprocess(record: S3EventRecord, ports: Ports) -> StageResult:
@@ -206,8 +207,11 @@ def _read_usable_rows(record: S3EventRecord, ports: Ports, manifest: Manifest) -
     source = record.key
     # Text as Categorical: the same values in a fraction of the memory of strings.
     frame = read_csv_file(data, source, text_as_categorical=True)
+    # Judged with the delimiter in view (`93,994` in a `;` file is a decimal comma); the frame
+    # alone cannot tell.
+    decimal = file_decimal(data, source) or frame_decimal(frame)
     del data
-    _check_magnitudes(frame, source)
+    _check_magnitudes(frame, source, decimal)
     notes: list[str] = []
 
     target_name = manifest.target or default_target(frame.columns)
@@ -229,7 +233,7 @@ def _read_usable_rows(record: S3EventRecord, ports: Ports, manifest: Manifest) -
         notes.append(f"{missing_target} rows without a target value were left out")
     if frame.height < MIN_ROWS:
         raise DataError(source, f"{frame.height} usable rows; at least {MIN_ROWS} are needed")
-    return UsableRows(frame, target_name, sha256, total, missing_target, notes)
+    return UsableRows(frame, target_name, sha256, total, missing_target, notes, decimal)
 
 
 def _fit_target(
@@ -249,7 +253,7 @@ def _fit_target(
         task=manifest.task,
         positive=manifest.positive,
         source=source,
-        decimal=frame_decimal(frame),  # a regression target may be written `1.234,5`
+        decimal=usable.decimal,  # a regression target may be written `1.234,5`
     )
     if target.task is Task.regression and frame.get_column(target_name).n_unique() < 2:
         value = frame.get_column(target_name)[0]
@@ -281,12 +285,11 @@ def _write_splits(
     return split_keys
 
 
-def _check_magnitudes(frame: pl.DataFrame, source: str) -> None:
+def _check_magnitudes(frame: pl.DataFrame, source: str, decimal: Literal[".", ","]) -> None:
     """Refuse numbers a model cannot read (inf, 1e309, beyond float32) here, naming the data
     row and column of the upload; later they would fail training on a shuffled split. Numbers
     written for people (`1.234.567,8`, `$1,234`, `12%`) are read in their column's spelling,
-    as the columns step will read them."""
-    decimal = frame_decimal(frame)
+    as the columns step will read them (in the file's `decimal` mark)."""
     for name, dtype in frame.schema.items():
         column = frame.get_column(name)
         if dtype.is_float():

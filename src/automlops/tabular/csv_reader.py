@@ -29,7 +29,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import charset_normalizer
 import polars as pl
@@ -37,7 +37,7 @@ import polars as pl
 from automlops.errors import DataError
 from automlops.tabular.spelling import MISSING_VALUES, judge_decimal
 
-__all__ = ["DELIMITERS", "NULL_VALUES", "read_csv_bytes", "read_csv_file"]
+__all__ = ["DELIMITERS", "NULL_VALUES", "file_decimal", "read_csv_bytes", "read_csv_file"]
 
 NULL_VALUES = list(MISSING_VALUES)  # the spellings of a missing value, here and in serving
 DELIMITERS = (",", ";", "\t", "|")
@@ -511,7 +511,7 @@ def _clean_cells(frame: pl.DataFrame) -> pl.DataFrame:
     return cleaned.filter(~pl.all_horizontal(pl.all().is_null()))
 
 
-def _decimal_mark(rows: list[list[str]], delimiter: str) -> str:
+def _decimal_mark(rows: list[list[str]], delimiter: str) -> Literal[".", ","]:
     """The file's decimal mark, judged once from the sample's cells and the delimiter."""
     return judge_decimal((cell for row in rows for cell in row), delimiter=delimiter)
 
@@ -619,7 +619,7 @@ class _Dialect:
     delimiter: str
     quote: str
     has_header: bool
-    decimal: str
+    decimal: Literal[".", ","]
 
 
 def _head_dialect(data: Path | bytes, source: str) -> _Dialect | None:
@@ -651,6 +651,14 @@ def _head_dialect(data: Path | bytes, source: str) -> _Dialect | None:
     rows = _sample_rows(text, delimiter, quote, truncated=not whole)
     has_header = not _looks_headerless(text, rows, delimiter, quote)
     return _Dialect(delimiter, quote, has_header, _decimal_mark(rows, delimiter))
+
+
+def file_decimal(data: Path | bytes, source: str) -> Literal[".", ","] | None:
+    """The decimal mark of a file as `read_csv_file` judges it (from the first rows' cells and
+    the delimiter: `93,994` in a `;` file is a decimal comma), or None for a file only
+    `read_csv_bytes` reads. Later steps see only the frame, where such a cell is ambiguous."""
+    dialect = _head_dialect(data, source)
+    return None if dialect is None else dialect.decimal
 
 
 def _read_typed(data: Path | bytes, source: str, text_as_categorical: bool) -> pl.DataFrame | None:
