@@ -277,8 +277,9 @@ def run_variant(
         shutil.rmtree(home, ignore_errors=True)
 
 
-def run(budget: float = BUDGET_S, work: Path | None = None) -> str:
-    """Every variant through the pipeline; the markdown section."""
+def run(budget: float = BUDGET_S, work: Path | None = None, only: list[str] | None = None) -> str:
+    """Every variant (or those named in `only`, the clean file always) through the pipeline;
+    the markdown section."""
     temporary = work is None
     work = Path(tempfile.mkdtemp(prefix="automlops-messy-")) if work is None else work
     work.mkdir(parents=True, exist_ok=True)
@@ -286,6 +287,8 @@ def run(budget: float = BUDGET_S, work: Path | None = None) -> str:
         training, heldout = scale.split_heldout(scale.read_original())
         outcomes = []
         for variant in VARIANTS:
+            if only and variant.name != "clean" and variant.name not in only:
+                continue
             outcome = run_variant(variant, training, heldout, work, budget)
             auc = "-" if outcome.auc is None else f"{outcome.auc:.4f}"
             print(
@@ -336,8 +339,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", type=float, default=BUDGET_S)
     parser.add_argument("--work", type=Path, default=None)
+    parser.add_argument("--only", nargs="*", help="variant names (the clean file always runs)")
     args = parser.parse_args()
-    text = run(args.budget, args.work)
+    text = run(args.budget, args.work, args.only)
     OUT.write_text("# Benchmark: messy variants\n\n" + text)
     print(text)
 
