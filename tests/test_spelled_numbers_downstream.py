@@ -14,6 +14,7 @@ from automlops.local.runtime import LocalRuntime
 from automlops.ml.columns.target import fit_target
 from automlops.ml.evaluation import drift
 from automlops.stages import preprocess as stage
+from automlops.tabular.csv_reader import file_decimal
 from automlops.tabular.spelling import NumberSpelling
 from support import upload
 
@@ -91,3 +92,13 @@ def test_the_magnitude_check_reads_spelled_numbers(runtime: LocalRuntime) -> Non
         _preprocess(runtime, "a;amount;y\n" + "\n".join(rows) + "\n")
     assert info.value.column == "amount"
     assert "data row 8" in info.value.problem
+
+
+def test_the_files_decimal_mark_is_judged_with_its_delimiter() -> None:
+    """`93,994` alone could be a US thousand; in a `;` file beside `1,1` it is a decimal comma,
+    which only the reader (seeing the delimiter) can tell."""
+    rows = [f"{i};93,994;4,857;1,1;{i % 2}" for i in range(30)]
+    data = ("a;price;rate;change;y\n" + "\n".join(rows) + "\n").encode()
+    assert file_decimal(data, "e.csv") == ","
+    assert file_decimal(b"a,b\n1,2.5\n3,4.5\n", "p.csv") == "."
+    assert file_decimal("a;b\n1;2,5\n".encode("utf-16"), "u.csv") is None  # read_csv_bytes'
