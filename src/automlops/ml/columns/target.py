@@ -90,9 +90,11 @@ def fit_target(
         raise DataError(source, "target column has no values", column=name)
     numbers, spelling = present, None
     if not present.dtype.is_numeric() and task in (None, Task.regression):
-        spelling = detect_spelling(present, decimal)
+        # Judged on the distinct values (a few for class labels, however many rows).
+        distinct = present.unique()
+        spelling = detect_spelling(distinct, decimal)
         if spelling is not None and spelling.booleans is None:
-            numbers = parse_numeric(present, name, spelling)
+            numbers = parse_numeric(distinct, name, spelling)
         else:
             spelling = None
     n_unique = numbers.n_unique()
