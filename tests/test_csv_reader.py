@@ -18,8 +18,9 @@ from automlops.tabular.csv_reader import DELIMITERS, read_csv_bytes, read_csv_fi
 from support import shared_file
 
 # Every test of this module runs four times: `read_csv_bytes`, and `read_csv_file` (the
-# streaming path) on the bytes, on a file (small: parsed once into memory) and on a file
-# scanned in pieces as a big one is. The frames and the errors must be the same.
+# typed path) on the bytes, on a file, and on a file whose types are judged on a sample of two
+# rows, so that later values break the sample's types as they do in big files. The frames and
+# the errors must be the same.
 READERS = ("bytes", "streamed-bytes", "streamed-file", "scanned-file")
 _reader = {"name": "bytes", "dir": Path(".")}
 
@@ -45,13 +46,13 @@ def read(text: str | bytes, source: str = "data/test/test.csv") -> pl.DataFrame:
 
 
 def scanned(path: Path, source: str, **options: bool) -> pl.DataFrame:
-    """`read_csv_file` taking the big-file path (scanned twice in pieces) whatever the size."""
-    saved = csv_reader._PARSE_ONCE_BYTES
-    csv_reader._PARSE_ONCE_BYTES = 0
+    """`read_csv_file` judging the types on the first two rows only, as if the file were big."""
+    saved = csv_reader._SAMPLE_ROWS
+    csv_reader._SAMPLE_ROWS = 2
     try:
         return read_csv_file(path, source, **options)
     finally:
-        csv_reader._PARSE_ONCE_BYTES = saved
+        csv_reader._SAMPLE_ROWS = saved
 
 
 def read_error(text: str | bytes, source: str = "data/test/test.csv") -> DataError:

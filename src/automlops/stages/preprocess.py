@@ -6,10 +6,10 @@ import hashlib
 import io
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import polars as pl
-import pyarrow.parquet as pq
 
 from automlops import keys
 from automlops.config import Manifest, Task
@@ -19,17 +19,20 @@ from automlops.manifests import load_manifest
 from automlops.ml.columns.plan import fit_columns
 from automlops.ml.columns.target import TargetSpec, default_target, fit_target, merged_note
 from automlops.ml.columns.transform import FLOAT32_MAX
+from automlops.ml.columns.values import frame_decimal, parse_numeric
 from automlops.ml.splits import split_indices
 from automlops.ports import Ports
 from automlops.stages.drift_check import check_drift
 from automlops.stages.result import StageResult
-from automlops.tabular.csv_reader import read_csv_file
+from automlops.tabular.csv_reader import file_decimal, read_csv_file
 from automlops.tabular.schema import DatasetSchema, SplitRows
+from automlops.tabular.spelling import detect_spelling
 
 MIN_ROWS = 20
 PROCESSED_TAG = "automlops-processed-run"
-# Rows per Parquet row group when a split is written: bounds the copy a split costs.
+# Rows per Parquet row group when a split is written (drift_check samples a split by group).
 _WRITE_CHUNK_ROWS = 256 * 1024
+_SPLIT = "\x00split"  # a helper column's name no CSV header can hold (NUL is refused)
 
 
 def run_identity(dataset: str, etag: str, size: int, manifest: Manifest) -> str:
@@ -147,6 +150,7 @@ class UsableRows:
     total: int  # rows in the upload
     missing_target: int  # rows left out for want of a target value
     notes: list[str]
+    decimal: Literal[".", ","]  # the file's decimal mark, as the reader judged it
 
 
 def preprocess(record: S3EventRecord, ports: Ports) -> StageResult:
@@ -210,8 +214,11 @@ def _read_usable_rows(record: S3EventRecord, ports: Ports, manifest: Manifest) -
     source = record.key
     # Text as Categorical: the same values in a fraction of the memory of strings.
     frame = read_csv_file(data, source, text_as_categorical=True)
+    # Judged with the delimiter in view (`93,994` in a `;` file is a decimal comma); the frame
+    # alone cannot tell.
+    decimal = file_decimal(data, source) or frame_decimal(frame)
     del data
-    _check_magnitudes(frame, source)
+    _check_magnitudes(frame, source, decimal)
     notes: list[str] = []
 
     target_name = manifest.target or default_target(frame.columns)
@@ -233,7 +240,7 @@ def _read_usable_rows(record: S3EventRecord, ports: Ports, manifest: Manifest) -
         notes.append(f"{missing_target} rows without a target value were left out")
     if frame.height < MIN_ROWS:
         raise DataError(source, f"{frame.height} usable rows; at least {MIN_ROWS} are needed")
-    return UsableRows(frame, target_name, sha256, total, missing_target, notes)
+    return UsableRows(frame, target_name, sha256, total, missing_target, notes, decimal)
 
 
 def _fit_target(
@@ -243,7 +250,7 @@ def _fit_target(
     regression target is constant."""
     frame, target_name = usable.frame, usable.target_name
     # Class labels are read from the compact column as they are; a regression target given
-    # as text is parsed from strings.
+    # as text is parsed from strings (in its spelling when written for people: `$1,234`).
     labels = frame.get_column(target_name)
     if labels.dtype == pl.Categorical and manifest.task is Task.regression:
         labels = labels.cast(pl.String)
@@ -253,6 +260,7 @@ def _fit_target(
         task=manifest.task,
         positive=manifest.positive,
         source=source,
+        decimal=usable.decimal,  # a regression target may be written `1.234,5`
     )
     if target.task is Task.regression and frame.get_column(target_name).n_unique() < 2:
         value = frame.get_column(target_name)[0]
@@ -265,42 +273,59 @@ def _fit_target(
 def _write_splits(
     ports: Ports, run: keys.RunRef, frame: pl.DataFrame, splits: tuple[np.ndarray, ...]
 ) -> dict[str, str]:
-    """Store each split's rows as Parquet; returns the key of each split by name."""
+    """Store each split's rows as Parquet; returns the key of each split by name.
+
+    Each split is streamed out of the frame by a filter on a column of split numbers (filtering
+    reads the rows in order, where gathering them by index jumps about): no split is copied
+    whole before it is written."""
+    part = np.zeros(frame.height, dtype=np.uint8)
+    for number, idx in enumerate(splits):
+        part[idx] = number
+    numbered = frame.with_columns(pl.Series(_SPLIT, part))
     split_keys: dict[str, str] = {}
-    for name, idx in zip(keys.SPLITS, splits, strict=True):
+    for number, name in enumerate(keys.SPLITS):
         split_keys[name] = keys.split_key(run.dataset, run.run_id, name)
-        ports.store.put(
-            ports.settings.buckets.automl_data, split_keys[name], _parquet_rows(frame, idx)
-        )
+        rows = numbered.lazy().filter(pl.col(_SPLIT) == number).drop(_SPLIT)
+        buffer = io.BytesIO()
+        rows.sink_parquet(buffer, compression="snappy", row_group_size=_WRITE_CHUNK_ROWS)
+        ports.store.put(ports.settings.buckets.automl_data, split_keys[name], buffer.getvalue())
     return split_keys
 
 
-def _parquet_rows(frame: pl.DataFrame, rows: np.ndarray) -> bytes:
-    """The given rows of `frame` as Parquet, gathered a row group at a time.
-
-    A split of a big upload would otherwise be copied whole before it is written.
-    """
-    buffer = io.BytesIO()
-    with pq.ParquetWriter(buffer, frame.head(0).to_arrow().schema) as writer:
-        for start in range(0, max(len(rows), 1), _WRITE_CHUNK_ROWS):
-            part = frame[rows[start : start + _WRITE_CHUNK_ROWS]]
-            writer.write_table(part.to_arrow())
-    return buffer.getvalue()
-
-
-def _check_magnitudes(frame: pl.DataFrame, source: str) -> None:
+def _check_magnitudes(frame: pl.DataFrame, source: str, decimal: Literal[".", ","]) -> None:
     """Refuse numbers a model cannot read (inf, 1e309, beyond float32) here, naming the data
-    row and column of the upload; later they would fail training on a shuffled split."""
+    row and column of the upload; later they would fail training on a shuffled split. Numbers
+    written for people (`1.234.567,8`, `$1,234`, `12%`) are read in their column's spelling,
+    as the columns step will read them (in the file's `decimal` mark)."""
     for name, dtype in frame.schema.items():
-        if not dtype.is_float():
+        column = frame.get_column(name)
+        if dtype.is_float():
+            beyond = column.abs() > FLOAT32_MAX  # null and NaN: missing, fine
+        elif dtype in (pl.String, pl.Categorical):
+            spelled = _spelled_beyond(column, decimal)
+            if spelled is None:
+                continue
+            beyond = spelled
+        else:
             continue
-        beyond = frame.get_column(name).abs() > FLOAT32_MAX  # null and NaN: missing, fine
         if beyond.any():
             row = int(beyond.arg_true()[0])
-            value = frame.get_column(name)[row]
+            value = column[row]
             raise DataError(
                 source,
                 f"data row {row + 1}: {value!r} is not a usable number "
                 f"(numbers must lie within ±{FLOAT32_MAX:.4g})",
                 column=name,
             )
+
+
+def _spelled_beyond(column: pl.Series, decimal: Literal[".", ","]) -> pl.Series | None:
+    """For a text column of numbers (as people write them, in the file's decimal mark): which
+    rows hold one beyond float32; None for any other text column. Read on the distinct values."""
+    distinct = column.drop_nulls().unique().cast(pl.String)
+    spelling = detect_spelling(distinct, decimal)
+    if spelling is None or spelling.booleans is not None:
+        return None
+    numbers = parse_numeric(distinct.str.strip_chars(), column.name, spelling)
+    beyond = distinct.filter(numbers.abs() > FLOAT32_MAX)
+    return column.cast(pl.String).is_in(beyond) if beyond.len() else None

@@ -12,10 +12,11 @@ String, with vectorised casts. This is quicker than polars' own inference with n
 and cannot fail on a stray float after row 10,000.
 
 `read_csv_file` gives the same frame for big files without ever holding all of it as
-strings: a clean UTF-8 file is scanned twice by polars' streaming engine (once for the
-types, once to build the typed columns), so memory stays near the size of the result. Any
-file that path cannot take as it is (another encoding, ragged rows, odd quoting, ...) goes
-through `read_csv_bytes`, which explains the problem.
+strings: the types of a clean UTF-8 file are judged on its first 10,000 rows, polars reads it
+typed (numbers parsed as they are read, text as it is), and only a column whose later values
+break the sample's type is read again as text and judged on every value, so the types are the
+whole file's. Any file that path cannot take as it is (another encoding, ragged rows, odd
+quoting, ...) goes through `read_csv_bytes`, which explains the problem.
 """
 
 from __future__ import annotations
@@ -25,9 +26,10 @@ import csv
 import io
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import charset_normalizer
 import polars as pl
@@ -35,16 +37,13 @@ import polars as pl
 from automlops.errors import DataError
 from automlops.tabular.spelling import MISSING_VALUES, judge_decimal
 
-__all__ = ["DELIMITERS", "NULL_VALUES", "read_csv_bytes", "read_csv_file"]
+__all__ = ["DELIMITERS", "NULL_VALUES", "file_decimal", "read_csv_bytes", "read_csv_file"]
 
 NULL_VALUES = list(MISSING_VALUES)  # the spellings of a missing value, here and in serving
 DELIMITERS = (",", ";", "\t", "|")
 
 # Enough rows to sniff the dialect and the header, small enough to parse in pure Python.
 _SAMPLE_CHARS = 64 * 1024
-# Files up to this size are parsed once into memory (as text: a few times their size);
-# bigger ones are streamed from the file twice.
-_PARSE_ONCE_BYTES = 16 * 1024 * 1024
 # Below this share of sample rows with the usual field count the text is not a table.
 _MIN_CONSISTENCY = 0.6
 _MIN_ROWS_FOR_CONSISTENCY = 5
@@ -512,77 +511,85 @@ def _clean_cells(frame: pl.DataFrame) -> pl.DataFrame:
     return cleaned.filter(~pl.all_horizontal(pl.all().is_null()))
 
 
-def _decimal_mark(rows: list[list[str]], delimiter: str) -> str:
+def _decimal_mark(rows: list[list[str]], delimiter: str) -> Literal[".", ","]:
     """The file's decimal mark, judged once from the sample's cells and the delimiter."""
     return judge_decimal((cell for row in rows for cell in row), delimiter=delimiter)
 
 
 def _infer_types(frame: pl.DataFrame, decimal: str = ".") -> pl.DataFrame:
     """Each column becomes Int64, else Float64, else stays String, judged on every value."""
-    names = frame.columns
-    stats = frame.select(_type_counts(names)).row(0, named=True)
-    return frame.select(_typed_columns(names, stats, frame.height, decimal=decimal))
+    types = _judged_types(frame, decimal)
+    return frame.select(_typed(i, judged) for i, judged in enumerate(types))
 
 
-def _type_counts(names: list[str]) -> list[pl.Expr]:
-    """Per column i: its nulls (n{i}) and its nulls once cast to Int64 (i{i}) and Float64
-    (f{i}). Columns are taken by position: a name such as `^a.*$` would be a pattern."""
-    return [
-        *(pl.nth(i).null_count().alias(f"n{i}") for i in range(len(names))),
-        *(
-            pl.nth(i).cast(pl.Int64, strict=False).null_count().alias(f"i{i}")
-            for i in range(len(names))
-        ),
+def _judged_types(frame: pl.DataFrame, decimal: str) -> list[pl.DataType | None]:
+    """The type of each column of cleaned text cells: Int64 when every present value reads as
+    one, else Float64, else String; None for a column with no values (nothing to judge).
+
+    In a file of decimal commas nothing is Float64 (`1.234` is a thousand there): such columns
+    stay text, and the columns step reads them in the file's spelling. Columns are taken by
+    position: a name such as `^a.*$` would be a pattern."""
+    width = frame.width
+    stats = frame.select(
+        *(pl.nth(i).null_count().alias(f"n{i}") for i in range(width)),
+        *(pl.nth(i).cast(pl.Int64, strict=False).null_count().alias(f"i{i}") for i in range(width)),
         *(
             pl.nth(i).cast(pl.Float64, strict=False).null_count().alias(f"f{i}")
-            for i in range(len(names))
+            for i in range(width)
         ),
-    ]
-
-
-def _typed_columns(
-    names: list[str],
-    stats: dict[str, int],
-    rows: int,
-    text: pl.DataType | None = None,
-    *,
-    decimal: str = ".",
-) -> list[pl.Expr]:
-    """Each column as Int64 when every present value reads as one, else Float64, else text
-    (cast to `text` when given); an all-null column stays as it is. `stats` from
-    `_type_counts` over `rows` rows.
-
-    In a file of decimal commas nothing is read as Float64 (`1.234` is a thousand there): such
-    columns stay text, and the columns step reads them in the file's spelling."""
-    columns = []
-    for i in range(len(names)):
+    ).row(0, named=True)
+    types: list[pl.DataType | None] = []
+    for i in range(width):
         nulls = stats[f"n{i}"]
-        if nulls == rows:
-            columns.append(pl.nth(i))  # all null: nothing to infer from
+        if nulls == frame.height:
+            types.append(None)
         elif stats[f"i{i}"] == nulls:
-            columns.append(pl.nth(i).cast(pl.Int64))
+            types.append(pl.Int64())
         elif stats[f"f{i}"] == nulls and decimal == ".":
-            columns.append(pl.nth(i).cast(pl.Float64))
+            types.append(pl.Float64())
         else:
-            columns.append(pl.nth(i) if text is None else pl.nth(i).cast(text))
-    return columns
+            types.append(pl.String())
+    return types
 
 
-# -- the streaming path --------------------------------------------------------------------------
+def _typed(position: int, judged: pl.DataType | None, text: pl.DataType | None = None) -> pl.Expr:
+    """The column at `position` cast to its judged type (text to `text` when given); a column
+    with no values stays as it is."""
+    column = pl.nth(position)
+    if judged is None or (judged == pl.String and text is None):
+        return column
+    return column.cast(text if judged == pl.String and text is not None else judged)
+
+
+# -- the typed path ------------------------------------------------------------------------------
+
+# Data rows read as text to judge the types of the typed read (polars' own sample size). Parsing
+# numbers where they are read costs a fraction of keeping every cell as a string first.
+_SAMPLE_ROWS = 10_000
+# Columns whose later values may break the sample's types, one read each, before every numeric
+# column is read as text at once.
+_MAX_BREAKS = 3
+# polars' error for a value its typed parser refuses; the column number is 1-based.
+_BREAK = re.compile(r"could not parse .*? \(column number (\d+)\)", re.DOTALL)
 
 
 def read_csv_file(
     data: Path | bytes, source: str, *, text_as_categorical: bool = False
 ) -> pl.DataFrame:
-    """`read_csv_bytes` for a file of any size: the same frame, in bounded memory.
+    """`read_csv_bytes` for a file of any size: the same frame, in a fraction of the time and
+    memory.
 
-    `data` is a path (read by polars in pieces, never whole into Python) or the bytes. With
-    `text_as_categorical` the String columns come back as Categorical (4 bytes a cell instead
-    of 16 and more): the same values, a fraction of the memory. Files the streaming path
-    cannot read as they are fall back to `read_csv_bytes`, with its errors.
+    `data` is a path (read by polars in pieces, never whole into Python) or the bytes. The types
+    are judged on a sample of rows, the file is read typed (numbers parsed as they are read), and
+    a column whose later values the sample's type does not fit is read again as text and judged
+    on every value: the types are those a judgement of the whole file gives. With
+    `text_as_categorical` the String columns come back as Categorical (4 bytes a cell instead of
+    16 and more): the same values, a fraction of the memory. Files this path cannot read as they
+    are (another encoding, ragged rows, odd quoting, ...) go through `read_csv_bytes`, which
+    explains the problem.
     """
     try:
-        frame = _read_streaming(data, source, text_as_categorical)
+        frame = _read_typed(data, source, text_as_categorical)
     except (DataError, *_POLARS_ERRORS):
         frame = None
     if frame is not None:
@@ -605,19 +612,18 @@ def _head(data: Path | bytes) -> tuple[bytes, bool]:
     return head[:limit], len(head) <= limit
 
 
-_SHORT = "\x00short"  # a helper column's name no CSV header can hold (NUL is refused)
+@dataclass(frozen=True)
+class _Dialect:
+    """How a clean UTF-8 file is written, judged from its first bytes."""
+
+    delimiter: str
+    quote: str
+    has_header: bool
+    decimal: Literal[".", ","]
 
 
-def _clean_expr(name: str) -> pl.Expr:
-    """A cell stripped, with the null tokens as null (streams, unlike `replace`)."""
-    stripped = pl.col(name).str.strip_chars()
-    return pl.when(stripped.is_in(NULL_VALUES)).then(None).otherwise(stripped).alias(name)
-
-
-def _read_streaming(
-    data: Path | bytes, source: str, text_as_categorical: bool
-) -> pl.DataFrame | None:
-    """The typed frame of a clean UTF-8 file, or None when the file needs `read_csv_bytes`."""
+def _head_dialect(data: Path | bytes, source: str) -> _Dialect | None:
+    """The dialect of a clean UTF-8 file, or None when the file needs `read_csv_bytes`."""
     head, whole = _head(data)
     if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or b"\x00" in head:
         return None
@@ -644,66 +650,181 @@ def _read_streaming(
     _check_width(text, delimiter, quote, source)
     rows = _sample_rows(text, delimiter, quote, truncated=not whole)
     has_header = not _looks_headerless(text, rows, delimiter, quote)
-    decimal = _decimal_mark(rows, delimiter)
+    return _Dialect(delimiter, quote, has_header, _decimal_mark(rows, delimiter))
 
-    def read(**more: Any) -> pl.DataFrame:
+
+def file_decimal(data: Path | bytes, source: str) -> Literal[".", ","] | None:
+    """The decimal mark of a file as `read_csv_file` judges it (from the first rows' cells and
+    the delimiter: `93,994` in a `;` file is a decimal comma), or None for a file only
+    `read_csv_bytes` reads. Later steps see only the frame, where such a cell is ambiguous."""
+    dialect = _head_dialect(data, source)
+    return None if dialect is None else dialect.decimal
+
+
+def _read_typed(data: Path | bytes, source: str, text_as_categorical: bool) -> pl.DataFrame | None:
+    """The typed frame of a clean UTF-8 file, or None when the file needs `read_csv_bytes`."""
+    dialect = _head_dialect(data, source)
+    if dialect is None:
+        return None
+
+    def read(types: list[pl.DataType], **more: Any) -> pl.DataFrame:
+        # Columns named by position (c0, c1, ...): the file's names could read as patterns.
+        # The schema fixes the width at the first row's: a longer row is an error, a shorter
+        # one is padded with nulls (found by `_short_rows`).
         return pl.read_csv(
             data,
-            separator=delimiter,
-            quote_char=quote,
+            separator=dialect.delimiter,
+            quote_char=dialect.quote,
             has_header=False,
-            infer_schema=False,
+            skip_rows=int(dialect.has_header),
+            schema={f"c{i}": t for i, t in enumerate(types)},
             **more,
         )
 
-    first = read(n_rows=1)
-    if has_header:
+    first = pl.read_csv(
+        data,
+        separator=dialect.delimiter,
+        quote_char=dialect.quote,
+        has_header=False,
+        infer_schema=False,
+        n_rows=1,
+    )
+    if dialect.has_header:
         names = _column_names(first.row(0), source)
     else:
         names = [f"column_{i}" for i in range(1, first.width + 1)]
     if len(names) < 2:
         return None
-    # The same plan runs twice below (counts, then typed values). A small file is parsed once
-    # into memory for both; a big one is scanned in pieces each time, in bounded memory.
-    size = data.stat().st_size if isinstance(data, Path) else len(data)
-    if size <= _PARSE_ONCE_BYTES:
-        scan = read().lazy()
-    else:
-        scan = pl.scan_csv(
-            data, separator=delimiter, quote_char=quote, has_header=False, infer_schema=False
-        )
-    # Expressions use polars' own column names; the file's names (which could read as a
-    # pattern to pl.col, e.g. `^a.*$`) are applied to the result only.
-    raw = scan.collect_schema().names()
-    if len(raw) != len(names):
-        return None
-    if has_header:
-        scan = scan.slice(1)
 
-    cleaned = [_clean_expr(name) for name in raw]
-    blank = pl.all_horizontal(pl.col(name).is_null() for name in raw)
-    # polars pads short rows with nulls; read_csv_bytes names the offending line.
-    short = (pl.col(raw[-1]).is_null() & ~pl.all_horizontal(pl.all().is_null())).alias(_SHORT)
-    stats = (
-        scan.with_columns(short)
-        .with_columns(cleaned)
-        .select(
-            pl.col(_SHORT).any().alias("short"),
-            pl.len().alias("rows"),
-            blank.sum().alias("blank"),
-            *_type_counts(raw),
+    text: pl.DataType = pl.Categorical() if text_as_categorical else pl.String()
+    sample = read([pl.String()] * len(names), n_rows=_SAMPLE_ROWS)
+    tokens = _null_tokens(sample)
+    sample = sample.select(_clean_expr(name) for name in sample.columns)
+    judged = _judged_types(sample, dialect.decimal)
+    frame, pending = _read_breaking_columns_as_text(read, judged, text, tokens)
+
+    # Text cells are stripped, with the null tokens as null: polars only knows the exact tokens.
+    repairs = [
+        _clean_expr(name, cast_from=frame.schema[name])
+        for i, name in enumerate(frame.columns)
+        if i in pending or (judged[i] == pl.String and _needs_cleaning(frame.get_column(name)))
+    ]
+    if repairs:
+        frame = frame.with_columns(repairs)
+    if pending:
+        order = sorted(pending)
+        rejudged = _judged_types(frame.select(pl.nth(order)), dialect.decimal)
+        frame = frame.with_columns(
+            _typed(i, kind, None if kind is None else text).alias(frame.columns[i])
+            for i, kind in zip(order, rejudged, strict=True)
         )
-        .collect(engine="streaming")
-        .row(0, named=True)
-    )
-    if stats["short"]:
-        return None
-    height = stats["rows"] - stats["blank"]
-    if height == 0:
+
+    blank = pl.all_horizontal(pl.all().is_null())
+    if _short_rows(read, frame, blank, data, dialect):
+        return None  # read_csv_bytes names the line
+    if frame.select(blank.any()).item():
+        frame = frame.filter(~blank)
+    if frame.height == 0:
         raise DataError(source, "has no data rows")
+    return frame.rename(dict(zip(frame.columns, names, strict=True)))
 
-    # Blank rows count in every column's nulls alike, so all rows are the reference here.
-    text_type: pl.DataType | None = pl.Categorical() if text_as_categorical else None
-    columns = _typed_columns(raw, stats, stats["rows"], text_type, decimal=decimal)
-    typed = scan.with_columns(cleaned).filter(~blank).select(columns)
-    return typed.collect(engine="streaming").rename(dict(zip(raw, names, strict=True)))
+
+def _read_breaking_columns_as_text(
+    read: Callable[..., pl.DataFrame],
+    judged: list[pl.DataType | None],
+    text: pl.DataType,
+    tokens: list[str],
+) -> tuple[pl.DataFrame, set[int]]:
+    """The file read with the judged types, and the columns read as (raw) text instead: those
+    without values in the sample and those whose later values polars' typed parser refused.
+
+    polars stops at the first value it cannot parse and names its column: that column is read as
+    text from then on. After `_MAX_BREAKS` such columns, every numeric column is read as text.
+    polars reads `tokens` (the null tokens the sample holds) as null; any other is a value that
+    breaks a numeric column or a text cell `_needs_cleaning` finds (each token polars is given
+    costs a comparison per cell)."""
+    pending = {i for i, kind in enumerate(judged) if kind is None}
+    numeric = {i for i, kind in enumerate(judged) if kind is not None and kind.is_numeric()}
+    while True:
+        types = [
+            pl.String() if i in pending or kind is None else text if kind == pl.String else kind
+            for i, kind in enumerate(judged)
+        ]
+        try:
+            return read(types, null_values=tokens or None), pending
+        except pl.exceptions.ComputeError as exc:
+            found = _BREAK.search(str(exc))
+            left = numeric - pending
+            if found is None or not left:
+                raise
+            broken = int(found.group(1)) - 1
+            if broken in left and len(pending & numeric) < _MAX_BREAKS:
+                pending.add(broken)
+            else:
+                pending |= left
+
+
+def _null_tokens(raw: pl.DataFrame) -> list[str]:
+    """The null tokens (but the empty cell, null already) among raw text cells, as written."""
+    seen: set[str] = set()
+    for column in raw.iter_columns():
+        seen.update(column.filter(column.is_in(NULL_VALUES)).unique().to_list())
+    return [token for token in NULL_VALUES if token and token in seen]
+
+
+def _needs_cleaning(column: pl.Series) -> bool:
+    """Whether a text column holds a value with surrounding space or a null token (polars knows
+    only the tokens it was given)."""
+    distinct = column.unique().cast(pl.String).drop_nulls()  # few strings for a Categorical
+    stripped = distinct.str.strip_chars()
+    return bool(((stripped != distinct) | stripped.is_in(NULL_VALUES)).any())
+
+
+def _short_rows(
+    read: Callable[..., pl.DataFrame],
+    frame: pl.DataFrame,
+    blank: pl.Expr,
+    data: Path | bytes,
+    dialect: _Dialect,
+) -> bool:
+    """Whether some row has fewer fields than the first (polars pads it with nulls).
+
+    A row is suspect when its last cell is missing and not every cell is. The last column is
+    then read again as raw text, where only an empty or absent field is null (a missing-value
+    token such as `NA` clears the suspicion), and if an empty last field remains, the stdlib
+    parser counts the fields of every record, streaming."""
+    last = frame.columns[-1]
+    suspect = frame.select(pl.col(last).is_null() & ~blank).to_series()
+    if not suspect.any():
+        return False
+    raw = read([pl.String()] * frame.width, columns=[frame.width - 1])
+    if raw.height != frame.height:
+        return True
+    if not (raw.get_column(last).is_null() & suspect).any():
+        return False
+    return _has_short_record(data, dialect, frame.width)
+
+
+def _has_short_record(data: Path | bytes, dialect: _Dialect, width: int) -> bool:
+    """Whether a non-blank record has fewer than `width` fields, by the stdlib parser."""
+    handle = (
+        open(data, encoding="utf-8-sig", newline="")  # noqa: SIM115 (closed below)
+        if isinstance(data, Path)
+        else io.TextIOWrapper(io.BytesIO(data), encoding="utf-8-sig", newline="")
+    )
+    with handle:
+        reader = csv.reader(handle, delimiter=dialect.delimiter, quotechar=dialect.quote)
+        try:
+            return any(len(row) < width and any(f.strip() for f in row) for row in reader)
+        except csv.Error:
+            return True
+
+
+def _clean_expr(name: str, cast_from: pl.DataType | None = None) -> pl.Expr:
+    """A cell stripped, with the null tokens as null (streams, unlike `replace`); a Categorical
+    column is cleaned as text and comes back Categorical."""
+    column = pl.col(name)
+    categorical = cast_from == pl.Categorical
+    stripped = (column.cast(pl.String) if categorical else column).str.strip_chars()
+    cleaned = pl.when(stripped.is_in(NULL_VALUES)).then(None).otherwise(stripped)
+    return (cleaned.cast(pl.Categorical) if categorical else cleaned).alias(name)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import polars as pl
 from pydantic import BaseModel
 
 from automlops.config import Task
 from automlops.errors import DataError
+from automlops.ml.columns.values import InvalidValueError, parse_numeric
+from automlops.tabular.spelling import NumberSpelling, detect_spelling
 
 _TARGET_NAMES = ("y", "target", "label", "class")
 _POSITIVE_WORDS = ("yes", "y", "true", "t", "1", "1.0", "positive", "pos")
@@ -29,22 +33,28 @@ def default_target(columns: list[str]) -> str:
 class TargetSpec(BaseModel):
     """How target values become model outputs. `labels` are strings, in class-index order;
     `spellings` maps each other spelling of a label in the file (case, surrounding space) to
-    the label it was merged into."""
+    the label it was merged into; `number_spelling` is how a regression target's numbers were
+    written when not plain (`$1,234.50`, `1.234,5`, `12%`)."""
 
     name: str
     task: Task
     labels: list[str] = []
     positive: str | None = None
     spellings: dict[str, str] = {}
+    number_spelling: NumberSpelling | None = None
 
     def encode(self, values: pl.Series, source: str) -> np.ndarray:
-        """Target values to class indices (classification) or floats (regression)."""
+        """Target values to class indices (classification) or floats (regression: read in the
+        target's spelling or as plain numbers; a missing spelling is missing)."""
         if self.task is Task.regression:
-            numbers = values.cast(pl.Float64, strict=False)
-            if numbers.null_count() > values.null_count():
+            try:
+                numbers = parse_numeric(values, self.name, self.number_spelling)
+            except InvalidValueError as exc:
                 raise DataError(
-                    source, "regression target has non-numeric values", column=self.name
-                )
+                    source,
+                    f"regression target has non-numeric values ({exc.value!r})",
+                    column=self.name,
+                ) from exc
             return numbers.to_numpy()
         index = {label: i for i, label in enumerate(self.labels)}
         index.update({raw: index[label] for raw, label in self.spellings.items()})
@@ -68,18 +78,32 @@ def fit_target(
     task: Task | None,
     positive: str | None,
     source: str,
+    decimal: Literal[".", ","] = ".",
 ) -> TargetSpec:
-    """Detect the task (unless given) and the label set of a target column (nulls excluded)."""
+    """Detect the task (unless given) and the label set of a target column (nulls excluded).
+
+    A text target of numbers written for people (`$1,234.50`, `12%`, `1.234,5` in a file whose
+    decimal mark is `decimal`) is numbers: a regression target when many-valued (or when
+    `task` says so), read back in its spelling."""
     present = values.drop_nulls()
     if present.len() == 0:
         raise DataError(source, "target column has no values", column=name)
-    n_unique = present.n_unique()
-    if not present.dtype.is_numeric():
+    numbers, spelling = present, None
+    if not present.dtype.is_numeric() and task in (None, Task.regression):
+        # Judged on the distinct values (a few for class labels, however many rows).
+        distinct = present.unique()
+        spelling = detect_spelling(distinct, decimal)
+        if spelling is not None and spelling.booleans is None:
+            numbers = parse_numeric(distinct, name, spelling)
+        else:
+            spelling = None
+    n_unique = numbers.n_unique()
+    if not numbers.dtype.is_numeric():
         # Text labels: spellings of one label (" Yes", "YES") count once in detecting the task.
         n_unique = len(_merged_labels(present)[0])
     if task is None:
-        numeric = present.dtype.is_numeric()
-        integral = numeric and bool((present.cast(pl.Float64) % 1 == 0).all())
+        numeric = numbers.dtype.is_numeric()
+        integral = numeric and bool((numbers.cast(pl.Float64) % 1 == 0).all())
         if n_unique == 2:
             task = Task.binary
         elif numeric and (not integral or n_unique > _REGRESSION_MIN_UNIQUE):
@@ -87,7 +111,7 @@ def fit_target(
         else:
             task = Task.multiclass
     if task is Task.regression:
-        if not present.dtype.is_numeric() and present.cast(pl.Float64, strict=False).null_count():
+        if not numbers.dtype.is_numeric():
             raise DataError(source, "regression target has non-numeric values", column=name)
         if positive is not None:
             raise DataError(
@@ -96,7 +120,8 @@ def fit_target(
                 "is a number (regression)",
                 column=name,
             )
-        return TargetSpec(name=name, task=task)
+        kept = None if spelling is None or spelling.plain else spelling
+        return TargetSpec(name=name, task=task, number_spelling=kept)
 
     labels, spellings = _merged_labels(present)
     if len(labels) < 2:

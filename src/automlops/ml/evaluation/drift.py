@@ -15,12 +15,21 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Iterable, Mapping
 from typing import Literal
 
 import numpy as np
 import polars as pl
 from pydantic import BaseModel, Field
 from scipy.stats import chi2_contingency
+
+from automlops.ml.columns.values import (
+    InvalidValueError,
+    frame_decimal,
+    json_number,
+    parse_numeric,
+)
+from automlops.tabular.spelling import NumberSpelling, detect_spelling
 
 PSI_THRESHOLD = 0.25
 P_VALUE = 0.001
@@ -118,11 +127,41 @@ def _p_value(baseline: np.ndarray, current: np.ndarray) -> float:
     return float(chi2_contingency(table, correction=False)[1])
 
 
-def as_numbers(values: pl.Series) -> pl.Series:
-    """Floats, with anything unreadable as missing (a column gone bad shows as missing)."""
-    if values.dtype.is_numeric() or values.dtype == pl.Boolean:
-        return values.cast(pl.Float64).fill_nan(None)
-    return values.cast(pl.String).str.strip_chars().cast(pl.Float64, strict=False).fill_nan(None)
+def as_numbers(values: pl.Series, spelling: NumberSpelling | None = None) -> pl.Series:
+    """Floats, read as training reads them (`values.parse_numeric`: the column's spelling,
+    `1.234,5` or `$12` or `TRUE`, then plain numbers; the missing spellings as missing), with
+    anything unreadable as missing (a column gone bad shows as missing)."""
+    try:
+        return parse_numeric(values, values.name, spelling)
+    except InvalidValueError:
+        pass
+    # Some values are unreadable: each distinct value is read alone, as serving reads it.
+    text = values.cast(pl.String).str.strip_chars()
+    distinct = text.drop_nulls().unique().to_list()
+    read = {value: _number_or_none(value, values.name, spelling) for value in distinct}
+    return text.replace_strict(read, default=None, return_dtype=pl.Float64).alias(values.name)
+
+
+def _number_or_none(value: str, name: str, spelling: NumberSpelling | None) -> float | None:
+    try:
+        number = json_number(value, 0, name, spelling)
+    except InvalidValueError:
+        return None
+    return None if math.isnan(number) else number
+
+
+def spellings_of(baseline: pl.DataFrame, columns: Iterable[str]) -> dict[str, NumberSpelling]:
+    """How the training data wrote the numbers of its text `columns`, as training judged it
+    (`tabular.spelling.detect_spelling` in the file's decimal mark); plain columns are left out."""
+    decimal = frame_decimal(baseline)
+    found = {}
+    for name in columns:
+        values = baseline.get_column(name)
+        if values.dtype in (pl.String, pl.Categorical):
+            spelling = detect_spelling(values, decimal)
+            if spelling is not None and not spelling.plain:
+                found[name] = spelling
+    return found
 
 
 def as_categories(values: pl.Series) -> pl.Series:
@@ -142,9 +181,11 @@ def _edge(value: float) -> str:
     return f"{value:.4g}"
 
 
-def numeric_drift(name: str, baseline: pl.Series, current: pl.Series) -> ColumnDrift:
-    """PSI over the training deciles of a numeric column."""
-    b_values, c_values = as_numbers(baseline), as_numbers(current)
+def numeric_drift(
+    name: str, baseline: pl.Series, current: pl.Series, spelling: NumberSpelling | None = None
+) -> ColumnDrift:
+    """PSI over the training deciles of a numeric column (both sides read in `spelling`)."""
+    b_values, c_values = as_numbers(baseline, spelling), as_numbers(current, spelling)
     b = b_values.drop_nulls().to_numpy()
     c = c_values.drop_nulls().to_numpy()
     quantiles = np.linspace(0, 1, NUMERIC_BINS + 1)[1:-1]
@@ -244,26 +285,32 @@ def compare_frames(
     known_columns: list[str] | None = None,
     target: str | None = None,
     target_kind: Kind = "categorical",
+    spellings: Mapping[str, NumberSpelling] | None = None,
 ) -> tuple[list[ColumnDrift], list[str], list[str], dict[str, str]]:
     """Compare every feature column named in `kinds` (numeric | categorical | datetime).
 
     Returns (column drifts most shifted first, new columns, vanished feature columns, skipped
     columns with why). `known_columns` are all columns training saw (features or not), so only
     truly new columns are reported as new; the target is compared too but never counts as a
-    drifted feature.
+    drifted feature. Numeric columns are read in their `spellings` (a fitted transform's
+    `NumericColumn.spelling`); without them, as the baseline's text writes them
+    (`spellings_of`), so a column of `1.234,5` or `$12` is compared as numbers.
     """
     known = set(known_columns if known_columns is not None else baseline.columns)
     new_columns = [c for c in current.columns if c not in known and c != target]
     vanished = [c for c in kinds if c not in current.columns]
     skipped: dict[str, str] = {}
     drifts: list[ColumnDrift] = []
+    if spellings is None:
+        numeric = [c for c, k in kinds.items() if k == "numeric" and c in baseline.columns]
+        spellings = spellings_of(baseline, numeric)
     for name, kind in kinds.items():
         if name not in current.columns:
             continue
         if name not in baseline.columns:
             skipped[name] = "not in the training data file"
         elif kind == "numeric":
-            drifts.append(numeric_drift(name, baseline[name], current[name]))
+            drifts.append(numeric_drift(name, baseline[name], current[name], spellings.get(name)))
         elif kind == "categorical":
             drifts.append(categorical_drift(name, baseline[name], current[name]))
         else:
