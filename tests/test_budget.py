@@ -4,6 +4,7 @@ trials leave room for their refit, and the trials cut short are counted."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 import pytest
@@ -105,7 +106,8 @@ def test_a_sampled_search_keeps_its_share_of_the_budget_for_the_refit() -> None:
 
 
 def test_a_spent_budget_still_gives_a_model_and_counts_the_trial_as_cut() -> None:
-    x, y = _binary(1500, seed=3)
+    # Holdout (over SMALL_DATA_ROWS rows): the trial is fitted until its deadline, long past.
+    x, y = _binary(12_000, seed=3)
     result = Tuner(
         Task.binary,
         2,
@@ -114,10 +116,35 @@ def test_a_spent_budget_still_gives_a_model_and_counts_the_trial_as_cut() -> Non
         nthread=1,
         learners=("lightgbm",),
         ensemble=False,
-    ).fit((x[:1200], y[:1200]), (x[1200:], y[1200:]))
+    ).fit((x[:10_000], y[:10_000]), (x[10_000:], y[10_000:]))
     [trial] = result.trials_
     assert trial.cut and trial.state == "complete"
-    # Cross-validation (small data): every fold was fitted, each stopped at its deadline.
-    assert trial.rounds == 1
-    assert result.heldout_pred_.shape == (1500,) and np.all(np.isfinite(result.heldout_pred_))
+    assert trial.rounds is not None and trial.rounds <= 2
+    assert result.heldout_pred_.shape == (2_000,) and np.all(np.isfinite(result.heldout_pred_))
     assert result.best_model_.predict(x[:5]).shape == (5,)
+
+
+def test_on_small_data_the_first_trial_and_the_refit_run_whole_whatever_the_clock() -> None:
+    """Cross-validation (small data): what is served must not depend on the machine's speed,
+    so the first trial and the required refit are never cut, even with the budget spent."""
+    x, y = _binary(1500, seed=3)
+
+    def tuned(budget_s: float) -> Any:
+        return Tuner(  # one trial: the first one is what the clock could have cut
+            Task.binary,
+            2,
+            budget_s=budget_s,
+            seed=0,
+            nthread=1,
+            learners=("lightgbm",),
+            ensemble=False,
+            max_trials=1,
+        ).fit((x[:1200], y[:1200]), (x[1200:], y[1200:]))
+
+    spent = tuned(0.001)
+    [trial] = spent.trials_
+    assert not trial.cut and trial.state == "complete" and (trial.rounds or 0) > 2
+    # The same first trial as with time to spare: same rounds, same predictions.
+    roomy = tuned(30.0)
+    assert roomy.trials_[0].rounds == trial.rounds
+    np.testing.assert_allclose(roomy.trials_[0].score, trial.score)

@@ -178,10 +178,13 @@ def _label(client: httpx.Client, dataset: str, ids: list[str], labels: list[str]
 
 
 def drifted(frame: pl.DataFrame) -> pl.DataFrame:
-    """`frame` with its benign rows' SHIFTED columns three times larger."""
+    """`frame` with every measurement of its benign rows three times larger: whatever columns
+    the champion learnt from, benign tumours now look malignant to it (SHIFTED are the
+    columns the policy watches)."""
     benign = pl.col(TARGET) == "benign"
+    measured = [c for c, t in frame.schema.items() if c != TARGET and t.is_numeric()]
     return frame.with_columns(
-        pl.when(benign).then(pl.col(c) * 3).otherwise(pl.col(c)).alias(c) for c in SHIFTED
+        pl.when(benign).then(pl.col(c) * 3).otherwise(pl.col(c)).alias(c) for c in measured
     )
 
 

@@ -51,8 +51,13 @@ MODEL_FILE = "output/model.tar.gz"
 def source_key(dataset: str, filename: str, upload_id: str | None = None) -> str:
     """Where an upload is stored: in its upload's own folder when it has an id."""
     if upload_id is None:
-        return f"data/{dataset}/{filename}"
-    return f"data/{dataset}/{upload_id}/{filename}"
+        return f"{uploads_prefix(dataset)}{filename}"
+    return f"{uploads_prefix(dataset)}{upload_id}/{filename}"
+
+
+def uploads_prefix(dataset: str) -> str:
+    """Every upload of a dataset lies under this prefix (in its own folder or not)."""
+    return f"data/{dataset}/"
 
 
 def manifest_key(dataset: str) -> str:

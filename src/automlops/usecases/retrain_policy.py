@@ -140,8 +140,9 @@ class LastRetrain:
 
 def last_retrain(store: ObjectStore, settings: Settings, dataset: str) -> LastRetrain | None:
     """The newest retrain upload of `dataset` and its decision (None: never retrained)."""
-    prefix = keys.source_key(dataset, _UPLOAD_PREFIX)
-    uploads = [(decided_at_of(k), k) for k in store.list(settings.buckets.data, prefix)]
+    # Each upload lies in its own folder: the retrain uploads are found by their file name.
+    listed = store.list(settings.buckets.data, keys.uploads_prefix(dataset))
+    uploads = [(decided_at_of(k), k) for k in listed if k.endswith(".csv")]
     stamped = [(at, key) for at, key in uploads if at is not None]
     if not stamped:
         return None

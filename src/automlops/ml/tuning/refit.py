@@ -148,7 +148,11 @@ class Refitter:
             validation=(x[:0], y[:0]),  # no early stopping: the selected round count is kept
             seed=self.seed,
             nthread=self.nthread,
-            deadline=self.deadline + self.grace_s,
+            # A required refit (cross-validation: small data, under SMALL_DATA_ROWS rows) is
+            # never cut: there is no trial model to fall back on, and the threshold is tuned on
+            # the out-of-fold predictions of the whole configuration, which a model cut to a
+            # few rounds (on a busy machine) would not match. Its cost is one fit of few rows.
+            deadline=None if self.cost.required else self.deadline + self.grace_s,
         )
         return self.families[c.learner].fit(refit_params(c, self.rows), job)
 

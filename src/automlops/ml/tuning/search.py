@@ -120,7 +120,7 @@ class _Search:
             seed=t.seed,
             nthread=t.nthread,
             on_round=watch,
-            deadline=deadline,
+            deadline=None if math.isinf(deadline) else deadline,
         )
         model = family.fit(params, job)
         # Boosting stops after its deadline; the logistic fit just before it (between chunks
@@ -135,6 +135,11 @@ class _Search:
         watch = _RoundWatch(self, trial)
         rows = self.rows
         deadline = self.trial_deadline()
+        if rows.use_cv and not self.pool:
+            # The first cross-validated trial (small data) runs whole: a model cut to a few
+            # rounds by a busy machine would make what is served depend on the machine's
+            # speed. Its cost is a few fits of under SMALL_DATA_ROWS rows.
+            deadline = math.inf
         if not rows.use_cv:
             model = self._fit(family, params, rows.train, rows.validation, watch, deadline)
             pred = model.predict(rows.validation[0])
