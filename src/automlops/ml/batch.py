@@ -405,7 +405,9 @@ class BatchScorer:
     def output(self, chunk: Chunk, predictions: pa.Table) -> pa.Table:
         """The output rows of a chunk: its kept input columns of the rows `predictions`
         answers (by `ROW_COLUMN`), then the prediction columns."""
-        out = chunk.table.select(self.kept).take(predictions.column(ROW_COLUMN))
+        out = chunk.table.select(self.kept)
+        if predictions.num_rows != out.num_rows:  # else every row, in order: no copy
+            out = out.take(predictions.column(ROW_COLUMN))
         for name in self.output_names:
             out = out.append_column(name, predictions.column(name))
         return out
