@@ -65,31 +65,32 @@ TARGET_BATCH_SHARE = 1 / 3
 WHY = (
     "Why the boosted models miss the batch target: exact TreeSHAP (the libraries' "
     "`pred_contribs`/`pred_contrib`) walks every root-to-leaf path of every tree, costing "
-    "about leaves x depth^2 per tree and row, where a prediction follows one path (depth). "
-    "With 32-leaf trees that is some hundred predictions' worth of work a row (XGBoost's "
-    "depth-5 trees here: ~15x slower than predicting; LightGBM's leaf-wise trees are deeper: "
-    "~150x). The per-row encoding, ranking and answer building around it cost little (the "
-    "linear model, whose contributions are one multiplication, keeps 0.9 of its rate)."
+    "about leaves x depth^2 per tree and row, where a prediction follows one path (depth): "
+    "with 32-leaf trees, tens to hundreds of predictions' worth of work a row (here the "
+    "explained rate is {slowdown} of the plain one; LightGBM's leaf-wise trees are deeper "
+    "than XGBoost's depth-5 ones). The per-row encoding, ranking and answer building around "
+    "it cost little: the linear model, whose contributions are one multiplication, keeps "
+    "{linear} of its rate. The target cannot be met with exact contributions on this "
+    "machine: even with every core it would take the explained path about {needed}x "
+    "faster."
 )
-
 
 THREADS = (
     "Every core: batch scoring with `--explain` loads the model with {cores} threads "
     "(`stages.score.model_threads`; serving keeps one, plain batch scoring one beside its read "
-    "and write threads). On this shared machine a second thread finds a core only part of the "
-    "time, so the gain measured here is below what an idle machine gives (at most the core "
-    "count)."
+    "and write threads). On this shared machine (load above the core count) a second thread "
+    "rarely finds a free core, so the gain measured here is below what an idle machine gives "
+    "(at most the core count: {cores}x on the explained rate, which would still leave the "
+    "boosted models far below a third)."
 )
 
 DISTINCT = (
-    "Exact contributions computed once per distinct TreeSHAP input (not done, measured): "
+    "Reusing exact contributions between rows (measured, not worth doing here): "
     "path-dependent TreeSHAP reads a row only through the side of each split it falls on, so "
-    "rows in the same cell of every feature's split points get identical contributions. "
-    "Among the {rows:,} held-out rows the distinct cells number {counts}. Computing "
-    "contributions once per cell and copying them to the rows would keep them exact and cut "
-    "the XGBoost model's TreeSHAP work by that share (its depth-5 trees use few split points); "
-    "LightGBM's deeper trees split almost every row apart, so it gains nothing there. It "
-    "needs the split points from the learner (a `split_points()` on the boosted models)."
+    "rows in the same cell of every feature's split points get identical contributions, and "
+    "computing them once per cell would stay exact. Among the {rows:,} held-out rows the "
+    "distinct cells number {counts}: the numeric columns' many split points set almost every "
+    "row apart, so there is nothing to reuse."
 )
 
 
@@ -336,7 +337,12 @@ def markdown(figures: list[Figures], rows: int, held_out: int, setting: str) -> 
             f"{f.model}: {f.distinct:,} ({f.distinct / held_out:.0%})" for f in distinct
         )
         lines += ["", DISTINCT.format(rows=held_out, counts=counts)]
-    lines += ["", WHY, "", THREADS.format(cores=os.cpu_count()), "", f"Machine: {setting}", ""]
+    boosted = [f for f in figures if f.distinct is not None]
+    slowdown = ", ".join(f"{f.model} 1/{1 / f.batch_share:.0f}" for f in boosted)
+    linear = ", ".join(f"{f.batch_share:.2f}" for f in figures if f.model == "linear")
+    needed = max((TARGET_BATCH_SHARE / f.batch_all_share for f in boosted), default=1.0)
+    why = WHY.format(slowdown=slowdown, linear=linear, needed=f"{needed:.0f}")
+    lines += ["", why, "", THREADS.format(cores=os.cpu_count()), "", f"Machine: {setting}", ""]
     return "\n".join(lines)
 
 
