@@ -12,8 +12,11 @@ Each command runs in a child process; wall time and the child's peak RSS (`wait4
 measured, plus the score stage's own time from the run log. The machine is shared: the load
 average is printed beside the figures, and the comparison is a ratio within the same run.
 
-Run alone: `python bench/scoring.py [--sizes 10,100] [--mlflow-size 10] [--work DIR]`; writes
-docs/benchmarks-scoring.md.
+Also: each step of `predict` timed alone on the MLflow-size file (`steps`), and `--explain 5`
+against plain on the 1x file (the issue's batch explain target, in the score stage).
+
+Run alone: `python bench/scoring.py [--sizes 10,100] [--mlflow-size 10] [--repeats 3]
+[--work DIR]`; writes docs/benchmarks-scoring.md.
 """
 
 from __future__ import annotations
