@@ -19,6 +19,7 @@ from automlops.config import Task
 from automlops.demo import breast_cancer_csv
 from automlops.local.runtime import open_runtime
 from automlops.ml.artifact import InputColumn, Lineage, ModelArtifact, ModelMetadata
+from automlops.ml.batch import BatchScorer, Chunk, ScoreOptions
 from automlops.ml.columns.target import TargetSpec
 from automlops.ml.columns.transform import ColumnKind, FittedTransform, fit_column
 from automlops.ml.explain.gap import additivity_gap, linked, raw_scores
@@ -400,3 +401,35 @@ def test_an_explanation_as_table_columns() -> None:
         fitted(Task.binary, "linear")[0].explain_frame(raw_frame(n=3), k=1).explanation
     )
     assert binary.columns == ["base", "column_1", "contribution_1"] and binary.height == 3
+
+
+def test_batch_scoring_explains_the_predicted_class_of_each_row() -> None:
+    predictor, _ = fitted(Task.multiclass, "xgboost")
+    frame = raw_frame(seed=12, n=30).rename({"noise": "base"})  # an input named like an output
+    frame = frame.with_columns(pl.col("base").alias("noise"))
+    chunk = Chunk(0, 0, frame.cast({"amount": pl.String, "base": pl.String}).to_arrow())
+    scorer = BatchScorer(predictor, ScoreOptions(explain=2), frame.columns)
+    out = scorer.output(chunk, scorer.score(chunk, []).predictions)
+    assert out.column_names[frame.width :] == [
+        "prediction",
+        *[f"probability_{label}" for label in LABELS[Task.multiclass]],
+        "base_",  # the input's `base` is kept as it was
+        "column_1",
+        "contribution_1",
+        "column_2",
+        "contribution_2",
+    ]
+    whole = predictor.explain_frame(frame, k=2)
+    chosen = whole.predictions.label_index
+    assert chosen is not None and len(set(chosen.tolist())) > 1  # several classes explained
+    rows = np.arange(frame.height)
+    order, kept = whole.explanation.top()
+    columns = np.array(whole.explanation.columns)
+    assert out.column("column_1").to_pylist() == columns[order[rows, chosen, 0]].tolist()
+    np.testing.assert_allclose(out.column("contribution_2").to_numpy(), kept[rows, chosen, 1])
+    np.testing.assert_allclose(out.column("base_").to_numpy(), whole.explanation.base[rows, chosen])
+    # The chosen class is the predicted one, and the plain scorer gives the same predictions.
+    plain = BatchScorer(predictor, ScoreOptions(), frame.columns)
+    assert out.column("prediction") == plain.output(
+        chunk, plain.score(chunk, []).predictions
+    ).column("prediction")

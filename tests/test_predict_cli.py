@@ -3,9 +3,11 @@ through the bucket and the worker, and its refusals (clear message, exit code, n
 
 from __future__ import annotations
 
+import math
 import shutil
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 from typer.testing import CliRunner, Result
@@ -50,6 +52,36 @@ def test_predict_writes_one_answer_per_row_beside_the_file(home: Path, tmp_path:
     assert pl.read_parquet(out)["prediction"].to_list() == scored["prediction"].to_list()
 
 
+def test_explain_adds_each_rows_top_contributions(home: Path, tmp_path: Path) -> None:
+    source = tmp_path / "patients.csv"
+    source.write_bytes(breast_cancer_csv())
+    result = _predict(home, str(source), "--dataset", DEMO_DATASET, "--explain", "3")
+    assert result.exit_code == 0, result.output
+    scored = pl.read_csv(tmp_path / "patients.csv.predictions.csv")
+    width = pl.read_csv(source).width
+    assert scored.columns[width + 3 :] == [
+        "base",
+        *[f"{kind}_{i}" for i in (1, 2, 3) for kind in ("column", "contribution")],
+    ]
+    inputs = set(pl.read_csv(source).columns) - {"diagnosis"}
+    top = scored.select(f"contribution_{i}" for i in (1, 2, 3)).to_numpy()
+    assert set(scored["column_1"]) <= inputs and (np.abs(top[:, :-1]) >= np.abs(top[:, 1:])).all()
+    # Every column (K >= their count): base + contributions is the row's log-odds.
+    out = tmp_path / "all.csv"
+    every = ["--explain", "50", "--output", str(out)]
+    assert _predict(home, str(source), "--dataset", DEMO_DATASET, *every).exit_code == 0
+    full = pl.read_csv(out)
+    k = sum(name.startswith("contribution_") for name in full.columns)
+    assert k == len(inputs)
+    for row in (
+        full.filter(pl.col("probability_malignant").is_between(0.02, 0.98)).head(5).rows(named=True)
+    ):
+        p = row["probability_malignant"]
+        total = row["base"] + sum(row[f"contribution_{i}"] for i in range(1, k + 1))
+        assert total == pytest.approx(math.log(p / (1 - p)), abs=1e-4)
+        assert {row[f"column_{i}"] for i in range(1, k + 1)} == inputs
+
+
 @pytest.mark.parametrize(
     ("args", "content", "message"),
     [
@@ -57,7 +89,6 @@ def test_predict_writes_one_answer_per_row_beside_the_file(home: Path, tmp_path:
         (["--dataset", DEMO_DATASET, "--version", "9"], b"a,b\n1,2\n", "no version 9"),
         (["--dataset", DEMO_DATASET], b"\xff\xfe\x00garbage\x00", "not UTF-8"),
         (["--dataset", DEMO_DATASET], b"a,b\n1,2\n", "none of the model's input columns"),
-        (["--dataset", DEMO_DATASET, "--explain", "3"], breast_cancer_csv(), "explanations"),
     ],
 )
 def test_bad_requests_exit_non_zero_with_a_clear_error(

@@ -5,6 +5,12 @@ Parquet columns as stored), each chunk is encoded and predicted by the same `Pre
 serves HTTP requests, and leaves as an Arrow table: the input's columns (or one id column)
 followed by the prediction columns. Memory stays that of a few chunks, whatever the file's size.
 
+With `explain=K` each row also gets `base`, then `column_i`, `contribution_i` (i = 1..K, largest
+|contribution| first): the raw input columns' contributions to the model's raw score
+(`automlops.ml.explain.records`), so base + every column's contribution = that score. For
+multiclass, only the predicted class's explanation (its softmax logit) is written, to keep one
+readable set of columns per row.
+
 A row that cannot be read (a field count unlike the header's, a value its column's type cannot
 take) is left out of the predictions and reported as a `RowError`; the caller decides how many
 it tolerates. Chunk boundaries depend only on the file and `chunk_rows`, so a resumed run sees
@@ -35,6 +41,7 @@ from automlops.config import Task
 from automlops.errors import DataError, NotFoundError, PermanentError
 from automlops.ml.columns.transform import ColumnKind
 from automlops.ml.columns.values import InvalidValueError
+from automlops.ml.explain.table import chosen_output_table
 from automlops.ml.predictor import Predictions, Predictor
 from automlops.registry import ModelVersion, Registry
 from automlops.tabular.csv_reader import DELIMITERS, NULL_VALUES
@@ -362,7 +369,10 @@ class BatchScorer:
                 f"({', '.join(predictor.input_columns[:5])}...): nothing to score"
             )
         self.kept = [options.id_column] if options.id_column is not None else list(input_names)
-        self.output_names = _prediction_names(predictor, set(self.kept))
+        self.output_names = _unique(
+            _prediction_names(predictor) + _explanation_names(predictor, options.explain),
+            set(self.kept),
+        )
         self.numeric = {c.name for c in predictor.transform.columns if c.kind is ColumnKind.numeric}
 
     def score(self, chunk: Chunk, skipped: list[RowError]) -> ScoredChunk:
@@ -375,7 +385,7 @@ class BatchScorer:
         errors: list[RowError] = []
         keep = np.ones(table.num_rows, dtype=bool)
         try:
-            predictions = self._predict(_typed(raw, self.numeric))
+            predictions, explained = self._predict(_typed(raw, self.numeric))
         except InvalidValueError:
             # Null tokens ("NA", "?"...) read as missing, as in training; then what still
             # fails is a bad value: found row by row.
@@ -386,24 +396,37 @@ class BatchScorer:
                 for r, column, message in bad
             ]
             keep[[r for r, _, _ in bad]] = False
-            predictions = self._predict(frame.filter(pl.Series(keep)))
+            predictions, explained = self._predict(frame.filter(pl.Series(keep)))
         rows = pa.array(np.flatnonzero(keep), pa.int64())
-        columns = [rows, *self._columns(predictions)]
+        columns = [rows, *self._columns(predictions), *explained]
         table = pa.Table.from_arrays(columns, names=[ROW_COLUMN, *self.output_names])
         return ScoredChunk(index=chunk.index, predictions=table, errors=errors)
 
     def output(self, chunk: Chunk, predictions: pa.Table) -> pa.Table:
         """The output rows of a chunk: its kept input columns of the rows `predictions`
         answers (by `ROW_COLUMN`), then the prediction columns."""
-        out = chunk.table.select(self.kept).take(predictions.column(ROW_COLUMN))
+        out = chunk.table.select(self.kept)
+        if predictions.num_rows != out.num_rows:  # else every row, in order: no copy
+            out = out.take(predictions.column(ROW_COLUMN))
         for name in self.output_names:
             out = out.append_column(name, predictions.column(name))
         return out
 
-    def _predict(self, frame: pl.DataFrame) -> Predictions:
-        if self.options.explain is not None:
-            explain_seam(self.predictor, frame, self.options.explain)
-        return self.predictor.predict(frame)
+    def _predict(self, frame: pl.DataFrame) -> tuple[Predictions, list[pa.Array]]:
+        """A frame's predictions and, when asked, its explanation columns (encoded once for
+        both: `explain_frame` predicts from the features it explains)."""
+        if self.options.explain is None:
+            return self.predictor.predict(frame), []
+        explained = self.predictor.explain_frame(frame, self.options.explain)
+        predictions = explained.predictions
+        # One explanation per row: the only output, or (multiclass) the predicted class's.
+        if predictions.task is Task.multiclass:
+            assert predictions.label_index is not None
+            output = predictions.label_index
+        else:
+            output = np.zeros(frame.height, dtype=np.intp)
+        table = chosen_output_table(explained.explanation, output)
+        return predictions, table.columns
 
     def _columns(self, predictions: Predictions) -> list[pa.Array]:
         labels = self.predictor.labels
@@ -416,20 +439,27 @@ class BatchScorer:
         return [chosen] + [pa.array(predictions.proba[:, k]) for k in range(len(labels))]
 
 
-def explain_seam(predictor: Predictor, frame: pl.DataFrame, k: int) -> None:
-    """Where per-row explanations (top-`k` contributions by raw column and the base value)
-    join the output once the predictor can compute them; until then `explain` is refused."""
-    raise PermanentError(
-        f"explanations (explain={k}) are not available in this version: the predictor has no "
-        "per-row contributions yet"
-    )
-
-
-def _prediction_names(predictor: Predictor, taken: set[str]) -> list[str]:
-    """`prediction` (label or value), then `probability_<label>` per class, made unique."""
+def _prediction_names(predictor: Predictor) -> list[str]:
+    """`prediction` (label or value), then `probability_<label>` per class."""
     names = ["prediction"]
     if predictor.metadata.task is not Task.regression:
         names += [f"probability_{label}" for label in predictor.labels]
+    return names
+
+
+def _explanation_names(predictor: Predictor, k: int | None) -> list[str]:
+    """`base`, then `column_i`, `contribution_i` for the top K (K at most the column count;
+    none without `explain`), as `chosen_output_table` names them."""
+    if k is None:
+        return []
+    names = ["base"]
+    for i in range(1, min(k, len(predictor.grouping.columns)) + 1):
+        names += [f"column_{i}", f"contribution_{i}"]
+    return names
+
+
+def _unique(names: list[str], taken: set[str]) -> list[str]:
+    """`names`, each made unique among `taken` and the ones before it by trailing `_`s."""
     unique = []
     for name in names:
         while name in taken:

@@ -63,8 +63,11 @@ class Predictor:
         self.grouping = ColumnGrouping(self.transform.feature_columns, self.input_columns)
 
     @classmethod
-    def from_bytes(cls, data: bytes, source: str = "model.tar.gz") -> Predictor:
-        return cls(ModelArtifact.from_tar_gz(data, source))
+    def from_bytes(
+        cls, data: bytes, source: str = "model.tar.gz", *, nthread: int = 1
+    ) -> Predictor:
+        """A predictor from a model.tar.gz; `nthread`: the model's threads (serving: 1)."""
+        return cls(ModelArtifact.from_tar_gz(data, source), nthread=nthread)
 
     @property
     def input_columns(self) -> list[str]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 import tempfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -111,7 +112,9 @@ def score(record: S3EventRecord, ports: Ports) -> StageResult:
         done = ScoreLineage.model_validate_json(ports.store.get(bucket, lineage_key))
         return _result(job, done, duplicate=True)
     artifact = ports.store.get(job.version.artifact_bucket, job.version.artifact_key)
-    predictor = Predictor.from_bytes(artifact, job.version.artifact_key)
+    predictor = Predictor.from_bytes(
+        artifact, job.version.artifact_key, nthread=model_threads(job.options)
+    )
     with (
         _input_file(ports.store, record) as path,
         tempfile.TemporaryDirectory(prefix="automlops-score-") as scratch,
@@ -126,6 +129,14 @@ def score(record: S3EventRecord, ports: Ports) -> StageResult:
             joined.close()
         lineage = _commit(job, record, digest.result(), tally, joined.path, ports)
     return _result(job, lineage, duplicate=False)
+
+
+def model_threads(options: ScoreOptions) -> int:
+    """The model's threads in batch: every core for exact TreeSHAP (`explain`), which costs
+    ten to a hundred predictions a row; one for plain predictions, which are cheaper than
+    reading and writing the rows (those run on threads of their own beside the model, and a
+    second OpenMP thread on a busy machine only waits for a core)."""
+    return (os.cpu_count() or 1) if options.explain is not None else 1
 
 
 @dataclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 
 from automlops.ml.explain.records import Explanation
 
@@ -23,3 +24,20 @@ def explanation_frame(explanation: Explanation) -> pl.DataFrame:
             data[f"column_{i + 1}{suffix}"] = pl.Series(names[order[:, o, i]], dtype=pl.String)
             data[f"contribution_{i + 1}{suffix}"] = pl.Series(kept[:, o, i], dtype=pl.Float64)
     return pl.DataFrame(data, height=explanation.rows)
+
+
+def chosen_output_table(explanation: Explanation, output: np.ndarray) -> pa.Table:
+    """One output per row (`output[r]`: its index in `explanation.outputs`): `base`, then
+    `column_i` and `contribution_i` for that output's top K. Batch scoring passes each row's
+    predicted class, so a multiclass file keeps one readable explanation per row."""
+    rows = np.arange(explanation.rows)
+    order, kept = explanation.top()
+    chosen_order, chosen = order[rows, output], kept[rows, output]  # (rows, K)
+    names = pa.array(explanation.columns, pa.string())
+    arrays: list[pa.Array] = [pa.array(explanation.base[rows, output], pa.float64())]
+    labels = ["base"]
+    for i in range(explanation.k):
+        arrays.append(names.take(pa.array(chosen_order[:, i])))
+        arrays.append(pa.array(chosen[:, i], pa.float64()))
+        labels += [f"column_{i + 1}", f"contribution_{i + 1}"]
+    return pa.Table.from_arrays(arrays, names=labels)
