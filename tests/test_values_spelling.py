@@ -11,7 +11,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from automlops.config import Task
+from automlops.config import Manifest, Task
+from automlops.events import object_created
+from automlops.local.runtime import LocalRuntime
 from automlops.ml.columns.plan import fit_columns
 from automlops.ml.columns.target import TargetSpec
 from automlops.ml.columns.transform import (
@@ -21,14 +23,16 @@ from automlops.ml.columns.transform import (
     NumericColumn,
 )
 from automlops.ml.columns.values import json_number, parse_numeric
+from automlops.stages.preprocess import preprocess
 from automlops.tabular.csv_reader import read_csv_bytes, read_csv_file
-from automlops.tabular.schema import ColumnProfile
+from automlops.tabular.schema import ColumnProfile, DatasetSchema
 from automlops.tabular.spelling import (
     NumberSpelling,
     SpellingReader,
     detect_spelling,
     judge_decimal,
 )
+from support import upload
 
 # -- the rules -------------------------------------------------------------------------------
 
@@ -292,3 +296,31 @@ def test_kind_of_spelled_columns() -> None:
     assert infer_kind(pl.Series(["1.234,5", "7"]), decimal=",") is ColumnKind.numeric
     assert infer_kind(pl.Series(["1.234,5", "7"]), decimal=".") is ColumnKind.categorical
     assert infer_kind(pl.Series(["M", "F"])) is ColumnKind.categorical
+
+
+def test_preprocess_reads_decimal_commas_as_the_reader_judged_the_file(
+    runtime: LocalRuntime,
+) -> None:
+    """`93,994` alone looks like a thousands separator; in a `;` file whose other columns
+    show decimal commas it is ninety-three point nine: the columns step takes the reader's
+    judgement of the file (delimiter in view), not one of its own from the values."""
+    lines = ["euribor;rate;y"]
+    for i in range(60):
+        lines.append(
+            f"{90 + i % 7},{(i * 37) % 1000:03d};{i % 5},{i % 10};{'yes' if i % 3 else 'no'}"
+        )
+    data = ("\n".join(lines) + "\n").encode()
+    manifest = Manifest(dataset="de", target="y", positive="yes", time_budget_s=1)
+    key = upload(runtime, manifest, "de.csv", data)
+    info = runtime.store.head("data", key)
+    assert info is not None
+    event = object_created(
+        "data", key, size=info.size, etag=info.etag, configuration_id="preprocess"
+    )
+    preprocess(event.records[0], runtime.ports())
+    [run] = [
+        k for k in runtime.store.list("automl-data", "automl/de/") if k.endswith("schema.json")
+    ]
+    schema = DatasetSchema.model_validate_json(runtime.store.get("automl-data", run))
+    euribor = next(c for c in schema.columns if c.name == "euribor")
+    assert euribor.max is not None and 90 <= euribor.max < 97

@@ -167,7 +167,9 @@ def preprocess(record: S3EventRecord, ports: Ports) -> StageResult:
     splits = split_indices(frame.height, manifest.split, seed=manifest.seed, strata=strata)
     # Fitted column by column on the training rows, without a copy of the training frame;
     # row identifiers are judged on every row (a row number is only one in file order).
-    plan = fit_columns(frame, target, rows=splits[0], y=y[splits[0]], keep=manifest.keep)
+    plan = fit_columns(
+        frame, target, rows=splits[0], y=y[splits[0]], keep=manifest.keep, decimal=usable.decimal
+    )
     transform, profiles = plan.transform, plan.profiles
     merged = merged_note(target)
     notes = usable.notes + ([merged] if merged else []) + plan.notes

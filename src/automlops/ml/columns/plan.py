@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Collection
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Literal, cast
 
 import numpy as np
 import polars as pl
@@ -132,8 +132,12 @@ def fit_columns(
     rows: np.ndarray | None = None,
     y: np.ndarray | None = None,
     keep: Collection[str] = (),
+    decimal: Literal[".", ","] | None = None,
 ) -> ColumnPlan:
     """Decide and fit every column of the training rows.
+
+    `decimal` is the file's decimal mark as the reader judged it (with the delimiter in view:
+    `93,994` in a `;` file is a decimal comma); None judges it from the frame alone.
 
     With `rows`, the training rows are those rows of `train`, taken one column at a time (a
     big upload is never copied whole for its training part). Categorical columns are text
@@ -147,7 +151,8 @@ def fit_columns(
     notes: list[str] = []
     seen: dict[int, str] = {}  # hash of a column's values -> first column with them
     probe = None if y is None else LeakProbe(y, target.task)
-    decimal = frame_decimal(train)  # judged once per file, never per column or cell
+    # Judged once per file, never per column or cell.
+    decimal = frame_decimal(train) if decimal is None else decimal
 
     def training_values(name: str) -> pl.Series:
         values = train.get_column(name)
