@@ -119,3 +119,12 @@ def test_a_dataset_without_champion_is_refused(home: Path, tmp_path: Path) -> No
     result = _predict(home, str(source), "--dataset", DEMO_DATASET)
     assert result.exit_code == 2 and "has no champion" in result.output
     assert "Traceback" not in result.output
+
+
+def test_explain_beyond_its_cap_is_refused_before_anything_runs(home: Path, tmp_path: Path) -> None:
+    source = tmp_path / "in.csv"
+    source.write_bytes(b"mean_radius\n14.1\n")
+    result = _predict(home, str(source), "--dataset", DEMO_DATASET, "--explain", "51")
+    assert result.exit_code == 2
+    assert "--explain" in result.output and "50" in result.output
+    assert not (tmp_path / "in.csv.predictions.csv").exists()

@@ -17,6 +17,7 @@ import typer
 from automlops import command_line as cl
 from automlops import keys
 from automlops.aws.ops import aws_app
+from automlops.config import MAX_EXPLAIN
 from automlops.errors import AutomlopsError
 from automlops.local.runlog import RunRecord
 from automlops.local.runtime import LocalRuntime, open_runtime
@@ -176,7 +177,14 @@ def predict(
     ] = None,
     explain: Annotated[
         int | None,
-        typer.Option("--explain", min=1, help="Top-K feature contributions per row."),
+        typer.Option(
+            "--explain",
+            min=1,
+            max=MAX_EXPLAIN,
+            help="Top-K feature contributions per row, by raw column, with the base value "
+            f"(at most {MAX_EXPLAIN}; more than the model's columns means all of them; "
+            "multiclass: the predicted class's).",
+        ),
     ] = None,
     home: Home = None,
 ) -> None:

@@ -14,6 +14,8 @@ from automlops.names import check_dataset_name
 DEFAULT_HOME = ".automlops"
 # A training time budget is a positive number of seconds, at most a day.
 MAX_TIME_BUDGET_S = 24 * 3600.0
+# Contributions per row a batch scoring may ask for (`automlops predict --explain K`).
+MAX_EXPLAIN = 50
 
 
 class Task(StrEnum):

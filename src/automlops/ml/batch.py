@@ -37,7 +37,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
-from automlops.config import Task
+from automlops.config import MAX_EXPLAIN, Task
 from automlops.errors import DataError, NotFoundError, PermanentError
 from automlops.ml.columns.transform import ColumnKind
 from automlops.ml.columns.values import InvalidValueError
@@ -48,7 +48,6 @@ from automlops.tabular.csv_reader import DELIMITERS, NULL_VALUES
 
 CHUNK_ROWS = 100_000  # ~15 MB of bank text: memory stays far below 1 GB with two in flight
 _CSV_BLOCK_BYTES = 4 << 20
-MAX_EXPLAIN = 50
 
 
 class ScoreOptions(BaseModel):
