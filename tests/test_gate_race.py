@@ -61,8 +61,8 @@ def test_a_candidate_is_compared_again_when_the_champion_changed_meanwhile(
 
     nesting: list[bool] = []
 
-    def decide_then_let_b_win(scored, manifest, evidence, previous):  # type: ignore[no-untyped-def]
-        gate = real_decide(scored, manifest, evidence, previous)
+    def decide_then_let_b_win(scored, manifest, evidence, previous, *rest):  # type: ignore[no-untyped-def]
+        gate = real_decide(scored, manifest, evidence, previous, *rest)
         if nesting:
             return gate  # B's own comparison, inside A's
         outer.append(-1 if previous is None else previous)

@@ -89,7 +89,12 @@ class Reports:
 def reports(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Reports]:
     runtime = open_runtime(tmp_path_factory.mktemp("escaping") / "home")
     manifest = Manifest(
-        dataset=DATASET, target="y", task=Task.multiclass, time_budget_s=1, learners=["linear"]
+        dataset=DATASET,
+        target="y",
+        task=Task.multiclass,
+        time_budget_s=1,
+        learners=["linear"],
+        keep=[CATEGORICAL[0]],  # a copy of the label: a leak preprocessing would drop
     )
     # Two uploads: the second is compared with the first's champion and drifts.
     upload(runtime, manifest, "first.csv", _table(160, seed=1))
