@@ -42,6 +42,7 @@ NOTICES = {
     "redriven": "Moved {count} message(s) back to their queue; the worker picks them up next.",
     "uploaded": "Uploaded {key}. Its run appears below as soon as a worker takes it.",
     "signed-out": "Signed out.",
+    "submitted": "Submitted {key} for scoring. Its run shows here as soon as a worker takes it.",
 }
 
 

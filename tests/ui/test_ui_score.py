@@ -1,0 +1,175 @@
+"""The dashboard's Score page (issue 17): a file submitted from the page is scored by a worker,
+its run and predictions are shown and downloaded, and a row picked from the scored file or
+pasted as JSON or CSV is explained, with contributions that add up to the model's score."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import polars as pl
+from fastapi.testclient import TestClient
+from ui_support import DATASET, HOSTILE, csrf_of
+
+from automlops import keys
+from automlops.demo import breast_cancer_csv
+from automlops.local.runtime import LocalRuntime
+from automlops.local.worker import Worker
+from automlops.ui.score import explain_rows, pasted_rows, score_filename
+
+ROWS = 30
+
+
+def _sample() -> tuple[bytes, list[dict[str, str]]]:
+    """The first demo rows without the target, the third row's radius unreadable."""
+    frame = pl.read_csv(io.BytesIO(breast_cancer_csv()), n_rows=ROWS).drop("diagnosis")
+    text = frame.cast(pl.String).with_columns(
+        pl.when(pl.int_range(pl.len()) == 2)
+        .then(pl.lit("not-a-number"))
+        .otherwise(pl.col("mean_radius"))
+        .alias("mean_radius")
+    )
+    buffer = io.BytesIO()
+    text.write_csv(buffer)
+    rows = list(csv.DictReader(io.StringIO(buffer.getvalue().decode())))
+    return buffer.getvalue(), rows
+
+
+def _submit(client: TestClient, data: bytes, **fields: str) -> TestClient:
+    token = csrf_of(client, "/ui/score")
+    return client.post(
+        "/ui/score",
+        data={"csrf_token": token, "dataset": DATASET, **fields},
+        files={"file": ("../../month 1.csv", data, "text/csv")},
+        follow_redirects=False,
+    )
+
+
+def test_a_file_submitted_on_the_score_page_is_scored_shown_and_downloaded(
+    own_home: Path,
+    client_for: Callable[..., TestClient],
+    open_home: Callable[[Path], LocalRuntime],
+) -> None:
+    client = client_for(own_home)
+    runtime = open_home(own_home)
+    data, rows = _sample()
+    response = _submit(client, data)
+    assert response.status_code == 303, response.text
+    page_url = response.headers["location"].split("?")[0]
+    assert page_url.startswith(f"/ui/score/{DATASET}/")
+    # The file went in under a safe name, with the champion pinned in its options.
+    bucket = runtime.settings.buckets.data
+    assert runtime.store.head(bucket, keys.score_key(DATASET, "month_1.csv")) is not None
+    waiting = client.get(page_url)
+    assert waiting.status_code == 200 and "Waiting for a worker" in waiting.text
+
+    Worker(runtime).run_until_idle()
+    page = client.get(page_url)
+    assert page.status_code == 200
+    assert f"{ROWS - 1} of {ROWS} rows with version 2" in page.text
+    listed = client.get("/ui/score")
+    assert page_url in listed.text and "month_1.csv" in listed.text
+
+    download = client.get(f"{page_url}/predictions")
+    assert download.status_code == 200
+    assert "attachment" in download.headers["content-disposition"]
+    scored = pl.read_csv(io.BytesIO(download.content))
+    assert scored.height == ROWS - 1
+    assert {"prediction", "probability_benign", "probability_malignant"} <= set(scored.columns)
+    errors = client.get(f"{page_url}/errors.csv")
+    assert errors.status_code == 200
+    assert errors.text.splitlines()[1:] == [  # the third data row, and why
+        "3,mean_radius,cannot read 'not-a-number' as a number"
+    ]
+
+    # A row picked from the preview is explained by the version that scored the file.
+    picked = client.get(f"{page_url}?row=0")
+    assert picked.status_code == 200
+    assert "Why row 1" in picked.text and "Every column, by version 2" in picked.text
+    assert "mean_radius" in picked.text
+    assert client.get(f"{page_url}?row=999").status_code == 404
+    assert client.get(f"/ui/score/{DATASET}/no-such-run/predictions").status_code == 404
+
+
+def test_a_pasted_row_is_explained_the_same_as_json_or_csv_and_adds_up(
+    ui_home: Path,
+    client_for: Callable[..., TestClient],
+) -> None:
+    client = client_for(ui_home)
+    _, rows = _sample()
+    row = rows[0]
+    as_csv = ",".join(row) + "\n" + ",".join(row.values())
+    as_json = (
+        "{" + ", ".join(f'"{k}": {v}' for k, v in row.items()) + f', "{HOSTILE}": 1' + "}"
+    )
+    token = csrf_of(client, "/ui/score")
+    answers = []
+    for text in (as_json, as_csv):
+        page = client.post(
+            "/ui/score/explain", data={"csrf_token": token, "dataset": DATASET, "row": text}
+        )
+        assert page.status_code == 200, page.text
+        assert "Answered by version 2" in page.text
+        answers.append(re.findall(r'class="num">([+-][0-9.]+)<', page.text))
+    assert answers[0] and answers[0] == answers[1]
+    assert HOSTILE not in page.text  # the unknown column named in the JSON is shown escaped
+    bad = client.post(
+        "/ui/score/explain", data={"csrf_token": token, "dataset": DATASET, "row": "{oops"}
+    )
+    assert bad.status_code == 400 and "not valid JSON" in bad.text
+
+    # The numbers behind the page: base + contributions = the log-odds of P(malignant).
+    models = client.app.state.models  # type: ignore[attr-defined]  # FastAPI's app.state
+    explained = explain_rows(models, DATASET, None, pasted_rows(as_csv))
+    (answer,) = explained["rows"]
+    (output,) = answer["outputs"]
+    p = answer["prediction"]["probabilities"]["malignant"]
+    total = output["base"] + sum(c["value"] for c in output["contributions"])
+    assert math.isclose(total, math.log(p / (1 - p)), abs_tol=1e-4)
+    assert {c["column"] for c in output["contributions"]} == set(row)
+
+
+def test_scoring_from_the_page_needs_the_form_token_and_a_scorable_file(
+    own_home: Path,
+    client_for: Callable[..., TestClient],
+    open_home: Callable[[Path], LocalRuntime],
+) -> None:
+    client = client_for(own_home)
+    runtime = open_home(own_home)
+    data, _ = _sample()
+    refused = client.post(
+        "/ui/score",
+        data={"dataset": DATASET},
+        files={"file": ("a.csv", data, "text/csv")},
+        follow_redirects=False,
+    )
+    assert refused.status_code == 403
+    token = csrf_of(client, "/ui/score")
+    for fields, message in (
+        ({"dataset": "broken"}, "broken"),  # no champion
+        ({"dataset": DATASET, "version": "x"}, "whole number"),
+    ):
+        page = client.post(
+            "/ui/score",
+            data={"csrf_token": token, **fields},
+            files={"file": ("b.csv", data, "text/csv")},
+        )
+        assert page.status_code == 400 and message in page.text
+    page = client.post(
+        "/ui/score",
+        data={"csrf_token": token, "dataset": DATASET},
+        files={"file": ("b.txt", data, "text/plain")},
+    )
+    assert page.status_code == 400 and "only .csv and .parquet" in page.text
+    stored = runtime.store.list(runtime.settings.buckets.data, "score/")
+    assert all("b." not in key for key in stored)
+
+
+def test_score_file_names_are_made_safe() -> None:
+    assert score_filename("C:\\Users\\me\\jan 2026.parquet") == "jan_2026.parquet"
+    assert score_filename("../../.hidden.csv") == "hidden.csv"
+    assert score_filename("x" * 300 + ".csv").endswith(".csv")
