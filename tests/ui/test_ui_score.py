@@ -56,7 +56,7 @@ def test_a_file_submitted_on_the_score_page_is_scored_shown_and_downloaded(
 ) -> None:
     client = client_for(own_home)
     runtime = open_home(own_home)
-    data, rows = _sample()
+    data, _ = _sample()
     response = _submit(client, data)
     assert response.status_code == 303, response.text
     page_url = response.headers["location"].split("?")[0]
@@ -103,9 +103,7 @@ def test_a_pasted_row_is_explained_the_same_as_json_or_csv_and_adds_up(
     _, rows = _sample()
     row = rows[0]
     as_csv = ",".join(row) + "\n" + ",".join(row.values())
-    as_json = (
-        "{" + ", ".join(f'"{k}": {v}' for k, v in row.items()) + f', "{HOSTILE}": 1' + "}"
-    )
+    as_json = "{" + ", ".join(f'"{k}": {v}' for k, v in row.items()) + f', "{HOSTILE}": 1' + "}"
     token = csrf_of(client, "/ui/score")
     answers = []
     for text in (as_json, as_csv):
