@@ -243,3 +243,30 @@ def training_job_state(event: dict[str, Any], context: Any) -> dict[str, Any]:
         extra={"job": failure.job_name, "status": failure.status, "error": failure.reason},
     )
     return {"recorded": key}
+
+
+@logger.inject_lambda_context(clear_state=True)
+def transform_job_state(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Lambda handler (EventBridge): a scoring run's Batch Transform job ended.
+
+    Completed, failed or stopped, the end is recorded on the run (`transform-job.json` beside
+    its predictions, with SageMaker's reason for a failure) and logged as the run's outcome.
+    An event that is not a transform job's state change raises: Lambda retries it, then its
+    on-failure destination keeps it.
+    """
+    from automlops.aws.transform import record_of, write_record
+
+    rt = current_runtime()
+    record = record_of(event)
+    if record is None:
+        return {"recorded": None}
+    logger.append_keys(dataset=record.dataset, run_id=record.run_id, stage="score")
+    key = write_record(rt.store, rt.config.bucket_model_output, record)
+    if record.status == "Completed":
+        logger.info("run succeeded: its transform job completed", extra={"output": record.output})
+    else:
+        logger.error(
+            "run failed: its transform job failed",
+            extra={"job": record.job, "status": record.status, "error": record.reason},
+        )
+    return {"recorded": key}
