@@ -12,14 +12,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
+import pytest
 from fastapi.testclient import TestClient
 from ui_support import DATASET, HOSTILE, csrf_of
 
 from automlops import keys
 from automlops.demo import breast_cancer_csv
-from automlops.local.runtime import LocalRuntime
+from automlops.local.runtime import LocalRuntime, open_runtime
 from automlops.local.worker import Worker
-from automlops.ui.score import explain_rows, pasted_rows, score_filename
+from automlops.ml.explain.table import explanation_frame
+from automlops.ml.predictor import Predictor
+from automlops.ui.score import explain_rows, pasted_rows, score_filename, stored_explanation
 
 ROWS = 30
 
@@ -171,3 +174,67 @@ def test_score_file_names_are_made_safe() -> None:
     assert score_filename("C:\\Users\\me\\jan 2026.parquet") == "jan_2026.parquet"
     assert score_filename("../../.hidden.csv") == "hidden.csv"
     assert score_filename("x" * 300 + ".csv").endswith(".csv")
+
+
+def test_contribution_columns_of_a_scored_file_are_read_back_per_output(ui_home: Path) -> None:
+    """The columns batch scoring writes with --explain K (ml/explain/table.py) are shown for a
+    picked row: base, then each column and its contribution, largest first."""
+    runtime = open_runtime(ui_home)
+    try:
+        entry = runtime.registry.read(DATASET).get(2)
+        artifact = runtime.store.get(entry.artifact_bucket, entry.artifact_key)
+    finally:
+        runtime.close()
+    predictor = Predictor.from_bytes(artifact)
+    _, rows = _sample()
+    explanation = predictor.explain_rows(rows[:2], k=3).explanation
+    written = explanation_frame(explanation).cast(pl.String)
+    columns = ["mean_radius", "prediction", *written.columns]
+    row = {"mean_radius": "17.99", "prediction": "malignant", **written.row(1, named=True)}
+    (output,) = stored_explanation(columns, row)
+    order, kept = explanation.top()
+    assert output["base"] == written["base"][1]
+    assert [c["column"] for c in output["contributions"]] == [
+        explanation.columns[i] for i in order[1, 0]
+    ]
+    assert [float(c["value"]) for c in output["contributions"]] == pytest.approx(kept[1, 0])
+    # Several outputs (multiclass) are told apart by their [label] suffix.
+    several = stored_explanation(
+        [
+            "base[a]",
+            "column_1[a]",
+            "contribution_1[a]",
+            "base[b]",
+            "column_1[b]",
+            "contribution_1[b]",
+        ],
+        {
+            "base[a]": "0.1",
+            "column_1[a]": "x",
+            "contribution_1[a]": "0.5",
+            "base[b]": "0.2",
+            "column_1[b]": "y",
+            "contribution_1[b]": "-0.5",
+        },
+    )
+    assert [(o["name"], o["base"], o["contributions"]) for o in several] == [
+        ("a", "0.1", [{"column": "x", "value": "0.5"}]),
+        ("b", "0.2", [{"column": "y", "value": "-0.5"}]),
+    ]
+
+
+def test_a_file_scored_with_an_id_column_only_is_not_explained_from_its_output(
+    own_home: Path,
+    client_for: Callable[..., TestClient],
+    open_home: Callable[[Path], LocalRuntime],
+) -> None:
+    client = client_for(own_home)
+    data, _ = _sample()
+    response = _submit(client, data, id_column="mean_texture")
+    assert response.status_code == 303, response.text
+    page_url = response.headers["location"].split("?")[0]
+    Worker(open_home(own_home)).run_until_idle()
+    picked = client.get(f"{page_url}?row=0")
+    assert picked.status_code == 200
+    assert "keeping only &#39;mean_texture&#39;" in picked.text
+    assert "Every column, by version" not in picked.text  # no explanation of imputed values

@@ -362,13 +362,21 @@ def build_score_pages(ui: UiContext) -> APIRouter:
             if not 0 <= row < table.height:
                 raise UiError(404, "No such row", f"The preview has rows 1 to {table.height}.")
             picked = table.row(row, named=True)
-            inputs = {k: v for k, v in picked.items() if not _EXPLAIN_COLUMN.match(k)}
-            models: ModelCache = request.app.state.models
             assert lineage is not None
-            try:
-                explained = explain_rows(models, name, lineage.model_version, [inputs])
-            except ScoreFormError as exc:
-                explain_error = str(exc)
+            if lineage.options.id_column is not None:
+                # The output kept only the id column: the row's inputs are not in it.
+                explain_error = (
+                    f"This file was scored keeping only {lineage.options.id_column!r}: the "
+                    "row's input values are not in the predictions. Paste the row on the "
+                    "Score page to explain it."
+                )
+            else:
+                inputs = {k: v for k, v in picked.items() if not _EXPLAIN_COLUMN.match(k)}
+                models: ModelCache = request.app.state.models
+                try:
+                    explained = explain_rows(models, name, lineage.model_version, [inputs])
+                except ScoreFormError as exc:
+                    explain_error = str(exc)
         columns = [] if table is None else table.columns
         return ui.render(
             request,
