@@ -238,3 +238,29 @@ def test_a_file_scored_with_an_id_column_only_is_not_explained_from_its_output(
     assert picked.status_code == 200
     assert "keeping only &#39;mean_texture&#39;" in picked.text
     assert "Every column, by version" not in picked.text  # no explanation of imputed values
+
+
+def test_the_score_page_reads_and_acts_with_the_key_as_the_others(
+    ui_home: Path, client_for: Callable[..., TestClient]
+) -> None:
+    key = "s3cret-key-for-tests"
+    protected = client_for(ui_home, api_key=key, protect_ui=True)
+    for path in ("/ui/score", f"/ui/score/{DATASET}/0123456789abcdef/predictions"):
+        response = protected.get(path, follow_redirects=False)
+        assert response.status_code == 303, path
+        assert response.headers["location"].startswith("/ui/login?next=")
+    # Reading is open without --protect-ui; scoring and explaining need the key.
+    keyed = client_for(ui_home, api_key=key)
+    token = csrf_of(keyed, "/ui/score")
+    data, rows = _sample()
+    refused = keyed.post(
+        "/ui/score",
+        data={"csrf_token": token, "dataset": DATASET},
+        files={"file": ("a.csv", data, "text/csv")},
+    )
+    assert refused.status_code == 401
+    row = ",".join(rows[0]) + "\n" + ",".join(rows[0].values())
+    explain = {"dataset": DATASET, "row": row}
+    assert keyed.post("/ui/score/explain", data={"csrf_token": token, **explain}).status_code == 401
+    answered = keyed.post("/ui/score/explain", data=explain, headers={"x-api-key": key})
+    assert answered.status_code == 200 and "Answered by version 2" in answered.text
