@@ -32,7 +32,7 @@ from automlops.aws.transform import (
 from automlops.demo import breast_cancer_csv
 from automlops.errors import PermanentError
 from automlops.events import object_created
-from automlops.ml.batch import TableFormat
+from automlops.ml.batch import ScoreOptions, TableFormat
 from automlops.routing import Stage
 from support import DEMO_DATASET
 
@@ -156,12 +156,18 @@ def test_the_size_threshold_choice() -> None:
         queue_evaluation="q",
         score_function_max_bytes=1000,
     )
-    assert choose_scoring(1000, TableFormat.csv, config).where == "function"
-    assert choose_scoring(1001, TableFormat.csv, config).where == "transform"
-    assert choose_scoring(10, TableFormat.parquet, config).where == "function"
+    plain = ScoreOptions()
+    assert choose_scoring(1000, TableFormat.csv, plain, config).where == "function"
+    assert choose_scoring(1001, TableFormat.csv, plain, config).where == "transform"
+    assert choose_scoring(10, TableFormat.parquet, plain, config).where == "function"
     with pytest.raises(PermanentError, match="only CSV files"):
-        choose_scoring(1001, TableFormat.parquet, config)
+        choose_scoring(1001, TableFormat.parquet, plain, config)
+    # What a transform job cannot do is refused, not silently left out.
+    for options in (ScoreOptions(explain=3), ScoreOptions(id_column="id")):
+        assert choose_scoring(1000, TableFormat.csv, options, config).where == "function"
+        with pytest.raises(PermanentError, match="without explain or id_column"):
+            choose_scoring(1001, TableFormat.csv, options, config)
     # The function holds the file in memory: at most a third of it, whatever is configured.
     small = config.model_copy(update={"score_function_max_bytes": 10**12, "function_memory_mb": 3})
     assert small.score_function_bytes() == 1024 * 1024
-    assert choose_scoring(1024 * 1024 + 1, TableFormat.csv, small).where == "transform"
+    assert choose_scoring(1024 * 1024 + 1, TableFormat.csv, plain, small).where == "transform"

@@ -31,7 +31,7 @@ from automlops.aws.sagemaker import (
 )
 from automlops.errors import PermanentError
 from automlops.events import S3EventRecord
-from automlops.ml.batch import TableFormat
+from automlops.ml.batch import ScoreOptions, TableFormat
 from automlops.ports import ObjectStore, Ports
 from automlops.routing import Stage
 from automlops.stages import STAGES, StageResult
@@ -61,17 +61,25 @@ class ScoringChoice:
     reason: str
 
 
-def choose_scoring(size: int, fmt: TableFormat, config: AwsConfig) -> ScoringChoice:
-    """In the function while the file fits it, else a transform job (CSV only: a Parquet
-    file cannot be split by line, so one too big for the function is refused with why)."""
+def choose_scoring(
+    size: int, fmt: TableFormat, options: ScoreOptions, config: AwsConfig
+) -> ScoringChoice:
+    """In the function while the file fits it, else a transform job. What a transform job
+    cannot do is refused with why, never done differently: a Parquet file (it splits files
+    by line), `explain` and `id_column` (it answers one line of predictions per row)."""
     limit = config.score_function_bytes()
     if size <= limit:
         return ScoringChoice("function", f"{size:,} bytes fit in the function (<= {limit:,})")
+    too_big = f"a file of {size:,} bytes is more than the score function takes ({limit:,})"
     if fmt is not TableFormat.csv:
         raise PermanentError(
-            f"a {fmt.value} file of {size:,} bytes is more than the score function takes "
-            f"({limit:,}) and only CSV files are scored by a Batch Transform job: "
-            "split it or drop it as CSV"
+            f"{too_big} and only CSV files are scored by a Batch Transform job: split it or "
+            "drop it as CSV"
+        )
+    if options.explain is not None or options.id_column is not None:
+        raise PermanentError(
+            f"{too_big}; a Batch Transform job writes the predictions alone, without "
+            "explain or id_column: split the file, or drop those options"
         )
     return ScoringChoice("transform", f"{size:,} bytes > {limit:,}: a Batch Transform job")
 
@@ -213,12 +221,11 @@ class ScoreDispatcher:
         if not size:  # a hand-made event: ask the store
             info = ports.store.head(record.bucket, record.key)
             size = 0 if info is None else info.size
-        fmt = TableFormat.of(record.key)
-        choice = choose_scoring(size, fmt, self.config)
+        job = plan(record, ports)
+        choice = choose_scoring(size, job.fmt, job.options, self.config)
         ports.progress(f"scoring in the {choice.where}: {choice.reason}")
         if choice.where == "function":
             return STAGES[Stage.score].run(record, ports)
-        job = plan(record, ports)
         done = read_record(ports.store, self.config.bucket_model_output, job.run)
         if done is not None and done.status == "Completed":
             return StageResult(run=job.run, duplicate=True, note=f"already scored by {done.job}")
