@@ -106,6 +106,7 @@ def _iam_calls(service: str, operation: str, p: dict[str, Any]) -> list[Call]:
             "EndpointConfig": ("endpoint-config", "EndpointConfigName"),
             "Endpoint": ("endpoint", "EndpointName"),
             "TrainingJob": ("training-job", "TrainingJobName"),
+            "TransformJob": ("transform-job", "TransformJobName"),
         }
         kind = next(k for k in sorted(kinds, key=len, reverse=True) if operation.endswith(k))
         prefix, name_param = kinds[kind]

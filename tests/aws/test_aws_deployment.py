@@ -27,6 +27,8 @@ FUNCTIONS = {
 TRAINING_JOB_STATE = "TrainingJobStateLambdaFunction"
 # Not a stage: the monitor on its schedule (tests/aws/test_aws_monitoring.py).
 MONITOR = "MonitorLambdaFunction"
+TRANSFORM_JOB_STATE = "TransformJobStateLambdaFunction"
+JOB_STATES = (TRAINING_JOB_STATE, TRANSFORM_JOB_STATE)
 
 
 def test_cfn_lint_finds_no_errors(packaged_dir: Path) -> None:
@@ -45,7 +47,7 @@ def test_cfn_lint_finds_no_errors(packaged_dir: Path) -> None:
 
 
 def test_packaging_needs_digest_pinned_images_only(stack: Stack) -> None:
-    for function in [*FUNCTIONS, TRAINING_JOB_STATE]:
+    for function in [*FUNCTIONS, *JOB_STATES]:
         uri = stack.resources[function]["Properties"]["Code"]["ImageUri"]
         assert "@sha256:" in uri, uri
 
@@ -64,17 +66,15 @@ def _function_stage(stack: Stack, function: str) -> Stage:
 
 
 def test_every_function_runs_its_own_stage_handler(stack: Stack) -> None:
-    functions = set(stack.of_type("AWS::Lambda::Function")) - {TRAINING_JOB_STATE, MONITOR}
+    functions = set(stack.of_type("AWS::Lambda::Function")) - {*JOB_STATES, MONITOR}
     assert {f: _function_stage(stack, f) for f in functions} == FUNCTIONS
-    for function in [*functions, TRAINING_JOB_STATE, MONITOR]:
+    for function in [*functions, *JOB_STATES, MONITOR]:
         assert callable(load_handler(stack.handler_of(function)))
 
 
 def test_failed_training_jobs_of_this_stack_reach_their_handler(stack: Stack) -> None:
     assert stack.handler_of(TRAINING_JOB_STATE) == "automlops.aws.handlers.training_job_state"
-    (rule,) = (
-        r for r in stack.of_type("AWS::Events::Rule").values() if _targets(r, TRAINING_JOB_STATE)
-    )
+    (rule,) = _rules_of(stack, TRAINING_JOB_STATE)
     pattern = rule["Properties"]["EventPattern"]
     assert pattern["source"] == ["aws.sagemaker"]
     assert pattern["detail-type"] == ["SageMaker Training Job State Change"]
@@ -84,13 +84,35 @@ def test_failed_training_jobs_of_this_stack_reach_their_handler(stack: Stack) ->
     (target,) = rule["Properties"]["Targets"]
     assert target["Arn"]["Fn::GetAtt"][0] == TRAINING_JOB_STATE
     # Events the handler could not take after Lambda's retries are kept, not dropped.
-    (invoke_config,) = (
+    assert _on_failure(stack, TRAINING_JOB_STATE) == "TrainingJobStateDeadLetterQueue"
+
+
+def _rules_of(stack: Stack, function: str) -> list[dict[str, Any]]:
+    return [
+        rule for rule in stack.of_type("AWS::Events::Rule").values() if _targets(rule, function)
+    ]
+
+
+def _on_failure(stack: Stack, function: str) -> str:
+    (config,) = [
         c
         for c in stack.of_type("AWS::Lambda::EventInvokeConfig").values()
-        if c["Properties"]["FunctionName"]["Ref"] == TRAINING_JOB_STATE
+        if c["Properties"]["FunctionName"]["Ref"] == function
+    ]
+    return str(
+        config["Properties"]["DestinationConfig"]["OnFailure"]["Destination"]["Fn::GetAtt"][0]
     )
-    destination = invoke_config["Properties"]["DestinationConfig"]["OnFailure"]["Destination"]
-    assert destination["Fn::GetAtt"][0] == "TrainingJobStateDeadLetterQueue"
+
+
+def test_ended_transform_jobs_of_this_stack_reach_their_handler(stack: Stack) -> None:
+    assert stack.handler_of(TRANSFORM_JOB_STATE) == "automlops.aws.handlers.transform_job_state"
+    (rule,) = _rules_of(stack, TRANSFORM_JOB_STATE)
+    pattern = rule["Properties"]["EventPattern"]
+    assert pattern["source"] == ["aws.sagemaker"]
+    assert pattern["detail-type"] == ["SageMaker Transform Job State Change"]
+    assert set(pattern["detail"]["TransformJobStatus"]) == {"Completed", "Failed", "Stopped"}
+    assert pattern["detail"]["TransformJobName"] == [{"prefix": "automlops-dev-"}]
+    assert _on_failure(stack, TRANSFORM_JOB_STATE) == "TransformJobStateDeadLetterQueue"
 
 
 def _targets(rule: dict[str, Any], function: str) -> bool:
@@ -198,7 +220,7 @@ def test_every_event_source_bounds_its_concurrency(stack: Stack) -> None:
 def test_each_function_has_its_own_role_and_no_shared_role_exists(stack: Stack) -> None:
     roles = stack.of_type("AWS::IAM::Role")
     assert "IamRoleLambdaExecution" not in roles
-    functions = [*FUNCTIONS, TRAINING_JOB_STATE, MONITOR]
+    functions = [*FUNCTIONS, *JOB_STATES, MONITOR]
     function_roles = {stack.role_of(f) for f in functions}
     assert len(function_roles) == len(functions)
     assert set(roles) == function_roles | {"SageMakerExecutionRole"}
@@ -310,6 +332,24 @@ def _probes(stack: Stack) -> dict[str, Call]:
         "write predictions": Call(
             "s3:PutObject", f"arn:aws:s3:::{name['ModelOutputBucket']}/predictions/d/r/f.csv"
         ),
+        "start transform": Call(
+            "sagemaker:CreateTransformJob",
+            _arn("sagemaker", "transform-job/automlops-dev-abc-a1"),
+            {"aws:RequestTag/automlops:stack": "automlops-dev"},
+        ),
+        "start another stack's transform": Call(
+            "sagemaker:CreateTransformJob",
+            _arn("sagemaker", "transform-job/other-abc-a1"),
+            {"aws:RequestTag/automlops:stack": "other"},
+        ),
+        "write transform output": Call(
+            "s3:PutObject",
+            f"arn:aws:s3:::{name['ModelOutputBucket']}/predictions/d/r/transform/f.csv.out",
+        ),
+        "record transform end": Call(
+            "s3:PutObject",
+            f"arn:aws:s3:::{name['ModelOutputBucket']}/predictions/d/r/transform-job.json",
+        ),
     }
 
 
@@ -354,7 +394,17 @@ EXPECTED: dict[str, set[str]] = {
         *HOSTING,
     },
     TRAINING_JOB_STATE: {"record run failure"},
-    "ScoreLambdaFunction": {"read file to score", "write predictions", "see missing model"},
+    TRANSFORM_JOB_STATE: {"record transform end"},
+    "ScoreLambdaFunction": {
+        "read file to score",
+        "write predictions",
+        "see missing model",
+        # Files too big for the function: a transform job of the version's model.
+        "start transform",
+        "pass sagemaker role",
+        "write transform output",
+        "record transform end",
+    },
     MONITOR: {"read split", "see missing split", "see missing model"},
 }
 
@@ -369,7 +419,15 @@ def test_function_roles_allow_exactly_their_stage(stack: Stack, function: str) -
 def test_sagemaker_role_reads_channels_and_writes_models_only(stack: Stack) -> None:
     statements = stack.statements("SageMakerExecutionRole")
     granted = {name for name, call in _probes(stack).items() if allowed(statements, call)}
-    assert granted == {"read split", "write model", "see missing split", "see missing model"}
+    assert granted == {
+        "read split",
+        "write model",
+        "see missing split",
+        "see missing model",
+        # Batch Transform jobs: the file to score in, the predictions out.
+        "read file to score",
+        "write transform output",
+    }
 
 
 def test_ssm_parameters_name_the_stack(stack: Stack) -> None:

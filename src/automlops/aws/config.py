@@ -19,6 +19,8 @@ so operators, CI workflows and the training container can find a stack by its st
 | AUTOMLOPS_FUNCTION_MAX_ROWS          | training/function-max-rows       |
 | AUTOMLOPS_FUNCTION_MAX_BYTES         | training/function-max-bytes      |
 | AUTOMLOPS_FUNCTION_MAX_SECONDS       | training/function-max-seconds    |
+| AUTOMLOPS_SCORE_FUNCTION_MAX_BYTES   | scoring/function-max-bytes       |
+| AUTOMLOPS_TRANSFORM_INSTANCE_TYPE    | scoring/transform-instance-type  |
 | AUTOMLOPS_SERVERLESS_MEMORY_MB       | endpoint/memory-mb               |
 | AUTOMLOPS_SERVERLESS_MAX_CONCURRENCY | endpoint/max-concurrency         |
 | AUTOMLOPS_ENDPOINT_WAIT_S            | endpoint/wait-seconds            |
@@ -56,6 +58,16 @@ _KEYS: tuple[tuple[str, str, str], ...] = (
     ("AUTOMLOPS_FUNCTION_MAX_ROWS", "training/function-max-rows", "function_max_rows"),
     ("AUTOMLOPS_FUNCTION_MAX_BYTES", "training/function-max-bytes", "function_max_bytes"),
     ("AUTOMLOPS_FUNCTION_MAX_SECONDS", "training/function-max-seconds", "function_max_seconds"),
+    (
+        "AUTOMLOPS_SCORE_FUNCTION_MAX_BYTES",
+        "scoring/function-max-bytes",
+        "score_function_max_bytes",
+    ),
+    (
+        "AUTOMLOPS_TRANSFORM_INSTANCE_TYPE",
+        "scoring/transform-instance-type",
+        "transform_instance_type",
+    ),
     ("AUTOMLOPS_SERVERLESS_MEMORY_MB", "endpoint/memory-mb", "serverless_memory_mb"),
     (
         "AUTOMLOPS_SERVERLESS_MAX_CONCURRENCY",
@@ -93,6 +105,11 @@ class AwsConfig(BaseModel):
     function_max_rows: int = 1_000_000
     function_max_bytes: int = 256 * 1024 * 1024
     function_max_seconds: float = 600.0
+    # Batch scoring in the function (which holds the file in memory and on disk) up to this
+    # size and a third of its memory; above, a SageMaker Batch Transform job.
+    score_function_max_bytes: int = 512 * 1024 * 1024
+    transform_instance_type: str = "ml.m5.xlarge"
+    transform_max_payload_mb: int = 6
     serverless_memory_mb: int = 2048
     serverless_max_concurrency: int = 5
     endpoint_wait_s: float = 720.0
@@ -110,6 +127,10 @@ class AwsConfig(BaseModel):
         if self.function_memory_mb is None:
             return default
         return min(default, self.function_memory_mb * 1024 * 1024 // UPLOAD_MEMORY_SHARE)
+
+    def score_function_bytes(self) -> int:
+        """The largest file the score function scores itself (see `score_function_max_bytes`)."""
+        return self.max_upload_bytes(self.score_function_max_bytes)
 
     def settings(self) -> Settings:
         """The runtime Settings the stages see."""

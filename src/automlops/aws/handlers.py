@@ -282,3 +282,29 @@ def monitor(event: dict[str, Any], context: Any) -> dict[str, Any]:
         "reports": {dataset: result.json_key for dataset, result in results.items()},
         "alerts": {dataset: len(result.report.alerts) for dataset, result in results.items()},
     }
+
+
+def transform_job_state(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Lambda handler (EventBridge): a scoring run's Batch Transform job ended.
+
+    Completed, failed or stopped, the end is recorded on the run (`transform-job.json` beside
+    its predictions, with SageMaker's reason for a failure) and logged as the run's outcome.
+    An event that is not a transform job's state change raises: Lambda retries it, then its
+    on-failure destination keeps it.
+    """
+    from automlops.aws.transform import record_of, write_record
+
+    rt = current_runtime()
+    record = record_of(event)
+    if record is None:
+        return {"recorded": None}
+    logger.append_keys(dataset=record.dataset, run_id=record.run_id, stage="score")
+    key = write_record(rt.store, rt.config.bucket_model_output, record)
+    if record.status == "Completed":
+        logger.info("run succeeded: its transform job completed", extra={"output": record.output})
+    else:
+        logger.error(
+            "run failed: its transform job failed",
+            extra={"job": record.job, "status": record.status, "error": record.reason},
+        )
+    return {"recorded": key}

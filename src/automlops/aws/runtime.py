@@ -12,6 +12,7 @@ from automlops.aws.s3_store import S3ObjectStore
 from automlops.aws.sagemaker import SageMakerModelHost, TrainingJobLauncher
 from automlops.aws.sqs_queue import SqsQueue
 from automlops.aws.training import TrainDispatcher
+from automlops.aws.transform import ScoreDispatcher, TransformJobLauncher
 from automlops.errors import PermanentError
 from automlops.ports import Ports, ProgressFn
 from automlops.registry import Registry, VersionStatus
@@ -137,8 +138,13 @@ def build_runtime(
     runners: dict[Stage, StageRunner] = {stage: spec.run for stage, spec in STAGES.items()}
     # Training runs in the function or as a SageMaker job, as the config says.
     runners[Stage.train] = TrainDispatcher(config, launcher)
-    store = S3ObjectStore(session.client("s3", **options))
+    s3 = session.client("s3", **options)
+    store = S3ObjectStore(s3)
     host = SageMakerModelHost(config, sagemaker, runtime)
+    # Scoring runs in the function while the file fits, else as a Batch Transform job.
+    runners[Stage.score] = ScoreDispatcher(
+        config, TransformJobLauncher(config, sagemaker, s3), host
+    )
     lifecycle = hosting_lifecycle(config, host, store)
     for stage in (Stage.deploy, Stage.evaluate):
         runners[stage] = ReconcilingRunner(stage, runners[stage], lifecycle)

@@ -25,6 +25,14 @@ from automlops.ui.context import (
     valid_dataset,
 )
 from automlops.ui.pages import render_upload
+from automlops.ui.score import (
+    ScoreForm,
+    ScoreFormError,
+    explain_pasted,
+    render_score,
+    spool,
+    submit_form,
+)
 from automlops.ui.security import CSRF_COOKIE, CSRF_FIELD, SESSION_COOKIE, LoginResult
 from automlops.ui.upload import UploadError, UploadForm, spooled, store_upload
 from automlops.usecases import dead_letters, promotion
@@ -180,6 +188,55 @@ def build_actions(ui: UiContext) -> APIRouter:
         return redirect(
             _with_query(f"{PREFIX}/runs", done="uploaded", key=filename, dataset=done.dataset)
         )
+
+    @router.post("/score")
+    async def score(request: Request) -> Response:
+        """Submit a file for scoring (its options first, then the file, whose notification
+        starts the scoring run), then show that run."""
+        form = await form_of(request)
+        try:
+            file = form.get("file")
+            values = {
+                k: str(form.get(k, "")) for k in ("dataset", "version", "explain", "id_column")
+            }
+            if not isinstance(file, UploadFile) or not file.filename:
+                return render_score(
+                    ui, request, status=400, error="Choose a CSV or Parquet file.", values=values
+                )
+            if file.size is not None and file.size > ui.max_upload_bytes:
+                raise too_large()
+            await file.seek(0)
+            source = await asyncio.to_thread(spool, file.file, file.filename)
+            score_form = ScoreForm(filename=file.filename, **values)
+            try:
+                sub = await asyncio.to_thread(submit_form, ui, score_form, source)
+            except ScoreFormError as exc:
+                return render_score(ui, request, status=400, error=str(exc), values=values)
+        finally:
+            await form.close()
+        return redirect(
+            _with_query(
+                f"{PREFIX}/score/{sub.run.dataset}/{sub.run.run_id}", done="submitted", key=sub.key
+            )
+        )
+
+    @router.post("/score/explain")
+    async def explain(request: Request) -> Response:
+        """Predict a pasted row (JSON or CSV) and show each column's contribution."""
+        form = await form_of(request)
+        values = {k: str(form.get(k, "")) for k in ("dataset", "version", "row")}
+        try:
+            # Loading a model and explaining are CPU work: off the event loop.
+            explained = await asyncio.to_thread(
+                explain_pasted,
+                request.app.state.models,
+                values["dataset"],
+                values["version"],
+                values["row"],
+            )
+        except ScoreFormError as exc:
+            return render_score(ui, request, status=400, explain_error=str(exc), values=values)
+        return render_score(ui, request, values=values, explained=explained)
 
     @router.get("/login")
     def login_form(request: Request, next: str | None = None) -> Response:

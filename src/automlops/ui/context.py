@@ -43,6 +43,7 @@ NOTICES = {
     "uploaded": "Uploaded {key} to dataset {dataset}. Its run appears below as soon as a worker "
     "takes it.",
     "signed-out": "Signed out.",
+    "submitted": "Submitted {key} for scoring. Its run shows here as soon as a worker takes it.",
 }
 
 

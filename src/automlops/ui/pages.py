@@ -18,6 +18,7 @@ from automlops.manifests import load_manifest
 from automlops.ml.learners.catalog import LEARNER_NAMES
 from automlops.ui import views
 from automlops.ui.context import PREFIX, UiContext, UiError, valid_dataset, valid_run_id
+from automlops.ui.score import build_score_pages
 from automlops.usecases.lineage import trace
 
 # The files a run page may show as text (automl-data bucket), by name.
@@ -311,6 +312,7 @@ def build_pages(ui: UiContext) -> APIRouter:
         return Response(data, media_type=media_type, headers=_FILE_HEADERS)
 
     router.include_router(pages)
+    router.include_router(build_score_pages(ui))
     return router
 
 

@@ -1,0 +1,323 @@
+"""Where a file is scored on AWS: in the score function while it fits, else a SageMaker Batch
+Transform job running the project's image (its `/invocations`, the serving code) on the file.
+
+The score function reads the whole file into memory and onto its disk (`stages.score`), so a
+file above `AwsConfig.score_function_max_bytes` (at most a third of the function's memory)
+goes to a transform job instead: CSV split by line into mini-batches, one answer line per row
+(`serving.invocation`: P(positive), the label, or the value), assembled by line under
+`predictions/<dataset>/<run>/transform/`. The job's end, completed or failed, is announced by
+EventBridge and recorded beside it as `transform-job.json` (`transform_job_state` handler), as
+a training job's failure is recorded on its run.
+
+The job runs the version's SageMaker model, the one hosting creates (`ensure_version`).
+Launching is idempotent: a job of the run in progress or completed is found, not doubled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from botocore.exceptions import ClientError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from automlops import keys
+from automlops.aws.config import AwsConfig
+from automlops.aws.sagemaker import (
+    MAX_ATTEMPTS,
+    SageMakerModelHost,
+    limit_checked,
+    training_job_name,
+)
+from automlops.errors import PermanentError
+from automlops.events import S3EventRecord
+from automlops.ml.batch import ScoreOptions, TableFormat
+from automlops.ports import ObjectStore, Ports
+from automlops.routing import Stage
+from automlops.stages import STAGES, StageResult
+from automlops.stages.score import ScoreJob, plan
+
+# The transform job's environment names its run (EventBridge's detail carries it back).
+ENV_SCORE_DATASET = "AUTOMLOPS_SCORE_DATASET"
+ENV_SCORE_RUN = "AUTOMLOPS_SCORE_RUN"
+# The input's header line: every mini-batch but the first lacks it (see the module doc).
+ENV_CSV_HEADER = "AUTOMLOPS_CSV_HEADER"
+TRANSFORM_OUTPUT = "transform/"
+RECORD_FILE = "transform-job.json"
+_LIVE_STATES = ("InProgress", "Stopping", "Completed")
+_HEADER_BYTES = 64 * 1024
+# SageMaker's limit on one environment value.
+_ENV_VALUE_MAX = 10240
+FINAL_STATES = ("Completed", "Failed", "Stopped")
+
+Where = Literal["function", "transform"]
+
+
+@dataclass(frozen=True)
+class ScoringChoice:
+    """Where a file is scored and why (logged with the run)."""
+
+    where: Where
+    reason: str
+
+
+def choose_scoring(
+    size: int, fmt: TableFormat, options: ScoreOptions, config: AwsConfig
+) -> ScoringChoice:
+    """In the function while the file fits it, else a transform job. What a transform job
+    cannot do is refused with why, never done differently: a Parquet file (it splits files
+    by line), `explain` and `id_column` (it answers one line of predictions per row)."""
+    limit = config.score_function_bytes()
+    if size <= limit:
+        return ScoringChoice("function", f"{size:,} bytes fit in the function (<= {limit:,})")
+    too_big = f"a file of {size:,} bytes is more than the score function takes ({limit:,})"
+    if fmt is not TableFormat.csv:
+        raise PermanentError(
+            f"{too_big} and only CSV files are scored by a Batch Transform job: split it or "
+            "drop it as CSV"
+        )
+    if options.explain is not None or options.id_column is not None:
+        raise PermanentError(
+            f"{too_big}; a Batch Transform job writes the predictions alone, without "
+            "explain or id_column: split the file, or drop those options"
+        )
+    return ScoringChoice("transform", f"{size:,} bytes > {limit:,}: a Batch Transform job")
+
+
+def transform_prefix(dataset: str, run_id: str) -> str:
+    """Where a run's transform job writes its output (model-output bucket)."""
+    return keys.predictions_prefix(dataset, run_id) + TRANSFORM_OUTPUT
+
+
+def record_key(dataset: str, run_id: str) -> str:
+    """Where a run's transform job's end is recorded (model-output bucket)."""
+    return keys.predictions_prefix(dataset, run_id) + RECORD_FILE
+
+
+@dataclass(frozen=True)
+class TransformLaunch:
+    """What launching (or finding) a run's transform job found."""
+
+    job_name: str
+    status: str
+    created: bool
+    output_prefix: str
+
+
+class TransformJobLauncher:
+    """Starts the Batch Transform job of a scoring run."""
+
+    def __init__(self, config: AwsConfig, sagemaker_client: Any, s3_client: Any) -> None:
+        self.config = config
+        self.sagemaker = sagemaker_client
+        self.s3 = s3_client
+
+    def header(self, bucket: str, key: str) -> str:
+        """The first line of a CSV in S3 (read by range: the file may be many GB)."""
+        head = self.s3.get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{_HEADER_BYTES - 1}")
+        data: bytes = head["Body"].read()
+        line, newline, _ = data.partition(b"\n")
+        if not newline and len(data) >= _HEADER_BYTES:
+            raise PermanentError(f"{key}: the header line is longer than {_HEADER_BYTES:,} bytes")
+        return line.rstrip(b"\r").decode("utf-8", "replace").lstrip("\ufeff")
+
+    def request(
+        self, job: ScoreJob, model_name: str, bucket: str, header: str, attempt: int = 1
+    ) -> dict[str, Any]:
+        """The CreateTransformJob request of an attempt of a scoring run."""
+        config, run = self.config, job.run
+        source = f"s3://{bucket}/{keys.score_key(run.dataset, job.source.filename)}"
+        environment = {ENV_SCORE_DATASET: run.dataset, ENV_SCORE_RUN: run.run_id}
+        if len(header) <= _ENV_VALUE_MAX:
+            environment[ENV_CSV_HEADER] = header
+        return {
+            "TransformJobName": training_job_name(config.name_prefix, run.run_id, attempt),
+            "ModelName": model_name,
+            "BatchStrategy": "MultiRecord",
+            # Mini-batches of lines well under the invocation body limit of the container.
+            "MaxPayloadInMB": config.transform_max_payload_mb,
+            "MaxConcurrentTransforms": 1,
+            "Environment": environment,
+            "TransformInput": {
+                "DataSource": {
+                    "S3DataSource": {
+                        "S3DataType": "S3Prefix",
+                        "S3Uri": source,
+                    }
+                },
+                "ContentType": "text/csv",
+                "CompressionType": "None",
+                "SplitType": "Line",
+            },
+            "TransformOutput": {
+                "S3OutputPath": f"s3://{config.bucket_model_output}/"
+                + transform_prefix(run.dataset, run.run_id).rstrip("/"),
+                "Accept": "text/csv",
+                "AssembleWith": "Line",
+            },
+            "TransformResources": {
+                "InstanceType": config.transform_instance_type,
+                "InstanceCount": 1,
+            },
+            "Tags": [
+                {"Key": "automlops:stack", "Value": config.name_prefix},
+                {"Key": "automlops:dataset", "Value": run.dataset},
+                {"Key": "automlops:run", "Value": run.run_id},
+                {"Key": "automlops:version", "Value": str(job.version.version)},
+            ],
+        }
+
+    def launch(self, job: ScoreJob, model_name: str, bucket: str) -> TransformLaunch:
+        """Find the run's job in progress (or completed), else start its next attempt (a
+        failed or stopped one stays failed, its end recorded by `transform_job_state`)."""
+        header = self.header(bucket, keys.score_key(job.run.dataset, job.source.filename))
+        output = transform_prefix(job.run.dataset, job.run.run_id)
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            request = self.request(job, model_name, bucket, header, attempt)
+            name = request["TransformJobName"]
+            existing = self._describe(name)
+            if existing is not None:
+                status = existing["TransformJobStatus"]
+                if status in _LIVE_STATES:
+                    return TransformLaunch(name, status, False, output)
+                continue
+            try:
+                self.sagemaker.create_transform_job(**request)
+            except ClientError as exc:
+                found = self._describe(name)  # two deliveries racing: the other one made it
+                if found is None:
+                    raise limit_checked(f"transform job {name}", exc) from None
+                return TransformLaunch(name, found["TransformJobStatus"], False, output)
+            return TransformLaunch(name, "InProgress", True, output)
+        raise PermanentError(
+            f"scoring run {job.run.run_id} already had {MAX_ATTEMPTS} transform jobs, all "
+            "failed or stopped"
+        )
+
+    def _describe(self, name: str) -> dict[str, Any] | None:
+        try:
+            return self.sagemaker.describe_transform_job(TransformJobName=name)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            message = exc.response.get("Error", {}).get("Message", "")
+            if "Could not find" in message or code in ("ValidationException", "ResourceNotFound"):
+                return None
+            raise
+
+
+class ScoreDispatcher:
+    """The score stage in aws mode: the same stage function, or a transform job."""
+
+    def __init__(
+        self, config: AwsConfig, launcher: TransformJobLauncher, host: SageMakerModelHost
+    ) -> None:
+        self.config = config
+        self.launcher = launcher
+        self.host = host
+
+    def __call__(self, record: S3EventRecord, ports: Ports) -> StageResult:
+        """Score in the function, or launch (or find) the run's transform job."""
+        size = record.s3.object.size
+        if not size:  # a hand-made event: ask the store
+            info = ports.store.head(record.bucket, record.key)
+            size = 0 if info is None else info.size
+        job = plan(record, ports)
+        choice = choose_scoring(size, job.fmt, job.options, self.config)
+        ports.progress(f"scoring in the {choice.where}: {choice.reason}")
+        if choice.where == "function":
+            return STAGES[Stage.score].run(record, ports)
+        done = read_record(ports.store, self.config.bucket_model_output, job.run)
+        if done is not None and done.status == "Completed":
+            return StageResult(run=job.run, duplicate=True, note=f"already scored by {done.job}")
+        version = job.version
+        model = self.host.ensure_version(
+            job.run.dataset, version.version, version.artifact_bucket, version.artifact_key
+        )
+        launched = self.launcher.launch(job, model, record.bucket)
+        verb = "launched" if launched.created else f"found ({launched.status})"
+        return StageResult(
+            run=job.run,
+            outputs=[f"transform-job/{launched.job_name}"],
+            duplicate=not launched.created,
+            model_version=version.version,
+            note=f"Batch Transform job {launched.job_name} {verb} with version "
+            f"{version.version}; it writes {launched.output_prefix}",
+        )
+
+
+class TransformJobRecord(BaseModel):
+    """The end of a scoring run's transform job (`transform-job.json`)."""
+
+    dataset: str
+    run_id: str
+    job: str
+    status: str  # Completed | Failed | Stopped
+    reason: str | None = None
+    output: str | None = None  # the S3 prefix holding the predictions (Completed)
+    at: str
+
+
+class TransformJobDetail(BaseModel):
+    """The part of EventBridge's "SageMaker Transform Job State Change" detail read here (the
+    job's DescribeTransformJob answer)."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+
+    job_name: str = Field(alias="TransformJobName")
+    status: str = Field(alias="TransformJobStatus")
+    failure_reason: str | None = Field(default=None, alias="FailureReason")
+    environment: dict[str, str] = Field(default_factory=dict, alias="Environment")
+    output: dict[str, Any] = Field(default_factory=dict, alias="TransformOutput")
+
+
+class TransformJobStateChange(BaseModel):
+    """An EventBridge event of a SageMaker transform job's state change."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+
+    source: str
+    detail_type: str = Field(alias="detail-type")
+    time: str
+    detail: TransformJobDetail
+
+
+def record_of(event: dict[str, Any]) -> TransformJobRecord | None:
+    """The end an EventBridge event announces; None for a state that is no end. PermanentError
+    when the event is not a transform job state change of a scoring run."""
+    try:
+        change = TransformJobStateChange.model_validate(event)
+    except ValidationError as exc:
+        raise PermanentError(f"not a SageMaker transform job state change: {exc}") from None
+    detail = change.detail
+    if detail.status not in FINAL_STATES:
+        return None
+    env = detail.environment
+    if ENV_SCORE_DATASET not in env or ENV_SCORE_RUN not in env:
+        raise PermanentError(f"transform job {detail.job_name} names no dataset and run")
+    failed = detail.status != "Completed"
+    return TransformJobRecord(
+        dataset=env[ENV_SCORE_DATASET],
+        run_id=env[ENV_SCORE_RUN],
+        job=detail.job_name,
+        status=detail.status,
+        reason=(detail.failure_reason or f"the job was {detail.status.lower()}")
+        if failed
+        else None,
+        output=None if failed else detail.output.get("S3OutputPath"),
+        at=change.time,
+    )
+
+
+def write_record(store: ObjectStore, bucket: str, record: TransformJobRecord) -> str:
+    """Record a transform job's end on its run (the latest attempt's wins); returns its key."""
+    key = record_key(record.dataset, record.run_id)
+    store.put(bucket, key, record.model_dump_json(indent=1).encode())
+    return key
+
+
+def read_record(store: ObjectStore, bucket: str, run: keys.RunRef) -> TransformJobRecord | None:
+    """A run's recorded transform job end, None when there is none."""
+    key = record_key(run.dataset, run.run_id)
+    if store.head(bucket, key) is None:
+        return None
+    return TransformJobRecord.model_validate_json(store.get(bucket, key))

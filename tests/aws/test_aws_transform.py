@@ -1,0 +1,173 @@
+"""Batch scoring above the score function's size on moto (issue 17 item 3): the score function
+launches a SageMaker Batch Transform job of the version's model on the file (once, whatever
+the redeliveries), with only the calls its role allows, and the job's end, announced by
+EventBridge, is recorded on the scoring run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from aws_invoker import CallRecorder, FakeContext, LambdaInvoker, LocalSageMakerRuntime
+from aws_stack import Stack, allowed
+from test_aws_scoring import _copy_champion
+
+from automlops import keys
+from automlops.aws import handlers
+from automlops.aws.config import AwsConfig
+from automlops.aws.runtime import AwsRuntime
+from automlops.aws.sagemaker import resource_name
+from automlops.aws.transform import (
+    ENV_CSV_HEADER,
+    ENV_SCORE_DATASET,
+    ENV_SCORE_RUN,
+    ScoreDispatcher,
+    TransformJobLauncher,
+    TransformJobRecord,
+    choose_scoring,
+    record_key,
+)
+from automlops.demo import breast_cancer_csv
+from automlops.errors import PermanentError
+from automlops.events import object_created
+from automlops.ml.batch import ScoreOptions, TableFormat
+from automlops.routing import Stage
+from support import DEMO_DATASET
+
+Deployed = tuple[AwsRuntime, LambdaInvoker, LocalSageMakerRuntime, CallRecorder]
+SMALL = 10_000  # bytes the score function takes in this test: the demo file is ~120 kB
+
+
+def _state_change(job: dict[str, Any], status: str, reason: str | None = None) -> dict[str, Any]:
+    """EventBridge's event for a transform job (its detail is DescribeTransformJob's answer)."""
+    detail = {k: v for k, v in job.items() if k != "ResponseMetadata"}
+    detail = {**detail, "TransformJobStatus": status}
+    if reason:
+        detail["FailureReason"] = reason
+    return {
+        "version": "0",
+        "source": "aws.sagemaker",
+        "detail-type": "SageMaker Transform Job State Change",
+        "time": "2026-11-30T12:00:00Z",
+        "detail": detail,
+    }
+
+
+def test_a_file_above_the_function_size_is_scored_by_a_batch_transform_job(
+    deployed: Deployed,
+    trained_home: Path,
+    session: boto3.session.Session,
+    moto: str,
+    stack: Stack,
+) -> None:
+    rt, invoker, _, recorder = deployed
+    _copy_champion(trained_home, rt)
+    for _, url, _, _ in invoker.sources:
+        invoker.sqs.purge_queue(QueueUrl=url)
+    config = rt.config.model_copy(update={"score_function_max_bytes": SMALL})
+    sm = rt.host.sagemaker
+    rt.runners[Stage.score] = ScoreDispatcher(
+        config, TransformJobLauncher(config, sm, rt.store.client), rt.host
+    )
+    buckets = rt.config.settings().buckets
+    data = breast_cancer_csv()
+    s3 = session.client("s3", endpoint_url=moto)
+    s3.put_object(Bucket=buckets.data, Key=keys.score_key(DEMO_DATASET, "big.csv"), Body=data)
+    invoker.run_until_idle()
+
+    # Not scored in the function: a transform job of version 1's model on the file instead.
+    assert rt.store.list(buckets.model_output, "predictions/") == []
+    (summary,) = sm.list_transform_jobs()["TransformJobSummaries"]
+    job = sm.describe_transform_job(TransformJobName=summary["TransformJobName"])
+    run_id = job["Environment"][ENV_SCORE_RUN]
+    assert job["Environment"][ENV_SCORE_DATASET] == DEMO_DATASET
+    assert job["Environment"][ENV_CSV_HEADER] == data.split(b"\n", 1)[0].decode()
+    assert job["TransformJobName"].startswith(f"{config.name_prefix}-{run_id}")
+    model = resource_name(config.name_prefix, DEMO_DATASET, 1)
+    assert job["ModelName"] == model
+    assert sm.describe_model(ModelName=model)["PrimaryContainer"]["Image"] == (
+        config.sagemaker_image
+    )
+    source = job["TransformInput"]
+    assert source["DataSource"]["S3DataSource"]["S3Uri"] == (
+        f"s3://{buckets.data}/score/{DEMO_DATASET}/big.csv"
+    )
+    assert (source["SplitType"], source["ContentType"]) == ("Line", "text/csv")
+    assert job["BatchStrategy"] == "MultiRecord" and job["MaxPayloadInMB"] <= 6
+    assert job["TransformOutput"]["S3OutputPath"] == (
+        f"s3://{buckets.model_output}/predictions/{DEMO_DATASET}/{run_id}/transform"
+    )
+    assert job["TransformOutput"]["AssembleWith"] == "Line"
+    # Every call the score function made was one its role allows.
+    statements = stack.statements(stack.role_of("ScoreLambdaFunction"))
+    calls = recorder.calls["ScoreLambdaFunction"]
+    assert any(c.action == "sagemaker:CreateTransformJob" for c in calls)
+    assert [c for c in calls if not allowed(statements, c)] == []
+
+    # A redelivered event finds the job and launches nothing new.
+    key = keys.score_key(DEMO_DATASET, "big.csv")
+    info = rt.store.head(buckets.data, key)
+    assert info is not None
+    record = object_created(
+        buckets.data, key, size=info.size, etag=info.etag, configuration_id="score"
+    ).records[0]
+    again = rt.runners[Stage.score](record, rt.ports())
+    assert again.duplicate and len(sm.list_transform_jobs()["TransformJobSummaries"]) == 1
+
+    # EventBridge announces the job's end: recorded on the run, failure with SageMaker's reason,
+    # with only the calls the state function's role allows.
+    key = record_key(DEMO_DATASET, run_id)
+    context = FakeContext(function_name="automlops-dev-transformJobState")
+
+    def announce(event: dict[str, Any]) -> dict[str, Any]:
+        recorder.function = "TransformJobStateLambdaFunction"
+        try:
+            return handlers.transform_job_state(event, context)
+        finally:
+            recorder.function = "test"
+
+    assert announce(_state_change(job, "Failed", "ClientError: 400"))["recorded"] == key
+    ended = TransformJobRecord.model_validate_json(rt.store.get(buckets.model_output, key))
+    assert (ended.status, ended.reason, ended.run_id) == ("Failed", "ClientError: 400", run_id)
+    announce(_state_change(job, "Completed"))
+    running = announce(_state_change(job, "InProgress"))
+    with pytest.raises(PermanentError, match="not a SageMaker transform job state change"):
+        announce({"source": "aws.s3"})
+    assert running == {"recorded": None}
+    ended = TransformJobRecord.model_validate_json(rt.store.get(buckets.model_output, key))
+    assert ended.status == "Completed" and ended.reason is None
+    assert ended.output == job["TransformOutput"]["S3OutputPath"]
+    statements = stack.statements(stack.role_of("TransformJobStateLambdaFunction"))
+    calls = recorder.calls["TransformJobStateLambdaFunction"]
+    assert calls and [c for c in calls if not allowed(statements, c)] == []
+    # Once completed, a redelivered event is answered from the record.
+    done = rt.runners[Stage.score](record, rt.ports())
+    assert done.duplicate and "already scored" in (done.note or "")
+
+
+def test_the_size_threshold_choice() -> None:
+    config = AwsConfig(
+        bucket_data="d",
+        bucket_automl_data="a",
+        bucket_model_output="m",
+        bucket_model_monitoring="o",
+        queue_evaluation="q",
+        score_function_max_bytes=1000,
+    )
+    plain = ScoreOptions()
+    assert choose_scoring(1000, TableFormat.csv, plain, config).where == "function"
+    assert choose_scoring(1001, TableFormat.csv, plain, config).where == "transform"
+    assert choose_scoring(10, TableFormat.parquet, plain, config).where == "function"
+    with pytest.raises(PermanentError, match="only CSV files"):
+        choose_scoring(1001, TableFormat.parquet, plain, config)
+    # What a transform job cannot do is refused, not silently left out.
+    for options in (ScoreOptions(explain=3), ScoreOptions(id_column="id")):
+        assert choose_scoring(1000, TableFormat.csv, options, config).where == "function"
+        with pytest.raises(PermanentError, match="without explain or id_column"):
+            choose_scoring(1001, TableFormat.csv, options, config)
+    # The function holds the file in memory: at most a third of it, whatever is configured.
+    small = config.model_copy(update={"score_function_max_bytes": 10**12, "function_memory_mb": 3})
+    assert small.score_function_bytes() == 1024 * 1024
+    assert choose_scoring(1024 * 1024 + 1, TableFormat.csv, plain, small).where == "transform"
