@@ -32,6 +32,7 @@ from automlops.config import Manifest, Task
 from automlops.demo import breast_cancer_csv
 from automlops.local.runtime import LocalRuntime, open_runtime
 from automlops.local.worker import Worker
+from automlops.ml.predictor import Predictor
 from automlops.serving import wire
 from automlops.serving.app import create_app
 from automlops.serving.models import ModelCache
@@ -928,3 +929,25 @@ def test_wire_reads_answers_as_typed_records() -> None:
     assert wire.InvocationRequest.model_validate_json(body).instances == [
         {"x": 1.5, "when": "2024-01-02"}
     ]
+
+
+def test_a_transform_jobs_mini_batches_are_read_with_the_files_header(
+    cancer_runtime: LocalRuntime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Batch Transform job splits a file into mini-batches; only the first holds the header,
+    which the job passes in the container's environment."""
+    entry = cancer_runtime.registry.read(DEMO_DATASET).get(1)
+    model = tmp_path / "model.tar.gz"
+    model.write_bytes(cancer_runtime.store.get(entry.artifact_bucket, entry.artifact_key))
+    columns = Predictor.from_bytes(model.read_bytes()).input_columns
+    header = ",".join(columns)
+    rows = "\n".join(",".join(["1"] * len(columns)) for _ in range(3)) + "\n"
+    monkeypatch.setenv("AUTOMLOPS_CSV_HEADER", header)
+    container = TestClient(create_sagemaker_app(tmp_path, version=1))
+    first = container.post("/invocations", content=f"{header}\n{rows}", headers=CSV)
+    later = container.post("/invocations", content=rows, headers=CSV)
+    assert first.status_code == later.status_code == 200
+    assert len(later.json()["predictions"]) == 3 and later.json() == first.json()
+    monkeypatch.delenv("AUTOMLOPS_CSV_HEADER")
+    alone = TestClient(create_sagemaker_app(tmp_path, version=1))
+    assert alone.post("/invocations", content=rows, headers=CSV).status_code == 400

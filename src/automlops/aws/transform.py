@@ -34,14 +34,15 @@ from automlops.events import S3EventRecord
 from automlops.ml.batch import ScoreOptions, TableFormat
 from automlops.ports import ObjectStore, Ports
 from automlops.routing import Stage
+
+# The container reads the header from it: one name for both sides.
+from automlops.serving.sagemaker import ENV_CSV_HEADER
 from automlops.stages import STAGES, StageResult
 from automlops.stages.score import ScoreJob, plan
 
 # The transform job's environment names its run (EventBridge's detail carries it back).
 ENV_SCORE_DATASET = "AUTOMLOPS_SCORE_DATASET"
 ENV_SCORE_RUN = "AUTOMLOPS_SCORE_RUN"
-# The input's header line: every mini-batch but the first lacks it (see the module doc).
-ENV_CSV_HEADER = "AUTOMLOPS_CSV_HEADER"
 TRANSFORM_OUTPUT = "transform/"
 RECORD_FILE = "transform-job.json"
 _LIVE_STATES = ("InProgress", "Stopping", "Completed")

@@ -184,12 +184,22 @@ class InvocationLimits:
 
 
 async def respond(
-    request: Request, version: int, predictor: Predictor, limits: InvocationLimits
+    request: Request,
+    version: int,
+    predictor: Predictor,
+    limits: InvocationLimits,
+    csv_header: bytes | None = None,
 ) -> Response:
-    """Answer one invocation request with `predictor`; ApiError (4xx) for bad input."""
+    """Answer one invocation request with `predictor`; ApiError (4xx) for bad input.
+
+    `csv_header`: the header line a CSV body lacking one is read with (a Batch Transform job
+    splits a file into mini-batches and only the first holds the file's header).
+    """
     started = time.perf_counter()
     body = await read_body(request, limits.max_body_bytes)
     headers = request.headers
+    if csv_header is not None and wire.CSV in headers.get("content-type", "").lower():
+        body = with_csv_header(body, csv_header)
     arguments = (
         predictor,
         version,
@@ -212,6 +222,12 @@ async def respond(
         media_type=media_type,
         headers={"Server-Timing": f"app;dur={elapsed_ms:.3f}"},
     )
+
+
+def with_csv_header(body: bytes, header: bytes) -> bytes:
+    """`body` with `header` as its first line, unless that is its first line already."""
+    first = body.split(b"\n", 1)[0].rstrip(b"\r")
+    return body if first == header.rstrip(b"\r\n") else header.rstrip(b"\r\n") + b"\n" + body
 
 
 async def read_body(request: Request, limit: int) -> bytes:

@@ -36,6 +36,9 @@ DEFAULT_MODEL_DIR = "/opt/ml/model"
 DEFAULT_PORT = 8080
 ENV_VERSION = "AUTOMLOPS_MODEL_VERSION"
 ENV_DATASET = "AUTOMLOPS_DATASET"
+# Set by a Batch Transform job: the scored file's header line, which every mini-batch but the
+# first lacks (`aws/transform.py`).
+ENV_CSV_HEADER = "AUTOMLOPS_CSV_HEADER"
 
 
 class ContainerStatus(BaseModel):
@@ -97,6 +100,8 @@ def create_sagemaker_app(
         max_body_bytes, max_instances if max_instances is not None else max_instances_setting()
     )
     handle_api_errors(app)
+    header = os.environ.get(ENV_CSV_HEADER)
+    csv_header = header.encode() if header else None
 
     @app.get("/ping")
     async def ping() -> ContainerStatus:  # async: answered on the loop, needing no pool thread
@@ -111,7 +116,7 @@ def create_sagemaker_app(
     @app.post("/invocations", openapi_extra=invocation_body(), responses=INVOCATION_RESPONSES)
     async def invocations(request: Request) -> Response:
         """Predict raw rows: JSON `{"instances": [...]}` or CSV with a header."""
-        return await respond(request, numeric, predictor, limits)
+        return await respond(request, numeric, predictor, limits, csv_header)
 
     return app
 
