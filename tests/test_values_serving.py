@@ -224,3 +224,12 @@ def test_match_columns(names: list[str], renames: dict[str, str], unknown: list[
 def test_ambiguous_names_are_refused(names: list[str], inputs: list[str]) -> None:
     with pytest.raises(ColumnMatchError):
         match_columns(names, inputs, frozenset(inputs))
+
+
+@pytest.mark.parametrize(
+    "body", [b"\r\r\n", b"a\rb\n1\r2\n", b'"x\r\n', b"\r\x00\n", b"q\r,r\n1,2\n"]
+)
+def test_stray_carriage_returns_in_a_csv_header_are_a_400(client: TestClient, body: bytes) -> None:
+    """Found by the fuzzer: a CR inside the header line broke the delimiter guess (a 500)."""
+    response = client.post(INVOKE, content=body, headers={"content-type": "text/csv"})
+    assert response.status_code == 400, response.text[:300]

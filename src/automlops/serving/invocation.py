@@ -511,8 +511,12 @@ def _delimiter(header: str, inputs: _Inputs) -> str:
     """The delimiter of a CSV body: the one whose split of the header names the most model
     inputs, then gives the most fields (a comma when nothing tells)."""
     best, best_score = ",", (-1, -1)
+    header = header.rstrip("\r")
     for delimiter in DELIMITERS:
-        fields = next(csv.reader([header], delimiter=delimiter), [])
+        try:
+            fields = next(csv.reader([header], delimiter=delimiter), [])
+        except csv.Error:  # a stray CR inside the line: polars' reading will say what is wrong
+            continue
         score = (len(inputs.known.intersection(f.strip() for f in fields)), len(fields))
         if score > best_score:
             best, best_score = delimiter, score
