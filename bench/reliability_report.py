@@ -55,8 +55,9 @@ NOTES = [
     "- **Limits.** Uploads over `max_upload_bytes` (1 GiB; `AUTOMLOPS_MAX_UPLOAD_BYTES`) are "
     "refused by their size before they are read; tables over 10,000 columns before they are "
     "parsed; keys over 1,024 bytes or with a name over 255 bytes by the store. A running stage "
-    "renews its message's visibility timeout (`AUTOMLOPS_VISIBILITY_TIMEOUT`, 300 s) every "
-    "third of it, so a stage longer than the timeout is not started again by a second worker.",
+    "renews its message's visibility timeout (`AUTOMLOPS_VISIBILITY_TIMEOUT`, 30 s locally) "
+    "every third of it, so a stage longer than the timeout is not started again by a second "
+    "worker, and a message whose worker died comes back within that timeout.",
     "",
 ]
 
