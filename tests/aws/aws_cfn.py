@@ -52,19 +52,28 @@ class Provisioned:
     created: set[str]  # logical ids moto's CloudFormation created
     applied: set[str]  # logical ids made by `MOTO_GAPS` appliers instead
     mappings: list[dict[str, Any]]  # the event source mappings as CloudFormation created them
-    _clients: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def client(self, service: str) -> Any:
-        """A client of moto's server (made once: making a boto3 client takes tens of ms)."""
-        if service not in self._clients:
-            self._clients[service] = self.session.client(service, endpoint_url=self.endpoint)
-        return self._clients[service]
+        """A client of moto's server."""
+        return _client(self.session, self.endpoint, service)
 
     def function_env(self, function: str) -> dict[str, str]:
         """The environment of a created function, as Lambda (moto) holds it."""
         name = self.stack.names[function]
         config = self.client("lambda").get_function_configuration(FunctionName=name)
         return dict(config["Environment"]["Variables"])
+
+
+_CLIENTS: dict[tuple[int, str, str], Any] = {}
+
+
+def _client(session: Any, endpoint: str, service: str) -> Any:
+    # Made once per session and server (a boto3 client takes ~40 ms to make; a test's stack
+    # needs seven), then shared by every test's stack: clients hold no state of their own.
+    key = (id(session), endpoint, service)
+    if key not in _CLIENTS:
+        _CLIENTS[key] = session.client(service, endpoint_url=endpoint)
+    return _CLIENTS[key]
 
 
 # -- appliers: the service API calls CloudFormation would have made ----------------------------
@@ -307,7 +316,7 @@ def create_stack(template: dict[str, Any], session: Any, endpoint: str) -> Provi
             resource["DependsOn"] = [d for d in depends if d not in stripped]
     body = {**template, "Resources": kept}
 
-    cfn = session.client("cloudformation", endpoint_url=endpoint)
+    cfn = _client(session, endpoint, "cloudformation")
     cfn.create_stack(
         StackName=STACK_NAME,
         TemplateBody=json.dumps(body),
