@@ -325,7 +325,7 @@ def create_stack(template: dict[str, Any], session: Any, endpoint: str) -> Provi
     (described,) = cfn.describe_stacks(StackName=STACK_NAME)["Stacks"]
     assert described["StackStatus"] == "CREATE_COMPLETE", described
     summaries = cfn.list_stack_resources(StackName=STACK_NAME)["StackResourceSummaries"]
-    # (moto 5.2 also lists a nameless summary per Lambda::Permission: skipped.)
+    # (moto 5.2 also lists a nameless summary per resource whose condition is false: skipped.)
     physical = {
         s["LogicalResourceId"]: s["PhysicalResourceId"] for s in summaries if s["LogicalResourceId"]
     }
