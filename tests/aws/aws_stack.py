@@ -1,16 +1,14 @@
 """The packaged CloudFormation template, read by the tests.
 
 `Stack` resolves the few intrinsic functions the template uses (Ref, Fn::GetAtt, Fn::Sub,
-Fn::Join) for a fixed account and region, provisions on moto what the S3 -> SQS wiring needs
-(queues with their redrive policies, buckets with their notification configurations, the SSM
-parameters) exactly as declared, and evaluates the function roles' IAM policies against the
-calls a stage made. It is not CloudFormation: just enough to prove the declared wiring works.
+Fn::Join, Fn::If) for a fixed account and region, with the template's names or, for a stack
+moto's CloudFormation created (aws_cfn), its physical ids; `allowed` evaluates the function
+roles' IAM policies against the calls a stage made. Provisioning is CloudFormation's: aws_cfn.
 """
 
 from __future__ import annotations
 
 import fnmatch
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,13 +28,24 @@ NO_VALUE = object()
 
 
 class Stack:
-    """A packaged template with its resources' names resolved."""
+    """A packaged template with its resources' names resolved.
 
-    def __init__(self, template: dict[str, Any]) -> None:
+    Given `physical` (logical id -> physical id, as CloudFormation reports them), a Ref is the
+    physical id and a name its last part: the names a created stack really has (a role
+    CloudFormation named `automlops-dev-TrainRole-1A2B...`). Without it, names come from the
+    template (a role with no RoleName is named by its logical id).
+    """
+
+    def __init__(self, template: dict[str, Any], physical: dict[str, str] | None = None) -> None:
         self.template = template
         self.resources: dict[str, dict[str, Any]] = template["Resources"]
+        self.physical = physical or {}
         self.names: dict[str, str] = {}
         for logical, resource in self.resources.items():
+            if logical in self.physical:
+                # A queue's physical id is its URL, a topic's its ARN: the name ends either.
+                self.names[logical] = re.split(r"[/:]", self.physical[logical])[-1]
+                continue
             props = resource.get("Properties", {})
             for name_prop in ("BucketName", "QueueName", "FunctionName", "Name"):
                 if name_prop in props:
@@ -62,6 +71,8 @@ class Stack:
             return f"arn:aws:iam::{ACCOUNT}:role/{name}"
         if kind == "AWS::Lambda::Function" and attr == "Arn":
             return f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{name}"
+        if kind == "AWS::Events::Rule" and attr == "Arn":
+            return f"arn:aws:events:{REGION}:{ACCOUNT}:rule/{name}"
         raise KeyError(f"{logical}.{attr}")
 
     def ref(self, logical: str) -> Any:
@@ -72,6 +83,8 @@ class Stack:
         if logical in self.template.get("Parameters", {}):
             # A stack parameter: its default (the value `serverless package` was given).
             return str(self.template["Parameters"][logical].get("Default", ""))
+        if logical in self.physical:
+            return self.physical[logical]
         kind = self.resources[logical]["Type"]
         name = self.names[logical]
         if kind == "AWS::SQS::Queue":
@@ -171,52 +184,6 @@ class Stack:
         for policy in self.resources[role]["Properties"].get("Policies", []):
             out.extend(self.resolve(policy["PolicyDocument"]["Statement"]))
         return out
-
-    # -- provisioning on moto --------------------------------------------------------------
-
-    def provision(self, session: Any, endpoint: str) -> None:
-        """Create the queues, buckets (with notifications) and SSM parameters on moto."""
-        sqs = session.client("sqs", endpoint_url=endpoint)
-        s3 = session.client("s3", endpoint_url=endpoint)
-        ssm = session.client("ssm", endpoint_url=endpoint)
-        queues = self.of_type("AWS::SQS::Queue")
-        # Dead-letter queues first: the others name them in their redrive policies.
-        ordered = sorted(queues, key=lambda q: "RedrivePolicy" in queues[q]["Properties"])
-        for logical in ordered:
-            props = self.resolve(queues[logical]["Properties"])
-            attributes = {"VisibilityTimeout": str(props.get("VisibilityTimeout", 30))}
-            if "RedrivePolicy" in props:
-                attributes["RedrivePolicy"] = json.dumps(props["RedrivePolicy"])
-            sqs.create_queue(QueueName=props["QueueName"], Attributes=attributes)
-        for logical, bucket in self.of_type("AWS::S3::Bucket").items():
-            if logical == "ServerlessDeploymentBucket":
-                continue
-            props = self.resolve(bucket["Properties"])
-            s3.create_bucket(Bucket=props["BucketName"])
-            if props.get("VersioningConfiguration"):
-                s3.put_bucket_versioning(
-                    Bucket=props["BucketName"], VersioningConfiguration={"Status": "Enabled"}
-                )
-            queue_configs = props.get("NotificationConfiguration", {}).get(
-                "QueueConfigurations", []
-            )
-            if queue_configs:
-                s3.put_bucket_notification_configuration(
-                    Bucket=props["BucketName"],
-                    NotificationConfiguration={
-                        "QueueConfigurations": [
-                            {
-                                "QueueArn": c["Queue"],
-                                "Events": [c["Event"]],
-                                "Filter": {"Key": {"FilterRules": c["Filter"]["S3Key"]["Rules"]}},
-                            }
-                            for c in queue_configs
-                        ]
-                    },
-                )
-        for parameter in self.of_type("AWS::SSM::Parameter").values():
-            props = self.resolve(parameter["Properties"])
-            ssm.put_parameter(Name=props["Name"], Value=props["Value"], Type=props["Type"])
 
 
 # -- IAM: is a call allowed by a role's statements? ------------------------------------------

@@ -1,4 +1,5 @@
-"""Fixtures of the aws-mode tests: moto's server, the packaged deployment, a provisioned stack."""
+"""Fixtures of the aws-mode tests: moto's server, the packaged deployment, the stack created from
+it by moto's CloudFormation, the handlers configured as the created functions are."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 import boto3
 import httpx
 import pytest
+from aws_cfn import Provisioned, create_stack
 from aws_invoker import (
     CallRecorder,
     LambdaInvoker,
@@ -81,13 +83,19 @@ FUNCTION_ENV = "PreprocessLambdaFunction"
 
 
 @pytest.fixture
+def provisioned(moto: str, session: boto3.session.Session, template: dict[str, Any]) -> Provisioned:
+    """The packaged template, created on moto by moto's CloudFormation (gaps: aws_cfn)."""
+    return create_stack(template, session, moto)
+
+
+@pytest.fixture
 def deployed(
-    moto: str, session: boto3.session.Session, stack: Stack, tmp_path: Path
+    moto: str, session: boto3.session.Session, provisioned: Provisioned, tmp_path: Path
 ) -> Iterator[tuple[AwsRuntime, LambdaInvoker, LocalSageMakerRuntime, CallRecorder]]:
-    """The stack on moto, handlers configured from the template's environment."""
-    stack.provision(session, moto)
-    # The template's environment; only the retry backoff is shortened for the test.
-    config = load_config({**stack.function_env(FUNCTION_ENV), "AUTOMLOPS_RETRY_BASE_S": "1"})
+    """The created stack, handlers configured as its functions are."""
+    # The created function's environment; only the retry backoff is shortened for the test.
+    env = provisioned.function_env(FUNCTION_ENV)
+    config = load_config({**env, "AUTOMLOPS_RETRY_BASE_S": "1"})
     recorder = CallRecorder()
     sagemaker_runtime = LocalSageMakerRuntime(
         session.client("sagemaker", endpoint_url=moto),
@@ -100,7 +108,7 @@ def deployed(
         recorder.attach(client)
     emulate_update_endpoint(rt.host.sagemaker)
     handlers.configure(rt)
-    invoker = LambdaInvoker(stack, session.client("sqs", endpoint_url=moto), recorder)
+    invoker = LambdaInvoker(provisioned.stack, session.client("sqs", endpoint_url=moto), recorder)
     try:
         yield rt, invoker, sagemaker_runtime, recorder
     finally:

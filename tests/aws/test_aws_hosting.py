@@ -11,8 +11,9 @@ from typing import Any
 
 import boto3
 import pytest
+from aws_cfn import Provisioned
 from aws_invoker import CallRecorder, FakeContext, LambdaInvoker, LocalSageMakerRuntime
-from aws_stack import Stack, allowed
+from aws_stack import allowed
 from botocore.exceptions import ClientError
 
 from automlops.aws import handlers, ops
@@ -107,9 +108,10 @@ def _register(rt: AwsRuntime, trained: dict[str, bytes], n: int) -> ModelVersion
 
 
 def test_ten_versions_leave_one_endpoint_and_n_plus_one_configs_and_rollback_works(
-    deployed: Deployed, session: boto3.session.Session, moto: str, stack: Stack
+    deployed: Deployed, session: boto3.session.Session, moto: str, provisioned: Provisioned
 ) -> None:
     rt, invoker, _, recorder = deployed
+    stack = provisioned.stack
     sm = session.client("sagemaker", endpoint_url=moto)
     live = live_endpoint_name(PREFIX, DATASET)
     keep = rt.config.keep_versions
@@ -234,9 +236,10 @@ def _state_change(job: str, status: str, reason: str | None) -> dict[str, Any]:
 
 
 def test_a_failed_training_job_fails_its_run_with_the_reason(
-    deployed: Deployed, stack: Stack
+    deployed: Deployed, provisioned: Provisioned
 ) -> None:
     rt, _, _, recorder = deployed
+    stack = provisioned.stack
     job = f"{PREFIX}-0123456789abcdef-a1"
     context = FakeContext(function_name="automlops-dev-trainingJobState")
     recorder.function = "TrainingJobStateLambdaFunction"

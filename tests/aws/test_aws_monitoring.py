@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 import polars as pl
+from aws_cfn import Provisioned
 from aws_invoker import CallRecorder, FakeContext, LambdaInvoker, LocalSageMakerRuntime
 from aws_stack import ACCOUNT, REGION, Call, Stack, allowed
 from fastapi.testclient import TestClient
@@ -123,9 +124,10 @@ def _scheduled_event() -> dict[str, Any]:
 
 
 def test_the_scheduled_monitor_reads_both_capture_layouts_and_the_feedback_prefix(
-    deployed: Deployed, trained_home: Path, stack: Stack
+    deployed: Deployed, trained_home: Path, provisioned: Provisioned
 ) -> None:
     rt, invoker, _, recorder = deployed
+    stack = provisioned.stack
     _copy_trained(trained_home, rt, invoker)
     buckets = rt.config.settings().buckets
 

@@ -11,8 +11,9 @@ from pathlib import Path
 import boto3
 import httpx
 import pytest
+from aws_cfn import Provisioned
 from aws_invoker import CallRecorder, LambdaInvoker, LocalSageMakerRuntime
-from aws_stack import ACCOUNT, REGION, Stack, allowed
+from aws_stack import ACCOUNT, REGION, allowed
 from moto.sagemaker.models import sagemaker_backends
 
 from automlops import keys
@@ -78,10 +79,11 @@ def test_large_data_trains_as_a_sagemaker_job_whose_output_deploys(
     deployed: Deployed,
     session: boto3.session.Session,
     moto: str,
-    stack: Stack,
+    provisioned: Provisioned,
     tmp_path: Path,
 ) -> None:
     rt, invoker, _, recorder = deployed
+    stack = provisioned.stack
     config = rt.config
     # The dataset asks for a training job (the size rule would keep this small file in-function).
     raw = json.loads(MANIFEST.model_dump_json())

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import boto3
 import polars as pl
+from aws_cfn import Provisioned
 from aws_invoker import CallRecorder, LambdaInvoker, LocalSageMakerRuntime
-from aws_stack import Stack, allowed
+from aws_stack import allowed
 
 from automlops import keys
 from automlops.aws.runtime import AwsRuntime
@@ -50,9 +51,10 @@ def test_a_file_put_under_score_is_scored_through_the_score_function(
     trained_home: Path,
     session: boto3.session.Session,
     moto: str,
-    stack: Stack,
+    provisioned: Provisioned,
 ) -> None:
     rt, invoker, _, recorder = deployed
+    stack = provisioned.stack
     _copy_champion(trained_home, rt)
     # Not a new model: the notifications of the copy (and moto's test events) are dropped.
     for _, url, _, _ in invoker.sources:
