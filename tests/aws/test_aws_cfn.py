@@ -123,7 +123,7 @@ def _policy(document: Any) -> dict[str, Any]:
 def test_functions_have_their_roles_policies_and_environment(provisioned: Provisioned) -> None:
     stack, lam, iam = provisioned.stack, provisioned.client("lambda"), provisioned.client("iam")
     functions = stack.of_type("AWS::Lambda::Function")
-    assert len(functions) == 7
+    assert len(functions) == 8
     for logical, function in functions.items():
         declared = function["Properties"]
         got = lam.get_function_configuration(FunctionName=stack.names[logical])
@@ -196,7 +196,7 @@ def _state_change(job: str, status: str) -> dict[str, Any]:
 def test_rules_route_training_job_failures_and_the_schedule(provisioned: Provisioned) -> None:
     stack, events = provisioned.stack, provisioned.client("events")
     rules = stack.of_type("AWS::Events::Rule")
-    assert len(rules) == 3
+    assert len(rules) == 4
     by_target: dict[str, str] = {}
     for logical, rule in rules.items():
         props = stack.resolve(rule["Properties"])
@@ -233,7 +233,7 @@ def test_alarms_watch_every_dead_letter_queue_and_notify_the_topic(
         stack.resolve(a["Properties"]["AlarmName"])
         for a in stack.of_type("AWS::CloudWatch::Alarm").values()
     }
-    assert {a["AlarmName"] for a in alarms} == declared and len(declared) == 7
+    assert {a["AlarmName"] for a in alarms} == declared and len(declared) == 8
     topic = stack.ref("AlarmTopic")
     assert topic.startswith("arn:aws:sns:")
     watched = set()

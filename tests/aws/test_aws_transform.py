@@ -10,8 +10,9 @@ from typing import Any
 
 import boto3
 import pytest
+from aws_cfn import Provisioned
 from aws_invoker import CallRecorder, FakeContext, LambdaInvoker, LocalSageMakerRuntime
-from aws_stack import Stack, allowed
+from aws_stack import allowed
 from test_aws_scoring import _copy_champion
 
 from automlops import keys
@@ -60,9 +61,10 @@ def test_a_file_above_the_function_size_is_scored_by_a_batch_transform_job(
     trained_home: Path,
     session: boto3.session.Session,
     moto: str,
-    stack: Stack,
+    provisioned: Provisioned,
 ) -> None:
     rt, invoker, _, recorder = deployed
+    stack = provisioned.stack  # names and ARNs as CloudFormation created them
     _copy_champion(trained_home, rt)
     for _, url, _, _ in invoker.sources:
         invoker.sqs.purge_queue(QueueUrl=url)
