@@ -12,7 +12,9 @@ monitor.html (`keys.monitor_prefix`). It decides nothing: a retrain policy or an
 
 from __future__ import annotations
 
+import logging
 import math
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -50,6 +52,8 @@ ERROR_RATE_ALERT = 0.05  # refused requests above this share of the window's req
 MIN_LABELS = 30  # live metrics are reported from this many labelled rows on
 RESAMPLES = 500
 CONFIDENCE = 0.95
+
+log = logging.getLogger(__name__)
 
 
 class HourVolume(BaseModel):
@@ -158,15 +162,40 @@ def monitor(
     return MonitorResult(report=report, json_key=json_key, html_key=html_key)
 
 
-def monitor_all(ports: Ports, *, since: datetime | None = None) -> dict[str, MonitorResult]:
+@dataclass(frozen=True)
+class MonitorSweep(Mapping[str, MonitorResult]):
+    """One scheduled look at every dataset with a champion: the results by dataset (what the
+    mapping holds) and, apart, the datasets whose monitor failed, with why."""
+
+    results: dict[str, MonitorResult]
+    failures: dict[str, str]  # dataset -> the error, one line
+
+    def __getitem__(self, dataset: str) -> MonitorResult:
+        return self.results[dataset]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.results)
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+
+def monitor_all(ports: Ports, *, since: datetime | None = None) -> MonitorSweep:
     """`monitor` every dataset that has a champion (what a schedule runs: `automlops up`
-    every N minutes, an EventBridge rule on AWS)."""
+    every N minutes, an EventBridge rule on AWS). A dataset whose monitor fails is logged and
+    named in `failures`, and the others are monitored all the same."""
     registry = Registry(ports.store, ports.settings.buckets.model_output)
-    return {
-        dataset: monitor(ports, dataset, since=since)
-        for dataset in registry.datasets()
-        if registry.read(dataset).champion is not None
-    }
+    results: dict[str, MonitorResult] = {}
+    failures: dict[str, str] = {}
+    for dataset in registry.datasets():
+        try:
+            if registry.read(dataset).champion is None:
+                continue
+            results[dataset] = monitor(ports, dataset, since=since)
+        except Exception as exc:  # any failure: one bad dataset must not block the others
+            log.exception("monitoring %s failed", dataset)
+            failures[dataset] = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+    return MonitorSweep(results=results, failures=failures)
 
 
 def _volume(report: MonitorReport, traffic: Traffic) -> None:
