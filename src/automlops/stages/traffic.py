@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import gzip
 import io
 import re
@@ -63,32 +64,97 @@ def capture_object(key: str, prefix: str) -> CaptureObject | None:
     return CaptureObject(hour=f"{year}-{month}-{day}/{hh}", endpoint=endpoint, compressed=False)
 
 
+# What a captured request's envelope holds, read column-wise (the bodies stay text here).
+_CHANNEL = pl.Struct({"encoding": pl.String, "data": pl.String})
+_ENVELOPE = {
+    "captureData": pl.Struct({"endpointInput": _CHANNEL, "endpointOutput": _CHANNEL}),
+    "eventMetadata": pl.Struct(
+        {
+            "eventId": pl.String,
+            "inferenceId": pl.String,
+            "inferenceTime": pl.String,
+            "status": pl.Int64,
+        }
+    ),
+}
+# The inference server and SageMaker both write UTC with a Z and microseconds.
+_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S%.fZ"
+_ANSWER_FIELDS = {"label", "probabilities", "value", "explanation"}
+# Per answered row: the decided label (classification; None when the answer does not say), the
+# value (regression), P(positive) alone (CSV answers of a binary model), every label's
+# probability as a JSON object (read back for the labelled rows only).
+_ANSWER_SCHEMA = {
+    "id": pl.String,
+    "hour": pl.String,  # yyyy-mm-ddThh
+    "label": pl.String,
+    "value": pl.Float64,
+    "p_positive": pl.Float64,
+    "probabilities": pl.String,
+}
+
+
+class _Fallback(Exception):
+    """An object the column-wise reader cannot vouch for: read line by line instead."""
+
+
 @dataclass
 class Traffic:
-    """Captured requests of one version in a time window, flattened to rows."""
+    """Captured requests of one version in a time window, flattened to rows: the inputs as
+    text columns and one answer row each, in the order they were served.
 
-    rows: list[dict[str, object]] = field(default_factory=list)
-    ids: list[str] = field(default_factory=list)
-    # Per row: the decided label (classification, None when the answer does not say), the
-    # value (regression), every label's probability or P(positive) alone (CSV answers).
-    labels: list[str | None] = field(default_factory=list)
-    values: list[float | None] = field(default_factory=list)
-    probabilities: list[dict[str, float] | None] = field(default_factory=list)
-    p_positive: list[float | None] = field(default_factory=list)
-    hours: list[str] = field(default_factory=list)  # per row, "yyyy-mm-ddThh"
+    Held column-wise (polars), not as a dict per row: a day of traffic is a million rows.
+    """
+
+    inputs: pl.DataFrame = field(default_factory=pl.DataFrame)
+    answers: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=_ANSWER_SCHEMA))
     requests: Counter[str] = field(default_factory=Counter)  # by hour
     errors: Counter[str] = field(default_factory=Counter)  # refused requests by hour
     unreadable: int = 0  # records that could not be read (counted, skipped)
     objects: int = 0
 
+    @property
+    def height(self) -> int:
+        """Captured rows."""
+        return self.answers.height
+
+    @property
+    def ids(self) -> list[str]:
+        """Each row's feedback id."""
+        return self.answers["id"].to_list()
+
+    @property
+    def hours(self) -> list[str]:
+        """Each row's UTC hour, yyyy-mm-ddThh."""
+        return self.answers["hour"].to_list()
+
+    @property
+    def labels(self) -> list[str | None]:
+        return self.answers["label"].to_list()
+
+    @property
+    def values(self) -> list[float | None]:
+        return self.answers["value"].to_list()
+
+    @functools.cached_property
+    def rows(self) -> list[dict[str, object]]:
+        """Each row's inputs as a dict (text; None for missing), made once on first use:
+        for a few rows; `frame()` for many."""
+        return self.inputs.to_dicts()
+
     def frame(self) -> pl.DataFrame:
-        """The captured rows as text columns (what a CSV upload reads; the drift code reads
-        numbers out of text)."""
-        columns = sorted({name for row in self.rows for name in row})
-        # Cast by polars (numbers and booleans to text as the CSV reader writes them, a key a
-        # row lacks as missing); "" is missing, as in an upload.
-        frame = pl.DataFrame(self.rows, schema=dict.fromkeys(columns, pl.String), strict=False)
-        return frame.with_columns(pl.all().replace("", None))
+        """The captured rows as text columns, named in sorted order (what a CSV upload reads;
+        the drift code reads numbers out of text); "" is missing, as in an upload."""
+        return self.inputs
+
+    def probabilities_at(self, rows: list[int]) -> list[dict[str, float] | None]:
+        """Every label's probability of the given rows (None: the answer had none)."""
+        texts = self.answers["probabilities"].gather(rows).to_list() if rows else []
+        return [None if t is None else _probabilities(t) for t in texts]
+
+
+def _probabilities(text: str) -> dict[str, float]:
+    # A label an answer lacked is null in the column-wise text: absent, as in the answer.
+    return {k: float(v) for k, v in orjson.loads(text).items() if v is not None}
 
 
 def read_traffic(
@@ -108,13 +174,17 @@ def read_traffic(
     endpoint config is also the one its candidate endpoint ran under evaluation, whose test
     rows are not traffic (the server's own capture records the champion route only).
 
-    Lines are read as plain JSON in the `wire.CaptureRecord` shape, not validated into the
-    model: on a day of traffic the validation cost more than everything else together
-    (measured: 2/3 of the stage's time); a line without the fields read counts as unreadable.
+    An object is read column-wise (polars decodes the envelopes and then the request and
+    answer bodies as whole columns) when every record in the window is plain JSON both ways
+    with the times the writers use; any other object (CSV or base64 bodies, a line that is
+    not JSON, an answer that does not fit its request) is read line by line, where a record
+    that cannot be read is counted as unreadable and skipped. Both give the same rows.
     """
     traffic = Traffic()
     first, last = f"{since:%Y-%m-%d/%H}", f"{until:%Y-%m-%d/%H}"
     prefix = keys.capture_prefix(dataset, version)
+    inputs: list[pl.DataFrame] = []
+    answers: list[pl.DataFrame] = []
     for key in store.list(bucket, prefix):
         found = capture_object(key, prefix)
         if found is None or not first <= found.hour <= last:
@@ -124,24 +194,197 @@ def read_traffic(
         traffic.objects += 1
         try:
             data = store.get(bucket, key)
-            lines = (gzip.decompress(data) if found.compressed else data).splitlines()
+            lines = [
+                line
+                for line in (gzip.decompress(data) if found.compressed else data).splitlines()
+                if line.strip()
+            ]
         except (OSError, EOFError):
             traffic.unreadable += 1
             continue
-        for line in lines:
-            if not line.strip():
-                continue
-            try:
-                record = orjson.loads(line)
-                at = datetime.fromisoformat(record["eventMetadata"]["inferenceTime"])
-                if since <= at < until:
-                    _add(traffic, record, at, task)
-            except (ValueError, KeyError, TypeError, AttributeError, pl.exceptions.PolarsError):
-                traffic.unreadable += 1
+        del data
+        try:
+            part = _columns(lines, since, until)
+        except _Fallback:
+            part = _line_by_line(lines, since, until, task)
+        traffic.requests.update(part.requests)
+        traffic.errors.update(part.errors)
+        traffic.unreadable += part.unreadable
+        if part.answers.height:
+            inputs.append(part.inputs)
+            answers.append(part.answers)
+    if answers:
+        frame = pl.concat(inputs, how="diagonal")
+        traffic.inputs = frame.select(pl.col(c).replace("", None) for c in sorted(frame.columns))
+        traffic.answers = pl.concat(answers)
     return traffic
 
 
-def _add(traffic: Traffic, record: dict[str, Any], at: datetime, task: str) -> None:
+def _columns(lines: list[bytes], since: datetime, until: datetime) -> Traffic:
+    """One object's records read column-wise; _Fallback when it holds anything but what the
+    writers write in plain JSON (the line-by-line reader then decides, record by record)."""
+    part = Traffic()
+    try:
+        records = pl.read_ndjson(b"\n".join(lines), schema=_ENVELOPE)
+    except pl.exceptions.PolarsError:
+        raise _Fallback from None
+    if records.height != len(lines):
+        raise _Fallback
+    meta = records["eventMetadata"].struct
+    at = meta.field("inferenceTime").str.to_datetime(_TIME_FORMAT, time_zone="UTC", strict=False)
+    if at.null_count():
+        raise _Fallback
+    data = records["captureData"].struct
+    frame = pl.DataFrame(
+        {
+            "at": at,
+            "status": meta.field("status").fill_null(200),
+            "inference_id": meta.field("inferenceId"),
+            "event_id": meta.field("eventId"),
+            "in_encoding": data.field("endpointInput").struct.field("encoding"),
+            "body": data.field("endpointInput").struct.field("data"),
+            "out_encoding": data.field("endpointOutput").struct.field("encoding"),
+            "answer": data.field("endpointOutput").struct.field("data"),
+        }
+    )
+    frame = frame.filter((pl.col("at") >= since) & (pl.col("at") < until)).with_columns(
+        hour=pl.col("at").dt.strftime("%Y-%m-%dT%H"),
+        # The caller's inference id, else the event's (as `inferenceId or eventId`).
+        ident=pl.when(pl.col("inference_id").str.len_bytes() > 0)
+        .then(pl.col("inference_id"))
+        .otherwise(pl.col("event_id")),
+    )
+    refused = (pl.col("status") >= 400) | pl.col("answer").is_null()
+    for hour, count in frame.group_by("hour").len().iter_rows():
+        part.requests[hour] += count
+    for hour, count in frame.filter(refused).group_by("hour").len().iter_rows():
+        part.errors[hour] += count
+    served = frame.filter(~refused)
+    if not served.height:
+        return part
+    if not (
+        (served["in_encoding"] == "JSON").all()
+        and (served["out_encoding"] == "JSON").all()
+        and served["ident"].null_count() == 0
+        and served["body"].null_count() == 0
+    ):
+        raise _Fallback
+    try:
+        part.inputs, counts = _decoded_inputs(served["body"])
+        part.answers = _decoded_answers(served, counts)
+    except pl.exceptions.PolarsError:
+        raise _Fallback from None
+    return part
+
+
+def _decoded_inputs(bodies: pl.Series) -> tuple[pl.DataFrame, pl.Series]:
+    """The instances of JSON invocation bodies as text columns, and each body's row count."""
+    inferred = bodies.str.json_decode(infer_schema_length=None).dtype
+    instances = inferred.to_schema().get("instances") if isinstance(inferred, pl.Struct) else None
+    inner = instances.inner if isinstance(instances, pl.List) else None
+    if not isinstance(inner, pl.Struct):
+        raise _Fallback
+    text = pl.Struct({"instances": pl.List(pl.Struct(dict.fromkeys(inner.to_schema(), pl.String)))})
+    decoded = bodies.str.json_decode(text).struct.field("instances")
+    if decoded.null_count() or decoded.list.eval(pl.element().is_null().any()).explode().any():
+        raise _Fallback
+    return decoded.explode().struct.unnest(), decoded.list.len()
+
+
+def _decoded_answers(served: pl.DataFrame, counts: pl.Series) -> pl.DataFrame:
+    """One answer row per input row of JSON invocation answers; _Fallback unless every
+    answer is an invocation answer with one prediction per row."""
+    answers = served["answer"]
+    inferred = answers.str.json_decode(infer_schema_length=None).dtype
+    fields = inferred.to_schema() if isinstance(inferred, pl.Struct) else {}
+    predictions = fields.get("predictions")
+    item = predictions.inner if isinstance(predictions, pl.List) else None
+    if not isinstance(item, pl.Struct) or not set(item.to_schema()) <= _ANSWER_FIELDS:
+        raise _Fallback
+    decoded = answers.str.json_decode(inferred)
+    if decoded.struct.field("model_version").dtype != pl.String:
+        raise _Fallback
+    listed = decoded.struct.field("predictions")
+    if (
+        decoded.struct.field("model_version").null_count()
+        or listed.null_count()
+        or not (listed.list.len() == counts).all()
+    ):
+        raise _Fallback
+    items = listed.explode().struct.unnest()
+    label = (
+        items["label"]
+        if "label" in items.columns
+        else pl.repeat(None, items.height, dtype=pl.String, eager=True)
+    )
+    value = (
+        items["value"]
+        if "value" in items.columns
+        else pl.repeat(None, items.height, dtype=pl.Float64, eager=True)
+    )
+    probabilities = (
+        items["probabilities"]
+        if "probabilities" in items.columns
+        else pl.repeat(None, items.height, dtype=pl.String, eager=True)
+    )
+    if probabilities.dtype != pl.String:
+        if not isinstance(probabilities.dtype, pl.Struct):
+            raise _Fallback
+        probabilities = probabilities.struct.json_encode()
+    # Each item a class answer (label and probabilities) or a value, as the wire model reads.
+    classed = label.is_not_null() & probabilities.is_not_null()
+    if not (classed ^ value.is_not_null()).all() or label.dtype != pl.String:
+        raise _Fallback
+    n = pl.col("n")
+    rows = served.select("ident", "hour", n=counts).with_columns(i=pl.int_ranges(0, n)).explode("i")
+    ids = rows.select(
+        pl.when(n == 1)
+        .then(pl.col("ident"))
+        .otherwise(pl.col("ident") + "#" + pl.col("i").cast(pl.String))
+    ).to_series()
+    return pl.DataFrame(
+        {
+            "id": ids,
+            "hour": rows["hour"],
+            "label": label,
+            "value": value.cast(pl.Float64),
+            "p_positive": pl.repeat(None, items.height, dtype=pl.Float64, eager=True),
+            "probabilities": probabilities,
+        },
+        schema=_ANSWER_SCHEMA,
+    )
+
+
+def _line_by_line(lines: list[bytes], since: datetime, until: datetime, task: str) -> Traffic:
+    """One object's records, one at a time: a record that is not in the capture shape is
+    counted as unreadable and skipped."""
+    part = Traffic()
+    rows: list[dict[str, object]] = []
+    answers: dict[str, list[Any]] = {name: [] for name in _ANSWER_SCHEMA}
+    for line in lines:
+        try:
+            record = orjson.loads(line)
+            at = datetime.fromisoformat(record["eventMetadata"]["inferenceTime"])
+            if since <= at < until:
+                _add(part, rows, answers, record, at, task)
+        except (ValueError, KeyError, TypeError, AttributeError, pl.exceptions.PolarsError):
+            part.unreadable += 1
+    columns = sorted({name for row in rows for name in row})
+    # Cast by polars (numbers and booleans to text as the CSV reader writes them, a key a
+    # row lacks as missing), as the column-wise reader's JSON decoding does.
+    part.inputs = pl.DataFrame(rows, schema=dict.fromkeys(columns, pl.String), strict=False)
+    part.answers = pl.DataFrame(answers, schema=_ANSWER_SCHEMA)
+    return part
+
+
+def _add(
+    traffic: Traffic,
+    rows: list[dict[str, object]],
+    columns: dict[str, list[Any]],
+    record: dict[str, Any],
+    at: datetime,
+    task: str,
+) -> None:
     """One captured request: counted in its hour, its rows and answers kept; raises
     KeyError/TypeError/ValueError for a record that is not in the capture shape."""
     hour = f"{at:%Y-%m-%dT%H}"
@@ -151,21 +394,23 @@ def _add(traffic: Traffic, record: dict[str, Any], at: datetime, task: str) -> N
         traffic.requests[hour] += 1
         traffic.errors[hour] += 1
         return
-    rows = _input_rows(*_decoded(data["endpointInput"]))
+    served = _input_rows(*_decoded(data["endpointInput"]))
     answers = _answers(*_decoded(output), task)
-    if len(answers) != len(rows):
+    if len(answers) != len(served):
         raise ValueError("a captured answer does not have one prediction per row")
     traffic.requests[hour] += 1
     ident = str(meta.get("inferenceId") or meta["eventId"])
-    for i, (row, answer) in enumerate(zip(rows, answers, strict=True)):
-        traffic.rows.append(row)
-        traffic.ids.append(ident if len(rows) == 1 else f"{ident}#{i}")
-        traffic.hours.append(hour)
+    for i, (row, answer) in enumerate(zip(served, answers, strict=True)):
+        rows.append(row)
         label, value, probabilities, p = answer
-        traffic.labels.append(label)
-        traffic.values.append(value)
-        traffic.probabilities.append(probabilities)
-        traffic.p_positive.append(p)
+        columns["id"].append(ident if len(served) == 1 else f"{ident}#{i}")
+        columns["hour"].append(hour)
+        columns["label"].append(label)
+        columns["value"].append(value)
+        columns["p_positive"].append(p)
+        columns["probabilities"].append(
+            None if probabilities is None else orjson.dumps(probabilities).decode()
+        )
 
 
 def _decoded(captured: dict[str, Any]) -> tuple[str, str]:
@@ -303,6 +548,9 @@ def join_labels(
 ) -> list[tuple[int, wire.LabelRecord]]:
     """(row index in `traffic`, its label) for every labelled captured row; the labels that
     match no captured row are counted as unknown."""
+    if not latest:
+        join.matched, join.unknown, join.unknown_ids = 0, 0, []
+        return []
     index = {ident: i for i, ident in enumerate(traffic.ids)}
     matched = [(index[ident], label) for ident, label in latest.items() if ident in index]
     unknown = [ident for ident in latest if ident not in index]
