@@ -23,8 +23,10 @@ import binascii
 import functools
 import gzip
 import io
+import os
 import re
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -38,6 +40,7 @@ from automlops.ports import ObjectStore
 from automlops.serving import wire
 
 _LISTED_IDS = 20  # unknown ids named in a report
+_READERS = 4  # capture objects read at once (at most one per core)
 # SageMaker's layout under the destination: <endpoint>/<variant>/<yyyy>/<mm>/<dd>/<hh>/<file>.
 _SAGEMAKER_TAIL = re.compile(r"([^/]+)/[^/]+/(\d{4})/(\d{2})/(\d{2})/(\d{2})/[^/]+\.jsonl")
 
@@ -79,7 +82,6 @@ _ENVELOPE = {
 }
 # The inference server and SageMaker both write UTC with a Z and microseconds.
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%S%.fZ"
-_ANSWER_FIELDS = {"label", "probabilities", "value", "explanation"}
 # Per answered row: the decided label (classification; None when the answer does not say), the
 # value (regression), P(positive) alone (CSV answers of a binary model), every label's
 # probability as a JSON object (read back for the labelled rows only).
@@ -183,41 +185,62 @@ def read_traffic(
     traffic = Traffic()
     first, last = f"{since:%Y-%m-%d/%H}", f"{until:%Y-%m-%d/%H}"
     prefix = keys.capture_prefix(dataset, version)
-    inputs: list[pl.DataFrame] = []
-    answers: list[pl.DataFrame] = []
+    chosen = []
     for key in store.list(bucket, prefix):
         found = capture_object(key, prefix)
         if found is None or not first <= found.hour <= last:
             continue
         if endpoint is not None and found.endpoint not in (None, endpoint):
             continue
-        traffic.objects += 1
-        try:
-            data = store.get(bucket, key)
-            lines = [
-                line
-                for line in (gzip.decompress(data) if found.compressed else data).splitlines()
-                if line.strip()
-            ]
-        except (OSError, EOFError):
-            traffic.unreadable += 1
-            continue
-        del data
-        try:
-            part = _columns(lines, since, until)
-        except _Fallback:
-            part = _line_by_line(lines, since, until, task)
-        traffic.requests.update(part.requests)
-        traffic.errors.update(part.errors)
-        traffic.unreadable += part.unreadable
-        if part.answers.height:
-            inputs.append(part.inputs)
-            answers.append(part.answers)
+        chosen.append((key, found.compressed))
+
+    def read(item: tuple[str, bool]) -> Traffic:
+        return _read_object(store, bucket, *item, since, until, task)
+
+    inputs: list[pl.DataFrame] = []
+    answers: list[pl.DataFrame] = []
+    # Objects on every core: the decoding runs in polars and zlib, outside the GIL; in order.
+    with ThreadPoolExecutor(max_workers=min(_READERS, os.cpu_count() or 1)) as pool:
+        for part in pool.map(read, chosen):
+            traffic.objects += 1
+            traffic.requests.update(part.requests)
+            traffic.errors.update(part.errors)
+            traffic.unreadable += part.unreadable
+            if part.answers.height:
+                inputs.append(part.inputs)
+                answers.append(part.answers)
     if answers:
         frame = pl.concat(inputs, how="diagonal")
         traffic.inputs = frame.select(pl.col(c).replace("", None) for c in sorted(frame.columns))
         traffic.answers = pl.concat(answers)
     return traffic
+
+
+def _read_object(
+    store: ObjectStore,
+    bucket: str,
+    key: str,
+    compressed: bool,
+    since: datetime,
+    until: datetime,
+    task: str,
+) -> Traffic:
+    """One capture object's requests in the window (an object that cannot be read at all
+    counts as one unreadable record)."""
+    try:
+        data = store.get(bucket, key)
+        lines = [
+            line
+            for line in (gzip.decompress(data) if compressed else data).splitlines()
+            if line.strip()
+        ]
+    except (OSError, EOFError):
+        return Traffic(unreadable=1)
+    del data
+    try:
+        return _columns(lines, since, until)
+    except _Fallback:
+        return _line_by_line(lines, since, until, task)
 
 
 def _columns(lines: list[bytes], since: datetime, until: datetime) -> Traffic:
@@ -269,90 +292,72 @@ def _columns(lines: list[bytes], since: datetime, until: datetime) -> Traffic:
         and served["body"].null_count() == 0
     ):
         raise _Fallback
-    try:
-        part.inputs, counts = _decoded_inputs(served["body"])
-        part.answers = _decoded_answers(served, counts)
-    except pl.exceptions.PolarsError:
-        raise _Fallback from None
+    part.inputs, part.answers = _served(served)
     return part
 
 
-def _decoded_inputs(bodies: pl.Series) -> tuple[pl.DataFrame, pl.Series]:
-    """The instances of JSON invocation bodies as text columns, and each body's row count."""
-    inferred = bodies.str.json_decode(infer_schema_length=None).dtype
-    instances = inferred.to_schema().get("instances") if isinstance(inferred, pl.Struct) else None
-    inner = instances.inner if isinstance(instances, pl.List) else None
-    if not isinstance(inner, pl.Struct):
-        raise _Fallback
-    text = pl.Struct({"instances": pl.List(pl.Struct(dict.fromkeys(inner.to_schema(), pl.String)))})
-    decoded = bodies.str.json_decode(text).struct.field("instances")
-    if decoded.null_count() or decoded.list.eval(pl.element().is_null().any()).explode().any():
-        raise _Fallback
-    return decoded.explode().struct.unnest(), decoded.list.len()
+def _served(served: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The inputs (text columns) and answers of JSON requests answered in JSON; _Fallback
+    unless each body is an invocation body and each answer a plain invocation answer with
+    one prediction per row (anything else is left to the line-by-line reader's rules)."""
+    rows: list[dict[str, object]] = []
+    answers: dict[str, list[Any]] = {name: [] for name in _ANSWER_SCHEMA}
+    try:
+        for ident, hour, body, answer in served.select(
+            "ident", "hour", "body", "answer"
+        ).iter_rows():
+            instances = orjson.loads(body).get("instances")
+            predictions = orjson.loads(answer)
+            items = predictions.get("predictions")
+            if (
+                type(instances) is not list
+                or type(items) is not list
+                or len(items) != len(instances)
+                or type(predictions.get("model_version")) is not str
+            ):
+                raise _Fallback
+            single = len(instances) == 1
+            for n, (row, item) in enumerate(zip(instances, items, strict=True)):
+                if type(row) is not dict:
+                    raise _Fallback
+                rows.append(row)
+                answers["id"].append(ident if single else f"{ident}#{n}")
+                answers["hour"].append(hour)
+                _answer(answers, item)
+    except (orjson.JSONDecodeError, AttributeError):  # not JSON, or not a JSON object
+        raise _Fallback from None
+    columns = sorted({name for row in rows for name in row})
+    try:
+        # Cast by polars, as the line-by-line reader does: numbers and booleans to text as
+        # the CSV reader writes them, a key a row lacks as missing.
+        inputs = pl.DataFrame(rows, schema=dict.fromkeys(columns, pl.String), strict=False)
+    except pl.exceptions.PolarsError:
+        raise _Fallback from None
+    return inputs, pl.DataFrame(answers, schema=_ANSWER_SCHEMA)
 
 
-def _decoded_answers(served: pl.DataFrame, counts: pl.Series) -> pl.DataFrame:
-    """One answer row per input row of JSON invocation answers; _Fallback unless every
-    answer is an invocation answer with one prediction per row."""
-    answers = served["answer"]
-    inferred = answers.str.json_decode(infer_schema_length=None).dtype
-    fields = inferred.to_schema() if isinstance(inferred, pl.Struct) else {}
-    predictions = fields.get("predictions")
-    item = predictions.inner if isinstance(predictions, pl.List) else None
-    if not isinstance(item, pl.Struct) or not set(item.to_schema()) <= _ANSWER_FIELDS:
+def _answer(answers: dict[str, list[Any]], item: object) -> None:
+    """One prediction of a JSON answer, appended; _Fallback for one the wire model would
+    have to coerce or refuse (left to it, on the line-by-line route)."""
+    if type(item) is not dict:
         raise _Fallback
-    decoded = answers.str.json_decode(inferred)
-    if decoded.struct.field("model_version").dtype != pl.String:
-        raise _Fallback
-    listed = decoded.struct.field("predictions")
-    if (
-        decoded.struct.field("model_version").null_count()
-        or listed.null_count()
-        or not (listed.list.len() == counts).all()
-    ):
-        raise _Fallback
-    items = listed.explode().struct.unnest()
-    label = (
-        items["label"]
-        if "label" in items.columns
-        else pl.repeat(None, items.height, dtype=pl.String, eager=True)
-    )
-    value = (
-        items["value"]
-        if "value" in items.columns
-        else pl.repeat(None, items.height, dtype=pl.Float64, eager=True)
-    )
-    probabilities = (
-        items["probabilities"]
-        if "probabilities" in items.columns
-        else pl.repeat(None, items.height, dtype=pl.String, eager=True)
-    )
-    if probabilities.dtype != pl.String:
-        if not isinstance(probabilities.dtype, pl.Struct):
+    label, probabilities, value = item.get("label"), item.get("probabilities"), item.get("value")
+    if type(label) is str and type(probabilities) is dict:
+        if not all(type(p) is float or type(p) is int for p in probabilities.values()):
             raise _Fallback
-        probabilities = probabilities.struct.json_encode()
-    # Each item a class answer (label and probabilities) or a value, as the wire model reads.
-    classed = label.is_not_null() & probabilities.is_not_null()
-    if not (classed ^ value.is_not_null()).all() or label.dtype != pl.String:
+        answers["label"].append(label)
+        answers["value"].append(None)
+        answers["probabilities"].append(
+            orjson.dumps({k: float(p) for k, p in probabilities.items()}).decode()
+        )
+    elif label is None and probabilities is None and type(value) in (float, int):
+        assert isinstance(value, float | int)  # for the type checker: `type` said so
+        answers["label"].append(None)
+        answers["value"].append(float(value))
+        answers["probabilities"].append(None)
+    else:
         raise _Fallback
-    n = pl.col("n")
-    rows = served.select("ident", "hour", n=counts).with_columns(i=pl.int_ranges(0, n)).explode("i")
-    ids = rows.select(
-        pl.when(n == 1)
-        .then(pl.col("ident"))
-        .otherwise(pl.col("ident") + "#" + pl.col("i").cast(pl.String))
-    ).to_series()
-    return pl.DataFrame(
-        {
-            "id": ids,
-            "hour": rows["hour"],
-            "label": label,
-            "value": value.cast(pl.Float64),
-            "p_positive": pl.repeat(None, items.height, dtype=pl.Float64, eager=True),
-            "probabilities": probabilities,
-        },
-        schema=_ANSWER_SCHEMA,
-    )
+    answers["p_positive"].append(None)
 
 
 def _line_by_line(lines: list[bytes], since: datetime, until: datetime, task: str) -> Traffic:
