@@ -176,11 +176,12 @@ def read_traffic(
     endpoint config is also the one its candidate endpoint ran under evaluation, whose test
     rows are not traffic (the server's own capture records the champion route only).
 
-    An object is read column-wise (polars decodes the envelopes and then the request and
-    answer bodies as whole columns) when every record in the window is plain JSON both ways
-    with the times the writers use; any other object (CSV or base64 bodies, a line that is
-    not JSON, an answer that does not fit its request) is read line by line, where a record
-    that cannot be read is counted as unreadable and skipped. Both give the same rows.
+    Objects are read on every core, each into frames (no dict per row is kept: a day is a
+    million rows): polars reads the envelopes column-wise, orjson the bodies, when every
+    record in the window is plain JSON both ways with the times the writers use. Any other
+    object (CSV or base64 bodies, a line that is not JSON, an answer that does not fit its
+    request) is read line by line, where a record that cannot be read is counted as
+    unreadable and skipped. Both routes give the same rows.
     """
     traffic = Traffic()
     first, last = f"{since:%Y-%m-%d/%H}", f"{until:%Y-%m-%d/%H}"
