@@ -4,7 +4,7 @@ A bank-marketing champion is trained through the real pipeline; then a day of it
 written as the inference server writes it (`serving.capture.capture_line`, gzip JSONL under
 `keys.capture_key`, one object per hour): one-row JSON requests drawn from the bank file, each
 with the champion's own answer, and labels (the file's `y`) for a share of them. `automlops
-monitor bank` then runs in a child process, timed (wall) with its peak RSS (wait4), as this
+monitor bank` then runs in a child process, timed (wall) with its peak RSS (VmHWM), as this
 tree has it and, in the same run on the same workspace, as the baseline revision has it (the
 dict-per-row reader), so the figure is a ratio and the two reports can be compared.
 
@@ -255,7 +255,7 @@ def markdown(
     rows = [
         "| monitor | wall (each run) | peak RSS |",
         "|---|---|---|",
-        f"| this tree (column-wise reader) | {walls} s | {peak / mb:,.0f} MB |",
+        f"| this tree (frames per object, on every core) | {walls} s | {peak / mb:,.0f} MB |",
     ]
     verdict = ""
     if base is not None:
@@ -266,20 +266,20 @@ def markdown(
         )
         verdict = (
             f"\nThis tree takes **{wall / base['wall']:.2f}x** the baseline's time "
-            f"({base['wall'] / wall:.1f}x faster) and **{peak / base['peak_rss']:.2f}x** its peak "
+            f"(median of its runs) and **{peak / base['peak_rss']:.2f}x** its peak "
             f"memory; the two reports agree on every figure compared (volume per hour, rows, "
             f"drifted columns and each column's PSI, prediction drift, label join, live metric "
             f"and interval): **{'yes' if same else 'NO'}**.\n"
         )
     return f"""## The monitor on a day of captured traffic
 
-`automlops monitor {DATASET}` (a child process: wall time, peak RSS from wait4) over a day of
-traffic of the bank-marketing champion (v{champion.version}, {champion.learner}): {day["rows"]:,}
+`automlops monitor {DATASET}` (a child process: wall time, and its peak RSS, VmHWM) over a day
+of traffic of the bank-marketing champion (v{champion.version}, {champion.learner}): {day["rows"]:,}
 one-row JSON requests drawn from the bank file, each with the champion's own answer, written as
 the inference server writes them ({day["objects"]} gzip JSONL objects, one an hour,
 {day["gzip_mb"]:,.0f} MB), and {day["labels"]:,} labels ({LABELLED_SHARE:.0%}) in one batch.
-The run covers data drift of the 1 M rows against the training split, prediction drift, volume
-per hour, the label join and the live ROC AUC with its bootstrap interval.
+The run covers data drift of the {day["rows"]:,} rows against the training split, prediction
+drift, volume per hour, the label join and the live ROC AUC with its bootstrap interval.
 
 {chr(10).join(rows)}
 {verdict}
