@@ -127,7 +127,8 @@ def test_upload_names_lead_back_to_their_decision() -> None:
     assert name == "retrain-20261130T120000Z.csv"
     assert retrain_policy.decided_at_of(f"data/d/{name}") == NOW
     assert retrain_policy.decided_at_of("data/d/cancer.csv") is None
-    assert retrain_policy.decision_key("d", NOW) == "monitoring/d/20261130T120000Z/retrain.json"
+    decided = retrain_policy.decision_key("d", NOW)
+    assert decided == "monitoring/d/20261130T120000.000000Z/retrain.json"
 
 
 def test_webhook_delivery_retries_with_back_off_and_gives_up_bounded() -> None:

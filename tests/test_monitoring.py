@@ -234,6 +234,25 @@ def test_monitor_command_and_schedule_entry(runtime: LocalRuntime) -> None:
     assert list(monitor_all(runtime.ports())) == [DEMO_DATASET]
 
 
+def test_one_failing_dataset_does_not_stop_the_scheduled_sweep(runtime: LocalRuntime) -> None:
+    # "aaa" sorts first and has a champion whose processed data is gone: its monitor fails.
+    bucket = runtime.settings.buckets.model_output
+    doc = runtime.store.get(bucket, keys.registry_key(DEMO_DATASET))
+    runtime.store.put(bucket, keys.registry_key("aaa"), doc.replace(b'"cancer"', b'"aaa"'))
+    sweep = monitor_all(runtime.ports())
+    assert list(sweep) == [DEMO_DATASET] and sweep[DEMO_DATASET].report.champion == 1
+    assert list(sweep.failures) == ["aaa"] and "NotFound" in sweep.failures["aaa"]
+
+
+def test_monitor_runs_in_one_second_keep_their_own_reports() -> None:
+    at = datetime(2026, 11, 30, 12, 0, 0, 1, tzinfo=UTC)
+    later = at.replace(microsecond=2)
+    assert keys.monitor_prefix("d", at) != keys.monitor_prefix("d", later)
+    stamps = [at.replace(microsecond=0), at, later, at.replace(second=1, microsecond=0)]
+    prefixes = [keys.monitor_prefix("d", t) for t in stamps]
+    assert prefixes == sorted(prefixes)
+
+
 def test_unreadable_capture_records_are_counted_not_fatal(runtime: LocalRuntime) -> None:
     bucket = runtime.settings.buckets.model_monitoring
     now = datetime.now(UTC)

@@ -25,7 +25,8 @@
                        what the champion served, one gzip JSONL object per write and hour (UTC)
                    labels/<dataset>/<yyyymmddThhmmss.ffffffZ>-<source>.jsonl
                        ground truth as received (API or CSV), in arrival order: last wins
-                   monitoring/<dataset>/<yyyymmddThhmmssZ>/monitor.{json,html}  one monitor run
+                   monitoring/<dataset>/<yyyymmddThhmmss.ffffffZ>/monitor.{json,html}
+                       one monitor run (retrain.json beside it when a policy looked)
 [data]             feedback/<dataset>/<file>.csv        labels dropped as CSV (id,label|value)
 ```
 
@@ -147,8 +148,9 @@ def feedback_prefix(dataset: str) -> str:
 
 
 def monitor_prefix(dataset: str, at: datetime) -> str:
-    """One monitor run's report files (monitoring bucket)."""
-    return f"monitoring/{dataset}/{at:%Y%m%dT%H%M%SZ}/"
+    """One monitor run's report files (monitoring bucket), stamped to the microsecond (two runs
+    in one second must not share a folder; the fixed-width stamp sorts as time does)."""
+    return f"monitoring/{dataset}/{at:%Y%m%dT%H%M%S.%fZ}/"
 
 
 @dataclass(frozen=True)

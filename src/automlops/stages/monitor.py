@@ -12,13 +12,14 @@ monitor.html (`keys.monitor_prefix`). It decides nothing: a retrain policy or an
 
 from __future__ import annotations
 
+import logging
 import math
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import jinja2
 import numpy as np
-import polars as pl
 from pydantic import BaseModel, Field
 
 from automlops import keys
@@ -50,6 +51,8 @@ ERROR_RATE_ALERT = 0.05  # refused requests above this share of the window's req
 MIN_LABELS = 30  # live metrics are reported from this many labelled rows on
 RESAMPLES = 500
 CONFIDENCE = 0.95
+
+log = logging.getLogger(__name__)
 
 
 class HourVolume(BaseModel):
@@ -137,7 +140,7 @@ def monitor(
         store, buckets.model_monitoring, dataset, champion.version, since, until, target.task.value
     )
     _volume(report, traffic)
-    if traffic.rows:
+    if traffic.height:
         _drift(ports, report, champion, traffic, target)
     else:
         report.notes.append("no captured rows in the window: nothing to compare")
@@ -158,21 +161,44 @@ def monitor(
     return MonitorResult(report=report, json_key=json_key, html_key=html_key)
 
 
-def monitor_all(ports: Ports, *, since: datetime | None = None) -> dict[str, MonitorResult]:
+@dataclass(frozen=True)
+class MonitorSweep(Mapping[str, MonitorResult]):
+    """One scheduled look at every dataset with a champion: the results by dataset (what the
+    mapping holds) and, apart, the datasets whose monitor failed, with why."""
+
+    results: dict[str, MonitorResult]
+    failures: dict[str, str]  # dataset -> the error, one line
+
+    def __getitem__(self, dataset: str) -> MonitorResult:
+        return self.results[dataset]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.results)
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+
+def monitor_all(ports: Ports, *, since: datetime | None = None) -> MonitorSweep:
     """`monitor` every dataset that has a champion (what a schedule runs: `automlops up`
-    every N minutes, an EventBridge rule on AWS)."""
+    every N minutes, an EventBridge rule on AWS). A dataset whose monitor fails is logged and
+    named in `failures`, and the others are monitored all the same."""
     registry = Registry(ports.store, ports.settings.buckets.model_output)
-    return {
-        dataset: monitor(ports, dataset, since=since)
-        for dataset in registry.datasets()
-        if registry.read(dataset).champion is not None
-    }
+    results: dict[str, MonitorResult] = {}
+    failures: dict[str, str] = {}
+    for dataset in registry.datasets():
+        try:
+            if registry.read(dataset).champion is None:
+                continue
+            results[dataset] = monitor(ports, dataset, since=since)
+        except Exception as exc:  # any failure: one bad dataset must not block the others
+            log.exception("monitoring %s failed", dataset)
+            failures[dataset] = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+    return MonitorSweep(results=results, failures=failures)
 
 
 def _volume(report: MonitorReport, traffic: Traffic) -> None:
-    rows_by_hour: dict[str, int] = {}
-    for hour in traffic.hours:
-        rows_by_hour[hour] = rows_by_hour.get(hour, 0) + 1
+    rows_by_hour = dict(traffic.answers.group_by("hour").len().iter_rows())
     report.volume = [
         HourVolume(
             hour=hour,
@@ -184,7 +210,7 @@ def _volume(report: MonitorReport, traffic: Traffic) -> None:
     ]
     report.requests = sum(traffic.requests.values())
     report.errors = sum(traffic.errors.values())
-    report.rows = len(traffic.rows)
+    report.rows = traffic.height
     report.error_rate = report.errors / report.requests if report.requests else 0.0
     report.unreadable = traffic.unreadable
     if traffic.unreadable:
@@ -236,10 +262,10 @@ def _drift(
     if target.name not in baseline.columns:
         return
     if target.task is Task.regression:
-        served = pl.Series([v for v in traffic.values if v is not None], dtype=pl.Float64)
+        served = traffic.answers["value"].drop_nulls()
         compared = drift.numeric_drift("prediction", baseline[target.name], served)
     else:
-        served = pl.Series([v for v in traffic.labels if v is not None], dtype=pl.String)
+        served = traffic.answers["label"].drop_nulls()
         if served.len() == 0:
             report.notes.append("answers carry no labels (text/csv): no prediction drift")
             return
@@ -300,32 +326,37 @@ def _scored(
     scores: list[object] = []
     right: list[bool] = []
     index = {label: i for i, label in enumerate(target.labels)}
-    for row, record in labelled:
+    # Only the labelled rows' answers are taken out of the columns.
+    at = [row for row, _ in labelled]
+    answers = traffic.answers[at] if at else traffic.answers.clear()
+    served_labels, served_values = answers["label"].to_list(), answers["value"].to_list()
+    p_positive, probabilities = answers["p_positive"].to_list(), traffic.probabilities_at(at)
+    for n, (_, record) in enumerate(labelled):
         label, value = record.label, record.value
         if target.task is Task.regression:
-            if value is None or traffic.values[row] is None:
+            if value is None or served_values[n] is None:
                 continue
             truth.append(float(value))
-            scores.append(traffic.values[row])
+            scores.append(served_values[n])
             continue
         if label not in index:
             continue
-        probabilities = traffic.probabilities[row]
+        given = probabilities[n]
         if target.task is Task.binary:
-            p = traffic.p_positive[row]
-            if probabilities is not None and target.positive is not None:
-                p = probabilities.get(target.positive)
+            p = p_positive[n]
+            if given is not None and target.positive is not None:
+                p = given.get(target.positive)
             if p is None:
                 continue
             truth.append(float(label == target.positive))
             scores.append(p)
         else:
-            if probabilities is None:
+            if given is None:
                 continue
             truth.append(float(index[label]))
-            scores.append([probabilities.get(name, 0.0) for name in target.labels])
-        if traffic.labels[row] is not None:
-            right.append(traffic.labels[row] == label)
+            scores.append([given.get(name, 0.0) for name in target.labels])
+        if served_labels[n] is not None:
+            right.append(served_labels[n] == label)
     return truth, scores, (right if right and target.task is not Task.regression else None)
 
 
