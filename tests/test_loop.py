@@ -124,8 +124,11 @@ def test_the_cool_down_and_missing_rows_hold_a_trigger_back() -> None:
 
 def test_upload_names_lead_back_to_their_decision() -> None:
     name = retrain_policy.upload_filename(NOW)
-    assert name == "retrain-20261130T120000Z.csv"
+    assert name == "retrain-20261130T120000.000000Z.csv"
     assert retrain_policy.decided_at_of(f"data/d/{name}") == NOW
+    # In its upload's own folder, and as named before stamps had microseconds.
+    assert retrain_policy.decided_at_of(f"data/d/20261130-120000-ab12cd34/{name}") == NOW
+    assert retrain_policy.decided_at_of("data/d/retrain-20261130T120000Z.csv") == NOW
     assert retrain_policy.decided_at_of("data/d/cancer.csv") is None
     decided = retrain_policy.decision_key("d", NOW)
     assert decided == "monitoring/d/20261130T120000.000000Z/retrain.json"

@@ -251,8 +251,9 @@ def monitor(event: dict[str, Any], context: Any) -> dict[str, Any]:
 
     `stages.monitor.monitor_all` over the last 24 hours of captured traffic, feedback CSVs
     under feedback/<dataset>/ of the data bucket ingested on the way (no S3 notification is
-    needed for them), one report per dataset in the monitoring bucket. A failure raises: the
-    next scheduled run looks again.
+    needed for them), one report per dataset in the monitoring bucket. A dataset whose
+    monitor fails is logged and listed under "failed"; the others are monitored all the same,
+    and the next scheduled run looks again.
     """
     from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent
 
@@ -277,8 +278,11 @@ def monitor(event: dict[str, Any], context: Any) -> dict[str, Any]:
                 "report": result.json_key,
             },
         )
+    for dataset, error in results.failures.items():
+        logger.error("monitor failed", extra={"dataset": dataset, "error": error})
     return {
         "scheduled_at": scheduled.get("time"),
+        "failed": dict(results.failures),
         "reports": {dataset: result.json_key for dataset, result in results.items()},
         "alerts": {dataset: len(result.report.alerts) for dataset, result in results.items()},
     }

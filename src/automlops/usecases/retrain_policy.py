@@ -25,8 +25,9 @@ from automlops.usecases.upload import Uploaded, UploadOptions, upload
 
 DECISION_FILE = "retrain.json"
 _UPLOAD_PREFIX = "retrain-"
-_STAMP = "%Y%m%dT%H%M%SZ"  # keys.monitor_prefix's stamp: one decision per monitor run
-_UPLOAD_NAME = re.compile(r"^retrain-(\d{8}T\d{6}Z)\.csv$")
+_STAMP = "%Y%m%dT%H%M%S.%fZ"  # keys.monitor_prefix's stamp: one decision per monitor run
+# Stamped to the second before 2026-11-30: such uploads still count for the cool-down.
+_UPLOAD_NAME = re.compile(r"^retrain-(\d{8}T\d{6}(?:\.\d{6})?Z)\.csv$")
 
 
 class Signals(BaseModel):
@@ -126,7 +127,9 @@ def decided_at_of(source_key: str) -> datetime | None:
     match = _UPLOAD_NAME.match(source_key.rsplit("/", 1)[-1])
     if match is None:
         return None
-    return datetime.strptime(match.group(1), _STAMP).replace(tzinfo=UTC)
+    stamp = match.group(1)
+    layout = _STAMP if "." in stamp else "%Y%m%dT%H%M%SZ"
+    return datetime.strptime(stamp, layout).replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
