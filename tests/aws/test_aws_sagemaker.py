@@ -266,3 +266,18 @@ def _check_contract_app(model_dir: Path) -> None:
         assert unsupported.status_code == 415
     finally:
         server.stop()
+
+
+def test_training_jobs_encrypt_with_the_stacks_key_when_it_has_one(deployed: Deployed) -> None:
+    rt = deployed[0]
+    schema, key = _tiny_schema(), "automl/d/0123456789abcdef/schema.json"
+    plain = rt.launcher.request(schema, rt.config.bucket_automl_data, key)  # type: ignore[arg-type]
+    assert "KmsKeyId" not in plain["OutputDataConfig"]
+    assert "VolumeKmsKeyId" not in plain["ResourceConfig"]
+    arn = "arn:aws:kms:us-east-1:123456789012:key/0f1e2d3c-aaaa-bbbb-cccc-111122223333"
+    keyed = TrainingJobLauncher(rt.config.model_copy(update={"kms_key_arn": arn}), None)
+    request = keyed.request(schema, rt.config.bucket_automl_data, key)  # type: ignore[arg-type]
+    assert request["OutputDataConfig"]["KmsKeyId"] == arn
+    assert request["ResourceConfig"]["VolumeKmsKeyId"] == arn
+    # The stack hands its key (or "") to the functions that start jobs.
+    assert rt.config.kms_key_arn == ""

@@ -76,6 +76,7 @@ _KEYS: tuple[tuple[str, str, str], ...] = (
     ),
     ("AUTOMLOPS_ENDPOINT_WAIT_S", "endpoint/wait-seconds", "endpoint_wait_s"),
     ("AUTOMLOPS_KEEP_VERSIONS", "endpoint/keep-versions", "keep_versions"),
+    ("AUTOMLOPS_KMS_KEY_ARN", "kms-key-arn", "kms_key_arn"),
     ("AUTOMLOPS_MAX_RECEIVES", "queues/max-receives", "max_receives"),
     ("AUTOMLOPS_RETRY_BASE_S", "queues/retry-base-seconds", "retry_base_s"),
 )
@@ -115,6 +116,9 @@ class AwsConfig(BaseModel):
     endpoint_wait_s: float = 720.0
     # Earlier champions whose model and endpoint config are kept for a rollback.
     keep_versions: int = 2
+    # The stack's customer-managed KMS key ("" for service-managed keys): SageMaker jobs
+    # encrypt their outputs and volumes with it, as the buckets do.
+    kms_key_arn: str = ""
     max_receives: int = 5
     retry_base_s: float = 30.0
     # The function's memory (Lambda sets AWS_LAMBDA_FUNCTION_MEMORY_SIZE); bounds the uploads

@@ -397,12 +397,14 @@ class TrainingJobLauncher:
                 for name, key in channels.items()
             ],
             "OutputDataConfig": {
-                "S3OutputPath": f"s3://{config.bucket_automl_data}/{JOB_OUTPUT_PREFIX}{dataset}"
+                "S3OutputPath": f"s3://{config.bucket_automl_data}/{JOB_OUTPUT_PREFIX}{dataset}",
+                **({"KmsKeyId": config.kms_key_arn} if config.kms_key_arn else {}),
             },
             "ResourceConfig": {
                 "InstanceType": config.training_instance_type,
                 "InstanceCount": 1,
                 "VolumeSizeInGB": config.training_volume_gb,
+                **({"VolumeKmsKeyId": config.kms_key_arn} if config.kms_key_arn else {}),
             },
             "StoppingCondition": {"MaxRuntimeInSeconds": config.training_max_runtime_s},
             # SageMaker retries internal failures (capacity, host) under the same job name.

@@ -155,10 +155,12 @@ class TransformJobLauncher:
                 + transform_prefix(run.dataset, run.run_id).rstrip("/"),
                 "Accept": "text/csv",
                 "AssembleWith": "Line",
+                **({"KmsKeyId": config.kms_key_arn} if config.kms_key_arn else {}),
             },
             "TransformResources": {
                 "InstanceType": config.transform_instance_type,
                 "InstanceCount": 1,
+                **({"VolumeKmsKeyId": config.kms_key_arn} if config.kms_key_arn else {}),
             },
             "Tags": [
                 {"Key": "automlops:stack", "Value": config.name_prefix},
