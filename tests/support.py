@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -51,3 +52,15 @@ def upload(runtime: LocalRuntime, manifest: Manifest, filename: str, data: bytes
     key = keys.source_key(manifest.dataset, filename)
     runtime.store.put(runtime.settings.buckets.data, key, data)
     return key
+
+
+def private_copy(trained_home: Path, dest: Path) -> Path:
+    """A copy of the shared trained workspace without the traffic other tests sent it: the
+    champion route captures what it serves (on by default), so the session's workspace holds
+    whatever earlier tests asked of it. Monitoring tests count requests: they start clean."""
+    traffic = {"capture", "labels", "monitoring"}
+
+    def ignore(folder: str, names: list[str]) -> set[str]:
+        return traffic & set(names) if Path(folder).name == "model-monitoring" else set()
+
+    return Path(shutil.copytree(trained_home, dest, ignore=ignore))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -27,7 +26,7 @@ from automlops.usecases import retrain_policy
 from automlops.usecases.alerts import Alert, AlertKind, AlertSender, Delivery, deliver
 from automlops.usecases.lineage import trace
 from automlops.usecases.retrain_policy import RetrainDecision, Signals, decide
-from support import DEMO_DATASET
+from support import DEMO_DATASET, private_copy
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 
@@ -168,7 +167,7 @@ def test_the_sender_never_blocks_and_counts_what_it_drops() -> None:
 @pytest.fixture
 def runtime(trained_home: Path, tmp_path: Path) -> Iterator[LocalRuntime]:
     home = tmp_path / "home"
-    shutil.copytree(trained_home, home)
+    private_copy(trained_home, home)
     rt = open_runtime(home)
     yield rt
     rt.close()

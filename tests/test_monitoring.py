@@ -5,7 +5,6 @@ from __future__ import annotations
 import gzip
 import io
 import json
-import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,7 +27,7 @@ from automlops.serving.capture import CaptureWriter
 from automlops.serving.models import ModelCache
 from automlops.stages.monitor import monitor, monitor_all
 from automlops.stages.traffic import LabelJoin, read_labels
-from support import DEMO_DATASET
+from support import DEMO_DATASET, private_copy
 
 INVOKE = f"/endpoints/{DEMO_DATASET}/invocations"
 FEEDBACK = f"/endpoints/{DEMO_DATASET}/feedback"
@@ -40,7 +39,7 @@ SHIFTED = ["mean_radius", "mean_area", "worst_perimeter", "mean_texture"]
 def runtime(trained_home: Path, tmp_path: Path) -> Iterator[LocalRuntime]:
     """A copy of the trained workspace (v1 champion), so captures and labels stay ours."""
     home = tmp_path / "home"
-    shutil.copytree(trained_home, home)
+    private_copy(trained_home, home)
     rt = open_runtime(home)
     yield rt
     rt.close()
