@@ -11,7 +11,7 @@ from automlops.config import Manifest, Task
 from automlops.demo import breast_cancer_csv
 from automlops.local.runtime import LocalRuntime, open_runtime
 from automlops.local.worker import Worker
-from support import DEMO_DATASET, upload
+from support import DEMO_DATASET, private_copy, upload
 
 
 @pytest.fixture(scope="session")
@@ -39,5 +39,14 @@ def trained_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def runtime(tmp_path: Path) -> Iterator[LocalRuntime]:
     """A fresh, empty workspace."""
     rt = open_runtime(tmp_path / "home")
+    yield rt
+    rt.close()
+
+
+@pytest.fixture
+def trained_copy(trained_home: Path, tmp_path: Path) -> Iterator[LocalRuntime]:
+    """A private copy of the trained workspace (v1 champion) without the traffic other tests
+    sent it, so what a test captures, labels and monitors is its own."""
+    rt = open_runtime(private_copy(trained_home, tmp_path / "home"))
     yield rt
     rt.close()

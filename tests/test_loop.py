@@ -9,7 +9,6 @@ import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import polars as pl
 import pytest
@@ -17,7 +16,7 @@ from fastapi.testclient import TestClient
 
 from automlops.config import Manifest, RetrainPolicy
 from automlops.demo import breast_cancer_csv, loop_scenario
-from automlops.local.runtime import LocalRuntime, open_runtime
+from automlops.local.runtime import LocalRuntime
 from automlops.manifests import load_manifest, save_manifest
 from automlops.serving import wire
 from automlops.ui.loop import notify_run, turn
@@ -26,7 +25,7 @@ from automlops.usecases import retrain_policy
 from automlops.usecases.alerts import Alert, AlertKind, AlertSender, Delivery, deliver
 from automlops.usecases.lineage import trace
 from automlops.usecases.retrain_policy import RetrainDecision, Signals, decide
-from support import DEMO_DATASET, private_copy
+from support import DEMO_DATASET
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 
@@ -165,12 +164,8 @@ def test_the_sender_never_blocks_and_counts_what_it_drops() -> None:
 
 
 @pytest.fixture
-def runtime(trained_home: Path, tmp_path: Path) -> Iterator[LocalRuntime]:
-    home = tmp_path / "home"
-    private_copy(trained_home, home)
-    rt = open_runtime(home)
-    yield rt
-    rt.close()
+def runtime(trained_copy: LocalRuntime) -> LocalRuntime:
+    return trained_copy
 
 
 def test_demo_loop_drift_flags_retrains_and_the_gate_promotes(

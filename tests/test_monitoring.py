@@ -5,9 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -20,14 +18,14 @@ from automlops import keys
 from automlops.cli import app as cli_app
 from automlops.config import CaptureSettings, Settings
 from automlops.demo import breast_cancer_csv
-from automlops.local.runtime import LocalRuntime, open_runtime
+from automlops.local.runtime import LocalRuntime
 from automlops.serving import wire
 from automlops.serving.app import create_app
 from automlops.serving.capture import CaptureWriter
 from automlops.serving.models import ModelCache
 from automlops.stages.monitor import monitor, monitor_all
 from automlops.stages.traffic import LabelJoin, read_labels
-from support import DEMO_DATASET, private_copy
+from support import DEMO_DATASET
 
 INVOKE = f"/endpoints/{DEMO_DATASET}/invocations"
 FEEDBACK = f"/endpoints/{DEMO_DATASET}/feedback"
@@ -36,13 +34,8 @@ SHIFTED = ["mean_radius", "mean_area", "worst_perimeter", "mean_texture"]
 
 
 @pytest.fixture
-def runtime(trained_home: Path, tmp_path: Path) -> Iterator[LocalRuntime]:
-    """A copy of the trained workspace (v1 champion), so captures and labels stay ours."""
-    home = tmp_path / "home"
-    private_copy(trained_home, home)
-    rt = open_runtime(home)
-    yield rt
-    rt.close()
+def runtime(trained_copy: LocalRuntime) -> LocalRuntime:
+    return trained_copy
 
 
 def serve(runtime: LocalRuntime, **capture: Any) -> FastAPI:
