@@ -16,13 +16,15 @@ from aws_invoker import CallRecorder, FakeContext, LambdaInvoker, LocalSageMaker
 from aws_stack import allowed
 from botocore.exceptions import ClientError
 
+from automlops import keys
 from automlops.aws import handlers, ops
 from automlops.aws.hosting import EndpointLifecycle
 from automlops.aws.runtime import AwsRuntime
 from automlops.aws.sagemaker import live_endpoint_name, resource_name
-from automlops.aws.training_failures import list_failures
+from automlops.aws.training_failures import list_failures, retrain
 from automlops.demo import breast_cancer_csv
-from automlops.errors import PermanentError
+from automlops.errors import NotFoundError, PermanentError
+from automlops.events import S3Event
 from automlops.manifests import save_manifest
 from automlops.registry import EvaluationOutcome, ModelVersion, Registry, VersionStatus
 from automlops.serving import wire
@@ -336,3 +338,36 @@ def test_a_champion_failing_its_canary_is_switched_back_and_rolled_back(
     assert doc.champion == 1
     assert "failed its canary" in (doc.get(2).last_reason or "")
     assert wire.invoke(rt.host, live, [{"mean_radius": 14.1}]).model_version == "1"
+
+
+def test_a_failed_training_run_can_be_sent_back_to_training(deployed: Deployed) -> None:
+    """`automlops aws retrain`: the run's schema.json notification goes back to the train
+    queue, as S3 sent it; refused when nothing failed, or when the run has its model."""
+    rt = deployed[0]
+    config, run = rt.config, "0123456789abcdef"
+    buckets = (config.bucket_automl_data, config.bucket_model_output)
+    train_queue = f"{config.name_prefix}-train"
+
+    def retrain_now() -> str:
+        return retrain(rt.store, rt.queue, buckets, train_queue, "bank", run, "2026-01-03T00:00Z")
+
+    with pytest.raises(NotFoundError, match="no recorded training failure"):
+        retrain_now()
+    context = FakeContext(function_name="automlops-dev-trainingJobState")
+    handlers.training_job_state(
+        _state_change(f"{PREFIX}-{run}-a1", "Failed", "AlgorithmError: MemoryError"), context
+    )
+    with pytest.raises(NotFoundError, match=r"schema\.json"):
+        retrain_now()
+    schema_key = keys.schema_key("bank", run)
+    rt.store.put(config.bucket_automl_data, schema_key, b"{}")
+    message_id = retrain_now()
+    received = rt.queue.receive(train_queue, max_messages=10, wait_s=1)
+    [message] = [m for m in received if m.message_id == message_id]
+    [record] = S3Event.model_validate_json(message.body).records
+    assert (record.s3.bucket.name, record.key) == (config.bucket_automl_data, schema_key)
+    (failure,) = list_failures(rt.store, config.bucket_model_output)
+    assert failure.redriven_at == "2026-01-03T00:00Z"
+    rt.store.put(config.bucket_model_output, keys.model_key("bank", run), b"x")
+    with pytest.raises(PermanentError, match="has a model already"):
+        retrain_now()

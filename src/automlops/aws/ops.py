@@ -17,7 +17,7 @@ import typer
 
 from automlops import command_line as cl
 from automlops.aws.config import AwsConfig, load_config
-from automlops.aws.training_failures import TrainingJobFailure, list_failures
+from automlops.aws.training_failures import TrainingJobFailure, list_failures, retrain
 from automlops.errors import AutomlopsError
 from automlops.registry import Registry
 from automlops.usecases import dead_letters, promotion
@@ -219,6 +219,28 @@ def runs_command(
     ops = open_stage(stage, endpoint_url)
     failures = list_failures(ops.store, ops.config.bucket_model_output, dataset)
     typer.echo(json.dumps([f.model_dump() for f in failures], indent=1))
+
+
+@aws_app.command("retrain")
+def retrain_command(
+    dataset: str, run_id: str, stage: StageName = "dev", endpoint_url: EndpointUrl = None
+) -> None:
+    """Send a run whose SageMaker training job failed back to training (its next attempt)."""
+    from datetime import UTC, datetime
+
+    ops = open_stage(stage, endpoint_url)
+    config = ops.config
+    with cl.refusals(AutomlopsError):
+        message_id = retrain(
+            ops.store,
+            ops.queue,
+            (config.bucket_automl_data, config.bucket_model_output),
+            f"{config.name_prefix}-train",
+            dataset,
+            run_id,
+            datetime.now(UTC).isoformat(),
+        )
+    typer.echo(f"run {run_id} of {dataset} sent back to training (message {message_id})")
 
 
 @aws_app.command("promote")

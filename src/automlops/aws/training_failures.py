@@ -14,8 +14,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from automlops import keys
-from automlops.errors import PermanentError
-from automlops.ports import ObjectStore
+from automlops.errors import NotFoundError, PermanentError
+from automlops.events import object_created
+from automlops.ports import ObjectStore, Queue
 
 FAILED_STATES = ("Failed", "Stopped")
 _PREFIX = "runs/"
@@ -31,6 +32,7 @@ class TrainingJobFailure(BaseModel):
     status: str
     reason: str
     at: str
+    redriven_at: str | None = None  # when `automlops aws retrain` sent the run back to train
 
 
 class TrainingJobDetail(BaseModel):
@@ -105,3 +107,37 @@ def list_failures(
         if store.head(bucket, keys.model_key(failure.dataset, failure.run_id)) is None:
             found.append(failure)
     return sorted(found, key=lambda f: f.at, reverse=True)
+
+
+def retrain(
+    store: ObjectStore,
+    queue: Queue,
+    buckets: tuple[str, str],
+    train_queue: str,
+    dataset: str,
+    run_id: str,
+    now: str,
+) -> str:
+    """Send a run whose training job failed back to the train stage: its schema.json's
+    ObjectCreated notification, as S3 sent it, into the train queue (the train function then
+    starts the run's next attempt, `-a<n+1>`, capped as every attempt is). `buckets` is
+    (automl-data, model-output). The failure record stays, marked `redriven_at`; it drops out
+    of the listings once the run has a model file. Returns the message id."""
+    automl_data, model_output = buckets
+    record_key = failure_key(dataset, run_id)
+    if store.head(model_output, record_key) is None:
+        raise NotFoundError(f"no recorded training failure for run {run_id} of {dataset}")
+    if store.head(model_output, keys.model_key(dataset, run_id)) is not None:
+        raise PermanentError(f"run {run_id} of {dataset} has a model already: nothing to retrain")
+    schema_key = keys.schema_key(dataset, run_id)
+    schema = store.head(automl_data, schema_key)
+    if schema is None:
+        raise NotFoundError(f"run {run_id} of {dataset} has no {schema_key} to train from")
+    event = object_created(
+        automl_data, schema_key, size=schema.size, etag=schema.etag, configuration_id="retrain"
+    )
+    message_id = queue.send(train_queue, event.model_dump_json(by_alias=True))
+    failure = TrainingJobFailure.model_validate_json(store.get(model_output, record_key))
+    redriven = failure.model_copy(update={"redriven_at": now})
+    store.put(model_output, record_key, redriven.model_dump_json(indent=1).encode())
+    return message_id
