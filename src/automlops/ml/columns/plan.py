@@ -125,6 +125,30 @@ class ColumnPlan:
     notes: list[str] = field(default_factory=list)
 
 
+def _identifier_or_leak(
+    whole: pl.Series,
+    values: pl.Series,
+    kind: ColumnKind,
+    probe: LeakProbe | None,
+    notes: list[str],
+) -> str | None:
+    """Why a column is dropped as a row identifier (judged on every row of the file, `whole`,
+    before the split: see `row_identifier_reason`) or as a leak of the target (judged on the
+    training `values`); None to keep it. A leak below the drop score is noted, not dropped."""
+    reason = row_identifier_reason(whole) or _training_id_reason(values, kind)
+    if reason is not None or probe is None:
+        return reason
+    leak = probe.score(values, numeric=kind is ColumnKind.numeric)
+    if leak is not None and leak.drop:
+        return f"target leak: {leak.describe()}"
+    if leak is not None and leak.flagged:
+        notes.append(
+            f"column {whole.name!r} {leak.describe()}: kept (below the {DROP_SCORE} at which a "
+            "leak is dropped); check it is known when predicting"
+        )
+    return None
+
+
 def fit_columns(
     train: pl.DataFrame,
     target: TargetSpec,
@@ -182,19 +206,7 @@ def fit_columns(
             reason = f"duplicate of column {seen[digest]!r}"
         seen.setdefault(digest, name)
         if reason is None:
-            # Judged on every row, before the split (see `row_identifier_reason`).
-            reason = row_identifier_reason(train.get_column(name)) or _training_id_reason(
-                values, kind
-            )
-            if reason is None and probe is not None:
-                leak = probe.score(values, numeric=kind is ColumnKind.numeric)
-                if leak is not None and leak.drop:
-                    reason = f"target leak: {leak.describe()}"
-                elif leak is not None and leak.flagged:
-                    notes.append(
-                        f"column {name!r} {leak.describe()}: kept (below the {DROP_SCORE} at "
-                        "which a leak is dropped); check it is known when predicting"
-                    )
+            reason = _identifier_or_leak(train.get_column(name), values, kind, probe, notes)
             if reason is not None and name in keep:
                 notes.append(f"column {name!r} kept as the manifest asks, though {reason}")
                 reason = None
