@@ -44,15 +44,17 @@ def _with_query(path: str, **params: object) -> str:
     return f"{path}?{urlencode({k: str(v) for k, v in params.items()})}"
 
 
-def build_actions(ui: UiContext) -> APIRouter:
-    """The POST routes of the dashboard."""
-    router = APIRouter()
-    runtime = ui.runtime
-    guard = ui.guard
+class ActionGate:
+    """The checks every action passes before its body is read, and the reading of its form."""
 
-    def authorise(request: Request, *, signed_in: bool) -> None:
+    def __init__(self, ui: UiContext) -> None:
+        self.ui = ui
+        self.guard = ui.guard
+
+    def authorise(self, request: Request, *, signed_in: bool) -> None:
         """Before reading the body: the key (when configured and `signed_in` is asked for),
         the request's origin (a key in a header proves it), the body's announced size."""
+        guard = self.guard
         if signed_in and not guard.authenticated(request):
             raise UiError(
                 401,
@@ -64,36 +66,55 @@ def build_actions(ui: UiContext) -> APIRouter:
         ):
             raise UiError(403, "Refused", "The request came from another site.")
         length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > ui.max_upload_bytes:
-            raise too_large()
+        if length is not None and length.isdigit() and int(length) > self.ui.max_upload_bytes:
+            raise self.too_large()
 
-    def too_large() -> UiError:
+    def too_large(self) -> UiError:
+        """The answer to a body over the upload limit."""
         return UiError(
-            413, "File too large", f"Uploads are limited to {ui.max_upload_bytes:,} bytes."
+            413, "File too large", f"Uploads are limited to {self.ui.max_upload_bytes:,} bytes."
         )
 
-    def check_token(request: Request, form: FormData) -> None:
-        if guard.header_authenticated(request):
+    def check_token(self, request: Request, form: FormData) -> None:
+        """The form's CSRF token, unless the key came in a header."""
+        if self.guard.header_authenticated(request):
             return
         token = form.get(CSRF_FIELD)
-        if not guard.csrf_ok(request, token if isinstance(token, str) else None):
+        if not self.guard.csrf_ok(request, token if isinstance(token, str) else None):
             raise UiError(
                 403,
                 "The form has expired",
                 "The page was open too long or came from elsewhere: reload it and try again.",
             )
 
-    async def form_of(request: Request, *, signed_in: bool = True) -> FormData:
+    async def form_of(self, request: Request, *, signed_in: bool = True) -> FormData:
         """An action's form, once its request passed every check (signing in or out needs no
         key: `signed_in=False`)."""
-        authorise(request, signed_in=signed_in)
+        self.authorise(request, signed_in=signed_in)
         form = await request.form(**_FORM_LIMITS)
         try:
-            check_token(request, form)
+            self.check_token(request, form)
         except UiError:
             await form.close()  # an uploaded file's spool goes now, not at collection
             raise
         return form
+
+
+def build_actions(ui: UiContext) -> APIRouter:
+    """The POST routes of the dashboard (and the sign-in form)."""
+    router = APIRouter()
+    gate = ActionGate(ui)
+    _model_actions(router, ui, gate)
+    _upload_action(router, ui, gate)
+    _score_actions(router, ui, gate)
+    _session_actions(router, ui, gate)
+    return router
+
+
+def _model_actions(router: APIRouter, ui: UiContext, gate: ActionGate) -> None:
+    """Promote, roll back, redrive dead letters."""
+    runtime = ui.runtime
+    form_of = gate.form_of
 
     @router.post("/models/{dataset}/promote")
     async def promote(request: Request, dataset: str) -> Response:
@@ -148,6 +169,13 @@ def build_actions(ui: UiContext) -> APIRouter:
             ) from None
         return redirect(_with_query(f"{PREFIX}/dlq", done="redriven", count=moved))
 
+
+def _upload_action(router: APIRouter, ui: UiContext, gate: ActionGate) -> None:
+    """Upload a file to train on."""
+    runtime = ui.runtime
+    form_of = gate.form_of
+    too_large = gate.too_large
+
     @router.post("/upload")
     async def upload(request: Request) -> Response:
         """Store the manifest options, then the CSV (its notification starts the run)."""
@@ -188,6 +216,12 @@ def build_actions(ui: UiContext) -> APIRouter:
         return redirect(
             _with_query(f"{PREFIX}/runs", done="uploaded", key=filename, dataset=done.dataset)
         )
+
+
+def _score_actions(router: APIRouter, ui: UiContext, gate: ActionGate) -> None:
+    """Upload a file to score, explain a pasted row."""
+    form_of = gate.form_of
+    too_large = gate.too_large
 
     @router.post("/score")
     async def score(request: Request) -> Response:
@@ -237,6 +271,12 @@ def build_actions(ui: UiContext) -> APIRouter:
         except ScoreFormError as exc:
             return render_score(ui, request, status=400, explain_error=str(exc), values=values)
         return render_score(ui, request, values=values, explained=explained)
+
+
+def _session_actions(router: APIRouter, ui: UiContext, gate: ActionGate) -> None:
+    """Sign in and out."""
+    guard = ui.guard
+    form_of = gate.form_of
 
     @router.get("/login")
     def login_form(request: Request, next: str | None = None) -> Response:
@@ -290,5 +330,3 @@ def build_actions(ui: UiContext) -> APIRouter:
         guard.delete_cookie(request, response, SESSION_COOKIE)
         guard.delete_cookie(request, response, CSRF_COOKIE)
         return response
-
-    return router

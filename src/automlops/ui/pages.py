@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from automlops import keys
 from automlops.errors import AutomlopsError
+from automlops.local.runlog import RunRecord
 from automlops.manifests import load_manifest
 from automlops.ml.learners.catalog import LEARNER_NAMES
 from automlops.ui import views
@@ -130,6 +131,18 @@ def build_pages(ui: UiContext) -> APIRouter:
 
     for page in WORKSPACE_PAGES:
         add_workspace_page(page)
+    _run_pages(pages, ui)
+    _model_pages(pages, ui)
+    _drift_page(pages, ui)
+    _file_pages(pages, ui)
+    router.include_router(pages)
+    router.include_router(build_score_pages(ui))
+    return router
+
+
+def _run_pages(pages: APIRouter, ui: UiContext) -> None:
+    """The runs list, a run, a run's JSON files."""
+    runtime = ui.runtime
 
     @pages.get("/runs")
     def runs(request: Request, dataset: str | None = None) -> Response:
@@ -155,32 +168,13 @@ def build_pages(ui: UiContext) -> APIRouter:
         record = runtime.runlog.get(valid_run_id(run_id))
         if record is None:
             raise UiError(404, "No such run", f"No run {run_id!r} in this workspace.")
-        run = views.run_view(record, ui.progress)
-        files = []
-        bucket = runtime.settings.buckets.automl_data
-        with contextlib.suppress(AutomlopsError):
-            prefix = keys.run_prefix(record.dataset, record.id)
-            files = [k.removeprefix(prefix) for k in runtime.store.list(bucket, prefix)]
-        model_key = keys.model_key(record.dataset, record.id)
-        has_model = runtime.store.head(runtime.settings.buckets.model_output, model_key) is not None
-        entry = runtime.registry.read(record.dataset).by_run(record.id)
-        traced = None
-        if entry is not None:
-            with contextlib.suppress(AutomlopsError, ValueError):
-                traced = trace(runtime.store, runtime.settings, record.dataset, entry.version)
         return ui.render(
             request,
             "run.html",
             nav="runs",
             live=True,
             title=f"Run {record.id}",
-            run=run,
-            files=files,
-            viewable=RUN_FILES,
-            buckets=runtime.settings.buckets,
-            model_key=model_key if has_model else None,
-            version=None if entry is None else entry.version,
-            trace=traced,
+            **_run_context(ui, record),
         )
 
     @pages.get("/runs/{run_id}/files/{name}")
@@ -208,6 +202,39 @@ def build_pages(ui: UiContext) -> APIRouter:
             key=key,
             text=text,
         )
+
+
+def _run_context(ui: UiContext, record: RunRecord) -> dict[str, Any]:
+    """What a run's page shows: its stages, files, model and that model's lineage."""
+    runtime = ui.runtime
+    files: list[str] = []
+    with contextlib.suppress(AutomlopsError):
+        prefix = keys.run_prefix(record.dataset, record.id)
+        files = [
+            k.removeprefix(prefix)
+            for k in runtime.store.list(runtime.settings.buckets.automl_data, prefix)
+        ]
+    model_key = keys.model_key(record.dataset, record.id)
+    has_model = runtime.store.head(runtime.settings.buckets.model_output, model_key) is not None
+    entry = runtime.registry.read(record.dataset).by_run(record.id)
+    traced = None
+    if entry is not None:
+        with contextlib.suppress(AutomlopsError, ValueError):
+            traced = trace(runtime.store, runtime.settings, record.dataset, entry.version)
+    return {
+        "run": views.run_view(record, ui.progress),
+        "files": files,
+        "viewable": RUN_FILES,
+        "buckets": runtime.settings.buckets,
+        "model_key": model_key if has_model else None,
+        "version": None if entry is None else entry.version,
+        "trace": traced,
+    }
+
+
+def _model_pages(pages: APIRouter, ui: UiContext) -> None:
+    """A dataset's versions, a version's report."""
+    runtime = ui.runtime
 
     @pages.get("/models/{dataset}")
     def models(request: Request, dataset: str) -> Response:
@@ -260,6 +287,11 @@ def build_pages(ui: UiContext) -> APIRouter:
             comparisons=report.get("comparisons") or [],
         )
 
+
+def _drift_page(pages: APIRouter, ui: UiContext) -> None:
+    """The most drifted columns of an upload."""
+    runtime = ui.runtime
+
     @pages.get("/drift/{dataset}")
     def drift(request: Request, dataset: str, run: str | None = None) -> Response:
         """The most drifted columns of an upload, with plots."""
@@ -292,6 +324,11 @@ def build_pages(ui: UiContext) -> APIRouter:
             plot_prefix=plot_prefix,
         )
 
+
+def _file_pages(pages: APIRouter, ui: UiContext) -> None:
+    """The upload form and the monitoring bucket's report files."""
+    runtime = ui.runtime
+
     @pages.get("/upload")
     def upload_form(request: Request) -> Response:
         """The upload form: a CSV and its manifest options."""
@@ -310,10 +347,6 @@ def build_pages(ui: UiContext) -> APIRouter:
         except AutomlopsError:
             raise UiError(404, "No such report file", f"{bucket}/{key} does not exist.") from None
         return Response(data, media_type=media_type, headers=_FILE_HEADERS)
-
-    router.include_router(pages)
-    router.include_router(build_score_pages(ui))
-    return router
 
 
 def render_upload(

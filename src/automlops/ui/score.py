@@ -332,6 +332,38 @@ def render_score(
     )
 
 
+@dataclass(frozen=True)
+class PickedRow:
+    """A row picked from a scoring run's preview, with its contributions or why there are none."""
+
+    values: dict[str, Any]
+    explained: dict[str, Any] | None = None
+    error: str | None = None
+
+
+def pick_row(models: ModelCache, lineage: ScoreLineage, table: pl.DataFrame, row: int) -> PickedRow:
+    """Row `row` of the preview, explained by the model that scored it."""
+    if not 0 <= row < table.height:
+        raise UiError(404, "No such row", f"The preview has rows 1 to {table.height}.")
+    values = table.row(row, named=True)
+    if lineage.options.id_column is not None:
+        # The output kept only the id column: the row's inputs are not in it.
+        return PickedRow(
+            values,
+            error=(
+                f"This file was scored keeping only {lineage.options.id_column!r}: the row's "
+                "input values are not in the predictions. Paste the row on the Score page to "
+                "explain it."
+            ),
+        )
+    inputs = {k: v for k, v in values.items() if not _EXPLAIN_COLUMN.match(k)}
+    try:
+        explained = explain_rows(models, lineage.dataset, lineage.model_version, [inputs])
+    except ScoreFormError as exc:
+        return PickedRow(values, error=str(exc))
+    return PickedRow(values, explained=explained)
+
+
 def build_score_pages(ui: UiContext) -> APIRouter:
     """The GET routes of the Score page (reading them needs the key under --protect-ui)."""
     router = APIRouter(dependencies=[Depends(ui.require_read)])
@@ -352,31 +384,12 @@ def build_score_pages(ui: UiContext) -> APIRouter:
             raise UiError(404, "No such run", f"{name} has no scoring run {run!r}.")
         lineage = lineage_of(ui, name, run)
         table: pl.DataFrame | None = None
-        picked: dict[str, Any] | None = None
-        explained: dict[str, Any] | None = None
-        explain_error = None
+        picked: PickedRow | None = None
         if lineage is not None:
             with contextlib.suppress(AutomlopsError, OSError, pl.exceptions.PolarsError):
                 table = preview(ui, lineage)
-        if table is not None and row is not None:
-            if not 0 <= row < table.height:
-                raise UiError(404, "No such row", f"The preview has rows 1 to {table.height}.")
-            picked = table.row(row, named=True)
-            assert lineage is not None
-            if lineage.options.id_column is not None:
-                # The output kept only the id column: the row's inputs are not in it.
-                explain_error = (
-                    f"This file was scored keeping only {lineage.options.id_column!r}: the "
-                    "row's input values are not in the predictions. Paste the row on the "
-                    "Score page to explain it."
-                )
-            else:
-                inputs = {k: v for k, v in picked.items() if not _EXPLAIN_COLUMN.match(k)}
-                models: ModelCache = request.app.state.models
-                try:
-                    explained = explain_rows(models, name, lineage.model_version, [inputs])
-                except ScoreFormError as exc:
-                    explain_error = str(exc)
+        if table is not None and lineage is not None and row is not None:
+            picked = pick_row(request.app.state.models, lineage, table, row)
         columns = [] if table is None else table.columns
         return ui.render(
             request,
@@ -392,9 +405,9 @@ def build_score_pages(ui: UiContext) -> APIRouter:
             explain_columns=[c for c in columns if _EXPLAIN_COLUMN.match(c)],
             rows=[] if table is None else table.rows(),
             picked=row if picked is not None else None,
-            stored=stored_explanation(columns, picked) if picked is not None else [],
-            explained=explained,
-            explain_error=explain_error,
+            stored=[] if picked is None else stored_explanation(columns, picked.values),
+            explained=None if picked is None else picked.explained,
+            explain_error=None if picked is None else picked.error,
         )
 
     @router.get("/score/{dataset}/{run_id}/predictions")
