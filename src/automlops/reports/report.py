@@ -103,6 +103,21 @@ def render_markdown(report: EvaluationReport) -> str:
     Every value that is not a number is written through `markdown_text` (escaping.py): user
     strings can neither inject HTML or table cells nor start a spreadsheet formula.
     """
+    sections = (
+        _head_lines,
+        _metric_lines,
+        _confusion_lines,
+        _importance_lines,
+        _comparison_lines,
+        _floor_lines,
+        _drift_lines,
+        _column_lines,
+        _lineage_lines,
+    )
+    return "\n".join(line for section in sections for line in section(report)) + "\n"
+
+
+def _head_lines(report: EvaluationReport) -> list[str]:
     md = markdown_text
     chosen = chosen_by(report.selection)
     fitted = fitted_on(report.selection, report.refit)
@@ -125,22 +140,27 @@ def render_markdown(report: EvaluationReport) -> str:
         lines.append(f"- decision threshold on P({md(report.labels[-1])}): {md(why)}")
     if facts is not None and facts.trials is not None:
         lines.append(f"- search: {md(facts.trials.text())}")
-    lines += [
+    return [
+        *lines,
         "",
         f"## Decision: {md(report.decision.status)}",
         "",
         md(report.decision.reason),
-        "",
-        "## Metrics on the test split",
-        "",
     ]
+
+
+def _metric_lines(report: EvaluationReport) -> list[str]:
+    md = markdown_text
     champion = report.champion.metrics if report.champion else {}
-    baseline = facts is not None and bool(facts.baseline)
+    baseline = report.facts is not None and bool(report.facts.baseline)
     header = "| metric | candidate |" + (
         f" champion v{report.champion.version} |" if report.champion else ""
     )
     header += " trivial baseline |" if baseline else ""
-    lines += [
+    lines = [
+        "",
+        "## Metrics on the test split",
+        "",
         header,
         "|---|---|" + ("---|" if report.champion else "") + ("---|" if baseline else ""),
     ]
@@ -153,65 +173,104 @@ def render_markdown(report: EvaluationReport) -> str:
         lines.append(row)
     if baseline:
         lines += ["", md(baseline_note(report.task))]
-    if report.confusion_matrix:
-        labels = [md(label) for label in report.labels]
-        lines += ["", "## Confusion matrix (rows: actual, columns: predicted)", ""]
-        lines.append("| actual \\ predicted | " + " | ".join(labels) + " |")
-        lines.append("|---|" + "---|" * len(labels))
-        for label, counts in zip(labels, report.confusion_matrix, strict=True):
-            lines.append(f"| {label} | " + " | ".join(str(v) for v in counts) + " |")
-    lines += _importance_lines(report)
-    if report.comparisons:
-        lines += [
-            "",
-            "## Candidate vs champion (paired bootstrap, same rows)",
-            "",
-            "| rows | metric | candidate | champion | difference | bounds | verdict |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for c in report.comparisons:
-            verdict = "worse beyond noise" if c["candidate_worse"] else "not worse"
-            lines.append(
-                f"| {md(c['title'])} ({c['rows']}) | {md(c['metric'])} | {fmt(c['candidate'])} | "
-                f"{fmt(c['champion'])} | {fmt(c['difference'])} | "
-                f"[{fmt(c['lower'])}, {fmt(c['upper'])}] | {verdict} |"
-            )
-        first = report.comparisons[0]
-        lines += [
-            "",
-            f"Differences are candidate minus champion in the better direction; bounds are "
-            f"one-sided {first['confidence']:.0%}; the candidate is rejected when the upper "
-            f"bound is below -{fmt(first['margin'])} (the manifest's margin).",
-        ]
-    if report.floors:
-        lines += ["", "## Thresholds", ""]
-        lines += [f"- {'pass' if f['passed'] else 'FAIL'}: {md(f['text'])}" for f in report.floors]
-    if report.drift:
-        d = report.drift
-        lines += ["", "## Data drift against the champion's training data", ""]
-        if d.get("baseline") is None:
-            lines.append("- " + ("; ".join(md(n) for n in d.get("notes", [])) or "no baseline"))
-        else:
-            drifted = ", ".join(md(name) for name in d["drifted"]) or "none"
-            lines.append(f"- baseline: champion v{d['baseline']['version']} training rows")
-            lines.append(f"- drifted columns: {drifted}")
-            for col in d.get("columns", [])[:10]:
-                why = ", ".join(md(reason) for reason in col["reasons"]) or "stable"
-                lines.append(f"- column {md(col['name'])}: PSI {col['psi']:.3f} ({why})")
-    if facts is not None and facts.columns:
-        lines += ["", "## Columns: what preprocessing decided", ""]
-        lines += ["| column | type | read as | decision | reason | missing | distinct |"]
-        lines += ["|---|---|---|---|---|---|---|"]
-        for column in facts.columns:
-            lines.append(
-                f"| {md(column.name)} | {md(column.dtype)} | {md(column.kind or '')} "
-                f"| {md(column.action)} "
-                f"| {md(column.reason)} | {column.missing} | {column.unique} |"
-            )
-    if report.lineage:
-        lines += ["", "## Lineage", ""]
-        lines += [f"- {md(k)}: {md(v)}" for k, v in report.lineage.items()]
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+def _confusion_lines(report: EvaluationReport) -> list[str]:
+    if not report.confusion_matrix:
+        return []
+    labels = [markdown_text(label) for label in report.labels]
+    lines = ["", "## Confusion matrix (rows: actual, columns: predicted)", ""]
+    lines.append("| actual \\ predicted | " + " | ".join(labels) + " |")
+    lines.append("|---|" + "---|" * len(labels))
+    for label, counts in zip(labels, report.confusion_matrix, strict=True):
+        lines.append(f"| {label} | " + " | ".join(str(v) for v in counts) + " |")
+    return lines
+
+
+def _comparison_lines(report: EvaluationReport) -> list[str]:
+    if not report.comparisons:
+        return []
+    md = markdown_text
+    lines = [
+        "",
+        "## Candidate vs champion (paired bootstrap, same rows)",
+        "",
+        "| rows | metric | candidate | champion | difference | bounds | verdict |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for c in report.comparisons:
+        verdict = "worse beyond noise" if c["candidate_worse"] else "not worse"
+        lines.append(
+            f"| {md(c['title'])} ({c['rows']}) | {md(c['metric'])} | {fmt(c['candidate'])} | "
+            f"{fmt(c['champion'])} | {fmt(c['difference'])} | "
+            f"[{fmt(c['lower'])}, {fmt(c['upper'])}] | {verdict} |"
+        )
+    first = report.comparisons[0]
+    return [
+        *lines,
+        "",
+        f"Differences are candidate minus champion in the better direction; bounds are "
+        f"one-sided {first['confidence']:.0%}; the candidate is rejected when the upper "
+        f"bound is below -{fmt(first['margin'])} (the manifest's margin).",
+    ]
+
+
+def _floor_lines(report: EvaluationReport) -> list[str]:
+    if not report.floors:
+        return []
+    return [
+        "",
+        "## Thresholds",
+        "",
+        *(
+            f"- {'pass' if f['passed'] else 'FAIL'}: {markdown_text(f['text'])}"
+            for f in report.floors
+        ),
+    ]
+
+
+def _drift_lines(report: EvaluationReport) -> list[str]:
+    if not report.drift:
+        return []
+    md, d = markdown_text, report.drift
+    lines = ["", "## Data drift against the champion's training data", ""]
+    if d.get("baseline") is None:
+        return [*lines, "- " + ("; ".join(md(n) for n in d.get("notes", [])) or "no baseline")]
+    drifted = ", ".join(md(name) for name in d["drifted"]) or "none"
+    lines.append(f"- baseline: champion v{d['baseline']['version']} training rows")
+    lines.append(f"- drifted columns: {drifted}")
+    for col in d.get("columns", [])[:10]:
+        why = ", ".join(md(reason) for reason in col["reasons"]) or "stable"
+        lines.append(f"- column {md(col['name'])}: PSI {col['psi']:.3f} ({why})")
+    return lines
+
+
+def _column_lines(report: EvaluationReport) -> list[str]:
+    if report.facts is None or not report.facts.columns:
+        return []
+    md = markdown_text
+    lines = ["", "## Columns: what preprocessing decided", ""]
+    lines += ["| column | type | read as | decision | reason | missing | distinct |"]
+    lines += ["|---|---|---|---|---|---|---|"]
+    for column in report.facts.columns:
+        lines.append(
+            f"| {md(column.name)} | {md(column.dtype)} | {md(column.kind or '')} "
+            f"| {md(column.action)} "
+            f"| {md(column.reason)} | {column.missing} | {column.unique} |"
+        )
+    return lines
+
+
+def _lineage_lines(report: EvaluationReport) -> list[str]:
+    if not report.lineage:
+        return []
+    return [
+        "",
+        "## Lineage",
+        "",
+        *(f"- {markdown_text(k)}: {markdown_text(v)}" for k, v in report.lineage.items()),
+    ]
 
 
 # What the trivial baseline is, per task.
