@@ -6,6 +6,7 @@ import builtins
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -90,6 +91,43 @@ class PriorState(BaseModel):
     busy_with: str | None = None
 
 
+def _held_back(
+    prior_run: tuple[Any, ...] | None,
+    prior_stage: tuple[Any, ...] | None,
+    trigger: str | None,
+    message_id: str | None,
+    lease_since: float,
+) -> PriorState | None:
+    """Why a stage must not start (another upload claimed the run, or another message holds
+    the stage's lease), read from the run's and the stage's rows before the change."""
+    if (
+        trigger is not None
+        and prior_run is not None
+        and prior_run[1] not in (None, trigger)
+        and prior_run[0] != "failed"
+    ):
+        # Decided inside the transaction: two workers given the same bytes at once cannot
+        # both start the run.
+        return PriorState(
+            run_status=prior_run[0],
+            stage_status=None if prior_stage is None else prior_stage[0],
+            claimed_by=prior_run[1],
+        )
+    if (  # checked after the claim: a duplicate upload is recorded, not dropped
+        message_id is not None
+        and prior_stage is not None
+        and prior_stage[0] == "running"
+        and prior_stage[1] not in (None, message_id)
+        and (prior_stage[2] or 0) > lease_since
+    ):
+        return PriorState(
+            run_status=None if prior_run is None else prior_run[0],
+            stage_status=prior_stage[0],
+            busy_with=prior_stage[1],
+        )
+    return None
+
+
 class RunLog:
     """Runs keyed by their content-derived id; safe across processes."""
 
@@ -139,31 +177,9 @@ class RunLog:
                 "FROM stages WHERE run_id = ? AND name = ?",
                 (run_id, stage),
             ).fetchone()
-            if (
-                trigger is not None
-                and prior_run is not None
-                and prior_run[1] not in (None, trigger)
-                and prior_run[0] != "failed"
-            ):
-                # Decided inside the transaction: two workers given the same bytes at once
-                # cannot both start the run. Nothing is written on this way out.
-                return PriorState(
-                    run_status=prior_run[0],
-                    stage_status=None if prior_stage is None else prior_stage[0],
-                    claimed_by=prior_run[1],
-                )
-            if (  # checked after the claim: a duplicate upload is recorded, not dropped
-                message_id is not None
-                and prior_stage is not None
-                and prior_stage[0] == "running"
-                and prior_stage[1] not in (None, message_id)
-                and (prior_stage[2] or 0) > now - lease_s
-            ):
-                return PriorState(
-                    run_status=None if prior_run is None else prior_run[0],
-                    stage_status=prior_stage[0],
-                    busy_with=prior_stage[1],
-                )
+            held = _held_back(prior_run, prior_stage, trigger, message_id, now - lease_s)
+            if held is not None:
+                return held  # nothing is written on this way out
             db.execute(
                 "INSERT INTO runs (id, dataset, source, status, created_at, updated_at, trigger) "
                 "VALUES (?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET status='running', "
