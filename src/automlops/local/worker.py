@@ -9,6 +9,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import replace
 
 from automlops import keys
 from automlops.dispatch import (
@@ -25,12 +26,12 @@ from automlops.dispatch import (
 )
 from automlops.events import S3EventRecord, SqsRecord
 from automlops.keys import RunRef
-from automlops.local.runlog import RunRecord
+from automlops.local.runlog import PriorState, RunRecord
 from automlops.local.runtime import LocalRuntime
 from automlops.local.sqlite_queue import dlq_name
-from automlops.ports import DeadLetter, Ports
+from automlops.ports import DeadLetter
 from automlops.routing import Stage
-from automlops.stages import STAGES
+from automlops.stages import STAGES, StageResult
 
 log = logging.getLogger(__name__)
 
@@ -176,9 +177,39 @@ class Worker:
             message_id=message.message_id,
             lease_s=self.runtime.settings.visibility_timeout_s,
         )
+        held = self._held_back(prior, run, stage, message, source, trigger)
+        if held is not None:
+            return held
+        progress = self._progress_fn(run, stage)
+        if message.receive_count > 1 and prior.stage_status == "running":
+            # Its last delivery never finished (the worker died): say which run goes on.
+            progress(
+                f"resumed: run {run.run_id}, attempt {message.receive_count} (the one before "
+                "never finished)"
+            )
+        else:
+            progress("started")
+        try:
+            with _Heartbeat(self._beat(queue, message, run, stage), self._beat_interval_s()):
+                result = spec.run(event, replace(ports, progress=progress))
+        except Exception as exc:
+            return self._fail(run, stage, exc, message)
+        self._record(run, stage, result, prior, message)
+        return DONE
+
+    def _held_back(
+        self,
+        prior: PriorState,
+        run: RunRef,
+        stage: Stage,
+        message: SqsRecord,
+        source: str | None,
+        trigger: str | None,
+    ) -> Outcome | None:
+        """The outcome of a delivery that must not run its stage: the same bytes uploaded
+        before (one record saying so), or the same work in progress under another message."""
         if prior.claimed_by is not None and trigger is not None:
-            # The same bytes (and manifest) were uploaded before: no work, one record saying so.
-            runlog.record_duplicate(
+            self.runtime.runlog.record_duplicate(
                 trigger,
                 run.dataset,
                 source,
@@ -189,8 +220,8 @@ class Worker:
             self._announce(RunRef(run.dataset, trigger))
             return DONE
         if prior.busy_with is not None:
-            # The same work delivered twice at once: the first delivery does it (and if its
-            # worker dies, that message comes back), so this one is done with.
+            # The first delivery does the work (and if its worker dies, that message comes
+            # back), so this one is done with.
             log.info(
                 "%s of run %s is in progress (message %s): dropping duplicate message %s",
                 stage.value,
@@ -199,37 +230,28 @@ class Worker:
                 message.message_id,
             )
             return DONE
-        if message.receive_count > 1 and prior.stage_status == "running":
-            # Its last delivery never finished (the worker died): say which run goes on.
-            self._progress_fn(run, stage)(
-                f"resumed: run {run.run_id}, attempt {message.receive_count} (the one before "
-                "never finished)"
-            )
-        else:
-            self._progress_fn(run, stage)("started")
-        ports = Ports(
-            store=ports.store,
-            queue=ports.queue,
-            host=ports.host,
-            settings=ports.settings,
-            progress=self._progress_fn(run, stage),
-        )
-        try:
-            with _Heartbeat(self._beat(queue, message, run, stage), self._beat_interval_s()):
-                result = spec.run(event, ports)
-        except Exception as exc:
-            return self._fail(run, stage, exc, message)
+        return None
+
+    def _record(
+        self,
+        run: RunRef,
+        stage: Stage,
+        result: StageResult,
+        prior: PriorState,
+        message: SqsRecord,
+    ) -> None:
+        """Write a finished stage to the run log (a redelivered event's work done before
+        leaves the run and stage as they were) and announce a finished run."""
         run_status = "succeeded" if result.final else None
         stage_status = "skipped" if result.duplicate else "succeeded"
         if result.duplicate and not result.final:
-            # Work done before (a redelivered event): leave the run and stage as they were.
             if prior.run_status in ("succeeded", "failed"):
                 run_status = prior.run_status
             if prior.stage_status == "succeeded":
                 stage_status = "succeeded"
             if message.receive_count > 1:
                 self._renotify(stage, run)
-        runlog.finish_stage(
+        self.runtime.runlog.finish_stage(
             run.run_id,
             stage.value,
             status=stage_status,
@@ -240,7 +262,6 @@ class Worker:
         )
         if result.final:
             self._announce(run)
-        return DONE
 
     def _beat_interval_s(self) -> float:
         return max(self.runtime.settings.visibility_timeout_s / HEARTBEATS_PER_TIMEOUT, 0.05)
