@@ -536,20 +536,37 @@ def lineage(dataset: str, version: int, as_json: AsJson = False, home: Home = No
 
 def _format_lineage(traced: Lineage) -> str:
     """The lineage for people: one block per step, in pipeline order."""
-    source, processed = traced.source, traced.processed
-    training, artifact = traced.training, traced.artifact
     champion = " (serving)" if traced.is_champion else ""
     lines = [f"{traced.dataset} v{traced.version}: {traced.status.value}{champion}", ""]
+    lines += _trigger_lines(traced)
+    lines += _data_lines(traced)
+    lines += _training_lines(traced)
+    lines += _artifact_lines(traced)
+    lines.append("decisions")
+    for decision in traced.decisions:
+        lines.append(f"  {decision.at}  {decision.status.value:<9} {decision.reason}")
+    if not traced.decisions:
+        lines.append("  none yet")
+    return "\n".join(lines) + "\n"
+
+
+def _trigger_lines(traced: Lineage) -> list[str]:
     trigger = traced.trigger
-    if trigger is not None:
-        lines.append(
-            f"retrain    v{trigger.champion}'s traffic {trigger.window_start} to "
-            f"{trigger.window_end}: {trigger.labelled_rows} labelled rows"
-        )
-        lines += [f"           because {reason}" for reason in trigger.reasons]
-        if trigger.monitor_report:
-            lines.append(f"           monitor {trigger.monitor_report}")
-    lines += [
+    if trigger is None:
+        return []
+    lines = [
+        f"retrain    v{trigger.champion}'s traffic {trigger.window_start} to "
+        f"{trigger.window_end}: {trigger.labelled_rows} labelled rows"
+    ]
+    lines += [f"           because {reason}" for reason in trigger.reasons]
+    if trigger.monitor_report:
+        lines.append(f"           monitor {trigger.monitor_report}")
+    return lines
+
+
+def _data_lines(traced: Lineage) -> list[str]:
+    source, processed = traced.source, traced.processed
+    lines = [
         f"source     {source.bucket}/{source.key}",
         f"           sha256 {source.sha256}",
         f"processed  {processed.bucket}/{processed.schema_key}",
@@ -557,10 +574,15 @@ def _format_lineage(traced: Lineage) -> str:
     lines += [f"           {name:<10} {key}" for name, key in processed.splits.items()]
     if processed.drift:
         lines.append(f"           {'drift':<10} {processed.drift}")
+    return lines
+
+
+def _training_lines(traced: Lineage) -> list[str]:
+    training = traced.training
     trials = training.trials
     states = Counter(str(trial.get("state", "?")) for trial in trials)
     counts = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
-    lines += [
+    lines = [
         f"training   run {training.run_id} at {training.created_at}",
         f"           learner {training.learner}, {len(trials)} trials"
         + (f" ({counts})" if counts else ""),
@@ -583,22 +605,22 @@ def _format_lineage(traced: Lineage) -> str:
         )
     if len(trials) > 20:
         lines.append(f"           … {len(trials) - 20} more (--json lists all)")
-    lines.append(f"artifact   {artifact.bucket}/{artifact.key}")
+    return lines
+
+
+def _artifact_lines(traced: Lineage) -> list[str]:
+    artifact, evaluation = traced.artifact, traced.evaluation
+    lines = [f"artifact   {artifact.bucket}/{artifact.key}"]
     if artifact.endpoint:
         lines.append(f"           endpoint {artifact.endpoint}")
-    evaluation = traced.evaluation
-    if evaluation:
-        lines.append(f"reports    {evaluation.bucket}/{evaluation.report_html}")
-        lines.append(f"           {evaluation.bucket}/{evaluation.report_json}")
-        lines.append(f"           {len(evaluation.plots)} plots")
-    else:
-        lines.append("reports    not evaluated yet")
-    lines.append("decisions")
-    for decision in traced.decisions:
-        lines.append(f"  {decision.at}  {decision.status.value:<9} {decision.reason}")
-    if not traced.decisions:
-        lines.append("  none yet")
-    return "\n".join(lines) + "\n"
+    if not evaluation:
+        return [*lines, "reports    not evaluated yet"]
+    return [
+        *lines,
+        f"reports    {evaluation.bucket}/{evaluation.report_html}",
+        f"           {evaluation.bucket}/{evaluation.report_json}",
+        f"           {len(evaluation.plots)} plots",
+    ]
 
 
 @dlq_app.command("list")
