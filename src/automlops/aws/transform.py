@@ -128,7 +128,12 @@ class TransformJobLauncher:
         """The CreateTransformJob request of an attempt of a scoring run."""
         config, run = self.config, job.run
         source = f"s3://{bucket}/{keys.score_key(run.dataset, job.source.filename)}"
-        environment = {ENV_SCORE_DATASET: run.dataset, ENV_SCORE_RUN: run.run_id}
+        # Scoring a file is not traffic: the model's capture is off in the job.
+        environment = {
+            ENV_SCORE_DATASET: run.dataset,
+            ENV_SCORE_RUN: run.run_id,
+            "AUTOMLOPS_CAPTURE": "0",
+        }
         if len(header) <= _ENV_VALUE_MAX:
             environment[ENV_CSV_HEADER] = header
         return {
