@@ -20,6 +20,7 @@ from aws_cfn import Provisioned
 from aws_invoker import CallRecorder, FakeContext, LambdaInvoker, LocalSageMakerRuntime
 from aws_stack import ACCOUNT, REGION, Call, Stack, allowed
 from fastapi.testclient import TestClient
+from test_aws_alerts import emitted
 
 from automlops import keys
 from automlops.aws import handlers
@@ -136,6 +137,7 @@ def test_the_scheduled_monitor_reads_both_capture_layouts_and_the_feedback_prefi
     deployed: Deployed,
     trained_home: Path,
     provisioned: Provisioned,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     rt, invoker, _, recorder = deployed
     stack = provisioned.stack
@@ -193,6 +195,9 @@ def test_the_scheduled_monitor_reads_both_capture_layouts_and_the_feedback_prefi
         result = handlers.monitor(_scheduled_event(), FakeContext(function_name=MONITOR))
     finally:
         recorder.function = "test"
+    # Its findings are alert metrics of the dataset (CloudWatch alarms on the drift metric).
+    metrics = [d for d in emitted(capsys.readouterr().out) if d.get("dataset") == DEMO_DATASET]
+    assert "Drift" in {d["metric"][1] for d in metrics}
 
     key = result["reports"][DEMO_DATASET]
     report = json.loads(rt.store.get(buckets.model_monitoring, key))

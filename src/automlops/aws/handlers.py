@@ -8,6 +8,11 @@ messages to retry as partial batch failures (`batchItemFailures`): a transient f
 retried after an exponential back-off and lands in the dead-letter queue after the queue's
 maxReceiveCount; a permanent one (bad input) is logged as the run's failure and acknowledged,
 as the local worker does.
+
+Alerts (`usecases.alerts`) go to the runtime's sink, CloudWatch metrics on AWS: a run that
+fails for good here or in its SageMaker training or transform job, a gate decision, and what
+the scheduled monitor finds. A run dead-lettered after its retries alarms through its
+dead-letter queue's alarm instead.
 """
 
 from __future__ import annotations
@@ -37,8 +42,10 @@ from automlops.dispatch import (
     failure,
 )
 from automlops.events import S3Event, S3EventRecord, SqsRecord
+from automlops.keys import RunRef
 from automlops.routing import QUEUE_TRIGGERS, Stage
 from automlops.stages import STAGES
+from automlops.usecases.alerts import failed_run_alert, gate_alert, monitor_alerts
 
 logger = Logger(service="automlops")
 
@@ -72,11 +79,11 @@ def run_stage(stage: Stage, event: StageEvent, rt: AwsRuntime) -> Outcome:
         logger.append_keys(dataset=run.dataset, run_id=run.run_id)
     except Exception as exc:  # the run cannot be named: log the event instead
         logger.append_keys(source=event.key if isinstance(event, S3EventRecord) else None)
-        return _failed(exc)
+        return _failed(exc, rt, None)
     try:
         result = rt.runners[stage](event, ports)
     except Exception as exc:
-        return _failed(exc)
+        return _failed(exc, rt, run)
     logger.info(
         "stage skipped: already done" if result.duplicate else "stage succeeded",
         extra={
@@ -87,14 +94,24 @@ def run_stage(stage: Stage, event: StageEvent, rt: AwsRuntime) -> Outcome:
             "run_finished": result.final,
         },
     )
+    if stage is Stage.evaluate and not result.duplicate and result.model_version is not None:
+        alert = gate_alert(run.dataset, result.model_version, result.note or "", run.run_id)
+        if alert is not None:
+            rt.alerts().send(alert)
     return DONE
 
 
-def _failed(exc: Exception) -> Outcome:
+# The dataset dimension of a failed run whose event named none (e.g. a key outside the layout).
+UNIDENTIFIED = "unidentified"
+
+
+def _failed(exc: Exception, rt: AwsRuntime, run: RunRef | None) -> Outcome:
     outcome = failure(exc)
     if outcome.permanent:
         # The input is wrong: the run fails now, and the message is acknowledged.
         logger.error("run failed", extra={"error": outcome.error, "error_type": type(exc).__name__})
+        dataset, run_id = (UNIDENTIFIED, None) if run is None else (run.dataset, run.run_id)
+        rt.alerts().send(failed_run_alert(dataset, run_id, outcome.error))
     else:
         logger.exception("stage failed; will be retried", extra={"error_type": type(exc).__name__})
     return outcome
@@ -242,6 +259,8 @@ def training_job_state(event: dict[str, Any], context: Any) -> dict[str, Any]:
         "run failed: its training job failed",
         extra={"job": failure.job_name, "status": failure.status, "error": failure.reason},
     )
+    reason = f"training job {failure.job_name} {failure.status.lower()}: {failure.reason}"
+    rt.alerts().send(failed_run_alert(failure.dataset, failure.run_id, reason))
     return {"recorded": key}
 
 
@@ -278,6 +297,11 @@ def monitor(event: dict[str, Any], context: Any) -> dict[str, Any]:
                 "report": result.json_key,
             },
         )
+    sink = rt.alerts()
+    for dataset, result in results.items():
+        lines, champion = result.report.alerts, result.report.champion
+        for alert in monitor_alerts(dataset, lines, champion, result.json_key):
+            sink.send(alert)
     for dataset, error in results.failures.items():
         logger.error("monitor failed", extra={"dataset": dataset, "error": error})
     return {
@@ -311,4 +335,6 @@ def transform_job_state(event: dict[str, Any], context: Any) -> dict[str, Any]:
             "run failed: its transform job failed",
             extra={"job": record.job, "status": record.status, "error": record.reason},
         )
+        reason = f"transform job {record.job} {record.status.lower()}: {record.reason}"
+        rt.alerts().send(failed_run_alert(record.dataset, record.run_id, reason))
     return {"recorded": key}
