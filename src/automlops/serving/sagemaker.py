@@ -24,7 +24,9 @@ traffic.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -35,19 +37,24 @@ from fastapi.responses import Response
 from pydantic import BaseModel
 
 from automlops.config import max_instances_setting
-from automlops.errors import PermanentError
+from automlops.errors import DataError, PermanentError
 from automlops.ml.artifact import METADATA, TRANSFORM, ModelArtifact, ModelMetadata
+from automlops.ml.batch import BatchScorer, ScoreOptions, TableFormat, open_table, table_bytes
 from automlops.ml.columns.transform import FittedTransform
 from automlops.ml.predictor import Predictor
+from automlops.serving import wire
 from automlops.serving.capture import CaptureWriter, respond_captured
 from automlops.serving.invocation import (
     INVOCATION_RESPONSES,
+    ApiError,
     InvocationLimits,
     OrjsonResponse,
     describe,
     handle_api_errors,
     invocation_body,
+    read_body,
     respond,
+    with_csv_header,
 )
 from automlops.serving.wire import EndpointDescription
 
@@ -58,6 +65,9 @@ ENV_DATASET = "AUTOMLOPS_DATASET"
 # Set by a Batch Transform job: the scored file's header line, which every mini-batch but the
 # first lacks (`aws/transform.py`).
 ENV_CSV_HEADER = "AUTOMLOPS_CSV_HEADER"
+# Set by a Batch Transform job: its scoring run's options (`ml.batch.ScoreOptions` as JSON). The
+# container then answers each mini-batch as the local score stage writes a file's rows.
+ENV_SCORE_OPTIONS = "AUTOMLOPS_SCORE_OPTIONS"
 # The monitoring bucket the endpoint's traffic is captured to (set when hosting creates the
 # model; absent: nothing is captured).
 ENV_CAPTURE_BUCKET = "AUTOMLOPS_CAPTURE_BUCKET"
@@ -67,6 +77,10 @@ CUSTOM_ATTRIBUTES_HEADER = "X-Amzn-SageMaker-Custom-Attributes"
 NO_CAPTURE_ATTRIBUTE = "automlops-capture=off"
 # A buffer of this many requests is written at the next request, whatever its age.
 FLUSH_REQUESTS = 1000
+# Rows of a mini-batch left out that are named in the log (the rest counted).
+_LOGGED_ROW_ERRORS = 20
+
+log = logging.getLogger(__name__)
 
 
 class ContainerStatus(BaseModel):
@@ -139,6 +153,46 @@ def captured(request: Request) -> bool:
     return NO_CAPTURE_ATTRIBUTE not in (a.strip() for a in attributes.split(","))
 
 
+def score_mini_batch(
+    predictor: Predictor, options: ScoreOptions, body: bytes, header: bytes | None
+) -> bytes:
+    """A Batch Transform mini-batch (CSV lines of the scored file) answered as the local score
+    stage writes them (`ml.batch.BatchScorer`): the input's columns (or the id column), then
+    `prediction` and `probability_<label>` per class (and the explanation columns when asked),
+    in the file's delimiter. The file's header line is answered with the output's header; the
+    other mini-batches, which SageMaker sends without it, get `header` to be read and answer
+    rows only, so the assembled output is one CSV with one header. A row that cannot be scored
+    is left out and logged (the container's log), as the local stage's errors file lists it.
+    """
+    first_line = body.split(b"\n", 1)[0].rstrip(b"\r").removeprefix(b"\xef\xbb\xbf")
+    has_header = header is None or first_line == header.rstrip(b"\r\n")
+    data = body if has_header or header is None else with_csv_header(body, header)
+    parts: list[bytes] = []
+    with tempfile.TemporaryDirectory(prefix="automlops-transform-") as tmp:
+        source = Path(tmp) / "mini-batch.csv"
+        source.write_bytes(data)
+        reader = open_table(source, TableFormat.csv)
+        scorer = BatchScorer(predictor, options, reader.names)
+        errors = []
+        for chunk in reader.chunks:
+            scored = scorer.score(chunk, reader.skipped)
+            errors += scored.errors
+            table = scorer.output(chunk, scored.predictions)
+            # Each chunk's CSV starts with the header line: kept once, for the file's header.
+            written = table_bytes(table, reader.format)
+            head, _, rows = written.partition(b"\n")
+            if has_header and not parts:
+                parts.append(head + b"\n")
+            parts.append(rows)
+        errors = reader.skipped + errors
+    for error in errors[:_LOGGED_ROW_ERRORS]:
+        log.warning("row %d left out (%s): %s", error.row, error.column, error.message)
+    if len(errors) > _LOGGED_ROW_ERRORS:
+        log.warning("%d more rows of this mini-batch left out", len(errors) - _LOGGED_ROW_ERRORS)
+    # SageMaker ends each answer with a newline itself (AssembleWith: Line).
+    return b"".join(parts).rstrip(b"\n")
+
+
 def create_sagemaker_app(
     path: str | Path | None = None,
     *,
@@ -170,6 +224,12 @@ def create_sagemaker_app(
     handle_api_errors(app)
     header = os.environ.get(ENV_CSV_HEADER)
     csv_header = header.encode() if header else None
+    given_options = os.environ.get(ENV_SCORE_OPTIONS)
+    score_options = (
+        None if given_options is None else ScoreOptions.model_validate_json(given_options)
+    )
+    if score_options is not None:
+        csv_header = csv_header or b""
     if csv_header is not None:
         capture = None  # a transform job scores a file: not traffic
     flusher = None if capture is None else CaptureFlush(capture)
@@ -190,6 +250,15 @@ def create_sagemaker_app(
     @app.post("/invocations", openapi_extra=invocation_body(), responses=INVOCATION_RESPONSES)
     async def invocations(request: Request) -> Response:
         """Predict raw rows: JSON `{"instances": [...]}` or CSV with a header."""
+        if score_options is not None:  # a Batch Transform job's mini-batch
+            body = await read_body(request, limits.max_body_bytes)
+            try:
+                rows = await asyncio.to_thread(
+                    score_mini_batch, predictor, score_options, body, csv_header or None
+                )
+            except (DataError, PermanentError) as exc:
+                raise ApiError(400, str(exc)) from None
+            return Response(rows, media_type=wire.CSV)
         if flusher is None:
             return await respond(request, numeric, predictor, limits, csv_header)
         writer = capture if captured(request) else None
