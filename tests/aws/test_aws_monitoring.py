@@ -24,13 +24,20 @@ from test_aws_alerts import emitted
 
 from automlops import keys
 from automlops.aws import handlers
+from automlops.aws.config import AwsConfig
 from automlops.aws.container import endpoint_capture
 from automlops.aws.hosting import data_capture_config
 from automlops.aws.runtime import AwsRuntime
-from automlops.aws.sagemaker import VARIANT, live_endpoint_name, resource_name
+from automlops.aws.sagemaker import (
+    VARIANT,
+    SageMakerModelHost,
+    live_endpoint_name,
+    resource_name,
+)
 from automlops.config import CaptureSettings
 from automlops.demo import breast_cancer_csv
 from automlops.local.runtime import open_runtime
+from automlops.local.store import DirectoryStore
 from automlops.registry import Registry, RegistryDoc
 from automlops.serving import sagemaker as serving_sagemaker
 from automlops.serving import wire
@@ -406,21 +413,14 @@ def test_the_endpoint_container_captures_to_s3_where_the_monitor_reads(
     assert not may_put("ModelMonitoringBucket", "labels/d/x.jsonl")
     assert not allowed(statements, Call("s3:GetObject", f"arn:aws:s3:::{bucket}/{written[0]}"))
 
-
-def test_a_frozen_container_writes_a_due_buffer_at_its_next_request(
-    deployed: Deployed,
-    trained_home: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Path,
-) -> None:
-    rt, invoker = deployed[0], deployed[1]
-    _copy_trained(trained_home, rt, invoker)
-    model_dir = _container_env(rt, monkeypatch, tmp_path)
-    bucket, prefix = rt.config.bucket_model_monitoring, keys.capture_prefix(DEMO_DATASET, 1)
+    # A container frozen between invocations: no lifespan, and a timer an hour away, so only
+    # the request-time check can write.
+    for key in written:  # a fresh start
+        rt.store.client.delete_object(Bucket=bucket, Key=key)
+    prefix = keys.capture_prefix(DEMO_DATASET, 1)
     monkeypatch.setattr(serving_sagemaker, "FLUSH_REQUESTS", 3)
     writer = endpoint_capture(rt.store)
     assert writer is not None
-    # No lifespan and a timer an hour away: only the request-time check can write.
     client = TestClient(create_sagemaker_app(model_dir, capture=writer))
     rows = _rows(6, seed=22)
     for n in range(2):
@@ -440,19 +440,29 @@ def test_a_frozen_container_writes_a_due_buffer_at_its_next_request(
     assert writer.stats().written == 4
 
 
-def test_capture_is_off_by_switch_and_in_transform_jobs(
-    monkeypatch: pytest.MonkeyPatch, deployed: Deployed
+def test_capture_follows_the_switches_as_locally(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    rt = deployed[0]
+    store = DirectoryStore(tmp_path, ["monitoring"])  # nothing is written: any store does
+    config = AwsConfig(
+        bucket_data="d",
+        bucket_automl_data="a",
+        bucket_model_output="m",
+        bucket_model_monitoring="monitoring",
+        queue_evaluation="q",
+    )
+    host = SageMakerModelHost(config, sagemaker_client=None, runtime_client=None)
     monkeypatch.delenv(ENV_CAPTURE_BUCKET, raising=False)
-    assert endpoint_capture(rt.store) is None  # no bucket named: a model hosted before capture
-    monkeypatch.setenv(ENV_CAPTURE_BUCKET, rt.config.bucket_model_monitoring)
+    assert endpoint_capture(store) is None  # no bucket named: a model hosted before capture
+    monkeypatch.setenv(ENV_CAPTURE_BUCKET, "monitoring")
     monkeypatch.setenv("AUTOMLOPS_CAPTURE_RATE", "0.25")
-    writer = endpoint_capture(rt.store)
+    writer = endpoint_capture(store)
     assert writer is not None and writer.settings.sample_rate == 0.25
     monkeypatch.setenv("AUTOMLOPS_CAPTURE", "0")
-    assert endpoint_capture(rt.store) is None
+    assert endpoint_capture(store) is None
     # What hosting puts in a model's environment follows the deploying function's switches.
-    assert rt.host.environment(DEMO_DATASET, 2)["AUTOMLOPS_CAPTURE"] == "0"
+    assert host.environment(DEMO_DATASET, 2)["AUTOMLOPS_CAPTURE"] == "0"
     monkeypatch.setenv("AUTOMLOPS_CAPTURE", "1")
-    assert rt.host.environment(DEMO_DATASET, 2)["AUTOMLOPS_CAPTURE_RATE"] == "0.25"
+    environment = host.environment(DEMO_DATASET, 2)
+    assert environment["AUTOMLOPS_CAPTURE_RATE"] == "0.25"
+    assert environment[ENV_CAPTURE_BUCKET] == "monitoring"
