@@ -145,6 +145,23 @@ def test_the_handlers_emit_failed_runs_and_gate_decisions(
     assert unreadable["metric"][1] == "RunFailed"
     assert unreadable["dataset"] == handlers.UNIDENTIFIED
 
+    # An evaluation that failed on every delivery (the registry lacks its version) is
+    # dead-lettered: its run failed for good. One that will be retried is no alert yet.
+    missing = EvaluationMessage(
+        dataset="nobody", version=3, run_id="r9", endpoint="e", test_key="k", bucket="b"
+    ).model_dump_json()
+    monkeypatch.setitem(rt.runners, Stage.evaluate, handlers.STAGES[Stage.evaluate].run)
+    retried = _sqs_record("m4", missing)
+    last = {**retried, "attributes": {"ApproximateReceiveCount": str(rt.config.max_receives)}}
+    answer = handlers.evaluate({"Records": [retried, last]}, FakeContext("evaluate"))
+    assert len(answer["batchItemFailures"]) == 2  # both failed; the last then moves to the DLQ
+    (dead,) = emitted(capsys.readouterr().out)
+    assert dead["metric"][1] == "RunFailed" and (dead["dataset"], dead["run_id"]) == (
+        "nobody",
+        "r9",
+    )
+    assert f"dead-lettered after {rt.config.max_receives} deliveries" in dead["message"]
+
     # A duplicate delivery of a decided evaluation is no new decision.
     def already(record: Any, ports: Ports) -> StageResult:
         return StageResult(run=RunRef("emp", "r8"), duplicate=True, model_version=5, final=True)

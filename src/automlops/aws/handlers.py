@@ -10,9 +10,8 @@ maxReceiveCount; a permanent one (bad input) is logged as the run's failure and 
 as the local worker does.
 
 Alerts (`usecases.alerts`) go to the runtime's sink, CloudWatch metrics on AWS: a run that
-fails for good here or in its SageMaker training or transform job, a gate decision, and what
-the scheduled monitor finds. A run dead-lettered after its retries alarms through its
-dead-letter queue's alarm instead.
+fails for good here (bad input, or its retries exhausted: dead-lettered) or in its SageMaker
+training or transform job, a gate decision, and what the scheduled monitor finds.
 """
 
 from __future__ import annotations
@@ -70,13 +69,20 @@ class RetryLater(Exception):
     """Raised for a message to retry: the batch processor reports it as a failed item."""
 
 
-def run_stage(stage: Stage, event: StageEvent, rt: AwsRuntime) -> Outcome:
-    """Run one stage on one event, logging with the run's identity."""
+def run_stage(
+    stage: Stage,
+    event: StageEvent,
+    rt: AwsRuntime,
+    named: Callable[[RunRef], None] | None = None,
+) -> Outcome:
+    """Run one stage on one event, logging with the run's identity (also given to `named`)."""
     spec = STAGES[stage]
     ports = rt.ports(progress=lambda text: logger.info(text))
     try:
         run = spec.identify(event, ports)
         logger.append_keys(dataset=run.dataset, run_id=run.run_id)
+        if named is not None:
+            named(run)
     except Exception as exc:  # the run cannot be named: log the event instead
         logger.append_keys(source=event.key if isinstance(event, S3EventRecord) else None)
         return _failed(exc, rt, None)
@@ -135,16 +141,25 @@ def handle_sqs(stage: Stage, event: dict[str, Any], rt: AwsRuntime) -> dict[str,
     def record_handler(record: SQSRecord) -> None:
         message = SqsRecord.model_validate(record.raw_event)
         logger.append_keys(message_id=message.message_id, receive_count=message.receive_count)
+        failing: list[RunRef] = []  # runs of this message that failed transiently
+
+        def run(job: Job) -> Outcome:
+            named: list[RunRef] = []
+            outcome = run_stage(job.stage, job.event, rt, named.append)
+            if not outcome.ok and not outcome.permanent:
+                failing.extend(named)
+            return outcome
+
         try:
             decision = dispatch(
                 message,
                 router=rt.router,
                 queue_stage=queue_stage,
-                run=lambda job: run_stage(job.stage, job.event, rt),
+                run=run,
                 policy=policy,
                 accept=accept,
             )
-            _answer(decision, message, rt)
+            _answer(decision, message, rt, failing)
         finally:
             logger.remove_keys(["message_id", "receive_count", "dataset", "run_id", "source"])
 
@@ -153,11 +168,12 @@ def handle_sqs(stage: Stage, event: dict[str, Any], rt: AwsRuntime) -> dict[str,
     return dict(process_partial_response(event, record_handler, processor))
 
 
-def _answer(decision: Decision, message: SqsRecord, rt: AwsRuntime) -> None:
+def _answer(decision: Decision, message: SqsRecord, rt: AwsRuntime, failing: list[RunRef]) -> None:
     """Carry a decision out in a batch: return to acknowledge, raise to have it retried.
 
     A message to dead-letter is failed too: the queue's redrive policy moves it once it has
-    had maxReceiveCount deliveries (the deployment sets that to `max_receives`).
+    had maxReceiveCount deliveries (the deployment sets that to `max_receives`); its runs
+    (`failing`; none named: an unreadable message) failed for good.
     """
     if decision.action is Action.ack:
         return
@@ -166,6 +182,11 @@ def _answer(decision: Decision, message: SqsRecord, rt: AwsRuntime) -> None:
             "giving up: the message goes to the dead-letter queue",
             extra={"error": decision.error},
         )
+        sink = rt.alerts()
+        error = f"dead-lettered after {message.receive_count} deliveries: {decision.error}"
+        named: list[tuple[str, str | None]] = [(r.dataset, r.run_id) for r in failing]
+        for dataset, run_id in named or [(UNIDENTIFIED, None)]:
+            sink.send(failed_run_alert(dataset, run_id, error))
     else:
         try:
             queue = queue_name_from_arn(message.event_source_arn)
