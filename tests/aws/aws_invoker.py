@@ -35,7 +35,7 @@ from botocore.exceptions import ClientError
 from moto.sagemaker.models import sagemaker_backends
 
 from automlops.local.model_host import EmbeddedServer
-from automlops.serving.sagemaker import create_sagemaker_app
+from automlops.serving.sagemaker import CUSTOM_ATTRIBUTES_HEADER, create_sagemaker_app
 
 
 @dataclass
@@ -136,7 +136,13 @@ class LocalSageMakerRuntime:
         self.client = httpx.Client(timeout=60)
 
     def invoke_endpoint(
-        self, *, EndpointName: str, Body: bytes, ContentType: str, Accept: str
+        self,
+        *,
+        EndpointName: str,
+        Body: bytes,
+        ContentType: str,
+        Accept: str,
+        CustomAttributes: str | None = None,
     ) -> dict[str, Any]:
         self.recorder.record(
             Call(
@@ -148,7 +154,12 @@ class LocalSageMakerRuntime:
         response = self.client.post(
             f"{server.url}/invocations",
             content=Body,
-            headers={"content-type": ContentType, "accept": Accept},
+            headers={
+                "content-type": ContentType,
+                "accept": Accept,
+                # SageMaker forwards CustomAttributes to the container verbatim.
+                **({CUSTOM_ATTRIBUTES_HEADER: CustomAttributes} if CustomAttributes else {}),
+            },
         )
         if response.status_code >= 400:
             # What the real runtime API answers when the container says no.

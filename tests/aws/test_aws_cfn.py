@@ -233,13 +233,14 @@ def test_alarms_watch_every_dead_letter_queue_and_notify_the_topic(
         stack.resolve(a["Properties"]["AlarmName"])
         for a in stack.of_type("AWS::CloudWatch::Alarm").values()
     }
-    assert {a["AlarmName"] for a in alarms} == declared and len(declared) == 8
+    # 7 dead-letter queues, failed training jobs, and 3 on alert metrics.
+    assert {a["AlarmName"] for a in alarms} == declared and len(declared) == 11
     topic = stack.ref("AlarmTopic")
     assert topic.startswith("arn:aws:sns:")
     watched = set()
     for alarm in alarms:
         assert alarm["AlarmActions"] == [topic]
-        if alarm["Namespace"] == "AWS/SQS":
+        if alarm.get("Namespace") == "AWS/SQS":
             (dimension,) = alarm["Dimensions"]
             watched.add(dimension["Value"])
             assert sqs.get_queue_url(QueueName=dimension["Value"])  # a real queue

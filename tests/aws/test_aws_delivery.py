@@ -19,6 +19,9 @@ from aws_stack import ACCOUNT, Stack
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from automlops.aws.alert_metrics import METRIC_NAMES, namespace
+from automlops.usecases.alerts import AlertKind
+
 WORKFLOWS = ROOT / ".github" / "workflows"
 SCRIPTS = ROOT / ".github" / "scripts"
 DEPLOY = ROOT / "deploy" / "aws"
@@ -49,7 +52,7 @@ def test_every_dead_letter_queue_raises_an_alarm_on_its_first_message(stack: Sta
     watched: dict[str, dict[str, Any]] = {}
     for alarm in stack.of_type("AWS::CloudWatch::Alarm").values():
         props = alarm["Properties"]
-        if props["Namespace"] != "AWS/SQS":
+        if props.get("Namespace") != "AWS/SQS":
             continue
         assert props["MetricName"] == "ApproximateNumberOfMessagesVisible"
         (dimension,) = props["Dimensions"]
@@ -90,6 +93,31 @@ def _training_event(status: str, stack_tag: str) -> dict[str, Any]:
     }
 
 
+def test_drift_quality_drops_and_failed_runs_alarm_over_every_dataset(stack: Stack) -> None:
+    prefix = stack.function_env("MonitorLambdaFunction")["AUTOMLOPS_NAME_PREFIX"]
+    queried = {}
+    for alarm in stack.of_type("AWS::CloudWatch::Alarm").values():
+        props = alarm["Properties"]
+        if "Metrics" not in props:
+            continue
+        (query,) = props["Metrics"]
+        match = re.fullmatch(r'SELECT SUM\((\w+)\) FROM "([^"]+)"', query["Expression"])
+        assert match, query["Expression"]
+        # The namespace the functions' alerts are written under, every dataset summed.
+        assert stack.resolve(match.group(2)) == namespace(prefix)
+        assert query["ReturnData"] is True and query["Period"] == 300
+        assert props["Threshold"] == 0 and props["ComparisonOperator"] == "GreaterThanThreshold"
+        assert props["TreatMissingData"] == "notBreaching"
+        assert props["AlarmActions"] == [{"Ref": "AlarmTopic"}]
+        queried[match.group(1)] = props
+    # The metrics that mean trouble; a retrain and a gate decision are news, not trouble.
+    assert set(queried) == {
+        METRIC_NAMES[AlertKind.drift],
+        METRIC_NAMES[AlertKind.quality],
+        METRIC_NAMES[AlertKind.run_failed],
+    }
+
+
 def test_failed_training_jobs_of_this_stack_alarm(stack: Stack) -> None:
     # The rule whose target is the alarm topic (another one sends the event to its handler).
     (rule_id,) = [
@@ -117,7 +145,7 @@ def test_failed_training_jobs_of_this_stack_alarm(stack: Stack) -> None:
     (alarm,) = [
         a["Properties"]
         for a in stack.of_type("AWS::CloudWatch::Alarm").values()
-        if a["Properties"]["Namespace"] == "AWS/Events"
+        if a["Properties"].get("Namespace") == "AWS/Events"
     ]
     assert alarm["MetricName"] == "TriggeredRules"
     assert alarm["Dimensions"] == [{"Name": "RuleName", "Value": {"Ref": rule_id}}]

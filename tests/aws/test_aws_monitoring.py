@@ -15,24 +15,41 @@ from typing import Any
 
 import orjson
 import polars as pl
+import pytest
 from aws_cfn import Provisioned
 from aws_invoker import CallRecorder, FakeContext, LambdaInvoker, LocalSageMakerRuntime
 from aws_stack import ACCOUNT, REGION, Call, Stack, allowed
 from fastapi.testclient import TestClient
+from test_aws_alerts import emitted
 
 from automlops import keys
 from automlops.aws import handlers
+from automlops.aws.config import AwsConfig
+from automlops.aws.container import endpoint_capture
 from automlops.aws.hosting import data_capture_config
 from automlops.aws.runtime import AwsRuntime
-from automlops.aws.sagemaker import VARIANT, live_endpoint_name, resource_name
+from automlops.aws.sagemaker import (
+    VARIANT,
+    SageMakerModelHost,
+    live_endpoint_name,
+    resource_name,
+)
 from automlops.config import CaptureSettings
 from automlops.demo import breast_cancer_csv
 from automlops.local.runtime import open_runtime
+from automlops.local.store import DirectoryStore
 from automlops.registry import Registry, RegistryDoc
+from automlops.serving import sagemaker as serving_sagemaker
 from automlops.serving import wire
 from automlops.serving.app import create_app
 from automlops.serving.capture import CaptureWriter
 from automlops.serving.models import ModelCache
+from automlops.serving.sagemaker import (
+    CUSTOM_ATTRIBUTES_HEADER,
+    ENV_CAPTURE_BUCKET,
+    NO_CAPTURE_ATTRIBUTE,
+    create_sagemaker_app,
+)
 from automlops.stages.traffic import read_traffic
 from support import DEMO_DATASET
 
@@ -124,7 +141,10 @@ def _scheduled_event() -> dict[str, Any]:
 
 
 def test_the_scheduled_monitor_reads_both_capture_layouts_and_the_feedback_prefix(
-    deployed: Deployed, trained_home: Path, provisioned: Provisioned
+    deployed: Deployed,
+    trained_home: Path,
+    provisioned: Provisioned,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     rt, invoker, _, recorder = deployed
     stack = provisioned.stack
@@ -182,6 +202,9 @@ def test_the_scheduled_monitor_reads_both_capture_layouts_and_the_feedback_prefi
         result = handlers.monitor(_scheduled_event(), FakeContext(function_name=MONITOR))
     finally:
         recorder.function = "test"
+    # Its findings are alert metrics of the dataset (CloudWatch alarms on the drift metric).
+    metrics = [d for d in emitted(capsys.readouterr().out) if d.get("dataset") == DEMO_DATASET]
+    assert "Drift" in {d["metric"][1] for d in metrics}
 
     key = result["reports"][DEMO_DATASET]
     report = json.loads(rt.store.get(buckets.model_monitoring, key))
@@ -303,3 +326,143 @@ def test_the_live_config_captures_to_the_version_prefix_where_sagemaker_allows(
         EndpointConfigName="automlops-dev-capture"
     )
     assert described["DataCaptureConfig"]["DestinationS3Uri"] == config["DestinationS3Uri"]
+
+
+# -- capture in the serving container -------------------------------------------------------
+
+
+def _container_env(rt: AwsRuntime, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """Host v1 (the model hosting creates, with its container environment), and give this
+    process that environment and the model directory, as SageMaker gives the container."""
+    buckets = rt.config.settings().buckets
+    entry = Registry(rt.store, buckets.model_output).read(DEMO_DATASET).get(1)
+    name = rt.host.ensure_version(DEMO_DATASET, 1, entry.artifact_bucket, entry.artifact_key)
+    environment = rt.host.sagemaker.describe_model(ModelName=name)["PrimaryContainer"][
+        "Environment"
+    ]
+    assert environment[ENV_CAPTURE_BUCKET] == buckets.model_monitoring
+    assert (environment["AUTOMLOPS_DATASET"], environment["AUTOMLOPS_MODEL_VERSION"]) == (
+        DEMO_DATASET,
+        "1",
+    )
+    assert environment["AUTOMLOPS_CAPTURE"] == "1"
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AUTOMLOPS_CAPTURE_FLUSH_S", "3600")  # no timer write in the test
+    model_dir = tmp_path / "opt-ml-model"
+    model_dir.mkdir()
+    data = rt.store.get(entry.artifact_bucket, entry.artifact_key)
+    (model_dir / "model.tar.gz").write_bytes(data)
+    return model_dir
+
+
+def _invoke(client: TestClient, rows: pl.DataFrame, **headers: str) -> str:
+    answer = client.post(
+        "/invocations",
+        content=wire.json_body(rows.drop(TARGET).to_dicts()),
+        headers={"content-type": wire.JSON, **headers},
+    )
+    assert answer.status_code == 200, answer.text
+    return answer.headers[wire.INFERENCE_ID_HEADER]
+
+
+def test_the_endpoint_container_captures_to_s3_where_the_monitor_reads(
+    deployed: Deployed,
+    trained_home: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    provisioned: Provisioned,
+) -> None:
+    rt, invoker = deployed[0], deployed[1]
+    _copy_trained(trained_home, rt, invoker)
+    model_dir = _container_env(rt, monkeypatch, tmp_path)
+    bucket = rt.config.bucket_model_monitoring
+    started = datetime.now(UTC) - timedelta(seconds=1)
+
+    writer = endpoint_capture(rt.store)
+    assert writer is not None and writer.bucket == bucket
+    app = create_sagemaker_app(model_dir, capture=writer)
+    rows = _rows(30, seed=21)
+    with TestClient(app) as client:  # the lifespan: SIGTERM's shutdown writes the buffer
+        ids = [_invoke(client, rows.slice(10 * n, 10)) for n in range(2)]
+        ids.append(_invoke(client, rows.slice(20, 10), **{wire.INFERENCE_ID_HEADER: "order-9"}))
+        # The project's own calls (evaluation, canaries) say so and are not traffic.
+        _invoke(client, rows.slice(0, 5), **{CUSTOM_ATTRIBUTES_HEADER: NO_CAPTURE_ATTRIBUTE})
+        assert rt.store.list(bucket, keys.capture_prefix(DEMO_DATASET)) == []
+    assert ids[2] == "order-9"
+
+    written = rt.store.list(bucket, keys.capture_prefix(DEMO_DATASET, 1))
+    assert written and all(keys.capture_key_hour(k) is not None for k in written)
+    traffic = read_traffic(
+        rt.store, bucket, DEMO_DATASET, 1, started, datetime.now(UTC), "classification"
+    )
+    assert sum(traffic.requests.values()) == 3 and traffic.height == 30
+    assert traffic.ids == [f"{i}#{row}" for i in ids for row in range(10)]
+    assert traffic.unreadable == 0
+
+    # The endpoint's role may write there, and nowhere else in the monitoring bucket.
+    statements = provisioned.stack.statements("SageMakerExecutionRole")
+    names = provisioned.stack.names
+
+    def may_put(bucket_id: str, key: str) -> bool:
+        arn = f"arn:aws:s3:::{names[bucket_id]}/{key}"
+        return allowed(statements, Call("s3:PutObject", arn))
+
+    assert may_put("ModelMonitoringBucket", written[0])
+    assert not may_put("ModelMonitoringBucket", "monitoring/d/20260101T000000Z/m.json")
+    assert not may_put("ModelMonitoringBucket", "labels/d/x.jsonl")
+    assert not allowed(statements, Call("s3:GetObject", f"arn:aws:s3:::{bucket}/{written[0]}"))
+
+    # A container frozen between invocations: no lifespan, and a timer an hour away, so only
+    # the request-time check can write.
+    for key in written:  # a fresh start
+        rt.store.client.delete_object(Bucket=bucket, Key=key)
+    prefix = keys.capture_prefix(DEMO_DATASET, 1)
+    monkeypatch.setattr(serving_sagemaker, "FLUSH_REQUESTS", 3)
+    writer = endpoint_capture(rt.store)
+    assert writer is not None
+    client = TestClient(create_sagemaker_app(model_dir, capture=writer))
+    rows = _rows(6, seed=22)
+    for n in range(2):
+        _invoke(client, rows.slice(n, 1))
+    assert rt.store.list(bucket, prefix) == []
+    _invoke(client, rows.slice(2, 1))  # the third request: the buffer is due, written first
+    assert len(rt.store.list(bucket, prefix)) == 1
+    assert writer.stats().written == 3 and writer.stats().buffered == 0
+
+    # By age: an older buffer than the flush interval is written at the next request.
+    now = [1000.0]
+    due = serving_sagemaker.CaptureFlush(writer, clock=lambda: now[0])
+    _invoke(client, rows.slice(3, 1))
+    assert not due.due()
+    now[0] += writer.settings.flush_interval_s
+    assert due.due() and due.flush_if_due() == 1
+    assert writer.stats().written == 4
+
+
+def test_capture_follows_the_switches_as_locally(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    store = DirectoryStore(tmp_path, ["monitoring"])  # nothing is written: any store does
+    config = AwsConfig(
+        bucket_data="d",
+        bucket_automl_data="a",
+        bucket_model_output="m",
+        bucket_model_monitoring="monitoring",
+        queue_evaluation="q",
+    )
+    host = SageMakerModelHost(config, sagemaker_client=None, runtime_client=None)
+    monkeypatch.delenv(ENV_CAPTURE_BUCKET, raising=False)
+    assert endpoint_capture(store) is None  # no bucket named: a model hosted before capture
+    monkeypatch.setenv(ENV_CAPTURE_BUCKET, "monitoring")
+    monkeypatch.setenv("AUTOMLOPS_CAPTURE_RATE", "0.25")
+    writer = endpoint_capture(store)
+    assert writer is not None and writer.settings.sample_rate == 0.25
+    monkeypatch.setenv("AUTOMLOPS_CAPTURE", "0")
+    assert endpoint_capture(store) is None
+    # What hosting puts in a model's environment follows the deploying function's switches.
+    assert host.environment(DEMO_DATASET, 2)["AUTOMLOPS_CAPTURE"] == "0"
+    monkeypatch.setenv("AUTOMLOPS_CAPTURE", "1")
+    environment = host.environment(DEMO_DATASET, 2)
+    assert environment["AUTOMLOPS_CAPTURE_RATE"] == "0.25"
+    assert environment[ENV_CAPTURE_BUCKET] == "monitoring"

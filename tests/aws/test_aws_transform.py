@@ -5,24 +5,29 @@ EventBridge, is recorded on the scoring run."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
 import boto3
+import polars as pl
 import pytest
 from aws_cfn import Provisioned
 from aws_invoker import CallRecorder, FakeContext, LambdaInvoker, LocalSageMakerRuntime
 from aws_stack import allowed
+from fastapi.testclient import TestClient
+from polars.testing import assert_frame_equal
 from test_aws_scoring import _copy_champion
 
 from automlops import keys
-from automlops.aws import handlers
+from automlops.aws import handlers, ops
 from automlops.aws.config import AwsConfig
 from automlops.aws.runtime import AwsRuntime
 from automlops.aws.sagemaker import resource_name
 from automlops.aws.transform import (
     ENV_CSV_HEADER,
     ENV_SCORE_DATASET,
+    ENV_SCORE_OPTIONS,
     ENV_SCORE_RUN,
     ScoreDispatcher,
     TransformJobLauncher,
@@ -33,8 +38,10 @@ from automlops.aws.transform import (
 from automlops.demo import breast_cancer_csv
 from automlops.errors import PermanentError
 from automlops.events import object_created
-from automlops.ml.batch import ScoreOptions, TableFormat
+from automlops.local.runtime import open_runtime
+from automlops.ml.batch import BatchScorer, ScoreOptions, TableFormat, open_table, table_bytes
 from automlops.routing import Stage
+from automlops.serving.sagemaker import create_sagemaker_app, load_model_dir
 from support import DEMO_DATASET
 
 Deployed = tuple[AwsRuntime, LambdaInvoker, LocalSageMakerRuntime, CallRecorder]
@@ -86,6 +93,9 @@ def test_a_file_above_the_function_size_is_scored_by_a_batch_transform_job(
     run_id = job["Environment"][ENV_SCORE_RUN]
     assert job["Environment"][ENV_SCORE_DATASET] == DEMO_DATASET
     assert job["Environment"][ENV_CSV_HEADER] == data.split(b"\n", 1)[0].decode()
+    # The container answers as the local stage writes (with the run's options), uncaptured.
+    assert job["Environment"][ENV_SCORE_OPTIONS] == "{}"
+    assert job["Environment"]["AUTOMLOPS_CAPTURE"] == "0"
     assert job["TransformJobName"].startswith(f"{config.name_prefix}-{run_id}")
     model = resource_name(config.name_prefix, DEMO_DATASET, 1)
     assert job["ModelName"] == model
@@ -141,6 +151,12 @@ def test_a_file_above_the_function_size_is_scored_by_a_batch_transform_job(
     ended = TransformJobRecord.model_validate_json(rt.store.get(buckets.model_output, key))
     assert ended.status == "Completed" and ended.reason is None
     assert ended.output == job["TransformOutput"]["S3OutputPath"]
+    assert ended.predictions == job["TransformOutput"]["S3OutputPath"] + "/big.csv.out"
+    # `automlops aws runs` lists the scoring run beside training runs.
+    (listed,) = ops.runs_document(rt.store, rt.config, DEMO_DATASET)
+    assert (listed["kind"], listed["run_id"], listed["status"]) == ("scoring", run_id, "Completed")
+    assert listed["predictions"] == ended.predictions
+    assert ops.runs_document(rt.store, rt.config, "another") == []
     statements = stack.statements(stack.role_of("TransformJobStateLambdaFunction"))
     calls = recorder.calls["TransformJobStateLambdaFunction"]
     assert calls and [c for c in calls if not allowed(statements, c)] == []
@@ -158,18 +174,109 @@ def test_the_size_threshold_choice() -> None:
         queue_evaluation="q",
         score_function_max_bytes=1000,
     )
-    plain = ScoreOptions()
-    assert choose_scoring(1000, TableFormat.csv, plain, config).where == "function"
-    assert choose_scoring(1001, TableFormat.csv, plain, config).where == "transform"
-    assert choose_scoring(10, TableFormat.parquet, plain, config).where == "function"
+    assert choose_scoring(1000, TableFormat.csv, config).where == "function"
+    assert choose_scoring(1001, TableFormat.csv, config).where == "transform"
+    assert choose_scoring(10, TableFormat.parquet, config).where == "function"
     with pytest.raises(PermanentError, match="only CSV files"):
-        choose_scoring(1001, TableFormat.parquet, plain, config)
-    # What a transform job cannot do is refused, not silently left out.
-    for options in (ScoreOptions(explain=3), ScoreOptions(id_column="id")):
-        assert choose_scoring(1000, TableFormat.csv, options, config).where == "function"
-        with pytest.raises(PermanentError, match="without explain or id_column"):
-            choose_scoring(1001, TableFormat.csv, options, config)
+        choose_scoring(1001, TableFormat.parquet, config)
     # The function holds the file in memory: at most a third of it, whatever is configured.
     small = config.model_copy(update={"score_function_max_bytes": 10**12, "function_memory_mb": 3})
     assert small.score_function_bytes() == 1024 * 1024
-    assert choose_scoring(1024 * 1024 + 1, TableFormat.csv, plain, small).where == "transform"
+    assert choose_scoring(1024 * 1024 + 1, TableFormat.csv, small).where == "transform"
+
+
+# -- the container's answers in a transform job ---------------------------------------------
+
+
+def _transform(client: TestClient, data: bytes, lines_per_batch: int) -> bytes:
+    """What SageMaker does with a CSV (SplitType Line, MultiRecord, AssembleWith Line): the
+    file's lines in mini-batches (the header in the first only), each answer a record."""
+    lines = data.splitlines(keepends=True)
+    answers = []
+    for start in range(0, len(lines), lines_per_batch):
+        batch = b"".join(lines[start : start + lines_per_batch])
+        answer = client.post("/invocations", content=batch, headers={"content-type": "text/csv"})
+        assert answer.status_code == 200, answer.text
+        answers.append(answer.content + b"\n")
+    return b"".join(answers)
+
+
+def _local_stage_rows(model_dir: Path, data: bytes, options: ScoreOptions, tmp: Path) -> bytes:
+    """The rows the local score stage writes for the file (`ml.batch`, one pass)."""
+    source = tmp / "local.csv"
+    source.write_bytes(data)
+    reader = open_table(source, TableFormat.csv)
+    scorer = BatchScorer(load_model_dir(model_dir), options, reader.names)
+    parts = []
+    for chunk in reader.chunks:
+        written = table_bytes(
+            scorer.output(chunk, scorer.score(chunk, []).predictions), reader.format
+        )
+        parts.append(written if not parts else written.partition(b"\n")[2])
+    return b"".join(parts)
+
+
+@pytest.mark.parametrize(
+    "options", [ScoreOptions(), ScoreOptions(id_column="mean_radius", explain=2)], ids=str
+)
+def test_the_transform_output_is_the_local_stage_s_file(
+    trained_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, options: ScoreOptions
+) -> None:
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    local = open_runtime(trained_home)
+    try:
+        entry = local.registry.read(DEMO_DATASET).get(1)
+        artifact = local.store.get(entry.artifact_bucket, entry.artifact_key)
+    finally:
+        local.close()
+    (model_dir / "model.tar.gz").write_bytes(artifact)
+    data = breast_cancer_csv()
+    header = data.split(b"\n", 1)[0].decode()
+    # The environment the transform job gives the container (`TransformJobLauncher.request`).
+    monkeypatch.setenv(ENV_CSV_HEADER, header)
+    monkeypatch.setenv(ENV_SCORE_OPTIONS, options.model_dump_json(exclude_defaults=True))
+    client = TestClient(create_sagemaker_app(model_dir))
+
+    assembled = _transform(client, data, lines_per_batch=97)
+    expected = _local_stage_rows(model_dir, data, options, tmp_path)
+    out = pl.read_csv(io.BytesIO(assembled))
+    # The same rows and columns; probabilities equal but for the last bits (summed in
+    # mini-batches rather than in one pass).
+    assert_frame_equal(out, pl.read_csv(io.BytesIO(expected)), rel_tol=1e-12, abs_tol=1e-12)
+    assert out.height == data.count(b"\n") - 1
+    if options.id_column is None:
+        assert out.columns[: len(header.split(","))] == header.split(",")
+    else:
+        assert out.columns[:2] == [options.id_column, "prediction"]
+    assert {"prediction", "probability_benign", "probability_malignant"} <= set(out.columns)
+
+
+def test_a_bad_row_in_a_mini_batch_is_left_out_not_the_batch(
+    trained_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    local = open_runtime(trained_home)
+    try:
+        entry = local.registry.read(DEMO_DATASET).get(1)
+        (model_dir / "model.tar.gz").write_bytes(
+            local.store.get(entry.artifact_bucket, entry.artifact_key)
+        )
+    finally:
+        local.close()
+    lines = breast_cancer_csv().splitlines(keepends=True)
+    header = lines[0].rstrip(b"\r\n").decode()
+    monkeypatch.setenv(ENV_CSV_HEADER, header)
+    monkeypatch.setenv(ENV_SCORE_OPTIONS, "{}")
+    client = TestClient(create_sagemaker_app(model_dir))
+    fields = lines[5].rstrip(b"\n").split(b",")
+    fields[1] = b"not a number"
+    batch = lines[3] + lines[4] + b",".join(fields) + b"\n" + lines[6]  # no header: not first
+    answer = client.post("/invocations", content=batch, headers={"content-type": "text/csv"})
+    assert answer.status_code == 200, answer.text
+    rows = answer.content.split(b"\n")
+    assert len(rows) == 3 and not answer.content.endswith(b"\n")
+    assert [r.split(b",")[0].strip(b'"') for r in rows] == [
+        line.split(b",")[0] for line in (lines[3], lines[4], lines[6])
+    ]

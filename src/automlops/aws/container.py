@@ -4,6 +4,8 @@ SageMaker starts the image as `<entrypoint> train` or `<entrypoint> serve`. Trai
 very train stage of the local runtime and the train function, over a store whose reads come
 from the job's input channels (`/opt/ml/input/data/<channel>/`) and whose model write lands in
 `/opt/ml/model`, which SageMaker packs into `<output path>/<job>/output/model.tar.gz`.
+Serving runs the SageMaker contract app (`serving.sagemaker`), capturing its traffic to S3
+when the model's environment names a capture bucket (`endpoint_capture`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import os
 import sys
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from automlops import keys
 from automlops.config import Buckets, Queues, Settings
@@ -24,6 +26,9 @@ from automlops.ml.artifact import METADATA, TRANSFORM, ModelArtifact
 from automlops.ports import DeadLetter, ObjectInfo, ObjectStore, Ports
 from automlops.routing import Stage
 from automlops.stages import STAGES, StageResult
+
+if TYPE_CHECKING:
+    from automlops.serving.capture import CaptureWriter
 
 OPT_ML = Path("/opt/ml")
 
@@ -232,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     if command == "serve":
         from automlops.serving.sagemaker import serve
 
-        serve()
+        serve(capture=endpoint_capture())
         return 0
     if command == "train":
         try:
@@ -248,6 +253,30 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(f"unknown command {command!r}; expected train or serve", file=sys.stderr)
     return 2
+
+
+def endpoint_capture(store: ObjectStore | None = None) -> CaptureWriter | None:
+    """The capture writer of an endpoint's container: to the bucket its environment names
+    ($AUTOMLOPS_CAPTURE_BUCKET, set by hosting), tuned by the same $AUTOMLOPS_CAPTURE* as
+    locally; None when no bucket is named or capture is off. `store` defaults to S3 with the
+    endpoint's role (which may put objects under capture/ of that bucket only)."""
+    from automlops.config import CaptureSettings
+    from automlops.serving.capture import capture_writer
+    from automlops.serving.sagemaker import ENV_CAPTURE_BUCKET
+
+    bucket = os.environ.get(ENV_CAPTURE_BUCKET)
+    if not bucket:
+        return None
+    settings = CaptureSettings()
+    if not settings.enabled:
+        return None
+    if store is None:
+        import boto3
+
+        from automlops.aws.s3_store import S3ObjectStore
+
+        store = S3ObjectStore(boto3.client("s3"))
+    return capture_writer(store, bucket, settings)
 
 
 def _s3_fallback() -> ObjectStore | None:

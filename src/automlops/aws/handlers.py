@@ -8,6 +8,10 @@ messages to retry as partial batch failures (`batchItemFailures`): a transient f
 retried after an exponential back-off and lands in the dead-letter queue after the queue's
 maxReceiveCount; a permanent one (bad input) is logged as the run's failure and acknowledged,
 as the local worker does.
+
+Alerts (`usecases.alerts`) go to the runtime's sink, CloudWatch metrics on AWS: a run that
+fails for good here (bad input, or its retries exhausted: dead-lettered) or in its SageMaker
+training or transform job, a gate decision, and what the scheduled monitor finds.
 """
 
 from __future__ import annotations
@@ -37,8 +41,10 @@ from automlops.dispatch import (
     failure,
 )
 from automlops.events import S3Event, S3EventRecord, SqsRecord
+from automlops.keys import RunRef
 from automlops.routing import QUEUE_TRIGGERS, Stage
 from automlops.stages import STAGES
+from automlops.usecases.alerts import failed_run_alert, gate_alert, monitor_alerts
 
 logger = Logger(service="automlops")
 
@@ -63,20 +69,27 @@ class RetryLater(Exception):
     """Raised for a message to retry: the batch processor reports it as a failed item."""
 
 
-def run_stage(stage: Stage, event: StageEvent, rt: AwsRuntime) -> Outcome:
-    """Run one stage on one event, logging with the run's identity."""
+def run_stage(
+    stage: Stage,
+    event: StageEvent,
+    rt: AwsRuntime,
+    named: Callable[[RunRef], None] | None = None,
+) -> Outcome:
+    """Run one stage on one event, logging with the run's identity (also given to `named`)."""
     spec = STAGES[stage]
     ports = rt.ports(progress=lambda text: logger.info(text))
     try:
         run = spec.identify(event, ports)
         logger.append_keys(dataset=run.dataset, run_id=run.run_id)
+        if named is not None:
+            named(run)
     except Exception as exc:  # the run cannot be named: log the event instead
         logger.append_keys(source=event.key if isinstance(event, S3EventRecord) else None)
-        return _failed(exc)
+        return _failed(exc, rt, None)
     try:
         result = rt.runners[stage](event, ports)
     except Exception as exc:
-        return _failed(exc)
+        return _failed(exc, rt, run)
     logger.info(
         "stage skipped: already done" if result.duplicate else "stage succeeded",
         extra={
@@ -87,14 +100,24 @@ def run_stage(stage: Stage, event: StageEvent, rt: AwsRuntime) -> Outcome:
             "run_finished": result.final,
         },
     )
+    if stage is Stage.evaluate and not result.duplicate and result.model_version is not None:
+        alert = gate_alert(run.dataset, result.model_version, result.note or "", run.run_id)
+        if alert is not None:
+            rt.alerts().send(alert)
     return DONE
 
 
-def _failed(exc: Exception) -> Outcome:
+# The dataset dimension of a failed run whose event named none (e.g. a key outside the layout).
+UNIDENTIFIED = "unidentified"
+
+
+def _failed(exc: Exception, rt: AwsRuntime, run: RunRef | None) -> Outcome:
     outcome = failure(exc)
     if outcome.permanent:
         # The input is wrong: the run fails now, and the message is acknowledged.
         logger.error("run failed", extra={"error": outcome.error, "error_type": type(exc).__name__})
+        dataset, run_id = (UNIDENTIFIED, None) if run is None else (run.dataset, run.run_id)
+        rt.alerts().send(failed_run_alert(dataset, run_id, outcome.error))
     else:
         logger.exception("stage failed; will be retried", extra={"error_type": type(exc).__name__})
     return outcome
@@ -118,16 +141,25 @@ def handle_sqs(stage: Stage, event: dict[str, Any], rt: AwsRuntime) -> dict[str,
     def record_handler(record: SQSRecord) -> None:
         message = SqsRecord.model_validate(record.raw_event)
         logger.append_keys(message_id=message.message_id, receive_count=message.receive_count)
+        failing: list[RunRef] = []  # runs of this message that failed transiently
+
+        def run(job: Job) -> Outcome:
+            named: list[RunRef] = []
+            outcome = run_stage(job.stage, job.event, rt, named.append)
+            if not outcome.ok and not outcome.permanent:
+                failing.extend(named)
+            return outcome
+
         try:
             decision = dispatch(
                 message,
                 router=rt.router,
                 queue_stage=queue_stage,
-                run=lambda job: run_stage(job.stage, job.event, rt),
+                run=run,
                 policy=policy,
                 accept=accept,
             )
-            _answer(decision, message, rt)
+            _answer(decision, message, rt, failing)
         finally:
             logger.remove_keys(["message_id", "receive_count", "dataset", "run_id", "source"])
 
@@ -136,11 +168,12 @@ def handle_sqs(stage: Stage, event: dict[str, Any], rt: AwsRuntime) -> dict[str,
     return dict(process_partial_response(event, record_handler, processor))
 
 
-def _answer(decision: Decision, message: SqsRecord, rt: AwsRuntime) -> None:
+def _answer(decision: Decision, message: SqsRecord, rt: AwsRuntime, failing: list[RunRef]) -> None:
     """Carry a decision out in a batch: return to acknowledge, raise to have it retried.
 
     A message to dead-letter is failed too: the queue's redrive policy moves it once it has
-    had maxReceiveCount deliveries (the deployment sets that to `max_receives`).
+    had maxReceiveCount deliveries (the deployment sets that to `max_receives`); its runs
+    (`failing`; none named: an unreadable message) failed for good.
     """
     if decision.action is Action.ack:
         return
@@ -149,6 +182,11 @@ def _answer(decision: Decision, message: SqsRecord, rt: AwsRuntime) -> None:
             "giving up: the message goes to the dead-letter queue",
             extra={"error": decision.error},
         )
+        sink = rt.alerts()
+        error = f"dead-lettered after {message.receive_count} deliveries: {decision.error}"
+        named: list[tuple[str, str | None]] = [(r.dataset, r.run_id) for r in failing]
+        for dataset, run_id in named or [(UNIDENTIFIED, None)]:
+            sink.send(failed_run_alert(dataset, run_id, error))
     else:
         try:
             queue = queue_name_from_arn(message.event_source_arn)
@@ -242,6 +280,8 @@ def training_job_state(event: dict[str, Any], context: Any) -> dict[str, Any]:
         "run failed: its training job failed",
         extra={"job": failure.job_name, "status": failure.status, "error": failure.reason},
     )
+    reason = f"training job {failure.job_name} {failure.status.lower()}: {failure.reason}"
+    rt.alerts().send(failed_run_alert(failure.dataset, failure.run_id, reason))
     return {"recorded": key}
 
 
@@ -278,6 +318,11 @@ def monitor(event: dict[str, Any], context: Any) -> dict[str, Any]:
                 "report": result.json_key,
             },
         )
+    sink = rt.alerts()
+    for dataset, result in results.items():
+        lines, champion = result.report.alerts, result.report.champion
+        for alert in monitor_alerts(dataset, lines, champion, result.json_key):
+            sink.send(alert)
     for dataset, error in results.failures.items():
         logger.error("monitor failed", extra={"dataset": dataset, "error": error})
     return {
@@ -311,4 +356,6 @@ def transform_job_state(event: dict[str, Any], context: Any) -> dict[str, Any]:
             "run failed: its transform job failed",
             extra={"job": record.job, "status": record.status, "error": record.reason},
         )
+        reason = f"transform job {record.job} {record.status.lower()}: {record.reason}"
+        rt.alerts().send(failed_run_alert(record.dataset, record.run_id, reason))
     return {"recorded": key}

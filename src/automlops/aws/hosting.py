@@ -14,10 +14,12 @@ rollback (it is idempotent: running it twice changes nothing):
 - models and endpoint configs are kept for the champion, the last `keep` earlier champions
   (what a rollback restores) and undecided candidates; the others are deleted.
 
-Data capture (`data_capture_config`): SageMaker's own capture writes under the version's
-capture prefix of the monitoring bucket, where the monitor reads it (`stages.traffic`). It
-exists for instance-backed variants only: serverless endpoints, the ones this stack creates,
-do not support data capture (SageMaker's serverless feature exclusions).
+Data capture: the serverless endpoints this stack creates do not support SageMaker's own
+capture (a serverless feature exclusion), so the serving container captures its traffic itself
+(`serving.sagemaker`, to the bucket its model's environment names: `SageMakerModelHost.
+environment`). `data_capture_config` is SageMaker's own, for instance-backed variants: it writes
+under the same version prefix of the monitoring bucket, where the monitor reads both layouts
+(`stages.traffic`).
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from automlops import command_line as cl
 from automlops.aws.config import AwsConfig, load_config
 from automlops.aws.training_failures import TrainingJobFailure, list_failures, retrain
 from automlops.errors import AutomlopsError
+from automlops.ports import ObjectStore
 from automlops.registry import Registry
 from automlops.usecases import dead_letters, promotion
 from automlops.usecases import models as model_cases
@@ -215,10 +216,24 @@ def models_command(
 def runs_command(
     dataset: cl.DatasetFilter = None, stage: StageName = "dev", endpoint_url: EndpointUrl = None
 ) -> None:
-    """Runs whose SageMaker training job failed or was stopped, with the reason (JSON)."""
+    """Runs whose SageMaker jobs say more than the functions' logs (JSON, newest first):
+    training runs whose job failed or was stopped, with the reason ("kind": "training"), and
+    scoring runs of a Batch Transform job, completed (where the predictions are) or failed
+    ("kind": "scoring")."""
     ops = open_stage(stage, endpoint_url)
-    failures = list_failures(ops.store, ops.config.bucket_model_output, dataset)
-    typer.echo(json.dumps([f.model_dump() for f in failures], indent=1))
+    typer.echo(json.dumps(runs_document(ops.store, ops.config, dataset), indent=1))
+
+
+def runs_document(
+    store: ObjectStore, config: AwsConfig, dataset: str | None
+) -> list[dict[str, Any]]:
+    """What `automlops aws runs` prints."""
+    from automlops.aws.transform import list_records  # the serving stack: only when asked
+
+    bucket = config.bucket_model_output
+    runs = [{"kind": "training", **f.model_dump()} for f in list_failures(store, bucket, dataset)]
+    runs += [{"kind": "scoring", **r.model_dump()} for r in list_records(store, bucket, dataset)]
+    return sorted(runs, key=lambda r: str(r["at"]), reverse=True)
 
 
 @aws_app.command("retrain")

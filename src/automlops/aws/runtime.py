@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from automlops.aws.alert_metrics import CloudWatchAlerts
 from automlops.aws.config import AwsConfig, load_config
 from automlops.aws.hosting import EndpointLifecycle
 from automlops.aws.s3_store import S3ObjectStore
@@ -19,6 +20,7 @@ from automlops.registry import Registry, VersionStatus
 from automlops.routing import Router, Stage
 from automlops.stages import STAGES, StageResult
 from automlops.stages.evaluate import read_message
+from automlops.usecases.alerts import AlertSink
 
 StageRunner = Callable[[Any, Ports], StageResult]
 
@@ -41,6 +43,10 @@ class AwsRuntime:
     def lifecycle(self) -> EndpointLifecycle:
         """The endpoint lifecycle over this runtime's host and registry."""
         return hosting_lifecycle(self.config, self.host, self.store)
+
+    def alerts(self) -> AlertSink:
+        """Where this stack's alerts go: CloudWatch metrics (`aws.alert_metrics`)."""
+        return CloudWatchAlerts(self.config.name_prefix)
 
     def ports(self, progress: ProgressFn | None = None) -> Ports:
         """Ports for one stage run."""

@@ -14,7 +14,16 @@ from botocore.exceptions import ClientError
 
 from automlops import keys
 from automlops.aws.config import AwsConfig
+from automlops.config import CaptureSettings
 from automlops.errors import PermanentError
+
+# The container reads its environment by these names: one for both sides.
+from automlops.serving.sagemaker import (
+    ENV_CAPTURE_BUCKET,
+    ENV_DATASET,
+    ENV_VERSION,
+    NO_CAPTURE_ATTRIBUTE,
+)
 from automlops.tabular.schema import DatasetSchema
 
 # SageMaker names: letters, digits and hyphens, at most 63 characters. ARNs lowercase them,
@@ -23,8 +32,6 @@ _NAME_MAX = 63
 _UNSAFE = re.compile(r"[^a-z0-9-]+")
 TRAINING_CHANNELS = ("train", "validation")
 VARIANT = "AllTraffic"
-ENV_DATASET = "AUTOMLOPS_DATASET"
-ENV_VERSION = "AUTOMLOPS_MODEL_VERSION"
 # SageMaker's own copy of a job's /opt/ml/model (automl-data bucket; no notification there).
 JOB_OUTPUT_PREFIX = "training-jobs/"
 
@@ -154,7 +161,7 @@ class SageMakerModelHost:
                     "Image": config.sagemaker_image,
                     "Mode": "SingleModel",
                     "ModelDataUrl": f"s3://{artifact_bucket}/{artifact_key}",
-                    "Environment": {ENV_DATASET: dataset, ENV_VERSION: str(version)},
+                    "Environment": self.environment(dataset, version),
                 },
                 "Tags": tags,
             },
@@ -180,6 +187,19 @@ class SageMakerModelHost:
             },
         )
         return name
+
+    def environment(self, dataset: str, version: int) -> dict[str, str]:
+        """The serving container's environment: the version it serves, and where and how its
+        traffic is captured (the monitoring bucket; this function's own $AUTOMLOPS_CAPTURE and
+        $AUTOMLOPS_CAPTURE_RATE, fixed when the model is created)."""
+        capture = CaptureSettings()
+        return {
+            ENV_DATASET: dataset,
+            ENV_VERSION: str(version),
+            ENV_CAPTURE_BUCKET: self.config.bucket_model_monitoring,
+            "AUTOMLOPS_CAPTURE": "1" if capture.enabled else "0",
+            "AUTOMLOPS_CAPTURE_RATE": repr(capture.sample_rate),
+        }
 
     def endpoint_config(self, endpoint: str) -> str | None:
         """The config an endpoint runs (None when there is no such endpoint)."""
@@ -247,10 +267,15 @@ class SageMakerModelHost:
             self._sleep(self._poll_s)
 
     def invoke(self, endpoint: str, body: bytes, *, content_type: str, accept: str) -> bytes:
-        """Call the endpoint (SageMaker runtime `InvokeEndpoint`)."""
+        """Call the endpoint (SageMaker runtime `InvokeEndpoint`). The project's own calls
+        (evaluation, canaries) are marked so the container does not capture them as traffic."""
         try:
             response = self.runtime.invoke_endpoint(
-                EndpointName=endpoint, Body=body, ContentType=content_type, Accept=accept
+                EndpointName=endpoint,
+                Body=body,
+                ContentType=content_type,
+                Accept=accept,
+                CustomAttributes=NO_CAPTURE_ATTRIBUTE,
             )
         except ClientError as exc:
             error = exc.response.get("Error", {})

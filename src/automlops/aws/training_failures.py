@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from automlops import keys
+from automlops.aws.job_events import FAILED_STATES, read_state_change
 from automlops.errors import NotFoundError, PermanentError
 from automlops.events import object_created
 from automlops.ports import ObjectStore, Queue
 
-FAILED_STATES = ("Failed", "Stopped")
 _PREFIX = "runs/"
 _FILE = "training-failure.json"
 
@@ -47,17 +47,6 @@ class TrainingJobDetail(BaseModel):
     hyper_parameters: dict[str, str] = Field(default_factory=dict, alias="HyperParameters")
 
 
-class TrainingJobStateChange(BaseModel):
-    """An EventBridge event of a SageMaker training job's state change."""
-
-    model_config = ConfigDict(populate_by_name=True, extra="ignore")
-
-    source: str
-    detail_type: str = Field(alias="detail-type")
-    time: str
-    detail: TrainingJobDetail
-
-
 def failure_key(dataset: str, run_id: str) -> str:
     """Where a run's training failure is recorded (model-output bucket)."""
     return f"{_PREFIX}{dataset}/{run_id}/{_FILE}"
@@ -67,10 +56,7 @@ def failure_of(event: dict[str, Any]) -> TrainingJobFailure | None:
     """The failure an EventBridge event announces; None for another state (the rule only
     sends Failed and Stopped, but a wider rule must not record successes). PermanentError when
     the event is not a training job state change of this project's jobs."""
-    try:
-        change = TrainingJobStateChange.model_validate(event)
-    except ValidationError as exc:
-        raise PermanentError(f"not a SageMaker training job state change: {exc}") from None
+    change = read_state_change(event, TrainingJobDetail, "training job")
     detail = change.detail
     if detail.status not in FAILED_STATES:
         return None

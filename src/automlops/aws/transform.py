@@ -3,11 +3,13 @@ Transform job running the project's image (its `/invocations`, the serving code)
 
 The score function reads the whole file into memory and onto its disk (`stages.score`), so a
 file above `AwsConfig.score_function_max_bytes` (at most a third of the function's memory)
-goes to a transform job instead: CSV split by line into mini-batches, one answer line per row
-(`serving.invocation`: P(positive), the label, or the value), assembled by line under
-`predictions/<dataset>/<run>/transform/`. The job's end, completed or failed, is announced by
-EventBridge and recorded beside it as `transform-job.json` (`transform_job_state` handler), as
-a training job's failure is recorded on its run.
+goes to a transform job instead: CSV split by line into mini-batches, each answered by the
+container as the local score stage writes rows (`serving.sagemaker.score_mini_batch`: the
+input's columns or the id column, then `prediction` and `probability_<label>` per class, and
+the explanation columns when asked), assembled by line into one CSV with one header line under
+`predictions/<dataset>/<run>/transform/<file>.out`. The job's end, completed or failed, is
+announced by EventBridge and recorded beside it as `transform-job.json` (`transform_job_state`
+handler), as a training job's failure is recorded on its run.
 
 The job runs the version's SageMaker model, the one hosting creates (`ensure_version`).
 Launching is idempotent: a job of the run in progress or completed is found, not doubled.
@@ -19,10 +21,11 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from botocore.exceptions import ClientError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from automlops import keys
 from automlops.aws.config import AwsConfig
+from automlops.aws.job_events import FINAL_STATES, read_state_change
 from automlops.aws.sagemaker import (
     MAX_ATTEMPTS,
     SageMakerModelHost,
@@ -31,12 +34,12 @@ from automlops.aws.sagemaker import (
 )
 from automlops.errors import PermanentError
 from automlops.events import S3EventRecord
-from automlops.ml.batch import ScoreOptions, TableFormat
+from automlops.ml.batch import TableFormat
 from automlops.ports import ObjectStore, Ports
 from automlops.routing import Stage
 
 # The container reads the header from it: one name for both sides.
-from automlops.serving.sagemaker import ENV_CSV_HEADER
+from automlops.serving.sagemaker import ENV_CSV_HEADER, ENV_SCORE_OPTIONS
 from automlops.stages import STAGES, StageResult
 from automlops.stages.score import ScoreJob, plan
 
@@ -49,7 +52,6 @@ _LIVE_STATES = ("InProgress", "Stopping", "Completed")
 _HEADER_BYTES = 64 * 1024
 # SageMaker's limit on one environment value.
 _ENV_VALUE_MAX = 10240
-FINAL_STATES = ("Completed", "Failed", "Stopped")
 
 Where = Literal["function", "transform"]
 
@@ -62,12 +64,10 @@ class ScoringChoice:
     reason: str
 
 
-def choose_scoring(
-    size: int, fmt: TableFormat, options: ScoreOptions, config: AwsConfig
-) -> ScoringChoice:
+def choose_scoring(size: int, fmt: TableFormat, config: AwsConfig) -> ScoringChoice:
     """In the function while the file fits it, else a transform job. What a transform job
     cannot do is refused with why, never done differently: a Parquet file (it splits files
-    by line), `explain` and `id_column` (it answers one line of predictions per row)."""
+    by line)."""
     limit = config.score_function_bytes()
     if size <= limit:
         return ScoringChoice("function", f"{size:,} bytes fit in the function (<= {limit:,})")
@@ -76,11 +76,6 @@ def choose_scoring(
         raise PermanentError(
             f"{too_big} and only CSV files are scored by a Batch Transform job: split it or "
             "drop it as CSV"
-        )
-    if options.explain is not None or options.id_column is not None:
-        raise PermanentError(
-            f"{too_big}; a Batch Transform job writes the predictions alone, without "
-            "explain or id_column: split the file, or drop those options"
         )
     return ScoringChoice("transform", f"{size:,} bytes > {limit:,}: a Batch Transform job")
 
@@ -128,7 +123,13 @@ class TransformJobLauncher:
         """The CreateTransformJob request of an attempt of a scoring run."""
         config, run = self.config, job.run
         source = f"s3://{bucket}/{keys.score_key(run.dataset, job.source.filename)}"
-        environment = {ENV_SCORE_DATASET: run.dataset, ENV_SCORE_RUN: run.run_id}
+        # Scoring a file is not traffic: the model's capture is off in the job.
+        environment = {
+            ENV_SCORE_DATASET: run.dataset,
+            ENV_SCORE_RUN: run.run_id,
+            ENV_SCORE_OPTIONS: job.options.model_dump_json(exclude_defaults=True),
+            "AUTOMLOPS_CAPTURE": "0",
+        }
         if len(header) <= _ENV_VALUE_MAX:
             environment[ENV_CSV_HEADER] = header
         return {
@@ -225,7 +226,7 @@ class ScoreDispatcher:
             info = ports.store.head(record.bucket, record.key)
             size = 0 if info is None else info.size
         job = plan(record, ports)
-        choice = choose_scoring(size, job.fmt, job.options, self.config)
+        choice = choose_scoring(size, job.fmt, self.config)
         ports.progress(f"scoring in the {choice.where}: {choice.reason}")
         if choice.where == "function":
             return STAGES[Stage.score].run(record, ports)
@@ -257,6 +258,8 @@ class TransformJobRecord(BaseModel):
     status: str  # Completed | Failed | Stopped
     reason: str | None = None
     output: str | None = None  # the S3 prefix holding the predictions (Completed)
+    # The predictions file (Completed): the input's columns, then the prediction columns.
+    predictions: str | None = None
     at: str
 
 
@@ -271,26 +274,22 @@ class TransformJobDetail(BaseModel):
     failure_reason: str | None = Field(default=None, alias="FailureReason")
     environment: dict[str, str] = Field(default_factory=dict, alias="Environment")
     output: dict[str, Any] = Field(default_factory=dict, alias="TransformOutput")
+    input: dict[str, Any] = Field(default_factory=dict, alias="TransformInput")
 
-
-class TransformJobStateChange(BaseModel):
-    """An EventBridge event of a SageMaker transform job's state change."""
-
-    model_config = ConfigDict(populate_by_name=True, extra="ignore")
-
-    source: str
-    detail_type: str = Field(alias="detail-type")
-    time: str
-    detail: TransformJobDetail
+    def predictions_uri(self) -> str | None:
+        """Where the job wrote the predictions of its one input file: SageMaker names the
+        output `<input file name>.out` under the output path."""
+        path = self.output.get("S3OutputPath")
+        source = self.input.get("DataSource", {}).get("S3DataSource", {}).get("S3Uri")
+        if not path or not source:
+            return None
+        return f"{path.rstrip('/')}/{source.rsplit('/', 1)[-1]}.out"
 
 
 def record_of(event: dict[str, Any]) -> TransformJobRecord | None:
     """The end an EventBridge event announces; None for a state that is no end. PermanentError
     when the event is not a transform job state change of a scoring run."""
-    try:
-        change = TransformJobStateChange.model_validate(event)
-    except ValidationError as exc:
-        raise PermanentError(f"not a SageMaker transform job state change: {exc}") from None
+    change = read_state_change(event, TransformJobDetail, "transform job")
     detail = change.detail
     if detail.status not in FINAL_STATES:
         return None
@@ -307,6 +306,7 @@ def record_of(event: dict[str, Any]) -> TransformJobRecord | None:
         if failed
         else None,
         output=None if failed else detail.output.get("S3OutputPath"),
+        predictions=None if failed else detail.predictions_uri(),
         at=change.time,
     )
 
@@ -316,6 +316,19 @@ def write_record(store: ObjectStore, bucket: str, record: TransformJobRecord) ->
     key = record_key(record.dataset, record.run_id)
     store.put(bucket, key, record.model_dump_json(indent=1).encode())
     return key
+
+
+def list_records(
+    store: ObjectStore, bucket: str, dataset: str | None = None
+) -> list[TransformJobRecord]:
+    """The recorded transform job ends of scoring runs (of `dataset`, else all), newest first."""
+    found = [
+        TransformJobRecord.model_validate_json(store.get(bucket, key))
+        for key in store.list(bucket, "predictions/")
+        if key.endswith("/" + RECORD_FILE)
+    ]
+    chosen = [r for r in found if dataset is None or r.dataset == dataset]
+    return sorted(chosen, key=lambda r: r.at, reverse=True)
 
 
 def read_record(store: ObjectStore, bucket: str, run: keys.RunRef) -> TransformJobRecord | None:

@@ -1,9 +1,11 @@
 """Alerts: what a person should hear about (drift, a live quality drop, a retrain, a gate
-decision, a failed run) POSTed as JSON to a webhook.
+decision, a failed run), made here from what the code that notices them knows, and sent to an
+`AlertSink`: locally a webhook, on AWS CloudWatch metrics (`aws.alert_metrics`).
 
-Delivery is off the caller's path: `AlertSender.send` queues and returns at once; a background
-thread posts, retrying a refused or unreachable webhook with doubling back-off a bounded number
-of times. A full queue drops the alert and counts it, so a dead webhook never slows a stage.
+Webhook delivery is off the caller's path: `AlertSender.send` queues and returns at once; a
+background thread posts, retrying a refused or unreachable webhook with doubling back-off a
+bounded number of times. A full queue drops the alert and counts it, so a dead webhook never
+slows a stage.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Literal, Protocol
 
 import httpx
 from pydantic import BaseModel, Field
@@ -43,6 +46,67 @@ class Alert(BaseModel):
     version: int | None = None  # the model version it concerns
     run_id: str | None = None
     report: str | None = None  # the key of the report that says more
+    decision: Literal["promoted", "rejected"] | None = None  # a gate alert's outcome
+
+
+class AlertSink(Protocol):
+    """Where alerts go: `send` never blocks the caller nor raises for a failed delivery;
+    `url` is the dataset's own webhook (manifest), which a sink without webhooks ignores."""
+
+    def send(self, alert: Alert, url: str | None = None) -> bool: ...
+
+
+# The stage note of an evaluation starts with the status its gate gave the candidate.
+_GATE_OUTCOMES: dict[str, Literal["promoted", "rejected"]] = {
+    "champion": "promoted",
+    "rejected": "rejected",
+}
+
+
+def monitor_alerts(
+    dataset: str, lines: list[str], version: int | None, report: str | None
+) -> list[Alert]:
+    """The alerts of a monitor report's alert lines: a live metric drop or refused requests
+    are quality, the rest (data and prediction drift) drift."""
+    return [
+        Alert(
+            kind=AlertKind.quality
+            if line.startswith("live") or "refused" in line
+            else AlertKind.drift,
+            dataset=dataset,
+            message=line,
+            version=version,
+            report=report,
+        )
+        for line in lines
+    ]
+
+
+def gate_alert(dataset: str, version: int, note: str, run_id: str | None = None) -> Alert | None:
+    """The alert of an evaluation's outcome, from its stage note (`<status>: <reason>`, as
+    `stages.evaluate` writes it); None for a note that is no gate decision."""
+    status, _, _ = note.partition(":")
+    decision = _GATE_OUTCOMES.get(status.strip())
+    if decision is None:
+        return None
+    return Alert(
+        kind=AlertKind.gate,
+        dataset=dataset,
+        message=f"v{version}: {note}",
+        version=version,
+        run_id=run_id,
+        decision=decision,
+    )
+
+
+def failed_run_alert(dataset: str, run_id: str | None, error: str | None) -> Alert:
+    """The alert of a run that failed for good."""
+    return Alert(
+        kind=AlertKind.run_failed,
+        dataset=dataset,
+        message=f"run {run_id or '(unnamed)'} failed: {error or 'no error recorded'}",
+        run_id=run_id,
+    )
 
 
 @dataclass(frozen=True)
