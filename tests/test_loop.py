@@ -19,11 +19,11 @@ from automlops.demo import breast_cancer_csv, loop_scenario
 from automlops.local.runtime import LocalRuntime
 from automlops.manifests import load_manifest, save_manifest
 from automlops.serving import wire
-from automlops.ui.loop import notify_run, turn
 from automlops.ui.up import build_app, monitor_schedule
 from automlops.usecases import retrain_policy
 from automlops.usecases.alerts import Alert, AlertKind, AlertSender, Delivery, deliver
 from automlops.usecases.lineage import trace
+from automlops.usecases.loop import notify_run, turn
 from automlops.usecases.retrain_policy import RetrainDecision, Signals, decide
 from support import DEMO_DATASET
 

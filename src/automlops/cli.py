@@ -480,8 +480,8 @@ def monitor(
     go to the webhook, and the manifest's retrain policy may start a retrain."""
     from datetime import timedelta
 
-    from automlops.ui.loop import turn
     from automlops.usecases.alerts import AlertSender
+    from automlops.usecases.loop import turn
 
     runtime = _runtime(home)
     ports = runtime.ports()

@@ -23,8 +23,8 @@ from automlops.local.runtime import LocalRuntime, open_runtime
 from automlops.local.worker import Worker, run_workers
 from automlops.manifests import load_manifest, save_manifest
 from automlops.serving import wire
-from automlops.ui.loop import LoopTurn, notify_run, turn
 from automlops.usecases.alerts import AlertSender
+from automlops.usecases.loop import LoopTurn, notify_run, turn
 from automlops.usecases.models import headline
 from automlops.usecases.upload import UploadOptions, upload
 

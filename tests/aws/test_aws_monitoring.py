@@ -34,10 +34,11 @@ from automlops.aws.sagemaker import (
     live_endpoint_name,
     resource_name,
 )
-from automlops.config import CaptureSettings
+from automlops.config import CaptureSettings, Manifest, RetrainPolicy
 from automlops.demo import breast_cancer_csv
 from automlops.local.runtime import open_runtime
 from automlops.local.store import DirectoryStore
+from automlops.manifests import save_manifest
 from automlops.registry import Registry, RegistryDoc
 from automlops.serving import sagemaker as serving_sagemaker
 from automlops.serving import wire
@@ -148,8 +149,22 @@ def test_the_scheduled_monitor_reads_both_capture_layouts_and_the_feedback_prefi
 ) -> None:
     rt, invoker, _, recorder = deployed
     stack = provisioned.stack
-    _copy_trained(trained_home, rt, invoker)
+    # The dataset's retrain policy: every 50 labelled rows, appended to the champion's upload
+    # (stored before the copy, whose end drops the notifications these writes send).
     buckets = rt.config.settings().buckets
+    local = open_runtime(trained_home)
+    try:
+        champion = local.registry.read(DEMO_DATASET).champion_version()
+        assert champion is not None
+        training_upload = local.store.get(local.settings.buckets.data, champion.source_key)
+    finally:
+        local.close()
+    rt.store.put(buckets.data, champion.source_key, training_upload)
+    policy = RetrainPolicy(every_labels=50, with_training_file=True)
+    save_manifest(
+        rt.store, buckets.data, Manifest(dataset=DEMO_DATASET, target=TARGET, retrain=policy)
+    )
+    _copy_trained(trained_home, rt, invoker)
 
     # The inference server's own capture, written to S3: 40 rows in 2 requests.
     client, writer = _serve_from_s3(rt)
@@ -220,6 +235,16 @@ def test_the_scheduled_monitor_reads_both_capture_layouts_and_the_feedback_prefi
     assert set(SHIFTED) & set(report["data_drift"]["drifted"])
     assert result["alerts"][DEMO_DATASET] == len(report["alerts"]) > 0
 
+    # 60 labelled rows >= 50: the policy wrote them, after the champion's training rows, as a
+    # new upload of the dataset, whose S3 notification starts the pipeline (and the gate).
+    upload_key = result["retrains"][DEMO_DATASET]
+    assert upload_key.startswith(keys.uploads_prefix(DEMO_DATASET)) and upload_key.endswith(".csv")
+    retrain = pl.read_csv(io.BytesIO(rt.store.get(buckets.data, upload_key)))
+    original = pl.read_csv(io.BytesIO(training_upload))
+    assert retrain.height == original.height + 60
+    assert invoker.pending() == 1
+    assert "RetrainTriggered" in {d["metric"][1] for d in metrics}
+
     # The monitor's role allowed every call it made.
     statements = stack.statements(stack.role_of(MONITOR))
     calls = recorder.calls[MONITOR]
@@ -244,9 +269,13 @@ def test_the_monitor_role_and_schedule(stack: Stack) -> None:
     assert may("s3:PutObject", "ModelMonitoringBucket", "monitoring/d/20260101T000000Z/m.json")
     assert may("s3:PutObject", "ModelMonitoringBucket", "labels/d/x-csv-etag.jsonl")
     assert may("s3:GetObject", "DataBucket", "feedback/d/f.csv")
-    # Reads only: no capture written, no upload read, no registry or model touched.
+    # The retrain policy: the manifest and a champion's upload read, a retrain upload written.
+    assert may("s3:GetObject", "DataBucket", "data/d/manifest.json")
+    assert may("s3:PutObject", "DataBucket", "data/d/20260101T000000Z-1a2b3c4d/retrain.csv")
+    assert may("s3:GetObject", "ModelMonitoringBucket", "monitoring/d/20260101T000000Z/x.json")
+    # No capture written, no feedback or registry or model touched.
     assert not may("s3:PutObject", "ModelMonitoringBucket", "capture/d/v1/x.jsonl.gz")
-    assert not may("s3:GetObject", "DataBucket", "data/d/f.csv")
+    assert not may("s3:PutObject", "DataBucket", "feedback/d/f.csv")
     assert not may("s3:PutObject", "ModelOutputBucket", "registry/d.json")
     assert not may("s3:GetObject", "ModelOutputBucket", "d/r/output/model.tar.gz")
 

@@ -44,7 +44,7 @@ from automlops.events import S3Event, S3EventRecord, SqsRecord
 from automlops.keys import RunRef
 from automlops.routing import QUEUE_TRIGGERS, Stage
 from automlops.stages import STAGES
-from automlops.usecases.alerts import failed_run_alert, gate_alert, monitor_alerts
+from automlops.usecases.alerts import failed_run_alert, gate_alert
 
 logger = Logger(service="automlops")
 
@@ -287,25 +287,27 @@ def training_job_state(event: dict[str, Any], context: Any) -> dict[str, Any]:
 
 @logger.inject_lambda_context(clear_state=True)
 def monitor(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    """Lambda handler (EventBridge schedule): monitor every dataset's champion.
+    """Lambda handler (EventBridge schedule): a loop turn for every dataset's champion.
 
-    `stages.monitor.monitor_all` over the last 24 hours of captured traffic, feedback CSVs
-    under feedback/<dataset>/ of the data bucket ingested on the way (no S3 notification is
-    needed for them), one report per dataset in the monitoring bucket. A dataset whose
-    monitor fails is logged and listed under "failed"; the others are monitored all the same,
-    and the next scheduled run looks again.
+    `usecases.loop.turn_all`, as `automlops up`'s schedule runs it: the monitor over the last
+    24 hours of captured traffic (feedback CSVs under feedback/<dataset>/ of the data bucket
+    ingested on the way, no S3 notification needed), one report per dataset in the monitoring
+    bucket, its alerts as CloudWatch metrics, and the dataset's retrain policy (manifest): a
+    triggered retrain is a new upload to the data bucket, whose notification starts the
+    pipeline and the gate. A dataset whose turn fails is logged and listed under "failed";
+    the others go on, and the next scheduled run looks again.
     """
     from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent
 
-    from automlops.stages.monitor import monitor_all
+    from automlops.usecases.loop import turn_all
 
     # A scheduled event names its rule; an operator's `aws lambda invoke` may send `{}`.
     scheduled = EventBridgeEvent(event)
     logger.append_keys(stage="monitor", rule=",".join(scheduled.get("resources") or []) or None)
     rt = current_runtime()
-    results = monitor_all(rt.ports(progress=lambda text: logger.info(text)))
-    for dataset, result in results.items():
-        report = result.report
+    sweep = turn_all(rt.ports(progress=lambda text: logger.info(text)), sender=rt.alerts())
+    for dataset, turned in sweep.turns.items():
+        report = turned.monitor.report
         logger.info(
             "monitored",
             extra={
@@ -315,21 +317,21 @@ def monitor(event: dict[str, Any], context: Any) -> dict[str, Any]:
                 "rows": report.rows,
                 "labels_matched": report.labels.matched,
                 "alerts": report.alerts,
-                "report": result.json_key,
+                "report": turned.monitor.json_key,
+                "retrain": None if turned.decision is None else turned.decision.triggered,
+                "upload": None if turned.upload is None else turned.upload.key,
             },
         )
-    sink = rt.alerts()
-    for dataset, result in results.items():
-        lines, champion = result.report.alerts, result.report.champion
-        for alert in monitor_alerts(dataset, lines, champion, result.json_key):
-            sink.send(alert)
-    for dataset, error in results.failures.items():
+    for dataset, error in sweep.failures.items():
         logger.error("monitor failed", extra={"dataset": dataset, "error": error})
     return {
         "scheduled_at": scheduled.get("time"),
-        "failed": dict(results.failures),
-        "reports": {dataset: result.json_key for dataset, result in results.items()},
-        "alerts": {dataset: len(result.report.alerts) for dataset, result in results.items()},
+        "failed": dict(sweep.failures),
+        "reports": {dataset: t.monitor.json_key for dataset, t in sweep.turns.items()},
+        "alerts": {dataset: len(t.monitor.report.alerts) for dataset, t in sweep.turns.items()},
+        "retrains": {
+            dataset: t.upload.key for dataset, t in sweep.turns.items() if t.upload is not None
+        },
     }
 
 

@@ -28,8 +28,8 @@ from automlops.serving.auth import (
     default_allowed_hosts,
 )
 from automlops.ui import PREFIX, Guard, LiveProgress, mount_ui
-from automlops.ui.loop import notify_run, turn_all
 from automlops.usecases.alerts import AlertSender
+from automlops.usecases.loop import notify_run, turn_all
 
 log = logging.getLogger(__name__)
 
@@ -138,12 +138,17 @@ def monitor_schedule(
     seconds until `stop` is set; the first turn comes one period after start."""
     while not stop.wait(every_s):
         try:
-            turns = turn_all(runtime.ports(), sender=sender)
+            sweep = turn_all(runtime.ports(), sender=sender)
         except Exception:  # the schedule outlives a bad turn (turn_all logs per dataset)
             log.exception("the monitor's turn failed")
             continue
-        retrains = [d for d, t in turns.items() if t.upload is not None]
-        log.info("monitored %d dataset(s); retraining %s", len(turns), retrains or "none")
+        retrains = [d for d, t in sweep.turns.items() if t.upload is not None]
+        log.info(
+            "monitored %d dataset(s) (%d failed); retraining %s",
+            len(sweep.turns),
+            len(sweep.failures),
+            retrains or "none",
+        )
 
 
 class Background:

@@ -1,9 +1,11 @@
 """One turn of the loop for a dataset: monitor, alert, and retrain when its policy says so.
 
-What `automlops monitor`, `automlops up`'s schedule and `automlops demo --loop` run. The monitor
-stage judges the traffic; the dataset's `RetrainPolicy` (manifest) decides on its findings; a
-triggered retrain is a new upload, so the pipeline and the gate take it from there. Alerts go to
-the manifest's webhook, else to the sender's default, and never hold the turn up.
+What `automlops monitor`, `automlops up`'s schedule, `automlops demo --loop` and the AWS
+`monitor` function (EventBridge schedule) run. The monitor stage judges the traffic; the
+dataset's `RetrainPolicy` (manifest) decides on its findings; a triggered retrain is a new
+upload, so the pipeline and the gate take it from there. Alerts go to an `AlertSink` (locally
+the manifest's webhook, else the sender's default; CloudWatch metrics on AWS) and never hold
+the turn up.
 """
 
 from __future__ import annotations
@@ -23,7 +25,14 @@ from automlops.stages.labelled import labelled_rows, to_csv, with_training_file
 from automlops.stages.monitor import MonitorReport, MonitorResult, monitor
 from automlops.tabular.schema import DatasetSchema
 from automlops.usecases import retrain_policy
-from automlops.usecases.alerts import Alert, AlertKind, AlertSender
+from automlops.usecases.alerts import (
+    Alert,
+    AlertKind,
+    AlertSink,
+    failed_run_alert,
+    gate_alert,
+    monitor_alerts,
+)
 from automlops.usecases.retrain_policy import RetrainDecision, Signals
 from automlops.usecases.upload import Uploaded, UploadRefused
 
@@ -46,7 +55,7 @@ def turn(
     dataset: str,
     *,
     since: datetime | None = None,
-    sender: AlertSender | None = None,
+    sender: AlertSink | None = None,
 ) -> LoopTurn:
     """Monitor `dataset`'s champion over [since, now), alert on what it found, and apply the
     retrain policy (NotFoundError when there is no champion)."""
@@ -54,17 +63,7 @@ def turn(
     report = result.report
     manifest = load_manifest(ports.store, ports.settings.buckets.data, dataset)
     done = LoopTurn(monitor=result)
-    for line in report.alerts:
-        quality = line.startswith("live") or "refused" in line
-        done.alerts.append(
-            Alert(
-                kind=AlertKind.quality if quality else AlertKind.drift,
-                dataset=dataset,
-                message=line,
-                version=report.champion,
-                report=result.json_key,
-            )
-        )
+    done.alerts += monitor_alerts(dataset, report.alerts, report.champion, result.json_key)
     if manifest.retrain.enabled:
         _retrain(ports, done, manifest.retrain)
     if sender is not None:
@@ -73,21 +72,30 @@ def turn(
     return done
 
 
+@dataclass
+class LoopSweep:
+    """One turn per dataset with a champion, and the datasets whose turn failed (why)."""
+
+    turns: dict[str, LoopTurn] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)
+
+
 def turn_all(
-    ports: Ports, *, since: datetime | None = None, sender: AlertSender | None = None
-) -> dict[str, LoopTurn]:
+    ports: Ports, *, since: datetime | None = None, sender: AlertSink | None = None
+) -> LoopSweep:
     """`turn` for every dataset with a champion (the schedule's entry point); a dataset whose
-    turn fails is logged and skipped, so one cannot stop the others."""
+    turn fails is logged and named in `failures`, so one cannot stop the others."""
     registry = Registry(ports.store, ports.settings.buckets.model_output)
-    turns = {}
+    sweep = LoopSweep()
     for dataset in registry.datasets():
-        if registry.read(dataset).champion is None:
-            continue
         try:
-            turns[dataset] = turn(ports, dataset, since=since, sender=sender)
-        except Exception:
+            if registry.read(dataset).champion is None:
+                continue
+            sweep.turns[dataset] = turn(ports, dataset, since=since, sender=sender)
+        except Exception as exc:  # any failure: one bad dataset must not block the others
             log.exception("monitoring %s failed", dataset)
-    return turns
+            sweep.failures[dataset] = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+    return sweep
 
 
 def _retrain(ports: Ports, done: LoopTurn, policy: RetrainPolicy) -> None:
@@ -163,24 +171,13 @@ def signals(report: MonitorReport, new_labelled_rows: int) -> Signals:
 def run_alert(record: RunRecord) -> Alert | None:
     """The alert a finished run calls for: its failure, or the gate's decision on its model."""
     if record.status == "failed":
-        return Alert(
-            kind=AlertKind.run_failed,
-            dataset=record.dataset,
-            message=f"run {record.id} failed: {record.error or 'no error recorded'}",
-            run_id=record.id,
-        )
+        return failed_run_alert(record.dataset, record.id, record.error)
     if record.status == "succeeded" and record.model_version is not None and record.note:
-        return Alert(
-            kind=AlertKind.gate,
-            dataset=record.dataset,
-            message=f"v{record.model_version}: {record.note}",
-            version=record.model_version,
-            run_id=record.id,
-        )
+        return gate_alert(record.dataset, record.model_version, record.note, record.id)
     return None
 
 
-def notify_run(ports: Ports, sender: AlertSender, record: RunRecord) -> None:
+def notify_run(ports: Ports, sender: AlertSink, record: RunRecord) -> None:
     """Send `run_alert(record)` to the dataset's webhook (else the sender's default)."""
     alert = run_alert(record)
     if alert is None:
