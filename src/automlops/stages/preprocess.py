@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -99,15 +100,20 @@ def _bare(etag: str) -> str:
     return etag.strip().strip('"')
 
 
-def _open_upload(record: S3EventRecord, ports: Ports) -> tuple[Path | bytes, str]:
+def _open_upload(
+    record: S3EventRecord, ports: Ports, pool: Executor
+) -> tuple[Path | bytes, Future[str]]:
     """The upload, as a local file where the store keeps one (read in pieces, never whole
-    into memory) else as its bytes, and its SHA-256 (the lineage records it).
+    into memory) else as its bytes, and its SHA-256 (the lineage records it) being computed
+    on `pool`, so that it overlaps the reading (hashlib releases the GIL).
 
     Refuses an oversized upload by its size before reading it, and an object replaced since
-    its notification (another ETag): this run was named after the announced bytes, and the
-    replacement's own notification starts the run of the new bytes. Only a file a person put
-    at a key they reused can be replaced so (automlops gives each upload its own key): the
-    replaced bytes were theirs to overwrite, and the failed run says what happened.
+    its notification (another ETag: at once from the store's HEAD, or, where the store hashes
+    a local file for its ETag, from the digest's future, beside the reading): this run was
+    named after the announced bytes, and the replacement's own notification starts the run of
+    the new bytes. Only a file a person put at a key they reused can be replaced so (automlops
+    gives each upload its own key): the replaced bytes were theirs to overwrite, and the failed
+    run says what happened. Nothing is written before the digest is known (`_read_upload`).
     """
     store, limit = ports.store, ports.settings.max_upload_bytes
     local = store.local_file(record.bucket, record.key)
@@ -124,20 +130,53 @@ def _open_upload(record: S3EventRecord, ports: Ports) -> tuple[Path | bytes, str
             f"is {size:,} bytes; uploads over {limit:,} bytes are refused (max_upload_bytes)",
         )
     announced = _bare(record.s3.object.e_tag)
-    if announced:
+
+    def check_etag() -> None:
+        if not announced:
+            return
         # Locally a HEAD hashes the file (its ETag is the MD5): only now, past the size check.
         info = head or store.head(record.bucket, record.key)
         current = "" if info is None else _bare(info.etag)
         if current != announced:
             raise PermanentError(
-                f"{record.key} was replaced after this notification (ETag {announced} is now "
-                f"{current or 'gone'}); the new upload's own notification processes it"
+                f"{record.key} was replaced after this notification (ETag {announced} is "
+                f"now {current or 'gone'}); the new upload's own notification processes it"
             )
-    if local is not None:
+
+    if local is None:
+        check_etag()  # from the HEAD already made: nothing to hash, nothing downloaded yet
+        data = store.get(record.bucket, record.key)
+        return data, pool.submit(lambda: hashlib.sha256(data).hexdigest())
+
+    def checked_digest() -> str:
+        check_etag()
         with open(local, "rb") as handle:
-            return local, hashlib.file_digest(handle, "sha256").hexdigest()
-    data = store.get(record.bucket, record.key)
-    return data, hashlib.sha256(data).hexdigest()
+            return hashlib.file_digest(handle, "sha256").hexdigest()
+
+    return local, pool.submit(checked_digest)
+
+
+def _read_upload(
+    record: S3EventRecord, ports: Ports
+) -> tuple[pl.DataFrame, str, Literal[".", ","]]:
+    """The upload read typed (text as Categorical: the same values in a fraction of the memory
+    of strings), its SHA-256, checked to be the announced object (`_open_upload`), and its
+    decimal mark. The hashing runs beside the parsing; a replaced object is reported before
+    any complaint about its content, which was not this run's."""
+    source = record.key
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="upload-digest") as pool:
+        data, digest = _open_upload(record, ports, pool)
+        try:
+            frame = read_csv_file(data, source, text_as_categorical=True)
+            # Judged with the delimiter in view (`93,994` in a `;` file is a decimal comma);
+            # the frame alone cannot tell.
+            decimal = file_decimal(data, source) or frame_decimal(frame)
+        except Exception:
+            replaced = digest.exception()
+            if isinstance(replaced, PermanentError):
+                raise replaced from None
+            raise
+        return frame, digest.result(), decimal
 
 
 @dataclass(frozen=True)
@@ -212,14 +251,8 @@ def _read_usable_rows(record: S3EventRecord, ports: Ports, manifest: Manifest) -
 
     DataError when the target is missing or dropped, or too few rows are left.
     """
-    data, sha256 = _open_upload(record, ports)
     source = record.key
-    # Text as Categorical: the same values in a fraction of the memory of strings.
-    frame = read_csv_file(data, source, text_as_categorical=True)
-    # Judged with the delimiter in view (`93,994` in a `;` file is a decimal comma); the frame
-    # alone cannot tell.
-    decimal = file_decimal(data, source) or frame_decimal(frame)
-    del data
+    frame, sha256, decimal = _read_upload(record, ports)
     _check_magnitudes(frame, source, decimal)
     notes: list[str] = []
 
