@@ -17,7 +17,13 @@ import polars as pl
 
 from automlops.ml.columns.leaks import DROP_SCORE, LeakProbe
 from automlops.ml.columns.target import TargetSpec
-from automlops.ml.columns.transform import ColumnKind, FittedTransform, fit_column, infer_kind
+from automlops.ml.columns.transform import (
+    ColumnKind,
+    FittedTransform,
+    fit_column,
+    infer_kind,
+    value_counts,
+)
 from automlops.ml.columns.values import frame_decimal
 from automlops.tabular.schema import ColumnProfile
 
@@ -86,9 +92,11 @@ class _Counts:
     distinct: int  # distinct present values
 
     @classmethod
-    def of(cls, values: pl.Series) -> _Counts:
+    def of(cls, values: pl.Series, table: pl.DataFrame | None = None) -> _Counts:
+        """Counted on `values`, or read off their `transform.value_counts` table."""
         missing = values.null_count()
-        return cls(values.len() - missing, values.n_unique() - (missing > 0))
+        distinct = values.n_unique() if table is None else table.height
+        return cls(values.len() - missing, distinct - (missing > 0))
 
     @property
     def unique_share(self) -> float:
@@ -200,7 +208,10 @@ def fit_columns(
 
     for name in train.columns:
         values = training_values(name)
-        counts = _Counts.of(values)
+        # Text is counted value by value once, for its profile, its judgement and its fit.
+        text = values.dtype in (pl.String, pl.Categorical)
+        table = value_counts(values) if text and name != target.name else None
+        counts = _Counts.of(values, table)
         profile = ColumnProfile(
             name=name,
             # Categorical is how preprocess stores text compactly: to people it is text.
@@ -231,9 +242,9 @@ def fit_columns(
         if reason is not None:
             profile.decision = f"dropped: {reason}"
             continue
-        column = fit_column(values, kind, decimal=decimal)
+        column = fit_column(values, kind, decimal=decimal, counts=table)
         profile.kind = kind.value
-        column.describe(values, profile)
+        column.describe(values, profile, table)
         fitted.append(column)
     return ColumnPlan(FittedTransform(columns=fitted), profiles, notes)
 
