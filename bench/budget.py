@@ -95,6 +95,7 @@ class Row:
     learner: str
     fitted: str
     phases: dict[str, float] = field(default_factory=dict)  # seconds per PHASES name
+    loaded: str = ""  # the train stage's note when it loaded a sample of the splits
 
     @property
     def limit_s(self) -> float:
@@ -218,6 +219,7 @@ def run_one(data: DataSet, content: bytes | Path, budget_s: float, home: Path) -
             learner=meta.learner,
             fitted=fitted_on(meta.selection, meta.refit) or "",
             phases=dict(phases),
+            loaded=(result.note or "").partition("; a sample of ")[2].partition(" loaded")[0],
         )
     finally:
         runtime.close()
@@ -241,7 +243,7 @@ def table(rows: list[Row]) -> str:
         lines.append(
             f"| {r.data} | {r.rows:,} | {r.budget_s:.0f} s | {r.train_s:.1f} s{verdict} "
             f"| {r.limit_s:.1f} s | {_split(r)} | {r.trials} ({r.cut}) | {r.learner} "
-            f"| {r.fitted} |"
+            f"| {r.fitted}{f'; loaded: {r.loaded}' if r.loaded else ''} |"
         )
     worst = max(rows, key=lambda r: r.train_s / r.budget_s)
     lines += [

@@ -62,8 +62,8 @@ class TrainingData:
 
     @property
     def sampled_note(self) -> str:
-        """E.g. "a sample of 412,000 of 2,883,160 training rows loaded (the time budget)";
-        empty when every row was loaded."""
+        """E.g. "a sample of 150,000 of the 3,501,980 training and validation rows loaded
+        (...)"; empty when every row was loaded."""
         loaded, stored = len(self.train[1]) + len(self.validation[1]), sum(self.split_rows)
         if loaded == stored:
             return ""
