@@ -58,7 +58,8 @@ PHASES = (
     ("split_indices", "split indices"),
     ("fit_columns", "column decisions (IDs, leaks) and the fitted transform"),
     ("check_drift", "drift check"),
-    ("_write_splits", "write the three Parquet splits"),
+    ("_encode_splits", "encode the three Parquet splits (on a thread, beside the two above)"),
+    ("_store_splits", "store the three splits"),
 )
 _BREAK = re.compile(r"could not parse .*? at column '(.*?)'", re.DOTALL)
 

@@ -204,17 +204,27 @@ def preprocess(record: S3EventRecord, ports: Ports) -> StageResult:
     target, y = _fit_target(usable, manifest, source)
     strata = None if target.task is Task.regression else y
     splits = split_indices(frame.height, manifest.split, seed=manifest.seed, strata=strata)
-    # Fitted column by column on the training rows, without a copy of the training frame;
-    # row identifiers are judged on every row (a row number is only one in file order).
-    plan = fit_columns(
-        frame, target, rows=splits[0], y=y[splits[0]], keep=manifest.keep, decimal=usable.decimal
-    )
-    transform, profiles = plan.transform, plan.profiles
-    merged = merged_note(target)
-    notes = usable.notes + ([merged] if merged else []) + plan.notes
-    # Before anything is written for training: under `drift: block` a drifted upload stops here.
-    notes += check_drift(ports, run, frame, usable.target_name, manifest, source)
-    split_keys = _write_splits(ports, run, frame, splits)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="split-encoder") as pool:
+        # The splits are encoded beside the column decisions (polars releases the GIL), and
+        # stored only once those and the drift check have passed.
+        encoded = pool.submit(_encode_splits, frame, splits)
+        # Fitted column by column on the training rows, without a copy of the training frame;
+        # row identifiers are judged on every row (a row number is only one in file order).
+        plan = fit_columns(
+            frame,
+            target,
+            rows=splits[0],
+            y=y[splits[0]],
+            keep=manifest.keep,
+            decimal=usable.decimal,
+        )
+        transform, profiles = plan.transform, plan.profiles
+        merged = merged_note(target)
+        notes = usable.notes + ([merged] if merged else []) + plan.notes
+        # Before anything is written for training: under `drift: block` a drifted upload
+        # stops here.
+        notes += check_drift(ports, run, frame, usable.target_name, manifest, source)
+        split_keys = _store_splits(ports, run, encoded.result())
     transform_key = keys.transform_key(run.dataset, run.run_id)
     store.put(buckets.automl_data, transform_key, transform.model_dump_json(indent=1).encode())
 
@@ -305,25 +315,31 @@ def _fit_target(
     return target, target.encode(labels, source)
 
 
-def _write_splits(
-    ports: Ports, run: keys.RunRef, frame: pl.DataFrame, splits: tuple[np.ndarray, ...]
-) -> dict[str, str]:
-    """Store each split's rows as Parquet; returns the key of each split by name.
+def _encode_splits(frame: pl.DataFrame, splits: tuple[np.ndarray, ...]) -> list[bytes]:
+    """Each split's rows as Parquet bytes, in the order of `keys.SPLITS`.
 
     Each split is streamed out of the frame by a filter on a column of split numbers (filtering
     reads the rows in order, where gathering them by index jumps about): no split is copied
-    whole before it is written."""
+    whole before it is encoded."""
     part = np.zeros(frame.height, dtype=np.uint8)
     for number, idx in enumerate(splits):
         part[idx] = number
     numbered = frame.with_columns(pl.Series(_SPLIT, part))
-    split_keys: dict[str, str] = {}
-    for number, name in enumerate(keys.SPLITS):
-        split_keys[name] = keys.split_key(run.dataset, run.run_id, name)
+    encoded = []
+    for number in range(len(keys.SPLITS)):
         rows = numbered.lazy().filter(pl.col(_SPLIT) == number).drop(_SPLIT)
         buffer = io.BytesIO()
         rows.sink_parquet(buffer, compression="snappy", row_group_size=_WRITE_CHUNK_ROWS)
-        ports.store.put(ports.settings.buckets.automl_data, split_keys[name], buffer.getvalue())
+        encoded.append(buffer.getvalue())
+    return encoded
+
+
+def _store_splits(ports: Ports, run: keys.RunRef, encoded: list[bytes]) -> dict[str, str]:
+    """Store the encoded splits; returns the key of each split by name."""
+    split_keys: dict[str, str] = {}
+    for name, data in zip(keys.SPLITS, encoded, strict=True):
+        split_keys[name] = keys.split_key(run.dataset, run.run_id, name)
+        ports.store.put(ports.settings.buckets.automl_data, split_keys[name], data)
     return split_keys
 
 
