@@ -146,7 +146,7 @@ def _load(record: S3EventRecord, ports: Ports, started: float) -> TrainingData:
         probe_rows = _sample(target.task, train_y, _RATE_PROBE_ROWS, manifest.seed)
         begun = time.monotonic()
         compiled.encode_frame(train_frame[probe_rows])
-        per_row = (time.monotonic() - begun) / len(probe_rows)
+        per_row = max(time.monotonic() - begun, 1e-6) / len(probe_rows)
         left = started + _LOAD_SHARE * manifest.time_budget_s - time.monotonic()
         # Both splits are cut in the same proportion: validation rows cost as much.
         affordable = int(max(left, 0.0) / per_row / (1 + n_valid / n_train))
