@@ -50,14 +50,16 @@ REPEATS = 3
 SAMPLE_ROWS = 10_000
 # The stage's phases, as functions of stages.preprocess timed where the stage calls them.
 PHASES = (
-    ("_open_upload", "open the upload (size, ETag, SHA-256 for the lineage)"),
-    ("read_csv_file", "read the CSV, typed"),
+    ("_read_upload", "open and read the upload (the two rows below, and the wait for its hash)"),
+    ("_open_upload", "... open it (size check; ETag check and SHA-256 start on a thread)"),
+    ("read_csv_file", "... read the CSV, typed, while the thread hashes it"),
     ("_check_magnitudes", "magnitude check"),
     ("_fit_target", "target"),
     ("split_indices", "split indices"),
     ("fit_columns", "column decisions (IDs, leaks) and the fitted transform"),
     ("check_drift", "drift check"),
-    ("_write_splits", "write the three Parquet splits"),
+    ("_encode_splits", "encode the three Parquet splits (on a thread, beside the two above)"),
+    ("_store_splits", "store the three splits"),
 )
 _BREAK = re.compile(r"could not parse .*? at column '(.*?)'", re.DOTALL)
 
@@ -285,7 +287,8 @@ def section(
         f"{base[0]['overridden'] or 'none'}.",
         f"- Types: {_types_line(ours[0]['types'], full)}",
         "",
-        "Where the stage's time goes (the median run by wall time):",
+        'Where the stage\'s time goes (the median run by wall time; rows starting "..." are '
+        "part of the row above them; CPU counts every thread of the process):",
         "",
         "| phase | wall | CPU |",
         "|---|---|---|",

@@ -237,3 +237,33 @@ def test_a_positive_label_the_upload_could_not_check_fails_the_run_naming_the_la
     assert run.status == "failed"
     assert "positive label 'maybe' is not among the target's labels ('no', 'yes')" in run.error
     assert runtime.registry.read("sorted").versions == []
+
+
+def test_training_rows_taken_in_place_are_the_rows_named_in_any_order() -> None:
+    # fit_columns takes the training rows column by column out of the whole frame (a mask for
+    # rows in file order, else gathered): the plan is the one of those rows taken first.
+    rng = np.random.default_rng(3)
+    n = 600
+    position = np.arange(n)
+    frame = pl.DataFrame(
+        {
+            # Values that differ from one part of the file to another: other rows, other plan.
+            "amount": [None if i % 7 == 0 else i * 1.5 for i in range(n)],
+            "city": pl.Series(rng.choice(["north", "south", "east"], n)).cast(pl.Categorical),
+            "band": np.where(position < 300, "low", np.where(position % 2, "mid", "high")),
+            "y": rng.choice(["no", "yes"], n),
+        }
+    )
+    y = BINARY.encode(frame["y"], "f")
+    rows = np.sort(rng.choice(n, 400, replace=False))
+    shuffled = rng.permutation(rows)
+
+    def plan_json(source: pl.DataFrame, picked: np.ndarray | None, labels: np.ndarray) -> str:
+        plan = fit_columns(source, BINARY, rows=picked, y=labels)
+        profiles = [p.model_dump_json() for p in plan.profiles]
+        return plan.transform.model_dump_json() + "".join(profiles) + "".join(plan.notes)
+
+    taken_first = plan_json(frame[rows], None, y[rows])
+    assert plan_json(frame, rows, y[rows]) == taken_first
+    assert plan_json(frame, shuffled, y[shuffled]) == plan_json(frame[shuffled], None, y[shuffled])
+    assert plan_json(frame, rows[::-1].copy(), y[rows[::-1]]) != plan_json(frame, None, y)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -99,15 +100,20 @@ def _bare(etag: str) -> str:
     return etag.strip().strip('"')
 
 
-def _open_upload(record: S3EventRecord, ports: Ports) -> tuple[Path | bytes, str]:
+def _open_upload(
+    record: S3EventRecord, ports: Ports, pool: Executor
+) -> tuple[Path | bytes, Future[str]]:
     """The upload, as a local file where the store keeps one (read in pieces, never whole
-    into memory) else as its bytes, and its SHA-256 (the lineage records it).
+    into memory) else as its bytes, and its SHA-256 (the lineage records it) being computed
+    on `pool`, so that it overlaps the reading (hashlib releases the GIL).
 
     Refuses an oversized upload by its size before reading it, and an object replaced since
-    its notification (another ETag): this run was named after the announced bytes, and the
-    replacement's own notification starts the run of the new bytes. Only a file a person put
-    at a key they reused can be replaced so (automlops gives each upload its own key): the
-    replaced bytes were theirs to overwrite, and the failed run says what happened.
+    its notification (another ETag: at once from the store's HEAD, or, where the store hashes
+    a local file for its ETag, from the digest's future, beside the reading): this run was
+    named after the announced bytes, and the replacement's own notification starts the run of
+    the new bytes. Only a file a person put at a key they reused can be replaced so (automlops
+    gives each upload its own key): the replaced bytes were theirs to overwrite, and the failed
+    run says what happened. Nothing is written before the digest is known (`_read_upload`).
     """
     store, limit = ports.store, ports.settings.max_upload_bytes
     local = store.local_file(record.bucket, record.key)
@@ -124,20 +130,53 @@ def _open_upload(record: S3EventRecord, ports: Ports) -> tuple[Path | bytes, str
             f"is {size:,} bytes; uploads over {limit:,} bytes are refused (max_upload_bytes)",
         )
     announced = _bare(record.s3.object.e_tag)
-    if announced:
+
+    def check_etag() -> None:
+        if not announced:
+            return
         # Locally a HEAD hashes the file (its ETag is the MD5): only now, past the size check.
         info = head or store.head(record.bucket, record.key)
         current = "" if info is None else _bare(info.etag)
         if current != announced:
             raise PermanentError(
-                f"{record.key} was replaced after this notification (ETag {announced} is now "
-                f"{current or 'gone'}); the new upload's own notification processes it"
+                f"{record.key} was replaced after this notification (ETag {announced} is "
+                f"now {current or 'gone'}); the new upload's own notification processes it"
             )
-    if local is not None:
+
+    if local is None:
+        check_etag()  # from the HEAD already made: nothing to hash, nothing downloaded yet
+        data = store.get(record.bucket, record.key)
+        return data, pool.submit(lambda: hashlib.sha256(data).hexdigest())
+
+    def checked_digest() -> str:
+        check_etag()
         with open(local, "rb") as handle:
-            return local, hashlib.file_digest(handle, "sha256").hexdigest()
-    data = store.get(record.bucket, record.key)
-    return data, hashlib.sha256(data).hexdigest()
+            return hashlib.file_digest(handle, "sha256").hexdigest()
+
+    return local, pool.submit(checked_digest)
+
+
+def _read_upload(
+    record: S3EventRecord, ports: Ports
+) -> tuple[pl.DataFrame, str, Literal[".", ","]]:
+    """The upload read typed (text as Categorical: the same values in a fraction of the memory
+    of strings), its SHA-256, checked to be the announced object (`_open_upload`), and its
+    decimal mark. The hashing runs beside the parsing; a replaced object is reported before
+    any complaint about its content, which was not this run's."""
+    source = record.key
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="upload-digest") as pool:
+        data, digest = _open_upload(record, ports, pool)
+        try:
+            frame = read_csv_file(data, source, text_as_categorical=True)
+            # Judged with the delimiter in view (`93,994` in a `;` file is a decimal comma);
+            # the frame alone cannot tell.
+            decimal = file_decimal(data, source) or frame_decimal(frame)
+        except Exception:
+            replaced = digest.exception()
+            if isinstance(replaced, PermanentError):
+                raise replaced from None
+            raise
+        return frame, digest.result(), decimal
 
 
 @dataclass(frozen=True)
@@ -165,17 +204,27 @@ def preprocess(record: S3EventRecord, ports: Ports) -> StageResult:
     target, y = _fit_target(usable, manifest, source)
     strata = None if target.task is Task.regression else y
     splits = split_indices(frame.height, manifest.split, seed=manifest.seed, strata=strata)
-    # Fitted column by column on the training rows, without a copy of the training frame;
-    # row identifiers are judged on every row (a row number is only one in file order).
-    plan = fit_columns(
-        frame, target, rows=splits[0], y=y[splits[0]], keep=manifest.keep, decimal=usable.decimal
-    )
-    transform, profiles = plan.transform, plan.profiles
-    merged = merged_note(target)
-    notes = usable.notes + ([merged] if merged else []) + plan.notes
-    # Before anything is written for training: under `drift: block` a drifted upload stops here.
-    notes += check_drift(ports, run, frame, usable.target_name, manifest, source)
-    split_keys = _write_splits(ports, run, frame, splits)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="split-encoder") as pool:
+        # The splits are encoded beside the column decisions (polars releases the GIL), and
+        # stored only once those and the drift check have passed.
+        encoded = pool.submit(_encode_splits, frame, splits)
+        # Fitted column by column on the training rows, without a copy of the training frame;
+        # row identifiers are judged on every row (a row number is only one in file order).
+        plan = fit_columns(
+            frame,
+            target,
+            rows=splits[0],
+            y=y[splits[0]],
+            keep=manifest.keep,
+            decimal=usable.decimal,
+        )
+        transform, profiles = plan.transform, plan.profiles
+        merged = merged_note(target)
+        notes = usable.notes + ([merged] if merged else []) + plan.notes
+        # Before anything is written for training: under `drift: block` a drifted upload
+        # stops here.
+        notes += check_drift(ports, run, frame, usable.target_name, manifest, source)
+        split_keys = _store_splits(ports, run, encoded.result())
     transform_key = keys.transform_key(run.dataset, run.run_id)
     store.put(buckets.automl_data, transform_key, transform.model_dump_json(indent=1).encode())
 
@@ -212,14 +261,8 @@ def _read_usable_rows(record: S3EventRecord, ports: Ports, manifest: Manifest) -
 
     DataError when the target is missing or dropped, or too few rows are left.
     """
-    data, sha256 = _open_upload(record, ports)
     source = record.key
-    # Text as Categorical: the same values in a fraction of the memory of strings.
-    frame = read_csv_file(data, source, text_as_categorical=True)
-    # Judged with the delimiter in view (`93,994` in a `;` file is a decimal comma); the frame
-    # alone cannot tell.
-    decimal = file_decimal(data, source) or frame_decimal(frame)
-    del data
+    frame, sha256, decimal = _read_upload(record, ports)
     _check_magnitudes(frame, source, decimal)
     notes: list[str] = []
 
@@ -272,25 +315,31 @@ def _fit_target(
     return target, target.encode(labels, source)
 
 
-def _write_splits(
-    ports: Ports, run: keys.RunRef, frame: pl.DataFrame, splits: tuple[np.ndarray, ...]
-) -> dict[str, str]:
-    """Store each split's rows as Parquet; returns the key of each split by name.
+def _encode_splits(frame: pl.DataFrame, splits: tuple[np.ndarray, ...]) -> list[bytes]:
+    """Each split's rows as Parquet bytes, in the order of `keys.SPLITS`.
 
     Each split is streamed out of the frame by a filter on a column of split numbers (filtering
     reads the rows in order, where gathering them by index jumps about): no split is copied
-    whole before it is written."""
+    whole before it is encoded."""
     part = np.zeros(frame.height, dtype=np.uint8)
     for number, idx in enumerate(splits):
         part[idx] = number
     numbered = frame.with_columns(pl.Series(_SPLIT, part))
-    split_keys: dict[str, str] = {}
-    for number, name in enumerate(keys.SPLITS):
-        split_keys[name] = keys.split_key(run.dataset, run.run_id, name)
+    encoded = []
+    for number in range(len(keys.SPLITS)):
         rows = numbered.lazy().filter(pl.col(_SPLIT) == number).drop(_SPLIT)
         buffer = io.BytesIO()
         rows.sink_parquet(buffer, compression="snappy", row_group_size=_WRITE_CHUNK_ROWS)
-        ports.store.put(ports.settings.buckets.automl_data, split_keys[name], buffer.getvalue())
+        encoded.append(buffer.getvalue())
+    return encoded
+
+
+def _store_splits(ports: Ports, run: keys.RunRef, encoded: list[bytes]) -> dict[str, str]:
+    """Store the encoded splits; returns the key of each split by name."""
+    split_keys: dict[str, str] = {}
+    for name, data in zip(keys.SPLITS, encoded, strict=True):
+        split_keys[name] = keys.split_key(run.dataset, run.run_id, name)
+        ports.store.put(ports.settings.buckets.automl_data, split_keys[name], data)
     return split_keys
 
 

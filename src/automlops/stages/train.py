@@ -18,7 +18,12 @@ from automlops.ml.columns.transform import FittedTransform
 from automlops.ml.evaluation import metrics
 from automlops.ml.splits import sample_indices
 from automlops.ml.tuning.outcome import TrialState
-from automlops.ml.tuning.search import Tuner, TuningProgress
+from automlops.ml.tuning.search import (
+    TUNE_MAX_TRAIN_ROWS,
+    TUNE_MAX_VALID_ROWS,
+    Tuner,
+    TuningProgress,
+)
 from automlops.ports import Ports
 from automlops.stages.result import StageResult
 from automlops.tabular.schema import DatasetSchema
@@ -30,6 +35,12 @@ _MIN_SEARCH_S = 1.0
 # The training rows' metrics are computed on a seeded sample of at most this many rows:
 # predicting millions of rows would take seconds outside any budget.
 _TRAIN_METRIC_ROWS = 100_000
+# Transforming the splits' rows into features counts against the budget too: beyond the rows
+# the search samples (`TUNE_MAX_TRAIN_ROWS`, `TUNE_MAX_VALID_ROWS`), a big split is transformed
+# only as far as this share of the budget allows, at the rate a first slice of rows shows. The
+# rows left out are rows the refit could not have used in its own share of the budget.
+_LOAD_SHARE = 0.1
+_RATE_PROBE_ROWS = 20_000
 
 
 def identify(record: S3EventRecord, ports: Ports) -> keys.RunRef:
@@ -40,12 +51,26 @@ def identify(record: S3EventRecord, ports: Ports) -> keys.RunRef:
 @dataclass(frozen=True)
 class TrainingData:
     """What preprocess wrote for a run, loaded: the schema, the fitted transform, and the
-    training and validation splits as (features, encoded labels)."""
+    training and validation splits as (features, encoded labels); `split_rows`, each split's
+    rows in the store (more than loaded when the budget left no time to transform them all)."""
 
     schema: DatasetSchema
     transform: FittedTransform
     train: tuple[np.ndarray, np.ndarray]
     validation: tuple[np.ndarray, np.ndarray]
+    split_rows: tuple[int, int]
+
+    @property
+    def sampled_note(self) -> str:
+        """E.g. "a sample of 150,000 of the 3,501,980 training and validation rows loaded
+        (...)"; empty when every row was loaded."""
+        loaded, stored = len(self.train[1]) + len(self.validation[1]), sum(self.split_rows)
+        if loaded == stored:
+            return ""
+        return (
+            f"a sample of {loaded:,} of the {stored:,} training and validation rows loaded "
+            "(the time budget left no time to transform more)"
+        )
 
 
 @dataclass(frozen=True)
@@ -65,7 +90,7 @@ def train(record: S3EventRecord, ports: Ports) -> StageResult:
     if store.head(buckets.model_output, model_key) is not None:
         return StageResult(run=run, duplicate=True, note="already trained")
 
-    data = _load(record, ports)
+    data = _load(record, ports, started)
     budget = data.schema.manifest.time_budget_s
     search_s = max(_MIN_SEARCH_S, budget * (1 - _OVERHEAD_SHARE) - (time.monotonic() - started))
     tuner = _tune(ports, data, search_s)
@@ -85,7 +110,7 @@ def train(record: S3EventRecord, ports: Ports) -> StageResult:
         run=run,
         outputs=[model_key],
         headline=None if value is None else (f"validation {primary}", value),
-        note=_trials_note(tuner),
+        note=_trials_note(tuner) + (f"; {data.sampled_note}" if data.sampled_note else ""),
     )
 
 
@@ -98,18 +123,54 @@ def _trials_note(tuner: Tuner) -> str:
     return note + (f" ({cut} cut short by the time budget)" if cut else "")
 
 
-def _load(record: S3EventRecord, ports: Ports) -> TrainingData:
-    """The run's schema and transform, and its training and validation splits transformed."""
+def _load(record: S3EventRecord, ports: Ports, started: float) -> TrainingData:
+    """The run's schema and transform, and its training and validation splits transformed:
+    every row, or, when transforming every row of a big split would overrun the budget's
+    `_LOAD_SHARE` (counted from `started`, the stage's start), a seeded sample of as many rows
+    as fit in it, stratified by class (never fewer than the search samples)."""
     store = ports.store
     schema = DatasetSchema.model_validate_json(store.get(record.bucket, record.key))
     transform = FittedTransform.model_validate_json(store.get(record.bucket, schema.transform_key))
-    target = schema.target
+    target, manifest = schema.target, schema.manifest
+    compiled = transform.compile()
 
-    def load(split: str) -> tuple[np.ndarray, np.ndarray]:
+    def read(split: str) -> tuple[pl.DataFrame, np.ndarray]:
         frame = pl.read_parquet(io.BytesIO(store.get(record.bucket, schema.split_keys[split])))
-        return transform.apply(frame), target.encode(frame.get_column(target.name), record.key)
+        return frame, target.encode(frame.get_column(target.name), record.key)
 
-    return TrainingData(schema, transform, load("train"), load("validation"))
+    (train_frame, train_y), (valid_frame, valid_y) = read("train"), read("validation")
+    n_train, n_valid = len(train_y), len(valid_y)
+    keep = n_train
+    if n_train > TUNE_MAX_TRAIN_ROWS:
+        # The rate of this machine, now, on a slice of rows (a small cost, and no guess).
+        probe_rows = _sample(target.task, train_y, _RATE_PROBE_ROWS, manifest.seed)
+        begun = time.monotonic()
+        compiled.encode_frame(train_frame[probe_rows])
+        per_row = max(time.monotonic() - begun, 1e-6) / len(probe_rows)
+        left = started + _LOAD_SHARE * manifest.time_budget_s - time.monotonic()
+        # Both splits are cut in the same proportion: validation rows cost as much.
+        affordable = int(max(left, 0.0) / per_row / (1 + n_valid / n_train))
+        keep = min(n_train, max(TUNE_MAX_TRAIN_ROWS, affordable))
+    keep_valid = n_valid if keep == n_train else max(TUNE_MAX_VALID_ROWS, n_valid * keep // n_train)
+
+    def transformed(frame: pl.DataFrame, y: np.ndarray, rows: int) -> tuple[np.ndarray, np.ndarray]:
+        if rows >= len(y):
+            return compiled.encode_frame(frame), y
+        picked = _sample(target.task, y, rows, manifest.seed)
+        return compiled.encode_frame(frame[picked]), y[picked]
+
+    return TrainingData(
+        schema,
+        transform,
+        transformed(train_frame, train_y, keep),
+        transformed(valid_frame, valid_y, keep_valid),
+        (n_train, n_valid),
+    )
+
+
+def _sample(task: Task, y: np.ndarray, rows: int, seed: int) -> np.ndarray:
+    """Sorted indices of a seeded sample of `rows` of these labels (stratified by class)."""
+    return sample_indices(len(y), rows, seed=seed, strata=None if task is Task.regression else y)
 
 
 def _tune(ports: Ports, data: TrainingData, search_s: float) -> Tuner:
@@ -131,6 +192,8 @@ def _tune(ports: Ports, data: TrainingData, search_s: float) -> Tuner:
             f" (trials on a {tuner.max_train_rows}-row sample, then a refit on as many rows "
             "as the budget allows)"
         )
+    if data.sampled_note:
+        ports.progress(data.sampled_note)
     ports.progress(f"tuning on {rows} rows for {search_s:.0f}s{sample}")
     tuner.fit(data.train, data.validation)
     return tuner
@@ -148,8 +211,7 @@ def _fit_scores(data: TrainingData, tuner: Tuner) -> FitScores:
         threshold = metrics.best_threshold(held_y, held_pred, data.schema.manifest.threshold_metric)
     train_x, train_y = data.train
     if len(train_y) > _TRAIN_METRIC_ROWS:
-        strata = None if task is Task.regression else train_y
-        rows = sample_indices(len(train_y), _TRAIN_METRIC_ROWS, seed=0, strata=strata)
+        rows = _sample(task, train_y, _TRAIN_METRIC_ROWS, seed=0)
         train_x, train_y = train_x[rows], train_y[rows]
     fit_metrics: dict[str, dict[str, float]] = {
         "train": _score(task, train_y, model.predict(train_x), threshold, n_classes)

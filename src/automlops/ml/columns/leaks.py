@@ -49,7 +49,12 @@ class LeakProbe:
     def __init__(self, y: np.ndarray, task: Task, *, seed: int = 0) -> None:
         rng = np.random.default_rng(seed)
         n = len(y)
-        self.rows = rng.permutation(n)[:_SAMPLE_ROWS] if n > _SAMPLE_ROWS else rng.permutation(n)
+        # Drawn without shuffling every row number of a big upload (millions) to keep a few.
+        self.rows = (
+            rng.choice(n, size=_SAMPLE_ROWS, replace=False)
+            if n > _SAMPLE_ROWS
+            else rng.permutation(n)
+        )
         self.half = len(self.rows) // 2
         self.task = task
         self.y = np.asarray(y)[self.rows]

@@ -8,7 +8,7 @@ decided on the training rows only. Every decision is recorded in the schema JSON
 from __future__ import annotations
 
 import re
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Literal, cast
 
@@ -17,7 +17,13 @@ import polars as pl
 
 from automlops.ml.columns.leaks import DROP_SCORE, LeakProbe
 from automlops.ml.columns.target import TargetSpec
-from automlops.ml.columns.transform import ColumnKind, FittedTransform, fit_column, infer_kind
+from automlops.ml.columns.transform import (
+    ColumnKind,
+    FittedTransform,
+    fit_column,
+    infer_kind,
+    value_counts,
+)
 from automlops.ml.columns.values import frame_decimal
 from automlops.tabular.schema import ColumnProfile
 
@@ -77,18 +83,36 @@ def row_identifier_reason(values: pl.Series) -> str | None:
     return f"ID-like (a distinct integer on every row, range {span:,} for {n:,} rows)"
 
 
-def _drop_reason(values: pl.Series, kind: ColumnKind) -> str | None:
+@dataclass(frozen=True)
+class _Counts:
+    """One column's training values counted once, for every judgement that needs them (a
+    distinct count is a pass over millions of rows on a big upload)."""
+
+    present: int  # values that are not missing
+    distinct: int  # distinct present values
+
+    @classmethod
+    def of(cls, values: pl.Series, table: pl.DataFrame | None = None) -> _Counts:
+        """Counted on `values`, or read off their `transform.value_counts` table."""
+        missing = values.null_count()
+        distinct = values.n_unique() if table is None else table.height
+        return cls(values.len() - missing, distinct - (missing > 0))
+
+    @property
+    def unique_share(self) -> float:
+        return self.distinct / self.present if self.present else 0.0
+
+
+def _drop_reason(values: pl.Series, kind: ColumnKind, counts: _Counts) -> str | None:
     """Why a column should not be a feature (empty, constant, free text), or None."""
-    present = values.drop_nulls()
-    if present.len() == 0:
+    if counts.present == 0:
         return "no values in training data"
-    distinct = present.n_unique()
-    if distinct < 2:
+    if counts.distinct < 2:
         return "constant in training data"
-    unique_share = distinct / present.len()
+    unique_share = counts.unique_share
     if kind is ColumnKind.categorical and unique_share >= _TEXT_UNIQUE_SHARE:
         # Words are counted only for many-valued columns (counting costs a pass over the text).
-        text = present.cast(pl.String)
+        text = values.drop_nulls().cast(pl.String)
         mean = text.str.count_matches(r"\S+").mean()  # of counts: a float, or None
         words = float(cast(float, mean) or 0.0)
         if words >= _TEXT_MIN_WORDS:
@@ -96,21 +120,19 @@ def _drop_reason(values: pl.Series, kind: ColumnKind) -> str | None:
     return None
 
 
-def _training_id_reason(values: pl.Series, kind: ColumnKind) -> str | None:
+def _training_id_reason(values: pl.Series, kind: ColumnKind, counts: _Counts) -> str | None:
     """Why a column of the training rows is an identifier (nearly every value distinct), or
     None. Whole-file row numbers are caught before (`row_identifier_reason`)."""
-    n = values.len()
-    present = values.drop_nulls()
-    if n < MIN_ID_ROWS or present.len() == 0:
+    if values.len() < MIN_ID_ROWS or counts.present == 0:
         return None
-    distinct = present.n_unique()
-    unique_share = distinct / present.len()
+    unique_share = counts.unique_share
     if kind is ColumnKind.categorical and unique_share >= _ID_UNIQUE_SHARE:
         return f"ID-like ({unique_share:.0%} of values distinct)"
     integral = kind is ColumnKind.numeric and values.dtype.is_integer()
     if integral and unique_share >= _ID_UNIQUE_SHARE:
-        span = int(cast(int, present.max())) - int(cast(int, present.min())) + 1
-        if _looks_like_id_name(values.name) or span == distinct:
+        # max and min skip missing values; an integer column's are ints.
+        span = int(cast(int, values.max())) - int(cast(int, values.min())) + 1
+        if _looks_like_id_name(values.name) or span == counts.distinct:
             return "ID-like (a distinct integer per row)"
     return None
 
@@ -129,13 +151,14 @@ def _identifier_or_leak(
     whole: pl.Series,
     values: pl.Series,
     kind: ColumnKind,
+    counts: _Counts,
     probe: LeakProbe | None,
     notes: list[str],
 ) -> str | None:
     """Why a column is dropped as a row identifier (judged on every row of the file, `whole`,
     before the split: see `row_identifier_reason`) or as a leak of the target (judged on the
     training `values`); None to keep it. A leak below the drop score is noted, not dropped."""
-    reason = row_identifier_reason(whole) or _training_id_reason(values, kind)
+    reason = row_identifier_reason(whole) or _training_id_reason(values, kind, counts)
     if reason is not None or probe is None:
         return reason
     leak = probe.score(values, numeric=kind is ColumnKind.numeric)
@@ -178,19 +201,24 @@ def fit_columns(
     # Judged once per file, never per column or cell.
     decimal = frame_decimal(train) if decimal is None else decimal
 
+    pick = _row_picker(train.height, rows)
+
     def training_values(name: str) -> pl.Series:
-        values = train.get_column(name)
-        return values if rows is None else values.gather(rows)
+        return pick(train.get_column(name))
 
     for name in train.columns:
         values = training_values(name)
+        # Text is counted value by value once, for its profile, its judgement and its fit.
+        text = values.dtype in (pl.String, pl.Categorical)
+        table = value_counts(values) if text and name != target.name else None
+        counts = _Counts.of(values, table)
         profile = ColumnProfile(
             name=name,
             # Categorical is how preprocess stores text compactly: to people it is text.
             dtype=str(pl.String if values.dtype == pl.Categorical else values.dtype),
             decision="feature",
-            missing=values.null_count(),
-            unique=values.n_unique(),
+            missing=values.len() - counts.present,
+            unique=counts.distinct + (counts.present < values.len()),
         )
         profiles.append(profile)
         if name == target.name:
@@ -201,20 +229,37 @@ def fit_columns(
         if kind is not ColumnKind.categorical and values.dtype == pl.Categorical:
             values = values.cast(pl.String)  # numbers or dates spelt out: parsed from text
         digest = hash((str(values.dtype), *values.head(5000).hash(seed=7).to_list()))
-        reason = _drop_reason(values, kind)
+        reason = _drop_reason(values, kind, counts)
         if reason is None and digest in seen and values.equals(training_values(seen[digest])):
             reason = f"duplicate of column {seen[digest]!r}"
         seen.setdefault(digest, name)
         if reason is None:
-            reason = _identifier_or_leak(train.get_column(name), values, kind, probe, notes)
+            whole = train.get_column(name)
+            reason = _identifier_or_leak(whole, values, kind, counts, probe, notes)
             if reason is not None and name in keep:
                 notes.append(f"column {name!r} kept as the manifest asks, though {reason}")
                 reason = None
         if reason is not None:
             profile.decision = f"dropped: {reason}"
             continue
-        column = fit_column(values, kind, decimal=decimal)
+        column = fit_column(values, kind, decimal=decimal, counts=table)
         profile.kind = kind.value
-        column.describe(values, profile)
+        column.describe(values, profile, table)
         fitted.append(column)
     return ColumnPlan(FittedTransform(columns=fitted), profiles, notes)
+
+
+def _row_picker(height: int, rows: np.ndarray | None) -> Callable[[pl.Series], pl.Series]:
+    """How a column's training rows are taken: all of them, or `rows` of them.
+
+    Rows in file order (as `ml.splits` gives them) are taken by a mask, a filter that reads
+    the column once in order, three times cheaper than gathering them by index on a big
+    upload; any other order is gathered as given (the rows match `y` one to one)."""
+    if rows is None:
+        return lambda values: values
+    if len(rows) and not bool((np.diff(rows) > 0).all()):
+        return lambda values: values.gather(rows)
+    mask = np.zeros(height, dtype=bool)
+    mask[rows] = True
+    kept = pl.Series(mask)
+    return lambda values: values.filter(kept)

@@ -113,7 +113,9 @@ class NumericColumn(BaseModel):
             spelling=spelling,
         )
 
-    def describe(self, values: pl.Series, profile: ColumnProfile) -> None:
+    def describe(
+        self, values: pl.Series, profile: ColumnProfile, counts: pl.DataFrame | None = None
+    ) -> None:
         """Fill the schema's profile of this feature from its training values."""
         numbers = parse_numeric(values, self.name, self.spelling)
         profile.min, profile.max = _float(numbers.min()), _float(numbers.max())
@@ -145,40 +147,37 @@ class CategoricalColumn(BaseModel):
     frequencies: dict[str, float] | None = None
 
     @classmethod
-    def fit(cls, values: pl.Series) -> CategoricalColumn:
+    def fit(cls, values: pl.Series, counts: pl.DataFrame | None = None) -> CategoricalColumn:
+        """`counts`: `value_counts(values)` when the caller has it (a pass over every row)."""
         if values.dtype in (pl.String, pl.Categorical):
             # Counted first, stripped after: the same counts as stripping every row, but the
             # strings handled are the distinct values (a big upload has millions of rows).
-            counts = (
-                values.drop_nulls()
-                .value_counts(name="n")
-                .with_columns(pl.col(values.name).cast(pl.String).str.strip_chars())
-                .group_by(values.name)
-                .agg(pl.col("n").sum())
-                .sort(["n", values.name], descending=[True, False])
+            table = (
+                (value_counts(values) if counts is None else counts)
+                .drop_nulls()
+                .with_columns(pl.col("value").cast(pl.String).str.strip_chars())
+                .group_by("value")
+                .agg(pl.col("count").sum())
             )
         else:
-            counts = (
-                as_category(values)
-                .drop_nulls()
-                .value_counts(sort=True, name="n")
-                .sort(["n", values.name], descending=[True, False])
-            )
+            table = value_counts(as_category(values)).drop_nulls()
+        table = table.sort(["count", "value"], descending=[True, False])
         floor = max(1.0, min(MIN_CATEGORY_COUNT, _RARE_SHARE * values.len()))
-        frequent = counts.filter(pl.col("n") >= floor)
-        categories = frequent.get_column(values.name).head(MAX_CATEGORIES).to_list()
+        frequent = table.filter(pl.col("count") >= floor)
+        categories = frequent.get_column("value").head(MAX_CATEGORIES).to_list()
         frequencies = None
-        if counts.height > MAX_CATEGORIES:
-            total = float(counts["n"].sum())
-            frequencies = {
-                str(k): round(v / total, 6) for k, v in counts.select(values.name, "n").iter_rows()
-            }
+        if table.height > MAX_CATEGORIES:
+            total = float(table["count"].sum())
+            frequencies = {str(k): round(v / total, 6) for k, v in table.iter_rows()}
         return cls(name=values.name, categories=categories, frequencies=frequencies)
 
-    def describe(self, values: pl.Series, profile: ColumnProfile) -> None:
-        """Fill the schema's profile of this feature from its training values."""
-        counts = values.value_counts(sort=True, name="n").drop_nulls()
-        profile.top = [(str(v), int(c)) for v, c in counts.head(10).iter_rows()]
+    def describe(
+        self, values: pl.Series, profile: ColumnProfile, counts: pl.DataFrame | None = None
+    ) -> None:
+        """Fill the schema's profile of this feature from its training values (`counts`:
+        their `value_counts`, when the caller has it)."""
+        table = (value_counts(values) if counts is None else counts).drop_nulls()
+        profile.top = [(str(v), int(c)) for v, c in table.head(10).iter_rows()]
         profile.parse = "text"
         kept = len(self.categories)
         profile.decision = f"feature: one-hot of {kept} categories"
@@ -213,7 +212,9 @@ class DatetimeColumn(BaseModel):
         fill = {p: float(np.nanmedian(parts[p])) for p in kept}
         return cls(name=values.name, format=fmt, parts=kept, fill=fill)
 
-    def describe(self, values: pl.Series, profile: ColumnProfile) -> None:
+    def describe(
+        self, values: pl.Series, profile: ColumnProfile, counts: pl.DataFrame | None = None
+    ) -> None:
         """Fill the schema's profile of this feature from its training values."""
         profile.parse = f"dates ({self.format})"
         profile.decision = f"feature: date ({self.format}) -> {', '.join(self.parts)}"
@@ -231,19 +232,27 @@ def _float(value: object) -> float | None:
 
 Column = Annotated[NumericColumn | CategoricalColumn | DatetimeColumn, Field(discriminator="kind")]
 
-_KINDS: dict[ColumnKind, type[NumericColumn] | type[CategoricalColumn] | type[DatetimeColumn]] = {
-    ColumnKind.numeric: NumericColumn,
-    ColumnKind.categorical: CategoricalColumn,
-    ColumnKind.datetime: DatetimeColumn,
-}
 
-
-def fit_column(values: pl.Series, kind: ColumnKind, *, decimal: Literal[".", ","] = ".") -> Column:
+def fit_column(
+    values: pl.Series,
+    kind: ColumnKind,
+    *,
+    decimal: Literal[".", ","] = ".",
+    counts: pl.DataFrame | None = None,
+) -> Column:
     """Learn one column's steps from training values (`decimal`: the file's decimal mark,
-    `values.frame_decimal`)."""
+    `values.frame_decimal`; `counts`: their `value_counts`, when the caller has it)."""
     if kind is ColumnKind.numeric:
         return NumericColumn.fit(values, decimal)
-    return _KINDS[kind].fit(values)
+    if kind is ColumnKind.categorical:
+        return CategoricalColumn.fit(values, counts)
+    return DatetimeColumn.fit(values)
+
+
+def value_counts(values: pl.Series) -> pl.DataFrame:
+    """Each distinct value ("value", missing included) and its rows ("count"), most frequent
+    first; named so that no column's own name can clash."""
+    return values.rename("value").value_counts(sort=True, name="count")
 
 
 def infer_kind(values: pl.Series, *, decimal: Literal[".", ","] = ".") -> ColumnKind:
