@@ -539,9 +539,12 @@ def _unreadable(
 
 
 def predictions_bytes(predictions: pa.Table) -> bytes:
-    """A chunk's predictions as a stored part (Parquet: exact and small)."""
+    """A chunk's predictions as a stored part (Parquet: exact and small). Only text columns
+    are dictionary-encoded: probabilities rarely repeat, and a dictionary of them costs four
+    times the time of the plain encoding and more space."""
     sink = io.BytesIO()
-    pq.write_table(predictions, sink)
+    text = [field.name for field in predictions.schema if pa.types.is_string(field.type)]
+    pq.write_table(predictions, sink, use_dictionary=text)
     return sink.getvalue()
 
 
