@@ -143,11 +143,17 @@ def model_threads(options: ScoreOptions) -> int:
     return (os.cpu_count() or 1) if options.explain is not None else 1
 
 
+# Each scoring thread holds a chunk or two and a predictor: the cap bounds memory on big hosts.
+MAX_SCORING_THREADS = 4
+
+
 def scoring_threads(options: ScoreOptions) -> int:
     """Chunks scored side by side, each on a thread with a predictor of its own: one per core
-    for plain predictions (encoding and the model release the GIL, so two chunks use two
-    cores); one for `explain`, whose model already takes every core."""
-    return 1 if options.explain is not None else (os.cpu_count() or 1)
+    (at most MAX_SCORING_THREADS) for plain predictions (encoding and the model release the
+    GIL, so two chunks use two cores); one for `explain`, whose model takes every core."""
+    if options.explain is not None:
+        return 1
+    return min(os.cpu_count() or 1, MAX_SCORING_THREADS)
 
 
 @dataclass
