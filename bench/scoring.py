@@ -289,12 +289,21 @@ def steps(home: Path, csv_path: Path) -> dict[str, tuple[float, float]]:
         with open(csv_path, "rb") as handle:
             hashlib.file_digest(handle, "sha256")
         clock = timed("hash the input (SHA-256, for the lineage)", clock)
-        shutil.copyfile(csv_path, Path(scratch) / "copy")
-        clock = timed("copy the input into the bucket", clock)
-        shutil.copyfile(joined.path, Path(scratch) / "again")
+        _store_copy(csv_path, Path(scratch) / "copy")
+        clock = timed("copy the input into the bucket (with its MD5 ETag)", clock)
+        _store_copy(joined.path, Path(scratch) / "again")
         shutil.copyfile(Path(scratch) / "again", Path(scratch) / "out")
-        timed(f"copy the output twice (bucket, --output), {2 * size >> 20} MB", clock)
+        timed(f"copy the output into the bucket (MD5) and out again, 2 x {size >> 20} MB", clock)
     return cost
+
+
+def _store_copy(source: Path, target: Path) -> None:
+    """A copy as the directory store's `put_file` makes it: 1 MiB at a time, hashed (MD5)."""
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(source, "rb") as reader, open(target, "wb") as writer:
+        while block := reader.read(1 << 20):
+            digest.update(block)
+            writer.write(block)
 
 
 def score_mlflow(work: Path, csv_path: Path, rows: int) -> Measured:
@@ -350,12 +359,28 @@ STEPS_NOTE = (
     "Where the time goes: the score stage reads the next chunk on a thread of its own, scores "
     "chunks side by side (one predictor per core; Arrow, polars and XGBoost release the GIL) "
     "and commits them in order, hashing the input beside them; the transform (the fitted "
-    "preprocessing, `ml/columns/transform.py`) is the largest step. The CLI's start no longer "
+    "preprocessing, `ml/columns/transform.py`) is its largest step. The CLI's start no longer "
     "imports scikit-learn, pandas, SciPy's statistics or Optuna (`import_learner_libraries` "
     "first, stages imported when first run; `tests/test_predict_cli.py` holds the import set); "
-    "what is left of it is Python, pydantic, polars, Arrow, XGBoost and FastAPI (through the "
-    "local runtime's model host, which `predict` does not use). Wall times move with the "
-    "machine's load; CPU seconds are the steadier comparison."
+    "what is left is Python, pydantic, polars, Arrow, XGBoost (with `scipy.sparse`, which it "
+    "imports unconditionally) and FastAPI (through the local runtime's model host, which "
+    "`predict` does not use). Wall times move with the machine's load; CPU seconds are the "
+    "steadier comparison."
+)
+
+MISS_NOTE = (
+    "Why not 5x: MLflow's batch path is lean on this task. It reads numbers already encoded "
+    "(the reference recipe's one-hot, done before the timing), hands them to XGBoost, and "
+    "writes the predictions only; its fixed cost is its start (about 5 CPU s), so its rate "
+    "grows with the file, and its memory with it (the whole file as one DataFrame). `predict` "
+    "reads the raw text, applies the fitted preprocessing, writes every input column back "
+    "beside the predictions, and goes through the bucket: the input copied in, the output "
+    "copied in and out again, each copy hashed (MD5 ETags) and the input hashed for the "
+    "lineage (SHA-256). One `perf` profile of the 100x run on this machine put a quarter of "
+    "its CPU in those copies and hashes (kernel page-cache copies 16 %, MD5 and SHA-256 11 %) "
+    "and most of the rest in parsing, the transform and the CSV writer. Five times MLflow's "
+    "rate would need the whole command at about a fifth of MLflow's CPU seconds: about what "
+    "parsing the text and writing it back alone cost here (see the steps)."
 )
 
 
@@ -385,8 +410,9 @@ def section(
         "`mlflow models predict --env-manager local` on the same rows, encoded as its "
         "XGBoost model (the reference recipe's) takes them. The workspace holds the bank "
         "champion, already deployed (as after training). The two sides alternate; each row is "
-        f"the median of {' or '.join(map(str, counts))} runs (wall time; the CPU s and peak RSS "
-        "of that run, the load average when it started).",
+        f"the median run of {' or '.join(map(str, counts))} by wall time (of an even count, the "
+        "faster middle one), with that run's CPU s, peak RSS and the 1-minute load average "
+        "when it started.",
         "",
         "| run | rows | wall s | score stage s | CPU s | rows/s (wall) | peak RSS MB | load |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
@@ -417,12 +443,15 @@ def section(
     big = results.get(100)
     if big is not None:
         m = median_run(big.ours)
-        met = m.seconds <= TARGETS["seconds_100x"] and m.rss_mb <= TARGETS["rss_mb"]
+        met = [
+            r.seconds <= TARGETS["seconds_100x"] and r.rss_mb <= TARGETS["rss_mb"] for r in big.ours
+        ]
         lines.append(
             f"100x: {m.seconds:.1f} s wall ({m.stage_s or 0:.1f} s in the score stage, "
-            f"{m.cpu_s:.1f} CPU s), peak RSS {m.rss_mb:.0f} MB (targets <= "
-            f"{TARGETS['seconds_100x']:.0f} s, <= {TARGETS['rss_mb']:.0f} MB: "
-            f"{'met' if met else 'not met'} in this run)."
+            f"{m.cpu_s:.1f} CPU s), peak RSS {m.rss_mb:.0f} MB; every run: "
+            f"{', '.join(f'{r.seconds:.1f} s / {r.rss_mb:.0f} MB' for r in big.ours)} (targets "
+            f"<= {TARGETS['seconds_100x']:.0f} s, <= {TARGETS['rss_mb']:.0f} MB: met by "
+            f"{sum(met)} of {len(met)} runs at this load)."
         )
     if cost:
         lines += [
@@ -435,6 +464,8 @@ def section(
             *[f"| {name} | {wall:.2f} | {cpu:.2f} |" for name, (wall, cpu) in cost.items()],
             "",
             STEPS_NOTE,
+            "",
+            MISS_NOTE,
         ]
     if explain_line:
         lines += ["", explain_line]
@@ -461,7 +492,8 @@ def previous_explain_line() -> str | None:
         return None
     for line in OUT.read_text().splitlines():
         if line.startswith("With `--explain 5`"):
-            return line + " (From the previous run: not measured again this time.)"
+            note = " (From the previous run: not measured again this time.)"
+            return line if line.endswith(note) else line + note
     return None
 
 
