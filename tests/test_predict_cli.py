@@ -128,3 +128,33 @@ def test_explain_beyond_its_cap_is_refused_before_anything_runs(home: Path, tmp_
     assert result.exit_code == 2
     assert "--explain" in result.output and "50" in result.output
     assert not (tmp_path / "in.csv.predictions.csv").exists()
+
+
+# Runs the command in a fresh interpreter (the test process has imported everything already)
+# and prints which of the libraries scoring never uses it loaded on the way.
+_IMPORTS_OF_PREDICT = """
+import sys
+from automlops.cli import app
+try:
+    app(sys.argv[1:], standalone_mode=False)
+finally:
+    heavy = ("sklearn", "pandas", "scipy.stats", "optuna", "matplotlib", "automlops.ui")
+    print(sorted(name for name in heavy if name in sys.modules))
+"""
+
+
+def test_predict_imports_neither_scikit_learn_nor_pandas_nor_the_training_stack(
+    home: Path, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    source = tmp_path / "patients.csv"
+    source.write_bytes(breast_cancer_csv())
+    command = ["predict", str(source), "--dataset", DEMO_DATASET, "--home", str(home)]
+    done = subprocess.run(
+        [sys.executable, "-c", _IMPORTS_OF_PREDICT, *command], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "patients.csv.predictions.csv").exists()  # it did score the file
+    assert done.stdout.splitlines()[-1] == "[]"

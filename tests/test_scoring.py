@@ -131,9 +131,17 @@ def _with_bad_rows(rows: dict[int, tuple[str, str]]) -> bytes:
     return out.getvalue().encode()
 
 
+@pytest.mark.parametrize("chunk_rows", [None, 50])  # one chunk; twelve, scored side by side
 def test_bad_rows_go_to_the_error_file_and_the_good_rows_are_scored(
-    scoring: LocalRuntime,
+    scoring: LocalRuntime, monkeypatch: pytest.MonkeyPatch, chunk_rows: int | None
 ) -> None:
+    from automlops.ml import batch
+
+    if chunk_rows is not None:
+        monkeypatch.setattr(
+            "automlops.stages.score.open_table",
+            lambda path, fmt: batch.open_table(path, fmt, chunk_rows=chunk_rows),
+        )
     numeric = "mean_radius"
     _drop(scoring, "bad.csv", _with_bad_rows({3: (numeric, "abc"), 300: (numeric, "1e999x")}))
     Worker(scoring).run_until_idle()
@@ -154,6 +162,10 @@ def test_bad_rows_go_to_the_error_file_and_the_good_rows_are_scored(
     )
     assert out.height == ROWS - 3 == lineage["output_rows"]
     assert lineage["input_rows"] == ROWS and lineage["error_rows"] == 3
+    # The good rows, each once and in the file's order, whatever the chunking.
+    source = pl.read_csv(io.BytesIO(breast_cancer_csv()))
+    good = source.with_row_index("row", offset=1).filter(~pl.col("row").is_in([3, 7, 300]))
+    assert out["mean_area"].to_list() == good["mean_area"].to_list()
 
 
 def test_too_many_bad_rows_fail_the_run_with_the_first_one(scoring: LocalRuntime) -> None:

@@ -189,6 +189,11 @@ def predict(
     home: Home = None,
 ) -> None:
     """Score FILE through the bucket (score/<dataset>/) and write its predictions."""
+    from automlops.serving.lean_imports import import_learner_libraries
+
+    # First, while this process has no other thread: scoring needs the boosters, not the
+    # scikit-learn, pandas and SciPy.stats they would bring (a second of start-up).
+    import_learner_libraries()
     from automlops.local.worker import Worker
     from automlops.ml.batch import ScoreOptions, progress_share
     from automlops.usecases import scoring

@@ -46,7 +46,7 @@ from automlops.ml.predictor import Predictions, Predictor
 from automlops.registry import ModelVersion, Registry
 from automlops.tabular.csv_reader import DELIMITERS, NULL_VALUES
 
-CHUNK_ROWS = 100_000  # ~15 MB of bank text: memory stays far below 1 GB with two in flight
+CHUNK_ROWS = 50_000  # ~7 MB of bank text; a chunk per core in flight: 100x peaked at ~650 MB
 _CSV_BLOCK_BYTES = 4 << 20
 
 
@@ -373,6 +373,7 @@ class BatchScorer:
             set(self.kept),
         )
         self.numeric = {c.name for c in predictor.transform.columns if c.kind is ColumnKind.numeric}
+        self._labels = texts([str(label) for label in predictor.labels])
 
     def score(self, chunk: Chunk, skipped: list[RowError]) -> ScoredChunk:
         """Predictions for the readable rows of a chunk, and the rows it could not read
@@ -396,7 +397,7 @@ class BatchScorer:
             ]
             keep[[r for r, _, _ in bad]] = False
             predictions, explained = self._predict(frame.filter(pl.Series(keep)))
-        rows = pa.array(np.flatnonzero(keep), pa.int64())
+        rows = numbers(np.flatnonzero(keep).astype(np.int64))
         columns = [rows, *self._columns(predictions), *explained]
         table = pa.Table.from_arrays(columns, names=[ROW_COLUMN, *self.output_names])
         return ScoredChunk(index=chunk.index, predictions=table, errors=errors)
@@ -431,11 +432,28 @@ class BatchScorer:
         labels = self.predictor.labels
         if predictions.task is Task.regression:
             assert predictions.values is not None
-            return [pa.array(predictions.values, pa.float64())]
+            return [numbers(predictions.values.astype(np.float64, copy=False))]
         assert predictions.proba is not None and predictions.label_index is not None
-        names = pa.array([str(label) for label in labels], pa.string())
-        chosen = names.take(pa.array(predictions.label_index))
-        return [chosen] + [pa.array(predictions.proba[:, k]) for k in range(len(labels))]
+        chosen = self._labels.take(numbers(predictions.label_index.astype(np.int64, copy=False)))
+        return [chosen] + [numbers(predictions.proba[:, k]) for k in range(len(labels))]
+
+
+def numbers(values: np.ndarray) -> pa.Array:
+    """A numeric vector as an Arrow array, sharing its memory when it is contiguous.
+
+    Not `pa.array`: given a numpy array, it imports pandas to inspect it, a third of a second
+    that `automlops predict` would pay for nothing."""
+    values = np.ascontiguousarray(values)
+    kind = pa.from_numpy_dtype(values.dtype)
+    return pa.Array.from_buffers(kind, len(values), [None, pa.py_buffer(values)])
+
+
+def texts(values: list[str]) -> pa.Array:
+    """Strings as an Arrow array (built from its buffers, for the reason `numbers` gives)."""
+    encoded = [value.encode() for value in values]
+    offsets = np.cumsum([0, *map(len, encoded)], dtype=np.int32)
+    buffers = [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded))]
+    return pa.Array.from_buffers(pa.string(), len(values), buffers)
 
 
 def _prediction_names(predictor: Predictor) -> list[str]:
@@ -521,26 +539,18 @@ def _unreadable(
 
 
 def predictions_bytes(predictions: pa.Table) -> bytes:
-    """A chunk's predictions as a stored part (Parquet: exact and small)."""
+    """A chunk's predictions as a stored part (Parquet: exact and small). Only text columns
+    are dictionary-encoded: probabilities rarely repeat, and a dictionary of them costs four
+    times the time of the plain encoding and more space."""
     sink = io.BytesIO()
-    pq.write_table(predictions, sink)
+    text = [field.name for field in predictions.schema if pa.types.is_string(field.type)]
+    pq.write_table(predictions, sink, use_dictionary=text)
     return sink.getvalue()
 
 
 def predictions_of(part: bytes) -> pa.Table:
     """The predictions a stored part holds."""
     return pq.read_table(pa.BufferReader(part))
-
-
-def table_bytes(table: pa.Table, fmt: OutputFormat) -> bytes:
-    """One chunk's output in the input's format (CSV with a header line)."""
-    sink = io.BytesIO()
-    if fmt.kind is TableFormat.parquet:
-        pq.write_table(table, sink)
-    else:
-        options = pa_csv.WriteOptions(quoting_style="needed", delimiter=fmt.delimiter)
-        pa_csv.write_csv(table, sink, options)
-    return sink.getvalue()
 
 
 def errors_bytes(errors: list[RowError]) -> bytes:
@@ -553,28 +563,43 @@ def errors_bytes(errors: list[RowError]) -> bytes:
 
 
 class JoinedOutput:
-    """The output file, built from the chunks' parts in order: CSV parts keep the first
-    header only; Parquet parts become row groups of one file. A part at a time: memory stays
-    that of one."""
+    """The output file, built from the chunks' outputs in order: CSV bodies after one header
+    line; Parquet tables as row groups of one file.
 
-    def __init__(self, path: Path, fmt: OutputFormat) -> None:
+    `encode` (any thread: chunks are encoded side by side) turns a chunk's output table into
+    what `add` (one thread, chunk order) appends: CSV text without its header, or for Parquet
+    the table itself (the writer compresses it as it goes). Memory stays that of a few chunks.
+    """
+
+    def __init__(self, path: Path, fmt: OutputFormat, names: list[str]) -> None:
         self.path = path
         self.fmt = fmt
+        self._csv = pa_csv.WriteOptions(
+            quoting_style="needed", delimiter=fmt.delimiter, include_header=False
+        )
         self._out: BinaryIO = open(path, "wb")  # noqa: SIM115 (closed by `close`)
         self._parquet: pq.ParquetWriter | None = None
-        self._parts = 0
+        if fmt.kind is TableFormat.csv:
+            header = pa.Table.from_arrays([pa.nulls(0, pa.string()) for _ in names], names=names)
+            options = pa_csv.WriteOptions(quoting_style="needed", delimiter=fmt.delimiter)
+            pa_csv.write_csv(header, self._out, options)
 
-    def add(self, part: bytes) -> None:
-        """Append one chunk's output (as `table_bytes` made it)."""
-        if self.fmt.kind is TableFormat.csv:
-            body = memoryview(part)  # sliced without a copy of the part
-            self._out.write(body if self._parts == 0 else body[part.index(b"\n") + 1 :])
-        else:
-            table = pq.read_table(pa.BufferReader(part))
-            if self._parquet is None:
-                self._parquet = pq.ParquetWriter(self._out, table.schema)
-            self._parquet.write_table(table)
-        self._parts += 1
+    def encode(self, table: pa.Table) -> pa.Buffer | pa.Table:
+        """A chunk's output rows as `add` takes them."""
+        if self.fmt.kind is TableFormat.parquet:
+            return table
+        sink = pa.BufferOutputStream()
+        pa_csv.write_csv(table, sink, self._csv)
+        return sink.getvalue()
+
+    def add(self, part: pa.Buffer | pa.Table) -> None:
+        """Append one chunk's encoded output (the next in order)."""
+        if isinstance(part, pa.Buffer):
+            self._out.write(part)  # its memory, without a copy to bytes
+            return
+        if self._parquet is None:
+            self._parquet = pq.ParquetWriter(self._out, part.schema)
+        self._parquet.write_table(part)
 
     def close(self) -> None:
         if self._parquet is not None:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import import_module
 from typing import Any
 
 from automlops.keys import RunRef
 from automlops.ports import Ports
 from automlops.routing import Stage
-from automlops.stages import deploy, evaluate, preprocess, score, train
 from automlops.stages.result import StageResult
 
 # The event a stage runs on: an S3 event record, or an SQS record for a queue-triggered stage.
@@ -31,12 +31,31 @@ class StageSpec:
     run: StageFn
 
 
+def _on_first_call(module: str, name: str) -> Callable[[Any, Ports], Any]:
+    """`automlops.stages.<module>.<name>`, imported when first called: a process imports only
+    the stages it runs (evaluate brings scikit-learn and SciPy, train Optuna: a second of
+    start-up that `automlops predict`, which only scores, would pay for nothing)."""
+    found: list[Callable[[Any, Ports], Any]] = []
+
+    def call(event: Any, ports: Ports) -> Any:
+        if not found:
+            found.append(getattr(import_module(f"automlops.stages.{module}"), name))
+        return found[0](event, ports)
+
+    call.__qualname__ = call.__name__ = f"{module}.{name}"
+    return call
+
+
+def _spec(module: str, run: str) -> StageSpec:
+    return StageSpec(identify=_on_first_call(module, "identify"), run=_on_first_call(module, run))
+
+
 STAGES: dict[Stage, StageSpec] = {
-    Stage.preprocess: StageSpec(identify=preprocess.identify, run=preprocess.preprocess),
-    Stage.train: StageSpec(identify=train.identify, run=train.train),
-    Stage.deploy: StageSpec(identify=deploy.identify, run=deploy.deploy),
-    Stage.evaluate: StageSpec(identify=evaluate.identify, run=evaluate.evaluate),
-    Stage.score: StageSpec(identify=score.identify, run=score.score),
+    Stage.preprocess: _spec("preprocess", "preprocess"),
+    Stage.train: _spec("train", "train"),
+    Stage.deploy: _spec("deploy", "deploy"),
+    Stage.evaluate: _spec("evaluate", "evaluate"),
+    Stage.score: _spec("score", "score"),
 }
 
 __all__ = ["STAGES", "StageResult", "StageSpec"]

@@ -19,13 +19,15 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+import threading
+from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 
+import pyarrow as pa
 from pydantic import ValidationError
 
 from automlops import keys
@@ -36,7 +38,6 @@ from automlops.ml.batch import (
     Chunk,
     JoinedOutput,
     RowError,
-    ScoredChunk,
     ScoreLineage,
     ScoreOptions,
     TableFormat,
@@ -49,7 +50,6 @@ from automlops.ml.batch import (
     read_ahead,
     score_run_id,
     scoring_version,
-    table_bytes,
 )
 from automlops.ml.predictor import Predictor
 from automlops.ports import ObjectStore, Ports
@@ -112,9 +112,11 @@ def score(record: S3EventRecord, ports: Ports) -> StageResult:
         done = ScoreLineage.model_validate_json(ports.store.get(bucket, lineage_key))
         return _result(job, done, duplicate=True)
     artifact = ports.store.get(job.version.artifact_bucket, job.version.artifact_key)
-    predictor = Predictor.from_bytes(
-        artifact, job.version.artifact_key, nthread=model_threads(job.options)
-    )
+    threads = model_threads(job.options)
+    predictors = [
+        Predictor.from_bytes(artifact, job.version.artifact_key, nthread=threads)
+        for _ in range(scoring_threads(job.options))
+    ]
     with (
         _input_file(ports.store, record) as path,
         tempfile.TemporaryDirectory(prefix="automlops-score-") as scratch,
@@ -122,9 +124,11 @@ def score(record: S3EventRecord, ports: Ports) -> StageResult:
     ):
         digest = hasher.submit(_sha256, path)  # beside the scoring, which reads the file too
         reader = open_table(path, job.fmt)
-        joined = JoinedOutput(Path(scratch) / job.source.filename, reader.format)
+        scorers = [BatchScorer(p, job.options, reader.names) for p in predictors]
+        names = scorers[0].kept + scorers[0].output_names
+        joined = JoinedOutput(Path(scratch) / job.source.filename, reader.format, names)
         try:
-            tally = _write_parts(job, predictor, reader, joined, ports)
+            tally = _write_parts(job, scorers, reader, joined, ports)
         finally:
             joined.close()
         lineage = _commit(job, record, digest.result(), tally, joined.path, ports)
@@ -139,6 +143,19 @@ def model_threads(options: ScoreOptions) -> int:
     return (os.cpu_count() or 1) if options.explain is not None else 1
 
 
+# Each scoring thread holds a chunk or two and a predictor: the cap bounds memory on big hosts.
+MAX_SCORING_THREADS = 4
+
+
+def scoring_threads(options: ScoreOptions) -> int:
+    """Chunks scored side by side, each on a thread with a predictor of its own: one per core
+    (at most MAX_SCORING_THREADS) for plain predictions (encoding and the model release the
+    GIL, so two chunks use two cores); one for `explain`, whose model takes every core."""
+    if options.explain is not None:
+        return 1
+    return min(os.cpu_count() or 1, MAX_SCORING_THREADS)
+
+
 @dataclass
 class _Tally:
     """What the chunks of a run added up to."""
@@ -150,80 +167,105 @@ class _Tally:
 
 
 def _write_parts(
-    job: ScoreJob, predictor: Predictor, reader: TableReader, joined: JoinedOutput, ports: Ports
+    job: ScoreJob,
+    scorers: list[BatchScorer],
+    reader: TableReader,
+    joined: JoinedOutput,
+    ports: Ports,
 ) -> _Tally:
-    """Score every chunk not written yet and write it as a part, and every part to `joined`
-    (in order); count all of them.
+    """Score every chunk not written yet and write it as a part, and every chunk's output to
+    `joined` (in order); count all of them.
 
-    Reading the next chunk and writing the last one's part run on threads of their own while
-    a chunk is scored (Arrow, polars and XGBoost release the GIL): at most one chunk is read
-    ahead and one part is in flight, so memory stays that of a few chunks.
+    The next chunk is read on a thread of its own; chunks are scored and their outputs
+    encoded side by side, one per scorer (Arrow, polars and the boosters release the GIL);
+    this thread commits them in order. At most one chunk per scorer, one more waiting and
+    one read ahead are held: memory stays that of a few chunks, whatever the file's size.
     """
     store, bucket, run = ports.store, ports.settings.buckets.model_output, job.run
     written = set(store.list(bucket, keys.predictions_prefix(run.dataset, run.run_id)))
-    scorer = BatchScorer(predictor, job.options, reader.names)
+    idle = list(scorers)
+    mine = threading.local()
+
+    def take_scorer() -> None:
+        mine.scorer = idle.pop()
+
+    def prepare(chunk: Chunk) -> _Prepared:
+        scorer: BatchScorer = mine.scorer
+        part, errors_part = _part_keys(job, chunk.index)
+        if part in written:  # done before a crash: joined from its stored predictions
+            errors = _read_errors(store, bucket, errors_part) if errors_part in written else []
+            predictions = predictions_of(store.get(bucket, part))
+            output = joined.encode(scorer.output(chunk, predictions))
+            return _Prepared(chunk.index, chunk.table.num_rows, errors, None, output)
+        scored = scorer.score(chunk, reader.skipped)
+        output = joined.encode(scorer.output(chunk, scored.predictions))
+        stored = predictions_bytes(scored.predictions)
+        return _Prepared(chunk.index, chunk.table.num_rows, scored.errors, stored, output)
+
     tally = _Tally(skipped=reader.skipped)
-    in_flight: Future[None] | None = None
-    with ThreadPoolExecutor(1, thread_name_prefix="automlops-score-write") as writer:
+    pending: deque[Future[_Prepared]] = deque()
+    pool = ThreadPoolExecutor(
+        len(scorers), thread_name_prefix="automlops-score", initializer=take_scorer
+    )
+    try:
         for chunk in read_ahead(reader.chunks):
-            part = keys.prediction_part_key(run.dataset, run.run_id, chunk.index, "parquet")
-            errors_part = keys.prediction_part_key(
-                run.dataset, run.run_id, chunk.index, "errors.csv"
-            )
-            write: Callable[[], None]
-            if part in written:  # done before a crash: joined from its stored predictions
-                errors = _read_errors(store, bucket, errors_part) if errors_part in written else []
-                write = partial(_join_written, store, bucket, part, scorer, chunk, joined)
-            else:
-                scored = scorer.score(chunk, reader.skipped)
-                errors = scored.errors
-                parts = (part, errors_part)
-                write = partial(_write_part, store, bucket, parts, scorer, chunk, scored, joined)
-            if in_flight is not None:
-                in_flight.result()  # parts are written in order; a failed write stops here
-            in_flight = writer.submit(write)
-            tally.rows += chunk.table.num_rows
-            tally.scored += chunk.table.num_rows - len(errors)
-            tally.errors.extend(errors)
-            _check_bad_share(job, tally)
-            ports.progress(progress_text(tally.rows + len(tally.skipped), reader.estimated_rows))
-        if in_flight is not None:
-            in_flight.result()
+            pending.append(pool.submit(prepare, chunk))
+            if len(pending) > len(scorers):
+                _commit_part(job, pending.popleft().result(), joined, tally, reader, ports)
+        while pending:
+            _commit_part(job, pending.popleft().result(), joined, tally, reader, ports)
+    finally:
+        pool.shutdown(cancel_futures=True)
     _check_bad_share(job, tally)
     if tally.rows == 0 and not tally.skipped:
         raise PermanentError(f"{job.source.filename}: has no data rows to score")
     return tally
 
 
-def _join_written(
-    store: ObjectStore,
-    bucket: str,
-    part: str,
-    scorer: BatchScorer,
-    chunk: Chunk,
-    joined: JoinedOutput,
-) -> None:
-    predictions = predictions_of(store.get(bucket, part))
-    joined.add(table_bytes(scorer.output(chunk, predictions), joined.fmt))
+@dataclass(frozen=True)
+class _Prepared:
+    """A chunk scored and encoded: what committing it writes."""
+
+    index: int
+    rows: int  # rows parsed
+    errors: list[RowError]
+    stored: bytes | None  # its predictions as a part (None: stored before a crash)
+    output: pa.Buffer | pa.Table  # its output rows, encoded for the joined file
 
 
-def _write_part(
-    store: ObjectStore,
-    bucket: str,
-    keys_: tuple[str, str],
-    scorer: BatchScorer,
-    chunk: Chunk,
-    scored: ScoredChunk,
+def _part_keys(job: ScoreJob, index: int) -> tuple[str, str]:
+    """A chunk's part (its predictions) and its errors part."""
+    run = job.run
+    return (
+        keys.prediction_part_key(run.dataset, run.run_id, index, "parquet"),
+        keys.prediction_part_key(run.dataset, run.run_id, index, "errors.csv"),
+    )
+
+
+def _commit_part(
+    job: ScoreJob,
+    prepared: _Prepared,
     joined: JoinedOutput,
+    tally: _Tally,
+    reader: TableReader,
+    ports: Ports,
 ) -> None:
     """A chunk's errors, then its predictions (the part's presence commits the chunk), then
-    its output rows to the joined file. Parts hold predictions only: a resumed run joins them
-    to the input rows it reads again, so the input's columns are never stored twice."""
-    part, errors_part = keys_
-    if scored.errors:
-        store.put(bucket, errors_part, errors_bytes(scored.errors))
-    store.put(bucket, part, predictions_bytes(scored.predictions))
-    joined.add(table_bytes(scorer.output(chunk, scored.predictions), joined.fmt))
+    its output rows to the joined file; then count it. Parts hold predictions only: a resumed
+    run joins them to the input rows it reads again, so the input's columns are never stored
+    twice."""
+    store, bucket = ports.store, ports.settings.buckets.model_output
+    part, errors_part = _part_keys(job, prepared.index)
+    if prepared.stored is not None:
+        if prepared.errors:
+            store.put(bucket, errors_part, errors_bytes(prepared.errors))
+        store.put(bucket, part, prepared.stored)
+    joined.add(prepared.output)
+    tally.rows += prepared.rows
+    tally.scored += prepared.rows - len(prepared.errors)
+    tally.errors.extend(prepared.errors)
+    _check_bad_share(job, tally)
+    ports.progress(progress_text(tally.rows + len(tally.skipped), reader.estimated_rows))
 
 
 def _check_bad_share(job: ScoreJob, tally: _Tally) -> None:
