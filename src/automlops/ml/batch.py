@@ -562,6 +562,18 @@ def errors_bytes(errors: list[RowError]) -> bytes:
     return text.getvalue().encode()
 
 
+def table_bytes(table: pa.Table, fmt: OutputFormat) -> bytes:
+    """One chunk's output whole, in the input's format (CSV with its header line): what a
+    Batch Transform mini-batch answers."""
+    sink = io.BytesIO()
+    if fmt.kind is TableFormat.parquet:
+        pq.write_table(table, sink)
+    else:
+        options = pa_csv.WriteOptions(quoting_style="needed", delimiter=fmt.delimiter)
+        pa_csv.write_csv(table, sink, options)
+    return sink.getvalue()
+
+
 class JoinedOutput:
     """The output file, built from the chunks' outputs in order: CSV bodies after one header
     line; Parquet tables as row groups of one file.
