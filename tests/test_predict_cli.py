@@ -139,11 +139,12 @@ try:
     app(sys.argv[1:], standalone_mode=False)
 finally:
     heavy = ("sklearn", "pandas", "scipy.stats", "optuna", "matplotlib", "automlops.ui")
+    heavy += ("fastapi", "httpx")  # the web stack: predict calls no endpoint
     print(sorted(name for name in heavy if name in sys.modules))
 """
 
 
-def test_predict_imports_neither_scikit_learn_nor_pandas_nor_the_training_stack(
+def test_predict_imports_neither_scikit_learn_nor_pandas_nor_the_training_or_web_stack(
     home: Path, tmp_path: Path
 ) -> None:
     import subprocess

@@ -14,12 +14,10 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-import httpx
-
 from automlops.errors import PermanentError
-from automlops.serving.auth import allow_hosts, require_api_key
 
 if TYPE_CHECKING:
+    import httpx
     from fastapi import FastAPI
 
 
@@ -74,11 +72,25 @@ class LocalModelHost:
         self._server: EmbeddedServer | None = None
         key = api_key if api_key is not None or base_url is not None else secrets.token_urlsafe(32)
         self._key = key
-        headers = {} if key is None else {"X-API-Key": key}
-        self._client = httpx.Client(timeout=timeout_s, headers=headers)
+        self._timeout_s = timeout_s
+        self._http: httpx.Client | None = None
         self._lock = threading.Lock()
 
+    @property
+    def _client(self) -> httpx.Client:
+        # Made on first use, as the web libraries are imported: commands that never call an
+        # endpoint (`automlops predict`, `runs`, ...) start without them.
+        with self._lock:
+            if self._http is None:
+                import httpx
+
+                headers = {} if self._key is None else {"X-API-Key": self._key}
+                self._http = httpx.Client(timeout=self._timeout_s, headers=headers)
+            return self._http
+
     def _embedded_app(self) -> FastAPI:
+        from automlops.serving.auth import allow_hosts, require_api_key
+
         app = self._app_factory()
         assert self._key is not None  # always set when no base_url was given
         require_api_key(app, self._key)
@@ -118,7 +130,8 @@ class LocalModelHost:
         return response.content
 
     def close(self) -> None:
-        self._client.close()
+        if self._http is not None:
+            self._http.close()
         if self._server is not None:
             self._server.stop()
             self._server = None
