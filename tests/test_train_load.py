@@ -13,6 +13,8 @@ import pytest
 from automlops.config import Manifest
 from automlops.events import S3Event, S3EventRecord
 from automlops.local.runtime import LocalRuntime, open_runtime
+from automlops.ml.artifact import ModelArtifact
+from automlops.reports.tuning_text import fitted_on
 from automlops.stages import train as stage
 from automlops.stages.preprocess import preprocess
 from support import upload
@@ -68,3 +70,23 @@ def test_a_split_too_big_for_the_budget_is_loaded_as_a_stratified_sample(
     # The sampled rows are rows of the split, features and labels together.
     full = {(*row, label) for row, label in zip(*whole.train, strict=True)}
     assert all((*row, label) in full for row, label in zip(*spent.train, strict=True))
+
+
+def test_a_model_fitted_on_a_loaded_sample_says_it_is_a_sample_of_the_file(
+    preprocessed: tuple[LocalRuntime, S3EventRecord], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runtime, record = preprocessed
+    monkeypatch.setattr(stage, "TUNE_MAX_TRAIN_ROWS", 300)
+    monkeypatch.setattr(stage, "TUNE_MAX_VALID_ROWS", 100)
+    monkeypatch.setattr(stage, "_RATE_PROBE_ROWS", 50)
+    load = stage._load
+    # As if loading had found the budget spent: the splits' least sample is loaded.
+    monkeypatch.setattr(stage, "_load", lambda r, p, started: load(r, p, started - 1e6))
+    result = stage.train(record, runtime.ports())
+    assert "a sample of 400 of the " in (result.note or "")
+
+    artifact = ModelArtifact.from_tar_gz(runtime.store.get("model-output", result.outputs[0]))
+    stored = sum(stage._load(record, runtime.ports(), time.monotonic() + 1e6).split_rows)
+    fitted = fitted_on(artifact.metadata.selection, artifact.metadata.refit)
+    assert fitted is not None
+    assert f"of the {stored} training and validation rows" in fitted

@@ -64,6 +64,13 @@ def _members(selection: Selection) -> str:
     # An ensemble's search is never sampled: all rows are its training and validation rows.
     rows = selection.search_rows.train + selection.search_rows.validation
     text = f"each member on all {rows} training and validation rows"
+    # ...of those the train stage loaded, which may be a sample of the file's.
+    of_rows = [m.refit.of_rows for m in selection.members if m.refit.of_rows is not None]
+    if of_rows:
+        text = (
+            f"each member on a sample of {rows} of the {max(of_rows)} training and validation "
+            "rows (as many as the time budget allowed)"
+        )
     kept: list[EnsembleMember] = [
         m for m in selection.members if m.refit.status is RefitStatus.no_time
     ]

@@ -17,7 +17,7 @@ from automlops.ml.artifact import InputColumn, Lineage, ModelArtifact, ModelMeta
 from automlops.ml.columns.transform import FittedTransform
 from automlops.ml.evaluation import metrics
 from automlops.ml.splits import sample_indices
-from automlops.ml.tuning.outcome import TrialState
+from automlops.ml.tuning.outcome import Refit, RefitStatus, Selection, TrialState
 from automlops.ml.tuning.search import (
     TUNE_MAX_TRAIN_ROWS,
     TUNE_MAX_VALID_ROWS,
@@ -246,8 +246,8 @@ def _metadata(
         threshold=scores.threshold,
         metrics=scores.metrics,
         trials=[t.model_dump(mode="json") for t in tuner.trials_],
-        selection=tuner.selection_,
-        refit=tuner.refit_,
+        selection=_selection_of_stored(tuner.selection_, data),
+        refit=_refit_of_stored(tuner.refit_, data),
         lineage=Lineage(
             source_bucket=schema.source_bucket,
             source_key=schema.source_key,
@@ -274,3 +274,20 @@ def _score(
     if task is Task.multiclass:
         return metrics.multiclass_metrics(y, pred.reshape(len(y), n_classes))
     return metrics.regression_metrics(y, pred)
+
+
+def _refit_of_stored(refit: Refit | None, data: TrainingData) -> Refit | None:
+    """A refit record counted against the rows in the store: when only a sample of the splits
+    was loaded, a model fitted on every loaded row was fitted on a sample of the file's, and the
+    report must say so (a trial's own model, `no_time`, says "training rows only" already)."""
+    if refit is None or not data.sampled_note or refit.status is RefitStatus.no_time:
+        return refit
+    return refit.model_copy(update={"of_rows": sum(data.split_rows)})
+
+
+def _selection_of_stored(selection: Selection, data: TrainingData) -> Selection:
+    """`_refit_of_stored` for each member of an ensemble."""
+    members = [
+        m.model_copy(update={"refit": _refit_of_stored(m.refit, data)}) for m in selection.members
+    ]
+    return selection.model_copy(update={"members": members})
