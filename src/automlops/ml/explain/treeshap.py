@@ -14,10 +14,17 @@ g(S) = v * prod_{j in P - S} z_j, w(s) = s! (d - s - 1)! / d! (Shapley weights) 
     H(Q) = sum over S in Q of w(|S|) g(S),   K(Q) = sum over nonempty S in Q of w(|S| - 1) g(S),
 
 the leaf gives feature i: K(Q) - K(Q - i) - H(Q - i) when i is in Q, and -H(Q) when it is
-not. Both sums reduce to the elementary symmetric polynomials of Q's z (`_symmetric`), so the
-2^d values of H and K cost 2^d x d per leaf once; a row then pays d per leaf. Leaves with
-too many distinct features for a table (or past the table budget) compute H and K for the
-row's Q directly, d^2 per leaf: the classic cost, still exact.
+not. Both sums reduce to the elementary symmetric polynomials of Q's z (`_symmetric`), so a
+leaf's gifts to its d features for each of the 2^d patterns Q cost 2^d x d once and are
+tabled side by side; a row then reads d consecutive numbers per leaf. Leaves with too many
+distinct features for a table (or past the table budget) compute the gifts for the row's Q
+directly, d^2 per leaf: the classic cost, still exact.
+
+What a tree gives a row depends only on which way the row goes at each of the tree's splits:
+rows that agree on all of them get the same values. So, tree by tree, the rows of a call are
+grouped by that pattern (a 64-bit key: trees of at most 63 splits), each group's values are
+computed once, and each row adds its group's values for the tree's features. On the bank data
+a depth-5 XGBoost tree sees about 3% as many patterns as rows, a 31-leaf LightGBM tree 27%.
 """
 
 from __future__ import annotations
@@ -34,15 +41,18 @@ import numpy as np
 
 from automlops.ml.explain.forest import (
     LIGHTGBM_NAN,
+    LIGHTGBM_NONE,
     LIGHTGBM_ZERO,
     XGBOOST,
     Forest,
 )
 
-# Leaves of at most this many distinct path features get tables (2^d entries each), while the
-# model's tables stay within the budget (entries of H and K together, 16 bytes each: 64 MB).
+# Leaves of at most this many distinct path features get tables (2^d x d entries each), while
+# the model's tables stay within the budget (entries of 8 bytes: 32 MB).
 MAX_TABLE_DEPTH = 14
 TABLE_BUDGET = 1 << 22
+_MAX_KEYED_SPLITS = 63  # trees with more splits are walked row by row (no 64-bit key)
+_SPREAD = -7046029254386353131  # 0x9E3779B97F4A7C15 (Fibonacci hashing) as a signed int64
 # Fewer rows than this are explained on the calling thread alone (no hand-off cost).
 PARALLEL_MIN_ROWS = 256
 _ZERO = 1e-35  # LightGBM reads |x| <= this as zero (kZeroThreshold)
@@ -55,12 +65,12 @@ _jit = numba.njit(cache=_CACHE, nogil=True)
 
 @dataclass(frozen=True)
 class Tables:
-    """Per leaf, H and K for every subset of its path features (`start[leaf]` is where its
-    2^d entries begin in `h` and `k`; -1 for leaves computed directly)."""
+    """Per leaf, its gift to each of its d path features for every pattern Q of the features
+    a row follows: `gift[start[leaf] + Q * d + i]` (`start` -1: the leaf is computed
+    directly)."""
 
     start: np.ndarray
-    h: np.ndarray
-    k: np.ndarray
+    gift: np.ndarray
 
 
 class TreeShap:
@@ -74,6 +84,7 @@ class TreeShap:
         self.base = forest.offset + expected_values(forest)
         self._widest = forest.widest_tree
         self._weights = _weights(int(forest.depth.max(initial=0)))
+        self._index = TreeIndex.of(forest)
 
     def contributions(self, features: np.ndarray, nthread: int = 1) -> np.ndarray:
         """(rows, outputs, features) contributions; base + their sum = the model's margin."""
@@ -93,12 +104,48 @@ class TreeShap:
         return out
 
     def _run(self, x: np.ndarray, out: np.ndarray) -> None:
-        f, t = self.forest, self.tables
+        f, t, i = self.forest, self.tables, self._index
         _explain(
             x, out, f.feature, f.threshold, f.rule, f.default_left, f.parent, f.is_left, f.slot,
             f.leaf, f.value, f.depth, f.slot_feature, f.zero_fraction, f.tree_start, f.output,
-            t.start, t.h, t.k, self._widest, self._weights,
+            t.start, t.gift, self._widest, self._weights, i.bit, i.splits, i.features,
+            i.feature_start, i.slot_local,
         )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TreeIndex:
+    """Per tree, what grouping rows by their way through it needs: each split's bit in the
+    key (`bit`, -1 at leaves), the split count (`splits`), the features it splits on
+    (`features[feature_start[t]:feature_start[t + 1]]`) and, per leaf slot, that feature's
+    place in its tree's list (`slot_local`)."""
+
+    bit: np.ndarray
+    splits: np.ndarray
+    features: np.ndarray
+    feature_start: np.ndarray
+    slot_local: np.ndarray
+
+    @classmethod
+    def of(cls, forest: Forest) -> TreeIndex:
+        bit = np.full(len(forest.leaf), -1, np.int64)
+        splits = np.zeros(forest.trees, np.int64)
+        features: list[np.ndarray] = []
+        slot_local = np.zeros_like(forest.slot_feature)
+        leaf_nodes = forest.leaf >= 0
+        for t in range(forest.trees):
+            a, b = forest.tree_start[t], forest.tree_start[t + 1]
+            internal = np.flatnonzero(~leaf_nodes[a:b]) + a
+            bit[internal] = np.arange(len(internal))
+            splits[t] = len(internal)
+            used = np.unique(forest.feature[internal])
+            features.append(used)
+            leaves = forest.leaf[a:b][leaf_nodes[a:b]]
+            local = np.searchsorted(used, forest.slot_feature[leaves])
+            slot_local[leaves] = np.minimum(local, max(len(used) - 1, 0))  # unused slots: any
+        start = np.concatenate([[0], np.cumsum([len(f) for f in features])]).astype(np.int64)
+        flat = np.concatenate(features).astype(np.int32) if features else np.zeros(0, np.int32)
+        return cls(bit, splits, flat, start, slot_local.astype(np.int32))
 
 
 def margin(forest: Forest, features: np.ndarray) -> np.ndarray:
@@ -160,23 +207,23 @@ def expected_values(forest: Forest) -> np.ndarray:
 
 
 def tables(forest: Forest, *, max_depth: int, budget: int) -> Tables:
-    """H and K for every leaf of at most `max_depth` distinct path features, shallow leaves
-    first, while the entries stay within `budget`."""
-    sizes = np.where(forest.depth <= max_depth, 1 << np.minimum(forest.depth, 62), 0)
-    order = np.argsort(forest.depth, kind="stable")
+    """The gift tables of every leaf of at most `max_depth` distinct path features, shallow
+    leaves first, while the entries stay within `budget`."""
+    depth = forest.depth.astype(np.int64)
+    sizes = np.where(depth <= max_depth, (1 << np.minimum(depth, 62)) * depth, 0)
+    order = np.argsort(depth, kind="stable")
     within = np.cumsum(sizes[order]) <= budget
     chosen = np.zeros(len(sizes), np.bool_)
     chosen[order[within]] = sizes[order[within]] > 0
     start = np.full(len(sizes), -1, np.int64)
     offsets = np.concatenate([[0], np.cumsum(np.where(chosen, sizes, 0))])
     start[chosen] = offsets[:-1][chosen]
-    h = np.zeros(int(offsets[-1]))
-    k = np.zeros(int(offsets[-1]))
+    gift = np.zeros(int(offsets[-1]))
     _fill_tables(
-        forest.value, forest.depth, forest.zero_fraction, start, h, k,
+        forest.value, forest.depth, forest.zero_fraction, start, gift,
         _weights(int(forest.depth.max(initial=0))),
     )  # fmt: skip
-    return Tables(start=start, h=h, k=k)
+    return Tables(start=start, gift=gift)
 
 
 @_jit
@@ -229,8 +276,7 @@ def _fill_tables(
     depth: np.ndarray,
     zero_fraction: np.ndarray,
     start: np.ndarray,
-    h: np.ndarray,
-    k: np.ndarray,
+    gift: np.ndarray,
     w: np.ndarray,
 ) -> None:
     width = zero_fraction.shape[1]
@@ -241,7 +287,7 @@ def _fill_tables(
         z = zero_fraction[leaf]
         size = 1 << d
         # Symmetric polynomials and the product of z inside each subset, built from the subset
-        # without its lowest slot.
+        # without its lowest slot; then H and K of every subset.
         e = np.zeros((size, width + 1))
         inside = np.ones(size)
         e[0, 0] = 1.0
@@ -254,14 +300,23 @@ def _fill_tables(
             e[mask, 0] = 1.0
             for m in range(1, d + 1):
                 e[mask, m] = e[rest, m] + z[low] * e[rest, m - 1]
+        h = np.empty(size)
+        k = np.empty(size)
         full = size - 1
         for mask in range(size):
             q = 0
             for j in range(d):
                 q += (mask >> j) & 1
-            hv, kv = _h_and_k(e[mask], q, d, w, inside[full ^ mask])
-            h[start[leaf] + mask] = value[leaf] * hv
-            k[start[leaf] + mask] = value[leaf] * kv
+            h[mask], k[mask] = _h_and_k(e[mask], q, d, w, inside[full ^ mask])
+        v = value[leaf]
+        for mask in range(size):
+            at = start[leaf] + mask * d
+            for i in range(d):
+                if (mask >> i) & 1:
+                    without = mask ^ (1 << i)
+                    gift[at + i] = v * (k[mask] - k[without] - h[without])
+                else:
+                    gift[at + i] = -v * h[mask]
 
 
 @_jit
@@ -295,6 +350,103 @@ def _leaf_direct(
 
 
 @_jit
+def _directions(
+    row: np.ndarray,
+    first: int,
+    nodes: int,
+    feature: np.ndarray,
+    threshold: np.ndarray,
+    rule: np.ndarray,
+    default_left: np.ndarray,
+    leaf: np.ndarray,
+    left: np.ndarray,
+) -> None:
+    """left[n]: whether the row goes left at the tree's node n (splits only)."""
+    for n in range(nodes):
+        node = first + n
+        if leaf[node] < 0:
+            left[n] = _goes_left(
+                row[feature[node]], threshold[node], rule[node], default_left[node]
+            )
+
+
+@_jit
+def _add_split_bits(
+    column: np.ndarray, threshold: float, rule: int, default_left: bool, bit: int, key: np.ndarray
+) -> None:
+    """Sets `bit` in key[r] for each row r that goes left at a split (`_goes_left` over a
+    column, written without branches so that the loop vectorises)."""
+    nan_left = default_left
+    if rule == LIGHTGBM_NONE:
+        nan_left = threshold >= 0.0  # LightGBM reads NaN as 0 there
+    if rule == XGBOOST:
+        for r in range(len(column)):
+            v = column[r]
+            key[r] |= bit * np.int64((v < threshold) | ((v != v) & nan_left))
+    elif rule == LIGHTGBM_ZERO:
+        for r in range(len(column)):
+            v = column[r]
+            missing = (v != v) | ((v >= -_ZERO) & (v <= _ZERO))
+            key[r] |= bit * np.int64(((v <= threshold) & ~missing) | (missing & default_left))
+    else:
+        for r in range(len(column)):
+            v = column[r]
+            key[r] |= bit * np.int64((v <= threshold) | ((v != v) & nan_left))
+
+
+@_jit
+def _add_gifts(
+    first: int,
+    nodes: int,
+    left: np.ndarray,
+    masks: np.ndarray,
+    target: np.ndarray,
+    place: np.ndarray,
+    parent: np.ndarray,
+    is_left: np.ndarray,
+    slot: np.ndarray,
+    leaf: np.ndarray,
+    value: np.ndarray,
+    depth: np.ndarray,
+    zero_fraction: np.ndarray,
+    start: np.ndarray,
+    gift: np.ndarray,
+    w: np.ndarray,
+    e: np.ndarray,
+    e_without: np.ndarray,
+    phi: np.ndarray,
+) -> None:
+    """Adds what one tree gives a row (its directions in `left`) to `target[place[leaf, i]]`
+    for each leaf's slot i: the tree's values, walking its nodes once in preorder."""
+    for n in range(nodes):
+        node = first + n
+        p = parent[node]
+        if p < 0:
+            mask = np.int64(-1)  # every slot followed until a split says otherwise
+        else:
+            mask = masks[p]
+            if left[p] != is_left[node]:
+                mask &= ~(np.int64(1) << slot[node])
+        masks[n] = mask
+        lf = leaf[node]
+        if lf < 0:
+            continue
+        d = depth[lf]
+        if d == 0:
+            continue  # a one-leaf tree: all of it is in the base
+        mask &= (np.int64(1) << d) - 1
+        at = start[lf]
+        if at >= 0:
+            at += mask * d
+            for i in range(d):
+                target[place[lf, i]] += gift[at + i]
+        else:
+            _leaf_direct(mask, d, zero_fraction[lf], value[lf], w, e, e_without, phi)
+            for i in range(d):
+                target[place[lf, i]] += phi[i]
+
+
+@_jit
 def _explain(
     x: np.ndarray,
     out: np.ndarray,
@@ -313,56 +465,85 @@ def _explain(
     tree_start: np.ndarray,
     output: np.ndarray,
     start: np.ndarray,
-    h: np.ndarray,
-    k: np.ndarray,
+    gift: np.ndarray,
     widest: int,
     w: np.ndarray,
+    bit: np.ndarray,
+    splits: np.ndarray,
+    tree_features: np.ndarray,
+    feature_start: np.ndarray,
+    slot_local: np.ndarray,
 ) -> None:
+    rows = x.shape[0]
     width = slot_feature.shape[1]
     masks = np.empty(widest, np.int64)
     left = np.empty(widest, np.bool_)
     e = np.empty(width + 1)
     e_without = np.empty(width + 1)
     phi = np.empty(width)
-    for r in range(x.shape[0]):
-        row = x[r]
-        for t in range(len(tree_start) - 1):
-            first = tree_start[t]
-            o = output[t]
-            for n in range(tree_start[t + 1] - first):
-                node = first + n
-                p = parent[node]
-                if p < 0:
-                    mask = np.int64(-1)  # every slot followed until a split says otherwise
-                else:
-                    mask = masks[p]
-                    if left[p] != is_left[node]:
-                        mask &= ~(np.int64(1) << slot[node])
-                masks[n] = mask
-                lf = leaf[node]
-                if lf < 0:
-                    left[n] = _goes_left(
-                        row[feature[node]], threshold[node], rule[node], default_left[node]
-                    )
-                    continue
-                d = depth[lf]
-                if d == 0:
-                    continue  # a one-leaf tree: all of it is in the base
-                mask &= (np.int64(1) << d) - 1
-                at = start[lf]
-                if at >= 0:
-                    for i in range(d):
-                        bit = np.int64(1) << i
-                        if mask & bit:
-                            without = at + (mask ^ bit)
-                            gift = k[at + mask] - k[without] - h[without]
-                        else:
-                            gift = -h[at + mask]
-                        out[r, o, slot_feature[lf, i]] += gift
-                else:
-                    _leaf_direct(mask, d, zero_fraction[lf], value[lf], w, e, e_without, phi)
-                    for i in range(d):
-                        out[r, o, slot_feature[lf, i]] += phi[i]
+    size = 1
+    while size < 2 * rows:
+        size *= 2
+    keys = np.empty(size, np.int64)
+    key_group = np.empty(size, np.int64)
+    group = np.empty(rows, np.int64)
+    first_row = np.empty(rows, np.int64)
+    row_key = np.empty(rows, np.int64)
+    columns = np.ascontiguousarray(x.T)  # a split reads one feature of every row
+    most = 1
+    for t in range(len(tree_start) - 1):
+        most = max(most, feature_start[t + 1] - feature_start[t])
+    values = np.empty((rows, most))
+    for t in range(len(tree_start) - 1):
+        first = tree_start[t]
+        nodes = tree_start[t + 1] - first
+        o = output[t]
+        if rows == 1 or splits[t] > _MAX_KEYED_SPLITS:
+            for r in range(rows):
+                _directions(x[r], first, nodes, feature, threshold, rule, default_left, leaf, left)
+                _add_gifts(
+                    first, nodes, left, masks, out[r, o], slot_feature, parent, is_left, slot,
+                    leaf, value, depth, zero_fraction, start, gift, w, e, e_without, phi,
+                )  # fmt: skip
+            continue
+        # Group the rows by their way through the tree (open addressing on the key).
+        row_key[:] = 0
+        for n in range(nodes):
+            node = first + n
+            if leaf[node] < 0:
+                _add_split_bits(
+                    columns[feature[node]], threshold[node], rule[node], default_left[node],
+                    np.int64(1) << bit[node], row_key,
+                )  # fmt: skip
+        keys[:] = -1
+        groups = 0
+        for r in range(rows):
+            key = row_key[r]
+            h = key * _SPREAD
+            at = (h ^ (h >> 29)) & (size - 1)
+            while keys[at] != -1 and keys[at] != key:
+                at = (at + 1) & (size - 1)
+            if keys[at] == -1:
+                keys[at] = key
+                key_group[at] = groups
+                first_row[groups] = r
+                groups += 1
+            group[r] = key_group[at]
+        local = feature_start[t + 1] - feature_start[t]
+        for g in range(groups):
+            values[g, :local] = 0.0
+            _directions(
+                x[first_row[g]], first, nodes, feature, threshold, rule, default_left, leaf, left
+            )
+            _add_gifts(
+                first, nodes, left, masks, values[g], slot_local, parent, is_left, slot,
+                leaf, value, depth, zero_fraction, start, gift, w, e, e_without, phi,
+            )  # fmt: skip
+        used = tree_features[feature_start[t] : feature_start[t + 1]]
+        for r in range(rows):
+            g = group[r]
+            for j in range(local):
+                out[r, o, used[j]] += values[g, j]
 
 
 @_jit
