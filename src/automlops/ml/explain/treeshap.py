@@ -136,7 +136,8 @@ class TreeIndex:
         for t in range(forest.trees):
             a, b = forest.tree_start[t], forest.tree_start[t + 1]
             internal = np.flatnonzero(~leaf_nodes[a:b]) + a
-            bit[internal] = np.arange(len(internal))
+            # The root's bit highest: keys in order keep early splits' directions together.
+            bit[internal] = np.arange(len(internal))[::-1]
             splits[t] = len(internal)
             used = np.unique(forest.feature[internal])
             features.append(used)
@@ -447,6 +448,74 @@ def _add_gifts(
 
 
 @_jit
+def _update_gifts(
+    first: int,
+    nodes: int,
+    key: np.int64,
+    bit: np.ndarray,
+    masks: np.ndarray,
+    held: np.ndarray,
+    target: np.ndarray,
+    place: np.ndarray,
+    parent: np.ndarray,
+    is_left: np.ndarray,
+    slot: np.ndarray,
+    leaf: np.ndarray,
+    value: np.ndarray,
+    depth: np.ndarray,
+    zero_fraction: np.ndarray,
+    start: np.ndarray,
+    gift: np.ndarray,
+    w: np.ndarray,
+    e: np.ndarray,
+    e_without: np.ndarray,
+    phi: np.ndarray,
+) -> None:
+    """`_add_gifts` for the directions in `key` (bit[node] set: left at that split) and a
+    `target` that already holds the tree's values for other directions, leaf l's for pattern
+    held[l] (-1: none yet): only the leaves whose pattern changed are taken out and put back
+    with the new one."""
+    masks[0] = np.int64(-1)
+    for n in range(1, nodes):
+        node = first + n
+        p = parent[node]
+        went_left = (key >> bit[first + p]) & 1
+        # Without branches: the row's side and the path's are a coin toss, badly predicted.
+        mismatch = went_left ^ np.int64(is_left[node])
+        mask = masks[p] & ~(mismatch << slot[node])
+        masks[n] = mask
+        lf = leaf[node]
+        if lf < 0:
+            continue
+        d = depth[lf]
+        if d == 0:
+            continue
+        mask &= (np.int64(1) << d) - 1
+        before = held[lf]
+        if mask == before:
+            continue
+        held[lf] = mask
+        at = start[lf]
+        if at >= 0:
+            now = at + mask * d
+            if before < 0:
+                for i in range(d):
+                    target[place[lf, i]] += gift[now + i]
+            else:
+                was = at + before * d
+                for i in range(d):
+                    target[place[lf, i]] += gift[now + i] - gift[was + i]
+        else:
+            if before >= 0:
+                _leaf_direct(before, d, zero_fraction[lf], value[lf], w, e, e_without, phi)
+                for i in range(d):
+                    target[place[lf, i]] -= phi[i]
+            _leaf_direct(mask, d, zero_fraction[lf], value[lf], w, e, e_without, phi)
+            for i in range(d):
+                target[place[lf, i]] += phi[i]
+
+
+@_jit
 def _explain(
     x: np.ndarray,
     out: np.ndarray,
@@ -489,16 +558,19 @@ def _explain(
     group = np.empty(rows, np.int64)
     first_row = np.empty(rows, np.int64)
     row_key = np.empty(rows, np.int64)
+    group_key = np.empty(rows, np.int64)
+    held = np.full(len(value), np.int64(-1))  # per leaf, the pattern `running` holds
     columns = np.ascontiguousarray(x.T)  # a split reads one feature of every row
     most = 1
     for t in range(len(tree_start) - 1):
         most = max(most, feature_start[t + 1] - feature_start[t])
     values = np.empty((rows, most))
+    running = np.empty(most)
     for t in range(len(tree_start) - 1):
         first = tree_start[t]
         nodes = tree_start[t + 1] - first
         o = output[t]
-        if rows == 1 or splits[t] > _MAX_KEYED_SPLITS:
+        if splits[t] > _MAX_KEYED_SPLITS:
             for r in range(rows):
                 _directions(x[r], first, nodes, feature, threshold, rule, default_left, leaf, left)
                 _add_gifts(
@@ -526,19 +598,21 @@ def _explain(
             if keys[at] == -1:
                 keys[at] = key
                 key_group[at] = groups
+                group_key[groups] = key
                 first_row[groups] = r
                 groups += 1
             group[r] = key_group[at]
+        # Groups in key order: neighbours mostly differ in late splits, so few leaves see
+        # another pattern from one group to the next; only those leaves are updated.
         local = feature_start[t + 1] - feature_start[t]
-        for g in range(groups):
-            values[g, :local] = 0.0
-            _directions(
-                x[first_row[g]], first, nodes, feature, threshold, rule, default_left, leaf, left
-            )
-            _add_gifts(
-                first, nodes, left, masks, values[g], slot_local, parent, is_left, slot,
-                leaf, value, depth, zero_fraction, start, gift, w, e, e_without, phi,
+        running[:local] = 0.0
+        for g in np.argsort(group_key[:groups]):
+            _update_gifts(
+                first, nodes, group_key[g], bit, masks, held, running, slot_local, parent,
+                is_left, slot, leaf, value, depth, zero_fraction, start, gift, w, e, e_without,
+                phi,
             )  # fmt: skip
+            values[g, :local] = running[:local]
         used = tree_features[feature_start[t] : feature_start[t + 1]]
         for r in range(rows):
             g = group[r]
