@@ -134,19 +134,34 @@ def test_lightgbm_zero_as_missing_matches_lightgbms_own(task: Task) -> None:
     np.testing.assert_allclose(ours.base, theirs[0, :, -1], atol=1e-6)
 
 
-@pytest.mark.parametrize("task", [Task.binary, Task.multiclass])
-def test_tables_direct_leaves_and_threads_give_the_same_values(task: Task) -> None:
+@functools.cache
+def bushy_booster() -> xgb.Booster:
+    """Deep trees fitted to noise: more splits than a 64-bit key holds."""
+    x = features(0, 600)
+    noise = np.random.default_rng(3).normal(size=len(x))
+    params = {"max_depth": 10, "min_child_weight": 0, "lambda": 0, "nthread": 1, "verbosity": 0}
+    return xgb.train(params, xgb.DMatrix(x, label=noise), 3)
+
+
+@pytest.mark.parametrize("kind", ["binary", "multiclass", "bushy"])
+def test_tables_direct_leaves_and_threads_give_the_same_values(kind: str) -> None:
     """Leaves past the table limits take the direct (depth^2) route: same values; so do rows
-    split over threads."""
-    booster = xgboost_booster(task, depth=10)
+    split over threads, rows one at a time, and trees of more splits than a 64-bit key holds
+    (walked row by row)."""
+    booster = bushy_booster() if kind == "bushy" else xgboost_booster(Task(kind), depth=10)
     tabled = xgboost_treeshap(booster)
     assert tabled is not None and tabled.forest.depth.max() > 4
+    if kind == "bushy":
+        assert (tabled.index.splits > 63).any()
     x = features(2, 700)
     expected = tabled.contributions(x)
     for direct in (TreeShap(tabled.forest, budget=0), TreeShap(tabled.forest, max_depth=4)):
         assert (direct.tables.start < 0).any()
         np.testing.assert_allclose(direct.contributions(x), expected, atol=1e-9)
     np.testing.assert_allclose(tabled.contributions(x, nthread=2), expected, atol=0)
+    # One row at a time (no grouping of rows by their way through a tree): the same.
+    one_by_one = np.concatenate([tabled.contributions(x[i : i + 1]) for i in range(0, 700, 70)])
+    np.testing.assert_allclose(one_by_one, expected[::70], atol=1e-9)
     library = booster.predict(xgb.DMatrix(x), pred_contribs=True, strict_shape=True)
     np.testing.assert_allclose(expected, library[:, :, :-1], atol=1e-4)
 

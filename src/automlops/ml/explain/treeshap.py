@@ -84,7 +84,7 @@ class TreeShap:
         self.base = forest.offset + expected_values(forest)
         self._widest = forest.widest_tree
         self._weights = _weights(int(forest.depth.max(initial=0)))
-        self._index = TreeIndex.of(forest)
+        self.index = TreeIndex.of(forest)
 
     def contributions(self, features: np.ndarray, nthread: int = 1) -> np.ndarray:
         """(rows, outputs, features) contributions; base + their sum = the model's margin."""
@@ -104,7 +104,7 @@ class TreeShap:
         return out
 
     def _run(self, x: np.ndarray, out: np.ndarray) -> None:
-        f, t, i = self.forest, self.tables, self._index
+        f, t, i = self.forest, self.tables, self.index
         _explain(
             x, out, f.feature, f.threshold, f.rule, f.default_left, f.parent, f.is_left, f.slot,
             f.leaf, f.value, f.depth, f.slot_feature, f.zero_fraction, f.tree_start, f.output,
@@ -416,9 +416,14 @@ def _add_gifts(
     e: np.ndarray,
     e_without: np.ndarray,
     phi: np.ndarray,
+    pending_leaf: np.ndarray,
+    pending_at: np.ndarray,
 ) -> None:
     """Adds what one tree gives a row (its directions in `left`) to `target[place[leaf, i]]`
     for each leaf's slot i: the tree's values, walking its nodes once in preorder."""
+    # Table reads wait until the walk is done: independent of each other then, their cache
+    # misses (a row's patterns land anywhere in the tables) overlap instead of queueing.
+    waiting = 0
     for n in range(nodes):
         node = first + n
         p = parent[node]
@@ -438,13 +443,18 @@ def _add_gifts(
         mask &= (np.int64(1) << d) - 1
         at = start[lf]
         if at >= 0:
-            at += mask * d
-            for i in range(d):
-                target[place[lf, i]] += gift[at + i]
+            pending_leaf[waiting] = lf
+            pending_at[waiting] = at + mask * d
+            waiting += 1
         else:
             _leaf_direct(mask, d, zero_fraction[lf], value[lf], w, e, e_without, phi)
             for i in range(d):
                 target[place[lf, i]] += phi[i]
+    for j in range(waiting):
+        lf = pending_leaf[j]
+        at = pending_at[j]
+        for i in range(depth[lf]):
+            target[place[lf, i]] += gift[at + i]
 
 
 @_jit
@@ -558,6 +568,8 @@ def _explain(
     group = np.empty(rows, np.int64)
     first_row = np.empty(rows, np.int64)
     row_key = np.empty(rows, np.int64)
+    pending_leaf = np.empty(widest, np.int64)
+    pending_at = np.empty(widest, np.int64)
     group_key = np.empty(rows, np.int64)
     held = np.full(len(value), np.int64(-1))  # per leaf, the pattern `running` holds
     columns = np.ascontiguousarray(x.T)  # a split reads one feature of every row
@@ -570,12 +582,13 @@ def _explain(
         first = tree_start[t]
         nodes = tree_start[t + 1] - first
         o = output[t]
-        if splits[t] > _MAX_KEYED_SPLITS:
+        if rows == 1 or splits[t] > _MAX_KEYED_SPLITS:  # one row: grouping costs, saves nothing
             for r in range(rows):
                 _directions(x[r], first, nodes, feature, threshold, rule, default_left, leaf, left)
                 _add_gifts(
                     first, nodes, left, masks, out[r, o], slot_feature, parent, is_left, slot,
                     leaf, value, depth, zero_fraction, start, gift, w, e, e_without, phi,
+                    pending_leaf, pending_at,
                 )  # fmt: skip
             continue
         # Group the rows by their way through the tree (open addressing on the key).
