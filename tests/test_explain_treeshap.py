@@ -172,6 +172,8 @@ def test_models_use_it_and_keep_the_library_for_trees_it_cannot_hold() -> None:
     model = XGBoostModel(xgboost_booster(Task.binary))
     model.contributions(x[:3], Task.binary)
     assert model._treeshap is not None  # our path, not pred_contribs
+    with pytest.raises(ValueError, match="shape"):  # too narrow: refused, never read past
+        model._treeshap.contributions(x[:3, :2])
     # LightGBM's categorical splits ("==") are not in our layout: its own TreeSHAP answers.
     codes = x.copy()
     codes[:, 2] = np.argmax(x[:, 2:5], axis=1)

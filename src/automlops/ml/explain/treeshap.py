@@ -85,10 +85,13 @@ class TreeShap:
         self._widest = forest.widest_tree
         self._weights = _weights(int(forest.depth.max(initial=0)))
         self.index = TreeIndex.of(forest)
+        self._width = int(forest.feature.max(initial=-1)) + 1  # features the splits read
 
     def contributions(self, features: np.ndarray, nthread: int = 1) -> np.ndarray:
         """(rows, outputs, features) contributions; base + their sum = the model's margin."""
         x = _as_read(self.forest, features)
+        if x.ndim != 2 or x.shape[1] < self._width:  # the kernel does not check its reads
+            raise ValueError(f"features of shape {x.shape} for trees reading {self._width}")
         out = np.zeros((len(x), self.forest.outputs, x.shape[1]))
         parts = min(nthread, len(x) // PARALLEL_MIN_ROWS) if nthread > 1 else 1
         if parts <= 1:
@@ -351,27 +354,6 @@ def _leaf_direct(
 
 
 @_jit
-def _directions(
-    row: np.ndarray,
-    first: int,
-    nodes: int,
-    feature: np.ndarray,
-    threshold: np.ndarray,
-    rule: np.ndarray,
-    default_left: np.ndarray,
-    leaf: np.ndarray,
-    left: np.ndarray,
-) -> None:
-    """left[n]: whether the row goes left at the tree's node n (splits only)."""
-    for n in range(nodes):
-        node = first + n
-        if leaf[node] < 0:
-            left[n] = _goes_left(
-                row[feature[node]], threshold[node], rule[node], default_left[node]
-            )
-
-
-@_jit
 def _add_split_bits(
     column: np.ndarray, threshold: float, rule: int, default_left: bool, bit: int, key: np.ndarray
 ) -> None:
@@ -397,6 +379,11 @@ def _add_split_bits(
 
 @_jit
 def _add_gifts(
+    row: np.ndarray,
+    feature: np.ndarray,
+    threshold: np.ndarray,
+    rule: np.ndarray,
+    default_left: np.ndarray,
     first: int,
     nodes: int,
     left: np.ndarray,
@@ -419,8 +406,9 @@ def _add_gifts(
     pending_leaf: np.ndarray,
     pending_at: np.ndarray,
 ) -> None:
-    """Adds what one tree gives a row (its directions in `left`) to `target[place[leaf, i]]`
-    for each leaf's slot i: the tree's values, walking its nodes once in preorder."""
+    """Adds what one tree gives `row` to `target[place[leaf, i]]` for each leaf's slot i: the
+    tree's values, walking its nodes once in preorder (a split's direction, kept in `left`,
+    is known before its children are reached)."""
     # Table reads wait until the walk is done: independent of each other then, their cache
     # misses (a row's patterns land anywhere in the tables) overlap instead of queueing.
     waiting = 0
@@ -436,6 +424,9 @@ def _add_gifts(
         masks[n] = mask
         lf = leaf[node]
         if lf < 0:
+            left[n] = _goes_left(
+                row[feature[node]], threshold[node], rule[node], default_left[node]
+            )
             continue
         d = depth[lf]
         if d == 0:
@@ -584,11 +575,10 @@ def _explain(
         o = output[t]
         if rows == 1 or splits[t] > _MAX_KEYED_SPLITS:  # one row: grouping costs, saves nothing
             for r in range(rows):
-                _directions(x[r], first, nodes, feature, threshold, rule, default_left, leaf, left)
                 _add_gifts(
-                    first, nodes, left, masks, out[r, o], slot_feature, parent, is_left, slot,
-                    leaf, value, depth, zero_fraction, start, gift, w, e, e_without, phi,
-                    pending_leaf, pending_at,
+                    x[r], feature, threshold, rule, default_left, first, nodes, left, masks,
+                    out[r, o], slot_feature, parent, is_left, slot, leaf, value, depth,
+                    zero_fraction, start, gift, w, e, e_without, phi, pending_leaf, pending_at,
                 )  # fmt: skip
             continue
         # Group the rows by their way through the tree (open addressing on the key).
