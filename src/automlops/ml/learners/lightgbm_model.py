@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import time
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightgbm as lgb
 import numpy as np
 
 from automlops.config import Task
-from automlops.ml.explain.boosted import lightgbm_treeshap
 from automlops.ml.explain.records import FeatureContributions
-from automlops.ml.explain.treeshap import TreeShap
 from automlops.ml.learners.base import (
     PATIENCE,
     REPORT_EVERY,
@@ -23,6 +21,9 @@ from automlops.ml.learners.base import (
     normalise,
     objective,
 )
+
+if TYPE_CHECKING:
+    from automlops.ml.explain.treeshap import TreeShap
 
 MODEL_FILE = "model.lgb.txt"
 
@@ -69,6 +70,9 @@ class LightGBMModel:
 
     @cached_property
     def _treeshap(self) -> TreeShap | None:
+        # Imported at the first explanation: numba stays out of processes that never explain.
+        from automlops.ml.explain.boosted import lightgbm_treeshap
+
         return lightgbm_treeshap(self.booster)
 
     def importances(self, feature_names: list[str]) -> dict[str, float]:

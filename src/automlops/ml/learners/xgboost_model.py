@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import time
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import xgboost as xgb
 
 from automlops.config import Task
-from automlops.ml.explain.boosted import xgboost_treeshap
 from automlops.ml.explain.records import FeatureContributions
-from automlops.ml.explain.treeshap import TreeShap
 from automlops.ml.learners.base import (
     PATIENCE,
     REPORT_EVERY,
@@ -22,6 +20,9 @@ from automlops.ml.learners.base import (
     normalise,
     objective,
 )
+
+if TYPE_CHECKING:
+    from automlops.ml.explain.treeshap import TreeShap
 
 MODEL_FILE = "model.ubj"
 
@@ -93,6 +94,9 @@ class XGBoostModel:
 
     @cached_property
     def _treeshap(self) -> TreeShap | None:
+        # Imported at the first explanation: numba stays out of processes that never explain.
+        from automlops.ml.explain.boosted import xgboost_treeshap
+
         return xgboost_treeshap(self.booster)
 
     def importances(self, feature_names: list[str]) -> dict[str, float]:
