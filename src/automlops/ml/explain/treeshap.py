@@ -23,8 +23,12 @@ directly, d^2 per leaf: the classic cost, still exact.
 What a tree gives a row depends only on which way the row goes at each of the tree's splits:
 rows that agree on all of them get the same values. So, tree by tree, the rows of a call are
 grouped by that pattern (a 64-bit key: trees of at most 63 splits), each group's values are
-computed once, and each row adds its group's values for the tree's features. On the bank data
-a depth-5 XGBoost tree sees about 3% as many patterns as rows, a 31-leaf LightGBM tree 27%.
+computed once, and each row adds its group's values for the tree's features. Groups are
+visited in key order, each from the one before by updating only the leaves whose pattern
+changed (the same values up to float64 rounding). On the bank data a depth-5 XGBoost tree
+sees about 3% as many patterns as rows, a 31-leaf LightGBM tree 27%. One row alone is walked
+without grouping, its table reads held until its walk of a tree is done so that their cache
+misses overlap.
 """
 
 from __future__ import annotations
