@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 import lightgbm as lgb
 import numpy as np
@@ -20,6 +21,9 @@ from automlops.ml.learners.base import (
     normalise,
     objective,
 )
+
+if TYPE_CHECKING:
+    from automlops.ml.explain.treeshap import TreeShap
 
 MODEL_FILE = "model.lgb.txt"
 
@@ -52,11 +56,24 @@ class LightGBMModel:
         return self.booster.model_to_string().encode()
 
     def contributions(self, features: np.ndarray, task: Task) -> FeatureContributions:
-        """Exact TreeSHAP values from LightGBM itself (`pred_contrib`), on the raw score."""
+        """Exact TreeSHAP values on the raw score: our compiled TreeSHAP over the booster's
+        trees (built on the first call), or LightGBM's own `pred_contrib` for trees it cannot
+        hold (categorical splits, linear leaves)."""
+        if self._treeshap is not None:
+            values = self._treeshap.contributions(features, self.nthread)
+            base = np.repeat(self._treeshap.base[None, :], len(values), axis=0)
+            return FeatureContributions(values=values, base=base)
         out = self.booster.predict(features, pred_contrib=True, num_threads=self.nthread)
         # (rows, outputs * (features + 1)), class by class; the last of each block is the bias.
         out = np.asarray(out, dtype=np.float64).reshape(len(features), -1, features.shape[1] + 1)
         return FeatureContributions(values=out[:, :, :-1], base=out[:, :, -1])
+
+    @cached_property
+    def _treeshap(self) -> TreeShap | None:
+        # Imported at the first explanation: numba stays out of processes that never explain.
+        from automlops.ml.explain.boosted import lightgbm_treeshap
+
+        return lightgbm_treeshap(self.booster)
 
     def importances(self, feature_names: list[str]) -> dict[str, float]:
         gains = self.booster.feature_importance(importance_type="gain")

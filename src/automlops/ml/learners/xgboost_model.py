@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import xgboost as xgb
@@ -19,6 +20,9 @@ from automlops.ml.learners.base import (
     normalise,
     objective,
 )
+
+if TYPE_CHECKING:
+    from automlops.ml.explain.treeshap import TreeShap
 
 MODEL_FILE = "model.ubj"
 
@@ -59,8 +63,9 @@ class XGBoostModel:
     learner = "xgboost"
     model_file = MODEL_FILE
 
-    def __init__(self, booster: xgb.Booster) -> None:
+    def __init__(self, booster: xgb.Booster, nthread: int = 1) -> None:
         self.booster = booster
+        self.nthread = nthread  # for explanations (the booster has its own setting)
 
     @property
     def rounds(self) -> int:
@@ -74,13 +79,25 @@ class XGBoostModel:
         return bytes(self.booster.save_raw(raw_format="ubj"))
 
     def contributions(self, features: np.ndarray, task: Task) -> FeatureContributions:
-        """Exact TreeSHAP values from XGBoost itself (`pred_contribs`), on the margin."""
+        """Exact TreeSHAP values on the margin: our compiled TreeSHAP over the booster's trees
+        (built on the first call), or XGBoost's own `pred_contribs` for trees it cannot hold."""
+        if self._treeshap is not None:
+            values = self._treeshap.contributions(features, self.nthread)
+            base = np.repeat(self._treeshap.base[None, :], len(values), axis=0)
+            return FeatureContributions(values=values, base=base)
         # One thread to build the matrix (a copy); the booster predicts with its own threads.
         matrix = xgb.DMatrix(features, nthread=1)
         # strict_shape: (rows, outputs, features + 1) for every objective; the last is the bias.
         out = self.booster.predict(matrix, pred_contribs=True, strict_shape=True)
         out = np.asarray(out, dtype=np.float64)
         return FeatureContributions(values=out[:, :, :-1], base=out[:, :, -1])
+
+    @cached_property
+    def _treeshap(self) -> TreeShap | None:
+        # Imported at the first explanation: numba stays out of processes that never explain.
+        from automlops.ml.explain.boosted import xgboost_treeshap
+
+        return xgboost_treeshap(self.booster)
 
     def importances(self, feature_names: list[str]) -> dict[str, float]:
         gains = self.booster.get_score(importance_type="total_gain")
@@ -175,4 +192,4 @@ class XGBoostLearner:
         # One thread by default: idle XGBoost threads spin and steal a small machine's cores.
         booster = xgb.Booster(params={"nthread": nthread})
         booster.load_model(bytearray(data))
-        return XGBoostModel(booster)
+        return XGBoostModel(booster, nthread)

@@ -1,0 +1,667 @@
+"""Exact path-dependent TreeSHAP over a `Forest`, compiled with numba, a leaf at a time.
+
+The values are those of Lundberg et al.'s TreeSHAP (what XGBoost's `pred_contribs`, LightGBM's
+`pred_contrib` and shap's TreeExplainer compute), reached another way so that a row costs
+about leaves x depth per tree instead of leaves x depth^2 (the idea of Yang's Fast TreeSHAP
+v2: what a leaf gives each feature depends on the row only through which of its path's
+features the row follows, so it can be tabled per leaf ahead of time).
+
+One leaf l with value v, its path's distinct features P (d of them) and, per feature j in P,
+the share z_j of the training cover that followed the path's splits on j. A row follows the
+path on the features Q of P whose every split on the path it passes. With
+g(S) = v * prod_{j in P - S} z_j, w(s) = s! (d - s - 1)! / d! (Shapley weights) and
+
+    H(Q) = sum over S in Q of w(|S|) g(S),   K(Q) = sum over nonempty S in Q of w(|S| - 1) g(S),
+
+the leaf gives feature i: K(Q) - K(Q - i) - H(Q - i) when i is in Q, and -H(Q) when it is
+not. Both sums reduce to the elementary symmetric polynomials of Q's z (`_symmetric`), so a
+leaf's gifts to its d features for each of the 2^d patterns Q cost 2^d x d once and are
+tabled side by side; a row then reads d consecutive numbers per leaf. Leaves with too many
+distinct features for a table (or past the table budget) compute the gifts for the row's Q
+directly, d^2 per leaf: the classic cost, still exact.
+
+What a tree gives a row depends only on which way the row goes at each of the tree's splits:
+rows that agree on all of them get the same values. So, tree by tree, the rows of a call are
+grouped by that pattern (a 64-bit key: trees of at most 63 splits), each group's values are
+computed once, and each row adds its group's values for the tree's features. Groups are
+visited in key order, each from the one before by updating only the leaves whose pattern
+changed (the same values up to float64 rounding). On the bank data a depth-5 XGBoost tree
+sees about 3% as many patterns as rows, a 31-leaf LightGBM tree 27%. One row alone is walked
+without grouping, its table reads held until its walk of a tree is done so that their cache
+misses overlap.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import numba
+import numpy as np
+
+from automlops.ml.explain.forest import (
+    LIGHTGBM_NAN,
+    LIGHTGBM_NONE,
+    LIGHTGBM_ZERO,
+    XGBOOST,
+    Forest,
+)
+
+# Leaves of at most this many distinct path features get tables (2^d x d entries each), while
+# the model's tables stay within the budget (entries of 8 bytes: 32 MB).
+MAX_TABLE_DEPTH = 14
+TABLE_BUDGET = 1 << 22
+_MAX_KEYED_SPLITS = 63  # trees with more splits are walked row by row (no 64-bit key)
+_SPREAD = -7046029254386353131  # 0x9E3779B97F4A7C15 (Fibonacci hashing) as a signed int64
+# Fewer rows than this are explained on the calling thread alone (no hand-off cost).
+PARALLEL_MIN_ROWS = 256
+_ZERO = 1e-35  # LightGBM reads |x| <= this as zero (kZeroThreshold)
+
+# Compiled code is cached beside this module when the directory is writable (else numba's
+# user cache when NUMBA_CACHE_DIR names one); otherwise each process compiles once.
+_CACHE = os.access(Path(__file__).parent, os.W_OK) or bool(os.environ.get("NUMBA_CACHE_DIR"))
+_jit = numba.njit(cache=_CACHE, nogil=True)
+
+
+@dataclass(frozen=True)
+class Tables:
+    """Per leaf, its gift to each of its d path features for every pattern Q of the features
+    a row follows: `gift[start[leaf] + Q * d + i]` (`start` -1: the leaf is computed
+    directly)."""
+
+    start: np.ndarray
+    gift: np.ndarray
+
+
+class TreeShap:
+    """Exact TreeSHAP for one model's trees: tables built once, rows explained on demand."""
+
+    def __init__(
+        self, forest: Forest, *, max_depth: int = MAX_TABLE_DEPTH, budget: int = TABLE_BUDGET
+    ) -> None:
+        self.forest = forest
+        self.tables = tables(forest, max_depth=max_depth, budget=budget)
+        self.base = forest.offset + expected_values(forest)
+        self._widest = forest.widest_tree
+        self._weights = _weights(int(forest.depth.max(initial=0)))
+        self.index = TreeIndex.of(forest)
+        self._width = int(forest.feature.max(initial=-1)) + 1  # features the splits read
+
+    def contributions(self, features: np.ndarray, nthread: int = 1) -> np.ndarray:
+        """(rows, outputs, features) contributions; base + their sum = the model's margin."""
+        x = _as_read(self.forest, features)
+        if x.ndim != 2 or x.shape[1] < self._width:  # the kernel does not check its reads
+            raise ValueError(f"features of shape {x.shape} for trees reading {self._width}")
+        out = np.zeros((len(x), self.forest.outputs, x.shape[1]))
+        parts = min(nthread, len(x) // PARALLEL_MIN_ROWS) if nthread > 1 else 1
+        if parts <= 1:
+            self._run(x, out)
+            return out
+        # The kernel releases the GIL: threads over row ranges use every core asked for.
+        bounds = np.linspace(0, len(x), parts + 1).astype(int)
+        futures = [
+            _pool().submit(self._run, x[a:b], out[a:b]) for a, b in itertools.pairwise(bounds)
+        ]
+        for future in futures:
+            future.result()
+        return out
+
+    def _run(self, x: np.ndarray, out: np.ndarray) -> None:
+        f, t, i = self.forest, self.tables, self.index
+        _explain(
+            x, out, f.feature, f.threshold, f.rule, f.default_left, f.parent, f.is_left, f.slot,
+            f.leaf, f.value, f.depth, f.slot_feature, f.zero_fraction, f.tree_start, f.output,
+            t.start, t.gift, self._widest, self._weights, i.bit, i.splits, i.features,
+            i.feature_start, i.slot_local,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TreeIndex:
+    """Per tree, what grouping rows by their way through it needs: each split's bit in the
+    key (`bit`, -1 at leaves), the split count (`splits`), the features it splits on
+    (`features[feature_start[t]:feature_start[t + 1]]`) and, per leaf slot, that feature's
+    place in its tree's list (`slot_local`)."""
+
+    bit: np.ndarray
+    splits: np.ndarray
+    features: np.ndarray
+    feature_start: np.ndarray
+    slot_local: np.ndarray
+
+    @classmethod
+    def of(cls, forest: Forest) -> TreeIndex:
+        bit = np.full(len(forest.leaf), -1, np.int64)
+        splits = np.zeros(forest.trees, np.int64)
+        features: list[np.ndarray] = []
+        slot_local = np.zeros_like(forest.slot_feature)
+        leaf_nodes = forest.leaf >= 0
+        for t in range(forest.trees):
+            a, b = forest.tree_start[t], forest.tree_start[t + 1]
+            internal = np.flatnonzero(~leaf_nodes[a:b]) + a
+            # The root's bit highest: keys in order keep early splits' directions together.
+            bit[internal] = np.arange(len(internal))[::-1]
+            splits[t] = len(internal)
+            used = np.unique(forest.feature[internal])
+            features.append(used)
+            leaves = forest.leaf[a:b][leaf_nodes[a:b]]
+            local = np.searchsorted(used, forest.slot_feature[leaves])
+            slot_local[leaves] = np.minimum(local, max(len(used) - 1, 0))  # unused slots: any
+        start = np.concatenate([[0], np.cumsum([len(f) for f in features])]).astype(np.int64)
+        flat = np.concatenate(features).astype(np.int32) if features else np.zeros(0, np.int32)
+        return cls(bit, splits, flat, start, slot_local.astype(np.int32))
+
+
+def margin(forest: Forest, features: np.ndarray) -> np.ndarray:
+    """The margin `forest` gives each row: (rows, outputs) (to check a layout against its
+    booster)."""
+    x = _as_read(forest, features)
+    out = np.zeros((len(x), forest.outputs))
+    f = forest
+    _margin(x, out, f.feature, f.threshold, f.rule, f.default_left, f.leaf, f.value,
+            f.tree_start, f.output)  # fmt: skip
+    return out + f.offset
+
+
+def _as_read(forest: Forest, features: np.ndarray) -> np.ndarray:
+    """Features as the booster reads them: XGBoost as float32; LightGBM as given when float32
+    or float64 (it compares in double), else as float64."""
+    dtype = np.dtype(np.float32) if forest.float32 else np.asarray(features).dtype
+    if dtype not in (np.float32, np.float64):
+        dtype = np.dtype(np.float64)
+    return np.ascontiguousarray(features, dtype=dtype)
+
+
+@cache
+def _pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="treeshap")
+
+
+@cache
+def _weights(width: int) -> np.ndarray:
+    """w[d, s] = s! (d - s - 1)! / d!: the Shapley weight of a coalition of s among d players
+    (0 outside 0 <= s < d)."""
+    w = np.zeros((width + 1, width + 1))
+    for d in range(1, width + 1):
+        for s in range(d):
+            # s! (d-s-1)! / d! = 1 / (d * C(d-1, s)), computed in floats to stay finite.
+            w[d, s] = 1.0 / (d * _choose(d - 1, s))
+    return w
+
+
+def _choose(n: int, k: int) -> float:
+    result = 1.0
+    for i in range(k):
+        result = result * (n - i) / (i + 1)
+    return result
+
+
+def expected_values(forest: Forest) -> np.ndarray:
+    """Per output, the sum over trees of the cover-weighted mean of the leaves (TreeSHAP's
+    base value without the offset)."""
+    reach = np.prod(forest.zero_fraction, axis=1)  # unused slots hold 1
+    tree_of_leaf = np.zeros(len(forest.value), np.int64)
+    leaf_nodes = np.flatnonzero(forest.leaf >= 0)
+    tree_of_leaf[forest.leaf[leaf_nodes]] = (
+        np.searchsorted(forest.tree_start, leaf_nodes, side="right") - 1
+    )
+    base = np.zeros(forest.outputs)
+    np.add.at(base, forest.output[tree_of_leaf], forest.value * reach)
+    return base
+
+
+def tables(forest: Forest, *, max_depth: int, budget: int) -> Tables:
+    """The gift tables of every leaf of at most `max_depth` distinct path features, shallow
+    leaves first, while the entries stay within `budget`."""
+    depth = forest.depth.astype(np.int64)
+    sizes = np.where(depth <= max_depth, (1 << np.minimum(depth, 62)) * depth, 0)
+    order = np.argsort(depth, kind="stable")
+    within = np.cumsum(sizes[order]) <= budget
+    chosen = np.zeros(len(sizes), np.bool_)
+    chosen[order[within]] = sizes[order[within]] > 0
+    start = np.full(len(sizes), -1, np.int64)
+    offsets = np.concatenate([[0], np.cumsum(np.where(chosen, sizes, 0))])
+    start[chosen] = offsets[:-1][chosen]
+    gift = np.zeros(int(offsets[-1]))
+    _fill_tables(
+        forest.value, forest.depth, forest.zero_fraction, start, gift,
+        _weights(int(forest.depth.max(initial=0))),
+    )  # fmt: skip
+    return Tables(start=start, gift=gift)
+
+
+@_jit
+def _goes_left(x: float, threshold: float, rule: int, default_left: bool) -> bool:
+    if rule == XGBOOST:
+        if np.isnan(x):
+            return default_left
+        return x < threshold
+    if np.isnan(x) and rule != LIGHTGBM_NAN:
+        x = 0.0
+    if (rule == LIGHTGBM_ZERO and -_ZERO <= x <= _ZERO) or (rule == LIGHTGBM_NAN and np.isnan(x)):
+        return default_left
+    return x <= threshold
+
+
+@_jit
+def _symmetric(mask: np.int64, depth: int, z: np.ndarray, e: np.ndarray) -> int:
+    """e[m] = the m-th elementary symmetric polynomial of z over the slots in `mask`; returns
+    how many slots that is."""
+    e[0] = 1.0
+    for m in range(1, depth + 1):
+        e[m] = 0.0
+    q = 0
+    for j in range(depth):
+        if (mask >> j) & 1:
+            q += 1
+            for m in range(q, 0, -1):
+                e[m] += z[j] * e[m - 1]
+    return q
+
+
+@_jit
+def _h_and_k(
+    e: np.ndarray, q: int, depth: int, w: np.ndarray, outside: float
+) -> tuple[float, float]:
+    """H(Q) and K(Q) divided by the leaf value, from Q's symmetric polynomials `e` (|Q| = q)
+    and the product of z outside Q."""
+    h = 0.0
+    k = 0.0
+    for m in range(q + 1):
+        h += w[depth, q - m] * e[m]
+        if q - m - 1 >= 0:
+            k += w[depth, q - m - 1] * e[m]
+    return h * outside, k * outside
+
+
+@_jit
+def _fill_tables(
+    value: np.ndarray,
+    depth: np.ndarray,
+    zero_fraction: np.ndarray,
+    start: np.ndarray,
+    gift: np.ndarray,
+    w: np.ndarray,
+) -> None:
+    width = zero_fraction.shape[1]
+    for leaf in range(len(value)):
+        if start[leaf] < 0:
+            continue
+        d = depth[leaf]
+        z = zero_fraction[leaf]
+        size = 1 << d
+        # Symmetric polynomials and the product of z inside each subset, built from the subset
+        # without its lowest slot; then H and K of every subset.
+        e = np.zeros((size, width + 1))
+        inside = np.ones(size)
+        e[0, 0] = 1.0
+        for mask in range(1, size):
+            low = 0
+            while not (mask >> low) & 1:
+                low += 1
+            rest = mask ^ (1 << low)
+            inside[mask] = inside[rest] * z[low]
+            e[mask, 0] = 1.0
+            for m in range(1, d + 1):
+                e[mask, m] = e[rest, m] + z[low] * e[rest, m - 1]
+        h = np.empty(size)
+        k = np.empty(size)
+        full = size - 1
+        for mask in range(size):
+            q = 0
+            for j in range(d):
+                q += (mask >> j) & 1
+            h[mask], k[mask] = _h_and_k(e[mask], q, d, w, inside[full ^ mask])
+        v = value[leaf]
+        for mask in range(size):
+            at = start[leaf] + mask * d
+            for i in range(d):
+                if (mask >> i) & 1:
+                    without = mask ^ (1 << i)
+                    gift[at + i] = v * (k[mask] - k[without] - h[without])
+                else:
+                    gift[at + i] = -v * h[mask]
+
+
+@_jit
+def _leaf_direct(
+    mask: np.int64,
+    d: int,
+    z: np.ndarray,
+    v: float,
+    w: np.ndarray,
+    e: np.ndarray,
+    e_without: np.ndarray,
+    phi: np.ndarray,
+) -> None:
+    """One leaf's gift to each of its slots for the row's `mask`, computed without a table."""
+    q = _symmetric(mask, d, z, e)
+    outside = 1.0
+    for j in range(d):
+        if not (mask >> j) & 1:
+            outside *= z[j]
+    h_q, k_q = _h_and_k(e, q, d, w, outside)
+    for i in range(d):
+        if not (mask >> i) & 1:
+            phi[i] = -v * h_q
+            continue
+        # Q - i: divide i's factor (1 + z_i t) out of Q's polynomial.
+        e_without[0] = 1.0
+        for m in range(1, q):
+            e_without[m] = e[m] - z[i] * e_without[m - 1]
+        h_r, k_r = _h_and_k(e_without, q - 1, d, w, outside * z[i])
+        phi[i] = v * (k_q - k_r - h_r)
+
+
+@_jit
+def _add_split_bits(
+    column: np.ndarray, threshold: float, rule: int, default_left: bool, bit: int, key: np.ndarray
+) -> None:
+    """Sets `bit` in key[r] for each row r that goes left at a split (`_goes_left` over a
+    column, written without branches so that the loop vectorises)."""
+    nan_left = default_left
+    if rule == LIGHTGBM_NONE:
+        nan_left = threshold >= 0.0  # LightGBM reads NaN as 0 there
+    if rule == XGBOOST:
+        for r in range(len(column)):
+            v = column[r]
+            key[r] |= bit * np.int64((v < threshold) | ((v != v) & nan_left))
+    elif rule == LIGHTGBM_ZERO:
+        for r in range(len(column)):
+            v = column[r]
+            missing = (v != v) | ((v >= -_ZERO) & (v <= _ZERO))
+            key[r] |= bit * np.int64(((v <= threshold) & ~missing) | (missing & default_left))
+    else:
+        for r in range(len(column)):
+            v = column[r]
+            key[r] |= bit * np.int64((v <= threshold) | ((v != v) & nan_left))
+
+
+@_jit
+def _add_gifts(
+    row: np.ndarray,
+    feature: np.ndarray,
+    threshold: np.ndarray,
+    rule: np.ndarray,
+    default_left: np.ndarray,
+    first: int,
+    nodes: int,
+    left: np.ndarray,
+    masks: np.ndarray,
+    target: np.ndarray,
+    place: np.ndarray,
+    parent: np.ndarray,
+    is_left: np.ndarray,
+    slot: np.ndarray,
+    leaf: np.ndarray,
+    value: np.ndarray,
+    depth: np.ndarray,
+    zero_fraction: np.ndarray,
+    start: np.ndarray,
+    gift: np.ndarray,
+    w: np.ndarray,
+    e: np.ndarray,
+    e_without: np.ndarray,
+    phi: np.ndarray,
+    pending_leaf: np.ndarray,
+    pending_at: np.ndarray,
+) -> None:
+    """Adds what one tree gives `row` to `target[place[leaf, i]]` for each leaf's slot i: the
+    tree's values, walking its nodes once in preorder (a split's direction, kept in `left`,
+    is known before its children are reached)."""
+    # Table reads wait until the walk is done: independent of each other then, their cache
+    # misses (a row's patterns land anywhere in the tables) overlap instead of queueing.
+    waiting = 0
+    for n in range(nodes):
+        node = first + n
+        p = parent[node]
+        if p < 0:
+            mask = np.int64(-1)  # every slot followed until a split says otherwise
+        else:
+            mask = masks[p]
+            if left[p] != is_left[node]:
+                mask &= ~(np.int64(1) << slot[node])
+        masks[n] = mask
+        lf = leaf[node]
+        if lf < 0:
+            left[n] = _goes_left(
+                row[feature[node]], threshold[node], rule[node], default_left[node]
+            )
+            continue
+        d = depth[lf]
+        if d == 0:
+            continue  # a one-leaf tree: all of it is in the base
+        mask &= (np.int64(1) << d) - 1
+        at = start[lf]
+        if at >= 0:
+            pending_leaf[waiting] = lf
+            pending_at[waiting] = at + mask * d
+            waiting += 1
+        else:
+            _leaf_direct(mask, d, zero_fraction[lf], value[lf], w, e, e_without, phi)
+            for i in range(d):
+                target[place[lf, i]] += phi[i]
+    for j in range(waiting):
+        lf = pending_leaf[j]
+        at = pending_at[j]
+        for i in range(depth[lf]):
+            target[place[lf, i]] += gift[at + i]
+
+
+@_jit
+def _update_gifts(
+    first: int,
+    nodes: int,
+    key: np.int64,
+    bit: np.ndarray,
+    masks: np.ndarray,
+    held: np.ndarray,
+    target: np.ndarray,
+    place: np.ndarray,
+    parent: np.ndarray,
+    is_left: np.ndarray,
+    slot: np.ndarray,
+    leaf: np.ndarray,
+    value: np.ndarray,
+    depth: np.ndarray,
+    zero_fraction: np.ndarray,
+    start: np.ndarray,
+    gift: np.ndarray,
+    w: np.ndarray,
+    e: np.ndarray,
+    e_without: np.ndarray,
+    phi: np.ndarray,
+) -> None:
+    """`_add_gifts` for the directions in `key` (bit[node] set: left at that split) and a
+    `target` that already holds the tree's values for other directions, leaf l's for pattern
+    held[l] (-1: none yet): only the leaves whose pattern changed are taken out and put back
+    with the new one."""
+    masks[0] = np.int64(-1)
+    for n in range(1, nodes):
+        node = first + n
+        p = parent[node]
+        went_left = (key >> bit[first + p]) & 1
+        # Without branches: the row's side and the path's are a coin toss, badly predicted.
+        mismatch = went_left ^ np.int64(is_left[node])
+        mask = masks[p] & ~(mismatch << slot[node])
+        masks[n] = mask
+        lf = leaf[node]
+        if lf < 0:
+            continue
+        d = depth[lf]
+        if d == 0:
+            continue
+        mask &= (np.int64(1) << d) - 1
+        before = held[lf]
+        if mask == before:
+            continue
+        held[lf] = mask
+        at = start[lf]
+        if at >= 0:
+            now = at + mask * d
+            if before < 0:
+                for i in range(d):
+                    target[place[lf, i]] += gift[now + i]
+            else:
+                was = at + before * d
+                for i in range(d):
+                    target[place[lf, i]] += gift[now + i] - gift[was + i]
+        else:
+            if before >= 0:
+                _leaf_direct(before, d, zero_fraction[lf], value[lf], w, e, e_without, phi)
+                for i in range(d):
+                    target[place[lf, i]] -= phi[i]
+            _leaf_direct(mask, d, zero_fraction[lf], value[lf], w, e, e_without, phi)
+            for i in range(d):
+                target[place[lf, i]] += phi[i]
+
+
+@_jit
+def _explain(
+    x: np.ndarray,
+    out: np.ndarray,
+    feature: np.ndarray,
+    threshold: np.ndarray,
+    rule: np.ndarray,
+    default_left: np.ndarray,
+    parent: np.ndarray,
+    is_left: np.ndarray,
+    slot: np.ndarray,
+    leaf: np.ndarray,
+    value: np.ndarray,
+    depth: np.ndarray,
+    slot_feature: np.ndarray,
+    zero_fraction: np.ndarray,
+    tree_start: np.ndarray,
+    output: np.ndarray,
+    start: np.ndarray,
+    gift: np.ndarray,
+    widest: int,
+    w: np.ndarray,
+    bit: np.ndarray,
+    splits: np.ndarray,
+    tree_features: np.ndarray,
+    feature_start: np.ndarray,
+    slot_local: np.ndarray,
+) -> None:
+    rows = x.shape[0]
+    width = slot_feature.shape[1]
+    masks = np.empty(widest, np.int64)
+    left = np.empty(widest, np.bool_)
+    e = np.empty(width + 1)
+    e_without = np.empty(width + 1)
+    phi = np.empty(width)
+    size = 1
+    while size < 2 * rows:
+        size *= 2
+    keys = np.empty(size, np.int64)
+    key_group = np.empty(size, np.int64)
+    group = np.empty(rows, np.int64)
+    first_row = np.empty(rows, np.int64)
+    row_key = np.empty(rows, np.int64)
+    pending_leaf = np.empty(widest, np.int64)
+    pending_at = np.empty(widest, np.int64)
+    group_key = np.empty(rows, np.int64)
+    held = np.full(len(value), np.int64(-1))  # per leaf, the pattern `running` holds
+    columns = np.ascontiguousarray(x.T)  # a split reads one feature of every row
+    most = 1
+    for t in range(len(tree_start) - 1):
+        most = max(most, feature_start[t + 1] - feature_start[t])
+    values = np.empty((rows, most))
+    running = np.empty(most)
+    for t in range(len(tree_start) - 1):
+        first = tree_start[t]
+        nodes = tree_start[t + 1] - first
+        o = output[t]
+        if rows == 1 or splits[t] > _MAX_KEYED_SPLITS:  # one row: grouping costs, saves nothing
+            for r in range(rows):
+                _add_gifts(
+                    x[r], feature, threshold, rule, default_left, first, nodes, left, masks,
+                    out[r, o], slot_feature, parent, is_left, slot, leaf, value, depth,
+                    zero_fraction, start, gift, w, e, e_without, phi, pending_leaf, pending_at,
+                )  # fmt: skip
+            continue
+        # Group the rows by their way through the tree (open addressing on the key).
+        row_key[:] = 0
+        for n in range(nodes):
+            node = first + n
+            if leaf[node] < 0:
+                _add_split_bits(
+                    columns[feature[node]], threshold[node], rule[node], default_left[node],
+                    np.int64(1) << bit[node], row_key,
+                )  # fmt: skip
+        keys[:] = -1
+        groups = 0
+        for r in range(rows):
+            key = row_key[r]
+            h = key * _SPREAD
+            at = (h ^ (h >> 29)) & (size - 1)
+            while keys[at] != -1 and keys[at] != key:
+                at = (at + 1) & (size - 1)
+            if keys[at] == -1:
+                keys[at] = key
+                key_group[at] = groups
+                group_key[groups] = key
+                first_row[groups] = r
+                groups += 1
+            group[r] = key_group[at]
+        # Groups in key order: neighbours mostly differ in late splits, so few leaves see
+        # another pattern from one group to the next; only those leaves are updated.
+        local = feature_start[t + 1] - feature_start[t]
+        running[:local] = 0.0
+        for g in np.argsort(group_key[:groups]):
+            _update_gifts(
+                first, nodes, group_key[g], bit, masks, held, running, slot_local, parent,
+                is_left, slot, leaf, value, depth, zero_fraction, start, gift, w, e, e_without,
+                phi,
+            )  # fmt: skip
+            values[g, :local] = running[:local]
+        used = tree_features[feature_start[t] : feature_start[t + 1]]
+        for r in range(rows):
+            g = group[r]
+            for j in range(local):
+                out[r, o, used[j]] += values[g, j]
+
+
+@_jit
+def _margin(
+    x: np.ndarray,
+    out: np.ndarray,
+    feature: np.ndarray,
+    threshold: np.ndarray,
+    rule: np.ndarray,
+    default_left: np.ndarray,
+    leaf: np.ndarray,
+    value: np.ndarray,
+    tree_start: np.ndarray,
+    output: np.ndarray,
+) -> None:
+    for r in range(x.shape[0]):
+        for t in range(len(tree_start) - 1):
+            n = tree_start[t]
+            # Preorder: a node's left child follows it; its right child follows its left
+            # subtree, found by skipping it.
+            while leaf[n] < 0:
+                if _goes_left(x[r, feature[n]], threshold[n], rule[n], default_left[n]):
+                    n += 1
+                else:
+                    n = _right_child(n, leaf)
+            out[r, output[t]] += value[leaf[n]]
+
+
+@_jit
+def _right_child(n: int, leaf: np.ndarray) -> int:
+    """The right child of internal node n: the node after n's left subtree (preorder)."""
+    pending = 1  # subtrees still to skip, starting with the left child's
+    m = n + 1
+    while pending:
+        if leaf[m] < 0:
+            pending += 1  # an internal node opens two subtrees, closing one
+        else:
+            pending -= 1
+        m += 1
+    return m
