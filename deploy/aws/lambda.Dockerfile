@@ -18,8 +18,9 @@ COPY src ${LAMBDA_TASK_ROOT}/build/src
 # `xgboost` requirement stands for. The import proves nothing the handlers need is missing.
 RUN pip install --no-cache-dir --no-deps "${LAMBDA_TASK_ROOT}/build" \
     && rm -rf "${LAMBDA_TASK_ROOT}/build" \
-    && python -c "import automlops.aws.handlers, xgboost, lightgbm"
+    && python -c "import automlops.aws.handlers, xgboost, lightgbm, numba"
 
-# Matplotlib writes its cache where Lambda allows writes.
-ENV MPLCONFIGDIR=/tmp/matplotlib
+# Matplotlib and numba (the explanations' compiled TreeSHAP: compiled on a process's first
+# explanation, a few seconds, then read from this cache) write where Lambda allows writes.
+ENV MPLCONFIGDIR=/tmp/matplotlib NUMBA_CACHE_DIR=/tmp/numba
 CMD ["automlops.aws.handlers.preprocess"]

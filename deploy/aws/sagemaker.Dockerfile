@@ -19,9 +19,10 @@ COPY pyproject.toml README.md ./
 COPY src ./src
 RUN pip install --no-cache-dir --no-deps . \
     && rm -rf /opt/program/src \
-    && python -c "import automlops.aws.container, xgboost, lightgbm"
+    && python -c "import automlops.aws.container, xgboost, lightgbm, numba"
 
-ENV PYTHONUNBUFFERED=1 MPLCONFIGDIR=/tmp/matplotlib
+# numba's cache (the explanations' compiled TreeSHAP) where the container may write.
+ENV PYTHONUNBUFFERED=1 MPLCONFIGDIR=/tmp/matplotlib NUMBA_CACHE_DIR=/tmp/numba
 EXPOSE 8080
 # SageMaker appends `train` or `serve`.
 ENTRYPOINT ["python", "-m", "automlops.aws.container"]

@@ -58,8 +58,8 @@ MAX_REQUEST_BYTES = 3_500_000
 BATCH_ROWS = 1000
 _IMPORTANCES_KEPT = 30
 # Test rows explained for the report's mean |contribution| (a seeded sample): enough for a
-# stable ranking, and TreeSHAP costs about a hundred predictions a row (measured on the bank
-# data: LightGBM ~1,000 rows/s on one core, so about a second here).
+# stable ranking at a fraction of a second (TreeSHAP costs a few to a few dozen predictions a
+# row: docs/benchmarks-explain.md).
 EXPLAINED_MAX_ROWS = 1_000
 # Test splits up to this many rows are scored wholly through the endpoints. Bigger ones (a
 # big upload's 10 %) are scored in this process with the same artifact and code the endpoint

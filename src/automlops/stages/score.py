@@ -137,9 +137,10 @@ def score(record: S3EventRecord, ports: Ports) -> StageResult:
 
 def model_threads(options: ScoreOptions) -> int:
     """The model's threads in batch: every core for exact TreeSHAP (`explain`), which costs
-    ten to a hundred predictions a row; one for plain predictions, which are cheaper than
-    reading and writing the rows (those run on threads of their own beside the model, and a
-    second OpenMP thread on a busy machine only waits for a core)."""
+    a few to a few dozen predictions a row (docs/benchmarks-explain.md); one for plain
+    predictions, which are cheaper than reading and writing the rows (those run on threads of
+    their own beside the model, and a second OpenMP thread on a busy machine only waits for a
+    core)."""
     return (os.cpu_count() or 1) if options.explain is not None else 1
 
 
