@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup browser wrk demo demo-loop test lint bench clean aws-node aws-validate test-aws screenshots reliability
+.PHONY: setup browser wrk demo demo-loop test lint bench bench-automl clean aws-node aws-validate test-aws screenshots reliability
 
 $(BIN)/automlops: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -90,6 +90,10 @@ $(AUTOGLUON_VENV)/bin/python:
 	$(AUTOGLUON_VENV)/bin/pip install --quiet --upgrade pip
 	$(AUTOGLUON_VENV)/bin/pip install --quiet 'autogluon.tabular[lightgbm,xgboost,catboost]>=1.4,<2' \
 	  pyarrow pandas
+
+# The AutoML table alone (ours, FLAML, AutoGluon): writes docs/benchmarks-automl.md.
+bench-automl: setup $(FLAML_VENV)/bin/python $(AUTOGLUON_VENV)/bin/python
+	$(BIN)/python bench/automl_table.py
 
 # MLflow, the serving benchmark's baseline, also lives apart: only its model server is used.
 MLFLOW_VENV := .venv-mlflow

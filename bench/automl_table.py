@@ -242,13 +242,15 @@ def run_case(case: Case, work: Path, seed: int, order: tuple[Contender, ...]) ->
     home = work / f"{manifest.dataset}-{seed}"
     runtime = open_runtime(home)
     load = os.getloadavg()[0]
-    started, cpu = time.perf_counter(), time.process_time()
+    # CPU of this process and of any child it waits for (a trial run apart, say).
+    started, cpu = time.perf_counter(), time.process_time() + _children_cpu_s()
     save_manifest(runtime.store, runtime.settings.buckets.data, manifest)
     runtime.store.put(
         runtime.settings.buckets.data, keys.source_key(manifest.dataset, "upload.csv"), data
     )
     Worker(runtime).run_until_idle()
-    ours_wall, ours_cpu = time.perf_counter() - started, time.process_time() - cpu
+    ours_wall = time.perf_counter() - started
+    ours_cpu = time.process_time() + _children_cpu_s() - cpu
     [run] = runtime.runlog.list(manifest.dataset)
     champion = runtime.registry.read(manifest.dataset).champion_version()
     if champion is None:
