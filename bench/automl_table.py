@@ -439,13 +439,19 @@ def markdown(rows: list[Row]) -> str:
         lines.append(
             f"| {v.case} | {first.task.value} | {first.rows:,} ({first.test_rows:,}) "
             f"| {first.budget_s:.0f} s | {first.metric} | {len(v.rows)} | {' | '.join(cells)} "
-            f"| {v.gap:+.4f} ({spread}) | {v.outcome} | {v.ratio:.4f} |"
+            f"| {'+' if v.gap >= 0 else '-'}{_fmt(abs(v.gap), first.metric)} ({spread}) "
+            f"| {v.outcome} | {v.ratio:.4f} |"
         )
     ratio_best = statistics.fmean(v.ratio for v in verdicts)
     ratio_flaml = statistics.fmean(_ratio_to(v, FLAML.name) for v in verdicts)
     ratio_ag = statistics.fmean(_ratio_to(v, AUTOGLUON.name) for v in verdicts)
     behind = [v.case for v in verdicts if v.outcome == "**no**"]
     within = [v.case for v in verdicts if v.outcome == "within spread"]
+    over = [
+        f"{v.case} ({max(r.ours_train_s for r in v.rows):.0f} s of {v.rows[0].budget_s:.0f} s)"
+        for v in verdicts
+        if max(r.ours_train_s for r in v.rows) > 1.1 * v.rows[0].budget_s + 2
+    ]
     lines += [
         "",
         f"Mean ratio over the {len(verdicts)} sets (ours / other for ROC AUC and accuracy, "
@@ -454,6 +460,16 @@ def markdown(rows: list[Row]) -> str:
         f"Behind the better of the two by more than the spread: "
         f"{', '.join(behind) if behind else 'none'}; behind within the spread: "
         f"{', '.join(within) if within else 'none'}.",
+        "",
+        "CPU seconds per budget second, mean over all splits (two cores give at most 2; a "
+        "busy machine gives less to all three): "
+        + ", ".join(
+            f"{system} {statistics.fmean(r.scores[system].cpu_s / r.budget_s for r in rows):.2f}"
+            for system in SYSTEMS
+        )
+        + ". Our train stage over its budget (more than 10 % + 2 s): "
+        + (", ".join(over) if over else "none")
+        + ".",
         "",
         "Means ± sample standard deviation over the splits; the better contender's mean in bold. "
         "The spread is the larger standard deviation of ours and the better contender's; the "
