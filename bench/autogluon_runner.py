@@ -76,6 +76,11 @@ def main() -> None:
             classes = []
             predictions = [float(v) for v in predictor.predict(features)]
         best = str(predictor.model_best)
+        # The ensemble wins nearly always; its best single model says which family carried it.
+        board = predictor.leaderboard(silent=True)
+        single = board[~board["model"].str.startswith("WeightedEnsemble")]
+        if best.startswith("WeightedEnsemble") and len(single):
+            best += f" (best single: {single.iloc[0]['model']})"
     finally:
         shutil.rmtree(models, ignore_errors=True)
     with open(out, "w") as handle:
