@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup browser wrk demo demo-loop test lint bench clean aws-node aws-validate test-aws screenshots reliability
+.PHONY: setup browser wrk demo demo-loop test lint bench bench-automl clean aws-node aws-validate test-aws screenshots reliability
 
 $(BIN)/automlops: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -83,6 +83,18 @@ $(FLAML_VENV)/bin/python:
 	$(PYTHON) -m venv $(FLAML_VENV)
 	$(FLAML_VENV)/bin/pip install --quiet 'flaml[automl]>=2.3,<3' pyarrow pandas
 
+# AutoGluon-Tabular too, with LightGBM, XGBoost and CatBoost and without torch (no neural nets).
+AUTOGLUON_VENV := .venv-autogluon
+$(AUTOGLUON_VENV)/bin/python:
+	$(PYTHON) -m venv $(AUTOGLUON_VENV)
+	$(AUTOGLUON_VENV)/bin/pip install --quiet --upgrade pip
+	$(AUTOGLUON_VENV)/bin/pip install --quiet 'autogluon.tabular[lightgbm,xgboost,catboost]>=1.4,<2' \
+	  pyarrow pandas
+
+# The AutoML table alone (ours, FLAML, AutoGluon): writes docs/benchmarks-automl.md.
+bench-automl: setup $(FLAML_VENV)/bin/python $(AUTOGLUON_VENV)/bin/python
+	$(BIN)/python bench/automl_table.py
+
 # MLflow, the serving benchmark's baseline, also lives apart: only its model server is used.
 MLFLOW_VENV := .venv-mlflow
 $(MLFLOW_VENV)/bin/mlflow:
@@ -95,7 +107,7 @@ wrk:
 	  sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$sudo apt-get update -qq && $$sudo apt-get install -y -qq wrk; }
 
-bench: setup wrk $(FLAML_VENV)/bin/python $(MLFLOW_VENV)/bin/mlflow
+bench: setup wrk $(FLAML_VENV)/bin/python $(AUTOGLUON_VENV)/bin/python $(MLFLOW_VENV)/bin/mlflow
 	$(BIN)/python bench/run.py
 
 # The reliability suite in its long form (a 2 GB upload, 10,000-request load, longer fuzzing);
@@ -109,4 +121,4 @@ reliability: setup
 	  exit $$status
 
 clean:
-	rm -rf $(VENV) $(FLAML_VENV) $(MLFLOW_VENV) .automlops .pytest_cache $(SLS_DIR)/.serverless $(SLS_DIR)/.package
+	rm -rf $(VENV) $(FLAML_VENV) $(AUTOGLUON_VENV) $(MLFLOW_VENV) .automlops .pytest_cache $(SLS_DIR)/.serverless $(SLS_DIR)/.package

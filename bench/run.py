@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import automl_vs_flaml
+import automl_table
 import budget
 import capture
 import explain
@@ -42,8 +42,6 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "bank-additional-full.csv"
 MANIFEST = dict(dataset="bank", target="y", positive="yes", drop=["duration"])
 E2E_BUDGET_S = 10.0  # tuning budget for the upload-to-served timing
-AUTOML_BUDGET_S = 60.0  # the default budget, for the comparison with FLAML
-SMALL_BUDGET_S = 20.0  # for the small scikit-learn data sets
 REPEATS = 5
 
 
@@ -62,18 +60,6 @@ def machine() -> str:
         f"{cpu}, {os.cpu_count()} cores, {mem_gb:.0f} GiB RAM, {platform.system()} "
         f"{platform.release()}, Python {platform.python_version()}; {libs}"
     )
-
-
-def flaml_version() -> str:
-    import subprocess
-
-    out = subprocess.run(
-        [str(automl_vs_flaml.FLAML_PYTHON), "-c", "import flaml; print(flaml.__version__)"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return out.stdout.strip() or "?"
 
 
 def best_of(fn: Callable[[], None], repeats: int = REPEATS) -> tuple[float, float]:
@@ -156,16 +142,8 @@ def main() -> int:
     print(f"test ROC AUC: champion {our_auc:.4f} vs reference recipe {ref_auc:.4f}")
     runtime.close()
 
-    # 4. AutoML quality: our champion vs FLAML, same budget, same rows, side by side.
-    rows = []
-    for case in automl_vs_flaml.cases(AUTOML_BUDGET_S, SMALL_BUDGET_S):
-        for seed in case.seeds:
-            print(f"automl vs FLAML: {case.name}, seed {seed} ...", flush=True)
-            row = automl_vs_flaml.run_case(case, work / "automl", seed)
-            if row is not None:
-                rows.append(row)
-                print(f"  {row.metric}: ours {row.ours:.4f}, FLAML {row.flaml:.4f}")
-    automl_table = automl_vs_flaml.markdown(rows)
+    # 4. AutoML quality: our champion vs FLAML and AutoGluon, same budget, same rows.
+    automl_section = automl_table.run(work / "automl")
 
     # 5. Scaling: 1x, 10x and 100x the bank file through the whole pipeline (bench/scale.py).
     scale_section = scale.run(work / "scale", ROOT / "docs" / "benchmarks-raw" / "scale")
@@ -233,20 +211,7 @@ training rows:
 | champion (v{champion.version}, {champion.learner}) | {our_auc:.4f} |
 | reference recipe | {ref_auc:.4f} |
 
-## AutoML: automlops vs FLAML, same budget, same rows
-
-FLAML {flaml_version()} (in its own virtualenv) is given our run's training and validation rows
-and scored on the same held-out test rows our champion was scored on through its endpoint.
-Budgets: {AUTOML_BUDGET_S:.0f} s (the default) for the two CSV files, {SMALL_BUDGET_S:.0f} s for
-the small scikit-learn sets, which we did not tune on. Metrics: ROC AUC (binary), accuracy
-(multiclass), RMSE (regression, lower is better). Small test sets are noisy (one row of the
-wine test set is 6 points of accuracy; the attrition test split has about 24 positives), so
-every data set but the bank file runs on {len(automl_vs_flaml.SPLIT_SEEDS)} splits (seeds
-{", ".join(map(str, automl_vs_flaml.SPLIT_SEEDS))}: the split and both searches), and the
-verdict is on the mean; the bank file's one split has 4,118 test rows.
-
-{automl_table}
-
+{automl_section}
 {scale_section}
 
 {serving_section}
