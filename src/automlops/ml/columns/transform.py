@@ -467,6 +467,12 @@ class CategoricalEncoder(KindEncoder[Codes]):
             [offsets[j] + len(columns[j].categories) for j, _ in self._frequencies],
             dtype=np.intp,
         )
+        # The frame path looks values up through polars enums (a category's position is its
+        # physical code): a cast and a take, not a hash lookup per row.
+        self._enums = [pl.Enum(c.categories) for c in columns]
+        self._share_enums = [pl.Enum(list(f)) for _, f in self._frequencies]
+        # Each share by its position in the enum, then 0 for a value outside it.
+        self._share_tables = [np.array([*f.values(), 0.0]) for _, f in self._frequencies]
 
     def read_frame(self, frame: pl.DataFrame) -> Codes:
         n = frame.height
@@ -475,16 +481,17 @@ class CategoricalEncoder(KindEncoder[Codes]):
             raw = _frame_column(frame, name)
             texts.append(None if raw is None else as_category(raw))
         codes = np.full((len(self.names), n), np.nan)
-        for j, (index, text) in enumerate(zip(self._indexes, texts, strict=True)):
-            if text is not None:
-                found = text.replace_strict(index, default=None, return_dtype=pl.Float64)
+        for j, (enum, text) in enumerate(zip(self._enums, texts, strict=True)):
+            if text is not None:  # a value that is no category: null, so NaN
+                found = text.cast(enum, strict=False).to_physical().cast(pl.Float64)
                 codes[j] = found.to_numpy()
         shares = np.zeros((len(self._frequencies), n))
-        for k, (j, frequencies) in enumerate(self._frequencies):
+        for k, ((j, _), enum) in enumerate(zip(self._frequencies, self._share_enums, strict=True)):
             text = texts[j]
             if text is not None:
-                share = text.replace_strict(frequencies, default=0.0, return_dtype=pl.Float64)
-                shares[k] = share.to_numpy()
+                table = self._share_tables[k]
+                position = text.cast(enum, strict=False).to_physical().fill_null(len(table) - 1)
+                shares[k] = table[position.to_numpy()]
         return Codes(codes, shares)
 
     def read_rows(self, rows: list[dict[str, Any]]) -> Codes:
