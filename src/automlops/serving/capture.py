@@ -60,22 +60,22 @@ ERROR_BODY_BYTES = 4096
 
 
 class _GeneratedIds:
-    """Inference ids unique across processes and restarts: a random 64-bit prefix per process
-    and a counter (a quarter of `os.urandom(16).hex()`'s cost, a tenth of uuid4's). Unique,
-    not secret: the ids of a process's other answers can be guessed from one of them, as
-    their feedback route needs the API key anyway."""
+    """Inference ids: a counter from a random 120-bit start, per process, as 32 hex digits
+    (a uuid4's look). Unique across processes and restarts as random ids are (two processes
+    serving a billion requests each overlap with odds of about 1 in 2**89), at a third of
+    `os.urandom(16).hex()`'s cost and a tenth of uuid4's (measured).
+    Unique, not secret: one answer's id tells the ids of the process's other answers."""
 
     def __init__(self) -> None:
         self.reset()
-        os.register_at_fork(after_in_child=self.reset)  # a forked worker: its own prefix
+        os.register_at_fork(after_in_child=self.reset)  # a forked worker: its own start
 
     def reset(self) -> None:
-        self._prefix = os.urandom(8).hex()
-        self._counter = itertools.count()
+        self._counter = itertools.count(int.from_bytes(os.urandom(15), "big"))
 
     def next(self) -> str:
-        """A new id: 32 hex digits, as a uuid4's."""
-        return f"{self._prefix}{next(self._counter):016x}"
+        """A new id."""
+        return f"{next(self._counter):032x}"
 
 
 _generated_ids = _GeneratedIds()
