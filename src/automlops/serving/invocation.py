@@ -10,10 +10,12 @@ than the prediction). Their schemas, declared in `serving.wire`, reach `/openapi
 `invocation_body()` and `INVOCATION_RESPONSES`.
 
 Column names are matched to the model's inputs as `serving.columns` says (case and word
-separators forgiven when unambiguous); columns no input matches come back in the JSON answer's
-`unknown_columns`, and a row of unknown columns only is refused. A CSV body must start with a
-header; its delimiter (`, ; tab |`) is the one whose split of the header names the model's
-columns, and values are read in each column's training spelling (`tabular.spelling`).
+separators forgiven when unambiguous); columns no input matches are named in the answer's
+`X-Automlops-Unknown-Columns` header (`wire.unknown_columns_header`; a CSV answer has no other
+place for them) and in a JSON answer's `unknown_columns`; a row of unknown columns only is
+refused. A CSV body must start with a header; its delimiter (`, ; tab |`) is the one whose
+split of the header names the model's columns, and values are read in each column's training
+spelling (`tabular.spelling`).
 
 Work per request is bounded: a body holds at most `InvocationLimits.max_instances` rows, and
 a body over `INLINE_BODY_BYTES` is parsed and predicted in a worker thread, so `/ping` and
