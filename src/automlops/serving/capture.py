@@ -351,9 +351,11 @@ async def respond_captured(
     version: int,
     predictor: Predictor,
     limits: InvocationLimits,
+    csv_header: bytes | None = None,
 ) -> Response:
     """`invocation.respond`, with the request and its answer (or refusal) captured when
-    sampled, and the inference id sent back in the `X-Amzn-SageMaker-Inference-Id` header.
+    sampled, and the inference id sent back in the `X-Amzn-SageMaker-Inference-Id` header
+    (`csv_header` as `respond`'s: the body is captured as the caller sent it).
 
     What capture adds to a request: a clock read, a tuple and an append under a lock; the
     body is read once and answered as read (`respond_to_body`), the id header is set with the
@@ -362,17 +364,22 @@ async def respond_captured(
     headers = request.headers
     ident = inference_id(headers)
     body = await read_body(request, limits.max_body_bytes)
-    id_header = {wire.INFERENCE_ID_HEADER: ident}
+    answering = respond_to_body(
+        body,
+        headers,
+        version,
+        predictor,
+        limits,
+        csv_header=csv_header,
+        started=started,
+        extra_headers={wire.INFERENCE_ID_HEADER: ident},
+    )
     if writer is None or not writer.sampled():
-        return await respond_to_body(
-            body, headers, version, predictor, limits, started=started, extra_headers=id_header
-        )
+        return await answering
     at = time.time()
     content_type = headers.get("content-type", "")
     try:
-        response = await respond_to_body(
-            body, headers, version, predictor, limits, started=started, extra_headers=id_header
-        )
+        response = await answering
     except ApiError as exc:
         error = str(exc)[:1000]
         writer.record(
