@@ -35,6 +35,9 @@ import serving as sv  # bench/serving.py: start, stop, wait_ready, wrk, load_ave
 DATASET = "cancer"
 CONNECTIONS = 16
 TARGET_COST = 0.10  # at most 10 % of single-row throughput
+# Longer than the writer's 5 s interval: measured rounds see capture in its steady state
+# (buffer filling and being written), not only its first seconds.
+WARM_UP_S = 6.0
 CLI = [sys.executable, "-c", "from automlops.cli import app; app()"]
 OUT = sv.ROOT / "docs" / "benchmarks-capture.md"
 ROWS_SCRIPT = sv.ROOT / "bench" / "wrk" / "rows.lua"
@@ -208,7 +211,7 @@ def run(seconds: float, rounds: int, work: Path) -> dict[str, Any]:
             process, url = sv.start(spec, work / f"{spec.name}.log")
             try:
                 sv.wait_ready(spec, process, url, time.perf_counter())  # one answer
-                warm = wrk_rows(url, bodies, 4, min(seconds, 2.0))
+                warm = wrk_rows(url, bodies, CONNECTIONS, WARM_UP_S)
                 written = captured_records(home)
                 before_load = usage(process.pid)
                 result = wrk_rows(url, bodies, CONNECTIONS, seconds)
@@ -279,9 +282,9 @@ def markdown(r: dict[str, Any]) -> str:
     return f"""## Data capture
 
 Single-row JSON invocations at concurrency {CONNECTIONS} (`wrk`, {r["seconds"]:g} s per round
-after a warm-up, {r["rounds"]} rounds, off-on then on-off), the same `automlops serve` over the
-same breast-cancer champion ({r["learner"]}), each request the next of the data set's 569 rows,
-capture off vs on at 100 %. Server CPU per request
+after a {WARM_UP_S:g} s warm-up, {r["rounds"]} rounds, off-on then on-off), the same
+`automlops serve` over the same breast-cancer champion ({r["learner"]}), each request the next
+of the data set's 569 rows, capture off vs on at 100 %. Server CPU per request
 in ms: "loop" is the event loop's thread (requests) per request, "writer" the other threads'
 (the capture writer's) per record it wrote in the round, and their sum (each round, median):
 
