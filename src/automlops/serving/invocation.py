@@ -10,10 +10,12 @@ than the prediction). Their schemas, declared in `serving.wire`, reach `/openapi
 `invocation_body()` and `INVOCATION_RESPONSES`.
 
 Column names are matched to the model's inputs as `serving.columns` says (case and word
-separators forgiven when unambiguous); columns no input matches come back in the JSON answer's
-`unknown_columns`, and a row of unknown columns only is refused. A CSV body must start with a
-header; its delimiter (`, ; tab |`) is the one whose split of the header names the model's
-columns, and values are read in each column's training spelling (`tabular.spelling`).
+separators forgiven when unambiguous); columns no input matches are named in the answer's
+`X-Automlops-Unknown-Columns` header (`wire.unknown_columns_header`; a CSV answer has no other
+place for them) and in a JSON answer's `unknown_columns`; a row of unknown columns only is
+refused. A CSV body must start with a header; its delimiter (`, ; tab |`) is the one whose
+split of the header names the model's columns, and values are read in each column's training
+spelling (`tabular.spelling`).
 
 Work per request is bounded: a body holds at most `InvocationLimits.max_instances` rows, and
 a body over `INLINE_BODY_BYTES` is parsed and predicted in a worker thread, so `/ping` and
@@ -33,6 +35,7 @@ import io
 import os
 import time
 import weakref
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -119,6 +122,12 @@ INVOCATION_RESPONSES: dict[int | str, dict[str, Any]] = {
         "description": "One prediction per row, in order. With `Accept: text/csv`, one "
         "line per row: P(positive) (binary), the label (multiclass) or the value.",
         "content": {wire.CSV: {"schema": {"type": "string"}, "example": "0.93\n0.02\n"}},
+        "headers": {
+            wire.UNKNOWN_COLUMNS_HEADER: {
+                "description": wire.UNKNOWN_COLUMNS_DESCRIPTION,
+                "schema": {"type": "string"},
+            },
+        },
     },
     400: error_response("A body or value the model cannot read (row and column named)."),
     404: error_response("No such dataset or version, or no model serves it."),
@@ -197,31 +206,53 @@ async def respond(
     """
     started = time.perf_counter()
     body = await read_body(request, limits.max_body_bytes)
-    headers = request.headers
-    if csv_header is not None and wire.CSV in headers.get("content-type", "").lower():
+    return await respond_to_body(
+        body, request.headers, version, predictor, limits, csv_header=csv_header, started=started
+    )
+
+
+async def respond_to_body(
+    body: bytes,
+    headers: Mapping[str, str],
+    version: int,
+    predictor: Predictor,
+    limits: InvocationLimits,
+    *,
+    csv_header: bytes | None = None,
+    started: float | None = None,
+    extra_headers: Mapping[str, str] | None = None,
+) -> Response:
+    """`respond` for a body already read (data capture keeps the bytes it answered):
+    `headers` are the request's, `extra_headers` go into the response (an inference id);
+    `started` is the `time.perf_counter()` the request's `Server-Timing` counts from."""
+    if started is None:
+        started = time.perf_counter()
+    content_type = headers.get("content-type", "")
+    if csv_header is not None and wire.CSV in content_type.lower():
         body = with_csv_header(body, csv_header)
     arguments = (
         predictor,
         version,
         body,
-        headers.get("content-type", ""),
+        content_type,
         headers.get("accept", wire.JSON),
         limits.max_instances,
     )
     inline = INLINE_EXPLAIN_BYTES if b'"explain"' in body else INLINE_BODY_BYTES
     if len(body) <= inline:
-        content, media_type = answer(*arguments)
+        done = invoke(*arguments)
     else:
-        content, media_type = await anyio.to_thread.run_sync(
-            answer, *arguments, limiter=limits.workers
-        )
+        done = await anyio.to_thread.run_sync(invoke, *arguments, limiter=limits.workers)
     # The app's own time (body read, parse, predict, encode): what a load test cannot see.
     elapsed_ms = (time.perf_counter() - started) * 1000.0
-    return Response(
-        content,
-        media_type=media_type,
-        headers={"Server-Timing": f"app;dur={elapsed_ms:.3f}"},
-    )
+    answer_headers = {"Server-Timing": f"app;dur={elapsed_ms:.3f}"}
+    if done.unknown_columns:
+        answer_headers[wire.UNKNOWN_COLUMNS_HEADER] = wire.unknown_columns_header(
+            done.unknown_columns
+        )
+    if extra_headers:
+        answer_headers.update(extra_headers)
+    return Response(done.content, media_type=done.media_type, headers=answer_headers)
 
 
 def with_csv_header(body: bytes, header: bytes) -> bytes:
@@ -245,6 +276,16 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """The response to one invocation body: its bytes, media type, and the body's columns the
+    model does not know (sorted; they go into `wire.UNKNOWN_COLUMNS_HEADER`)."""
+
+    content: bytes
+    media_type: str
+    unknown_columns: list[str]
+
+
 def answer(
     predictor: Predictor,
     version: int,
@@ -253,7 +294,21 @@ def answer(
     accept: str,
     max_instances: int | None = None,
 ) -> tuple[bytes, str]:
-    """The response to one invocation body: (content, media type); ApiError for bad input.
+    """`invoke`'s content and media type: for in-process callers that need the answer only
+    (the dashboard's scoring, timings)."""
+    done = invoke(predictor, version, body, content_type, accept, max_instances)
+    return done.content, done.media_type
+
+
+def invoke(
+    predictor: Predictor,
+    version: int,
+    body: bytes,
+    content_type: str,
+    accept: str,
+    max_instances: int | None = None,
+) -> Answer:
+    """The response to one invocation body; ApiError for bad input.
 
     Everything of a request but HTTP itself, so it can also be timed in-process. More rows
     than `max_instances` (None: no cap) is a 413, checked before anything is predicted.
@@ -278,7 +333,7 @@ def answer(
     except PermanentError as exc:
         raise ApiError(400, str(exc)) from None
     if as_csv:
-        return _as_csv(predictions, predictor), wire.CSV
+        return Answer(_as_csv(predictions, predictor), wire.CSV, unknown)
     # Built as plain data (the shape of wire.InvocationResponse): no model objects per row.
     items = _as_items(predictions, predictor)
     if explanation is not None:
@@ -287,7 +342,7 @@ def answer(
     document: dict[str, Any] = {"model_version": str(version), "predictions": items}
     if unknown:
         document["unknown_columns"] = unknown
-    return orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY), wire.JSON
+    return Answer(orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY), wire.JSON, unknown)
 
 
 class _Inputs(NamedTuple):

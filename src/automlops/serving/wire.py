@@ -4,9 +4,10 @@
 `{"instances": [{column: value, ...}, ...]}` as JSON, or CSV with a header row, and answer
 `{"model_version": "<n>", "predictions": [...]}`: a classification item is
 `{"label": ..., "probabilities": {label: p}}`, a regression item `{"value": x}`; body columns
-the model does not know are listed in `unknown_columns` (absent when there are none). With
-`Accept: text/csv` the answer is one line per row: P(positive) (binary), the label
-(multiclass) or the value (regression). A JSON body with `"explain": true` (or a number K)
+the model does not know are listed in `unknown_columns` (absent when there are none), and in
+the `X-Automlops-Unknown-Columns` header of a JSON or CSV answer alike. With `Accept: text/csv`
+the answer is one line per row: P(positive) (binary), the label (multiclass) or the value
+(regression). A JSON body with `"explain": true` (or a number K)
 gets an `explanation` in each item: why that row got its score (`Explanation`).
 
 The pydantic models below are what `/openapi.json` shows. The server does not validate bodies
@@ -22,6 +23,7 @@ import csv
 import io
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from urllib.parse import quote, unquote
 
 import numpy as np
 import orjson
@@ -111,6 +113,45 @@ class ValuePrediction(BaseModel):
     explanation: Explanation | None = Field(default=None, description="With `explain` only.")
 
 
+# The body's columns the model does not know, in a header of every answer that has some (a CSV
+# answer has no field for them): the sorted names percent-encoded (RFC 3986: a comma, a space or
+# any non-ASCII character in a name is escaped) and comma-joined, at most
+# UNKNOWN_COLUMNS_MAX_CHARS characters; names that do not fit are counted in a last element
+# `+<n> more` (a `+` or a space in a name is always escaped, so it cannot be read as a name).
+UNKNOWN_COLUMNS_HEADER = "X-Automlops-Unknown-Columns"
+UNKNOWN_COLUMNS_MAX_CHARS = 1024
+UNKNOWN_COLUMNS_DESCRIPTION = (
+    "Columns of the body that are no input of the model (so not used), in JSON and CSV answers "
+    "alike: sorted, percent-encoded, comma-joined; at most 1,024 characters, a last element "
+    "`+<n> more` counting the names left out. Absent when every column is known."
+)
+
+
+def unknown_columns_header(names: Sequence[str]) -> str:
+    """The `UNKNOWN_COLUMNS_HEADER` value naming `names` (sorted, as the answer lists them)."""
+    quoted = [quote(name, safe="") for name in names]
+    value = ",".join(quoted)
+    if len(value) <= UNKNOWN_COLUMNS_MAX_CHARS:
+        return value
+    kept = 0
+    size = 0  # of the kept names, each with its comma
+    while size + len(quoted[kept]) + 1 + len(f"+{len(quoted) - kept - 1} more") <= (
+        UNKNOWN_COLUMNS_MAX_CHARS
+    ):
+        size += len(quoted[kept]) + 1
+        kept += 1
+    return ",".join([*quoted[:kept], f"+{len(quoted) - kept} more"])
+
+
+def read_unknown_columns_header(value: str) -> tuple[list[str], int]:
+    """The names an `UNKNOWN_COLUMNS_HEADER` value lists, and how many more it left out."""
+    parts = value.split(",") if value else []
+    more = 0
+    if parts and parts[-1].startswith("+"):  # a name's own `+` is escaped: this is the count
+        more = int(parts.pop()[1:].split(" ", 1)[0])
+    return [unquote(part) for part in parts], more
+
+
 class InvocationResponse(BaseModel):
     """A JSON invocation answer: the serving version and one prediction per row, in order."""
 
@@ -119,7 +160,8 @@ class InvocationResponse(BaseModel):
     unknown_columns: list[str] = Field(
         default_factory=list,
         description="Columns of the body that are no input of the model (so not used), sorted; "
-        "absent from the answer when there are none.",
+        "absent from the answer when there are none (also in the `X-Automlops-Unknown-Columns` "
+        "header, which CSV answers carry too).",
     )
 
     def values(self) -> np.ndarray:
