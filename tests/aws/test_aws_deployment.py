@@ -405,7 +405,14 @@ EXPECTED: dict[str, set[str]] = {
         "write transform output",
         "record transform end",
     },
-    MONITOR: {"read split", "see missing split", "see missing model"},
+    # The retrain policy: the manifest and a champion's upload read, a retrain upload written.
+    MONITOR: {
+        "read split",
+        "see missing split",
+        "see missing model",
+        "read upload",
+        "write upload",
+    },
 }
 
 
