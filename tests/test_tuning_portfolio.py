@@ -64,3 +64,14 @@ def test_small_data_is_fitted_with_one_thread() -> None:
     ).fit((x[:240], y[:240]), (x[240:], y[240:]))
     model = tuner.best_model_
     assert isinstance(model, LightGBMModel) and model.nthread == SMALL_DATA_THREADS
+
+
+@pytest.mark.parametrize(("load", "threads"), [(0.1, 2), (0.8, 1), (1.4, 1), (9.0, 1)])
+def test_bigger_data_gets_the_idle_cores_of_the_machine(
+    monkeypatch: pytest.MonkeyPatch, load: float, threads: int
+) -> None:
+    from automlops.ml.tuning import search
+
+    monkeypatch.setattr(search.os, "sched_getaffinity", lambda _: {0, 1}, raising=False)
+    monkeypatch.setattr(search.os, "getloadavg", lambda: (load, load, load))
+    assert search.fit_threads() == threads

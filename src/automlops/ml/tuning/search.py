@@ -10,6 +10,7 @@ fitted attributes (`best_model_`, `selection_`, `trials_` ...), as scikit-learn'
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,8 +36,8 @@ TUNE_MAX_VALID_ROWS = 50_000  # and are scored on this many validation rows at m
 # for its own overhead, so it still ends within its budget and a little).
 REFIT_GRACE_SHARE = 0.1
 REFIT_BUDGET_SHARE = 0.3  # a sampled search keeps this share of the budget for its refit
-DEFAULT_THREADS = 2  # per fit, unless the caller says
-SMALL_DATA_THREADS = 1  # per fit, on data selected by cross-validation (see `Tuner.fit`)
+MAX_THREADS = 2  # per fit, unless the caller says (see `fit_threads`)
+SMALL_DATA_THREADS = 1  # per fit, on data selected by cross-validation
 
 
 @dataclass(frozen=True)
@@ -288,6 +289,19 @@ def _study(tuner: Tuner, families: dict[str, Learner], rows: int) -> optuna.Stud
     return study
 
 
+def fit_threads() -> int:
+    """Threads per fit: the cores left idle by the rest of the machine (its one-minute load
+    average), at least 1 and at most MAX_THREADS.
+
+    Boosting threads wait for each other at every tree level, so a thread whose core is
+    taken stalls the others: on a busy 2-core machine an XGBoost trial took 14 s with 2
+    threads and 0.8 s with 1 on 350 rows, 17.9 s and 0.8 s on 33,000 rows. Small data gains
+    little from a second thread even on an idle machine, so it always gets one."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    idle = (cores or 1) - os.getloadavg()[0]
+    return max(1, min(MAX_THREADS, round(idle)))
+
+
 class Tuner:
     """Searches learners and parameters for `budget_s` seconds, then refits the best on all
     rows; or, when `ensemble` is set and averaging the best trials scores higher on the
@@ -297,7 +311,7 @@ class Tuner:
     for the refits (`refit.RefitCost`); a sampled search keeps `refit_budget_share` of the
     budget for its refit, on as many rows as fit in it. Trials a deadline cut short are
     marked `cut` in `trials_`. Each fit uses `nthread` threads (by default one on small
-    data, selected by cross-validation, and DEFAULT_THREADS otherwise).
+    data, selected by cross-validation, else `fit_threads`).
 
     The sampler is seeded, so the sequence of trials is reproducible up to the first trial a
     deadline cut short; how many run depends
@@ -356,10 +370,7 @@ class Tuner:
             seed=self.seed,
         )
         families = {name: learner(name) for name in self.learners}
-        # Small data gains little from a second thread, and loses much when the cores are
-        # shared: boosting threads wait on each other at every tree level (an XGBoost trial
-        # on 350 rows took 14 s with 2 threads and 0.8 s with 1 on a busy 2-core machine).
-        nthread = self.nthread or (SMALL_DATA_THREADS if rows.use_cv else DEFAULT_THREADS)
+        nthread = self.nthread or (SMALL_DATA_THREADS if rows.use_cv else fit_threads())
         search = _Search(self, rows, families, start, nthread)
         study = _study(self, families, len(rows.all_y))
         study.optimize(
