@@ -179,7 +179,7 @@ def fit_models(train: pl.DataFrame, y: np.ndarray) -> tuple[FittedTransform, dic
         family = learner(name)
         params = {
             k.split(".", 1)[1]: v
-            for k, v in family.defaults(Task.binary, cut).items()
+            for k, v in family.portfolio(Task.binary, cut)[0].items()
             if k != "learner"
         }
         job = FitJob(Task.binary, 2, (x[:cut], y[:cut]), (x[cut:], y[cut:]), seed=SEED, nthread=1)

@@ -24,7 +24,7 @@ def _binary(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _params(name: str, task: Task) -> dict:
-    defaults = learner(name).defaults(task, 10_000)
+    defaults = learner(name).portfolio(task, 10_000)[0]
     return {k.split(".", 1)[1]: v for k, v in defaults.items() if "." in k}
 
 

@@ -94,7 +94,7 @@ def test_a_refit_past_its_time_limit_stops_adding_rounds() -> None:
         seed=1,
     )
     family = learner("xgboost")
-    defaults = family.defaults(Task.binary, 12_000)
+    defaults = family.portfolio(Task.binary, 12_000)[0]
     params = {k.split(".", 1)[1]: v for k, v in defaults.items() if "." in k}
     chosen = Candidate(0, 0.9, "xgboost", params, 90, np.zeros(1000), None, duration_s=1.0)
     refitter = Refitter(
@@ -131,7 +131,7 @@ def test_boosting_stops_at_its_deadline(name: str) -> None:
     x = rng.normal(size=(500, 3)).astype(np.float32)
     y = (x[:, 0] > 0).astype(int)
     family = learner(name)
-    defaults = family.defaults(Task.binary, 1_000_000)
+    defaults = family.portfolio(Task.binary, 1_000_000)[0]
     params = {k.split(".", 1)[1]: v for k, v in defaults.items() if "." in k}
     params["rounds"] = 200
     empty = (x[:0], y[:0])

@@ -85,8 +85,9 @@ class Learner(Protocol):
         """Parameters for one trial from an Optuna trial (names prefixed by the learner)."""
         ...
 
-    def defaults(self, task: Task, n_rows: int) -> dict[str, Any]:
-        """A sound first trial for `n_rows` rows, as Optuna trial parameters."""
+    def portfolio(self, task: Task, n_rows: int) -> list[dict[str, Any]]:
+        """Proven configurations for `n_rows` rows, tried before the search and in this
+        order, as Optuna trial parameters; the first is the family's sound default."""
         ...
 
     def fit(self, params: dict[str, Any], job: FitJob) -> Model:

@@ -84,21 +84,17 @@ class LightGBMLearner:
     name = "lightgbm"
     model_file = MODEL_FILE
 
-    def defaults(self, task: Task, n_rows: int) -> dict[str, Any]:
-        # On small data, random split thresholds regularise strongly and stop sooner; a
-        # higher rate keeps a first trial over many classes and five folds short.
+    def portfolio(self, task: Task, n_rows: int) -> list[dict[str, Any]]:
+        # First the default: on small data, random split thresholds regularise strongly and
+        # stop sooner, and a higher rate keeps a first trial over many classes and five
+        # folds short. Then the complements that differ most from it: few leaves at a lower
+        # rate (the best or near it on four small regression sets), and the library's usual
+        # shape (31 leaves, exact thresholds: the best LightGBM on one of them).
         small = n_rows < SMALL_DATA_ROWS
-        return {
-            "learner": self.name,
-            "lightgbm.num_leaves": 31,
-            "lightgbm.learning_rate": 0.1 if small else 0.05,
-            "lightgbm.min_child_samples": 20,
-            "lightgbm.feature_fraction": 0.9,
-            "lightgbm.bagging_fraction": 0.9,
-            "lightgbm.lambda_l2": 1.0,
-            "lightgbm.extra_trees": small,
-            "lightgbm.balanced": False,
-        }
+        default = _config(leaves=31, rate=0.1 if small else 0.05, fraction=0.9, extra=small)
+        few_leaves = _config(leaves=8, rate=0.05, fraction=0.8, extra=False, min_child=30)
+        usual = _config(leaves=31, rate=0.05, fraction=0.9, extra=not small)
+        return [default, few_leaves, usual]
 
     def suggest(self, trial: Any, task: Task, n_rows: int) -> dict[str, Any]:
         p = "lightgbm."
@@ -147,6 +143,23 @@ class LightGBMLearner:
 
     def load(self, data: bytes, task: Task, n_classes: int, *, nthread: int = 1) -> LightGBMModel:
         return LightGBMModel(lgb.Booster(model_str=data.decode()), nthread)
+
+
+def _config(
+    *, leaves: int, rate: float, fraction: float, extra: bool, min_child: int = 20
+) -> dict[str, Any]:
+    """One configuration as Optuna trial parameters (named as `suggest` names them)."""
+    return {
+        "learner": LightGBMLearner.name,
+        "lightgbm.num_leaves": leaves,
+        "lightgbm.learning_rate": rate,
+        "lightgbm.min_child_samples": min_child,
+        "lightgbm.feature_fraction": fraction,
+        "lightgbm.bagging_fraction": fraction,
+        "lightgbm.lambda_l2": 1.0,
+        "lightgbm.extra_trees": extra,
+        "lightgbm.balanced": False,
+    }
 
 
 def _deadline(deadline: float) -> Any:

@@ -86,14 +86,14 @@ class LinearLearner:
     name = "linear"
     model_file = MODEL_FILE
 
-    def defaults(self, task: Task, n_rows: int) -> dict[str, Any]:
-        # A search asks for defaults before its first trial: scikit-learn's solvers are
+    def portfolio(self, task: Task, n_rows: int) -> list[dict[str, Any]]:
+        # A search asks for its portfolio before its first trial: scikit-learn's solvers are
         # imported now (seconds on a busy machine), not inside the first linear trial, whose
         # duration the time kept back for its refit is estimated from. Loading a model for
         # serving never comes here and never imports them.
         import sklearn.linear_model  # noqa: F401
 
-        return {"learner": self.name, "linear.C": 1.0, "linear.balanced": False}
+        return [{"learner": self.name, "linear.C": 1.0, "linear.balanced": False}]
 
     def suggest(self, trial: Any, task: Task, n_rows: int) -> dict[str, Any]:
         return {

@@ -14,6 +14,7 @@ from automlops.ml.explain.records import FeatureContributions
 from automlops.ml.learners.base import (
     PATIENCE,
     REPORT_EVERY,
+    SMALL_DATA_ROWS,
     FitJob,
     RoundCallback,
     boosting_params,
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 MODEL_FILE = "model.ubj"
 
 _QUANTILE_MIN_ROWS = 200_000
+_GAMMA_MIN = 1e-3  # the search's smallest minimum loss reduction per split
 
 
 # Stopping on log loss: see `objective`.
@@ -108,6 +110,23 @@ class XGBoostModel:
         )
 
 
+def _config(
+    *, depth: int, eta: float, gamma: float, child: float, subsample: float, columns: float
+) -> dict[str, Any]:
+    """One configuration as Optuna trial parameters (named as `suggest` names them)."""
+    return {
+        "learner": XGBoostLearner.name,
+        "xgboost.max_depth": depth,
+        "xgboost.eta": eta,
+        "xgboost.gamma": gamma,
+        "xgboost.min_child_weight": child,
+        "xgboost.subsample": subsample,
+        "xgboost.colsample_bytree": columns,
+        "xgboost.lambda": 1.0,
+        "xgboost.balanced": False,
+    }
+
+
 def _number(value: float | list[float]) -> float:
     return float(sum(value)) if isinstance(value, list) else float(value)
 
@@ -116,28 +135,26 @@ class XGBoostLearner:
     name = "xgboost"
     model_file = MODEL_FILE
 
-    def defaults(self, task: Task, n_rows: int) -> dict[str, Any]:
-        # The reference pipeline's fixed settings (its tree shape, rate and sampling).
-        return {
-            "learner": self.name,
-            "xgboost.max_depth": 5,
-            "xgboost.eta": 0.2,
-            # gamma is an absolute loss reduction: fine for one logistic output, but a
-            # softmax spreads each row's gradient over k classes and 4 blocks most splits.
-            "xgboost.gamma": 4.0 if task is not Task.multiclass else 1e-3,
-            "xgboost.min_child_weight": 6.0,
-            "xgboost.subsample": 0.8,
-            "xgboost.colsample_bytree": 1.0,
-            "xgboost.lambda": 1.0,
-            "xgboost.balanced": False,
-        }
+    def portfolio(self, task: Task, n_rows: int) -> list[dict[str, Any]]:
+        # The reference pipeline's fixed settings (its tree shape, rate and sampling), and
+        # shallow trees at a low rate; on small data (selected by cross-validation) the
+        # shallow ones come first: they beat the reference on each of four small regression
+        # sets (by 3 % to 16 % RMSE). gamma is an absolute loss reduction: fine for one
+        # logistic output, but a softmax spreads each row's gradient over k classes (4 blocks
+        # most splits), and a regression target's units are arbitrary, so those get the
+        # search's smallest.
+        gamma = 4.0 if task is Task.binary else _GAMMA_MIN
+        reference = _config(depth=5, eta=0.2, gamma=gamma, child=6.0, subsample=0.8, columns=1.0)
+        low = _GAMMA_MIN
+        shallow = _config(depth=3, eta=0.05, gamma=low, child=3.0, subsample=0.8, columns=0.8)
+        return [shallow, reference] if n_rows < SMALL_DATA_ROWS else [reference, shallow]
 
     def suggest(self, trial: Any, task: Task, n_rows: int) -> dict[str, Any]:
         p = "xgboost."
         return {
             "max_depth": trial.suggest_int(p + "max_depth", 2, 10),
             "eta": trial.suggest_float(p + "eta", 0.01, 0.3, log=True),
-            "gamma": trial.suggest_float(p + "gamma", 1e-3, 10.0, log=True),
+            "gamma": trial.suggest_float(p + "gamma", _GAMMA_MIN, 10.0, log=True),
             "min_child_weight": trial.suggest_float(p + "min_child_weight", 0.5, 50.0, log=True),
             "subsample": trial.suggest_float(p + "subsample", 0.5, 1.0),
             "colsample_bytree": trial.suggest_float(p + "colsample_bytree", 0.3, 1.0),

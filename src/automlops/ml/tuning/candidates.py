@@ -12,7 +12,9 @@ import numpy as np
 from automlops.ml.learners.base import Model
 from automlops.ml.learners.ensemble import select_weights
 
-ENSEMBLE_CANDIDATES = 3  # best trials kept for an ensemble, beside each family's best
+# Best trials kept for an ensemble, beside each family's best: the portfolio's diverse
+# configurations often each add to the greedy selection.
+ENSEMBLE_CANDIDATES = 6
 
 
 @dataclass(eq=False)  # identity: `in` must not compare prediction arrays
