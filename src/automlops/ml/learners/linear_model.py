@@ -105,6 +105,7 @@ class LinearLearner:
 
     def fit(self, params: dict[str, Any], job: FitJob) -> LinearModel:
         from sklearn.linear_model import LogisticRegression, Ridge
+        from threadpoolctl import threadpool_limits
 
         task, n_classes, seed = job.task, job.n_classes, job.seed
         features, y = job.train
@@ -126,7 +127,10 @@ class LinearLearner:
                 warm_start=job.deadline is not None,
                 random_state=seed,
             )
-            capped = _fit_until(model, standard, y, job.deadline)
+            # L-BFGS's matrix products run on BLAS threads, which spin while they wait: held to
+            # the fit's threads, as the boosting libraries are (one on small data).
+            with threadpool_limits(limits=job.nthread, user_api="blas"):
+                capped = _fit_until(model, standard, y, job.deadline)
             coef, intercept = model.coef_, model.intercept_
             if task is Task.multiclass and coef.shape[0] != n_classes:
                 coef, intercept = _all_classes(model.classes_, coef, intercept, n_classes)
