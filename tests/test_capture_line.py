@@ -83,6 +83,9 @@ def test_generated_inference_ids_are_unique_hex_and_a_callers_is_kept() -> None:
     ids = {inference_id(Headers({})) for _ in range(10_000)}
     assert len(ids) == 10_000
     assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+    # Random, not counted: one answer's id does not tell the next (feedback labels by id).
+    first, second = (int(inference_id(Headers({})), 16) for _ in range(2))
+    assert abs(second - first) > 2**64
     assert inference_id(Headers({wire.INFERENCE_ID_HEADER: "caller:7"})) == "caller:7"
     # Not an id the feedback could name (a `#` separates rows): replaced, never refused.
     replaced = inference_id(Headers({wire.INFERENCE_ID_HEADER: "a#1"}))
