@@ -68,6 +68,28 @@ def test_put_file_is_put_of_the_files_bytes_in_chunks(tmp_path: Path) -> None:
     assert not (tmp_path / "s" / "escape.csv").exists()
 
 
+def test_move_file_renames_on_one_file_system_and_notifies(tmp_path: Path) -> None:
+    """A file the caller gives up becomes the object without a copy (its inode moves), with
+    the MD5 ETag and the notification of `put`; across file systems it is copied."""
+    seen: list[ObjectInfo] = []
+    store = DirectoryStore(tmp_path / "s", ["b"], on_created=seen.append)
+    source = tmp_path / "joined.csv"
+    source.write_bytes(b"a,b\n1,2\n")
+    inode = source.stat().st_ino
+    info = store.move_file("b", "p/joined.csv", source)
+    stored = tmp_path / "s" / "b" / "p" / "joined.csv"
+    assert stored.stat().st_ino == inode and not source.exists()
+    assert seen == [info] and info == store.head("b", "p/joined.csv")
+    store.put("b", "a/b", b"1")
+    other = tmp_path / "other.csv"
+    other.write_bytes(b"x")
+    with pytest.raises(PermanentError):  # "a" is a prefix already
+        store.move_file("b", "a", other)
+    with pytest.raises(PermanentError):  # "p/joined.csv" is an object, not a prefix
+        store.move_file("b", "p/joined.csv/x", other)
+    assert other.exists()
+
+
 def test_a_key_cannot_be_an_object_and_a_prefix(tmp_path: Path) -> None:
     """S3 holds "a" beside "a/b", directories cannot: refused as permanent, not retried."""
     store = DirectoryStore(tmp_path, ["b"])

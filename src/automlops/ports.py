@@ -44,6 +44,12 @@ class ObjectStore(Protocol):
         Atomic like `put`; its ETag need not be the MD5 where the store uploads in parts."""
         ...
 
+    def move_file(self, bucket: str, key: str, source: Path) -> ObjectInfo:
+        """`put_file` of a file the caller gives up (a temp file of its own): a store that
+        keeps files may rename it into place instead of copying it. `source` is gone
+        afterwards, whether it was moved or copied."""
+        ...
+
     def put_if(self, bucket: str, key: str, data: bytes, *, if_match: str | None) -> ObjectInfo:
         """Compare-and-swap: write only if the current ETag is `if_match` (None: must not exist).
 

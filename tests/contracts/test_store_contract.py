@@ -159,6 +159,25 @@ def test_put_file_streams_a_file(store: ObjectStore, tmp_path: Path) -> None:
     assert store.list(B, "data/") == ["data/d/small.csv", "data/d/upload.csv"]
 
 
+def test_move_file_stores_the_file_and_takes_it(store: ObjectStore, tmp_path: Path) -> None:
+    data = bytes(range(256)) * 4099
+    source = tmp_path / "predictions.csv"
+    source.write_bytes(data)
+    store.put(B, "out/p.csv", b"old")
+    store.put_tags(B, "out/p.csv", {"processed": "run-1"})
+    info = store.move_file(B, "out/p.csv", source)
+    assert (info.size, info.etag) == (len(data), _md5(data))
+    assert store.get(B, "out/p.csv") == data
+    assert store.head(B, "out/p.csv") == info
+    assert store.get_tags(B, "out/p.csv") == {}  # a new object, as after `put`
+    assert not source.exists()
+    refused = tmp_path / "kept.csv"
+    refused.write_bytes(b"x")
+    with pytest.raises(PermanentError):
+        store.move_file(B, "k" * (MAX_KEY_BYTES + 1), refused)
+    assert refused.exists()  # a refused key leaves the caller's file alone
+
+
 def test_tags_round_trip_and_replace(store: ObjectStore) -> None:
     store.put(B, "k", b"x")
     assert store.get_tags(B, "k") == {}

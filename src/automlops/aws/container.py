@@ -110,6 +110,12 @@ class ChannelStore:
             raise PermanentError(f"a training job writes only its model, not s3://{bucket}/{key}")
         return self.put(bucket, key, source.read_bytes())
 
+    def move_file(self, bucket: str, key: str, source: Path) -> ObjectInfo:
+        """`put_file`, then the local file is deleted."""
+        info = self.put_file(bucket, key, source)
+        source.unlink()
+        return info
+
     def put_if(self, bucket: str, key: str, data: bytes, *, if_match: str | None) -> ObjectInfo:
         """Only the model's only-if-absent write (what train asks for): `put`, which writes
         it to S3 only if absent and keeps an earlier attempt's file."""

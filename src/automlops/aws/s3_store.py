@@ -74,6 +74,12 @@ class S3ObjectStore:
             raise NotFoundError(f"s3://{bucket}/{key} vanished right after its upload")
         return info
 
+    def move_file(self, bucket: str, key: str, source: Path) -> ObjectInfo:
+        """`put_file`, then the local file is deleted (an upload is a copy)."""
+        info = self.put_file(bucket, key, source)
+        source.unlink()
+        return info
+
     def put_if(self, bucket: str, key: str, data: bytes, *, if_match: str | None) -> ObjectInfo:
         """Compare-and-swap with S3 conditional writes (If-Match / If-None-Match: *)."""
         condition = {"IfNoneMatch": "*"} if if_match is None else {"IfMatch": f'"{if_match}"'}

@@ -117,11 +117,7 @@ class DirectoryStore:
         try:
             size, etag = self._write_atomic(path, data)
         except (IsADirectoryError, NotADirectoryError, FileExistsError):
-            # S3 holds "a" beside "a/b"; directories cannot. Retrying would not help.
-            raise PermanentError(
-                f"{bucket}/{key}: in the directory store a key cannot also be a prefix "
-                "(a directory) of other keys"
-            ) from None
+            raise _key_is_prefix(bucket, key) from None
         return self._created(bucket, key, size, etag)
 
     def put(self, bucket: str, key: str, data: bytes) -> ObjectInfo:
@@ -133,6 +129,32 @@ class DirectoryStore:
         self.path(bucket, key)  # an invalid key is refused before the file is opened
         with open(source, "rb") as reader:
             return self._write_object(bucket, key, iter(lambda: reader.read(_COPY_CHUNK), b""))
+
+    def move_file(self, bucket: str, key: str, source: Path) -> ObjectInfo:
+        """`put_file` of a file the caller gives up: renamed into the bucket when it is on the
+        bucket's file system (hashed and synced first, as `put` writes), else copied; `source`
+        is gone afterwards either way."""
+        path = self.path(bucket, key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            same_device = os.stat(source).st_dev == os.stat(path.parent).st_dev
+        except (NotADirectoryError, FileExistsError):
+            raise _key_is_prefix(bucket, key) from None
+        if not same_device:
+            info = self.put_file(bucket, key, source)
+            source.unlink()
+            return info
+        self._meta_path(bucket, key, _TAGS_SUFFIX).unlink(missing_ok=True)  # as `put` does
+        with open(source, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            digest = hashlib.file_digest(handle, lambda: hashlib.md5(usedforsecurity=False))
+            os.fsync(handle.fileno())
+        os.chmod(source, 0o600)  # as the store's own temp files are made
+        try:
+            os.replace(source, path)
+        except (IsADirectoryError, NotADirectoryError, FileExistsError):
+            raise _key_is_prefix(bucket, key) from None
+        return self._created(bucket, key, size, digest.hexdigest())
 
     def renotify(self, bucket: str, key: str) -> bool:
         """Send an existing object's ObjectCreated notification again; False if it is absent.
@@ -230,6 +252,14 @@ class DirectoryStore:
         self._write_atomic(
             self._meta_path(bucket, key, _TAGS_SUFFIX), json.dumps(tags, sort_keys=True).encode()
         )
+
+
+def _key_is_prefix(bucket: str, key: str) -> PermanentError:
+    # S3 holds "a" beside "a/b"; directories cannot. Retrying would not help.
+    return PermanentError(
+        f"{bucket}/{key}: in the directory store a key cannot also be a prefix "
+        "(a directory) of other keys"
+    )
 
 
 def _is_temp(name: str) -> bool:

@@ -291,7 +291,7 @@ def _commit(
     """Store the joined output file, then the errors, then the lineage (last)."""
     store, bucket, run = ports.store, ports.settings.buckets.model_output, job.run
     output_key = keys.predictions_key(run.dataset, run.run_id, job.source.filename)
-    store.put_file(bucket, output_key, joined)
+    store.move_file(bucket, output_key, joined)  # the stage's own temp file
     errors = sorted(tally.errors + tally.skipped, key=lambda e: e.row)
     errors_key = keys.prediction_errors_key(run.dataset, run.run_id)
     store.put(bucket, errors_key, errors_bytes(errors))
