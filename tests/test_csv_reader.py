@@ -376,3 +376,35 @@ def test_column_names_that_read_as_patterns_keep_their_own_values() -> None:
     assert frame.get_column("^x$").to_list() == [1, 2, 3]
     assert frame.get_column("x").to_list() == ["a", "b", "c"]
     assert frame.get_column("^.*$").to_list() == [10, 20, 30]
+
+
+@pytest.mark.parametrize("block", [5, 1 << 20])  # characters cut between blocks, or one block
+def test_file_encoding_streams_the_file_as_the_upload_reader_judges_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, block: int
+) -> None:
+    from automlops.tabular import csv_reader
+
+    monkeypatch.setattr(csv_reader, "_ENCODING_BLOCK", block)
+    text = "name;city\n" + "".join(f"row {i};Zürich — Genève\n" for i in range(50))
+    path = tmp_path / "f.csv"
+    cases = {
+        "utf-8": text.encode(),
+        "utf-8 ": b"\xef\xbb\xbf" + text.encode(),  # BOM: left for the reader to skip
+        "utf-16": text.encode("utf-16"),
+        "cp1252": ("plain ascii;x\n" * 20 + text.replace("—", "-")).encode("cp1252"),
+    }
+    for expected, data in cases.items():
+        path.write_bytes(data)
+        assert csv_reader.file_encoding(path, "f.csv") == expected.strip()
+    path.write_bytes(text.encode()[:-3] + b"\xc3")  # the last character cut in half
+    with pytest.raises(DataError, match="cut short"):
+        csv_reader.file_encoding(path, "f.csv")
+    path.write_bytes(text.encode() + b"\x89PNG\x00\x00")
+    with pytest.raises(DataError, match="binary"):
+        csv_reader.file_encoding(path, "f.csv")
+    damaged = text.encode().replace("Genève".encode(), b"Gen\xe8ve", 1)
+    path.write_bytes(damaged)
+    with pytest.raises(DataError, match="UTF-8 except") as raised:
+        csv_reader.file_encoding(path, "f.csv")
+    first_bad = damaged.index(b"\xe8")
+    assert raised.value.line == 2 and f"at byte {first_bad}" in str(raised.value)

@@ -168,6 +168,47 @@ def test_bad_rows_go_to_the_error_file_and_the_good_rows_are_scored(
     assert out["mean_area"].to_list() == good["mean_area"].to_list()
 
 
+@pytest.mark.parametrize(
+    ("encoding", "delimiter"),
+    [("cp1252", ";"), ("utf-16", "\t"), ("utf-8-sig", ",")],  # spreadsheets' exports
+)
+def test_files_in_spreadsheet_encodings_are_scored_and_written_as_utf8(
+    scoring: LocalRuntime, encoding: str, delimiter: str
+) -> None:
+    """A file as Excel saves it (Windows' cp1252 "CSV", UTF-16 "Unicode text" with tabs,
+    "CSV UTF-8" with its BOM) is read in its encoding, as an upload for training is; the
+    output is UTF-8 with the text intact and the same predictions as the plain file."""
+    source = pl.read_csv(io.BytesIO(breast_cancer_csv()))
+    names = [f"client {i} Société Générale é" for i in range(source.height)]
+    frame = source.with_columns(pl.Series("client", names)).select(["client", *source.columns])
+    text = frame.write_csv(separator=delimiter, line_terminator="\r\n")
+    _drop(scoring, "excel.csv", text.encode(encoding))
+    Worker(scoring).run_until_idle()
+    lineage = _lineage(scoring)
+    out = pl.read_csv(
+        io.BytesIO(scoring.store.get(lineage["output_bucket"], lineage["output_key"])),
+        separator=delimiter,
+    )
+    assert out.columns[0] == "client" and out["client"].to_list() == names
+    expected = _champion(scoring).predict(source)
+    assert expected.proba is not None
+    assert out["probability_malignant"].to_numpy() == pytest.approx(expected.proba[:, 1])
+
+
+def test_model_columns_the_file_lacks_are_named_in_the_lineage_and_the_note(
+    scoring: LocalRuntime,
+) -> None:
+    source = pl.read_csv(io.BytesIO(breast_cancer_csv()))
+    lacking = source.drop("mean_radius", "worst_area")
+    _drop(scoring, "partial.csv", lacking.write_csv().encode())
+    Worker(scoring).run_until_idle()
+    lineage = _lineage(scoring)
+    assert lineage["missing_columns"] == ["mean_radius", "worst_area"]
+    assert lineage["output_rows"] == ROWS  # scored, the two as missing values
+    (run,) = scoring.runlog.list(DEMO_DATASET, limit=1)
+    assert run.note is not None and "scored as missing: mean_radius, worst_area" in run.note
+
+
 def test_too_many_bad_rows_fail_the_run_with_the_first_one(scoring: LocalRuntime) -> None:
     bad = {row: ("mean_radius", "x") for row in range(1, 40)}
     _drop(scoring, "worse.csv", _with_bad_rows(bad), ScoreOptions(max_bad_share=0.05))

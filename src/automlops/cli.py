@@ -224,6 +224,9 @@ def predict(
     target = output or scoring.default_output(file)
     scoring.save(runtime.store, done.lineage, target)
     lineage = done.lineage
+    if lineage.missing_columns:
+        missing = ", ".join(lineage.missing_columns)
+        typer.echo(f"warning: not in {file.name}, scored as missing: {missing}", err=True)
     typer.echo(
         f"{lineage.output_rows:,} predictions -> {target}"
         + (

@@ -44,7 +44,7 @@ from automlops.ml.columns.values import InvalidValueError
 from automlops.ml.explain.table import chosen_output_table
 from automlops.ml.predictor import Predictions, Predictor
 from automlops.registry import ModelVersion, Registry
-from automlops.tabular.csv_reader import DELIMITERS, NULL_VALUES
+from automlops.tabular.csv_reader import DELIMITERS, NULL_VALUES, file_encoding
 
 CHUNK_ROWS = 50_000  # ~7 MB of bank text; a chunk per core in flight: 100x peaked at ~650 MB
 _CSV_BLOCK_BYTES = 4 << 20
@@ -133,6 +133,8 @@ class ScoreLineage(BaseModel):
     errors_key: str
     error_rows: int
     scored_at: str
+    # The model's input columns the file lacks: scored as missing values, as serving does.
+    missing_columns: list[str] = Field(default_factory=list)
 
 
 def score_run_id(dataset: str, etag: str, size: int, version: int, options: ScoreOptions) -> str:
@@ -261,7 +263,8 @@ def progress_share(text: str) -> float | None:
 def _open_csv(source: Path) -> tuple[pa_csv.CSVStreamingReader, _Header, list[RowError]]:
     """A streaming reader of a CSV file with every cell as text, and the list it appends the
     rows it skips to (a field count unlike the header's)."""
-    header = _header(source)
+    encoding = file_encoding(source, source.name)
+    header = _header(source, encoding)
     skipped: list[RowError] = []
 
     def skip(row: pa_csv.InvalidRow) -> str:
@@ -278,7 +281,9 @@ def _open_csv(source: Path) -> tuple[pa_csv.CSVStreamingReader, _Header, list[Ro
     try:
         reader = pa_csv.open_csv(
             source,
-            read_options=pa_csv.ReadOptions(block_size=_CSV_BLOCK_BYTES, use_threads=False),
+            read_options=pa_csv.ReadOptions(
+                block_size=_CSV_BLOCK_BYTES, use_threads=False, encoding=encoding
+            ),
             parse_options=pa_csv.ParseOptions(delimiter=header.delimiter, invalid_row_handler=skip),
             convert_options=pa_csv.ConvertOptions(
                 column_types={name: pa.string() for name in header.names},
@@ -296,14 +301,14 @@ class _Header:
     delimiter: str
 
 
-def _header(source: Path) -> _Header:
+def _header(source: Path, encoding: str) -> _Header:
     """The column names and delimiter of a CSV file, from its first line."""
-    with open(source, "rb") as handle:
-        first = handle.readline(1 << 20)
+    text_encoding = "utf-8-sig" if encoding == "utf-8" else encoding  # no BOM in the names
     try:
-        line = first.decode("utf-8-sig")
+        with open(source, encoding=text_encoding, newline="") as handle:
+            line = handle.readline(1 << 20)
     except UnicodeDecodeError:
-        raise DataError(source.name, "is not UTF-8 text", line=1) from None
+        raise DataError(source.name, f"is not {encoding} text", line=1) from None
     if not line.strip():
         raise DataError(source.name, "has no header line", line=1)
     delimiter = max(DELIMITERS, key=line.count)
@@ -367,6 +372,7 @@ class BatchScorer:
                 "the file has none of the model's input columns "
                 f"({', '.join(predictor.input_columns[:5])}...): nothing to score"
             )
+        self.missing = [c for c in predictor.input_columns if c not in set(input_names)]
         self.kept = [options.id_column] if options.id_column is not None else list(input_names)
         self.output_names = _unique(
             _prediction_names(predictor) + _explanation_names(predictor, options.explain),

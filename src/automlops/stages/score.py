@@ -131,6 +131,7 @@ def score(record: S3EventRecord, ports: Ports) -> StageResult:
             tally = _write_parts(job, scorers, reader, joined, ports)
         finally:
             joined.close()
+        tally.missing_columns = scorers[0].missing
         lineage = _commit(job, record, digest.result(), tally, joined.path, ports)
     return _result(job, lineage, duplicate=False)
 
@@ -165,6 +166,7 @@ class _Tally:
     scored: int = 0
     errors: list[RowError] = field(default_factory=list)  # unreadable values
     skipped: list[RowError] = field(default_factory=list)  # unparseable lines
+    missing_columns: list[str] = field(default_factory=list)  # the model's, not in the file
 
 
 def _write_parts(
@@ -312,6 +314,7 @@ def _commit(
         errors_key=errors_key,
         error_rows=len(errors),
         scored_at=ports.clock().isoformat(),
+        missing_columns=tally.missing_columns,
     )
     lineage_key = keys.prediction_lineage_key(run.dataset, run.run_id)
     store.put(bucket, lineage_key, json.dumps(lineage.model_dump(mode="json"), indent=2).encode())
@@ -323,6 +326,8 @@ def _result(job: ScoreJob, lineage: ScoreLineage, *, duplicate: bool) -> StageRe
         f"scored {lineage.output_rows:,} rows ({lineage.error_rows:,} unreadable) with version "
         f"{lineage.model_version}: {lineage.output_bucket}/{lineage.output_key}"
     )
+    if lineage.missing_columns:
+        note += f"; not in the file, scored as missing: {', '.join(lineage.missing_columns)}"
     return StageResult(
         run=job.run,
         outputs=[lineage.output_key, lineage.errors_key],

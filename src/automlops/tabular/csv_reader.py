@@ -38,7 +38,14 @@ import polars as pl
 from automlops.errors import DataError
 from automlops.tabular.spelling import MISSING_VALUES, judge_decimal
 
-__all__ = ["DELIMITERS", "NULL_VALUES", "file_decimal", "read_csv_bytes", "read_csv_file"]
+__all__ = [
+    "DELIMITERS",
+    "NULL_VALUES",
+    "file_decimal",
+    "file_encoding",
+    "read_csv_bytes",
+    "read_csv_file",
+]
 
 NULL_VALUES = list(MISSING_VALUES)  # the spellings of a missing value, here and in serving
 DELIMITERS = (",", ";", "\t", "|")
@@ -154,6 +161,54 @@ def _decode(data: bytes, source: str) -> str:
     return text
 
 
+_ENCODING_BLOCK = 8 << 20
+_ENCODING_SAMPLE = 1 << 20
+
+
+def file_encoding(path: Path, source: str) -> str:
+    """The text encoding of a CSV file, judged as `read_csv_bytes` judges an upload's, without
+    holding the file: "utf-8" (a UTF-8 BOM is left for the reader to skip), "utf-16" (with its
+    BOM), else the encoding detected from the first block that is not UTF-8 (a spreadsheet's
+    cp1252 export). Streamed in blocks; ASCII blocks, most of a typical file, are only scanned.
+    DataError for binary data and for UTF-8 damaged by a few bad bytes."""
+    with open(path, "rb") as handle:
+        first = handle.read(4)
+        if first.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+            return "utf-16"
+        handle.seek(0)
+        decoder = codecs.getincrementaldecoder("utf-8")()
+        pending = False  # the decoder holds the start of a character cut by the block's end
+        start = lines = 0
+        while block := handle.read(_ENCODING_BLOCK):
+            if b"\x00" in block:
+                raise DataError(source, "is a binary file, not CSV text (it contains NUL bytes)")
+            if pending or not block.isascii():
+                try:
+                    decoder.decode(block)
+                except UnicodeDecodeError as exc:
+                    # Judged on the megabyte around the first byte that is not UTF-8.
+                    handle.seek(max(start + exc.start - _ENCODING_SAMPLE // 2, 0))
+                    sample = handle.read(_ENCODING_SAMPLE)
+                    if _mostly_utf8(sample):
+                        raise DataError(
+                            source,
+                            "is UTF-8 except for undecodable bytes (the first at byte "
+                            f"{start + exc.start})",
+                            line=lines + block.count(b"\n", 0, exc.start) + 1,
+                        ) from None
+                    return _detect_encoding(sample, source)
+                pending = bool(decoder.getstate()[0])
+            start += len(block)
+            lines += block.count(b"\n")
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            raise DataError(
+                source, "ends inside a UTF-8 character: the file is cut short"
+            ) from None
+    return "utf-8"
+
+
 def _strict_decode(data: bytes, encoding: str, source: str) -> str:
     try:
         return data.decode(encoding)
@@ -168,16 +223,20 @@ def _reject_damaged_utf8(data: bytes, error: UnicodeDecodeError, source: str) ->
     Such a file is damaged, and decoding it all as cp1252 would silently garble every
     accented letter; in a real cp1252 file valid UTF-8 sequences are rare accidents.
     """
-    decoded = data.decode("utf-8", errors="replace")
-    bad = decoded.count("\ufffd")
-    non_ascii = len(decoded) - len(decoded.encode("ascii", "ignore")) - bad
-    if non_ascii > bad:
+    if _mostly_utf8(data):
         line = data.count(b"\n", 0, error.start) + 1
         raise DataError(
             source,
             f"is UTF-8 except for undecodable bytes (the first at byte {error.start})",
             line=line,
         )
+
+
+def _mostly_utf8(data: bytes) -> bool:
+    """More valid non-ASCII UTF-8 characters than undecodable bytes."""
+    decoded = data.decode("utf-8", errors="replace")
+    bad = decoded.count("\ufffd")
+    return len(decoded) - len(decoded.encode("ascii", "ignore")) - bad > bad
 
 
 def _detect_encoding(data: bytes, source: str) -> str:
