@@ -18,7 +18,7 @@ from automlops.errors import NotFoundError
 from automlops.ml.predictor import Predictor
 from automlops.names import is_dataset_name
 from automlops.serving.auth import require_api_key
-from automlops.serving.capture import capture_writer, respond_captured
+from automlops.serving.capture import CaptureWriter, capture_writer, respond_captured
 from automlops.serving.feedback import accept_feedback, feedback_body
 from automlops.serving.invocation import (
     INVOCATION_RESPONSES,
@@ -87,6 +87,14 @@ def create_app(
     app.state.capture = capture
     if capture is not None:
         app.router.lifespan_context = capture.lifespan(app.router.lifespan_context)
+    _add_description_routes(app, models)
+    _add_invocation_routes(app, models, limits, capture)
+    _add_feedback_route(app, models, limits, settings.buckets.model_monitoring)
+    return app
+
+
+def _add_description_routes(app: FastAPI, models: ModelCache) -> None:
+    """Liveness and what is served: /ping, /endpoints and one endpoint or version."""
 
     @app.get("/ping")
     async def ping() -> Status:  # async: answered on the loop, needing no pool thread
@@ -113,6 +121,12 @@ def create_app(
         """One version's task, input columns and labels."""
         return describe(dataset, version, _version(models, dataset, version))
 
+
+def _add_invocation_routes(
+    app: FastAPI, models: ModelCache, limits: InvocationLimits, capture: CaptureWriter | None
+) -> None:
+    """Predictions: the champion's (its traffic captured) and a named version's (not)."""
+
     @app.post(
         "/endpoints/{dataset}/invocations",
         openapi_extra=invocation_body(),
@@ -133,6 +147,12 @@ def create_app(
         predictor = _version(models, dataset, version)
         return await respond(request, version, predictor, limits)
 
+
+def _add_feedback_route(
+    app: FastAPI, models: ModelCache, limits: InvocationLimits, monitoring_bucket: str
+) -> None:
+    """Ground truth coming back for answered rows."""
+
     @app.post(
         "/endpoints/{dataset}/feedback",
         openapi_extra=feedback_body(),
@@ -149,10 +169,8 @@ def create_app(
         body = await read_body(request, limits.max_body_bytes)
         # Parsing up to max_body_bytes and the store's I/O: off the event loop.
         return await anyio.to_thread.run_sync(
-            accept_feedback, models, settings.buckets.model_monitoring, dataset, body
+            accept_feedback, models, monitoring_bucket, dataset, body
         )
-
-    return app
 
 
 def _champion(models: ModelCache, dataset: str) -> tuple[int, Predictor]:
