@@ -88,41 +88,66 @@ def fit_target(
     present = values.drop_nulls()
     if present.len() == 0:
         raise DataError(source, "target column has no values", column=name)
-    numbers, spelling = present, None
-    if not present.dtype.is_numeric() and task in (None, Task.regression):
-        # Judged on the distinct values (a few for class labels, however many rows).
-        distinct = present.unique()
-        spelling = detect_spelling(distinct, decimal)
-        if spelling is not None and spelling.booleans is None:
-            numbers = parse_numeric(distinct, name, spelling)
-        else:
-            spelling = None
-    n_unique = numbers.n_unique()
-    if not numbers.dtype.is_numeric():
-        # Text labels: spellings of one label (" Yes", "YES") count once in detecting the task.
-        n_unique = len(_merged_labels(present)[0])
+    numbers, spelling = _as_numbers(present, name, task, decimal)
     if task is None:
-        numeric = numbers.dtype.is_numeric()
-        integral = numeric and bool((numbers.cast(pl.Float64) % 1 == 0).all())
-        if n_unique == 2:
-            task = Task.binary
-        elif numeric and (not integral or n_unique > _REGRESSION_MIN_UNIQUE):
-            task = Task.regression
-        else:
-            task = Task.multiclass
+        task = _detect_task(present, numbers)
     if task is Task.regression:
-        if not numbers.dtype.is_numeric():
-            raise DataError(source, "regression target has non-numeric values", column=name)
-        if positive is not None:
-            raise DataError(
-                source,
-                f"a positive label ({positive!r}) needs a binary target; this target "
-                "is a number (regression)",
-                column=name,
-            )
-        kept = None if spelling is None or spelling.plain else spelling
-        return TargetSpec(name=name, task=task, number_spelling=kept)
+        return _regression_target(numbers, spelling, name, positive, source)
+    return _class_target(present, name, task, positive, source)
 
+
+def _as_numbers(
+    present: pl.Series, name: str, task: Task | None, decimal: Literal[".", ","]
+) -> tuple[pl.Series, NumberSpelling | None]:
+    """The target's values as numbers when text spells numbers (and the task allows a number),
+    with that spelling; else the values as they are and None."""
+    if present.dtype.is_numeric() or task not in (None, Task.regression):
+        return present, None
+    # Judged on the distinct values (a few for class labels, however many rows).
+    distinct = present.unique()
+    spelling = detect_spelling(distinct, decimal)
+    if spelling is None or spelling.booleans is not None:
+        return present, None
+    return parse_numeric(distinct, name, spelling), spelling
+
+
+def _detect_task(present: pl.Series, numbers: pl.Series) -> Task:
+    """Two values: binary; many numbers (or any fraction): regression; else multiclass."""
+    numeric = numbers.dtype.is_numeric()
+    # Text labels: spellings of one label (" Yes", "YES") count once.
+    n_unique = numbers.n_unique() if numeric else len(_merged_labels(present)[0])
+    integral = numeric and bool((numbers.cast(pl.Float64) % 1 == 0).all())
+    if n_unique == 2:
+        return Task.binary
+    if numeric and (not integral or n_unique > _REGRESSION_MIN_UNIQUE):
+        return Task.regression
+    return Task.multiclass
+
+
+def _regression_target(
+    numbers: pl.Series,
+    spelling: NumberSpelling | None,
+    name: str,
+    positive: str | None,
+    source: str,
+) -> TargetSpec:
+    if not numbers.dtype.is_numeric():
+        raise DataError(source, "regression target has non-numeric values", column=name)
+    if positive is not None:
+        raise DataError(
+            source,
+            f"a positive label ({positive!r}) needs a binary target; this target "
+            "is a number (regression)",
+            column=name,
+        )
+    kept = None if spelling is None or spelling.plain else spelling
+    return TargetSpec(name=name, task=Task.regression, number_spelling=kept)
+
+
+def _class_target(
+    present: pl.Series, name: str, task: Task, positive: str | None, source: str
+) -> TargetSpec:
+    """A binary or multiclass target: its labels (spellings merged) and the positive one."""
     labels, spellings = _merged_labels(present)
     if len(labels) < 2:
         raise DataError(
