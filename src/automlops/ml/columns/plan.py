@@ -18,6 +18,7 @@ import polars as pl
 from automlops.ml.columns.leaks import DROP_SCORE, LeakProbe
 from automlops.ml.columns.target import TargetSpec
 from automlops.ml.columns.transform import (
+    Column,
     ColumnKind,
     FittedTransform,
     fit_column,
@@ -193,24 +194,47 @@ def fit_columns(
     dropped. Columns in `keep` stay features when they look like identifiers or leaks (the
     note says so); nothing keeps an empty, constant or duplicate column.
     """
-    fitted = []
-    profiles = []
-    notes: list[str] = []
-    seen: dict[int, str] = {}  # hash of a column's values -> first column with them
-    probe = None if y is None else LeakProbe(y, target.task)
-    # Judged once per file, never per column or cell.
-    decimal = frame_decimal(train) if decimal is None else decimal
-
-    pick = _row_picker(train.height, rows)
-
-    def training_values(name: str) -> pl.Series:
-        return pick(train.get_column(name))
-
+    planner = _Planner(
+        train=train,
+        target=target,
+        pick=_row_picker(train.height, rows),
+        keep=keep,
+        # Judged once per file, never per column or cell.
+        decimal=frame_decimal(train) if decimal is None else decimal,
+        probe=None if y is None else LeakProbe(y, target.task),
+    )
+    fitted, profiles = [], []
     for name in train.columns:
-        values = training_values(name)
+        profile, column = planner.plan(name)
+        profiles.append(profile)
+        if column is not None:
+            fitted.append(column)
+    return ColumnPlan(FittedTransform(columns=fitted), profiles, planner.notes)
+
+
+@dataclass
+class _Planner:
+    """Judges and fits the columns of one training frame, one after another (a column can
+    be a duplicate of an earlier one, and every judgement may add a note)."""
+
+    train: pl.DataFrame
+    target: TargetSpec
+    pick: Callable[[pl.Series], pl.Series]  # a column's training rows
+    keep: Collection[str]
+    decimal: Literal[".", ","]
+    probe: LeakProbe | None
+    notes: list[str] = field(default_factory=list)
+    seen: dict[int, str] = field(default_factory=dict)  # values' hash -> first such column
+
+    def training_values(self, name: str) -> pl.Series:
+        return self.pick(self.train.get_column(name))
+
+    def plan(self, name: str) -> tuple[ColumnProfile, Column | None]:
+        """A column's profile and, when it is a feature, its fitted steps."""
+        values = self.training_values(name)
         # Text is counted value by value once, for its profile, its judgement and its fit.
         text = values.dtype in (pl.String, pl.Categorical)
-        table = value_counts(values) if text and name != target.name else None
+        table = value_counts(values) if text and name != self.target.name else None
         counts = _Counts.of(values, table)
         profile = ColumnProfile(
             name=name,
@@ -220,33 +244,39 @@ def fit_columns(
             missing=values.len() - counts.present,
             unique=counts.distinct + (counts.present < values.len()),
         )
-        profiles.append(profile)
-        if name == target.name:
+        if name == self.target.name:
             profile.decision = "target"
-            continue
+            return profile, None
         present = values.null_count() < values.len()
-        kind = infer_kind(values, decimal=decimal) if present else ColumnKind.numeric
+        kind = infer_kind(values, decimal=self.decimal) if present else ColumnKind.numeric
         if kind is not ColumnKind.categorical and values.dtype == pl.Categorical:
             values = values.cast(pl.String)  # numbers or dates spelt out: parsed from text
-        digest = hash((str(values.dtype), *values.head(5000).hash(seed=7).to_list()))
-        reason = _drop_reason(values, kind, counts)
-        if reason is None and digest in seen and values.equals(training_values(seen[digest])):
-            reason = f"duplicate of column {seen[digest]!r}"
-        seen.setdefault(digest, name)
-        if reason is None:
-            whole = train.get_column(name)
-            reason = _identifier_or_leak(whole, values, kind, counts, probe, notes)
-            if reason is not None and name in keep:
-                notes.append(f"column {name!r} kept as the manifest asks, though {reason}")
-                reason = None
+        reason = self._drop_reason(name, values, kind, counts)
         if reason is not None:
             profile.decision = f"dropped: {reason}"
-            continue
-        column = fit_column(values, kind, decimal=decimal, counts=table)
+            return profile, None
+        column = fit_column(values, kind, decimal=self.decimal, counts=table)
         profile.kind = kind.value
         column.describe(values, profile, table)
-        fitted.append(column)
-    return ColumnPlan(FittedTransform(columns=fitted), profiles, notes)
+        return profile, column
+
+    def _drop_reason(
+        self, name: str, values: pl.Series, kind: ColumnKind, counts: _Counts
+    ) -> str | None:
+        """Why a column is no feature (empty, constant, a duplicate, an identifier or a leak
+        not kept by the manifest), None when it is one."""
+        digest = hash((str(values.dtype), *values.head(5000).hash(seed=7).to_list()))
+        reason = _drop_reason(values, kind, counts)
+        first = self.seen.setdefault(digest, name)
+        if reason is None and first != name and values.equals(self.training_values(first)):
+            reason = f"duplicate of column {first!r}"
+        if reason is None:
+            whole = self.train.get_column(name)
+            reason = _identifier_or_leak(whole, values, kind, counts, self.probe, self.notes)
+            if reason is not None and name in self.keep:
+                self.notes.append(f"column {name!r} kept as the manifest asks, though {reason}")
+                reason = None
+        return reason
 
 
 def _row_picker(height: int, rows: np.ndarray | None) -> Callable[[pl.Series], pl.Series]:
