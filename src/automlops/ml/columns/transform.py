@@ -521,8 +521,15 @@ class CategoricalEncoder(KindEncoder[Codes]):
 
     def write(self, values: Codes, out: np.ndarray) -> None:
         codes, shares = values
-        columns, rows = np.nonzero(~np.isnan(codes))
-        out[rows, self._offsets[columns] + codes[columns, rows].astype(np.intp)] = 1.0
+        width = out.shape[1]
+        if not out.flags.c_contiguous:
+            raise ValueError("the feature matrix must be C-contiguous")
+        for j, column in enumerate(codes):
+            # One column at a time, by flat position: a 1-D scatter, without the index arrays
+            # of every column at once that a 2-D fancy assignment builds.
+            (rows,) = np.nonzero(~np.isnan(column))
+            flat = rows * width + self._offsets[j] + column[rows].astype(np.intp)
+            out.ravel()[flat] = 1.0  # a view: `out` is C-contiguous
         if len(self._frequencies):
             out[:, self._frequency_targets] = shares.T
 
