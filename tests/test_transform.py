@@ -284,6 +284,8 @@ def test_large_frames_read_a_column_at_a_time_give_the_same_matrix_and_error() -
     whole = encoder.encode_frame(frame)
     parts = [encoder.encode_frame(frame.slice(start, 1000)) for start in range(0, n, 1000)]
     np.testing.assert_array_equal(whole, np.vstack(parts))
+    # And the JSON rows' path, which looks each value up on its own (" a" is "a", "q" none).
+    np.testing.assert_array_equal(whole, encoder.encode_rows(frame.to_dicts()))
     assert whole[:, 8].tolist() == [i % 7 for i in range(n)]
 
     bad = frame.with_columns(

@@ -450,6 +450,22 @@ class Codes(NamedTuple):
     shares: np.ndarray  # columns with frequencies x rows: each value's training share
 
 
+def _in_enum(raw: pl.Series, enum: pl.Enum) -> pl.Series:
+    """Raw values as `enum` values, read as `as_category` reads them (null: no category).
+
+    Text is looked up as it is first: a category has no surrounding space, so only the values
+    that miss can differ once stripped, and only those are stripped (stripping every value
+    copies every string)."""
+    if raw.dtype != pl.String:
+        return as_category(raw).cast(enum, strict=False)
+    found = raw.cast(enum, strict=False)
+    missed = found.is_null() & raw.is_not_null()
+    if not missed.any():
+        return found
+    again = raw.filter(missed).str.strip_chars().cast(enum, strict=False)
+    return found.scatter(missed.arg_true(), again)
+
+
 class CategoricalEncoder(KindEncoder[Codes]):
     """Categorical columns: each value's position among its column's categories."""
 
@@ -476,21 +492,18 @@ class CategoricalEncoder(KindEncoder[Codes]):
 
     def read_frame(self, frame: pl.DataFrame) -> Codes:
         n = frame.height
-        texts = []
-        for name in self.names:
-            raw = _frame_column(frame, name)
-            texts.append(None if raw is None else as_category(raw))
+        texts = [_frame_column(frame, name) for name in self.names]
         codes = np.full((len(self.names), n), np.nan)
         for j, (enum, text) in enumerate(zip(self._enums, texts, strict=True)):
             if text is not None:  # a value that is no category: null, so NaN
-                found = text.cast(enum, strict=False).to_physical().cast(pl.Float64)
+                found = _in_enum(text, enum).to_physical().cast(pl.Float64)
                 codes[j] = found.to_numpy()
         shares = np.zeros((len(self._frequencies), n))
         for k, ((j, _), enum) in enumerate(zip(self._frequencies, self._share_enums, strict=True)):
             text = texts[j]
             if text is not None:
                 table = self._share_tables[k]
-                position = text.cast(enum, strict=False).to_physical().fill_null(len(table) - 1)
+                position = _in_enum(text, enum).to_physical().fill_null(len(table) - 1)
                 shares[k] = table[position.to_numpy()]
         return Codes(codes, shares)
 
