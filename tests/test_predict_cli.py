@@ -87,7 +87,9 @@ def test_explain_adds_each_rows_top_contributions(home: Path, tmp_path: Path) ->
     [
         (["--dataset", "nosuch"], b"a,b\n1,2\n", "has no model versions"),
         (["--dataset", DEMO_DATASET, "--version", "9"], b"a,b\n1,2\n", "no version 9"),
-        (["--dataset", DEMO_DATASET], b"\xff\xfe\x00garbage\x00", "not UTF-8"),
+        # A UTF-16 byte order mark, then bytes that are no UTF-16 text; then binary bytes.
+        (["--dataset", DEMO_DATASET], b"\xff\xfe\x00garbage\x00", "decoded as utf-16"),
+        (["--dataset", DEMO_DATASET], b"a,b\n\x00\x01\x02garbage\x00", "binary file"),
         (["--dataset", DEMO_DATASET], b"a,b\n1,2\n", "none of the model's input columns"),
     ],
 )
@@ -101,6 +103,14 @@ def test_bad_requests_exit_non_zero_with_a_clear_error(
     assert message in result.output
     assert "Traceback" not in result.output
     assert not (tmp_path / "in.csv.predictions.csv").exists()
+
+
+def test_a_file_name_the_store_cannot_hold_is_refused_cleanly(home: Path, tmp_path: Path) -> None:
+    source = tmp_path / ("x" * 243 + ".csv")  # the file system's longest name, less a little
+    source.write_bytes(breast_cancer_csv())
+    result = _predict(home, str(source), "--dataset", DEMO_DATASET)
+    assert result.exit_code == 2 and "over 245 bytes" in result.output
+    assert "Traceback" not in result.output
 
 
 def test_a_missing_file_is_refused(home: Path, tmp_path: Path) -> None:

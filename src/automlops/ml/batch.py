@@ -308,7 +308,7 @@ def _header(source: Path, encoding: str) -> _Header:
         with open(source, encoding=text_encoding, newline="") as handle:
             line = handle.readline(1 << 20)
     except UnicodeDecodeError:
-        raise DataError(source.name, f"is not {encoding} text", line=1) from None
+        raise DataError(source.name, f"cannot be decoded as {encoding}", line=1) from None
     if not line.strip():
         raise DataError(source.name, "has no header line", line=1)
     delimiter = max(DELIMITERS, key=line.count)

@@ -66,10 +66,10 @@ def submit(
         raise ScoreRefused(str(exc)) from None
     _check_readable(file)
     pinned = options.model_copy(update={"version": version.version})
-    bucket = settings.buckets.data
-    store.put(bucket, keys.score_options_key(dataset, file.name), pinned.model_dump_json().encode())
-    key = keys.score_key(dataset, file.name)
-    try:
+    bucket, key = settings.buckets.data, keys.score_key(dataset, file.name)
+    options_key = keys.score_options_key(dataset, file.name)
+    try:  # a name the store cannot hold is refused by the first write (the longer key)
+        store.put(bucket, options_key, pinned.model_dump_json().encode())
         info = store.put_file(bucket, key, file)
     except PermanentError as exc:
         raise ScoreRefused(str(exc)) from None
