@@ -41,7 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -410,6 +410,13 @@ def prepare_mlflow(work: Path, csv_path: Path) -> dict[str, Path]:
     return inputs
 
 
+def input_shape(path: Path) -> tuple[int, int]:
+    """A comma-separated file's columns (from its header) and size in MB."""
+    with open(path) as handle:
+        columns = len(handle.readline().split(","))
+    return columns, path.stat().st_size >> 20
+
+
 def score_mlflow(work: Path, side: MlflowSide, input_path: Path, rows: int) -> Measured:
     """`mlflow models predict` with this side's model on its input (see `prepare_mlflow`)."""
     model = work / "mlflow" / side.model
@@ -445,6 +452,7 @@ class Sides:
     ours: list[Measured]
     theirs: dict[str, list[Measured]]  # by MLflow side's name
     failures: dict[str, str]  # an MLflow side that did not finish: what happened
+    shapes: dict[str, tuple[int, int]] = field(default_factory=dict)  # each input's columns, MB
 
     def ratios(self, side: str) -> list[float]:
         """Each round's rows/s ratio (ours over this MLflow side's)."""
@@ -509,11 +517,17 @@ def target_note(results: dict[int, Sides]) -> str:
             f"{median_run(s.theirs[encoded_side]).rss_mb:.0f} MB peak"
             for f, s in both.items()
         )
+        shapes = "; ".join(
+            f"{f}x {s.shapes[raw_side][0]} columns, {s.shapes[raw_side][1]} MB against "
+            f"{s.shapes[encoded_side][0]} columns, {s.shapes[encoded_side][1]} MB"
+            for f, s in both.items()
+            if s.shapes
+        )
         lines.append(
             "MLflow on the raw file against the pre-encoded one, the same booster (median "
             "runs; the raw side parses the file's text and number columns and one-hot encodes "
-            "them with pandas, the encoded side parses the wider, all-numeric encoded file): "
-            f"{encoding}."
+            "them with pandas, the encoded side parses the all-numeric encoded file"
+            f"{f': {shapes}' if shapes else ''}): {encoding}."
         )
     met = [f for f, s in scored.items() if s.ratio(raw_side) >= target]
     missed = [f for f in scored if f not in met]
@@ -715,6 +729,7 @@ def alternate(work: Path, path: Path, rounds: int) -> Sides:
     rows = scale._count_rows(path)
     inputs = prepare_mlflow(work, path)
     sides = Sides(rows=rows, ours=[], theirs={s.name: [] for s in MLFLOW_SIDES}, failures={})
+    sides.shapes = {name: input_shape(path) for name, path in inputs.items()}
     for _ in range(rounds):
         sides.ours.append(score_ours(work / "home", path, rows, work / "ours.csv"))
         print(f"automlops {path.name}: {sides.ours[-1]}", flush=True)
