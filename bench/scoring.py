@@ -512,7 +512,8 @@ def target_note(results: dict[int, Sides]) -> str:
         encoding = "; ".join(
             f"{f}x {median_run(s.theirs[raw_side]).rows_per_s:,.0f} against "
             f"{median_run(s.theirs[encoded_side]).rows_per_s:,.0f} rows/s, "
-            f"{s.cpu(raw_side):.1f} against {s.cpu(encoded_side):.1f} CPU s, "
+            f"{median_run(s.theirs[raw_side]).cpu_s:.1f} against "
+            f"{median_run(s.theirs[encoded_side]).cpu_s:.1f} CPU s, "
             f"{median_run(s.theirs[raw_side]).rss_mb:.0f} against "
             f"{median_run(s.theirs[encoded_side]).rss_mb:.0f} MB peak"
             for f, s in both.items()
