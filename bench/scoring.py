@@ -4,15 +4,21 @@ MLflow's own batch path (`mlflow models predict`) on the same rows, at both size
 Files come from bench/scale.py (the bank file's training part resampled, numeric columns
 jittered; 100x = 4.1 M rows, 582 MB). Our model: the pipeline's champion for `bank` trained
 with XGBoost only (manifest: target y, positive yes, drop duration). MLflow's: the reference
-recipe's XGBoost, built by bench/mlflow_model.py in `.venv-mlflow`; since that model takes the
-recipe's one-hot features, MLflow is given the same rows already encoded (so it does less
-per row than we do: we read raw text and apply the fitted preprocessing ourselves).
+recipe's XGBoost booster, built by bench/mlflow_model.py in `.venv-mlflow` and shipped two ways,
+each timed: "mlflow raw", a `pyfunc` model (bench/mlflow_raw_model.py) that applies the
+recipe's feature engineering to the raw rows of the same file (given comma-separated, as
+`mlflow models predict -t csv` reads with pandas' default separator; that copy is written once,
+untimed), which is what the issue's "on the same file" asks; and "mlflow encoded", the
+`xgboost`-flavour model given the rows already encoded (written once, untimed), which spares
+MLflow the encoding (though it reads a wider file): the comparison beside it. Both MLflow models
+must give the same probabilities (checked on the first rows before timing and on the whole file
+after the first round; the bench stops if not).
 
 Each command runs in a child process; wall time, CPU time and the child's peak RSS (`wait4`)
 are measured, plus the score stage's own time from the run log. The machine is shared: the
-two sides alternate (ours, MLflow, ours, MLflow...), each size's figures are the median run
-of each side, the ratio is the median of the rounds' ratios, and the load average is printed
-beside them. A side that fails (out of memory, past its time limit) is reported as such.
+three sides alternate (ours, MLflow raw, MLflow encoded, ours...), each size's figures are the
+median run of each side, each ratio is the median of the rounds' ratios, and the load average
+is printed beside them. A side that fails (out of memory, past its time limit) is reported as such.
 
 Also: each step of `predict` timed alone on the 10x file (`steps`), and `--explain 5` against
 plain on the 1x file (the issue's batch explain target, in the score stage).
@@ -35,7 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -306,29 +312,131 @@ def _store_copy(source: Path, target: Path) -> None:
             writer.write(block)
 
 
-def score_mlflow(work: Path, csv_path: Path, rows: int) -> Measured:
-    """`mlflow models predict` on the same rows, encoded as its model expects."""
+@dataclass(frozen=True)
+class MlflowSide:
+    """One way of scoring the file with `mlflow models predict`: which model, on which input."""
+
+    name: str  # as the table shows it
+    model: str  # its directory under the work's mlflow/
+    input_suffix: str  # its input file: the size's file name with this in place of `.csv`
+    output: str  # where its predictions go, under the work directory
+
+
+# The same file as it comes (comma-separated, see `comma_copy`) to the `pyfunc` model that applies
+# the recipe's encoding itself; and the file encoded beforehand to the `xgboost`-flavour model.
+MLFLOW_RAW = MlflowSide("mlflow raw", "model-raw", "-comma.csv", "mlflow-raw-out.json")
+MLFLOW_ENCODED = MlflowSide("mlflow encoded", "model", "-encoded.csv", "mlflow-encoded-out.json")
+MLFLOW_SIDES = (MLFLOW_RAW, MLFLOW_ENCODED)
+
+# Checks, in MLflow's virtualenv, that MLflow parses every column of the comma copy as the raw
+# model's signature types it (numbers as numbers: its CSV parser, on the first rows) and that
+# both MLflow models give the same probabilities on those rows. Prints a JSON summary.
+_SAME_PROBABILITIES = """
+import io, itertools, json, sys
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+from mlflow.pyfunc.scoring_server import parse_csv_input
+comma, encoded, raw_model, encoded_model, rows = sys.argv[1:6]
+with open(comma) as handle:
+    head = "".join(itertools.islice(handle, int(rows) + 1))
+raw = parse_csv_input(io.StringIO(head))
+raw_pyfunc = mlflow.pyfunc.load_model(raw_model)
+kinds = {"long": "i", "integer": "i", "double": "f", "float": "f", "string": "OSU"}
+wrong = {
+    spec.name: str(raw[spec.name].dtype)
+    for spec in raw_pyfunc.metadata.get_input_schema().inputs
+    if raw[spec.name].dtype.kind not in kinds[spec.type.name]
+}
+if wrong:
+    sys.exit(f"MLflow parses these columns of {comma} not as its signature types them: {wrong}")
+mine = np.asarray(raw_pyfunc.predict(raw), dtype="float64")
+theirs = np.asarray(
+    mlflow.pyfunc.load_model(encoded_model).predict(pd.read_csv(encoded, nrows=int(rows))),
+    dtype="float64",
+)
+worst = float(np.max(np.abs(mine - theirs)))
+if mine.shape != theirs.shape or worst > 1e-6:
+    sys.exit(f"the two MLflow models disagree on the first {rows} rows: {worst}")
+print(json.dumps({"rows": len(raw), "max_difference": worst}))
+"""
+CHECK_ROWS = 5000
+
+
+def comma_copy(csv_path: Path, target: Path) -> None:
+    """The file with `,` for `;` and nothing else changed (`mlflow models predict -t csv` reads
+    with pandas' default separator); refused if the file holds a comma already (a field the
+    change would split). Written whole or not at all."""
+    partial_file = target.with_suffix(".part")
+    with open(csv_path, "rb") as reader, open(partial_file, "wb") as writer:
+        while block := reader.read(1 << 20):
+            if b"," in block:
+                raise ValueError(f"{csv_path} holds a comma: a comma-separated copy would differ")
+            writer.write(block.replace(b";", b","))
+    partial_file.replace(target)
+
+
+def prepare_mlflow(work: Path, csv_path: Path) -> dict[str, Path]:
+    """MLflow's two models (built once) and its two inputs for this file (written once, not
+    timed), checked to agree; each side's input by name."""
     model_dir = work / "mlflow"
-    if not (model_dir / "model").exists():
-        model_dir.mkdir(parents=True, exist_ok=True)
+    if not all((model_dir / side.model / "MLmodel").exists() for side in MLFLOW_SIDES):
+        shutil.rmtree(model_dir, ignore_errors=True)
+        model_dir.mkdir(parents=True)
         (model_dir / "rows.json").write_text("[0]")
         script = str(ROOT / "bench" / "mlflow_model.py")
         rows_file = str(model_dir / "rows.json")
         command = [str(MLFLOW_PYTHON / "python"), script, str(scale.DATA), rows_file]
         subprocess.run([*command, str(model_dir)], check=True, capture_output=True)
-    encoded = work / f"{csv_path.stem}-encoded.csv"
+    inputs = {side.name: work / f"{csv_path.stem}{side.input_suffix}" for side in MLFLOW_SIDES}
+    encoded = inputs[MLFLOW_ENCODED.name]
     if not encoded.exists():  # written whole or not at all: an interrupted run redoes it
         partial_file = encoded.with_suffix(".part")
         command = [str(MLFLOW_PYTHON / "python"), "-c", _ENCODE, str(ROOT / "bench")]
         subprocess.run(
-            [*command, str(csv_path), str(model_dir / "model"), str(partial_file)], check=True
+            [*command, str(csv_path), str(model_dir / MLFLOW_ENCODED.model), str(partial_file)],
+            check=True,
         )
         partial_file.replace(encoded)
-    command = [str(MLFLOW_PYTHON / "mlflow"), "models", "predict", "-m", str(model_dir / "model")]
-    command += ["-i", str(encoded), "-t", "csv", "-o", str(work / "mlflow-out.json")]
+    if not inputs[MLFLOW_RAW.name].exists():
+        comma_copy(csv_path, inputs[MLFLOW_RAW.name])
+    models = [str(model_dir / side.model) for side in (MLFLOW_RAW, MLFLOW_ENCODED)]
+    check = [str(MLFLOW_PYTHON / "python"), "-c", _SAME_PROBABILITIES]
+    check += [str(inputs[MLFLOW_RAW.name]), str(encoded), *models, str(CHECK_ROWS)]
+    done = subprocess.run(check, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"MLflow's two models do not agree: {done.stderr.strip()[-2000:]}")
+    print(f"mlflow models agree on {csv_path.name}: {done.stdout.strip()}", flush=True)
+    return inputs
+
+
+def input_shape(path: Path) -> tuple[int, int]:
+    """A comma-separated file's columns (from its header) and size in MB."""
+    with open(path) as handle:
+        columns = len(handle.readline().split(","))
+    return columns, path.stat().st_size >> 20
+
+
+def score_mlflow(work: Path, side: MlflowSide, input_path: Path, rows: int) -> Measured:
+    """`mlflow models predict` with this side's model on its input (see `prepare_mlflow`)."""
+    model = work / "mlflow" / side.model
+    command = [str(MLFLOW_PYTHON / "mlflow"), "models", "predict", "-m", str(model)]
+    command += ["-i", str(input_path), "-t", "csv", "-o", str(work / side.output)]
     command += ["--env-manager", "local"]
     env = {**os.environ, "PATH": f"{MLFLOW_PYTHON}:{os.environ.get('PATH', '')}"}
     return measure(command, rows, env)
+
+
+def same_outputs(work: Path) -> int:
+    """Both MLflow sides' predictions of their last runs agree on every row (else raises);
+    the number of rows."""
+    raw, encoded = (
+        np.asarray(json.loads((work / side.output).read_bytes())["predictions"], dtype="float64")
+        for side in (MLFLOW_RAW, MLFLOW_ENCODED)
+    )
+    if raw.shape != encoded.shape or float(np.max(np.abs(raw - encoded))) > 1e-6:
+        raise RuntimeError(f"MLflow's two models scored the file differently: {work}")
+    return len(raw)
 
 
 def load_average() -> str:
@@ -338,16 +446,26 @@ def load_average() -> str:
 
 @dataclass
 class Sides:
-    """One size's alternating runs: ours, and MLflow's (or what stopped it)."""
+    """One size's alternating runs: ours, and each MLflow side's (or what stopped it)."""
 
     rows: int
     ours: list[Measured]
-    theirs: list[Measured]
-    failure: str | None = None  # MLflow did not finish: what happened
+    theirs: dict[str, list[Measured]]  # by MLflow side's name
+    failures: dict[str, str]  # an MLflow side that did not finish: what happened
+    shapes: dict[str, tuple[int, int]] = field(default_factory=dict)  # each input's columns, MB
 
-    def ratios(self) -> list[float]:
-        """Each round's rows/s ratio (ours over MLflow's)."""
-        return [o.rows_per_s / t.rows_per_s for o, t in zip(self.ours, self.theirs, strict=False)]
+    def ratios(self, side: str) -> list[float]:
+        """Each round's rows/s ratio (ours over this MLflow side's)."""
+        pairs = zip(self.ours, self.theirs[side], strict=False)
+        return [o.rows_per_s / t.rows_per_s for o, t in pairs]
+
+    def ratio(self, side: str) -> float:
+        """The median of the rounds' ratios against this side."""
+        return statistics.median(self.ratios(side))
+
+    def cpu(self, side: str) -> float:
+        """This side's median CPU seconds."""
+        return statistics.median(t.cpu_s for t in self.theirs[side])
 
 
 def median_run(runs: list[Measured]) -> Measured:
@@ -368,20 +486,87 @@ STEPS_NOTE = (
     "steadier comparison."
 )
 
-MISS_NOTE = (
-    "Why not 5x: MLflow's batch path is lean on this task. It reads numbers already encoded "
-    "(the reference recipe's one-hot, done before the timing), hands them to XGBoost, and "
-    "writes the predictions only; its fixed cost is its start (about 5 CPU s), so its rate "
-    "grows with the file, and its memory with it (the whole file as one DataFrame). `predict` "
-    "reads the raw text, applies the fitted preprocessing, writes every input column back "
-    "beside the predictions, and goes through the bucket: the input copied in, the output "
-    "copied in and out again, each copy hashed (MD5 ETags) and the input hashed for the "
-    "lineage (SHA-256). One `perf` profile of the 100x run on this machine put a quarter of "
-    "its CPU in those copies and hashes (kernel page-cache copies 16 %, MD5 and SHA-256 11 %) "
-    "and most of the rest in parsing, the transform and the CSV writer. Five times MLflow's "
-    "rate would need the whole command at about a fifth of MLflow's CPU seconds: about what "
-    "parsing the text and writing it back alone cost here (see the steps)."
+OUR_WORK = (
+    "`predict` reads the raw text, applies the fitted preprocessing, writes every input "
+    "column back beside the predictions, and goes through the bucket: the input copied in, "
+    "the output copied in and out again, each copy hashed (MD5 ETags) and the input hashed "
+    "for the lineage (SHA-256); the steps above show what each costs. MLflow's side writes "
+    "the predictions only, and holds the whole file as one DataFrame (its peak RSS grows "
+    "with the file)."
 )
+
+
+def _names(factors: list[int]) -> str:
+    return ", ".join(f"{f}x" for f in factors)
+
+
+def target_note(results: dict[int, Sides]) -> str:
+    """The target's verdict against MLflow on the same file, size by size, and what the figures
+    show beside it (generated: it says only what these figures show)."""
+    target = TARGETS["ratio"]
+    raw_side, encoded_side = MLFLOW_RAW.name, MLFLOW_ENCODED.name
+    scored = {f: s for f, s in sorted(results.items()) if s.theirs[raw_side]}
+    both = {f: s for f, s in scored.items() if s.theirs[encoded_side]}
+    lines = []
+    if both:
+        encoding = "; ".join(
+            f"{f}x {median_run(s.theirs[raw_side]).rows_per_s:,.0f} against "
+            f"{median_run(s.theirs[encoded_side]).rows_per_s:,.0f} rows/s, "
+            f"{median_run(s.theirs[raw_side]).cpu_s:.1f} against "
+            f"{median_run(s.theirs[encoded_side]).cpu_s:.1f} CPU s, "
+            f"{median_run(s.theirs[raw_side]).rss_mb:.0f} against "
+            f"{median_run(s.theirs[encoded_side]).rss_mb:.0f} MB peak"
+            for f, s in both.items()
+        )
+        shapes = "; ".join(
+            f"{f}x {s.shapes[raw_side][0]} columns, {s.shapes[raw_side][1]} MB against "
+            f"{s.shapes[encoded_side][0]} columns, {s.shapes[encoded_side][1]} MB"
+            for f, s in both.items()
+            if s.shapes
+        )
+        lines.append(
+            "MLflow on the raw file against the pre-encoded one, the same booster (median "
+            "runs; the raw side parses the file's text and number columns and one-hot encodes "
+            "them with pandas, the encoded side parses the all-numeric encoded file"
+            f"{f': {shapes}' if shapes else ''}): {encoding}."
+        )
+    met = [f for f, s in scored.items() if s.ratio(raw_side) >= target]
+    missed = [f for f in scored if f not in met]
+    verdict = f"The target, >= {target:.0f}x MLflow's rows/s on the same file:"
+    if met:
+        verdict += f" met at {_names(met)}"
+    if missed:
+        verdict += f"{';' if met else ''} not met at {_names(missed)}"
+    unjudged = [f for f in results if f not in scored]
+    if unjudged:
+        verdict += (
+            f"{';' if scored else ''} not judged at {_names(unjudged)}, where MLflow on the raw "
+            "file has no figure (see the table)"
+        )
+    verdict += "."
+    differ = [f for f, s in both.items() if (f in met) != (s.ratio(encoded_side) >= target)]
+    if differ:
+        verdict += f" Against the pre-encoded file the verdict differs at {_names(differ)}."
+    lines.append(verdict)
+    for f in missed:
+        s = scored[f]
+        raw = median_run(s.theirs[raw_side])
+        ours = median_run(s.ours)
+        lines.append(
+            f"At {f}x, {target:.0f}x MLflow's rate on the raw file would be "
+            f"{s.rows / (target * raw.rows_per_s):.1f} s for the whole `predict` command, "
+            f"against {ours.seconds:.1f} s measured ({ours.cpu_s:.1f} CPU s, MLflow's "
+            f"{raw.cpu_s:.1f})."
+        )
+    return " ".join([*lines, OUR_WORK])
+
+
+def _ratio_text(sides: Sides, side: MlflowSide) -> str:
+    if not sides.theirs[side.name]:
+        return f"no figure ({sides.failures.get(side.name, 'not run')})"
+    ratios = sides.ratios(side.name)
+    rounds = ", ".join(f"{r:.1f}" for r in ratios)
+    return f"**{sides.ratio(side.name):.1f}x** (median of the rounds: {rounds})"
 
 
 def _row(name: str, m: Measured) -> str:
@@ -399,46 +584,74 @@ def section(
     steps_size: int = 10,
     explain_line: str | None = None,
 ) -> str:
-    """The markdown section: each size's median runs, the ratios, the targets, the cost of
-    each step (`cost`) and the explain line when given."""
+    """The markdown section: each size's median runs, the ratios against both MLflow sides,
+    the targets, the cost of each step (`cost`) and the explain line when given."""
     counts = sorted({len(r.ours) for r in results.values()})
     lines = [
         "## Batch scoring",
         "",
         "`automlops predict FILE --dataset bank` (upload through the bucket, the score stage "
-        "in process, the predictions copied out) on the bank file scaled by bench/scale.py; "
-        "`mlflow models predict --env-manager local` on the same rows, encoded as its "
-        "XGBoost model (the reference recipe's) takes them. The workspace holds the bank "
-        "champion, already deployed (as after training). The two sides alternate; each row is "
+        "in process, the predictions copied out) on the bank file scaled by bench/scale.py, "
+        "against `mlflow models predict -t csv --env-manager local` with the reference "
+        "recipe's XGBoost booster (bench/mlflow_model.py) shipped two ways:",
+        "",
+        "- **mlflow raw**: the same file, as it comes, to a `pyfunc` model "
+        "(bench/mlflow_raw_model.py, the booster in XGBoost's JSON format) that applies the "
+        "recipe's feature engineering (`reference_recipe.engineer`: pandas, `pd.get_dummies`) "
+        "to the raw columns, aligns them to the booster's features and returns P(yes). "
+        "MLflow's CSV reader takes pandas' default comma, so it is given the file with `,` for "
+        "`;` and nothing else changed, written once before the timing; its signature types "
+        "every column, so a number parsed as text would fail the run.",
+        "- **mlflow encoded**: the `xgboost`-flavour model given the file encoded beforehand "
+        "(the recipe's one-hot, written once before the timing): MLflow is timed without "
+        "the encoding, though on a wider, all-numeric file. The issue's target is stated "
+        'against the raw side ("on the same file"); this one is beside it.',
+        "",
+        f"Before timing, both MLflow models score the first {CHECK_ROWS:,} rows of their inputs "
+        "and must agree to 1e-6 (and MLflow's CSV reader must type each raw column as the "
+        "signature does); after the first round, their predictions of the whole file must "
+        "agree as well. The workspace holds the bank champion, already deployed (as after "
+        "training). The three sides alternate (ours, MLflow raw, MLflow encoded); each row is "
         f"the median run of {' or '.join(map(str, counts))} by wall time (of an even count, the "
         "faster middle one), with that run's CPU s, peak RSS and the 1-minute load average "
-        "when it started.",
+        "when it started; each ratio is the median of the rounds' ratios of rows/s (ours over "
+        "MLflow's).",
         "",
         "| run | rows | wall s | score stage s | CPU s | rows/s (wall) | peak RSS MB | load |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for factor, sides in sorted(results.items()):
         lines.append(_row(f"automlops {factor}x", median_run(sides.ours)))
-        if sides.theirs:
-            lines.append(_row(f"mlflow {factor}x", median_run(sides.theirs)))
-        if sides.failure is not None:
-            lines.append(f"| mlflow {factor}x: {sides.failure} | {sides.rows:,} | | | | | | |")
+        for side in MLFLOW_SIDES:
+            if sides.theirs[side.name]:
+                lines.append(_row(f"{side.name} {factor}x", median_run(sides.theirs[side.name])))
+            if side.name in sides.failures:
+                failure = sides.failures[side.name]
+                lines.append(f"| {side.name} {factor}x: {failure} | {sides.rows:,} | | | | | | |")
     lines.append("")
     for factor, sides in sorted(results.items()):
-        if not sides.theirs:
-            lines.append(f"{factor}x: no MLflow figure to compare with ({sides.failure}).")
-            continue
-        ratios = sides.ratios()
-        ours, theirs = median_run(sides.ours), median_run(sides.theirs)
-        cpu = statistics.median(t.cpu_s for t in sides.theirs) / statistics.median(
-            o.cpu_s for o in sides.ours
-        )
+        ours = median_run(sides.ours)
+        ours_cpu = statistics.median(o.cpu_s for o in sides.ours)
+        cpu = [
+            f"{sides.cpu(side.name) / ours_cpu:.1f}x" if sides.theirs[side.name] else "-"
+            for side in MLFLOW_SIDES
+        ]
+        rss = [
+            f"{median_run(sides.theirs[side.name]).rss_mb:.0f} MB"
+            if sides.theirs[side.name]
+            else "-"
+            for side in MLFLOW_SIDES
+        ]
+        verdict = ""
+        if sides.theirs[MLFLOW_RAW.name]:
+            met = sides.ratio(MLFLOW_RAW.name) >= TARGETS["ratio"]
+            verdict = f" ({'met' if met else 'not met'})"
         lines.append(
-            f"{factor}x: rows/s against MLflow on the same rows: "
-            f"**{statistics.median(ratios):.1f}x** (median of the rounds: "
-            f"{', '.join(f'{r:.1f}' for r in ratios)}; target >= {TARGETS['ratio']:.0f}x); "
-            f"CPU seconds: {cpu:.1f}x fewer; peak RSS {ours.rss_mb:.0f} MB against "
-            f"{theirs.rss_mb:.0f} MB."
+            f"{factor}x: rows/s against MLflow on the same file (raw): "
+            f"{_ratio_text(sides, MLFLOW_RAW)}; target >= {TARGETS['ratio']:.0f}x{verdict}. "
+            f"Against MLflow on the pre-encoded file: {_ratio_text(sides, MLFLOW_ENCODED)}. "
+            f"CPU seconds: {cpu[0]} / {cpu[1]} fewer (raw / encoded); peak RSS "
+            f"{ours.rss_mb:.0f} MB against {rss[0]} / {rss[1]}."
         )
     big = results.get(100)
     if big is not None:
@@ -464,9 +677,8 @@ def section(
             *[f"| {name} | {wall:.2f} | {cpu:.2f} |" for name, (wall, cpu) in cost.items()],
             "",
             STEPS_NOTE,
-            "",
-            MISS_NOTE,
         ]
+    lines += ["", target_note(results)]
     if explain_line:
         lines += ["", explain_line]
     lines += [
@@ -513,19 +725,26 @@ def explain_cost(work: Path, one_x: Path) -> str:
 
 
 def alternate(work: Path, path: Path, rounds: int) -> Sides:
-    """Ours, then MLflow's, `rounds` times on the same file (MLflow's failure ends its side)."""
+    """Ours, then each MLflow side, `rounds` times on the same file (a side's failure ends
+    it); after the first round, both MLflow sides' predictions compared on every row."""
     rows = scale._count_rows(path)
-    sides = Sides(rows=rows, ours=[], theirs=[])
+    inputs = prepare_mlflow(work, path)
+    sides = Sides(rows=rows, ours=[], theirs={s.name: [] for s in MLFLOW_SIDES}, failures={})
+    sides.shapes = {name: input_shape(path) for name, path in inputs.items()}
     for _ in range(rounds):
         sides.ours.append(score_ours(work / "home", path, rows, work / "ours.csv"))
         print(f"automlops {path.name}: {sides.ours[-1]}", flush=True)
-        if sides.failure is None:
+        for side in MLFLOW_SIDES:
+            if side.name in sides.failures:
+                continue
             try:
-                sides.theirs.append(score_mlflow(work, path, rows))
-                print(f"mlflow {path.name}: {sides.theirs[-1]}", flush=True)
+                sides.theirs[side.name].append(score_mlflow(work, side, inputs[side.name], rows))
+                print(f"{side.name} {path.name}: {sides.theirs[side.name][-1]}", flush=True)
             except Failed as exc:
-                sides.failure = f"failed: {exc}"
-                print(f"mlflow {path.name} {sides.failure}", flush=True)
+                sides.failures[side.name] = f"failed: {exc}"
+                print(f"{side.name} {path.name} {sides.failures[side.name]}", flush=True)
+        if all(len(sides.theirs[side.name]) == 1 for side in MLFLOW_SIDES):
+            print(f"mlflow sides agree on all {same_outputs(work):,} rows", flush=True)
     return sides
 
 
