@@ -32,6 +32,11 @@ MIN_RELATIVE_GAIN = 0.002  # a bag replaces the best only when it scores this mu
 FORMAT_VERSION = 1
 
 
+# Given the members' models, one function giving every member's `predict` output at once, or
+# None when they cannot be predicted together.
+Fuser = Callable[[Sequence[Model]], Callable[[np.ndarray], list[np.ndarray]] | None]
+
+
 class MemberLoader(Protocol):
     """Loads one member's saved model by its learner's name (the catalog's `load_model`)."""
 
@@ -53,16 +58,23 @@ class EnsembleModel:
     model_file = MODEL_FILE
     rounds = None
 
-    def __init__(self, members: Sequence[Member]) -> None:
+    def __init__(self, members: Sequence[Member], fuse: Fuser | None = None) -> None:
+        """`fuse`, when given, may return one predictor of all the members' outputs (members
+        whose library can predict them in one pass); else they predict one by one."""
         if not members:
             raise ValueError("an ensemble needs at least one member")
         total = sum(m.weight for m in members)
         self.members = [Member(m.weight / total, m.model) for m in members]
+        self._fused = None if fuse is None else fuse([m.model for m in self.members])
 
     def predict(self, features: np.ndarray) -> np.ndarray:
-        out = self.members[0].weight * self.members[0].model.predict(features)
-        for member in self.members[1:]:
-            out = out + member.weight * member.model.predict(features).reshape(out.shape)
+        if self._fused is not None:
+            outputs = self._fused(features)
+        else:
+            outputs = [member.model.predict(features) for member in self.members]
+        out = self.members[0].weight * outputs[0]
+        for member, output in zip(self.members[1:], outputs[1:], strict=True):
+            out = out + member.weight * output.reshape(out.shape)
         return out
 
     def contributions(self, features: np.ndarray, task: Task) -> FeatureContributions:
@@ -110,10 +122,12 @@ class EnsembleModel:
         n_classes: int,
         *,
         load_member: MemberLoader,
+        fuse: Fuser | None = None,
         nthread: int = 1,
     ) -> EnsembleModel:
         """An ensemble saved by `save`; `load_member` loads each member by its learner's name
-        (passed in, so this module needs no catalog of learners)."""
+        and `fuse` may join them (both passed in, so this module needs no catalog of
+        learners)."""
         raw = orjson.loads(data)
         if raw.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"unsupported ensemble format {raw.get('format_version')!r}")
@@ -126,7 +140,8 @@ class EnsembleModel:
                     ),
                 )
                 for m in raw["members"]
-            ]
+            ],
+            fuse,
         )
 
 
