@@ -22,7 +22,7 @@ from test_aws_alerts import emitted
 from test_aws_scoring import _copy_champion
 
 from automlops import keys
-from automlops.aws import handlers, ops
+from automlops.aws import handlers, ops, transform
 from automlops.aws.config import AwsConfig
 from automlops.aws.runtime import AwsRuntime
 from automlops.aws.sagemaker import resource_name
@@ -433,6 +433,8 @@ def test_the_job_s_end_numbers_the_unreadable_rows_and_enforces_the_share(
         return _state_change(job, "Completed")
 
     context = FakeContext(function_name="automlops-dev-transformJobState")
+    # The file is streamed in reads of 64 bytes: lines straddle the reads.
+    monkeypatch.setattr(transform, "_READ_BYTES", 64)
 
     def announce(event: dict[str, Any]) -> TransformJobRecord:
         recorder.function = "TransformJobStateLambdaFunction"
