@@ -22,7 +22,7 @@ from test_aws_alerts import emitted
 from test_aws_scoring import _copy_champion
 
 from automlops import keys
-from automlops.aws import handlers, ops, transform
+from automlops.aws import container, handlers, ops, transform
 from automlops.aws.config import AwsConfig
 from automlops.aws.runtime import AwsRuntime
 from automlops.aws.sagemaker import resource_name
@@ -110,6 +110,8 @@ def test_a_file_above_the_function_size_is_scored_by_a_batch_transform_job(
     job = sm.describe_transform_job(TransformJobName=summary["TransformJobName"])
     run_id = job["Environment"][ENV_SCORE_RUN]
     assert job["Environment"][ENV_SCORE_DATASET] == DEMO_DATASET
+    # Where the container records its mini-batches (their rows left out).
+    assert job["Environment"][ENV_SCORE_BUCKET] == buckets.model_output
     assert job["Environment"][ENV_CSV_HEADER] == data.split(b"\n", 1)[0].decode()
     # The container answers as the local stage writes (with the run's options), uncaptured.
     assert job["Environment"][ENV_SCORE_OPTIONS] == "{}"
@@ -342,6 +344,13 @@ def test_a_mini_batch_records_the_rows_it_left_out(
         store, {ENV_SCORE_BUCKET: "out", ENV_SCORE_DATASET: "d", ENV_SCORE_RUN: "r"}
     )
     assert log is not None
+    # The image's entry point builds it so in a transform job, and only there.
+    assert container.transform_batches(store) is None
+    monkeypatch.setenv(ENV_SCORE_BUCKET, "out")
+    monkeypatch.setenv(ENV_SCORE_DATASET, "d")
+    monkeypatch.setenv(ENV_SCORE_RUN, "r")
+    built = container.transform_batches(store)
+    assert built is not None and (built.bucket, built.run_id) == ("out", "r")
     client = TestClient(create_sagemaker_app(model_dir, batches=log))
     first = b"".join(lines[:3])  # the file's first mini-batch holds its header line
     later = lines[3] + _spoiled(lines[4]) + SHORT + lines[6]
