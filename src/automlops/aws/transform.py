@@ -64,8 +64,6 @@ from automlops.serving.transform_batches import BadLine, MiniBatchRecord, line_d
 from automlops.stages import STAGES, StageResult
 from automlops.stages.score import ScoreJob, plan
 
-__all__ = ["ENV_CSV_HEADER", "ENV_SCORE_DATASET", "ENV_SCORE_OPTIONS", "ENV_SCORE_RUN"]
-
 TRANSFORM_OUTPUT = "transform/"
 RECORD_FILE = "transform-job.json"
 _LIVE_STATES = ("InProgress", "Stopping", "Completed")

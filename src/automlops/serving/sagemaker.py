@@ -220,8 +220,9 @@ def transform_batch_log(
 ) -> MiniBatchLog | None:
     """Where a transform job's container records its mini-batches: the run and bucket its
     environment names (`aws.transform` sets them); None outside a transform job."""
-    names = (environ.get(ENV_SCORE_BUCKET), environ.get(ENV_SCORE_DATASET))
-    bucket, dataset, run_id = (*names, environ.get(ENV_SCORE_RUN))
+    bucket = environ.get(ENV_SCORE_BUCKET)
+    dataset = environ.get(ENV_SCORE_DATASET)
+    run_id = environ.get(ENV_SCORE_RUN)
     if not bucket or not dataset or not run_id:
         return None
     return MiniBatchLog(store, bucket, dataset, run_id)
