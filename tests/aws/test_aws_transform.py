@@ -35,6 +35,7 @@ from automlops.aws.transform import (
     TransformJobLauncher,
     TransformJobRecord,
     choose_scoring,
+    number_bad_rows,
     record_key,
     tally_batches,
 )
@@ -59,7 +60,13 @@ from automlops.serving.sagemaker import (
     load_model_dir,
     transform_batch_log,
 )
-from automlops.serving.transform_batches import TEXT_CHARS, MiniBatchRecord, line_digest
+from automlops.serving.transform_batches import (
+    TEXT_CHARS,
+    BadLine,
+    MiniBatchLog,
+    MiniBatchRecord,
+    line_digest,
+)
 from support import DEMO_DATASET
 
 Deployed = tuple[AwsRuntime, LambdaInvoker, LocalSageMakerRuntime, CallRecorder]
@@ -483,3 +490,20 @@ def test_the_job_s_end_numbers_the_unreadable_rows_and_enforces_the_share(
     calls = recorder.calls["TransformJobStateLambdaFunction"]
     assert any(c.resource.endswith(source) for c in calls)  # the file streamed
     assert calls and [c for c in calls if not allowed(statements, c)] == []
+
+
+def test_rows_over_a_record_s_cap_are_counted_not_named(tmp_path: Path) -> None:
+    store = DirectoryStore(tmp_path / "buckets", ["out"])
+    log = MiniBatchLog(store, "out", "d", "r")
+    lines = [b"a,b", b"1,x", b"2,y", b"1,x", b"3,z"]
+    named = BadLine(
+        sha256=line_digest(b"1,x"), length=3, text="1,x", column="b", message="not a number"
+    )
+    # A mini-batch that left out 3 rows but named one (its cap), and an answer of another.
+    log.write(b"batch one", MiniBatchRecord(rows=3, scored=0, bad=3, named=[named]))
+    log.write(b"batch two", MiniBatchRecord(rows=2, scored=2, bad=0))
+    tally = tally_batches(store, "out", keys.RunRef("d", "r"))
+    assert (tally.records, tally.rows, tally.bad, list(tally.named)) == (2, 5, 3, [named.sha256])
+    # The named line is found wherever it is; the file's header line and empty lines are no rows.
+    rows, errors = number_bad_rows([lines[0], b"", *lines[1:]], tally.named)
+    assert rows == 4 and [(e.row, e.column) for e in errors] == [(1, "b"), (3, "b")]

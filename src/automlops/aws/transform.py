@@ -405,7 +405,6 @@ class BatchTally:
     records: int = 0
     rows: int = 0
     bad: int = 0
-    unnamed: int = 0  # rows left out that no record names (over a record's or the run's cap)
     named: dict[str, BadLine] = field(default_factory=dict)  # by the line's SHA-256
 
 
@@ -424,14 +423,11 @@ def tally_batches(store: ObjectStore, bucket: str, run: keys.RunRef) -> BatchTal
         tally.records += 1
         tally.rows += record.rows
         tally.bad += record.bad
-        tally.unnamed += record.bad - len(record.named)
         for line in record.named:
-            if line.sha256 in tally.named:  # the same line elsewhere: found by the stream
-                continue
-            if len(tally.named) >= MAX_NAMED_ERRORS:
-                tally.unnamed += 1
-                continue
-            tally.named[line.sha256] = line
+            # The same line elsewhere is found by the stream; over the cap, rows are counted
+            # (by `bad`) but not numbered.
+            if len(tally.named) < MAX_NAMED_ERRORS:
+                tally.named.setdefault(line.sha256, line)
     return tally
 
 
@@ -498,7 +494,9 @@ def settle(
     rows, errors = tally.rows, list[RowError]()
     if tally.named and end.source is not None:
         rows, errors = number_bad_rows(s3_lines(s3_client, *end.source), tally.named)
-    bad = len(errors) + tally.unnamed
+    # Each bad row is counted once by its mini-batch's record; the stream finds every
+    # occurrence of a named line (more only where byte-identical mini-batches counted once).
+    bad = max(tally.bad, len(errors))
     errors_key = keys.prediction_errors_key(run.dataset, run.run_id)
     store.put(bucket, errors_key, errors_bytes(errors))
     done = record.model_copy(update={"rows": rows, "error_rows": bad, "errors": errors_key})
