@@ -19,6 +19,11 @@
                    predictions/<dataset>/<run>/lineage.json  input hash -> version -> output
                                                         (written last: the run is done)
                    predictions/<dataset>/<run>/parts/<n>.<ext>  chunks written so far
+                   predictions/<dataset>/<run>/transform/<file>.out  a Batch Transform job's
+                                                        output (above the function's size)
+                   predictions/<dataset>/<run>/transform/batches/<sha256>-<random>.json
+                       one record per mini-batch the job's container answered (rows read,
+                       scored, the rows left out); the job's end sums them into errors.csv
 [model-monitoring] <dataset>/<date>/<run>/report.{json,md,html}  one evaluation (json last)
                    <dataset>/<date>/<run>/<plot>.png         the plots report.html shows
                    capture/<dataset>/v<version>/<yyyy-mm-dd>/<hh>/<part>.jsonl.gz
@@ -205,6 +210,27 @@ def prediction_lineage_key(dataset: str, run_id: str) -> str:
 def prediction_part_key(dataset: str, run_id: str, index: int, suffix: str) -> str:
     """Chunk `index` of a scoring run's output (`suffix`: its extension or `errors.csv`)."""
     return f"{predictions_prefix(dataset, run_id)}parts/{index:06d}.{suffix}"
+
+
+def transform_batches_prefix(dataset: str, run_id: str) -> str:
+    """The records of a scoring run's Batch Transform mini-batches (model-output bucket)."""
+    return f"{predictions_prefix(dataset, run_id)}transform/batches/"
+
+
+def transform_batch_key(dataset: str, run_id: str, content_sha256: str, nonce: str) -> str:
+    """One mini-batch's record: named by the mini-batch's content and a random part, so two
+    answers (concurrent, or a retry) never overwrite each other, and a retry is known by its
+    content (`parse_transform_batch_key`)."""
+    return f"{transform_batches_prefix(dataset, run_id)}{content_sha256}-{nonce}.json"
+
+
+def parse_transform_batch_key(key: str) -> str:
+    """The content hash a mini-batch record's key names."""
+    name = key.rsplit("/", 1)[-1]
+    content, dash, _ = name.removesuffix(".json").rpartition("-")
+    if not dash or not content or not key.endswith(".json"):
+        raise PermanentError(f"{key}: not a transform mini-batch record key")
+    return content
 
 
 def parse_score_key(key: str) -> SourceRef:

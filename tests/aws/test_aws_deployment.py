@@ -350,6 +350,17 @@ def _probes(stack: Stack) -> dict[str, Call]:
             "s3:PutObject",
             f"arn:aws:s3:::{name['ModelOutputBucket']}/predictions/d/r/transform-job.json",
         ),
+        "write mini-batch record": Call(
+            "s3:PutObject",
+            f"arn:aws:s3:::{name['ModelOutputBucket']}/predictions/d/r/transform/batches/h-n.json",
+        ),
+        "read mini-batch record": Call(
+            "s3:GetObject",
+            f"arn:aws:s3:::{name['ModelOutputBucket']}/predictions/d/r/transform/batches/h-n.json",
+        ),
+        "write scoring errors": Call(
+            "s3:PutObject", f"arn:aws:s3:::{name['ModelOutputBucket']}/predictions/d/r/errors.csv"
+        ),
     }
 
 
@@ -379,6 +390,7 @@ EXPECTED: dict[str, set[str]] = {
     },
     "DeployLambdaFunction": {
         "read split",
+        "read mini-batch record",  # it reads the whole model-output bucket (models, registry)
         "write registry",
         "queue evaluation",
         "see missing split",
@@ -387,6 +399,7 @@ EXPECTED: dict[str, set[str]] = {
     },
     "EvaluateLambdaFunction": {
         "read split",
+        "read mini-batch record",  # it reads the whole model-output bucket (models, registry)
         "write registry",
         "write report",
         "see missing split",
@@ -394,7 +407,13 @@ EXPECTED: dict[str, set[str]] = {
         *HOSTING,
     },
     TRAINING_JOB_STATE: {"record run failure"},
-    TRANSFORM_JOB_STATE: {"record transform end"},
+    # A completed job: its mini-batch records read, the scored file streamed, errors.csv.
+    TRANSFORM_JOB_STATE: {
+        "record transform end",
+        "read mini-batch record",
+        "read file to score",
+        "write scoring errors",
+    },
     "ScoreLambdaFunction": {
         "read file to score",
         "write predictions",
@@ -404,6 +423,10 @@ EXPECTED: dict[str, set[str]] = {
         "pass sagemaker role",
         "write transform output",
         "record transform end",
+        # The local stage's own files under predictions/ (the same prefix).
+        "write mini-batch record",
+        "read mini-batch record",
+        "write scoring errors",
     },
     # The retrain policy: the manifest and a champion's upload read, a retrain upload written.
     MONITOR: {
@@ -431,9 +454,11 @@ def test_sagemaker_role_reads_channels_and_writes_models_only(stack: Stack) -> N
         "write model",
         "see missing split",
         "see missing model",
-        # Batch Transform jobs: the file to score in, the predictions out.
+        # Batch Transform jobs: the file to score in, the predictions and the container's
+        # mini-batch records out.
         "read file to score",
         "write transform output",
+        "write mini-batch record",
     }
 
 

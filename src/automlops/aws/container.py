@@ -5,7 +5,8 @@ very train stage of the local runtime and the train function, over a store whose
 from the job's input channels (`/opt/ml/input/data/<channel>/`) and whose model write lands in
 `/opt/ml/model`, which SageMaker packs into `<output path>/<job>/output/model.tar.gz`.
 Serving runs the SageMaker contract app (`serving.sagemaker`), capturing its traffic to S3
-when the model's environment names a capture bucket (`endpoint_capture`).
+when the model's environment names a capture bucket (`endpoint_capture`), and in a Batch
+Transform job recording each mini-batch's outcome to S3 (`transform_batches`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from automlops.stages import STAGES, StageResult
 
 if TYPE_CHECKING:
     from automlops.serving.capture import CaptureWriter
+    from automlops.serving.transform_batches import MiniBatchLog
 
 OPT_ML = Path("/opt/ml")
 
@@ -243,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     if command == "serve":
         from automlops.serving.sagemaker import serve
 
-        serve(capture=endpoint_capture())
+        serve(capture=endpoint_capture(), batches=transform_batches())
         return 0
     if command == "train":
         try:
@@ -283,6 +285,23 @@ def endpoint_capture(store: ObjectStore | None = None) -> CaptureWriter | None:
 
         store = S3ObjectStore(boto3.client("s3"))
     return capture_writer(store, bucket, settings)
+
+
+def transform_batches(store: ObjectStore | None = None) -> MiniBatchLog | None:
+    """Where a Batch Transform job's container records its mini-batches (the run and bucket
+    its environment names, `aws.transform`); None outside a transform job. `store` defaults to
+    S3 with the job's role (which may put objects under transform/batches/ of that bucket)."""
+    from automlops.serving.sagemaker import ENV_SCORE_BUCKET, transform_batch_log
+
+    if not os.environ.get(ENV_SCORE_BUCKET):
+        return None
+    if store is None:
+        import boto3
+
+        from automlops.aws.s3_store import S3ObjectStore
+
+        store = S3ObjectStore(boto3.client("s3"))
+    return transform_batch_log(store)
 
 
 def _s3_fallback() -> ObjectStore | None:

@@ -339,25 +339,36 @@ def transform_job_state(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Lambda handler (EventBridge): a scoring run's Batch Transform job ended.
 
     Completed, failed or stopped, the end is recorded on the run (`transform-job.json` beside
-    its predictions, with SageMaker's reason for a failure) and logged as the run's outcome.
-    An event that is not a transform job's state change raises: Lambda retries it, then its
-    on-failure destination keeps it.
+    its predictions, with SageMaker's reason for a failure) and logged as the run's outcome. A
+    completed job's unreadable rows are summed from its mini-batches' records into errors.csv
+    first; more than the run's `max_bad_share` of them fails the run (`aws.transform.settle`).
+    A failed run sends the failed-run alert. An event that is not a transform job's state
+    change raises: Lambda retries it, then its on-failure destination keeps it.
     """
-    from automlops.aws.transform import record_of, write_record
+    from automlops.aws.transform import end_of, settle, write_record
 
     rt = current_runtime()
-    record = record_of(event)
-    if record is None:
+    end = end_of(event)
+    if end is None:
         return {"recorded": None}
-    logger.append_keys(dataset=record.dataset, run_id=record.run_id, stage="score")
-    key = write_record(rt.store, rt.config.bucket_model_output, record)
+    logger.append_keys(dataset=end.record.dataset, run_id=end.record.run_id, stage="score")
+    bucket = rt.config.bucket_model_output
+    record = settle(end, rt.store, rt.store.client, bucket)
+    key = write_record(rt.store, bucket, record)
     if record.status == "Completed":
-        logger.info("run succeeded: its transform job completed", extra={"output": record.output})
-    else:
-        logger.error(
-            "run failed: its transform job failed",
-            extra={"job": record.job, "status": record.status, "error": record.reason},
+        logger.info(
+            "run succeeded: its transform job completed",
+            extra={"output": record.output, "rows": record.rows, "error_rows": record.error_rows},
         )
+        return {"recorded": key}
+    if end.record.status == "Completed":  # completed, but too many rows left out
+        message = "run failed: too many unreadable rows"
+        reason = f"transform job {record.job}: {record.reason}"
+    else:
+        message = "run failed: its transform job failed"
         reason = f"transform job {record.job} {record.status.lower()}: {record.reason}"
-        rt.alerts().send(failed_run_alert(record.dataset, record.run_id, reason))
+    logger.error(
+        message, extra={"job": record.job, "status": record.status, "error": record.reason}
+    )
+    rt.alerts().send(failed_run_alert(record.dataset, record.run_id, reason))
     return {"recorded": key}

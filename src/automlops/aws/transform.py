@@ -11,13 +11,26 @@ the explanation columns when asked), assembled by line into one CSV with one hea
 announced by EventBridge and recorded beside it as `transform-job.json` (`transform_job_state`
 handler), as a training job's failure is recorded on its run.
 
+Unreadable rows get the local stage's treatment. The container records each mini-batch's
+outcome under `transform/batches/` (`serving.transform_batches`: rows read and scored, the rows
+left out by their line); the job's end sums the records (a retried mini-batch, known by its
+content, once) and writes `errors.csv` (row, column, message; 1-based data rows) beside the
+predictions. SageMaker does not say where a mini-batch sits in the file, so the rows are
+numbered by streaming the file once and matching each line against the bad lines' hashes (only
+when some row was left out; memory holds the bad lines only). Whether a row can be read depends
+on its line alone, so a bad line repeated in the file is bad wherever it is: every occurrence
+is listed and counted. More than the run's `max_bad_share` unreadable fails the run as the
+local stage does (its record "Failed" with the count and the first row, the failed-run alert
+sent); else it is recorded "Completed" with the rows and the error count.
+
 The job runs the version's SageMaker model, the one hosting creates (`ensure_version`).
 Launching is idempotent: a job of the run in progress or completed is found, not doubled.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from botocore.exceptions import ClientError
@@ -34,18 +47,23 @@ from automlops.aws.sagemaker import (
 )
 from automlops.errors import PermanentError
 from automlops.events import S3EventRecord
-from automlops.ml.batch import TableFormat
+from automlops.ml.batch import RowError, ScoreOptions, TableFormat, errors_bytes
 from automlops.ports import ObjectStore, Ports
 from automlops.routing import Stage
 
-# The container reads the header from it: one name for both sides.
-from automlops.serving.sagemaker import ENV_CSV_HEADER, ENV_SCORE_OPTIONS
+# The container reads them: one name for both sides. The job's environment names its run
+# (EventBridge's detail carries it back) and where the container records its mini-batches.
+from automlops.serving.sagemaker import (
+    ENV_CSV_HEADER,
+    ENV_SCORE_BUCKET,
+    ENV_SCORE_DATASET,
+    ENV_SCORE_OPTIONS,
+    ENV_SCORE_RUN,
+)
+from automlops.serving.transform_batches import BadLine, MiniBatchRecord, line_digest
 from automlops.stages import STAGES, StageResult
 from automlops.stages.score import ScoreJob, plan
 
-# The transform job's environment names its run (EventBridge's detail carries it back).
-ENV_SCORE_DATASET = "AUTOMLOPS_SCORE_DATASET"
-ENV_SCORE_RUN = "AUTOMLOPS_SCORE_RUN"
 TRANSFORM_OUTPUT = "transform/"
 RECORD_FILE = "transform-job.json"
 _LIVE_STATES = ("InProgress", "Stopping", "Completed")
@@ -127,6 +145,7 @@ class TransformJobLauncher:
         environment = {
             ENV_SCORE_DATASET: run.dataset,
             ENV_SCORE_RUN: run.run_id,
+            ENV_SCORE_BUCKET: config.bucket_model_output,
             ENV_SCORE_OPTIONS: job.options.model_dump_json(exclude_defaults=True),
             "AUTOMLOPS_CAPTURE": "0",
         }
@@ -255,12 +274,19 @@ class TransformJobRecord(BaseModel):
     dataset: str
     run_id: str
     job: str
-    status: str  # Completed | Failed | Stopped
+    # Completed | Failed | Stopped: SageMaker's, but Failed too for a job that completed with
+    # more unreadable rows than the run's max_bad_share (`reason` says so).
+    status: str
     reason: str | None = None
-    output: str | None = None  # the S3 prefix holding the predictions (Completed)
+    output: str | None = None  # the S3 prefix holding the job's output (job completed)
     # The predictions file (Completed): the input's columns, then the prediction columns.
     predictions: str | None = None
     at: str
+    # The job completed: its data rows, those it left out, and where errors.csv names them
+    # (None: no mini-batch recorded its outcome).
+    rows: int | None = None
+    error_rows: int | None = None
+    errors: str | None = None
 
 
 class TransformJobDetail(BaseModel):
@@ -276,17 +302,32 @@ class TransformJobDetail(BaseModel):
     output: dict[str, Any] = Field(default_factory=dict, alias="TransformOutput")
     input: dict[str, Any] = Field(default_factory=dict, alias="TransformInput")
 
+    def source_uri(self) -> str | None:
+        """The scored file (the job's one input object)."""
+        uri = self.input.get("DataSource", {}).get("S3DataSource", {}).get("S3Uri")
+        return uri if isinstance(uri, str) else None
+
     def predictions_uri(self) -> str | None:
         """Where the job wrote the predictions of its one input file: SageMaker names the
         output `<input file name>.out` under the output path."""
         path = self.output.get("S3OutputPath")
-        source = self.input.get("DataSource", {}).get("S3DataSource", {}).get("S3Uri")
+        source = self.source_uri()
         if not path or not source:
             return None
         return f"{path.rstrip('/')}/{source.rsplit('/', 1)[-1]}.out"
 
 
-def record_of(event: dict[str, Any]) -> TransformJobRecord | None:
+@dataclass(frozen=True)
+class TransformJobEnd:
+    """A scoring run's transform job that ended: its record so far, the run's options and the
+    scored file (bucket, key), as the job's description tells them."""
+
+    record: TransformJobRecord
+    options: ScoreOptions
+    source: tuple[str, str] | None
+
+
+def end_of(event: dict[str, Any]) -> TransformJobEnd | None:
     """The end an EventBridge event announces; None for a state that is no end. PermanentError
     when the event is not a transform job state change of a scoring run."""
     change = read_state_change(event, TransformJobDetail, "transform job")
@@ -296,8 +337,12 @@ def record_of(event: dict[str, Any]) -> TransformJobRecord | None:
     env = detail.environment
     if ENV_SCORE_DATASET not in env or ENV_SCORE_RUN not in env:
         raise PermanentError(f"transform job {detail.job_name} names no dataset and run")
+    try:
+        options = ScoreOptions.model_validate_json(env.get(ENV_SCORE_OPTIONS) or "{}")
+    except ValueError as exc:
+        raise PermanentError(f"transform job {detail.job_name}: bad options: {exc}") from None
     failed = detail.status != "Completed"
-    return TransformJobRecord(
+    record = TransformJobRecord(
         dataset=env[ENV_SCORE_DATASET],
         run_id=env[ENV_SCORE_RUN],
         job=detail.job_name,
@@ -309,6 +354,12 @@ def record_of(event: dict[str, Any]) -> TransformJobRecord | None:
         predictions=None if failed else detail.predictions_uri(),
         at=change.time,
     )
+    uri = detail.source_uri()
+    source = None
+    if uri is not None and uri.startswith("s3://"):
+        bucket, _, key = uri.removeprefix("s3://").partition("/")
+        source = (bucket, key)
+    return TransformJobEnd(record, options, source)
 
 
 def write_record(store: ObjectStore, bucket: str, record: TransformJobRecord) -> str:
@@ -337,3 +388,121 @@ def read_record(store: ObjectStore, bucket: str, run: keys.RunRef) -> TransformJ
     if store.head(bucket, key) is None:
         return None
     return TransformJobRecord.model_validate_json(store.get(bucket, key))
+
+
+# -- unreadable rows: the mini-batches' records summed at the job's end ------------------------
+
+# Bad lines held at once while the file is streamed (the rest counted, not numbered): a few
+# tens of MB at most, whatever the file.
+MAX_NAMED_ERRORS = 100_000
+_READ_BYTES = 1 << 20
+
+
+@dataclass
+class BatchTally:
+    """What a run's mini-batch records add up to (a retried mini-batch counted once)."""
+
+    records: int = 0
+    rows: int = 0
+    bad: int = 0
+    named: dict[str, BadLine] = field(default_factory=dict)  # by the line's SHA-256
+
+
+def tally_batches(store: ObjectStore, bucket: str, run: keys.RunRef) -> BatchTally:
+    """Sum the mini-batch records of a run's transform job. Two records of the same content
+    are one mini-batch answered twice (SageMaker retried it) and count once; so would two
+    mini-batches of identical bytes, which only a file repeating whole blocks of lines has."""
+    tally = BatchTally()
+    seen: set[str] = set()
+    for key in store.list(bucket, keys.transform_batches_prefix(run.dataset, run.run_id)):
+        content = keys.parse_transform_batch_key(key)
+        if content in seen:
+            continue
+        seen.add(content)
+        record = MiniBatchRecord.model_validate_json(store.get(bucket, key))
+        tally.records += 1
+        tally.rows += record.rows
+        tally.bad += record.bad
+        for line in record.named:
+            # The same line elsewhere is found by the stream; over the cap, rows are counted
+            # (by `bad`) but not numbered.
+            if len(tally.named) < MAX_NAMED_ERRORS:
+                tally.named.setdefault(line.sha256, line)
+    return tally
+
+
+def number_bad_rows(
+    lines: Iterable[bytes], named: dict[str, BadLine]
+) -> tuple[int, list[RowError]]:
+    """Stream a CSV file's lines (without line breaks) once: its data rows (non-empty lines
+    after the header line), and a `RowError` (1-based data row) for every line among `named`
+    (every occurrence: a line is bad wherever it is). Only lines of a bad line's length are
+    hashed."""
+    lengths = {line.length for line in named.values()}
+    rows = 0
+    header = True
+    errors: list[RowError] = []
+    for line in lines:
+        if not line:
+            continue
+        if header:
+            header = False
+            continue
+        rows += 1
+        if len(line) in lengths:
+            bad = named.get(line_digest(line))
+            if bad is not None:
+                errors.append(RowError(rows, bad.column, bad.message))
+    return rows, errors
+
+
+def s3_lines(s3_client: Any, bucket: str, key: str) -> Iterator[bytes]:
+    """An S3 object's lines (split at `\\n`, a trailing `\\r` dropped), read a MB at a time."""
+    body = s3_client.get_object(Bucket=bucket, Key=key)["Body"]
+    rest = b""
+    for chunk in body.iter_chunks(_READ_BYTES):
+        lines = (rest + chunk).split(b"\n")
+        rest = lines.pop()
+        for line in lines:
+            yield line.removesuffix(b"\r")
+    if rest:
+        yield rest.removesuffix(b"\r")
+
+
+def bad_share_error(
+    filename: str, bad: int, rows: int, share: float, first: RowError | None
+) -> str:
+    """Why a run with too many unreadable rows failed (the local stage's words)."""
+    where = "" if first is None else f"; the first, row {first.row}: {first.message}"
+    return f"{filename}: {bad:,} of {rows:,} rows cannot be read (more than {share:.0%}){where}"
+
+
+def settle(
+    end: TransformJobEnd, store: ObjectStore, s3_client: Any, bucket: str
+) -> TransformJobRecord:
+    """A completed job's record with its unreadable rows: errors.csv written beside the
+    predictions (before the record), and the run failed when more than the run's
+    `max_bad_share` of its rows are unreadable. A job that did not complete, or whose container
+    recorded no mini-batch, is returned as it is."""
+    record = end.record
+    if record.status != "Completed":
+        return record
+    run = keys.RunRef(record.dataset, record.run_id)
+    tally = tally_batches(store, bucket, run)
+    if tally.records == 0:
+        return record
+    rows, errors = tally.rows, list[RowError]()
+    if tally.named and end.source is not None:
+        rows, errors = number_bad_rows(s3_lines(s3_client, *end.source), tally.named)
+    # Each bad row is counted once by its mini-batch's record; the stream finds every
+    # occurrence of a named line (more only where byte-identical mini-batches counted once).
+    bad = max(tally.bad, len(errors))
+    errors_key = keys.prediction_errors_key(run.dataset, run.run_id)
+    store.put(bucket, errors_key, errors_bytes(errors))
+    done = record.model_copy(update={"rows": rows, "error_rows": bad, "errors": errors_key})
+    share = end.options.max_bad_share
+    if not bad or bad <= share * rows:
+        return done
+    filename = "the file" if end.source is None else end.source[1].rsplit("/", 1)[-1]
+    reason = bad_share_error(filename, bad, rows, share, errors[0] if errors else None)
+    return done.model_copy(update={"status": "Failed", "reason": reason, "predictions": None})

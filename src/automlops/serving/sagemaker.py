@@ -29,7 +29,8 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -42,6 +43,7 @@ from automlops.ml.artifact import METADATA, TRANSFORM, ModelArtifact, ModelMetad
 from automlops.ml.batch import BatchScorer, ScoreOptions, TableFormat, open_table, table_bytes
 from automlops.ml.columns.transform import FittedTransform
 from automlops.ml.predictor import Predictor
+from automlops.ports import ObjectStore
 from automlops.serving import wire
 from automlops.serving.capture import CaptureWriter, respond_captured
 from automlops.serving.invocation import (
@@ -56,6 +58,7 @@ from automlops.serving.invocation import (
     respond,
     with_csv_header,
 )
+from automlops.serving.transform_batches import MiniBatchLog, MiniBatchRecord, mini_batch_record
 from automlops.serving.wire import EndpointDescription
 
 DEFAULT_MODEL_DIR = "/opt/ml/model"
@@ -68,6 +71,12 @@ ENV_CSV_HEADER = "AUTOMLOPS_CSV_HEADER"
 # Set by a Batch Transform job: its scoring run's options (`ml.batch.ScoreOptions` as JSON). The
 # container then answers each mini-batch as the local score stage writes a file's rows.
 ENV_SCORE_OPTIONS = "AUTOMLOPS_SCORE_OPTIONS"
+# Set by a Batch Transform job: its scoring run (EventBridge's detail carries them back to the
+# job's end) and the bucket the container records each mini-batch's outcome in
+# (`serving.transform_batches`; absent: nothing is recorded).
+ENV_SCORE_DATASET = "AUTOMLOPS_SCORE_DATASET"
+ENV_SCORE_RUN = "AUTOMLOPS_SCORE_RUN"
+ENV_SCORE_BUCKET = "AUTOMLOPS_SCORE_BUCKET"
 # The monitoring bucket the endpoint's traffic is captured to (set when hosting creates the
 # model; absent: nothing is captured).
 ENV_CAPTURE_BUCKET = "AUTOMLOPS_CAPTURE_BUCKET"
@@ -153,16 +162,25 @@ def captured(request: Request) -> bool:
     return NO_CAPTURE_ATTRIBUTE not in (a.strip() for a in attributes.split(","))
 
 
+@dataclass(frozen=True)
+class MiniBatchAnswer:
+    """A mini-batch's answer (CSV rows) and its record (rows read, scored, left out)."""
+
+    rows: bytes
+    record: MiniBatchRecord
+
+
 def score_mini_batch(
     predictor: Predictor, options: ScoreOptions, body: bytes, header: bytes | None
-) -> bytes:
+) -> MiniBatchAnswer:
     """A Batch Transform mini-batch (CSV lines of the scored file) answered as the local score
     stage writes them (`ml.batch.BatchScorer`): the input's columns (or the id column), then
     `prediction` and `probability_<label>` per class (and the explanation columns when asked),
     in the file's delimiter. The file's header line is answered with the output's header; the
     other mini-batches, which SageMaker sends without it, get `header` to be read and answer
     rows only, so the assembled output is one CSV with one header. A row that cannot be scored
-    is left out and logged (the container's log), as the local stage's errors file lists it.
+    is left out, logged (the container's log) and named in the mini-batch's record, from which
+    the job's end writes the run's errors file as the local stage does.
     """
     first_line = body.split(b"\n", 1)[0].rstrip(b"\r").removeprefix(b"\xef\xbb\xbf")
     has_header = header is None or first_line == header.rstrip(b"\r\n")
@@ -174,7 +192,9 @@ def score_mini_batch(
         reader = open_table(source, TableFormat.csv)
         scorer = BatchScorer(predictor, options, reader.names)
         errors = []
+        read = 0
         for chunk in reader.chunks:
+            read += chunk.table.num_rows
             scored = scorer.score(chunk, reader.skipped)
             errors += scored.errors
             table = scorer.output(chunk, scored.predictions)
@@ -189,8 +209,23 @@ def score_mini_batch(
         log.warning("row %d left out (%s): %s", error.row, error.column, error.message)
     if len(errors) > _LOGGED_ROW_ERRORS:
         log.warning("%d more rows of this mini-batch left out", len(errors) - _LOGGED_ROW_ERRORS)
+    # Rows numbered in `data`, which has the header line whether `body` has it or not.
+    record = mini_batch_record(data, True, read + len(reader.skipped), errors)
     # SageMaker ends each answer with a newline itself (AssembleWith: Line).
-    return b"".join(parts).rstrip(b"\n")
+    return MiniBatchAnswer(b"".join(parts).rstrip(b"\n"), record)
+
+
+def transform_batch_log(
+    store: ObjectStore, environ: Mapping[str, str] = os.environ
+) -> MiniBatchLog | None:
+    """Where a transform job's container records its mini-batches: the run and bucket its
+    environment names (`aws.transform` sets them); None outside a transform job."""
+    bucket = environ.get(ENV_SCORE_BUCKET)
+    dataset = environ.get(ENV_SCORE_DATASET)
+    run_id = environ.get(ENV_SCORE_RUN)
+    if not bucket or not dataset or not run_id:
+        return None
+    return MiniBatchLog(store, bucket, dataset, run_id)
 
 
 def create_sagemaker_app(
@@ -200,6 +235,7 @@ def create_sagemaker_app(
     max_body_bytes: int = 6 * 1024 * 1024,
     max_instances: int | None = None,
     capture: CaptureWriter | None = None,
+    batches: MiniBatchLog | None = None,
 ) -> FastAPI:
     """The contract app over one model, loaded now so a broken model fails the container start.
 
@@ -207,7 +243,8 @@ def create_sagemaker_app(
     `model_version` in responses. 6 MB is above SageMaker's own payload limits.
     `max_instances` (default $AUTOMLOPS_MAX_INSTANCES, else 100,000) caps rows per request.
     `capture` records the traffic `/invocations` serves (see the module); None: nothing is.
-    A Batch Transform job (its CSV header in the environment) is never captured.
+    A Batch Transform job (its CSV header in the environment) is never captured; `batches`
+    records each of its mini-batches (`transform_batch_log`; None: only logged).
     """
     directory = model_dir(path)
     predictor = load_model_dir(directory)
@@ -253,12 +290,14 @@ def create_sagemaker_app(
         if score_options is not None:  # a Batch Transform job's mini-batch
             body = await read_body(request, limits.max_body_bytes)
             try:
-                rows = await asyncio.to_thread(
+                answer = await asyncio.to_thread(
                     score_mini_batch, predictor, score_options, body, csv_header or None
                 )
             except (DataError, PermanentError) as exc:
                 raise ApiError(400, str(exc)) from None
-            return Response(rows, media_type=wire.CSV)
+            if batches is not None:  # before the answer: a record that fails fails the batch
+                await asyncio.to_thread(batches.write, body, answer.record)
+            return Response(answer.rows, media_type=wire.CSV)
         if flusher is None:
             return await respond(request, numeric, predictor, limits, csv_header)
         writer = capture if captured(request) else None
@@ -276,6 +315,7 @@ def serve(
     host: str = "0.0.0.0",
     port: int | None = None,
     capture: CaptureWriter | None = None,
+    batches: MiniBatchLog | None = None,
 ) -> None:
     """Run the contract app (the container's `serve` command); one process, model loaded once.
     uvicorn's shutdown on SIGTERM runs the app's lifespan, which writes the capture buffer."""
@@ -285,5 +325,5 @@ def serve(
 
     import_learner_libraries()  # first, while this process has no other thread
     port = port or int(os.environ.get("SAGEMAKER_BIND_TO_PORT", DEFAULT_PORT))
-    app = create_sagemaker_app(path, capture=capture)
+    app = create_sagemaker_app(path, capture=capture, batches=batches)
     uvicorn.run(app, host=host, port=port, log_level="info")
