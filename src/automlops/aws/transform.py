@@ -47,7 +47,13 @@ from automlops.aws.sagemaker import (
 )
 from automlops.errors import PermanentError
 from automlops.events import S3EventRecord
-from automlops.ml.batch import RowError, ScoreOptions, TableFormat, errors_bytes
+from automlops.ml.batch import (
+    RowError,
+    ScoreOptions,
+    TableFormat,
+    errors_bytes,
+    too_many_bad_rows,
+)
 from automlops.ports import ObjectStore, Ports
 from automlops.routing import Stage
 
@@ -469,14 +475,6 @@ def s3_lines(s3_client: Any, bucket: str, key: str) -> Iterator[bytes]:
         yield rest.removesuffix(b"\r")
 
 
-def bad_share_error(
-    filename: str, bad: int, rows: int, share: float, first: RowError | None
-) -> str:
-    """Why a run with too many unreadable rows failed (the local stage's words)."""
-    where = "" if first is None else f"; the first, row {first.row}: {first.message}"
-    return f"{filename}: {bad:,} of {rows:,} rows cannot be read (more than {share:.0%}){where}"
-
-
 def settle(
     end: TransformJobEnd, store: ObjectStore, s3_client: Any, bucket: str
 ) -> TransformJobRecord:
@@ -504,5 +502,6 @@ def settle(
     if not bad or bad <= share * rows:
         return done
     filename = "the file" if end.source is None else end.source[1].rsplit("/", 1)[-1]
-    reason = bad_share_error(filename, bad, rows, share, errors[0] if errors else None)
+    first = errors[0] if errors else None
+    reason = too_many_bad_rows(filename, bad, rows, share, first, so_far=False)
     return done.model_copy(update={"status": "Failed", "reason": reason, "predictions": None})

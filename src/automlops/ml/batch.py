@@ -346,6 +346,16 @@ def _rechunk(
         yield Chunk(index, index * chunk_rows, pa.Table.from_batches(pending))
 
 
+def too_many_bad_rows(
+    filename: str, bad: int, rows: int, share: float, first: RowError | None, *, so_far: bool
+) -> str:
+    """Why a file with more than `share` of its rows unreadable fails (`so_far`: `rows` are
+    the rows read before it stopped, not the whole file's)."""
+    counted = f"the first {rows:,}" if so_far else f"{rows:,}"
+    where = "" if first is None else f"; the first, row {first.row}: {first.message}"
+    return f"{filename}: {bad:,} of {counted} rows cannot be read (more than {share:.0%}){where}"
+
+
 def data_row(skipped: list[RowError], parsed: int) -> int:
     """The 1-based data row number of the `parsed`-th (0-based) row the parser kept, given
     the rows it skipped so far (all of those before it: parsing is sequential)."""

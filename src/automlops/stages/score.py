@@ -50,6 +50,7 @@ from automlops.ml.batch import (
     read_ahead,
     score_run_id,
     scoring_version,
+    too_many_bad_rows,
 )
 from automlops.ml.predictor import Predictor
 from automlops.ports import ObjectStore, Ports
@@ -276,10 +277,8 @@ def _check_bad_share(job: ScoreJob, tally: _Tally) -> None:
     total = tally.rows + len(tally.skipped)
     if bad and bad > job.options.max_bad_share * total:
         first = min(tally.errors + tally.skipped, key=lambda e: e.row)
-        raise PermanentError(
-            f"{job.source.filename}: {bad:,} of the first {total:,} rows cannot be read (more "
-            f"than {job.options.max_bad_share:.0%}); the first, row {first.row}: {first.message}"
-        )
+        share, name = job.options.max_bad_share, job.source.filename
+        raise PermanentError(too_many_bad_rows(name, bad, total, share, first, so_far=True))
 
 
 def _read_errors(store: ObjectStore, bucket: str, key: str) -> list[RowError]:
