@@ -30,7 +30,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 import charset_normalizer
 import polars as pl
@@ -178,7 +178,7 @@ def file_encoding(path: Path, source: str) -> str:
         handle.seek(0)
         decoder = codecs.getincrementaldecoder("utf-8")()
         pending = False  # the decoder holds the start of a character cut by the block's end
-        start = lines = 0
+        start = 0
         while block := handle.read(_ENCODING_BLOCK):
             if b"\x00" in block:
                 raise DataError(source, "is a binary file, not CSV text (it contains NUL bytes)")
@@ -190,16 +190,15 @@ def file_encoding(path: Path, source: str) -> str:
                     handle.seek(max(start + exc.start - _ENCODING_SAMPLE // 2, 0))
                     sample = handle.read(_ENCODING_SAMPLE)
                     if _mostly_utf8(sample):
+                        at = start + exc.start
                         raise DataError(
                             source,
-                            "is UTF-8 except for undecodable bytes (the first at byte "
-                            f"{start + exc.start})",
-                            line=lines + block.count(b"\n", 0, exc.start) + 1,
+                            f"is UTF-8 except for undecodable bytes (the first at byte {at})",
+                            line=_line_of(handle, at),
                         ) from None
                     return _detect_encoding(sample, source)
                 pending = bool(decoder.getstate()[0])
             start += len(block)
-            lines += block.count(b"\n")
         try:
             decoder.decode(b"", final=True)
         except UnicodeDecodeError:
@@ -207,6 +206,16 @@ def file_encoding(path: Path, source: str) -> str:
                 source, "ends inside a UTF-8 character: the file is cut short"
             ) from None
     return "utf-8"
+
+
+def _line_of(handle: BinaryIO, offset: int) -> int:
+    """The 1-based line holding byte `offset` of a file (counted only when an error needs it)."""
+    handle.seek(0)
+    lines = 1
+    while offset > 0 and (block := handle.read(min(_ENCODING_BLOCK, offset))):
+        lines += block.count(b"\n")
+        offset -= len(block)
+    return lines
 
 
 def _strict_decode(data: bytes, encoding: str, source: str) -> str:
