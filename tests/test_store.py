@@ -68,26 +68,30 @@ def test_put_file_is_put_of_the_files_bytes_in_chunks(tmp_path: Path) -> None:
     assert not (tmp_path / "s" / "escape.csv").exists()
 
 
-def test_move_file_renames_on_one_file_system_and_notifies(tmp_path: Path) -> None:
-    """A file the caller gives up becomes the object without a copy (its inode moves), with
-    the MD5 ETag and the notification of `put`; across file systems it is copied."""
+def test_writer_hashes_as_it_writes_and_notifies_once_done(tmp_path: Path) -> None:
+    """The streamed object has `put`'s MD5 ETag and notification, sent only at the end; a
+    failed write leaves no temp file; a key that is a prefix is refused before writing."""
     seen: list[ObjectInfo] = []
     store = DirectoryStore(tmp_path / "s", ["b"], on_created=seen.append)
-    source = tmp_path / "joined.csv"
-    source.write_bytes(b"a,b\n1,2\n")
-    inode = source.stat().st_ino
-    info = store.move_file("b", "p/joined.csv", source)
-    stored = tmp_path / "s" / "b" / "p" / "joined.csv"
-    assert stored.stat().st_ino == inode and not source.exists()
-    assert seen == [info] and info == store.head("b", "p/joined.csv")
+    with store.writer("b", "p/joined.csv") as out:
+        out.write(b"a,b\n")
+        out.write(b"1,2\n")
+        assert seen == []
+    assert seen == [store.head("b", "p/joined.csv")] and seen[0].size == 8
+    same = store.put("b", "p/same.csv", b"a,b\n1,2\n")
+    assert (seen[0].size, seen[0].etag) == (same.size, same.etag)
+    with pytest.raises(OSError), store.writer("b", "p/failed.csv") as out:
+        out.write(b"x")
+        raise OSError("disk went away")
+    assert sorted(p.name for p in (tmp_path / "s" / "b" / "p").iterdir()) == [
+        "joined.csv",
+        "same.csv",
+    ]
     store.put("b", "a/b", b"1")
-    other = tmp_path / "other.csv"
-    other.write_bytes(b"x")
-    with pytest.raises(PermanentError):  # "a" is a prefix already
-        store.move_file("b", "a", other)
-    with pytest.raises(PermanentError):  # "p/joined.csv" is an object, not a prefix
-        store.move_file("b", "p/joined.csv/x", other)
-    assert other.exists()
+    for prefix_clash in ("a", "p/joined.csv/x"):
+        with pytest.raises(PermanentError), store.writer("b", prefix_clash) as out:
+            out.write(b"x")
+    assert len(seen) == 3  # joined, same, a/b
 
 
 def test_a_key_cannot_be_an_object_and_a_prefix(tmp_path: Path) -> None:

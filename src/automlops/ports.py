@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 from automlops.config import Settings
 from automlops.events import SqsRecord
@@ -44,10 +45,11 @@ class ObjectStore(Protocol):
         Atomic like `put`; its ETag need not be the MD5 where the store uploads in parts."""
         ...
 
-    def move_file(self, bucket: str, key: str, source: Path) -> ObjectInfo:
-        """`put_file` of a file the caller gives up (a temp file of its own): a store that
-        keeps files may rename it into place instead of copying it. `source` is gone
-        afterwards, whether it was moved or copied."""
+    def writer(self, bucket: str, key: str) -> AbstractContextManager[BinaryIO]:
+        """A new object written as a stream: what is written to the yielded file becomes the
+        object when the block ends without an error, atomically like `put` (with its
+        notification); nothing is stored when it raises. For outputs too big to hold, made
+        piece by piece. An invalid key is refused before anything is written."""
         ...
 
     def put_if(self, bucket: str, key: str, data: bytes, *, if_match: str | None) -> ObjectInfo:

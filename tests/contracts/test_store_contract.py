@@ -159,23 +159,27 @@ def test_put_file_streams_a_file(store: ObjectStore, tmp_path: Path) -> None:
     assert store.list(B, "data/") == ["data/d/small.csv", "data/d/upload.csv"]
 
 
-def test_move_file_stores_the_file_and_takes_it(store: ObjectStore, tmp_path: Path) -> None:
-    data = bytes(range(256)) * 4099
-    source = tmp_path / "predictions.csv"
-    source.write_bytes(data)
+def test_writer_stores_what_is_written_when_the_block_ends(store: ObjectStore) -> None:
+    pieces = [b"a,b\n", bytes(range(256)) * 4099, memoryview(b"tail\n")]
     store.put(B, "out/p.csv", b"old")
     store.put_tags(B, "out/p.csv", {"processed": "run-1"})
-    info = store.move_file(B, "out/p.csv", source)
-    assert (info.size, info.etag) == (len(data), _md5(data))
+    with store.writer(B, "out/p.csv") as out:
+        for piece in pieces:
+            out.write(piece)
+        assert store.get(B, "out/p.csv") == b"old"  # nothing shows before the end
+    data = b"".join(bytes(p) for p in pieces)
     assert store.get(B, "out/p.csv") == data
-    assert store.head(B, "out/p.csv") == info
+    info = store.head(B, "out/p.csv")
+    assert info is not None and info.size == len(data)
     assert store.get_tags(B, "out/p.csv") == {}  # a new object, as after `put`
-    assert not source.exists()
-    refused = tmp_path / "kept.csv"
-    refused.write_bytes(b"x")
-    with pytest.raises(PermanentError):
-        store.move_file(B, "k" * (MAX_KEY_BYTES + 1), refused)
-    assert refused.exists()  # a refused key leaves the caller's file alone
+
+    with pytest.raises(RuntimeError), store.writer(B, "out/q.csv") as out:
+        out.write(b"half a file")
+        raise RuntimeError("the run failed")
+    assert store.head(B, "out/q.csv") is None  # nothing of a failed write is stored
+    assert store.list(B) == ["out/p.csv"]
+    with pytest.raises(PermanentError), store.writer(B, "k" * (MAX_KEY_BYTES + 1)):
+        pass
 
 
 def test_tags_round_trip_and_replace(store: ObjectStore) -> None:

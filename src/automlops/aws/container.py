@@ -15,9 +15,12 @@ import hashlib
 import json
 import os
 import sys
+import tempfile
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from automlops import keys
 from automlops.config import Buckets, Queues, Settings
@@ -112,11 +115,16 @@ class ChannelStore:
             raise PermanentError(f"a training job writes only its model, not s3://{bucket}/{key}")
         return self.put(bucket, key, source.read_bytes())
 
-    def move_file(self, bucket: str, key: str, source: Path) -> ObjectInfo:
-        """`put_file`, then the local file is deleted."""
-        info = self.put_file(bucket, key, source)
-        source.unlink()
-        return info
+    @contextmanager
+    def writer(self, bucket: str, key: str) -> Iterator[BinaryIO]:
+        """`put_file` of what the block writes (only the model may be written)."""
+        if (bucket, key) != self.model_target:
+            raise PermanentError(f"a training job writes only its model, not s3://{bucket}/{key}")
+        with tempfile.TemporaryDirectory(prefix="automlops-model-") as scratch:
+            path = Path(scratch) / "object"
+            with open(path, "wb") as handle:
+                yield handle
+            self.put_file(bucket, key, path)
 
     def put_if(self, bucket: str, key: str, data: bytes, *, if_match: str | None) -> ObjectInfo:
         """Only the model's only-if-absent write (what train asks for): `put`, which writes

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from botocore.exceptions import ClientError
 
@@ -74,11 +75,16 @@ class S3ObjectStore:
             raise NotFoundError(f"s3://{bucket}/{key} vanished right after its upload")
         return info
 
-    def move_file(self, bucket: str, key: str, source: Path) -> ObjectInfo:
-        """`put_file`, then the local file is deleted (an upload is a copy)."""
-        info = self.put_file(bucket, key, source)
-        source.unlink()
-        return info
+    @contextmanager
+    def writer(self, bucket: str, key: str) -> Iterator[BinaryIO]:
+        """A new object written to a local temp file, uploaded by `put_file` when the block
+        ends cleanly (S3 has no atomic streaming write; a multipart upload is `put_file`'s)."""
+        _writable(bucket, key)
+        with tempfile.TemporaryDirectory(prefix="automlops-s3-") as scratch:
+            path = Path(scratch) / "object"
+            with open(path, "wb") as handle:
+                yield handle
+            self.put_file(bucket, key, path)
 
     def put_if(self, bucket: str, key: str, data: bytes, *, if_match: str | None) -> ObjectInfo:
         """Compare-and-swap with S3 conditional writes (If-Match / If-None-Match: *)."""

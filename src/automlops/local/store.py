@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import io
 import json
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, BinaryIO, cast
 
 from automlops.errors import ConflictError, NotFoundError, PermanentError
 from automlops.ports import MAX_KEY_BYTES, ObjectInfo
@@ -130,31 +132,32 @@ class DirectoryStore:
         with open(source, "rb") as reader:
             return self._write_object(bucket, key, iter(lambda: reader.read(_COPY_CHUNK), b""))
 
-    def move_file(self, bucket: str, key: str, source: Path) -> ObjectInfo:
-        """`put_file` of a file the caller gives up: renamed into the bucket when it is on the
-        bucket's file system (hashed and synced first, as `put` writes), else copied; `source`
-        is gone afterwards either way."""
+    @contextmanager
+    def writer(self, bucket: str, key: str) -> Iterator[BinaryIO]:
+        """A new object written as a stream into a temp file beside it, hashed as it is
+        written; synced and renamed into place (then announced) when the block ends cleanly,
+        removed when it raises."""
         path = self.path(bucket, key)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            same_device = os.stat(source).st_dev == os.stat(path.parent).st_dev
         except (NotADirectoryError, FileExistsError):
             raise _key_is_prefix(bucket, key) from None
-        if not same_device:
-            info = self.put_file(bucket, key, source)
-            source.unlink()
-            return info
-        self._meta_path(bucket, key, _TAGS_SUFFIX).unlink(missing_ok=True)  # as `put` does
-        with open(source, "rb") as handle:
-            size = os.fstat(handle.fileno()).st_size
-            digest = hashlib.file_digest(handle, lambda: hashlib.md5(usedforsecurity=False))
-            os.fsync(handle.fileno())
-        os.chmod(source, 0o600)  # as the store's own temp files are made
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
         try:
-            os.replace(source, path)
-        except (IsADirectoryError, NotADirectoryError, FileExistsError):
+            with os.fdopen(fd, "wb") as handle:
+                hashing = _HashingWriter(handle)
+                yield cast(BinaryIO, hashing)
+                handle.flush()
+                os.fsync(handle.fileno())
+            self._meta_path(bucket, key, _TAGS_SUFFIX).unlink(missing_ok=True)  # as `put`
+            os.replace(tmp, path)
+        except (IsADirectoryError, NotADirectoryError):
+            Path(tmp).unlink(missing_ok=True)
             raise _key_is_prefix(bucket, key) from None
-        return self._created(bucket, key, size, digest.hexdigest())
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        self._created(bucket, key, hashing.size, hashing.digest.hexdigest())
 
     def renotify(self, bucket: str, key: str) -> bool:
         """Send an existing object's ObjectCreated notification again; False if it is absent.
@@ -252,6 +255,24 @@ class DirectoryStore:
         self._write_atomic(
             self._meta_path(bucket, key, _TAGS_SUFFIX), json.dumps(tags, sort_keys=True).encode()
         )
+
+
+class _HashingWriter(io.RawIOBase):
+    """Writes through to a file, keeping the MD5 (the ETag) and size of what went by."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self.out = out
+        self.digest = hashlib.md5(usedforsecurity=False)
+        self.size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self.digest.update(data)  # releases the GIL for big buffers: hashed beside other work
+        written = self.out.write(data)
+        self.size += written
+        return written
 
 
 def _key_is_prefix(bucket: str, key: str) -> PermanentError:

@@ -599,13 +599,13 @@ class JoinedOutput:
     the table itself (the writer compresses it as it goes). Memory stays that of a few chunks.
     """
 
-    def __init__(self, path: Path, fmt: OutputFormat, names: list[str]) -> None:
-        self.path = path
+    def __init__(self, out: BinaryIO, fmt: OutputFormat, names: list[str]) -> None:
+        """Write to `out` (an object store's `writer`): the header now, the rest by `add`."""
         self.fmt = fmt
         self._csv = pa_csv.WriteOptions(
             quoting_style="needed", delimiter=fmt.delimiter, include_header=False
         )
-        self._out: BinaryIO = open(path, "wb")  # noqa: SIM115 (closed by `close`)
+        self._out = out
         self._parquet: pq.ParquetWriter | None = None
         if fmt.kind is TableFormat.csv:
             header = pa.Table.from_arrays([pa.nulls(0, pa.string()) for _ in names], names=names)
@@ -629,7 +629,7 @@ class JoinedOutput:
             self._parquet = pq.ParquetWriter(self._out, part.schema)
         self._parquet.write_table(part)
 
-    def close(self) -> None:
+    def finish(self) -> None:
+        """Complete the file (a Parquet file's footer); `out` stays open, its owner's."""
         if self._parquet is not None:
             self._parquet.close()
-        self._out.close()

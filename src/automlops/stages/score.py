@@ -118,22 +118,23 @@ def score(record: S3EventRecord, ports: Ports) -> StageResult:
         Predictor.from_bytes(artifact, job.version.artifact_key, nthread=threads)
         for _ in range(scoring_threads(job.options))
     ]
+    output_key = keys.predictions_key(run.dataset, run.run_id, job.source.filename)
     with (
         _input_file(ports.store, record) as path,
-        tempfile.TemporaryDirectory(prefix="automlops-score-") as scratch,
         ThreadPoolExecutor(1, thread_name_prefix="automlops-score-hash") as hasher,
     ):
         digest = hasher.submit(_sha256, path)  # beside the scoring, which reads the file too
         reader = open_table(path, job.fmt)
         scorers = [BatchScorer(p, job.options, reader.names) for p in predictors]
         names = scorers[0].kept + scorers[0].output_names
-        joined = JoinedOutput(Path(scratch) / job.source.filename, reader.format, names)
-        try:
+        # The joined output is stored as it is written: stored whole when every chunk is in,
+        # not at all when the run fails.
+        with ports.store.writer(bucket, output_key) as out:
+            joined = JoinedOutput(out, reader.format, names)
             tally = _write_parts(job, scorers, reader, joined, ports)
-        finally:
-            joined.close()
+            joined.finish()
         tally.missing_columns = scorers[0].missing
-        lineage = _commit(job, record, digest.result(), tally, joined.path, ports)
+        lineage = _commit(job, record, digest.result(), tally, output_key, ports)
     return _result(job, lineage, duplicate=False)
 
 
@@ -287,12 +288,10 @@ def _read_errors(store: ObjectStore, bucket: str, key: str) -> list[RowError]:
 
 
 def _commit(
-    job: ScoreJob, record: S3EventRecord, digest: str, tally: _Tally, joined: Path, ports: Ports
+    job: ScoreJob, record: S3EventRecord, digest: str, tally: _Tally, output_key: str, ports: Ports
 ) -> ScoreLineage:
-    """Store the joined output file, then the errors, then the lineage (last)."""
+    """After the joined output (stored): the errors, then the lineage (last)."""
     store, bucket, run = ports.store, ports.settings.buckets.model_output, job.run
-    output_key = keys.predictions_key(run.dataset, run.run_id, job.source.filename)
-    store.move_file(bucket, output_key, joined)  # the stage's own temp file
     errors = sorted(tally.errors + tally.skipped, key=lambda e: e.row)
     errors_key = keys.prediction_errors_key(run.dataset, run.run_id)
     store.put(bucket, errors_key, errors_bytes(errors))
