@@ -33,7 +33,7 @@ test: setup browser aws-validate
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
-	$(BIN)/pytest
+	$(BIN)/pytest -n auto --dist worksteal
 
 # AWS deployment: the Serverless Framework v3 from the committed lock file, packaged offline
 # (no credentials: image URIs are pinned by digest) and linted with cfn-lint.
