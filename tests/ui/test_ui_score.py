@@ -96,6 +96,14 @@ def test_a_file_submitted_on_the_score_page_is_scored_shown_and_downloaded(
     assert "mean_radius" in picked.text
     assert client.get(f"{page_url}?row=999").status_code == 404
     assert client.get(f"/ui/score/{DATASET}/no-such-run/predictions").status_code == 404
+    assert 'id="missing-columns"' not in page.text  # the file has every model column
+
+    # A file without one of the model's columns: scored, and the page says which is missing.
+    lacking = pl.read_csv(io.BytesIO(data)).drop("worst_area").write_csv().encode()
+    response = _submit(client, lacking)
+    Worker(runtime).run_until_idle()
+    page = client.get(response.headers["location"].split("?")[0])
+    assert "scored as missing values: <code>worst_area</code>" in page.text
 
 
 def test_a_pasted_row_is_explained_the_same_as_json_or_csv_and_adds_up(
