@@ -8,7 +8,7 @@ import csv
 import io
 import json
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -207,6 +207,28 @@ def test_model_columns_the_file_lacks_are_named_in_the_lineage_and_the_note(
     assert lineage["output_rows"] == ROWS  # scored, the two as missing values
     (run,) = scoring.runlog.list(DEMO_DATASET, limit=1)
     assert run.note is not None and "scored as missing: mean_radius, worst_area" in run.note
+
+
+@pytest.mark.parametrize(
+    ("values", "shown"),
+    [
+        (lambda c: pl.concat_list(c, c), "List(Float64)"),  # Parquet can hold lists
+        (lambda c: pl.duration(seconds=c), "Duration"),
+    ],
+)
+def test_a_model_column_of_a_type_no_model_reads_fails_the_run_at_once(
+    scoring: LocalRuntime, values: Callable[[pl.Expr], pl.Expr], shown: str
+) -> None:
+    source = pl.read_csv(io.BytesIO(breast_cancer_csv()))
+    odd = source.with_columns(values(pl.col("mean_radius")).alias("mean_radius"))
+    buffer = io.BytesIO()
+    odd.write_parquet(buffer)
+    _drop(scoring, "odd.parquet", buffer.getvalue())
+    Worker(scoring).run_until_idle()
+    (run,) = scoring.runlog.list(DEMO_DATASET, limit=1)
+    assert run.status == "failed" and run.error is not None
+    assert f"column 'mean_radius' holds {shown}" in run.error
+    assert "attempts" not in run.error  # permanent: failed once, not retried
 
 
 def test_too_many_bad_rows_fail_the_run_with_the_first_one(scoring: LocalRuntime) -> None:

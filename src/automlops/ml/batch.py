@@ -393,11 +393,23 @@ class BatchScorer:
 
     def score(self, chunk: Chunk, skipped: list[RowError]) -> ScoredChunk:
         """Predictions for the readable rows of a chunk, and the rows it could not read
-        (`skipped`: the rows the parser left out so far, to number the rows of the file)."""
+        (`skipped`: the rows the parser left out so far, to number the rows of the file).
+        PermanentError when the chunk's columns cannot be read at all (their types)."""
+        try:
+            return self._score(chunk, skipped)
+        except (pl.exceptions.PolarsError, pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            # A type or value the columns' reading did not foresee: the same on every retry.
+            raise PermanentError(
+                f"rows {chunk.first_row + 1:,} to {chunk.first_row + chunk.table.num_rows:,} "
+                f"cannot be scored: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    def _score(self, chunk: Chunk, skipped: list[RowError]) -> ScoredChunk:
         table = chunk.table
         present = [c for c in self.predictor.input_columns if c in table.column_names]
         raw = pl.from_arrow(table.select(present))
         assert isinstance(raw, pl.DataFrame)
+        _check_single_values(raw)
         errors: list[RowError] = []
         keep = np.ones(table.num_rows, dtype=bool)
         try:
@@ -500,6 +512,18 @@ def _unique(names: list[str], taken: set[str]) -> list[str]:
         taken.add(name)
         unique.append(name)
     return unique
+
+
+def _check_single_values(frame: pl.DataFrame) -> None:
+    """PermanentError for a model column of a type no model column takes (a Parquet file's
+    lists, structs, bytes, durations or times of day): none of its rows can be read, so
+    retrying would not help."""
+    for name, dtype in frame.schema.items():
+        if dtype.is_nested() or isinstance(dtype, pl.Duration | pl.Time | pl.Binary | pl.Object):
+            raise PermanentError(
+                f"column {name!r} holds {dtype} values; a model column holds one number, text "
+                "or date per row"
+            )
 
 
 _NULLS = pl.Series(NULL_VALUES)
