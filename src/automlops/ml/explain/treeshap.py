@@ -67,6 +67,9 @@ _ZERO = 1e-35  # LightGBM reads |x| <= this as zero (kZeroThreshold)
 # user cache when NUMBA_CACHE_DIR names one); otherwise each process compiles once.
 _CACHE = os.access(Path(__file__).parent, os.W_OK) or bool(os.environ.get("NUMBA_CACHE_DIR"))
 _jit = numba.njit(cache=_CACHE, nogil=True)
+# Called once per changed subtree of every group: inlined into its caller, not called with its
+# two dozen array arguments each time.
+_jit_inline = numba.njit(cache=_CACHE, nogil=True, inline="always")
 
 
 @dataclass(frozen=True)
@@ -118,7 +121,7 @@ class TreeShap:
             x, out, f.feature, f.threshold, f.rule, f.default_left, f.parent, f.is_left, f.slot,
             f.leaf, f.value, f.depth, f.slot_feature, f.zero_fraction, f.tree_start, f.output,
             t.start, t.gift, self._widest, self._weights, i.word, i.shift, i.subtree_end,
-            i.splits_below, i.splits,
+            i.splits,
             i.split_node, i.split_start, i.most_words, i.features, i.feature_start,
             i.slot_local,
         )  # fmt: skip
@@ -127,18 +130,18 @@ class TreeShap:
 @dataclass(frozen=True)
 class TreeIndex:
     """Per tree, what grouping rows by their way through it needs. A row's key is its
-    direction at each split (1: left), `KEY_BITS` splits a word, the tree's splits in preorder
-    from the first word's highest bit: per node `word` and `shift` place its split's bit (-1 at
-    leaves). Per tree: the split count (`splits`), each split's node within the tree in that
-    order (`split_node[split_start[t]:split_start[t + 1]]`), the features it splits on
+    direction at each split (1: left), `KEY_BITS` splits a word, the tree's splits level by
+    level (the root, then the splits below it, ...) from the first word's highest bit: per node
+    `word` and `shift` place its split's bit (-1 at leaves). Per tree: the split count
+    (`splits`), each split's node within the tree in that order
+    (`split_node[split_start[t]:split_start[t + 1]]`), the features it splits on
     (`features[feature_start[t]:feature_start[t + 1]]`) and, per leaf slot, that feature's
-    place in its tree's list (`slot_local`). Per node, its subtree: where it ends within the
-    tree (`subtree_end`, preorder) and how many splits it holds (`splits_below`)."""
+    place in its tree's list (`slot_local`). Per node, where its subtree ends within the tree
+    (`subtree_end`, preorder)."""
 
     word: np.ndarray
     shift: np.ndarray
     subtree_end: np.ndarray
-    splits_below: np.ndarray
     splits: np.ndarray
     split_node: np.ndarray
     split_start: np.ndarray
@@ -151,7 +154,7 @@ class TreeIndex:
         word = np.full(len(forest.leaf), -1, np.int64)
         shift = np.full(len(forest.leaf), -1, np.int64)
         size = np.ones(len(forest.leaf), np.int64)  # nodes in each node's subtree
-        below = (forest.leaf < 0).astype(np.int64)  # splits in each node's subtree
+        level = np.zeros(len(forest.leaf), np.int64)
         splits = np.zeros(forest.trees, np.int64)
         split_node: list[np.ndarray] = []
         features: list[np.ndarray] = []
@@ -159,16 +162,19 @@ class TreeIndex:
         leaf_nodes = forest.leaf >= 0
         for t in range(forest.trees):
             a, b = forest.tree_start[t], forest.tree_start[t + 1]
-            internal = np.flatnonzero(~leaf_nodes[a:b])
-            # The root's bit highest: keys in order keep early splits' directions together.
+            for n in range(a + 1, b):  # parents before children (preorder)
+                level[n] = level[a + forest.parent[n]] + 1
+            for n in range(b - 1, a, -1):
+                size[a + forest.parent[n]] += size[n]
+            preorder = np.flatnonzero(~leaf_nodes[a:b])
+            # Shallow splits' bits highest: in key order, neighbouring keys mostly differ at
+            # deep splits, above few leaves.
+            internal = preorder[np.argsort(level[a + preorder], kind="stable")]
             order = np.arange(len(internal))
             word[internal + a] = order // KEY_BITS
             shift[internal + a] = KEY_BITS - 1 - order % KEY_BITS
             splits[t] = len(internal)
             split_node.append(internal)
-            for n in range(b - 1, a, -1):  # children after parents: sums bottom-up
-                size[a + forest.parent[n]] += size[n]
-                below[a + forest.parent[n]] += below[n]
             used = np.unique(forest.feature[internal + a])
             features.append(used)
             leaves = forest.leaf[a:b][leaf_nodes[a:b]]
@@ -178,7 +184,7 @@ class TreeIndex:
             forest.tree_start[:-1], np.diff(forest.tree_start)
         )
         return cls(
-            word, shift, end + size, below, splits, _flat(split_node, np.int64),
+            word, shift, end + size, splits, _flat(split_node, np.int64),
             _offsets(split_node), _flat(features, np.int32), _offsets(features),
             slot_local.astype(np.int32),
         )  # fmt: skip
@@ -493,7 +499,7 @@ def _add_gifts(
             target[place[lf, i]] += gift[at + i]
 
 
-@_jit
+@_jit_inline
 def _update_gifts(
     first: int,
     begin: int,
@@ -518,16 +524,19 @@ def _update_gifts(
     e: np.ndarray,
     e_without: np.ndarray,
     phi: np.ndarray,
+    walked: np.ndarray,
+    stamp: int,
 ) -> None:
     """`_add_gifts` for the directions in `key` (a split's bit set: left there) over the
     tree's nodes `begin` to `end` (preorder; a whole subtree or the whole tree) and a `target`
     that already holds the tree's values for other directions, leaf l's for pattern held[l]
     (-1: none yet): only the leaves whose pattern changed are taken out and put back with the
     new one. Nodes outside keep their masks from the last call: the caller passes every
-    subtree under a split whose direction changed."""
+    subtree under a split whose direction changed. Nodes walked get `stamp` in `walked`."""
     masks[0] = np.int64(-1)
     for n in range(begin, end):
         node = first + n
+        walked[node] = stamp
         p = parent[node]
         above = first + p
         went_left = (key[word[above]] >> shift[above]) & 1
@@ -567,25 +576,14 @@ def _update_gifts(
 
 
 @_jit
-def _next_change(before: np.ndarray, after: np.ndarray, words: int, since: int) -> int:
-    """The first split from `since` on (in key order) at which two keys' directions differ
-    (-1: none)."""
-    k = since // KEY_BITS
-    if k >= words:
-        return -1
-    d = (before[k] ^ after[k]) & ((np.int64(1) << (KEY_BITS - since % KEY_BITS)) - 1)
-    while True:
-        if d != 0:
-            top = 0  # the highest set bit of d
-            for step in (32, 16, 8, 4, 2, 1):
-                if d >> step:
-                    d >>= step
-                    top += step
-            return k * KEY_BITS + KEY_BITS - 1 - top
-        k += 1
-        if k >= words:
-            return -1
-        d = before[k] ^ after[k]
+def _highest_bit(d: np.int64) -> int:
+    """The place of the highest bit set in d > 0."""
+    top = 0
+    for step in (32, 16, 8, 4, 2, 1):
+        if d >> step:
+            d >>= step
+            top += step
+    return top
 
 
 @_jit
@@ -626,12 +624,26 @@ def _group_rows(
 
 @_jit
 def _key_order(group_key: np.ndarray, groups: int, words: int) -> np.ndarray:
-    """The groups in ascending key order (first word most significant)."""
-    order = np.argsort(group_key[:groups, words - 1])
+    """The groups in the order of their keys read as reflected Gray codes (first word most
+    significant): keys in ascending order but each half of the range reversed below its first
+    bit, so that two neighbours differ in as few later bits as they can."""
+    rank = np.empty((groups, words), np.int64)
+    full = (np.int64(1) << KEY_BITS) - 1
+    for g in range(groups):
+        parity = 0  # of the bits in the words before
+        for k in range(words):
+            b = group_key[g, k]
+            for step in (1, 2, 4, 8, 16, 32):  # each bit xor every bit above it
+                b ^= b >> step
+            if parity:
+                b ^= full
+            parity = b & 1
+            rank[g, k] = b
+    order = np.argsort(rank[:, words - 1])
     column = np.empty(groups, np.int64)
     for k in range(words - 2, -1, -1):  # stable sorts, least significant word first
         for j in range(groups):
-            column[j] = group_key[order[j], k]
+            column[j] = rank[order[j], k]
         order = order[np.argsort(column, kind="mergesort")]
     return order
 
@@ -661,7 +673,6 @@ def _explain(
     word: np.ndarray,
     shift: np.ndarray,
     subtree_end: np.ndarray,
-    splits_below: np.ndarray,
     splits: np.ndarray,
     split_node: np.ndarray,
     split_start: np.ndarray,
@@ -680,6 +691,8 @@ def _explain(
     pending_leaf = np.empty(widest, np.int64)
     pending_at = np.empty(widest, np.int64)
     held = np.full(len(value), np.int64(-1))  # per leaf, the pattern `running` holds
+    walked = np.zeros(len(leaf), np.int64)  # per node, the last group whose walk passed it
+    stamp = 0
     if rows == 1:  # one row: grouping costs, saves nothing
         for t in range(len(tree_start) - 1):
             first = tree_start[t]
@@ -718,31 +731,39 @@ def _explain(
                     np.int64(1) << shift[node], row_key[word[node]],
                 )  # fmt: skip
         groups = _group_rows(row_key, words, slots, group_key, group)
-        # Groups in key order: neighbours mostly differ in late splits, so few leaves see
+        # Groups in key order: neighbours mostly differ at deep splits, so few leaves see
         # another pattern from one group to the next. Only the subtrees under the splits
-        # whose direction changed are walked again, and only their leaves updated.
+        # whose direction changed are walked again (shallowest first: a subtree walked
+        # covers the changed splits inside it), and only their leaves updated.
         local = feature_start[t + 1] - feature_start[t]
         running[:local] = 0.0
         previous = -1
         for g in _key_order(group_key, groups, words):
             key = group_key[g]
+            stamp += 1
             if previous < 0:
                 _update_gifts(
                     first, 1, nodes, key, word, shift, masks, held, running, slot_local,
                     parent, is_left, slot, leaf, value, depth, zero_fraction, start, gift, w, e,
-                    e_without, phi,
+                    e_without, phi, walked, stamp,
                 )  # fmt: skip
             else:
                 before = group_key[previous]
-                i = _next_change(before, key, words, 0)
-                while i >= 0:
-                    top = first + split_node[split_start[t] + i]
-                    _update_gifts(
-                        first, top - first + 1, subtree_end[top], key, word, shift, masks, held,
-                        running, slot_local, parent, is_left, slot, leaf, value, depth,
-                        zero_fraction, start, gift, w, e, e_without, phi,
-                    )  # fmt: skip
-                    i = _next_change(before, key, words, i + splits_below[top])
+                for k in range(words):
+                    changed = before[k] ^ key[k]
+                    while changed != 0:
+                        top = _highest_bit(changed)
+                        changed ^= np.int64(1) << top
+                        node = (
+                            first + split_node[split_start[t] + k * KEY_BITS + KEY_BITS - 1 - top]
+                        )
+                        if walked[node] == stamp:
+                            continue
+                        _update_gifts(
+                            first, node - first + 1, subtree_end[node], key, word, shift, masks,
+                            held, running, slot_local, parent, is_left, slot, leaf, value, depth,
+                            zero_fraction, start, gift, w, e, e_without, phi, walked, stamp,
+                        )  # fmt: skip
             values[g, :local] = running[:local]
             previous = g
         used = tree_features[feature_start[t] : feature_start[t + 1]]
