@@ -145,9 +145,10 @@ def bushy_booster() -> xgb.Booster:
 
 @pytest.mark.parametrize("kind", ["binary", "multiclass", "bushy"])
 def test_tables_direct_leaves_and_threads_give_the_same_values(kind: str) -> None:
-    """Leaves past the table limits take the direct (depth^2) route: same values; so do rows
-    split over threads, rows one at a time (walked, not grouped), and trees of more splits
-    than a 64-bit word holds (rows grouped by keys of several words)."""
+    """Leaves past the table limits take the direct (depth^2) route: same values; so do trees
+    split over threads (their sums added in another order), rows one at a time (walked, not
+    grouped), and trees of more splits than a 64-bit word holds (rows grouped by keys of
+    several words)."""
     booster = bushy_booster() if kind == "bushy" else xgboost_booster(Task(kind), depth=10)
     tabled = xgboost_treeshap(booster)
     assert tabled is not None and tabled.forest.depth.max() > 4
@@ -158,7 +159,7 @@ def test_tables_direct_leaves_and_threads_give_the_same_values(kind: str) -> Non
     for direct in (TreeShap(tabled.forest, budget=0), TreeShap(tabled.forest, max_depth=4)):
         assert (direct.tables.start < 0).any()
         np.testing.assert_allclose(direct.contributions(x), expected, atol=1e-9)
-    np.testing.assert_allclose(tabled.contributions(x, nthread=2), expected, atol=0)
+    np.testing.assert_allclose(tabled.contributions(x, nthread=2), expected, atol=1e-12)
     # One row at a time (no grouping of rows by their way through a tree): the same.
     one_by_one = np.concatenate([tabled.contributions(x[i : i + 1]) for i in range(0, 700, 70)])
     np.testing.assert_allclose(one_by_one, expected[::70], atol=1e-9)

@@ -102,20 +102,28 @@ class TreeShap:
         if x.ndim != 2 or x.shape[1] < self._width:  # the kernel does not check its reads
             raise ValueError(f"features of shape {x.shape} for trees reading {self._width}")
         out = np.zeros((len(x), self.forest.outputs, x.shape[1]))
-        parts = min(nthread, len(x) // PARALLEL_MIN_ROWS) if nthread > 1 else 1
+        trees = self.forest.trees
+        parts = min(nthread, trees) if len(x) >= PARALLEL_MIN_ROWS else 1
         if parts <= 1:
-            self._run(x, out)
+            self._run(x, out, 0, trees)
             return out
-        # The kernel releases the GIL: threads over row ranges use every core asked for.
-        bounds = np.linspace(0, len(x), parts + 1).astype(int)
+        # The kernel releases the GIL: threads over the trees use every core asked for, each
+        # tree grouping all the rows (split over threads, rows would repeat fewer patterns).
+        nodes = np.cumsum(np.diff(self.forest.tree_start))
+        cuts = np.searchsorted(nodes, nodes[-1] * np.arange(1, parts) / parts, side="right")
+        bounds = [0, *np.unique(np.clip(cuts, 1, trees - 1)).tolist(), trees]
+        outs = [out] + [np.zeros_like(out) for _ in bounds[2:]]
         futures = [
-            _pool().submit(self._run, x[a:b], out[a:b]) for a, b in itertools.pairwise(bounds)
+            _pool().submit(self._run, x, part, a, b)
+            for part, (a, b) in zip(outs, itertools.pairwise(bounds), strict=True)
         ]
         for future in futures:
             future.result()
+        for part in outs[1:]:
+            out += part
         return out
 
-    def _run(self, x: np.ndarray, out: np.ndarray) -> None:
+    def _run(self, x: np.ndarray, out: np.ndarray, trees_from: int, trees_to: int) -> None:
         f, t, i = self.forest, self.tables, self.index
         _explain(
             x, out, f.feature, f.threshold, f.rule, f.default_left, f.parent, f.is_left, f.slot,
@@ -123,7 +131,7 @@ class TreeShap:
             t.start, t.gift, self._widest, self._weights, i.word, i.shift, i.subtree_end,
             i.splits,
             i.split_node, i.split_start, i.most_words, i.features, i.feature_start,
-            i.slot_local,
+            i.slot_local, trees_from, trees_to,
         )  # fmt: skip
 
 
@@ -680,7 +688,10 @@ def _explain(
     tree_features: np.ndarray,
     feature_start: np.ndarray,
     slot_local: np.ndarray,
+    trees_from: int,
+    trees_to: int,
 ) -> None:
+    """Adds the values of trees `trees_from` to `trees_to` (excluded) to `out`."""
     rows = x.shape[0]
     width = slot_feature.shape[1]
     masks = np.empty(widest, np.int64)
@@ -694,7 +705,7 @@ def _explain(
     walked = np.zeros(len(leaf), np.int64)  # per node, the last group whose walk passed it
     stamp = 0
     if rows == 1:  # one row: grouping costs, saves nothing
-        for t in range(len(tree_start) - 1):
+        for t in range(trees_from, trees_to):
             first = tree_start[t]
             _add_gifts(
                 x[0], feature, threshold, rule, default_left, first, tree_start[t + 1] - first,
@@ -712,11 +723,11 @@ def _explain(
     group = np.empty(rows, np.int64)
     columns = np.ascontiguousarray(x.T)  # a split reads one feature of every row
     most = 1
-    for t in range(len(tree_start) - 1):
+    for t in range(trees_from, trees_to):
         most = max(most, feature_start[t + 1] - feature_start[t])
     values = np.empty((rows, most))
     running = np.empty(most)
-    for t in range(len(tree_start) - 1):
+    for t in range(trees_from, trees_to):
         first = tree_start[t]
         nodes = tree_start[t + 1] - first
         o = output[t]
