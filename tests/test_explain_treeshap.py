@@ -186,3 +186,36 @@ def test_models_use_it_and_keep_the_library_for_trees_it_cannot_hold() -> None:
     assert categorical._treeshap is None
     margin = booster.predict(codes[:20], raw_score=True)
     np.testing.assert_allclose(explained.raw_score[:, 0], margin, atol=1e-6)
+
+
+def test_keys_give_each_split_one_bit_shallow_splits_first() -> None:
+    """Every split of a tree has its own bit in the key, over as many words as it takes, and
+    a split's bit comes before its children's (groups in key order then differ mostly at deep
+    splits)."""
+    ours = xgboost_treeshap(bushy_booster())
+    assert ours is not None
+    forest, index = ours.forest, ours.index
+    for t in range(forest.trees):
+        a, b = forest.tree_start[t], forest.tree_start[t + 1]
+        internal = np.flatnonzero(forest.leaf[a:b] < 0) + a
+        place = index.word[internal] * 63 + 62 - index.shift[internal]
+        np.testing.assert_array_equal(np.sort(place), np.arange(index.splits[t]))
+        at = dict(zip(internal.tolist(), place.tolist(), strict=True))
+        for node in internal[1:]:
+            assert at[a + forest.parent[node]] < at[node]
+
+
+def test_rows_grouped_by_their_way_agree_with_rows_walked_alone() -> None:
+    """On deep trees (keys of several words), rows that repeat, differ at one split or at
+    none: grouped in a batch, each row gets what walking it alone gives, and equal rows equal
+    values."""
+    ours = xgboost_treeshap(bushy_booster())
+    assert ours is not None
+    x = features(4, 300)
+    x[100:200] = x[:100]
+    x[200:300, 0] = x[:100, 0] + 1e-3  # mostly the same side of every split, now and then not
+    x[200:300, 1:] = x[:100, 1:]
+    grouped = ours.contributions(x)
+    alone = np.concatenate([ours.contributions(x[i : i + 1]) for i in range(len(x))])
+    np.testing.assert_allclose(grouped, alone, atol=1e-9)
+    np.testing.assert_array_equal(grouped[100:200], grouped[:100])
