@@ -647,12 +647,27 @@ def _key_order(group_key: np.ndarray, groups: int, words: int) -> np.ndarray:
                 b ^= full
             parity = b & 1
             rank[g, k] = b
-    order = np.argsort(rank[:, words - 1])
-    column = np.empty(groups, np.int64)
-    for k in range(words - 2, -1, -1):  # stable sorts, least significant word first
-        for j in range(groups):
-            column[j] = rank[order[j], k]
-        order = order[np.argsort(column, kind="mergesort")]
+    # A radix sort, a byte at a time from the least significant (a tree's keys leave many
+    # bytes alike: those passes are skipped).
+    order = np.arange(groups)
+    if groups < 2:
+        return order
+    spare = np.empty(groups, np.int64)
+    count = np.empty(257, np.int64)
+    for k in range(words - 1, -1, -1):
+        for shift in range(0, KEY_BITS, 8):
+            count[:] = 0
+            for j in range(groups):
+                count[((rank[order[j], k] >> shift) & 255) + 1] += 1
+            if count[((rank[order[0], k] >> shift) & 255) + 1] == groups:
+                continue  # one value of this byte: the order stands
+            for b in range(256):
+                count[b + 1] += count[b]
+            for j in range(groups):
+                digit = (rank[order[j], k] >> shift) & 255
+                spare[count[digit]] = order[j]
+                count[digit] += 1
+            order, spare = spare, order
     return order
 
 
