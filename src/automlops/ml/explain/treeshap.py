@@ -602,13 +602,18 @@ def _group_rows(
     group_key[g] group g's key; returns how many groups."""
     rows = row_key.shape[1]
     size = len(slots)
+    drop = 64
+    while (np.int64(1) << (64 - drop)) < size:  # size is a power of two
+        drop -= 1
     slots[:] = -1
     groups = 0
     for r in range(rows):
         h = np.int64(0)
         for k in range(words):
             h = (h ^ row_key[k, r]) * _SPREAD
-        at = (h ^ (h >> 29)) & (size - 1)
+        # The product's high bits, which every bit of the key moves (a small tree's key has
+        # only high bits, which leave the low bits of the product at zero).
+        at = (h >> drop) & (size - 1)
         while True:
             g = slots[at]
             if g < 0:
