@@ -93,12 +93,12 @@ WHY = (
 
 THREADS = (
     "Every core: batch scoring with `--explain` loads the model with {cores} threads "
-    "(`stages.score.model_threads`; serving keeps one): our TreeSHAP splits a chunk's rows "
-    "between threads (it releases the GIL). On this shared machine (load above the core "
-    "count) a second thread rarely finds a free core, so that column says little here; the "
-    "CPU share (plain CPU seconds / explained CPU seconds, one thread) is what an idle "
-    "machine's single thread would show, and an idle second core divides the explained "
-    "path's TreeSHAP part by up to 2."
+    "(`stages.score.model_threads`; serving keeps one): our TreeSHAP splits a model's trees "
+    "between threads (it releases the GIL), each tree grouping the whole chunk's rows. On "
+    "this shared machine (load about the core count or above) a second thread rarely finds a "
+    "free core, so that column says little here; the CPU share (plain CPU seconds / explained "
+    "CPU seconds, one thread) is what an idle machine's single thread would show, and an idle "
+    "second core divides the explained path's TreeSHAP part by up to 2."
 )
 
 MISSES = (
@@ -529,6 +529,12 @@ def markdown(figures: list[Figures], rows: int, held_out: int, setting: str, cha
                 f"distinct ways through it among a {CHUNK_ROWS:,}-row chunk):",
                 "",
                 *[f"- {line}" for line in f.members],
+                "",
+                f"Per row, one thread: {1e6 / f.batch_rps:.1f} us to predict, "
+                f"{1e6 / f.batch_explain_rps:.1f} us with explain-5. Deep trees give rows many "
+                "ways through each tree, so grouping rows saves less than on first-trial models; "
+                "what is left is, per tree and group, walking again the subtrees under the "
+                "splits whose direction changed and updating their leaves.",
             ]
     boosted = [f for f in figures if f.patterns is not None]
     patterns = "; ".join(f"{f.model} {f.patterns:.0%} as many patterns as rows" for f in boosted)

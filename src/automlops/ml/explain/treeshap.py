@@ -721,9 +721,6 @@ def _explain(
     phi = np.empty(width)
     pending_leaf = np.empty(widest, np.int64)
     pending_at = np.empty(widest, np.int64)
-    held = np.full(len(value), np.int64(-1))  # per leaf, the pattern `running` holds
-    walked = np.zeros(len(leaf), np.int64)  # per node, the last group whose walk passed it
-    stamp = 0
     if rows == 1:  # one row: grouping costs, saves nothing
         for t in range(trees_from, trees_to):
             first = tree_start[t]
@@ -734,6 +731,9 @@ def _explain(
                 pending_at,
             )  # fmt: skip
         return
+    held = np.full(len(value), np.int64(-1))  # per leaf, the pattern `running` holds
+    walked = np.zeros(len(leaf), np.int64)  # per node, the last group whose walk passed it
+    stamp = 0
     size = 1
     while size < 2 * rows:
         size *= 2
