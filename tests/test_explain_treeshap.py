@@ -12,6 +12,7 @@ import pytest
 import xgboost as xgb
 
 from automlops.config import Task
+from automlops.ml.explain import treeshap
 from automlops.ml.explain.boosted import lightgbm_treeshap, xgboost_treeshap
 from automlops.ml.explain.forest import cut_trees
 from automlops.ml.explain.treeshap import TreeShap, margin
@@ -145,11 +146,13 @@ def bushy_booster() -> xgb.Booster:
 
 
 @pytest.mark.parametrize("kind", ["binary", "multiclass", "bushy"])
-def test_tables_direct_leaves_and_threads_give_the_same_values(kind: str) -> None:
-    """Leaves past the table limits take the direct (depth^2) route: same values; so do trees
-    split over threads (their sums added in another order), rows one at a time (walked, not
-    grouped), and rows grouped by their way through whole trees of more splits than a 64-bit
-    word holds (keys of several words) rather than through the trees' parts."""
+def test_tables_direct_leaves_and_threads_give_the_same_values(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Leaves past the table limits take the direct (depth^2) route: same values; so do rows
+    split over threads and in blocks, rows one at a time (walked, not grouped), and rows
+    grouped by their way through whole trees of more splits than a 64-bit word holds (keys of
+    several words) rather than through the trees' parts."""
     booster = bushy_booster() if kind == "bushy" else xgboost_booster(Task(kind), depth=10)
     tabled = xgboost_treeshap(booster)
     assert tabled is not None and tabled.forest.depth.max() > 4
@@ -162,7 +165,11 @@ def test_tables_direct_leaves_and_threads_give_the_same_values(kind: str) -> Non
     for direct in (TreeShap(tabled.forest, budget=0), TreeShap(tabled.forest, max_depth=4)):
         assert (direct.tables.start < 0).any()
         np.testing.assert_allclose(direct.contributions(x), expected, atol=1e-9)
-    np.testing.assert_allclose(tabled.contributions(x, nthread=2), expected, atol=1e-12)
+    np.testing.assert_allclose(tabled.contributions(x, nthread=2), expected, atol=1e-9)
+    with monkeypatch.context() as patch:  # blocks of 64 rows, over two threads and one
+        patch.setattr(treeshap, "ROW_BLOCK", 64)
+        for nthread in (1, 2):
+            np.testing.assert_allclose(tabled.contributions(x, nthread), expected, atol=1e-9)
     # One row at a time (no grouping of rows by their way through a tree): the same.
     one_by_one = np.concatenate([tabled.contributions(x[i : i + 1]) for i in range(0, 700, 70)])
     np.testing.assert_allclose(one_by_one, expected[::70], atol=1e-9)
