@@ -82,19 +82,20 @@ WHY = (
     "features the row follows, so it is tabled per leaf once at load (Fast TreeSHAP v2's "
     "idea): a row then costs leaves x depth per tree. And what a whole tree gives a row "
     "depends only on the row's direction at each of the tree's splits: in a chunk, rows are "
-    "grouped per tree by those directions (a key of one bit per split, shallow splits first, "
-    "as many 64-bit words as the tree needs), each group computed once, from the previous "
+    "grouped per tree by those directions (a key of one bit per split, shallow splits first; a "
+    "tree past 16 splits is cut into parts, each the path to one subtree with zero leaves off "
+    "it, whose values add up to the tree's), each group computed once, from the previous "
     "group (in reflected-Gray order of the keys) by walking again only the subtrees under the "
-    "splits whose direction changed and updating only the leaves whose pattern changed. Per tree, "
-    "the held-out chunk of {chunk:,} rows shows {patterns}. The values are the same Shapley "
-    "values: tests/test_explain_treeshap.py checks them against shap's TreeExplainer (1e-4) "
-    "and the boosters' own."
+    "splits whose direction changed and updating only the leaves whose pattern changed. Per "
+    "tree or part, the held-out chunk of {chunk:,} rows shows {patterns}. The values are the "
+    "same Shapley values: tests/test_explain_treeshap.py checks them against shap's "
+    "TreeExplainer (1e-4) and the boosters' own."
 )
 
 THREADS = (
     "Every core: batch scoring with `--explain` loads the model with {cores} threads "
-    "(`stages.score.model_threads`; serving keeps one): our TreeSHAP splits a model's trees "
-    "between threads (it releases the GIL), each tree grouping the whole chunk's rows. On "
+    "(`stages.score.model_threads`; serving keeps one): our TreeSHAP splits a chunk's rows "
+    "between threads, in blocks of at most 10,000 (it releases the GIL). On "
     "this shared machine (load about the core count or above) a second thread rarely finds a "
     "free core, so that column says little here; the CPU share (plain CPU seconds / explained "
     "CPU seconds, one thread) is what an idle machine's single thread would show, and an idle "
@@ -103,14 +104,16 @@ THREADS = (
 
 CHAMPION = "tuned champion"
 DEEP = (
-    " Its deep trees give rows many ways through each tree (a row's way is new in about half "
-    "of a chunk's rows), so grouping rows saves about 2x where first-trial XGBoost saves 35x; "
-    "what is left is, per tree and group, walking again the subtrees under the splits whose "
-    "direction changed from the group before and updating their leaves (a few subtrees and "
-    "about ten leaves a group). The kernel takes 0.48-0.57x the time it took before this "
-    "rework (its keys held 63 splits: the 19 trees past that were walked row by row); the "
-    "third of the plain rate stays out of reach for such a model: predicting it costs one "
-    "path per tree."
+    " Its deep trees give rows many ways through each tree (a row's way is new for about half "
+    "of a chunk's rows), so grouping rows by their way through a whole tree saves little; "
+    "grouping them per part of a tree (at most 16 splits below the path to it, the rest of the "
+    "tree zeros: the same values) meets about a tenth as many. What is left is, per part and "
+    "group, walking "
+    "again the subtrees under the splits whose direction changed from the group before and "
+    "updating their leaves. Measured apart (same machine, load about 3, sides alternating), "
+    "this kernel takes about a fifth of the CPU time of the one before this rework on such "
+    "rows (which walked the 19 trees past 63 splits row by row, every leaf); a third of the "
+    "plain rate stays out of reach for such a model, whose prediction walks one path per tree."
 )
 
 MISSES = (
@@ -128,7 +131,8 @@ DISTINCT = (
     "Whole rows are another matter: path-dependent TreeSHAP reads a row only through the "
     "side of each split it falls on, so rows in the same cell of every feature's split points "
     "get identical contributions; among the {rows:,} held-out rows the distinct cells number "
-    "{counts}: across all trees nearly every row is new, which is why the grouping is per tree."
+    "{counts}: across all trees nearly every row is new, which is why the grouping is per tree "
+    "(or part of one)."
 )
 
 
@@ -375,7 +379,7 @@ def measure(
         batch_cpu_share=ratios("explain", "plain", many, cpu=True),
         gap=gap,
         distinct=distinct_inputs(model, features),
-        patterns=patterns_per_tree(model, features[:CHUNK_ROWS]),
+        patterns=patterns_per_tree(model, features[:CHUNK_ROWS], parts=True),
         **tree_shape(model),
         members=member_shapes(model, features[:CHUNK_ROWS]),
     )
@@ -408,26 +412,30 @@ def member_shapes(model: Model, features: np.ndarray) -> tuple[str, ...]:
         if shap is None:
             lines.append(f"{inner.learner} (weight {member.weight:.2f}): not a boosted member")
             continue
-        forest, splits = shap.forest, shap.index.splits
-        patterns = patterns_per_tree(inner, features) or 0.0
+        forest = shap.forest
+        splits = np.add.reduceat((forest.leaf < 0).astype(np.int64), forest.tree_start[:-1])
+        whole = patterns_per_tree(inner, features) or 0.0
+        cut = patterns_per_tree(inner, features, parts=True) or 0.0
         lines.append(
             f"{inner.learner} (weight {member.weight:.2f}): {forest.trees} trees, "
             f"{len(forest.value):,} leaves, {splits.mean():.0f} splits a tree on average "
             f"({splits.max()} at most, {(splits > 63).sum()} trees past 63), paths over up to "
-            f"{int(forest.depth.max())} distinct features, {patterns:.0%} as many patterns as "
-            f"rows per tree, {shap.tables.gift.nbytes / 1e6:.1f} MB of tables"
+            f"{int(forest.depth.max())} distinct features, {whole:.0%} as many patterns as "
+            f"rows per tree; cut into {shap.parts.trees} parts, {cut:.0%} per part; "
+            f"{shap.tables.gift.nbytes / 1e6:.1f} MB of tables"
         )
     return tuple(lines)
 
 
-def patterns_per_tree(model: Model, features: np.ndarray) -> float | None:
-    """The mean, over a boosted model's trees, of distinct split-direction patterns among
-    `features`' rows, as a share of the rows (None for other models)."""
+def patterns_per_tree(model: Model, features: np.ndarray, *, parts: bool = False) -> float | None:
+    """The mean, over a boosted model's trees (or with `parts` the parts our TreeSHAP groups
+    rows by), of distinct split-direction patterns among `features`' rows, as a share of the
+    rows (None for other models)."""
     if isinstance(model, XGBoostModel | LightGBMModel):
         shap = model._treeshap
         if shap is None:
             return None
-        forest = shap.forest
+        forest = shap.parts if parts else shap.forest
         shares = []
         for t in range(forest.trees):
             nodes = np.arange(forest.tree_start[t], forest.tree_start[t + 1])

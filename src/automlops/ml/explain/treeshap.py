@@ -118,8 +118,13 @@ class TreeShap:
         if x.ndim != 2 or x.shape[1] < self._width:  # the kernel does not check its reads
             raise ValueError(f"features of shape {x.shape} for trees reading {self._width}")
         out = np.zeros((len(x), self.forest.outputs, x.shape[1]))
-        if len(x) == 1:
-            self._run(self.forest, x, out)
+        if len(x) == 1:  # the whole trees, walked
+            f, t = self.forest, self.tables
+            _explain_row(
+                x[0], out[0], f.feature, f.threshold, f.rule, f.default_left, f.parent,
+                f.is_left, f.slot, f.leaf, f.value, f.depth, f.slot_feature, f.zero_fraction,
+                f.tree_start, f.output, t.start, t.gift, self._widest, self._weights,
+            )  # fmt: skip
             return out
         # Rows in blocks: a block's grouping state stays in cache (on the bank champion 41,188
         # rows in one call took 2.5x the CPU time of the same rows in blocks of 10,000).
@@ -138,12 +143,11 @@ class TreeShap:
 
     def _blocks(self, x: np.ndarray, out: np.ndarray, ranges: list[tuple[int, int]]) -> None:
         for a, b in ranges:
-            self._run(self.parts, x[a:b], out[a:b])
+            self._run(x[a:b], out[a:b])
 
-    def _run(self, f: Forest, x: np.ndarray, out: np.ndarray) -> None:
-        """Explains `x` into `out` over `f`: the parts, whose index this holds, or for one row
-        the whole trees, which need none."""
-        t, i = self.tables, self.index
+    def _run(self, x: np.ndarray, out: np.ndarray) -> None:
+        """Explains `x` into `out`, rows grouped by their way through each part."""
+        f, t, i = self.parts, self.tables, self.index
         _explain(
             x, out, f.feature, f.threshold, f.rule, f.default_left, f.parent, f.is_left, f.slot,
             f.leaf, f.value, f.depth, f.slot_feature, f.zero_fraction, f.tree_start, f.output,
@@ -696,6 +700,48 @@ def _key_order(group_key: np.ndarray, groups: int, words: int) -> np.ndarray:
 
 
 @_jit
+def _explain_row(
+    row: np.ndarray,
+    out: np.ndarray,
+    feature: np.ndarray,
+    threshold: np.ndarray,
+    rule: np.ndarray,
+    default_left: np.ndarray,
+    parent: np.ndarray,
+    is_left: np.ndarray,
+    slot: np.ndarray,
+    leaf: np.ndarray,
+    value: np.ndarray,
+    depth: np.ndarray,
+    slot_feature: np.ndarray,
+    zero_fraction: np.ndarray,
+    tree_start: np.ndarray,
+    output: np.ndarray,
+    start: np.ndarray,
+    gift: np.ndarray,
+    widest: int,
+    w: np.ndarray,
+) -> None:
+    """One row (`out`: its (outputs, features)), walked through every tree: grouping would
+    cost and save nothing."""
+    width = slot_feature.shape[1]
+    masks = np.empty(widest, np.int64)
+    left = np.empty(widest, np.bool_)
+    e = np.empty(width + 1)
+    e_without = np.empty(width + 1)
+    phi = np.empty(width)
+    pending_leaf = np.empty(widest, np.int64)
+    pending_at = np.empty(widest, np.int64)
+    for t in range(len(tree_start) - 1):
+        first = tree_start[t]
+        _add_gifts(
+            row, feature, threshold, rule, default_left, first, tree_start[t + 1] - first, left,
+            masks, out[output[t]], slot_feature, parent, is_left, slot, leaf, value, depth,
+            zero_fraction, start, gift, w, e, e_without, phi, pending_leaf, pending_at,
+        )  # fmt: skip
+
+
+@_jit
 def _explain(
     x: np.ndarray,
     out: np.ndarray,
@@ -731,22 +777,9 @@ def _explain(
     rows = x.shape[0]
     width = slot_feature.shape[1]
     masks = np.empty(widest, np.int64)
-    left = np.empty(widest, np.bool_)
     e = np.empty(width + 1)
     e_without = np.empty(width + 1)
     phi = np.empty(width)
-    pending_leaf = np.empty(widest, np.int64)
-    pending_at = np.empty(widest, np.int64)
-    if rows == 1:  # one row: grouping costs, saves nothing
-        for t in range(len(tree_start) - 1):
-            first = tree_start[t]
-            _add_gifts(
-                x[0], feature, threshold, rule, default_left, first, tree_start[t + 1] - first,
-                left, masks, out[0, output[t]], slot_feature, parent, is_left, slot, leaf,
-                value, depth, zero_fraction, start, gift, w, e, e_without, phi, pending_leaf,
-                pending_at,
-            )  # fmt: skip
-        return
     held = np.full(len(value), np.int64(-1))  # per leaf, the pattern `running` holds
     walked = np.zeros(len(leaf), np.int64)  # per node, the last group whose walk passed it
     stamp = 0
