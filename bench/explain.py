@@ -95,11 +95,13 @@ WHY = (
 THREADS = (
     "Every core: batch scoring with `--explain` loads the model with {cores} threads "
     "(`stages.score.model_threads`; serving keeps one): our TreeSHAP splits a chunk's rows "
-    "between threads, in blocks of at most 10,000 (it releases the GIL). On "
-    "this shared machine (load about the core count or above) a second thread rarely finds a "
-    "free core, so that column says little here; the CPU share (plain CPU seconds / explained "
-    "CPU seconds, one thread) is what an idle machine's single thread would show, and an idle "
-    "second core divides the explained path's TreeSHAP part by up to 2."
+    "between threads, in blocks of at most 10,000 (it releases the GIL). On this shared "
+    "machine a second thread often finds no free core, so that column says little; the CPU "
+    "share (plain CPU seconds / explained CPU seconds, one thread) is what a quiet machine's "
+    "single thread would show. Measured apart at a load of about 0.9, two threads took "
+    "0.75-0.84x the wall time of one on the tuned champion's TreeSHAP, for 1.25-1.5x the CPU "
+    "seconds: both run, each slower (the two cores share caches and memory bandwidth at "
+    "least), so a second core buys about a quarter, not half."
 )
 
 CHAMPION = "tuned champion"
@@ -110,7 +112,7 @@ DEEP = (
     "tree zeros: the same values) meets about a tenth as many. What is left is, per part and "
     "group, walking "
     "again the subtrees under the splits whose direction changed from the group before and "
-    "updating their leaves. Measured apart (same machine, load about 3, sides alternating), "
+    "updating their leaves. Measured apart (same machine, load about 2, sides alternating), "
     "this kernel takes about a fifth of the CPU time of the one before this rework on such "
     "rows (which walked the 19 trees past 63 splits row by row, every leaf); a third of the "
     "plain rate stays out of reach for such a model, whose prediction walks one path per tree."
@@ -122,9 +124,7 @@ MISSES = (
     "per tree: {per_model}. One row at a time, the request path between two explanations "
     "evicts the tables, so the reads wait on memory (compare the ratio for one row repeated, "
     "tables in cache). In a chunk, grouping rows by their directions divides the work by "
-    "{factors}. The ensemble pays its members' costs added. A second core (batch scoring's "
-    "`--explain` uses every core) divides the TreeSHAP part by up to 2 on an idle machine, "
-    "which this shared one was not."
+    "{factors}. The ensemble pays its members' costs added."
 )
 
 DISTINCT = (
