@@ -12,8 +12,10 @@ import pytest
 import xgboost as xgb
 
 from automlops.config import Task
+from automlops.ml.explain import treeshap
 from automlops.ml.explain.boosted import lightgbm_treeshap, xgboost_treeshap
-from automlops.ml.explain.treeshap import TreeShap
+from automlops.ml.explain.forest import cut_trees
+from automlops.ml.explain.treeshap import TreeShap, margin
 from automlops.ml.learners.lightgbm_model import LightGBMModel
 from automlops.ml.learners.xgboost_model import XGBoostModel
 
@@ -144,21 +146,30 @@ def bushy_booster() -> xgb.Booster:
 
 
 @pytest.mark.parametrize("kind", ["binary", "multiclass", "bushy"])
-def test_tables_direct_leaves_and_threads_give_the_same_values(kind: str) -> None:
+def test_tables_direct_leaves_and_threads_give_the_same_values(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Leaves past the table limits take the direct (depth^2) route: same values; so do rows
-    split over threads, rows one at a time, and trees of more splits than a 64-bit key holds
-    (walked row by row)."""
+    split over threads and in blocks, rows one at a time (walked, not grouped), and rows
+    grouped by their way through whole trees of more splits than a 64-bit word holds (keys of
+    several words) rather than through the trees' parts."""
     booster = bushy_booster() if kind == "bushy" else xgboost_booster(Task(kind), depth=10)
     tabled = xgboost_treeshap(booster)
     assert tabled is not None and tabled.forest.depth.max() > 4
-    if kind == "bushy":
-        assert (tabled.index.splits > 63).any()
     x = features(2, 700)
     expected = tabled.contributions(x)
+    if kind == "bushy":  # whole trees: keys of several words
+        whole = TreeShap(tabled.forest, part_splits=None)
+        assert (whole.index.splits > 2 * 63).any() and whole.index.most_words >= 3
+        np.testing.assert_allclose(whole.contributions(x), expected, atol=1e-9)
     for direct in (TreeShap(tabled.forest, budget=0), TreeShap(tabled.forest, max_depth=4)):
         assert (direct.tables.start < 0).any()
         np.testing.assert_allclose(direct.contributions(x), expected, atol=1e-9)
-    np.testing.assert_allclose(tabled.contributions(x, nthread=2), expected, atol=0)
+    np.testing.assert_allclose(tabled.contributions(x, nthread=2), expected, atol=1e-9)
+    with monkeypatch.context() as patch:  # blocks of 64 rows, over two threads and one
+        patch.setattr(treeshap, "ROW_BLOCK", 64)
+        for nthread in (1, 2):
+            np.testing.assert_allclose(tabled.contributions(x, nthread), expected, atol=1e-9)
     # One row at a time (no grouping of rows by their way through a tree): the same.
     one_by_one = np.concatenate([tabled.contributions(x[i : i + 1]) for i in range(0, 700, 70)])
     np.testing.assert_allclose(one_by_one, expected[::70], atol=1e-9)
@@ -185,3 +196,63 @@ def test_models_use_it_and_keep_the_library_for_trees_it_cannot_hold() -> None:
     assert categorical._treeshap is None
     margin = booster.predict(codes[:20], raw_score=True)
     np.testing.assert_allclose(explained.raw_score[:, 0], margin, atol=1e-6)
+
+
+def test_keys_give_each_split_one_bit_shallow_splits_first() -> None:
+    """Every split of a tree has its own bit in the key, over as many words as it takes, and
+    a split's bit comes before its children's (groups in key order then differ mostly at deep
+    splits)."""
+    tabled = xgboost_treeshap(bushy_booster())
+    assert tabled is not None
+    ours = TreeShap(tabled.forest, part_splits=None)
+    forest, index = ours.forest, ours.index
+    for t in range(forest.trees):
+        a, b = forest.tree_start[t], forest.tree_start[t + 1]
+        internal = np.flatnonzero(forest.leaf[a:b] < 0) + a
+        place = index.word[internal] * 63 + 62 - index.shift[internal]
+        np.testing.assert_array_equal(np.sort(place), np.arange(index.splits[t]))
+        at = dict(zip(internal.tolist(), place.tolist(), strict=True))
+        for node in internal[1:]:
+            assert at[a + forest.parent[node]] < at[node]
+
+
+def test_rows_grouped_by_their_way_agree_with_rows_walked_alone() -> None:
+    """On deep trees, whole (keys of several words) or cut into parts, rows that repeat,
+    differ at one split or at none: grouped in a batch, each row gets what walking it alone
+    gives, and equal rows equal values."""
+    tabled = xgboost_treeshap(bushy_booster())
+    assert tabled is not None
+    x = features(4, 300)
+    x[100:200] = x[:100]
+    x[200:300, 0] = x[:100, 0] + 1e-3  # mostly the same side of every split, now and then not
+    x[200:300, 1:] = x[:100, 1:]
+    alone = np.concatenate([tabled.contributions(x[i : i + 1]) for i in range(len(x))])
+    for part_splits in (None, 16, 3):
+        grouped = TreeShap(tabled.forest, part_splits=part_splits).contributions(x)
+        np.testing.assert_allclose(grouped, alone, atol=1e-9)
+        np.testing.assert_array_equal(grouped[100:200], grouped[:100])
+
+
+@pytest.mark.parametrize("kind", ["multiclass", "bushy"])
+def test_trees_cut_into_parts_keep_the_model(kind: str) -> None:
+    """Cut into parts of at most a few splits below their path, the trees give the same
+    margins (their leaves, each once, and zeros) and the same values; each part is a path of
+    splits, each with a zero leaf on its other side, above one subtree of the tree."""
+    booster = bushy_booster() if kind == "bushy" else xgboost_booster(Task.multiclass, depth=10)
+    ours = xgboost_treeshap(booster)
+    assert ours is not None
+    forest, parts = ours.forest, cut_trees(ours.forest, 5)
+    assert parts.trees > forest.trees and parts.outputs == forest.outputs
+    x = features(5, 200)
+    np.testing.assert_allclose(margin(parts, x), margin(forest, x), atol=1e-9)
+    leaves = parts.leaf[parts.leaf >= 0]
+    real = leaves[leaves < len(forest.value)]
+    np.testing.assert_array_equal(np.sort(real), np.arange(len(forest.value)))  # each once
+    assert (parts.value[len(forest.value) :] == 0).all()
+    for t in range(parts.trees):
+        a, b = parts.tree_start[t], parts.tree_start[t + 1]
+        zero = (parts.leaf[a:b] >= len(forest.value)).sum()
+        # Splits on the path (one per zero leaf) plus at most 5 below it.
+        assert (parts.leaf[a:b] < 0).sum() <= zero + 5
+    whole = TreeShap(forest, part_splits=None).contributions(x)
+    np.testing.assert_allclose(TreeShap(forest, part_splits=5).contributions(x), whole, atol=1e-9)

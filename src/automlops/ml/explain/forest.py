@@ -246,3 +246,115 @@ def _lightgbm_node(raw: dict[str, Any]) -> _Node:
         left=_lightgbm_node(raw["left_child"]),
         right=_lightgbm_node(raw["right_child"]),
     )
+
+
+def cut_trees(forest: Forest, most_splits: int) -> Forest:
+    """The same model, its trees of more than `most_splits` splits cut into parts of at most
+    that many (below the splits above them).
+
+    TreeSHAP values are linear in the leaf values, so a tree's values are the sum of those of
+    copies of it in which every leaf but some is set to 0; and a subtree of zeros gives nothing,
+    so it can be one leaf of value 0 (depth 0). A part is the path from the root down to one
+    node, each split on it with its other side such a zero leaf, then that node's whole
+    subtree: its leaves keep their numbers, paths and covers. Grouping rows by their way
+    through a part, rather than through the whole tree, meets far fewer distinct ways in deep
+    trees (a row's way through one side of a split no longer tells its groups on the other).
+    """
+    count = len(forest.leaf)
+    first = np.repeat(forest.tree_start[:-1], np.diff(forest.tree_start))
+    size = np.ones(count, np.int64)  # nodes in each node's subtree
+    splits = (forest.leaf < 0).astype(np.int64)  # splits in each node's subtree
+    for node in range(count - 1, -1, -1):  # children after parents (preorder)
+        if forest.parent[node] >= 0:
+            above = first[node] + forest.parent[node]
+            size[above] += size[node]
+            splits[above] += splits[node]
+    source: list[int] = []  # per new node, the node it copies (-1: a zero leaf)
+    parent: list[int] = []
+    is_left: list[bool] = []
+    slot: list[int] = []
+    tree_start = [0]
+    output: list[int] = []
+    zeros = 0
+
+    def add(node: int, up: int, left: bool, *, zero: bool = False) -> int:
+        nonlocal zeros
+        source.append(-1 if zero else node)
+        parent.append(up)
+        is_left.append(left)
+        slot.append(int(forest.slot[node]))
+        zeros += zero
+        return len(source) - 1 - tree_start[-1]
+
+    def part(tree: int, path: list[tuple[int, bool]], top: int) -> None:
+        up, left = -1, False
+        pending: list[tuple[int, int]] = []  # zero leaves owed to the right of a split
+        for node, went_left in path:
+            at = add(node, up, left)
+            if not went_left:
+                add(node + 1, at, True, zero=True)
+            else:
+                pending.append((node + 1 + int(size[node + 1]), at))
+            up, left = at, went_left
+        # The subtree of `top` as it is: preorder, parents shifted to the new positions.
+        shift = len(source) - tree_start[-1] - (top - int(first[top]))
+        add(top, up, left)
+        for node in range(top + 1, top + int(size[top])):
+            add(node, int(forest.parent[node]) + shift, bool(forest.is_left[node]))
+        for right, at in reversed(pending):  # deepest split's right side first (preorder)
+            add(right, at, False, zero=True)
+        tree_start.append(len(source))
+        output.append(int(forest.output[tree]))
+
+    def cut(tree: int, path: list[tuple[int, bool]], node: int) -> None:
+        if forest.leaf[node] >= 0 or splits[node] <= most_splits:
+            part(tree, path, node)
+            return
+        right = node + 1 + int(size[node + 1])
+        cut(tree, [*path, (node, True)], node + 1)
+        cut(tree, [*path, (node, False)], right)
+
+    for tree in range(forest.trees):
+        cut(tree, [], int(forest.tree_start[tree]))
+    return _with_nodes(forest, np.asarray(source, np.int64), parent, is_left, slot, tree_start,
+                       output, zeros)  # fmt: skip
+
+
+def _with_nodes(
+    forest: Forest,
+    source: np.ndarray,
+    parent: list[int],
+    is_left: list[bool],
+    slot: list[int],
+    tree_start: list[int],
+    output: list[int],
+    zeros: int,
+) -> Forest:
+    """`forest`'s leaves plus `zeros` leaves of value 0 (numbered after them), over new nodes
+    copying `source` (-1: the next zero leaf)."""
+    zero = source < 0
+    copied = np.where(zero, 0, source)
+    leaf = forest.leaf[copied].astype(np.int64)
+    leaf[zero] = len(forest.value) + np.arange(int(zero.sum()))
+    width = forest.slot_feature.shape[1]
+    return Forest(
+        feature=np.where(zero, -1, forest.feature[copied]).astype(np.int32),
+        threshold=np.where(zero, 0.0, forest.threshold[copied]),
+        rule=np.where(zero, 0, forest.rule[copied]).astype(np.int8),
+        default_left=np.where(zero, False, forest.default_left[copied]),
+        parent=np.asarray(parent, np.int32),
+        is_left=np.asarray(is_left, np.bool_),
+        slot=np.asarray(slot, np.int32),
+        leaf=leaf.astype(np.int32),
+        value=np.concatenate([forest.value, np.zeros(zeros)]),
+        depth=np.concatenate([forest.depth, np.zeros(zeros, np.int32)]).astype(np.int32),
+        slot_feature=np.concatenate(
+            [forest.slot_feature, np.zeros((zeros, width), forest.slot_feature.dtype)]
+        ),
+        zero_fraction=np.concatenate([forest.zero_fraction, np.ones((zeros, width))]),
+        tree_start=np.asarray(tree_start, np.int64),
+        output=np.asarray(output, np.int32),
+        outputs=forest.outputs,
+        offset=forest.offset,
+        float32=forest.float32,
+    )
