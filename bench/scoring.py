@@ -571,6 +571,34 @@ def target_note(results: dict[int, Sides]) -> str:
     return " ".join([*lines, OUR_WORK])
 
 
+PREDICT_STEP = "predict (the champion's model, one thread)"
+
+
+def model_bound(results: dict[int, Sides], cost: dict[str, tuple[float, float]], size: int) -> str:
+    """What the champion's model alone costs at the largest size that missed the target, from
+    the steps' one-thread CPU seconds scaled by rows: a floor under `predict`'s time that no
+    reading, writing or copying could lower."""
+    missed = [
+        f
+        for f, s in results.items()
+        if s.theirs[MLFLOW_RAW.name] and s.ratio(MLFLOW_RAW.name) < TARGETS["ratio"]
+    ]
+    if PREDICT_STEP not in cost or not missed:
+        return ""
+    f = max(missed)
+    sides = results[f]
+    cores = os.cpu_count() or 1
+    predict_cpu = cost[PREDICT_STEP][1] * f / size
+    allowed = sides.rows / (TARGETS["ratio"] * median_run(sides.theirs[MLFLOW_RAW.name]).rows_per_s)
+    return (
+        f"At {f}x, the champion's model alone (predicting, without reading or writing a row) "
+        f"costs about {predict_cpu:.1f} CPU s (the steps' {cost[PREDICT_STEP][1]:.2f} s at "
+        f"{size}x, scaled by rows): {predict_cpu / cores:.1f} s on {cores} cores at best, "
+        f"{predict_cpu / cores / allowed:.0%} of the {allowed:.1f} s that "
+        f"{TARGETS['ratio']:.0f}x MLflow's rate would allow the whole command."
+    )
+
+
 def _ratio_text(sides: Sides, side: MlflowSide) -> str:
     if not sides.theirs[side.name]:
         return f"no figure ({sides.failures.get(side.name, 'not run')})"
@@ -689,6 +717,9 @@ def section(
             STEPS_NOTE,
         ]
     lines += ["", target_note(results)]
+    bound = model_bound(results, cost, steps_size)
+    if bound:
+        lines[-1] += " " + bound
     if explain_line:
         lines += ["", explain_line]
     lines += [
