@@ -24,6 +24,10 @@
                    predictions/<dataset>/<run>/transform/batches/<sha256>-<random>.json
                        one record per mini-batch the job's container answered (rows read,
                        scored, the rows left out); the job's end sums them into errors.csv
+                   runs/<dataset>/<run>/training-failure.json  (AWS) a training job's failure
+                   runs/<dataset>/<run>/transform-job.json  (AWS) a scoring run's Batch Transform
+                                                        job's end; runs/ holds only these
+                                                        records, so listing it stays cheap
 [model-monitoring] <dataset>/<date>/<run>/report.{json,md,html}  one evaluation (json last)
                    <dataset>/<date>/<run>/<plot>.png         the plots report.html shows
                    capture/<dataset>/v<version>/<yyyy-mm-dd>/<hh>/<part>.jsonl.gz
@@ -187,6 +191,16 @@ def score_key(dataset: str, filename: str) -> str:
 def score_options_key(dataset: str, filename: str) -> str:
     """The sidecar of a file to score: its options, written before the file."""
     return score_key(dataset, filename) + SCORE_OPTIONS_SUFFIX
+
+
+def run_records_prefix(dataset: str | None = None) -> str:
+    """Where the AWS event handlers' run records are (every dataset's, or one's)."""
+    return "runs/" if dataset is None else f"runs/{dataset}/"
+
+
+def run_record_key(dataset: str, run_id: str, name: str) -> str:
+    """One record of a run (`training-failure.json`, `transform-job.json`)."""
+    return f"{run_records_prefix(dataset)}{run_id}/{name}"
 
 
 def predictions_prefix(dataset: str, run_id: str) -> str:

@@ -348,7 +348,11 @@ def _probes(stack: Stack) -> dict[str, Call]:
         ),
         "record transform end": Call(
             "s3:PutObject",
-            f"arn:aws:s3:::{name['ModelOutputBucket']}/predictions/d/r/transform-job.json",
+            f"arn:aws:s3:::{name['ModelOutputBucket']}/runs/d/r/transform-job.json",
+        ),
+        "read transform end": Call(
+            "s3:GetObject",
+            f"arn:aws:s3:::{name['ModelOutputBucket']}/runs/d/r/transform-job.json",
         ),
         "write mini-batch record": Call(
             "s3:PutObject",
@@ -391,6 +395,7 @@ EXPECTED: dict[str, set[str]] = {
     "DeployLambdaFunction": {
         "read split",
         "read mini-batch record",  # it reads the whole model-output bucket (models, registry)
+        "read transform end",
         "write registry",
         "queue evaluation",
         "see missing split",
@@ -400,6 +405,7 @@ EXPECTED: dict[str, set[str]] = {
     "EvaluateLambdaFunction": {
         "read split",
         "read mini-batch record",  # it reads the whole model-output bucket (models, registry)
+        "read transform end",
         "write registry",
         "write report",
         "see missing split",
@@ -422,7 +428,7 @@ EXPECTED: dict[str, set[str]] = {
         "start transform",
         "pass sagemaker role",
         "write transform output",
-        "record transform end",
+        "read transform end",  # a completed job answers a redelivered event
         # The local stage's own files under predictions/ (the same prefix).
         "write mini-batch record",
         "read mini-batch record",

@@ -507,3 +507,30 @@ def test_rows_over_a_record_s_cap_are_counted_not_named(tmp_path: Path) -> None:
     # The named line is found wherever it is; the file's header line and empty lines are no rows.
     rows, errors = number_bad_rows([lines[0], b"", *lines[1:]], tally.named)
     assert rows == 4 and [(e.row, e.column) for e in errors] == [(1, "b"), (3, "b")]
+
+
+def test_listing_transform_job_ends_reads_the_run_records_only(tmp_path: Path) -> None:
+    """Weeks of scoring leave thousands of parts and outputs under predictions/; `aws runs`
+    lists the run records (runs/), never those."""
+    store = DirectoryStore(tmp_path, ["out"])
+    listed: list[str] = []
+    real_list = store.list
+
+    def spy(bucket: str, prefix: str = "") -> list[str]:
+        listed.append(prefix)
+        return real_list(bucket, prefix)
+
+    store.list = spy  # type: ignore[method-assign]
+    for run in ("r1", "r2"):
+        for part in range(3):
+            store.put("out", keys.prediction_part_key("d1", run, part, "parquet"), b"p")
+    ends = [
+        TransformJobRecord(dataset=d, run_id=r, job=f"job-{r}", status="Completed", at=at)
+        for d, r, at in (("d1", "r1", "2026-11-01"), ("d1", "r2", "2026-11-02"), ("d2", "r3", "x"))
+    ]
+    for end in ends:
+        assert transform.write_record(store, "out", end).startswith(f"runs/{end.dataset}/")
+    assert [r.run_id for r in transform.list_records(store, "out", "d1")] == ["r2", "r1"]
+    assert {r.run_id for r in transform.list_records(store, "out")} == {"r1", "r2", "r3"}
+    assert transform.read_record(store, "out", keys.RunRef("d2", "r3")) == ends[2]
+    assert listed == ["runs/d1/", "runs/"]

@@ -338,8 +338,8 @@ def monitor(event: dict[str, Any], context: Any) -> dict[str, Any]:
 def transform_job_state(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Lambda handler (EventBridge): a scoring run's Batch Transform job ended.
 
-    Completed, failed or stopped, the end is recorded on the run (`transform-job.json` beside
-    its predictions, with SageMaker's reason for a failure) and logged as the run's outcome. A
+    Completed, failed or stopped, the end is recorded on the run (`runs/<dataset>/<run>/
+    transform-job.json`, with SageMaker's reason for a failure) and logged as the run's outcome. A
     completed job's unreadable rows are summed from its mini-batches' records into errors.csv
     first; more than the run's `max_bad_share` of them fails the run (`aws.transform.settle`).
     A failed run sends the failed-run alert. An event that is not a transform job's state

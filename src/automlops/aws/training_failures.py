@@ -19,7 +19,6 @@ from automlops.errors import NotFoundError, PermanentError
 from automlops.events import object_created
 from automlops.ports import ObjectStore, Queue
 
-_PREFIX = "runs/"
 _FILE = "training-failure.json"
 
 
@@ -49,7 +48,7 @@ class TrainingJobDetail(BaseModel):
 
 def failure_key(dataset: str, run_id: str) -> str:
     """Where a run's training failure is recorded (model-output bucket)."""
-    return f"{_PREFIX}{dataset}/{run_id}/{_FILE}"
+    return keys.run_record_key(dataset, run_id, _FILE)
 
 
 def failure_of(event: dict[str, Any]) -> TrainingJobFailure | None:
@@ -84,7 +83,7 @@ def list_failures(
     store: ObjectStore, bucket: str, dataset: str | None = None
 ) -> list[TrainingJobFailure]:
     """Recorded training failures of runs that have no model file (newest first)."""
-    prefix = _PREFIX if dataset is None else f"{_PREFIX}{dataset}/"
+    prefix = keys.run_records_prefix(dataset)
     found: list[TrainingJobFailure] = []
     for key in store.list(bucket, prefix):
         if not key.endswith("/" + _FILE):

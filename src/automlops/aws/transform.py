@@ -8,8 +8,8 @@ container as the local score stage writes rows (`serving.sagemaker.score_mini_ba
 input's columns or the id column, then `prediction` and `probability_<label>` per class, and
 the explanation columns when asked), assembled by line into one CSV with one header line under
 `predictions/<dataset>/<run>/transform/<file>.out`. The job's end, completed or failed, is
-announced by EventBridge and recorded beside it as `transform-job.json` (`transform_job_state`
-handler), as a training job's failure is recorded on its run.
+announced by EventBridge and recorded as `runs/<dataset>/<run>/transform-job.json`
+(`transform_job_state` handler), beside a failed training job's record.
 
 Unreadable rows get the local stage's treatment. The container records each mini-batch's
 outcome under `transform/batches/` (`serving.transform_batches`: rows read and scored, the rows
@@ -111,7 +111,7 @@ def transform_prefix(dataset: str, run_id: str) -> str:
 
 def record_key(dataset: str, run_id: str) -> str:
     """Where a run's transform job's end is recorded (model-output bucket)."""
-    return keys.predictions_prefix(dataset, run_id) + RECORD_FILE
+    return keys.run_record_key(dataset, run_id, RECORD_FILE)
 
 
 @dataclass(frozen=True)
@@ -378,14 +378,14 @@ def write_record(store: ObjectStore, bucket: str, record: TransformJobRecord) ->
 def list_records(
     store: ObjectStore, bucket: str, dataset: str | None = None
 ) -> list[TransformJobRecord]:
-    """The recorded transform job ends of scoring runs (of `dataset`, else all), newest first."""
+    """The recorded transform job ends of scoring runs (of `dataset`, else all), newest first.
+    Lists the run records only (`runs/`), never the predictions and their parts."""
     found = [
         TransformJobRecord.model_validate_json(store.get(bucket, key))
-        for key in store.list(bucket, "predictions/")
+        for key in store.list(bucket, keys.run_records_prefix(dataset))
         if key.endswith("/" + RECORD_FILE)
     ]
-    chosen = [r for r in found if dataset is None or r.dataset == dataset]
-    return sorted(chosen, key=lambda r: r.at, reverse=True)
+    return sorted(found, key=lambda r: r.at, reverse=True)
 
 
 def read_record(store: ObjectStore, bucket: str, run: keys.RunRef) -> TransformJobRecord | None:
