@@ -735,7 +735,8 @@ EXPLAIN_LINE = (
     "With `--explain 5` (the champion's exact TreeSHAP on every core, top 5 columns and the "
     "base per row) on the 1x file ({rows:,} rows): the score stage does {explained:,.0f} "
     "rows/s against {plain:,.0f} without, **{share:.2f}** of the plain rate (target >= 1/3; "
-    "the whole command, start included: {wall:.2f})."
+    "the whole command, start included: {wall:.2f}; medians of {rounds} alternating rounds, "
+    "the rounds' shares {shares})."
 )
 
 
@@ -750,18 +751,31 @@ def previous_explain_line() -> str | None:
     return None
 
 
-def explain_cost(work: Path, one_x: Path) -> str:
-    """`--explain 5` against plain on the 1x file, in the score stage."""
+def explain_cost(work: Path, one_x: Path, rounds: int = 3) -> str:
+    """`--explain 5` against plain on the 1x file, in the score stage: the sides alternate
+    `rounds` times, medians taken."""
     one = scale._count_rows(one_x)
-    plain = score_ours(work / "home", one_x, one, work / "ours.csv")
-    explained = score_ours(work / "home", one_x, one, work / "ours.csv", explain=5)
-    print(f"automlops 1x: {plain}; with --explain 5: {explained}", flush=True)
+    plain, explained = [], []
+    for _ in range(rounds):
+        plain.append(score_ours(work / "home", one_x, one, work / "ours.csv"))
+        explained.append(score_ours(work / "home", one_x, one, work / "ours.csv", explain=5))
+        print(f"automlops 1x: {plain[-1]}; with --explain 5: {explained[-1]}", flush=True)
+
+    def stage(m: Measured) -> float:
+        return m.stage_s or m.seconds
+
+    plain_s = statistics.median(stage(m) for m in plain)
+    explained_s = statistics.median(stage(m) for m in explained)
+    shares = [stage(p) / stage(e) for p, e in zip(plain, explained, strict=True)]
     return EXPLAIN_LINE.format(
         rows=one,
-        plain=one / (plain.stage_s or plain.seconds),
-        explained=one / (explained.stage_s or explained.seconds),
-        share=(plain.stage_s or plain.seconds) / (explained.stage_s or explained.seconds),
-        wall=plain.seconds / explained.seconds,
+        plain=one / plain_s,
+        explained=one / explained_s,
+        share=plain_s / explained_s,
+        wall=statistics.median(m.seconds for m in plain)
+        / statistics.median(m.seconds for m in explained),
+        rounds=rounds,
+        shares=", ".join(f"{x:.2f}" for x in shares),
     )
 
 

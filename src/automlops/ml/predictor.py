@@ -93,6 +93,13 @@ class Predictor:
         """`explain_frame` for JSON rows (as `predict_rows` is to `predict`)."""
         return self._explain(self.encoder.encode_rows(rows), k)
 
+    def prepare_explanations(self) -> None:
+        """Make ready what explaining needs (compiled code loaded, the trees' tables built) by
+        explaining two rows of missing values: batch scoring runs it beside its first reads,
+        so that the first chunk does not wait for it."""
+        rows = np.full((2, self.encoder.width), np.nan, dtype=np.float32)
+        self.model.contributions(rows, self.metadata.task)
+
     def _explain(self, features: np.ndarray, k: int | None) -> ExplainedPredictions:
         task = self.metadata.task
         features = self._matrix(features)

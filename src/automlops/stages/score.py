@@ -121,9 +121,12 @@ def score(record: S3EventRecord, ports: Ports) -> StageResult:
     output_key = keys.predictions_key(run.dataset, run.run_id, job.source.filename)
     with (
         _input_file(ports.store, record) as path,
-        ThreadPoolExecutor(1, thread_name_prefix="automlops-score-hash") as hasher,
+        ThreadPoolExecutor(2, thread_name_prefix="automlops-score-aside") as aside,
     ):
-        digest = hasher.submit(_sha256, path)  # beside the scoring, which reads the file too
+        digest = aside.submit(_sha256, path)  # beside the scoring, which reads the file too
+        if job.options.explain is not None:
+            # Beside the first reads; a failure here fails the first chunk's explanation too.
+            aside.submit(predictors[0].prepare_explanations)
         reader = open_table(path, job.fmt)
         scorers = [BatchScorer(p, job.options, reader.names) for p in predictors]
         names = scorers[0].kept + scorers[0].output_names

@@ -85,11 +85,18 @@ class EnsembleModel:
         mean of the members' log-odds (softmax logits), which approximates the log-odds of the
         mean probability (equal when the members agree; `explain.gap` measures the difference).
         """
-        parts = [(m.weight, m.model.contributions(features, task)) for m in self.members]
-        values = sum((w * c.values for w, c in parts), np.zeros_like(parts[0][1].values))
-        base = sum((w * c.base for w, c in parts), np.zeros_like(parts[0][1].base))
-        exact = task is Task.regression and all(c.exact for _, c in parts)
-        return FeatureContributions(values=values, base=base, exact=exact)
+        first = self.members[0]
+        part = first.model.contributions(features, task)
+        # Summed in place: each part is rows x outputs x features, several MB a chunk.
+        values, base, exact = part.values * first.weight, part.base * first.weight, part.exact
+        for member in self.members[1:]:
+            part = member.model.contributions(features, task)
+            values += member.weight * part.values
+            base += member.weight * part.base
+            exact = exact and part.exact
+        return FeatureContributions(
+            values=values, base=base, exact=exact and task is Task.regression
+        )
 
     def save(self) -> bytes:
         return orjson.dumps(
