@@ -29,11 +29,15 @@ browser:
 	  ($$sudo apt-get update -qq && $$sudo apt-get install -y -qq chromium) || \
 	  echo "note: chromium could not be installed; the browser tests will skip"; }
 
+# Test processes side by side: two, as many as the 2-core machine the suite is sized for (a
+# container's CPU count can be its host's, not its quota; more workers also hold more memory).
+TEST_WORKERS ?= 2
+
 test: setup browser aws-validate
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
-	$(BIN)/pytest -n auto --dist worksteal
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal
 
 # AWS deployment: the Serverless Framework v3 from the committed lock file, packaged offline
 # (no credentials: image URIs are pinned by digest) and linted with cfn-lint.
